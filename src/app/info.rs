@@ -1,0 +1,106 @@
+//! `help` and `status`.
+
+use super::settings_cmds::strategy_label;
+use super::{App, Sink};
+use crate::command::{Mode, COMMANDS};
+use crate::nodes::health::probe_all;
+use crate::ui;
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+impl App {
+    fn mode_word(&self) -> &'static str {
+        match self.mode() {
+            Mode::Standard => "standard",
+            Mode::Distributed => "distributed",
+        }
+    }
+
+    /// The current value shown beside a command in `help`.
+    fn current_value(&self, name: &str) -> Option<String> {
+        let s = &self.settings;
+        Some(match name {
+            "mode" => self.mode_word().to_string(),
+            "distributed" => format!(
+                "task {}, model sharding {}",
+                on_off(s.task_distribution_enabled),
+                on_off(s.model_sharding_enabled)
+            ),
+            "nodes" => format!("{} node(s), {} host(s)", self.registry.len(), self.registry.hosts().len()),
+            "rpc" => format!("{} backend(s)", s.rpc_backends.len()),
+            "collab" => on_off(s.collaborative_mode).into(),
+            "refine" => s.refinement_rounds.to_string(),
+            "synthesis" => s.synthesis_model.clone().unwrap_or_else(|| "none".into()),
+            "timeout" => format!("{}s", s.agent_timeout),
+            "ast" => on_off(s.ast_voting_enabled).into(),
+            "quality" => format!("{:.2}", s.quality_threshold),
+            "qretries" => s.max_quality_retries.to_string(),
+            "strategy" => self.strategy().word().into(),
+            "model" => self.model().to_string(),
+            "rag" => on_off(s.flockparser_enabled).into(),
+            "redis" => on_off(s.redis_logging_enabled).into(),
+            "verbose" => on_off(s.dashboard_verbose).into(),
+            _ => return None,
+        })
+    }
+
+    pub(super) fn help(&self, sink: &mut dyn Sink) {
+        sink.out("Commands (current value in brackets); any other line is a query:");
+        for spec in COMMANDS {
+            let value = self.current_value(spec.name).map(|v| format!(" [{v}]")).unwrap_or_default();
+            sink.out(&format!("  {:<46} {}{}", spec.usage, spec.help, value));
+        }
+        sink.out("");
+        sink.out("Strategies: auto/multi/parallel use the host-aware work queue (at most one request per");
+        sink.out("physical host at a time unless host_capacity is raised); single pins the preferred node;");
+        sink.out("gpu prefers nodes whose /api/ps shows the model in VRAM.");
+    }
+
+    pub(super) async fn status(&mut self, sink: &mut dyn Sink) -> bool {
+        let nodes = self.registry.nodes().to_vec();
+        let results = probe_all(&self.client, &nodes, false).await;
+        let healthy = results.iter().filter(|r| r.ok).count();
+        let s = &self.settings;
+        let mut t = ui::table(&["Property", "Value"]);
+        let mut row = |k: &str, v: String| {
+            t.add_row(vec![k.to_string(), v]);
+        };
+        row("Mode", self.mode_word().into());
+        row("Model", self.model().to_string());
+        row("Synthesis Model", s.synthesis_model.clone().unwrap_or_else(|| "None (same as model)".into()));
+        row("Strategy", strategy_label(self.strategy()).into());
+        row("Collaboration", on_off(s.collaborative_mode).into());
+        row("Refinement Rounds", s.refinement_rounds.to_string());
+        row("Agent Timeout", format!("{}s", s.agent_timeout));
+        row("AST Quality Voting", on_off(s.ast_voting_enabled).into());
+        row("Quality Threshold", format!("{:.2}", s.quality_threshold));
+        row("Quality Retries", s.max_quality_retries.to_string());
+        row("Task Distribution", on_off(s.task_distribution_enabled).into());
+        row("Model Sharding", on_off(s.model_sharding_enabled).into());
+        row("RPC Backends", s.rpc_backends.len().to_string());
+        row("FlockParser RAG", format!("{} (not provided by this port)", on_off(s.flockparser_enabled)));
+        row("Redis Logging", format!("{} (not provided by this port)", on_off(s.redis_logging_enabled)));
+        row("Verbose", on_off(s.dashboard_verbose).into());
+        let sim = if self.registry.simulated { " (simulated)" } else { "" };
+        row("Ollama Nodes", format!("{}{sim}", nodes.len()));
+        row("Healthy Nodes", healthy.to_string());
+        row("Physical Hosts", self.registry.hosts().len().to_string());
+        row("Settings File", self.settings_store.path.display().to_string());
+        row(
+            "Node File",
+            match self.registry.store() {
+                Some(st) => st.path.display().to_string(),
+                None => "none (simulated nodes live in memory)".into(),
+            },
+        );
+        sink.out("SYSTEM STATUS");
+        sink.out(&t.to_string());
+        true
+    }
+}

@@ -1,0 +1,187 @@
+//! The application state and the dispatcher: a `Command` in, text out through a
+//! `Sink`. No terminal I/O here, so tests can drive it directly.
+
+mod discover;
+mod info;
+mod node_cmds;
+mod settings_cmds;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::command::{self, Command, Mode, Strategy};
+use crate::config::settings::{Settings, SettingsStore};
+use crate::nodes::Registry;
+use crate::ollama::Client;
+use crate::sim::SimHost;
+
+/// Where command output goes: results to `out`, diagnostics to `err`.
+pub trait Sink {
+    fn out(&mut self, text: &str);
+    fn err(&mut self, text: &str);
+}
+
+/// A sink that keeps everything (tests, `-i`).
+#[derive(Debug, Default, Clone)]
+pub struct Captured {
+    pub out: String,
+    pub err: String,
+}
+
+impl Sink for Captured {
+    fn out(&mut self, text: &str) {
+        self.out.push_str(text);
+        self.out.push('\n');
+    }
+    fn err(&mut self, text: &str) {
+        self.err.push_str(text);
+        self.err.push('\n');
+    }
+}
+
+/// What running one line did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub ok: bool,
+    pub exit: bool,
+}
+
+impl Outcome {
+    pub const OK: Outcome = Outcome { ok: true, exit: false };
+    pub const FAILED: Outcome = Outcome { ok: false, exit: false };
+    pub const EXIT: Outcome = Outcome { ok: true, exit: true };
+
+    pub fn from(ok: bool) -> Outcome {
+        Outcome { ok, exit: false }
+    }
+}
+
+/// Values given on the command line: they beat saved settings for this run.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub model: Option<String>,
+    pub mode: Option<Mode>,
+}
+
+pub struct App {
+    pub settings: Settings,
+    pub settings_store: SettingsStore,
+    pub registry: Registry,
+    pub client: Client,
+    pub overrides: Overrides,
+    /// Simulated hosts started by this process (`--simulate N`).
+    pub simulated: Vec<Arc<SimHost>>,
+    pub home: PathBuf,
+}
+
+impl App {
+    pub fn new(settings: Settings, settings_store: SettingsStore, registry: Registry, home: PathBuf) -> App {
+        App {
+            settings,
+            settings_store,
+            registry,
+            client: Client::default(),
+            overrides: Overrides::default(),
+            simulated: Vec::new(),
+            home,
+        }
+    }
+
+    /// The model in use: the command-line value, else the saved one.
+    pub fn model(&self) -> &str {
+        self.overrides.model.as_deref().unwrap_or(&self.settings.model)
+    }
+
+    pub fn mode(&self) -> Mode {
+        if let Some(m) = self.overrides.mode {
+            return m;
+        }
+        match self.settings.mode.as_deref() {
+            Some("distributed") => Mode::Distributed,
+            _ => Mode::Standard,
+        }
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        Strategy::from_setting(self.settings.strategy.as_deref())
+    }
+
+    /// Save the settings file; a failure is reported and makes the command fail.
+    fn save_settings(&mut self, sink: &mut dyn Sink) -> bool {
+        match self.settings_store.save(&self.settings) {
+            Ok(()) => true,
+            Err(e) => {
+                sink.err(&format!("⚠️  {e:#}"));
+                false
+            }
+        }
+    }
+
+    /// Save the node file (if this registry has one).
+    fn save_nodes(&mut self, sink: &mut dyn Sink) -> bool {
+        match self.registry.save() {
+            Ok(_) => true,
+            Err(e) => {
+                sink.err(&format!("⚠️  {e:#}"));
+                false
+            }
+        }
+    }
+
+    /// Parse and run one line (not blank, not a comment).
+    pub async fn run_line(&mut self, line: &str, sink: &mut dyn Sink) -> Outcome {
+        match command::parse(line) {
+            Ok(cmd) => self.dispatch(cmd, sink).await,
+            Err(usage) => {
+                sink.err(&format!("❌ {usage}"));
+                Outcome::FAILED
+            }
+        }
+    }
+
+    pub async fn dispatch(&mut self, cmd: Command, sink: &mut dyn Sink) -> Outcome {
+        use Command as C;
+        match cmd {
+            C::Exit => {
+                sink.err("👋 Exiting SynapticLlamas. Goodbye!");
+                Outcome::EXIT
+            }
+            C::Help => {
+                self.help(sink);
+                Outcome::OK
+            }
+            C::Status => Outcome::from(self.status(sink).await),
+            C::Nodes => Outcome::from(self.nodes(sink).await),
+            C::Add { url, force } => Outcome::from(self.add(&url, force, sink).await),
+            C::Remove(key) => Outcome::from(self.remove(&key, sink)),
+            C::Health => Outcome::from(self.health(sink).await),
+            C::Save(path) => Outcome::from(self.save_to(&path, sink)),
+            C::Load(path) => Outcome::from(self.load_from(&path, sink)),
+            C::Mode(m) => Outcome::from(self.set_mode(m, sink).await),
+            C::Collab(_)
+            | C::Refine(_)
+            | C::Synthesis(_)
+            | C::Timeout(_)
+            | C::Ast(_)
+            | C::Quality(_)
+            | C::QRetries(_)
+            | C::Strategy(_)
+            | C::Model(_)
+            | C::Rag(_)
+            | C::Redis(_)
+            | C::Verbose(_) => Outcome::from(self.setting(cmd, sink)),
+            C::Discover { .. } => not_built(sink, "discover", "subnet discovery"),
+            C::Distributed(_) => not_built(sink, "distributed", "routing paths and model sharding"),
+            C::Rpc(_) => not_built(sink, "rpc", "llama.cpp RPC backends"),
+            C::Metrics { .. } => not_built(sink, "metrics", "query metrics"),
+            C::Benchmark => not_built(sink, "benchmark", "node benchmarks"),
+            C::Dashboard { .. } => not_built(sink, "dashboard", "the web dashboard"),
+            C::Query(_) => not_built(sink, "query", "the query pipeline"),
+        }
+    }
+}
+
+fn not_built(sink: &mut dyn Sink, what: &str, capability: &str) -> Outcome {
+    sink.err(&format!("❌ {what}: {capability} is not built yet in this version"));
+    Outcome::FAILED
+}

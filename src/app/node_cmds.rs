@@ -1,0 +1,231 @@
+//! Node commands: nodes, add, remove, health, save, load.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{App, Sink};
+use crate::config::atomic::write_atomic;
+use crate::config::nodes_file::{self, NodeEntry};
+use crate::nodes::health::{probe, probe_all};
+use crate::nodes::registry::{AddOutcome, Health, Node};
+use crate::ollama::host;
+use crate::ui;
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map(|ms| format!("{ms:.0} ms")).unwrap_or_else(|| "-".into())
+}
+
+fn fmt_gb(bytes: u64) -> String {
+    format!("{:.1} GB", bytes as f64 / 1e9)
+}
+
+impl App {
+    pub(super) async fn nodes(&mut self, sink: &mut dyn Sink) -> bool {
+        let nodes: Vec<Arc<Node>> = self.registry.nodes().to_vec();
+        probe_all(&self.client, &nodes, true).await;
+        self.print_coordinator_section(sink);
+        let label = if self.registry.simulated { " — simulated" } else { "" };
+        sink.out(&format!("🔀 OLLAMA NODES (task distribution{label})"));
+        if nodes.is_empty() {
+            sink.out("⚠️  No Ollama nodes registered (use `add URL` or `discover CIDR`)");
+        } else {
+            let mut t = ui::table(&[
+                "Name", "URL", "Host", "Status", "Models", "Loaded (VRAM)", "Requests", "Errors", "Avg latency",
+            ]);
+            for n in &nodes {
+                let st = n.state();
+                let status = match (st.health, st.cooling()) {
+                    (Health::Up, _) => "up".to_string(),
+                    (Health::Down, true) => format!("down, cooling ({} failures)", st.consecutive_failures),
+                    (Health::Down, false) => "down".to_string(),
+                    (Health::Unknown, _) => "unknown".to_string(),
+                };
+                let models = if st.models.is_empty() { "-".to_string() } else { st.models.join(", ") };
+                let loaded = if st.loaded.is_empty() {
+                    "-".to_string()
+                } else {
+                    st.loaded
+                        .iter()
+                        .map(|m| {
+                            let pct = if m.size > 0 { m.size_vram as f64 * 100.0 / m.size as f64 } else { 0.0 };
+                            format!("{} ({}, {pct:.0}% GPU)", m.name, fmt_gb(m.size))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let name = if n.simulated { format!("{} (simulated)", n.name()) } else { n.name().to_string() };
+                t.add_row(vec![
+                    name,
+                    n.url().to_string(),
+                    n.host.clone(),
+                    status,
+                    models,
+                    loaded,
+                    st.requests.to_string(),
+                    st.errors.to_string(),
+                    fmt_ms(st.avg_latency_ms()),
+                ]);
+            }
+            sink.out(&t.to_string());
+            let hosts = self.registry.hosts().len();
+            sink.out(&format!(
+                "{} node{} on {hosts} physical host{}",
+                nodes.len(),
+                if nodes.len() == 1 { "" } else { "s" },
+                if hosts == 1 { "" } else { "s" }
+            ));
+        }
+        self.print_rpc_section(sink).await;
+        true
+    }
+
+    fn print_coordinator_section(&self, sink: &mut dyn Sink) {
+        if let Some(url) = &self.settings.coordinator_url {
+            sink.out("🎯 COORDINATOR (llama.cpp model sharding)");
+            sink.out(&format!("   URL: {url} (configured; managed by `distributed model`)"));
+            sink.out("");
+        }
+    }
+
+    async fn print_rpc_section(&self, sink: &mut dyn Sink) {
+        sink.out("");
+        sink.out("🔗 RPC BACKENDS (model sharding)");
+        if self.settings.rpc_backends.is_empty() {
+            sink.out("   No RPC backends configured (`rpc add HOST[:PORT]`)");
+            return;
+        }
+        let mut t = ui::table(&["Address", "Status"]);
+        for b in &self.settings.rpc_backends {
+            let addr = format!("{}:{}", b.host, b.port);
+            let up = tokio::time::timeout(
+                std::time::Duration::from_millis(500),
+                tokio::net::TcpStream::connect((b.host.as_str(), b.port)),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok());
+            t.add_row(vec![addr, if up { "up".into() } else { "down".into() }]);
+        }
+        sink.out(&t.to_string());
+    }
+
+    pub(super) async fn add(&mut self, raw: &str, force: bool, sink: &mut dyn Sink) -> bool {
+        let spec = match host::parse(raw) {
+            Ok(s) => s,
+            Err(e) => {
+                sink.err(&format!("❌ add: {e}"));
+                sink.err("   Usage: add URL [--force]   (e.g. add 10.77.0.11, add http://box:11434)");
+                return false;
+            }
+        };
+        let url = spec.base_url();
+        if let Some(existing) = self.registry.find(&url) {
+            sink.err(&format!(
+                "❌ Node already registered: {} ({})",
+                existing.name(),
+                existing.url()
+            ));
+            return false;
+        }
+        let entry = NodeEntry {
+            url: url.clone(),
+            name: spec.default_name(),
+            priority: 0,
+            host_id: None,
+            extra: Default::default(),
+        };
+        let node = Arc::new(Node::new(entry, false));
+        let result = probe(&self.client, node.clone(), false).await;
+        if !result.ok {
+            if !force {
+                sink.err(&format!("❌ Failed to add node: {url} is not reachable ({})", result.detail));
+                sink.err("   Use `add URL --force` to add it anyway.");
+                return false;
+            }
+            sink.err(&format!("⚠️  {url} is not reachable ({}); added anyway (--force)", result.detail));
+        }
+        let name = node.name().to_string();
+        if let AddOutcome::Duplicate(u) = self.registry.add_node(node) {
+            sink.err(&format!("❌ Node already registered: {u}"));
+            return false;
+        }
+        sink.out(&format!("✅ Added node: {name} ({url})"));
+        self.save_nodes(sink)
+    }
+
+    pub(super) fn remove(&mut self, key: &str, sink: &mut dyn Sink) -> bool {
+        match self.registry.remove(key) {
+            Some(n) => {
+                sink.out(&format!("✅ Removed node: {} ({})", n.name(), n.url()));
+                self.save_nodes(sink)
+            }
+            None => {
+                sink.err(&format!("❌ Node not found: {key}"));
+                false
+            }
+        }
+    }
+
+    pub(super) async fn health(&mut self, sink: &mut dyn Sink) -> bool {
+        let nodes = self.registry.nodes().to_vec();
+        if nodes.is_empty() {
+            sink.out("⚠️  No nodes registered");
+            return true;
+        }
+        sink.err("🏥 Running health checks...");
+        let results = probe_all(&self.client, &nodes, false).await;
+        let healthy = results.iter().filter(|r| r.ok).count();
+        for r in &results {
+            let mark = if r.ok { "✅" } else { "❌" };
+            let mut line = format!("{mark} {} ({}): {}", r.node.name(), r.node.url(), r.detail);
+            let st = r.node.state();
+            if !r.ok && st.cooling() {
+                line.push_str(&format!(
+                    " — {} failures in a row, cooling down (kept in the registry)",
+                    st.consecutive_failures
+                ));
+            }
+            sink.out(&line);
+        }
+        sink.out(&format!("✅ {healthy}/{} nodes healthy", results.len()));
+        true
+    }
+
+    pub(super) fn save_to(&mut self, path: &str, sink: &mut dyn Sink) -> bool {
+        let mut file = self.registry.to_file();
+        if self.registry.simulated {
+            file.entries = self.registry.nodes().iter().map(|n| n.entry.clone()).collect();
+        }
+        match write_atomic(Path::new(path), nodes_file::to_json(&file).as_bytes()) {
+            Ok(()) => {
+                sink.out(&format!("✅ Saved {} node(s) to {path}", file.entries.len()));
+                true
+            }
+            Err(e) => {
+                sink.err(&format!("❌ save: {e:#}"));
+                false
+            }
+        }
+    }
+
+    pub(super) fn load_from(&mut self, path: &str, sink: &mut dyn Sink) -> bool {
+        match nodes_file::load(Path::new(path)) {
+            Ok(None) => {
+                sink.err(&format!("❌ load: {path}: no such file"));
+                false
+            }
+            Err(e) => {
+                sink.err(&format!("❌ load: {e}"));
+                false
+            }
+            Ok(Some((file, warnings))) => {
+                for w in warnings {
+                    sink.err(&format!("⚠️  {w}"));
+                }
+                let n = file.entries.len();
+                self.registry.replace_all(file);
+                sink.out(&format!("✅ Loaded {n} node(s) from {path}"));
+                true
+            }
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! The shell's commands: one table (name, usage, help) that drives `help`,
+//! completion and parsing, and a pure parser from a line to a `Command`.
+
+/// One row of the command table.
+pub struct Spec {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub usage: &'static str,
+    pub help: &'static str,
+    /// Keywords completed after the command name.
+    pub keywords: &'static [&'static str],
+}
+
+pub const COMMANDS: &[Spec] = &[
+    Spec { name: "mode", aliases: &[], usage: "mode standard|distributed", help: "switch mode (distributed scans the subnet)", keywords: &["standard", "distributed"] },
+    Spec { name: "distributed", aliases: &[], usage: "distributed task|model|both|off", help: "routing path: node pool, sharded model, both, or one node", keywords: &["task", "model", "both", "off"] },
+    Spec { name: "nodes", aliases: &[], usage: "nodes", help: "Ollama nodes, coordinator and RPC backends with live status", keywords: &[] },
+    Spec { name: "add", aliases: &[], usage: "add URL [--force]", help: "add an Ollama node (probes it first)", keywords: &["--force"] },
+    Spec { name: "remove", aliases: &[], usage: "remove URL|NAME", help: "remove a node", keywords: &[] },
+    Spec { name: "discover", aliases: &[], usage: "discover [CIDR] [--timeout MS]", help: "scan a subnet for Ollama nodes", keywords: &["--timeout"] },
+    Spec { name: "health", aliases: &[], usage: "health", help: "probe every node now", keywords: &[] },
+    Spec { name: "save", aliases: &[], usage: "save FILE", help: "write the node list to FILE", keywords: &[] },
+    Spec { name: "load", aliases: &[], usage: "load FILE", help: "replace the node list with FILE's", keywords: &[] },
+    Spec { name: "rpc", aliases: &[], usage: "rpc discover|list|add HOST[:PORT]|remove HOST[:PORT]", help: "llama.cpp RPC backends for model sharding", keywords: &["discover", "list", "add", "remove"] },
+    Spec { name: "collab", aliases: &[], usage: "collab on|off", help: "collaborative workflow (research, critique, refine, edit)", keywords: &["on", "off"] },
+    Spec { name: "refine", aliases: &[], usage: "refine N (0-5)", help: "refinement rounds in collaborative mode", keywords: &[] },
+    Spec { name: "synthesis", aliases: &[], usage: "synthesis MODEL|none", help: "model for the final synthesis", keywords: &["none"] },
+    Spec { name: "timeout", aliases: &[], usage: "timeout SECS (>= 30)", help: "per-agent inference timeout", keywords: &[] },
+    Spec { name: "ast", aliases: &[], usage: "ast on|off", help: "AST quality voting", keywords: &["on", "off"] },
+    Spec { name: "quality", aliases: &[], usage: "quality X (0.0-1.0)", help: "quality threshold for voting", keywords: &[] },
+    Spec { name: "qretries", aliases: &[], usage: "qretries N (0-5)", help: "quality retries", keywords: &[] },
+    Spec { name: "strategy", aliases: &[], usage: "strategy auto|single|parallel|multi|gpu", help: "how work is spread over nodes", keywords: &["auto", "single", "parallel", "multi", "gpu"] },
+    Spec { name: "model", aliases: &[], usage: "model NAME", help: "model used by the agents", keywords: &[] },
+    Spec { name: "status", aliases: &[], usage: "status", help: "every setting and node counts", keywords: &[] },
+    Spec { name: "metrics", aliases: &[], usage: "metrics [--json]", help: "the last query's metrics", keywords: &["--json"] },
+    Spec { name: "benchmark", aliases: &[], usage: "benchmark", help: "measure each node (tokens/s, latency)", keywords: &[] },
+    Spec { name: "dashboard", aliases: &[], usage: "dashboard [--port P] [--bind ADDR] | dashboard stop", help: "live web dashboard", keywords: &["stop", "--port", "--bind"] },
+    Spec { name: "rag", aliases: &[], usage: "rag on|off", help: "FlockParser RAG (setting kept; not provided by this port)", keywords: &["on", "off"] },
+    Spec { name: "redis", aliases: &[], usage: "redis on|off", help: "Redis log publishing (setting kept; not provided by this port)", keywords: &["on", "off"] },
+    Spec { name: "verbose", aliases: &[], usage: "verbose on|off", help: "dashboard verbosity (setting kept)", keywords: &["on", "off"] },
+    Spec { name: "help", aliases: &["?"], usage: "help", help: "this list", keywords: &[] },
+    Spec { name: "exit", aliases: &["quit", "q"], usage: "exit", help: "leave", keywords: &[] },
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Standard,
+    Distributed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Task,
+    Model,
+    Both,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Auto,
+    Single,
+    Parallel,
+    Multi,
+    Gpu,
+}
+
+impl Strategy {
+    /// The value the original stores in the settings file.
+    pub fn setting(self) -> Option<&'static str> {
+        match self {
+            Strategy::Auto => None,
+            Strategy::Single => Some("single_node"),
+            Strategy::Parallel => Some("parallel_same"),
+            Strategy::Multi => Some("parallel_multi"),
+            Strategy::Gpu => Some("gpu_routing"),
+        }
+    }
+
+    pub fn from_setting(s: Option<&str>) -> Strategy {
+        match s {
+            Some("single_node") => Strategy::Single,
+            Some("parallel_same") => Strategy::Parallel,
+            Some("parallel_multi") => Strategy::Multi,
+            Some("gpu_routing") => Strategy::Gpu,
+            _ => Strategy::Auto,
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Strategy::Auto => "auto",
+            Strategy::Single => "single",
+            Strategy::Parallel => "parallel",
+            Strategy::Multi => "multi",
+            Strategy::Gpu => "gpu",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RpcCmd {
+    Discover,
+    List,
+    Add(String),
+    Remove(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Mode(Mode),
+    Distributed(Route),
+    Nodes,
+    Add { url: String, force: bool },
+    Remove(String),
+    Discover { cidr: Option<String>, timeout_ms: Option<u64> },
+    Health,
+    Save(String),
+    Load(String),
+    Rpc(RpcCmd),
+    Collab(bool),
+    Refine(u32),
+    Synthesis(Option<String>),
+    Timeout(u64),
+    Ast(bool),
+    Quality(f64),
+    QRetries(u32),
+    Strategy(Strategy),
+    Model(String),
+    Status,
+    Metrics { json: bool },
+    Benchmark,
+    Dashboard { stop: bool, port: Option<u16>, bind: Option<String> },
+    Rag(bool),
+    Redis(bool),
+    Verbose(bool),
+    Help,
+    Exit,
+    /// Anything that is not a command.
+    Query(String),
+}
+
+/// A line that names a command but whose arguments are wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub message: String,
+    pub usage: &'static str,
+}
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n   Usage: {}", self.message, self.usage)
+    }
+}
+
+pub fn lookup(word: &str) -> Option<&'static Spec> {
+    let w = word.to_ascii_lowercase();
+    COMMANDS
+        .iter()
+        .find(|s| s.name == w || s.aliases.contains(&w.as_str()))
+}
+
+fn on_off(args: &[&str]) -> Result<bool, String> {
+    match args {
+        [a] if a.eq_ignore_ascii_case("on") => Ok(true),
+        [a] if a.eq_ignore_ascii_case("off") => Ok(false),
+        [] => Err("expected on or off".into()),
+        _ => Err(format!("expected on or off, got `{}`", args.join(" "))),
+    }
+}
+
+fn one<'a>(args: &[&'a str], what: &str) -> Result<&'a str, String> {
+    match args {
+        [a] => Ok(a),
+        [] => Err(format!("missing {what}")),
+        _ => Err(format!("expected one {what}, got `{}`", args.join(" "))),
+    }
+}
+
+fn int_in(args: &[&str], what: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    let a = one(args, what)?;
+    let n: u64 = a.parse().map_err(|_| format!("`{a}` is not a whole number"))?;
+    if n < lo || n > hi {
+        return Err(if hi == u64::MAX {
+            format!("{what} must be at least {lo}, got {n}")
+        } else {
+            format!("{what} must be between {lo} and {hi}, got {n}")
+        });
+    }
+    Ok(n)
+}
+
+fn keyword<T: Copy>(args: &[&str], what: &str, table: &[(&str, T)]) -> Result<T, String> {
+    let a = one(args, what)?;
+    table
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(a))
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let words: Vec<&str> = table.iter().map(|(k, _)| *k).collect();
+            format!("unknown {what} `{a}` (use {})", words.join(", "))
+        })
+}
+
+/// Parse one line. Blank lines and comments are the caller's business; a line
+/// whose first word is not a command is a query.
+pub fn parse(line: &str) -> Result<Command, Usage> {
+    let line = line.trim();
+    let mut words = line.split_whitespace();
+    let first = words.next().unwrap_or("");
+    let Some(spec) = lookup(first) else {
+        return Ok(Command::Query(line.to_string()));
+    };
+    let args: Vec<&str> = words.collect();
+    let fail = |message: String| Usage {
+        message,
+        usage: spec.usage,
+    };
+    let no_args = |cmd: Command| {
+        if args.is_empty() {
+            Ok(cmd)
+        } else {
+            Err(format!("`{}` takes no arguments", spec.name))
+        }
+    };
+    let r: Result<Command, String> = match spec.name {
+        "mode" => keyword(&args, "mode", &[("standard", Mode::Standard), ("distributed", Mode::Distributed)]).map(Command::Mode),
+        "distributed" => keyword(
+            &args,
+            "routing path",
+            &[("task", Route::Task), ("model", Route::Model), ("both", Route::Both), ("off", Route::Off)],
+        )
+        .map(Command::Distributed),
+        "nodes" => no_args(Command::Nodes),
+        "add" => {
+            let force = args.iter().any(|a| *a == "--force");
+            let rest: Vec<&str> = args.iter().copied().filter(|a| *a != "--force").collect();
+            one(&rest, "URL").map(|u| Command::Add { url: u.to_string(), force })
+        }
+        "remove" => one(&args, "URL or name").map(|u| Command::Remove(u.to_string())),
+        "discover" => parse_discover(&args),
+        "health" => no_args(Command::Health),
+        "save" => path_arg(line, first).map(Command::Save),
+        "load" => path_arg(line, first).map(Command::Load),
+        "rpc" => parse_rpc(&args),
+        "collab" => on_off(&args).map(Command::Collab),
+        "refine" => int_in(&args, "refinement rounds", 0, 5).map(|n| Command::Refine(n as u32)),
+        "synthesis" => one(&args, "model name").map(|m| {
+            if m.eq_ignore_ascii_case("none") {
+                Command::Synthesis(None)
+            } else {
+                Command::Synthesis(Some(m.to_string()))
+            }
+        }),
+        "timeout" => int_in(&args, "timeout in seconds", 30, u64::MAX).map(Command::Timeout),
+        "ast" => on_off(&args).map(Command::Ast),
+        "quality" => one(&args, "threshold").and_then(|a| {
+            let x: f64 = a.parse().map_err(|_| format!("`{a}` is not a number"))?;
+            if x.is_nan() || !(0.0..=1.0).contains(&x) {
+                Err(format!("quality threshold must be between 0.0 and 1.0, got `{a}`"))
+            } else {
+                Ok(Command::Quality(x))
+            }
+        }),
+        "qretries" => int_in(&args, "quality retries", 0, 5).map(|n| Command::QRetries(n as u32)),
+        "strategy" => keyword(
+            &args,
+            "strategy",
+            &[
+                ("auto", Strategy::Auto),
+                ("single", Strategy::Single),
+                ("parallel", Strategy::Parallel),
+                ("multi", Strategy::Multi),
+                ("gpu", Strategy::Gpu),
+            ],
+        )
+        .map(Command::Strategy),
+        "model" => one(&args, "model name").and_then(|m| {
+            if m.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c)) {
+                Ok(Command::Model(m.to_string()))
+            } else {
+                Err(format!("`{m}` is not a valid model name"))
+            }
+        }),
+        "status" => no_args(Command::Status),
+        "metrics" => match args.as_slice() {
+            [] => Ok(Command::Metrics { json: false }),
+            ["--json"] => Ok(Command::Metrics { json: true }),
+            _ => Err(format!("unexpected `{}`", args.join(" "))),
+        },
+        "benchmark" => no_args(Command::Benchmark),
+        "dashboard" => parse_dashboard(&args),
+        "rag" => on_off(&args).map(Command::Rag),
+        "redis" => on_off(&args).map(Command::Redis),
+        "verbose" => on_off(&args).map(Command::Verbose),
+        "help" => Ok(Command::Help),
+        "exit" => Ok(Command::Exit),
+        _ => unreachable!("every table entry is handled"),
+    };
+    r.map_err(fail)
+}
+
+/// A file argument: the rest of the line, so paths may contain spaces.
+fn path_arg(line: &str, first: &str) -> Result<String, String> {
+    let rest = line[first.len()..].trim();
+    let rest = rest
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or(rest);
+    if rest.is_empty() {
+        Err("missing file path".into())
+    } else {
+        Ok(rest.to_string())
+    }
+}
+
+fn parse_discover(args: &[&str]) -> Result<Command, String> {
+    let mut cidr = None;
+    let mut timeout_ms = None;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i] {
+            "--timeout" => {
+                let v = args.get(i + 1).ok_or("--timeout needs milliseconds")?;
+                let n: u64 = v.parse().map_err(|_| format!("--timeout: `{v}` is not a whole number of milliseconds"))?;
+                if n == 0 || n > 60_000 {
+                    return Err(format!("--timeout must be between 1 and 60000 ms, got {n}"));
+                }
+                timeout_ms = Some(n);
+                i += 2;
+            }
+            a if a.starts_with("--") => return Err(format!("unknown option `{a}`")),
+            a if cidr.is_none() => {
+                cidr = Some(a.to_string());
+                i += 1;
+            }
+            a => return Err(format!("unexpected `{a}` (one CIDR at most)")),
+        }
+    }
+    Ok(Command::Discover { cidr, timeout_ms })
+}
+
+fn parse_rpc(args: &[&str]) -> Result<Command, String> {
+    match args {
+        [] => Err("missing sub-command".into()),
+        [s] if s.eq_ignore_ascii_case("discover") => Ok(Command::Rpc(RpcCmd::Discover)),
+        [s] if s.eq_ignore_ascii_case("list") => Ok(Command::Rpc(RpcCmd::List)),
+        [s, a] if s.eq_ignore_ascii_case("add") => Ok(Command::Rpc(RpcCmd::Add(a.to_string()))),
+        [s, a] if s.eq_ignore_ascii_case("remove") => Ok(Command::Rpc(RpcCmd::Remove(a.to_string()))),
+        [s] if s.eq_ignore_ascii_case("add") || s.eq_ignore_ascii_case("remove") => Err(format!("`rpc {s}` needs HOST[:PORT]")),
+        [s, ..] => Err(format!("unknown sub-command `{s}`")),
+    }
+}
+
+fn parse_dashboard(args: &[&str]) -> Result<Command, String> {
+    if args == ["stop"] {
+        return Ok(Command::Dashboard { stop: true, port: None, bind: None });
+    }
+    let (mut port, mut bind) = (None, None);
+    let mut i = 0;
+    while i < args.len() {
+        let v = args.get(i + 1).ok_or_else(|| format!("{} needs a value", args[i]))?;
+        match args[i] {
+            "--port" => port = Some(v.parse::<u16>().map_err(|_| format!("--port: `{v}` is not a port number"))?),
+            "--bind" => bind = Some(v.to_string()),
+            a => return Err(format!("unknown option `{a}`")),
+        }
+        i += 2;
+    }
+    Ok(Command::Dashboard { stop: false, port, bind })
+}
+
+/// Completion candidates for what has been typed so far.
+pub fn complete(line: &str) -> Vec<String> {
+    let ends_with_space = line.ends_with(' ');
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match (words.as_slice(), ends_with_space) {
+        ([], _) => COMMANDS.iter().map(|s| s.name.to_string()).collect(),
+        ([w], false) => COMMANDS
+            .iter()
+            .flat_map(|s| std::iter::once(s.name).chain(s.aliases.iter().copied()))
+            .filter(|n| n.starts_with(&w.to_ascii_lowercase()))
+            .map(String::from)
+            .collect(),
+        ([cmd], true) => lookup(cmd).map(|s| s.keywords.iter().map(|k| k.to_string()).collect()).unwrap_or_default(),
+        ([cmd, arg], false) => lookup(cmd)
+            .map(|s| s.keywords.iter().filter(|k| k.starts_with(arg)).map(|k| k.to_string()).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_and_queries() {
+        assert_eq!(parse("NODES").unwrap(), Command::Nodes);
+        assert_eq!(parse("q").unwrap(), Command::Exit);
+        assert_eq!(parse("help").unwrap(), Command::Help);
+        assert_eq!(parse("what is rust").unwrap(), Command::Query("what is rust".into()));
+        assert_eq!(parse("mode distributed").unwrap(), Command::Mode(Mode::Distributed));
+        assert_eq!(parse("distributed both").unwrap(), Command::Distributed(Route::Both));
+        assert_eq!(parse("rpc add 10.77.0.5:50052").unwrap(), Command::Rpc(RpcCmd::Add("10.77.0.5:50052".into())));
+        assert_eq!(parse("add http://h:1 --force").unwrap(), Command::Add { url: "http://h:1".into(), force: true });
+        assert_eq!(parse("save /tmp/a b.json").unwrap(), Command::Save("/tmp/a b.json".into()));
+        assert_eq!(parse("synthesis none").unwrap(), Command::Synthesis(None));
+        assert_eq!(
+            parse("discover 10.77.0.0/24 --timeout 50").unwrap(),
+            Command::Discover { cidr: Some("10.77.0.0/24".into()), timeout_ms: Some(50) }
+        );
+    }
+
+    #[test]
+    fn argument_errors_carry_the_usage() {
+        for bad in [
+            "quality nan", "quality 1.5", "quality x", "refine 6", "refine -1", "timeout 29",
+            "qretries 9", "collab maybe", "mode", "mode dask", "strategy fast", "rpc", "rpc add",
+            "nodes extra", "add", "discover --timeout 0", "model a;b", "metrics --yaml",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(!e.usage.is_empty(), "{bad}");
+        }
+        assert!(parse("quality nan").unwrap_err().message.contains("between 0.0 and 1.0"));
+    }
+
+    #[test]
+    fn completion() {
+        assert!(complete("no").contains(&"nodes".to_string()));
+        assert_eq!(complete("distributed "), vec!["task", "model", "both", "off"]);
+        assert_eq!(complete("collab o"), vec!["on", "off"]);
+    }
+
+    #[test]
+    fn strategy_values_match_the_original() {
+        assert_eq!(Strategy::Single.setting(), Some("single_node"));
+        assert_eq!(Strategy::from_setting(Some("gpu_routing")), Strategy::Gpu);
+        assert_eq!(Strategy::from_setting(Some("bogus")), Strategy::Auto);
+    }
+}

@@ -1,0 +1,90 @@
+//! The two persistent files: settings (`~/.synapticllamas.json`) and the node
+//! registry (`~/.synapticllamas_nodes.json`), in the Python original's shapes.
+
+pub mod atomic;
+pub mod nodes_file;
+pub mod settings;
+
+use std::path::{Path, PathBuf};
+
+pub const SETTINGS_FILE: &str = ".synapticllamas.json";
+pub const NODES_FILE: &str = ".synapticllamas_nodes.json";
+pub const HISTORY_FILE: &str = ".synapticllamas_history";
+
+/// The directory holding the two files: `$SYNAPTICLLAMAS_HOME`, else the home directory.
+pub fn home_dir() -> PathBuf {
+    match std::env::var_os("SYNAPTICLLAMAS_HOME") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => dirs::home_dir().unwrap_or_else(|| PathBuf::from(".")),
+    }
+}
+
+/// A load problem: one line naming the file and the place at fault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message)
+    }
+}
+
+/// Describe a serde_json error with its line and column.
+pub fn json_error(path: &Path, text: &str, err: &serde_json::Error) -> FileError {
+    let message = if text.trim().is_empty() {
+        "the file is empty (expected a JSON object)".to_string()
+    } else {
+        let what = match err.classify() {
+            serde_json::error::Category::Eof => "unexpected end of file (truncated?)".to_string(),
+            _ => {
+                let s = err.to_string();
+                // serde appends " at line L column C"; we put the position first.
+                match s.rfind(" at line ") {
+                    Some(i) => s[..i].to_string(),
+                    None => s,
+                }
+            }
+        };
+        format!("line {}, column {}: {}", err.line(), err.column(), what)
+    };
+    FileError {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// Read a file as UTF-8 text; a byte-order mark is reported, not silently accepted
+/// by serde (which rejects it with a confusing message).
+pub fn read_text(path: &Path) -> Result<Option<String>, FileError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(FileError {
+                path: path.to_path_buf(),
+                message: format!("cannot read: {e}"),
+            })
+        }
+    };
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    match String::from_utf8(bytes.to_vec()) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) => {
+            let upto = &bytes[..e.utf8_error().valid_up_to()];
+            let line = upto.iter().filter(|&&b| b == b'\n').count() + 1;
+            let col = upto.len() - upto.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+            Err(FileError {
+                path: path.to_path_buf(),
+                message: format!("line {line}, column {col}: not valid UTF-8 text"),
+            })
+        }
+    }
+}
+
+/// Whether a file starts with a UTF-8 byte-order mark.
+pub fn has_bom(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| b.starts_with(b"\xEF\xBB\xBF"))
+}

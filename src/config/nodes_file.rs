@@ -1,0 +1,203 @@
+//! `~/.synapticllamas_nodes.json`: `{"nodes": [{"url", "name", "priority"}]}`.
+//! Unknown fields and entries this program cannot use are kept on rewrite.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::settings::kind_of;
+use super::{json_error, read_text, FileError};
+use crate::ollama::host;
+
+/// One usable registry entry, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    pub url: String,
+    pub name: String,
+    #[serde(default)]
+    pub priority: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The whole file: usable entries, entries kept verbatim because they cannot be
+/// used, and any other top-level keys.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeFile {
+    pub entries: Vec<NodeEntry>,
+    /// Entries that could not be used, kept as they were (written back after the usable ones).
+    pub unusable: Vec<Value>,
+    pub extra: Map<String, Value>,
+}
+
+/// Parse the file's text. A fault in the whole shape is an error; a fault in one
+/// entry is a warning (the entry is kept aside, the others load).
+pub fn parse(path: &Path, text: &str) -> Result<(NodeFile, Vec<String>), FileError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| json_error(path, text, &e))?;
+    let err = |message: String| FileError {
+        path: path.to_path_buf(),
+        message,
+    };
+    let Value::Object(mut top) = value else {
+        return Err(err(format!(
+            "the top level is {} (expected an object with a \"nodes\" list)",
+            kind_of(&value)
+        )));
+    };
+    let nodes = match top.remove("nodes") {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a,
+        Some(other) => {
+            return Err(err(format!(
+                "\"nodes\" is {} (expected a list)",
+                kind_of(&other)
+            )))
+        }
+    };
+    let mut file = NodeFile {
+        extra: top,
+        ..Default::default()
+    };
+    let mut warnings = Vec::new();
+    for (i, raw) in nodes.into_iter().enumerate() {
+        match entry_from_value(&raw) {
+            Ok(e) => {
+                if file.entries.iter().any(|x| x.url == e.url) {
+                    warnings.push(format!(
+                        "{}: entry {} ({}) repeats an earlier URL; kept aside",
+                        path.display(),
+                        i + 1,
+                        e.url
+                    ));
+                    file.unusable.push(raw);
+                } else {
+                    file.entries.push(e);
+                }
+            }
+            Err(why) => {
+                warnings.push(format!(
+                    "{}: entry {}: {why}; kept in the file but not used",
+                    path.display(),
+                    i + 1
+                ));
+                file.unusable.push(raw);
+            }
+        }
+    }
+    Ok((file, warnings))
+}
+
+fn entry_from_value(raw: &Value) -> Result<NodeEntry, String> {
+    let Value::Object(obj) = raw else {
+        return Err(format!("is {} (expected an object)", kind_of(raw)));
+    };
+    let url = match obj.get("url") {
+        None => return Err("has no \"url\"".into()),
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => return Err(format!("\"url\" is {} (expected a string)", kind_of(v))),
+    };
+    let spec = host::parse(&url).map_err(|e| format!("bad \"url\": {e}"))?;
+    let mut obj = obj.clone();
+    obj.remove("url");
+    let name = match obj.remove("name") {
+        None | Some(Value::Null) => spec.default_name(),
+        Some(Value::String(s)) => s,
+        Some(v) => return Err(format!("\"name\" is {} (expected a string)", kind_of(&v))),
+    };
+    let priority = match obj.remove("priority") {
+        None | Some(Value::Null) => 0,
+        Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or(0),
+        Some(v) => return Err(format!("\"priority\" is {} (expected a whole number)", kind_of(&v))),
+    };
+    let host_id = match obj.remove("host_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(v) => return Err(format!("\"host_id\" is {} (expected a string)", kind_of(&v))),
+    };
+    Ok(NodeEntry {
+        // The original stored URLs as typed; we store the canonical form.
+        url: spec.base_url(),
+        name,
+        priority,
+        host_id,
+        extra: obj,
+    })
+}
+
+pub fn to_json(file: &NodeFile) -> String {
+    let mut nodes: Vec<Value> = file
+        .entries
+        .iter()
+        .map(|e| serde_json::to_value(e).expect("entry serializes"))
+        .collect();
+    nodes.extend(file.unusable.iter().cloned());
+    let mut top = Map::new();
+    top.insert("nodes".into(), Value::Array(nodes));
+    for (k, v) in &file.extra {
+        top.insert(k.clone(), v.clone());
+    }
+    let mut s = serde_json::to_string_pretty(&Value::Object(top)).expect("serializes");
+    s.push('\n');
+    s
+}
+
+/// Load a node file. `Ok(None)` when it does not exist.
+pub fn load(path: &Path) -> Result<Option<(NodeFile, Vec<String>)>, FileError> {
+    let Some(text) = read_text(path)? else {
+        return Ok(None);
+    };
+    let (file, mut warnings) = parse(path, &text)?;
+    if super::has_bom(path) {
+        warnings.insert(
+            0,
+            format!("{}: starts with a UTF-8 byte-order mark; read anyway", path.display()),
+        );
+    }
+    Ok(Some((file, warnings)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn p() -> PathBuf {
+        PathBuf::from("/x/.synapticllamas_nodes.json")
+    }
+
+    #[test]
+    fn original_shape_round_trips() {
+        let text = r#"{"nodes":[{"url":"http://10.9.66.154:11434","name":"ollama-10-9-66-154","priority":0,"gpu":"yes"}]}"#;
+        let (f, w) = parse(&p(), text).unwrap();
+        assert!(w.is_empty());
+        assert_eq!(f.entries[0].url, "http://10.9.66.154:11434");
+        let back: Value = serde_json::from_str(&to_json(&f)).unwrap();
+        assert_eq!(back["nodes"][0]["gpu"], "yes");
+        assert_eq!(back["nodes"][0]["priority"], 0);
+    }
+
+    #[test]
+    fn bad_entries_are_kept_aside() {
+        let text = r#"{"nodes":[{"name":"x"},{"url":5},{"url":"10.1.1.1"}],"version":2}"#;
+        let (f, w) = parse(&p(), text).unwrap();
+        assert_eq!(f.entries.len(), 1);
+        assert_eq!(f.unusable.len(), 2);
+        assert_eq!(w.len(), 2);
+        assert!(w[0].contains("entry 1") && w[0].contains("no \"url\""));
+        assert!(w[1].contains("entry 2") && w[1].contains("a number"));
+        let back: Value = serde_json::from_str(&to_json(&f)).unwrap();
+        assert_eq!(back["nodes"].as_array().unwrap().len(), 3);
+        assert_eq!(back["version"], 2);
+    }
+
+    #[test]
+    fn wrong_shapes() {
+        assert!(parse(&p(), "[]").unwrap_err().message.contains("an array"));
+        assert!(parse(&p(), r#"{"nodes": {}}"#).unwrap_err().message.contains("expected a list"));
+        let e = parse(&p(), "{\"nodes\": [\n").unwrap_err();
+        assert!(e.message.contains("line 2"), "{}", e.message);
+    }
+}

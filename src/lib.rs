@@ -1,0 +1,17 @@
+//! SynapticLlamas: an orchestrator shell for a LAN of Ollama nodes.
+//!
+//! Data flows one way: line → `command::parse` → `app::App::dispatch` →
+//! subsystems (nodes, ollama, pipeline, sim) → a `Sink`. Only `shell` and `ui`
+//! know about the terminal.
+
+pub mod app;
+pub mod cli;
+pub mod command;
+pub mod config;
+pub mod nodes;
+pub mod ollama;
+pub mod pipeline;
+pub mod shell;
+pub mod sim;
+pub mod startup;
+pub mod ui;

@@ -1,0 +1,26 @@
+use clap::Parser;
+
+use synapticllamas::cli::{Cli, Sub};
+use synapticllamas::shell::{self, ShellOptions, StdSink};
+use synapticllamas::{sim, startup, ui};
+
+fn main() {
+    let cli = Cli::parse();
+    ui::init(cli.no_color);
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("❌ cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Some(Sub::SimServe(args)) = &cli.sub {
+        std::process::exit(rt.block_on(sim::serve::run(args)));
+    }
+    let mut sink = StdSink;
+    let mut app = rt.block_on(startup::build(&cli, &mut sink));
+    let code = shell::run(&rt, &mut app, ShellOptions { bail: cli.bail });
+    drop(app);
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    std::process::exit(code);
+}

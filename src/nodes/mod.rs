@@ -1,0 +1,7 @@
+//! Nodes: the registry, physical-host locality, health probes and discovery.
+
+pub mod health;
+pub mod locality;
+pub mod registry;
+
+pub use registry::{Health, Node, NodeStore, Registry};

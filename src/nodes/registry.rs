@@ -1,0 +1,371 @@
+//! The node registry: entries from the node file (or simulated ones, in memory
+//! only) with their live state, and the rules for saving it back.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use fs4::fs_std::FileExt;
+use serde_json::{Map, Value};
+
+use super::locality;
+use crate::config::atomic::write_atomic;
+use crate::config::nodes_file::{self, NodeEntry, NodeFile};
+use crate::ollama::types::LoadedModel;
+
+/// Failures in a row after which a node is cooled down.
+pub const FAILURES_TO_DOWN: u32 = 3;
+pub const COOLDOWN: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Not probed yet.
+    Unknown,
+    Up,
+    Down,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    pub health: Health,
+    pub consecutive_failures: u32,
+    pub cooldown_until: Option<Instant>,
+    pub last_error: Option<String>,
+    pub models: Vec<String>,
+    pub loaded: Vec<LoadedModel>,
+    pub requests: u64,
+    pub errors: u64,
+    pub in_flight: u32,
+    latency_sum_ms: f64,
+    latency_count: u64,
+    /// Exponentially weighted recent latency (ms).
+    pub recent_latency_ms: Option<f64>,
+    pub tokens_per_sec: Option<f64>,
+}
+
+impl Default for NodeState {
+    fn default() -> Self {
+        NodeState {
+            health: Health::Unknown,
+            consecutive_failures: 0,
+            cooldown_until: None,
+            last_error: None,
+            models: Vec::new(),
+            loaded: Vec::new(),
+            requests: 0,
+            errors: 0,
+            in_flight: 0,
+            latency_sum_ms: 0.0,
+            latency_count: 0,
+            recent_latency_ms: None,
+            tokens_per_sec: None,
+        }
+    }
+}
+
+impl NodeState {
+    pub fn avg_latency_ms(&self) -> Option<f64> {
+        (self.latency_count > 0).then(|| self.latency_sum_ms / self.latency_count as f64)
+    }
+
+    pub fn cooling(&self) -> bool {
+        self.cooldown_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// A probe or request succeeded.
+    pub fn record_success(&mut self) {
+        self.health = Health::Up;
+        self.consecutive_failures = 0;
+        self.cooldown_until = None;
+        self.last_error = None;
+    }
+
+    /// A probe or request failed; returns true when this failure put the node down.
+    pub fn record_failure(&mut self, why: &str) -> bool {
+        self.consecutive_failures += 1;
+        self.last_error = Some(why.to_string());
+        self.health = Health::Down;
+        if self.consecutive_failures >= FAILURES_TO_DOWN {
+            let was_cooling = self.cooling();
+            self.cooldown_until = Some(Instant::now() + COOLDOWN);
+            return !was_cooling && self.consecutive_failures == FAILURES_TO_DOWN;
+        }
+        false
+    }
+
+    pub fn record_request(&mut self, latency: Duration, ok: bool, tokens_per_sec: Option<f64>) {
+        self.requests += 1;
+        if !ok {
+            self.errors += 1;
+            return;
+        }
+        let ms = latency.as_secs_f64() * 1000.0;
+        self.latency_sum_ms += ms;
+        self.latency_count += 1;
+        self.recent_latency_ms = Some(match self.recent_latency_ms {
+            Some(prev) => prev * 0.7 + ms * 0.3,
+            None => ms,
+        });
+        if tokens_per_sec.is_some() {
+            self.tokens_per_sec = tokens_per_sec;
+        }
+    }
+}
+
+/// One node: its entry (as stored) and its live state.
+#[derive(Debug)]
+pub struct Node {
+    pub entry: NodeEntry,
+    pub host: String,
+    pub simulated: bool,
+    state: Mutex<NodeState>,
+}
+
+impl Node {
+    pub fn new(entry: NodeEntry, simulated: bool) -> Node {
+        let host = locality::host_identity(&entry);
+        Node {
+            entry,
+            host,
+            simulated,
+            state: Mutex::new(NodeState::default()),
+        }
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, NodeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn url(&self) -> &str {
+        &self.entry.url
+    }
+
+    pub fn name(&self) -> &str {
+        &self.entry.name
+    }
+
+    /// Usable for new work right now (not cooling down after repeated failures).
+    pub fn available(&self) -> bool {
+        !self.state().cooling()
+    }
+}
+
+/// Where the registry is saved, if anywhere.
+#[derive(Debug, Clone)]
+pub struct NodeStore {
+    pub path: PathBuf,
+    /// Why the file must not be written (it could not be read), if so.
+    pub blocked: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    nodes: Vec<Arc<Node>>,
+    store: Option<NodeStore>,
+    unusable: Vec<Value>,
+    extra: Map<String, Value>,
+    /// URLs removed in this session: a merge with the file on disk must not bring them back.
+    removed: BTreeSet<String>,
+    pub simulated: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum AddOutcome {
+    Added,
+    /// Already there under this URL (possibly written differently).
+    Duplicate(String),
+}
+
+impl Registry {
+    /// An in-memory registry (simulated nodes; never saved).
+    pub fn in_memory() -> Registry {
+        Registry {
+            simulated: true,
+            ..Default::default()
+        }
+    }
+
+    /// A registry backed by a node file, loaded from it.
+    pub fn from_file(store: NodeStore, file: NodeFile) -> Registry {
+        let mut r = Registry {
+            store: Some(store),
+            unusable: file.unusable,
+            extra: file.extra,
+            ..Default::default()
+        };
+        for e in file.entries {
+            r.nodes.push(Arc::new(Node::new(e, false)));
+        }
+        r
+    }
+
+    pub fn store(&self) -> Option<&NodeStore> {
+        self.store.as_ref()
+    }
+
+    pub fn nodes(&self) -> &[Arc<Node>] {
+        &self.nodes
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The registered node that is the same server as `url`, if any.
+    pub fn find(&self, url: &str) -> Option<&Arc<Node>> {
+        self.nodes
+            .iter()
+            .find(|n| n.entry.url == url)
+            .or_else(|| self.nodes.iter().find(|n| locality::same_server(&n.entry.url, url)))
+    }
+
+    pub fn add(&mut self, entry: NodeEntry, simulated: bool) -> AddOutcome {
+        if let Some(existing) = self.find(&entry.url) {
+            return AddOutcome::Duplicate(existing.entry.url.clone());
+        }
+        self.removed.remove(&entry.url);
+        self.nodes.push(Arc::new(Node::new(entry, simulated)));
+        AddOutcome::Added
+    }
+
+    /// Add a node whose live state is already known (e.g. from a probe).
+    pub fn add_node(&mut self, node: Arc<Node>) -> AddOutcome {
+        if let Some(existing) = self.find(&node.entry.url) {
+            return AddOutcome::Duplicate(existing.entry.url.clone());
+        }
+        self.removed.remove(&node.entry.url);
+        self.nodes.push(node);
+        AddOutcome::Added
+    }
+
+    /// Remove by URL (any spelling of the same server) or by name.
+    pub fn remove(&mut self, key: &str) -> Option<Arc<Node>> {
+        let idx = self
+            .nodes
+            .iter()
+            .position(|n| n.entry.url == key || n.entry.name == key)
+            .or_else(|| {
+                let url = crate::ollama::host::canonical_url(key).ok()?;
+                self.nodes.iter().position(|n| locality::same_server(&n.entry.url, &url))
+            })?;
+        let node = self.nodes.remove(idx);
+        self.removed.insert(node.entry.url.clone());
+        Some(node)
+    }
+
+    /// Replace every node (used by `load FILE`).
+    pub fn replace_all(&mut self, file: NodeFile) {
+        for n in &self.nodes {
+            self.removed.insert(n.entry.url.clone());
+        }
+        self.nodes.clear();
+        for e in file.entries {
+            self.removed.remove(&e.url);
+            self.nodes.push(Arc::new(Node::new(e, false)));
+        }
+        self.unusable = file.unusable;
+    }
+
+    /// The distinct physical hosts among the nodes.
+    pub fn hosts(&self) -> BTreeSet<String> {
+        self.nodes.iter().map(|n| n.host.clone()).collect()
+    }
+
+    /// The file form of the (non-simulated) nodes.
+    pub fn to_file(&self) -> NodeFile {
+        NodeFile {
+            entries: self
+                .nodes
+                .iter()
+                .filter(|n| !n.simulated)
+                .map(|n| n.entry.clone())
+                .collect(),
+            unusable: self.unusable.clone(),
+            extra: self.extra.clone(),
+        }
+    }
+
+    /// Save to the node file: lock, re-read, merge in entries another process
+    /// added meanwhile (unless removed here), write atomically.
+    /// Returns Ok(false) when there is nothing to save to (simulated registry).
+    pub fn save(&mut self) -> Result<bool> {
+        let Some(store) = self.store.clone() else {
+            return Ok(false);
+        };
+        if let Some(why) = &store.blocked {
+            anyhow::bail!(
+                "{}: not saved, the file on disk could not be read ({why}); fix or remove it",
+                store.path.display()
+            );
+        }
+        let lock_path = store.path.with_extension("json.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot open lock file: {e}", lock_path.display()))?;
+        lock.lock_exclusive()
+            .map_err(|e| anyhow::anyhow!("{}: cannot lock: {e}", lock_path.display()))?;
+        if let Ok(Some((disk, _))) = nodes_file::load(&store.path) {
+            for e in disk.entries {
+                if !self.removed.contains(&e.url) && self.find(&e.url).is_none() {
+                    self.nodes.push(Arc::new(Node::new(e, false)));
+                }
+            }
+            for u in disk.unusable {
+                if !self.unusable.contains(&u) {
+                    self.unusable.push(u);
+                }
+            }
+        }
+        let result = write_atomic(&store.path, nodes_file::to_json(&self.to_file()).as_bytes());
+        let _ = FileExt::unlock(&lock);
+        result.map(|_| true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(url: &str) -> NodeEntry {
+        NodeEntry {
+            url: url.into(),
+            name: crate::ollama::host::parse(url).unwrap().default_name(),
+            priority: 0,
+            host_id: None,
+            extra: Map::new(),
+        }
+    }
+
+    #[test]
+    fn duplicates_and_removal() {
+        let mut r = Registry::in_memory();
+        assert_eq!(r.add(entry("http://127.0.0.1:11434"), true), AddOutcome::Added);
+        assert!(matches!(r.add(entry("http://localhost:11434"), true), AddOutcome::Duplicate(_)));
+        assert_eq!(r.add(entry("http://127.0.0.1:11435"), true), AddOutcome::Added);
+        assert_eq!(r.hosts().len(), 1);
+        assert!(r.remove("localhost:11435").is_some());
+        assert!(r.remove("ollama-127-0-0-1").is_some());
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn three_failures_cool_a_node_down() {
+        let mut s = NodeState::default();
+        assert!(!s.record_failure("x"));
+        assert!(!s.record_failure("x"));
+        assert!(s.record_failure("x"));
+        assert!(s.cooling());
+        s.record_success();
+        assert!(!s.cooling());
+        assert_eq!(s.health, Health::Up);
+    }
+}

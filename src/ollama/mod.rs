@@ -1,0 +1,8 @@
+//! Talking to Ollama: addresses, API types, the NDJSON decoder and the client.
+
+pub mod client;
+pub mod host;
+pub mod ndjson;
+pub mod types;
+
+pub use client::{Client, ClientError, Timeouts};

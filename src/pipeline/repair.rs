@@ -1,0 +1,413 @@
+//! Getting a JSON object out of a small model's reply, and checking it
+//! against an agent's required fields.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Most `{` positions tried before giving up on a reply.
+const MAX_CANDIDATES: usize = 256;
+
+/// Values a model sometimes copies from the schema instead of writing content.
+const PLACEHOLDERS: &[&str] = &[
+    "str", "string", "list", "array", "dict", "object", "number", "int", "float", "...", "…",
+];
+
+/// Type a required field must have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    #[serde(alias = "str")]
+    String,
+    #[serde(alias = "array")]
+    List,
+    #[serde(alias = "dict")]
+    Object,
+    #[serde(alias = "float", alias = "int", alias = "integer")]
+    Number,
+}
+
+impl FieldType {
+    /// Lower-case name, as written in agent files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldType::String => "string",
+            FieldType::List => "list",
+            FieldType::Object => "object",
+            FieldType::Number => "number",
+        }
+    }
+
+    /// Whether `value` has this type.
+    pub fn matches(self, value: &Value) -> bool {
+        match self {
+            FieldType::String => value.is_string(),
+            FieldType::List => value.is_array(),
+            FieldType::Object => value.is_object(),
+            FieldType::Number => value.is_number(),
+        }
+    }
+}
+
+/// Finds a JSON object in `text`: the whole text, a fenced block, or the
+/// first balanced `{...}` that parses (with a light fix pass for trailing
+/// commas and smart quotes). A lone `"data"` wrapper object is unwrapped.
+pub fn extract_object(text: &str) -> Option<Map<String, Value>> {
+    let trimmed = text.trim();
+    if let Some(obj) = parse_lenient(trimmed) {
+        return Some(unwrap_data(obj));
+    }
+    for block in fenced_blocks(trimmed) {
+        if let Some(obj) = parse_lenient(block.trim()) {
+            return Some(unwrap_data(obj));
+        }
+    }
+    for (start, _) in trimmed.match_indices('{').take(MAX_CANDIDATES) {
+        if let Some(end) = balanced_end(&trimmed[start..]) {
+            if let Some(obj) = parse_lenient(&trimmed[start..start + end]) {
+                return Some(unwrap_data(obj));
+            }
+        }
+    }
+    None
+}
+
+/// Problems with `obj` against `required`, one line each, starting with the
+/// field name: missing, wrong type, empty text, or a copied schema word.
+pub fn check_fields(obj: &Map<String, Value>, required: &[(String, FieldType)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, ty) in required {
+        match obj.get(name) {
+            None | Some(Value::Null) => problems.push(format!("{name}: missing")),
+            Some(v) if is_placeholder(v) => problems.push(format!(
+                "{name}: holds the placeholder {v} instead of real content"
+            )),
+            Some(v) if !ty.matches(v) => {
+                problems.push(format!("{name}: expected {}, got {}", ty.as_str(), kind(v)))
+            }
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                problems.push(format!("{name}: empty"))
+            }
+            Some(_) => {}
+        }
+    }
+    problems
+}
+
+/// Fixes what can be fixed without asking the model again: a string where a
+/// list is required becomes a one-element list (empty string: empty list),
+/// and a numeric string where a number is required becomes that number.
+pub fn coerce(obj: &mut Map<String, Value>, required: &[(String, FieldType)]) {
+    for (name, ty) in required {
+        let Some(value) = obj.get_mut(name) else {
+            continue;
+        };
+        let Value::String(s) = value else {
+            continue;
+        };
+        match ty {
+            FieldType::List if is_placeholder_str(s) => {}
+            FieldType::List if s.trim().is_empty() => *value = Value::Array(Vec::new()),
+            FieldType::List => *value = Value::Array(vec![Value::String(s.clone())]),
+            FieldType::Number => {
+                if let Some(n) = s
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                {
+                    *value = Value::Number(n);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "list",
+        Value::Object(_) => "object",
+    }
+}
+
+fn is_placeholder_str(s: &str) -> bool {
+    let s = s.trim().to_ascii_lowercase();
+    PLACEHOLDERS.contains(&s.as_str())
+}
+
+/// `"str"`, `["string"]` and the like.
+fn is_placeholder(v: &Value) -> bool {
+    match v {
+        Value::String(s) => is_placeholder_str(s),
+        Value::Array(items) => {
+            items.len() == 1 && matches!(&items[0], Value::String(s) if is_placeholder_str(s))
+        }
+        _ => false,
+    }
+}
+
+fn unwrap_data(mut obj: Map<String, Value>) -> Map<String, Value> {
+    while obj.len() == 1 && obj.get("data").is_some_and(Value::is_object) {
+        match obj.remove("data") {
+            Some(Value::Object(inner)) => obj = inner,
+            _ => unreachable!("checked above"),
+        }
+    }
+    obj
+}
+
+/// Parses an object as is, then after the fix pass.
+fn parse_lenient(text: &str) -> Option<Map<String, Value>> {
+    if !text.starts_with('{') {
+        return None;
+    }
+    parse_object(text).or_else(|| parse_object(&fix_json(text)))
+}
+
+fn parse_object(text: &str) -> Option<Map<String, Value>> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(obj)) => Some(obj),
+        _ => None,
+    }
+}
+
+/// Contents of every ```-fenced block (language tag dropped). An unclosed
+/// final fence runs to the end of the text.
+fn fenced_blocks(text: &str) -> Vec<&str> {
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find("```") {
+        let after = &rest[open + 3..];
+        // The rest of the opening line is the language tag (e.g. `json`).
+        let body_start = after.find('\n').map_or(after.len(), |i| i + 1);
+        let body = &after[body_start..];
+        match body.find("```") {
+            Some(close) => {
+                blocks.push(&body[..close]);
+                rest = &body[close + 3..];
+            }
+            None => {
+                blocks.push(body);
+                break;
+            }
+        }
+    }
+    blocks
+}
+
+/// Byte length of the balanced `{...}` at the start of `text`, honouring
+/// strings and escapes; `None` if it never closes.
+fn balanced_end(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '{' => depth += 1,
+            '}' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Replaces smart double quotes with plain ones and drops commas that come
+/// right before a closing `}` or `]` (outside strings).
+fn fix_json(text: &str) -> String {
+    let text: String = text
+        .chars()
+        .map(|c| match c {
+            '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' => '"',
+            other => other,
+        })
+        .collect();
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, &c) in chars.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if c == ',' {
+            let next = chars[i + 1..].iter().find(|c| !c.is_whitespace());
+            if matches!(next, Some('}') | Some(']')) {
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(fields: &[(&str, FieldType)]) -> Vec<(String, FieldType)> {
+        fields.iter().map(|(n, t)| (n.to_string(), *t)).collect()
+    }
+
+    #[test]
+    fn raw_object() {
+        let obj = extract_object("  {\"story\": \"Once.\"}\n").unwrap();
+        assert_eq!(obj["story"], "Once.");
+    }
+
+    #[test]
+    fn fenced_block() {
+        let text = "Here you go:\n```json\n{\"a\": 1, \"b\": [1, 2]}\n```\nEnjoy!";
+        assert_eq!(extract_object(text).unwrap()["a"], 1);
+        let plain = "```\n{\"a\": 2}\n```";
+        assert_eq!(extract_object(plain).unwrap()["a"], 2);
+    }
+
+    #[test]
+    fn prose_around() {
+        let text = "Sure! The {answer} is below.\n{\"context\": \"x\"} Hope it helps.";
+        assert_eq!(extract_object(text).unwrap()["context"], "x");
+    }
+
+    #[test]
+    fn braces_inside_strings() {
+        let text = r#"Result: {"code": "fn f() { if x { \"}\" } }", "n": {"k": 1}} done"#;
+        let obj = extract_object(text).unwrap();
+        assert_eq!(obj["code"], "fn f() { if x { \"}\" } }");
+        assert_eq!(obj["n"]["k"], 1);
+    }
+
+    #[test]
+    fn truncated_is_none() {
+        assert!(extract_object("{\"context\": \"The answer is").is_none());
+        assert!(extract_object("```json\n{\"a\": [1, 2").is_none());
+        assert!(extract_object("no json here").is_none());
+        assert!(extract_object("[1, 2]").is_none());
+    }
+
+    #[test]
+    fn trailing_commas_and_smart_quotes() {
+        let obj = extract_object("{\"a\": [1, 2,], \"b\": \"c\",\n}").unwrap();
+        assert_eq!(obj["a"], json!([1, 2]));
+        let obj = extract_object("{\u{201C}a\u{201D}: \u{201C}b\u{201D}}").unwrap();
+        assert_eq!(obj["a"], "b");
+        // A comma inside a string is left alone.
+        let obj = extract_object("{\"a\": \"x,}\", \"b\": 1,}").unwrap();
+        assert_eq!(obj["a"], "x,}");
+    }
+
+    #[test]
+    fn data_wrapper_unwrapped() {
+        let obj = extract_object("{\"data\": {\"story\": \"s\"}}").unwrap();
+        assert_eq!(obj["story"], "s");
+        // Not unwrapped when other keys sit next to it.
+        let obj = extract_object("{\"data\": {\"a\": 1}, \"agent\": \"x\"}").unwrap();
+        assert!(obj.contains_key("agent"));
+    }
+
+    #[test]
+    fn check_missing_and_types() {
+        let obj = json!({"context": "text", "key_facts": "one fact", "topics": ["t"], "n": null})
+            .as_object()
+            .unwrap()
+            .clone();
+        let required = req(&[
+            ("context", FieldType::String),
+            ("key_facts", FieldType::List),
+            ("topics", FieldType::List),
+            ("sources", FieldType::List),
+            ("n", FieldType::Number),
+        ]);
+        let problems = check_fields(&obj, &required);
+        assert_eq!(
+            problems,
+            vec![
+                "key_facts: expected list, got string",
+                "sources: missing",
+                "n: missing"
+            ]
+        );
+    }
+
+    #[test]
+    fn check_placeholders_and_empty() {
+        let obj = json!({"context": "str", "key_facts": ["list"], "summary": "  "})
+            .as_object()
+            .unwrap()
+            .clone();
+        let required = req(&[
+            ("context", FieldType::String),
+            ("key_facts", FieldType::List),
+            ("summary", FieldType::String),
+        ]);
+        let problems = check_fields(&obj, &required);
+        assert_eq!(problems.len(), 3);
+        assert!(problems[0].starts_with("context: holds the placeholder"));
+        assert!(problems[1].starts_with("key_facts: holds the placeholder"));
+        assert_eq!(problems[2], "summary: empty");
+    }
+
+    #[test]
+    fn coerce_fixes_lists_and_numbers() {
+        let mut obj = json!({"issues": "one issue", "empty": "", "score": " 0.75 ", "bad": "high", "ph": "list"})
+            .as_object()
+            .unwrap()
+            .clone();
+        let required = req(&[
+            ("issues", FieldType::List),
+            ("empty", FieldType::List),
+            ("score", FieldType::Number),
+            ("bad", FieldType::Number),
+            ("ph", FieldType::List),
+            ("absent", FieldType::List),
+        ]);
+        coerce(&mut obj, &required);
+        assert_eq!(obj["issues"], json!(["one issue"]));
+        assert_eq!(obj["empty"], json!([]));
+        assert_eq!(obj["score"], json!(0.75));
+        assert_eq!(obj["bad"], "high");
+        assert_eq!(obj["ph"], "list");
+        assert!(!obj.contains_key("absent"));
+        let problems = check_fields(&obj, &required);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn field_type_names() {
+        let t: FieldType = serde_json::from_str("\"list\"").unwrap();
+        assert_eq!(t, FieldType::List);
+        let t: FieldType = serde_json::from_str("\"str\"").unwrap();
+        assert_eq!(t, FieldType::String);
+        assert!(serde_json::from_str::<FieldType>("\"blob\"").is_err());
+        assert_eq!(FieldType::Number.as_str(), "number");
+        assert!(FieldType::Object.matches(&json!({})));
+        assert!(!FieldType::Number.matches(&json!("1")));
+    }
+}

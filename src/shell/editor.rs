@@ -1,0 +1,102 @@
+//! The interactive prompt: rustyline with history and completion.
+
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::FileHistory;
+use rustyline::validate::Validator;
+use rustyline::{Context, Editor, Helper};
+use tokio::runtime::Runtime;
+
+use super::Interrupts;
+use crate::app::{App, Sink};
+use crate::command;
+use crate::config::HISTORY_FILE;
+
+pub const PROMPT: &str = "SynapticLlamas> ";
+
+struct Completion;
+
+impl Completer for Completion {
+    type Candidate = Pair;
+    fn complete(&self, line: &str, pos: usize, _: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let upto = &line[..pos];
+        let start = upto.rfind(' ').map_or(0, |i| i + 1);
+        let pairs = command::complete(upto)
+            .into_iter()
+            .map(|c| Pair {
+                display: c.clone(),
+                replacement: c,
+            })
+            .collect();
+        Ok((start, pairs))
+    }
+}
+
+impl Hinter for Completion {
+    type Hint = String;
+}
+impl Highlighter for Completion {}
+impl Validator for Completion {}
+impl Helper for Completion {}
+
+pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) -> i32 {
+    let mut ed: Editor<Completion, FileHistory> = match Editor::new() {
+        Ok(e) => e,
+        Err(e) => {
+            sink.err(&format!("❌ cannot start the line editor: {e}"));
+            return 1;
+        }
+    };
+    ed.set_helper(Some(Completion));
+    let history = app.home.join(HISTORY_FILE);
+    let _ = ed.load_history(&history);
+    banner(app, sink);
+    let prompt = crate::ui::paint_out(PROMPT, "1;31");
+    loop {
+        match ed.readline(&prompt) {
+            Ok(line) => {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let _ = ed.add_history_entry(line);
+                let outcome = ints.run(rt, app, line, sink);
+                if outcome.exit {
+                    break;
+                }
+            }
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => {
+                sink.err("👋 Exiting SynapticLlamas. Goodbye!");
+                break;
+            }
+            Err(e) => {
+                sink.err(&format!("❌ input: {e}"));
+                break;
+            }
+        }
+    }
+    if let Err(e) = ed.save_history(&history) {
+        sink.err(&format!("⚠️  {}: cannot save history: {e}", history.display()));
+    }
+    0
+}
+
+fn banner(app: &App, sink: &mut dyn Sink) {
+    let sim = if app.registry.simulated {
+        format!(" — {} simulated hosts on 127.0.0.1", app.simulated.len())
+    } else {
+        String::new()
+    };
+    sink.err("🧠  S Y N A P T I C   L L A M A S  🧠   distributed multi-agent orchestration");
+    sink.err(&format!(
+        "Mode: {:?}   Model: {}   Nodes: {} on {} host(s){sim}",
+        app.mode(),
+        app.model(),
+        app.registry.len(),
+        app.registry.hosts().len()
+    ));
+    sink.err("Type a question to run the agents, `help` for commands, `exit` to leave.");
+}

@@ -1,0 +1,114 @@
+//! What a simulated host does: speed, contention and faults.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A fault a simulated host can be told to show. Faults apply to inference
+/// (`/api/generate`, `/api/chat`) requests numbered above `SimConfig::fault_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    #[default]
+    None,
+    /// The host goes away: listeners close, open connections break.
+    Die,
+    /// HTTP 500 with Ollama's error JSON.
+    Http500,
+    /// The connection is cut halfway through the stream.
+    Drop,
+    /// Accept the request, never answer.
+    Hang,
+    /// An `{"error": …}` line halfway through a 200 stream.
+    ErrorLine,
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+            format!("unknown fault `{s}` (none, die, http500, drop, hang, error_line)")
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SimConfig {
+    pub models: Vec<String>,
+    /// Tokens per second for one request alone on the host; 0 = as fast as possible.
+    pub tokens_per_sec: f64,
+    pub ttft_ms: u64,
+    /// Words of prose in the main text of a reply.
+    pub reply_words: usize,
+    /// Requests the host serves at full speed at once.
+    pub capacity: u32,
+    /// With n > capacity in flight every token takes n/capacity × penalty as long.
+    pub penalty: f64,
+    pub fault: Fault,
+    /// The fault applies to inference requests numbered above this (0 = all).
+    pub fault_after: u64,
+    /// VRAM reported in `/api/ps` as a fraction of the model size.
+    pub vram_fraction: f64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            models: vec!["llama3.2:latest".into(), "qwen2.5:0.5b".into()],
+            tokens_per_sec: 0.0,
+            ttft_ms: 0,
+            reply_words: 120,
+            capacity: 1,
+            penalty: 1.5,
+            fault: Fault::None,
+            fault_after: 0,
+            vram_fraction: 0.0,
+        }
+    }
+}
+
+impl SimConfig {
+    /// A pleasant default for interactive demos (`--simulate N`).
+    pub fn demo() -> SimConfig {
+        SimConfig {
+            tokens_per_sec: 400.0,
+            ttft_ms: 40,
+            reply_words: 140,
+            ..SimConfig::default()
+        }
+    }
+
+    pub fn token_delay(&self) -> Duration {
+        if self.tokens_per_sec <= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(1.0 / self.tokens_per_sec)
+        }
+    }
+
+    /// Slow-down factor with `in_flight` requests on the host.
+    pub fn contention(&self, in_flight: u64) -> f64 {
+        let cap = self.capacity.max(1) as f64;
+        let n = in_flight as f64;
+        if n > cap {
+            n / cap * self.penalty.max(1.0)
+        } else {
+            1.0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contention_model() {
+        let c = SimConfig::default();
+        assert_eq!(c.contention(1), 1.0);
+        assert_eq!(c.contention(2), 3.0);
+        assert_eq!("error_line".parse::<Fault>().unwrap(), Fault::ErrorLine);
+        assert!("boom".parse::<Fault>().is_err());
+    }
+}

@@ -1,0 +1,32 @@
+//! `synapticllamas sim-serve`: one simulated host as its own process (the lab).
+
+use super::{SimConfig, SimHost};
+use crate::cli::SimServe;
+
+pub async fn run(args: &SimServe) -> i32 {
+    let mut cfg = SimConfig {
+        tokens_per_sec: args.tps,
+        ttft_ms: args.ttft_ms,
+        reply_words: args.words,
+        capacity: args.capacity,
+        penalty: args.penalty,
+        fault: args.fault,
+        fault_after: args.fault_after,
+        ..SimConfig::default()
+    };
+    if let Some(m) = &args.models {
+        cfg.models = m.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    }
+    match SimHost::start(format!("sim-{}", args.bind), args.bind, &args.ports, cfg).await {
+        Ok(h) => {
+            eprintln!("simulated Ollama host listening on {}", h.urls().join(", "));
+            // Serve until killed.
+            std::future::pending::<()>().await;
+            0
+        }
+        Err(e) => {
+            eprintln!("❌ sim-serve: cannot listen on {}: {e}", args.bind);
+            1
+        }
+    }
+}

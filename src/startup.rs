@@ -1,0 +1,156 @@
+//! Building the application from the command line and the two files.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use crate::app::{App, Sink};
+use crate::cli::Cli;
+use crate::command::Mode;
+use crate::config::nodes_file::{self, NodeEntry};
+use crate::config::settings::{self, RpcBackendEntry, SettingsStore};
+use crate::config::{home_dir, NODES_FILE, SETTINGS_FILE};
+use crate::nodes::{NodeStore, Registry};
+use crate::sim::{SimConfig, SimHost};
+
+/// Load files, apply flags, start simulated hosts. Problems are reported on the
+/// sink; the app always comes up.
+pub async fn build(cli: &Cli, sink: &mut dyn Sink) -> App {
+    let home = home_dir();
+    let settings_path = home.join(SETTINGS_FILE);
+    let loaded = settings::load(&settings_path);
+    for n in &loaded.notes {
+        sink.err(&format!("ℹ️  {n}"));
+    }
+    let blocked = loaded.error.as_ref().map(|e| e.message.clone());
+    if let Some(e) = &loaded.error {
+        sink.err(&format!(
+            "❌ {e} — using default settings; the file is left as it is and will not be written until fixed"
+        ));
+    }
+    let store = SettingsStore {
+        path: settings_path,
+        blocked,
+    };
+
+    let registry = if cli.simulate.is_some() {
+        Registry::in_memory()
+    } else {
+        load_registry(&home.join(NODES_FILE), sink)
+    };
+    let mut app = App::new(loaded.settings, store, registry, home);
+    app.overrides.model = cli.model.clone();
+    if cli.distributed {
+        app.overrides.mode = Some(Mode::Distributed);
+    }
+
+    if let Some(n) = cli.simulate {
+        start_simulated(&mut app, n, sink).await;
+    }
+    if let Some(path) = &cli.load_config {
+        let _ = app.run_line(&format!("load {path}"), sink).await;
+    }
+    for url in &cli.add_node {
+        let _ = app.run_line(&format!("add {url}"), sink).await;
+    }
+    if cli.enable_distributed_inference || !cli.rpc_backend.is_empty() {
+        apply_sharding_flags(&mut app, cli, sink);
+    }
+    app
+}
+
+fn load_registry(path: &Path, sink: &mut dyn Sink) -> Registry {
+    match nodes_file::load(path) {
+        Ok(None) => Registry::from_file(
+            NodeStore {
+                path: path.to_path_buf(),
+                blocked: None,
+            },
+            Default::default(),
+        ),
+        Ok(Some((file, warnings))) => {
+            for w in warnings {
+                sink.err(&format!("⚠️  {w}"));
+            }
+            Registry::from_file(
+                NodeStore {
+                    path: path.to_path_buf(),
+                    blocked: None,
+                },
+                file,
+            )
+        }
+        Err(e) => {
+            sink.err(&format!(
+                "❌ {e} — no nodes loaded; the file is left as it is and will not be written until fixed"
+            ));
+            Registry::from_file(
+                NodeStore {
+                    path: path.to_path_buf(),
+                    blocked: Some(e.message),
+                },
+                Default::default(),
+            )
+        }
+    }
+}
+
+/// Start `n` simulated hosts on 127.0.0.1 and register them in memory.
+pub async fn start_simulated(app: &mut App, n: usize, sink: &mut dyn Sink) {
+    for i in 1..=n {
+        match SimHost::start(format!("sim-{i}"), IpAddr::V4(Ipv4Addr::LOCALHOST), &[0], SimConfig::demo()).await {
+            Ok(h) => {
+                let url = h.url();
+                app.registry.add(
+                    NodeEntry {
+                        url,
+                        name: format!("sim-{i}"),
+                        priority: 0,
+                        host_id: Some(format!("simulated-host-{i}")),
+                        extra: Default::default(),
+                    },
+                    true,
+                );
+                app.simulated.push(h);
+            }
+            Err(e) => sink.err(&format!("❌ simulated host {i}: cannot listen on 127.0.0.1: {e}")),
+        }
+    }
+}
+
+fn apply_sharding_flags(app: &mut App, cli: &Cli, sink: &mut dyn Sink) {
+    if cli.enable_distributed_inference {
+        app.settings.model_sharding_enabled = true;
+    }
+    if !cli.rpc_backend.is_empty() {
+        let mut list = Vec::new();
+        for b in &cli.rpc_backend {
+            match parse_backend(b) {
+                Ok(e) => list.push(e),
+                Err(m) => sink.err(&format!("❌ --rpc-backend {b}: {m}")),
+            }
+        }
+        sink.err(&format!("🔗 Configured {} RPC backend(s) for distributed inference", list.len()));
+        app.settings.rpc_backends = list;
+    }
+    if let Err(e) = app.settings_store.save(&app.settings) {
+        sink.err(&format!("⚠️  {e:#}"));
+    }
+}
+
+/// `HOST[:PORT]` with port 50052 by default.
+pub fn parse_backend(s: &str) -> Result<RpcBackendEntry, String> {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
+            (h.trim_matches(|c| c == '[' || c == ']'), p.parse::<u16>().map_err(|_| format!("`{p}` is not a port number"))?)
+        }
+        _ => (s, settings::default_rpc_port()),
+    };
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(format!("`{s}` is not HOST[:PORT]"));
+    }
+    Ok(RpcBackendEntry {
+        host: host.to_string(),
+        port,
+        extra: Default::default(),
+    })
+}

@@ -1,0 +1,71 @@
+//! Presentation: colour decided per stream (terminal and NO_COLOR), tables that
+//! stay readable when piped, progress bars only on a terminal.
+
+pub mod progress;
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
+use comfy_table::{ContentArrangement, Table};
+
+static COLOR_OUT: AtomicBool = AtomicBool::new(false);
+static COLOR_ERR: AtomicBool = AtomicBool::new(false);
+static TTY_ERR: AtomicBool = AtomicBool::new(false);
+
+/// Decide once at start-up: colour only on a terminal, never with NO_COLOR or --no-color.
+pub fn init(no_color_flag: bool) {
+    let no_color = no_color_flag || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let out = std::io::stdout().is_terminal();
+    let err = std::io::stderr().is_terminal();
+    COLOR_OUT.store(out && !no_color, Ordering::Relaxed);
+    COLOR_ERR.store(err && !no_color, Ordering::Relaxed);
+    TTY_ERR.store(err, Ordering::Relaxed);
+    colored::control::set_override(out && !no_color);
+}
+
+pub fn color_stdout() -> bool {
+    COLOR_OUT.load(Ordering::Relaxed)
+}
+
+pub fn color_stderr() -> bool {
+    COLOR_ERR.load(Ordering::Relaxed)
+}
+
+/// Progress display is for people watching a terminal.
+pub fn stderr_is_terminal() -> bool {
+    TTY_ERR.load(Ordering::Relaxed)
+}
+
+/// A table for stdout: box-drawing on a colour terminal, plain Markdown-style
+/// ASCII otherwise (readable in a file, greppable).
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    if color_stdout() {
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+    } else {
+        t.load_preset(ASCII_MARKDOWN);
+        t.set_content_arrangement(ContentArrangement::Disabled);
+    }
+    t.set_header(header.to_vec());
+    t
+}
+
+/// Wrap text in an ANSI style for stderr when allowed.
+pub fn paint_err(text: &str, code: &str) -> String {
+    if color_stderr() {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
+/// Wrap text in an ANSI style for stdout when allowed.
+pub fn paint_out(text: &str, code: &str) -> String {
+    if color_stdout() {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
