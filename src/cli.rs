@@ -3,7 +3,11 @@
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "synapticllamas", version, about = "An orchestrator shell for a LAN of Ollama nodes")]
+#[command(
+    name = "synapticllamas",
+    version,
+    about = "An orchestrator shell for a LAN of Ollama nodes"
+)]
 pub struct Cli {
     /// Model the agents use (beats the saved setting for this run)
     #[arg(short, long)]

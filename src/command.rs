@@ -12,34 +12,202 @@ pub struct Spec {
 }
 
 pub const COMMANDS: &[Spec] = &[
-    Spec { name: "mode", aliases: &[], usage: "mode standard|distributed", help: "switch mode (distributed scans the subnet)", keywords: &["standard", "distributed"] },
-    Spec { name: "distributed", aliases: &[], usage: "distributed task|model|both|off", help: "routing path: node pool, sharded model, both, or one node", keywords: &["task", "model", "both", "off"] },
-    Spec { name: "nodes", aliases: &[], usage: "nodes", help: "Ollama nodes, coordinator and RPC backends with live status", keywords: &[] },
-    Spec { name: "add", aliases: &[], usage: "add URL [--force]", help: "add an Ollama node (probes it first)", keywords: &["--force"] },
-    Spec { name: "remove", aliases: &[], usage: "remove URL|NAME", help: "remove a node", keywords: &[] },
-    Spec { name: "discover", aliases: &[], usage: "discover [CIDR] [--timeout MS]", help: "scan a subnet for Ollama nodes", keywords: &["--timeout"] },
-    Spec { name: "health", aliases: &[], usage: "health", help: "probe every node now", keywords: &[] },
-    Spec { name: "save", aliases: &[], usage: "save FILE", help: "write the node list to FILE", keywords: &[] },
-    Spec { name: "load", aliases: &[], usage: "load FILE", help: "replace the node list with FILE's", keywords: &[] },
-    Spec { name: "rpc", aliases: &[], usage: "rpc discover|list|add HOST[:PORT]|remove HOST[:PORT]", help: "llama.cpp RPC backends for model sharding", keywords: &["discover", "list", "add", "remove"] },
-    Spec { name: "collab", aliases: &[], usage: "collab on|off", help: "collaborative workflow (research, critique, refine, edit)", keywords: &["on", "off"] },
-    Spec { name: "refine", aliases: &[], usage: "refine N (0-5)", help: "refinement rounds in collaborative mode", keywords: &[] },
-    Spec { name: "synthesis", aliases: &[], usage: "synthesis MODEL|none", help: "model for the final synthesis", keywords: &["none"] },
-    Spec { name: "timeout", aliases: &[], usage: "timeout SECS (>= 30)", help: "per-agent inference timeout", keywords: &[] },
-    Spec { name: "ast", aliases: &[], usage: "ast on|off", help: "AST quality voting", keywords: &["on", "off"] },
-    Spec { name: "quality", aliases: &[], usage: "quality X (0.0-1.0)", help: "quality threshold for voting", keywords: &[] },
-    Spec { name: "qretries", aliases: &[], usage: "qretries N (0-5)", help: "quality retries", keywords: &[] },
-    Spec { name: "strategy", aliases: &[], usage: "strategy auto|single|parallel|multi|gpu", help: "how work is spread over nodes", keywords: &["auto", "single", "parallel", "multi", "gpu"] },
-    Spec { name: "model", aliases: &[], usage: "model NAME", help: "model used by the agents", keywords: &[] },
-    Spec { name: "status", aliases: &[], usage: "status", help: "every setting and node counts", keywords: &[] },
-    Spec { name: "metrics", aliases: &[], usage: "metrics [--json]", help: "the last query's metrics", keywords: &["--json"] },
-    Spec { name: "benchmark", aliases: &[], usage: "benchmark", help: "measure each node (tokens/s, latency)", keywords: &[] },
-    Spec { name: "dashboard", aliases: &[], usage: "dashboard [--port P] [--bind ADDR] | dashboard stop", help: "live web dashboard", keywords: &["stop", "--port", "--bind"] },
-    Spec { name: "rag", aliases: &[], usage: "rag on|off", help: "FlockParser RAG (setting kept; not provided by this port)", keywords: &["on", "off"] },
-    Spec { name: "redis", aliases: &[], usage: "redis on|off", help: "Redis log publishing (setting kept; not provided by this port)", keywords: &["on", "off"] },
-    Spec { name: "verbose", aliases: &[], usage: "verbose on|off", help: "dashboard verbosity (setting kept)", keywords: &["on", "off"] },
-    Spec { name: "help", aliases: &["?"], usage: "help", help: "this list", keywords: &[] },
-    Spec { name: "exit", aliases: &["quit", "q"], usage: "exit", help: "leave", keywords: &[] },
+    Spec {
+        name: "mode",
+        aliases: &[],
+        usage: "mode standard|distributed",
+        help: "switch mode (distributed scans the subnet)",
+        keywords: &["standard", "distributed"],
+    },
+    Spec {
+        name: "distributed",
+        aliases: &[],
+        usage: "distributed task|model|both|off",
+        help: "routing path: node pool, sharded model, both, or one node",
+        keywords: &["task", "model", "both", "off"],
+    },
+    Spec {
+        name: "nodes",
+        aliases: &[],
+        usage: "nodes",
+        help: "Ollama nodes, coordinator and RPC backends with live status",
+        keywords: &[],
+    },
+    Spec {
+        name: "add",
+        aliases: &[],
+        usage: "add URL [--force]",
+        help: "add an Ollama node (probes it first)",
+        keywords: &["--force"],
+    },
+    Spec {
+        name: "remove",
+        aliases: &[],
+        usage: "remove URL|NAME",
+        help: "remove a node",
+        keywords: &[],
+    },
+    Spec {
+        name: "discover",
+        aliases: &[],
+        usage: "discover [CIDR] [--timeout MS]",
+        help: "scan a subnet for Ollama nodes",
+        keywords: &["--timeout"],
+    },
+    Spec {
+        name: "health",
+        aliases: &[],
+        usage: "health",
+        help: "probe every node now",
+        keywords: &[],
+    },
+    Spec {
+        name: "save",
+        aliases: &[],
+        usage: "save FILE",
+        help: "write the node list to FILE",
+        keywords: &[],
+    },
+    Spec {
+        name: "load",
+        aliases: &[],
+        usage: "load FILE",
+        help: "replace the node list with FILE's",
+        keywords: &[],
+    },
+    Spec {
+        name: "rpc",
+        aliases: &[],
+        usage: "rpc discover|list|add HOST[:PORT]|remove HOST[:PORT]",
+        help: "llama.cpp RPC backends for model sharding",
+        keywords: &["discover", "list", "add", "remove"],
+    },
+    Spec {
+        name: "collab",
+        aliases: &[],
+        usage: "collab on|off",
+        help: "collaborative workflow (research, critique, refine, edit)",
+        keywords: &["on", "off"],
+    },
+    Spec {
+        name: "refine",
+        aliases: &[],
+        usage: "refine N (0-5)",
+        help: "refinement rounds in collaborative mode",
+        keywords: &[],
+    },
+    Spec {
+        name: "synthesis",
+        aliases: &[],
+        usage: "synthesis MODEL|none",
+        help: "model for the final synthesis",
+        keywords: &["none"],
+    },
+    Spec {
+        name: "timeout",
+        aliases: &[],
+        usage: "timeout SECS (>= 30)",
+        help: "per-agent inference timeout",
+        keywords: &[],
+    },
+    Spec {
+        name: "ast",
+        aliases: &[],
+        usage: "ast on|off",
+        help: "AST quality voting",
+        keywords: &["on", "off"],
+    },
+    Spec {
+        name: "quality",
+        aliases: &[],
+        usage: "quality X (0.0-1.0)",
+        help: "quality threshold for voting",
+        keywords: &[],
+    },
+    Spec {
+        name: "qretries",
+        aliases: &[],
+        usage: "qretries N (0-5)",
+        help: "quality retries",
+        keywords: &[],
+    },
+    Spec {
+        name: "strategy",
+        aliases: &[],
+        usage: "strategy auto|single|parallel|multi|gpu",
+        help: "how work is spread over nodes",
+        keywords: &["auto", "single", "parallel", "multi", "gpu"],
+    },
+    Spec {
+        name: "model",
+        aliases: &[],
+        usage: "model NAME",
+        help: "model used by the agents",
+        keywords: &[],
+    },
+    Spec {
+        name: "status",
+        aliases: &[],
+        usage: "status",
+        help: "every setting and node counts",
+        keywords: &[],
+    },
+    Spec {
+        name: "metrics",
+        aliases: &[],
+        usage: "metrics [--json]",
+        help: "the last query's metrics",
+        keywords: &["--json"],
+    },
+    Spec {
+        name: "benchmark",
+        aliases: &[],
+        usage: "benchmark",
+        help: "measure each node (tokens/s, latency)",
+        keywords: &[],
+    },
+    Spec {
+        name: "dashboard",
+        aliases: &[],
+        usage: "dashboard [--port P] [--bind ADDR] | dashboard stop",
+        help: "live web dashboard",
+        keywords: &["stop", "--port", "--bind"],
+    },
+    Spec {
+        name: "rag",
+        aliases: &[],
+        usage: "rag on|off",
+        help: "FlockParser RAG (setting kept; not provided by this port)",
+        keywords: &["on", "off"],
+    },
+    Spec {
+        name: "redis",
+        aliases: &[],
+        usage: "redis on|off",
+        help: "Redis log publishing (setting kept; not provided by this port)",
+        keywords: &["on", "off"],
+    },
+    Spec {
+        name: "verbose",
+        aliases: &[],
+        usage: "verbose on|off",
+        help: "dashboard verbosity (setting kept)",
+        keywords: &["on", "off"],
+    },
+    Spec {
+        name: "help",
+        aliases: &["?"],
+        usage: "help",
+        help: "this list",
+        keywords: &[],
+    },
+    Spec {
+        name: "exit",
+        aliases: &["quit", "q"],
+        usage: "exit",
+        help: "leave",
+        keywords: &[],
+    },
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,9 +279,15 @@ pub enum Command {
     Mode(Mode),
     Distributed(Route),
     Nodes,
-    Add { url: String, force: bool },
+    Add {
+        url: String,
+        force: bool,
+    },
     Remove(String),
-    Discover { cidr: Option<String>, timeout_ms: Option<u64> },
+    Discover {
+        cidr: Option<String>,
+        timeout_ms: Option<u64>,
+    },
     Health,
     Save(String),
     Load(String),
@@ -128,9 +302,15 @@ pub enum Command {
     Strategy(Strategy),
     Model(String),
     Status,
-    Metrics { json: bool },
+    Metrics {
+        json: bool,
+    },
     Benchmark,
-    Dashboard { stop: bool, port: Option<u16>, bind: Option<String> },
+    Dashboard {
+        stop: bool,
+        port: Option<u16>,
+        bind: Option<String>,
+    },
     Rag(bool),
     Redis(bool),
     Verbose(bool),
@@ -179,7 +359,9 @@ fn one<'a>(args: &[&'a str], what: &str) -> Result<&'a str, String> {
 
 fn int_in(args: &[&str], what: &str, lo: u64, hi: u64) -> Result<u64, String> {
     let a = one(args, what)?;
-    let n: u64 = a.parse().map_err(|_| format!("`{a}` is not a whole number"))?;
+    let n: u64 = a
+        .parse()
+        .map_err(|_| format!("`{a}` is not a whole number"))?;
     if n < lo || n > hi {
         return Err(if hi == u64::MAX {
             format!("{what} must be at least {lo}, got {n}")
@@ -224,18 +406,34 @@ pub fn parse(line: &str) -> Result<Command, Usage> {
         }
     };
     let r: Result<Command, String> = match spec.name {
-        "mode" => keyword(&args, "mode", &[("standard", Mode::Standard), ("distributed", Mode::Distributed)]).map(Command::Mode),
+        "mode" => keyword(
+            &args,
+            "mode",
+            &[
+                ("standard", Mode::Standard),
+                ("distributed", Mode::Distributed),
+            ],
+        )
+        .map(Command::Mode),
         "distributed" => keyword(
             &args,
             "routing path",
-            &[("task", Route::Task), ("model", Route::Model), ("both", Route::Both), ("off", Route::Off)],
+            &[
+                ("task", Route::Task),
+                ("model", Route::Model),
+                ("both", Route::Both),
+                ("off", Route::Off),
+            ],
         )
         .map(Command::Distributed),
         "nodes" => no_args(Command::Nodes),
         "add" => {
-            let force = args.iter().any(|a| *a == "--force");
+            let force = args.contains(&"--force");
             let rest: Vec<&str> = args.iter().copied().filter(|a| *a != "--force").collect();
-            one(&rest, "URL").map(|u| Command::Add { url: u.to_string(), force })
+            one(&rest, "URL").map(|u| Command::Add {
+                url: u.to_string(),
+                force,
+            })
         }
         "remove" => one(&args, "URL or name").map(|u| Command::Remove(u.to_string())),
         "discover" => parse_discover(&args),
@@ -257,7 +455,9 @@ pub fn parse(line: &str) -> Result<Command, Usage> {
         "quality" => one(&args, "threshold").and_then(|a| {
             let x: f64 = a.parse().map_err(|_| format!("`{a}` is not a number"))?;
             if x.is_nan() || !(0.0..=1.0).contains(&x) {
-                Err(format!("quality threshold must be between 0.0 and 1.0, got `{a}`"))
+                Err(format!(
+                    "quality threshold must be between 0.0 and 1.0, got `{a}`"
+                ))
             } else {
                 Ok(Command::Quality(x))
             }
@@ -276,7 +476,9 @@ pub fn parse(line: &str) -> Result<Command, Usage> {
         )
         .map(Command::Strategy),
         "model" => one(&args, "model name").and_then(|m| {
-            if m.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c)) {
+            if m.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+            {
                 Ok(Command::Model(m.to_string()))
             } else {
                 Err(format!("`{m}` is not a valid model name"))
@@ -322,7 +524,9 @@ fn parse_discover(args: &[&str]) -> Result<Command, String> {
         match args[i] {
             "--timeout" => {
                 let v = args.get(i + 1).ok_or("--timeout needs milliseconds")?;
-                let n: u64 = v.parse().map_err(|_| format!("--timeout: `{v}` is not a whole number of milliseconds"))?;
+                let n: u64 = v.parse().map_err(|_| {
+                    format!("--timeout: `{v}` is not a whole number of milliseconds")
+                })?;
                 if n == 0 || n > 60_000 {
                     return Err(format!("--timeout must be between 1 and 60000 ms, got {n}"));
                 }
@@ -346,28 +550,47 @@ fn parse_rpc(args: &[&str]) -> Result<Command, String> {
         [s] if s.eq_ignore_ascii_case("discover") => Ok(Command::Rpc(RpcCmd::Discover)),
         [s] if s.eq_ignore_ascii_case("list") => Ok(Command::Rpc(RpcCmd::List)),
         [s, a] if s.eq_ignore_ascii_case("add") => Ok(Command::Rpc(RpcCmd::Add(a.to_string()))),
-        [s, a] if s.eq_ignore_ascii_case("remove") => Ok(Command::Rpc(RpcCmd::Remove(a.to_string()))),
-        [s] if s.eq_ignore_ascii_case("add") || s.eq_ignore_ascii_case("remove") => Err(format!("`rpc {s}` needs HOST[:PORT]")),
+        [s, a] if s.eq_ignore_ascii_case("remove") => {
+            Ok(Command::Rpc(RpcCmd::Remove(a.to_string())))
+        }
+        [s] if s.eq_ignore_ascii_case("add") || s.eq_ignore_ascii_case("remove") => {
+            Err(format!("`rpc {s}` needs HOST[:PORT]"))
+        }
         [s, ..] => Err(format!("unknown sub-command `{s}`")),
     }
 }
 
 fn parse_dashboard(args: &[&str]) -> Result<Command, String> {
     if args == ["stop"] {
-        return Ok(Command::Dashboard { stop: true, port: None, bind: None });
+        return Ok(Command::Dashboard {
+            stop: true,
+            port: None,
+            bind: None,
+        });
     }
     let (mut port, mut bind) = (None, None);
     let mut i = 0;
     while i < args.len() {
-        let v = args.get(i + 1).ok_or_else(|| format!("{} needs a value", args[i]))?;
+        let v = args
+            .get(i + 1)
+            .ok_or_else(|| format!("{} needs a value", args[i]))?;
         match args[i] {
-            "--port" => port = Some(v.parse::<u16>().map_err(|_| format!("--port: `{v}` is not a port number"))?),
+            "--port" => {
+                port = Some(
+                    v.parse::<u16>()
+                        .map_err(|_| format!("--port: `{v}` is not a port number"))?,
+                )
+            }
             "--bind" => bind = Some(v.to_string()),
             a => return Err(format!("unknown option `{a}`")),
         }
         i += 2;
     }
-    Ok(Command::Dashboard { stop: false, port, bind })
+    Ok(Command::Dashboard {
+        stop: false,
+        port,
+        bind,
+    })
 }
 
 /// Completion candidates for what has been typed so far.
@@ -382,9 +605,17 @@ pub fn complete(line: &str) -> Vec<String> {
             .filter(|n| n.starts_with(&w.to_ascii_lowercase()))
             .map(String::from)
             .collect(),
-        ([cmd], true) => lookup(cmd).map(|s| s.keywords.iter().map(|k| k.to_string()).collect()).unwrap_or_default(),
+        ([cmd], true) => lookup(cmd)
+            .map(|s| s.keywords.iter().map(|k| k.to_string()).collect())
+            .unwrap_or_default(),
         ([cmd, arg], false) => lookup(cmd)
-            .map(|s| s.keywords.iter().filter(|k| k.starts_with(arg)).map(|k| k.to_string()).collect())
+            .map(|s| {
+                s.keywords
+                    .iter()
+                    .filter(|k| k.starts_with(arg))
+                    .map(|k| k.to_string())
+                    .collect()
+            })
             .unwrap_or_default(),
         _ => Vec::new(),
     }
@@ -399,36 +630,81 @@ mod tests {
         assert_eq!(parse("NODES").unwrap(), Command::Nodes);
         assert_eq!(parse("q").unwrap(), Command::Exit);
         assert_eq!(parse("help").unwrap(), Command::Help);
-        assert_eq!(parse("what is rust").unwrap(), Command::Query("what is rust".into()));
-        assert_eq!(parse("mode distributed").unwrap(), Command::Mode(Mode::Distributed));
-        assert_eq!(parse("distributed both").unwrap(), Command::Distributed(Route::Both));
-        assert_eq!(parse("rpc add 10.77.0.5:50052").unwrap(), Command::Rpc(RpcCmd::Add("10.77.0.5:50052".into())));
-        assert_eq!(parse("add http://h:1 --force").unwrap(), Command::Add { url: "http://h:1".into(), force: true });
-        assert_eq!(parse("save /tmp/a b.json").unwrap(), Command::Save("/tmp/a b.json".into()));
+        assert_eq!(
+            parse("what is rust").unwrap(),
+            Command::Query("what is rust".into())
+        );
+        assert_eq!(
+            parse("mode distributed").unwrap(),
+            Command::Mode(Mode::Distributed)
+        );
+        assert_eq!(
+            parse("distributed both").unwrap(),
+            Command::Distributed(Route::Both)
+        );
+        assert_eq!(
+            parse("rpc add 10.77.0.5:50052").unwrap(),
+            Command::Rpc(RpcCmd::Add("10.77.0.5:50052".into()))
+        );
+        assert_eq!(
+            parse("add http://h:1 --force").unwrap(),
+            Command::Add {
+                url: "http://h:1".into(),
+                force: true
+            }
+        );
+        assert_eq!(
+            parse("save /tmp/a b.json").unwrap(),
+            Command::Save("/tmp/a b.json".into())
+        );
         assert_eq!(parse("synthesis none").unwrap(), Command::Synthesis(None));
         assert_eq!(
             parse("discover 10.77.0.0/24 --timeout 50").unwrap(),
-            Command::Discover { cidr: Some("10.77.0.0/24".into()), timeout_ms: Some(50) }
+            Command::Discover {
+                cidr: Some("10.77.0.0/24".into()),
+                timeout_ms: Some(50)
+            }
         );
     }
 
     #[test]
     fn argument_errors_carry_the_usage() {
         for bad in [
-            "quality nan", "quality 1.5", "quality x", "refine 6", "refine -1", "timeout 29",
-            "qretries 9", "collab maybe", "mode", "mode dask", "strategy fast", "rpc", "rpc add",
-            "nodes extra", "add", "discover --timeout 0", "model a;b", "metrics --yaml",
+            "quality nan",
+            "quality 1.5",
+            "quality x",
+            "refine 6",
+            "refine -1",
+            "timeout 29",
+            "qretries 9",
+            "collab maybe",
+            "mode",
+            "mode dask",
+            "strategy fast",
+            "rpc",
+            "rpc add",
+            "nodes extra",
+            "add",
+            "discover --timeout 0",
+            "model a;b",
+            "metrics --yaml",
         ] {
             let e = parse(bad).unwrap_err();
             assert!(!e.usage.is_empty(), "{bad}");
         }
-        assert!(parse("quality nan").unwrap_err().message.contains("between 0.0 and 1.0"));
+        assert!(parse("quality nan")
+            .unwrap_err()
+            .message
+            .contains("between 0.0 and 1.0"));
     }
 
     #[test]
     fn completion() {
         assert!(complete("no").contains(&"nodes".to_string()));
-        assert_eq!(complete("distributed "), vec!["task", "model", "both", "off"]);
+        assert_eq!(
+            complete("distributed "),
+            vec!["task", "model", "both", "off"]
+        );
         assert_eq!(complete("collab o"), vec!["on", "off"]);
     }
 

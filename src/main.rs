@@ -7,7 +7,11 @@ use synapticllamas::{sim, startup, ui};
 fn main() {
     let cli = Cli::parse();
     ui::init(cli.no_color);
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("❌ cannot start the async runtime: {e}");

@@ -97,7 +97,14 @@ fn load_registry(path: &Path, sink: &mut dyn Sink) -> Registry {
 /// Start `n` simulated hosts on 127.0.0.1 and register them in memory.
 pub async fn start_simulated(app: &mut App, n: usize, sink: &mut dyn Sink) {
     for i in 1..=n {
-        match SimHost::start(format!("sim-{i}"), IpAddr::V4(Ipv4Addr::LOCALHOST), &[0], SimConfig::demo()).await {
+        match SimHost::start(
+            format!("sim-{i}"),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            &[0],
+            SimConfig::demo(),
+        )
+        .await
+        {
             Ok(h) => {
                 let url = h.url();
                 app.registry.add(
@@ -112,7 +119,9 @@ pub async fn start_simulated(app: &mut App, n: usize, sink: &mut dyn Sink) {
                 );
                 app.simulated.push(h);
             }
-            Err(e) => sink.err(&format!("❌ simulated host {i}: cannot listen on 127.0.0.1: {e}")),
+            Err(e) => sink.err(&format!(
+                "❌ simulated host {i}: cannot listen on 127.0.0.1: {e}"
+            )),
         }
     }
 }
@@ -129,7 +138,10 @@ fn apply_sharding_flags(app: &mut App, cli: &Cli, sink: &mut dyn Sink) {
                 Err(m) => sink.err(&format!("❌ --rpc-backend {b}: {m}")),
             }
         }
-        sink.err(&format!("🔗 Configured {} RPC backend(s) for distributed inference", list.len()));
+        sink.err(&format!(
+            "🔗 Configured {} RPC backend(s) for distributed inference",
+            list.len()
+        ));
         app.settings.rpc_backends = list;
     }
     if let Err(e) = app.settings_store.save(&app.settings) {
@@ -140,9 +152,11 @@ fn apply_sharding_flags(app: &mut App, cli: &Cli, sink: &mut dyn Sink) {
 /// `HOST[:PORT]` with port 50052 by default.
 pub fn parse_backend(s: &str) -> Result<RpcBackendEntry, String> {
     let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
-            (h.trim_matches(|c| c == '[' || c == ']'), p.parse::<u16>().map_err(|_| format!("`{p}` is not a port number"))?)
-        }
+        Some((h, p)) if !h.contains(':') || h.starts_with('[') => (
+            h.trim_matches(|c| c == '[' || c == ']'),
+            p.parse::<u16>()
+                .map_err(|_| format!("`{p}` is not a port number"))?,
+        ),
         _ => (s, settings::default_rpc_port()),
     };
     if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {

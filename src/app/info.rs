@@ -32,7 +32,11 @@ impl App {
                 on_off(s.task_distribution_enabled),
                 on_off(s.model_sharding_enabled)
             ),
-            "nodes" => format!("{} node(s), {} host(s)", self.registry.len(), self.registry.hosts().len()),
+            "nodes" => format!(
+                "{} node(s), {} host(s)",
+                self.registry.len(),
+                self.registry.hosts().len()
+            ),
             "rpc" => format!("{} backend(s)", s.rpc_backends.len()),
             "collab" => on_off(s.collaborative_mode).into(),
             "refine" => s.refinement_rounds.to_string(),
@@ -53,7 +57,10 @@ impl App {
     pub(super) fn help(&self, sink: &mut dyn Sink) {
         sink.out("Commands (current value in brackets); any other line is a query:");
         for spec in COMMANDS {
-            let value = self.current_value(spec.name).map(|v| format!(" [{v}]")).unwrap_or_default();
+            let value = self
+                .current_value(spec.name)
+                .map(|v| format!(" [{v}]"))
+                .unwrap_or_default();
             sink.out(&format!("  {:<46} {}{}", spec.usage, spec.help, value));
         }
         sink.out("");
@@ -73,7 +80,12 @@ impl App {
         };
         row("Mode", self.mode_word().into());
         row("Model", self.model().to_string());
-        row("Synthesis Model", s.synthesis_model.clone().unwrap_or_else(|| "None (same as model)".into()));
+        row(
+            "Synthesis Model",
+            s.synthesis_model
+                .clone()
+                .unwrap_or_else(|| "None (same as model)".into()),
+        );
         row("Strategy", strategy_label(self.strategy()).into());
         row("Collaboration", on_off(s.collaborative_mode).into());
         row("Refinement Rounds", s.refinement_rounds.to_string());
@@ -81,17 +93,39 @@ impl App {
         row("AST Quality Voting", on_off(s.ast_voting_enabled).into());
         row("Quality Threshold", format!("{:.2}", s.quality_threshold));
         row("Quality Retries", s.max_quality_retries.to_string());
-        row("Task Distribution", on_off(s.task_distribution_enabled).into());
+        row(
+            "Task Distribution",
+            on_off(s.task_distribution_enabled).into(),
+        );
         row("Model Sharding", on_off(s.model_sharding_enabled).into());
         row("RPC Backends", s.rpc_backends.len().to_string());
-        row("FlockParser RAG", format!("{} (not provided by this port)", on_off(s.flockparser_enabled)));
-        row("Redis Logging", format!("{} (not provided by this port)", on_off(s.redis_logging_enabled)));
+        row(
+            "FlockParser RAG",
+            format!(
+                "{} (not provided by this port)",
+                on_off(s.flockparser_enabled)
+            ),
+        );
+        row(
+            "Redis Logging",
+            format!(
+                "{} (not provided by this port)",
+                on_off(s.redis_logging_enabled)
+            ),
+        );
         row("Verbose", on_off(s.dashboard_verbose).into());
-        let sim = if self.registry.simulated { " (simulated)" } else { "" };
+        let sim = if self.registry.simulated {
+            " (simulated)"
+        } else {
+            ""
+        };
         row("Ollama Nodes", format!("{}{sim}", nodes.len()));
         row("Healthy Nodes", healthy.to_string());
         row("Physical Hosts", self.registry.hosts().len().to_string());
-        row("Settings File", self.settings_store.path.display().to_string());
+        row(
+            "Settings File",
+            self.settings_store.path.display().to_string(),
+        );
         row(
             "Node File",
             match self.registry.store() {

@@ -47,9 +47,18 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub const OK: Outcome = Outcome { ok: true, exit: false };
-    pub const FAILED: Outcome = Outcome { ok: false, exit: false };
-    pub const EXIT: Outcome = Outcome { ok: true, exit: true };
+    pub const OK: Outcome = Outcome {
+        ok: true,
+        exit: false,
+    };
+    pub const FAILED: Outcome = Outcome {
+        ok: false,
+        exit: false,
+    };
+    pub const EXIT: Outcome = Outcome {
+        ok: true,
+        exit: true,
+    };
 
     pub fn from(ok: bool) -> Outcome {
         Outcome { ok, exit: false }
@@ -75,7 +84,12 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(settings: Settings, settings_store: SettingsStore, registry: Registry, home: PathBuf) -> App {
+    pub fn new(
+        settings: Settings,
+        settings_store: SettingsStore,
+        registry: Registry,
+        home: PathBuf,
+    ) -> App {
         App {
             settings,
             settings_store,
@@ -89,7 +103,10 @@ impl App {
 
     /// The model in use: the command-line value, else the saved one.
     pub fn model(&self) -> &str {
-        self.overrides.model.as_deref().unwrap_or(&self.settings.model)
+        self.overrides
+            .model
+            .as_deref()
+            .unwrap_or(&self.settings.model)
     }
 
     pub fn mode(&self) -> Mode {
@@ -182,6 +199,8 @@ impl App {
 }
 
 fn not_built(sink: &mut dyn Sink, what: &str, capability: &str) -> Outcome {
-    sink.err(&format!("❌ {what}: {capability} is not built yet in this version"));
+    sink.err(&format!(
+        "❌ {what}: {capability} is not built yet in this version"
+    ));
     Outcome::FAILED
 }

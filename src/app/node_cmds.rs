@@ -12,7 +12,8 @@ use crate::ollama::host;
 use crate::ui;
 
 fn fmt_ms(v: Option<f64>) -> String {
-    v.map(|ms| format!("{ms:.0} ms")).unwrap_or_else(|| "-".into())
+    v.map(|ms| format!("{ms:.0} ms"))
+        .unwrap_or_else(|| "-".into())
 }
 
 fn fmt_gb(bytes: u64) -> String {
@@ -24,36 +25,62 @@ impl App {
         let nodes: Vec<Arc<Node>> = self.registry.nodes().to_vec();
         probe_all(&self.client, &nodes, true).await;
         self.print_coordinator_section(sink);
-        let label = if self.registry.simulated { " — simulated" } else { "" };
+        let label = if self.registry.simulated {
+            " — simulated"
+        } else {
+            ""
+        };
         sink.out(&format!("🔀 OLLAMA NODES (task distribution{label})"));
         if nodes.is_empty() {
             sink.out("⚠️  No Ollama nodes registered (use `add URL` or `discover CIDR`)");
         } else {
             let mut t = ui::table(&[
-                "Name", "URL", "Host", "Status", "Models", "Loaded (VRAM)", "Requests", "Errors", "Avg latency",
+                "Name",
+                "URL",
+                "Host",
+                "Status",
+                "Models",
+                "Loaded (VRAM)",
+                "Requests",
+                "Errors",
+                "Avg latency",
             ]);
             for n in &nodes {
                 let st = n.state();
                 let status = match (st.health, st.cooling()) {
                     (Health::Up, _) => "up".to_string(),
-                    (Health::Down, true) => format!("down, cooling ({} failures)", st.consecutive_failures),
+                    (Health::Down, true) => {
+                        format!("down, cooling ({} failures)", st.consecutive_failures)
+                    }
                     (Health::Down, false) => "down".to_string(),
                     (Health::Unknown, _) => "unknown".to_string(),
                 };
-                let models = if st.models.is_empty() { "-".to_string() } else { st.models.join(", ") };
+                let models = if st.models.is_empty() {
+                    "-".to_string()
+                } else {
+                    st.models.join(", ")
+                };
                 let loaded = if st.loaded.is_empty() {
                     "-".to_string()
                 } else {
                     st.loaded
                         .iter()
                         .map(|m| {
-                            let pct = if m.size > 0 { m.size_vram as f64 * 100.0 / m.size as f64 } else { 0.0 };
+                            let pct = if m.size > 0 {
+                                m.size_vram as f64 * 100.0 / m.size as f64
+                            } else {
+                                0.0
+                            };
                             format!("{} ({}, {pct:.0}% GPU)", m.name, fmt_gb(m.size))
                         })
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
-                let name = if n.simulated { format!("{} (simulated)", n.name()) } else { n.name().to_string() };
+                let name = if n.simulated {
+                    format!("{} (simulated)", n.name())
+                } else {
+                    n.name().to_string()
+                };
                 t.add_row(vec![
                     name,
                     n.url().to_string(),
@@ -82,7 +109,9 @@ impl App {
     fn print_coordinator_section(&self, sink: &mut dyn Sink) {
         if let Some(url) = &self.settings.coordinator_url {
             sink.out("🎯 COORDINATOR (llama.cpp model sharding)");
-            sink.out(&format!("   URL: {url} (configured; managed by `distributed model`)"));
+            sink.out(&format!(
+                "   URL: {url} (configured; managed by `distributed model`)"
+            ));
             sink.out("");
         }
     }
@@ -113,7 +142,9 @@ impl App {
             Ok(s) => s,
             Err(e) => {
                 sink.err(&format!("❌ add: {e}"));
-                sink.err("   Usage: add URL [--force]   (e.g. add 10.77.0.11, add http://box:11434)");
+                sink.err(
+                    "   Usage: add URL [--force]   (e.g. add 10.77.0.11, add http://box:11434)",
+                );
                 return false;
             }
         };
@@ -137,11 +168,17 @@ impl App {
         let result = probe(&self.client, node.clone(), false).await;
         if !result.ok {
             if !force {
-                sink.err(&format!("❌ Failed to add node: {url} is not reachable ({})", result.detail));
+                sink.err(&format!(
+                    "❌ Failed to add node: {url} is not reachable ({})",
+                    result.detail
+                ));
                 sink.err("   Use `add URL --force` to add it anyway.");
                 return false;
             }
-            sink.err(&format!("⚠️  {url} is not reachable ({}); added anyway (--force)", result.detail));
+            sink.err(&format!(
+                "⚠️  {url} is not reachable ({}); added anyway (--force)",
+                result.detail
+            ));
         }
         let name = node.name().to_string();
         if let AddOutcome::Duplicate(u) = self.registry.add_node(node) {
@@ -193,11 +230,19 @@ impl App {
     pub(super) fn save_to(&mut self, path: &str, sink: &mut dyn Sink) -> bool {
         let mut file = self.registry.to_file();
         if self.registry.simulated {
-            file.entries = self.registry.nodes().iter().map(|n| n.entry.clone()).collect();
+            file.entries = self
+                .registry
+                .nodes()
+                .iter()
+                .map(|n| n.entry.clone())
+                .collect();
         }
         match write_atomic(Path::new(path), nodes_file::to_json(&file).as_bytes()) {
             Ok(()) => {
-                sink.out(&format!("✅ Saved {} node(s) to {path}", file.entries.len()));
+                sink.out(&format!(
+                    "✅ Saved {} node(s) to {path}",
+                    file.entries.len()
+                ));
                 true
             }
             Err(e) => {

@@ -35,7 +35,10 @@ impl App {
             }
             Command::Synthesis(Some(m)) => {
                 sink.out(&format!("✅ Synthesis model set to: {m}"));
-                sink.out(&format!("   Phases 1-3: {}", self.overrides.model.as_deref().unwrap_or(&s.model)));
+                sink.out(&format!(
+                    "   Phases 1-3: {}",
+                    self.overrides.model.as_deref().unwrap_or(&s.model)
+                ));
                 sink.out(&format!("   Phase 4: {m}"));
                 s.synthesis_model = Some(m);
             }
@@ -111,7 +114,9 @@ pub fn strategy_label(s: Strategy) -> &'static str {
     match s {
         Strategy::Auto => "Auto (host-aware work queue)",
         Strategy::Single => "Single Node (sequential)",
-        Strategy::Parallel => "Parallel Same Node (work queue; one request per host unless host_capacity is raised)",
+        Strategy::Parallel => {
+            "Parallel Same Node (work queue; one request per host unless host_capacity is raised)"
+        }
         Strategy::Multi => "Parallel Multi-Node (work queue across physical hosts)",
         Strategy::Gpu => "GPU Routing (prefer nodes with the model loaded in VRAM)",
     }

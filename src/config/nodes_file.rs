@@ -48,7 +48,7 @@ pub fn parse(path: &Path, text: &str) -> Result<(NodeFile, Vec<String>), FileErr
         )));
     };
     let nodes = match top.remove("nodes") {
-        None => Vec::new(),
+        None => return Err(err("no \"nodes\" list (is this a node file?)".into())),
         Some(Value::Array(a)) => a,
         Some(other) => {
             return Err(err(format!(
@@ -110,12 +110,22 @@ fn entry_from_value(raw: &Value) -> Result<NodeEntry, String> {
     let priority = match obj.remove("priority") {
         None | Some(Value::Null) => 0,
         Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or(0),
-        Some(v) => return Err(format!("\"priority\" is {} (expected a whole number)", kind_of(&v))),
+        Some(v) => {
+            return Err(format!(
+                "\"priority\" is {} (expected a whole number)",
+                kind_of(&v)
+            ))
+        }
     };
     let host_id = match obj.remove("host_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
-        Some(v) => return Err(format!("\"host_id\" is {} (expected a string)", kind_of(&v))),
+        Some(v) => {
+            return Err(format!(
+                "\"host_id\" is {} (expected a string)",
+                kind_of(&v)
+            ))
+        }
     };
     Ok(NodeEntry {
         // The original stored URLs as typed; we store the canonical form.
@@ -153,7 +163,10 @@ pub fn load(path: &Path) -> Result<Option<(NodeFile, Vec<String>)>, FileError> {
     if super::has_bom(path) {
         warnings.insert(
             0,
-            format!("{}: starts with a UTF-8 byte-order mark; read anyway", path.display()),
+            format!(
+                "{}: starts with a UTF-8 byte-order mark; read anyway",
+                path.display()
+            ),
         );
     }
     Ok(Some((file, warnings)))
@@ -196,7 +209,10 @@ mod tests {
     #[test]
     fn wrong_shapes() {
         assert!(parse(&p(), "[]").unwrap_err().message.contains("an array"));
-        assert!(parse(&p(), r#"{"nodes": {}}"#).unwrap_err().message.contains("expected a list"));
+        assert!(parse(&p(), r#"{"nodes": {}}"#)
+            .unwrap_err()
+            .message
+            .contains("expected a list"));
         let e = parse(&p(), "{\"nodes\": [\n").unwrap_err();
         assert!(e.message.contains("line 2"), "{}", e.message);
     }

@@ -142,11 +142,10 @@ pub fn parse(path: &Path, text: &str) -> Result<(Settings, Vec<String>), FileErr
             });
         }
     }
-    let settings: Settings =
-        serde_json::from_value(Value::Object(map)).map_err(|e| FileError {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    let settings: Settings = serde_json::from_value(Value::Object(map)).map_err(|e| FileError {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     if settings.quality_threshold.is_nan() || !(0.0..=1.0).contains(&settings.quality_threshold) {
         return Err(FileError {
             path: path.to_path_buf(),

@@ -47,7 +47,9 @@ fn interface_addrs() -> BTreeSet<IpAddr> {
                 match (*addr).sa_family as i32 {
                     libc::AF_INET => {
                         let sin = &*(addr as *const libc::sockaddr_in);
-                        out.insert(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+                        out.insert(IpAddr::from(
+                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                        ));
                     }
                     libc::AF_INET6 => {
                         let sin6 = &*(addr as *const libc::sockaddr_in6);
@@ -76,7 +78,11 @@ pub fn resolve(url: &str) -> Option<IpAddr> {
     if spec.host.eq_ignore_ascii_case("localhost") {
         return Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
-    (spec.host.as_str(), spec.port).to_socket_addrs().ok()?.next().map(|a| a.ip())
+    (spec.host.as_str(), spec.port)
+        .to_socket_addrs()
+        .ok()?
+        .next()
+        .map(|a| a.ip())
 }
 
 /// The physical-host identity of a registry entry.
@@ -129,26 +135,56 @@ mod tests {
 
     #[test]
     fn loopback_folds_into_this_machine() {
-        assert_eq!(host_identity(&entry("http://127.0.0.1:11434", None)), THIS_MACHINE);
-        assert_eq!(host_identity(&entry("http://127.0.0.2:11435", None)), THIS_MACHINE);
-        assert_eq!(host_identity(&entry("http://localhost:11434", None)), THIS_MACHINE);
-        assert_eq!(host_identity(&entry("http://[::1]:11434", None)), THIS_MACHINE);
+        assert_eq!(
+            host_identity(&entry("http://127.0.0.1:11434", None)),
+            THIS_MACHINE
+        );
+        assert_eq!(
+            host_identity(&entry("http://127.0.0.2:11435", None)),
+            THIS_MACHINE
+        );
+        assert_eq!(
+            host_identity(&entry("http://localhost:11434", None)),
+            THIS_MACHINE
+        );
+        assert_eq!(
+            host_identity(&entry("http://[::1]:11434", None)),
+            THIS_MACHINE
+        );
     }
 
     #[test]
     fn host_id_wins_and_ips_stay_apart() {
-        assert_eq!(host_identity(&entry("http://127.0.0.1:1", Some("rack-a"))), "rack-a");
-        assert_eq!(host_identity(&entry("http://203.0.113.7:11434", None)), "203.0.113.7");
+        assert_eq!(
+            host_identity(&entry("http://127.0.0.1:1", Some("rack-a"))),
+            "rack-a"
+        );
+        assert_eq!(
+            host_identity(&entry("http://203.0.113.7:11434", None)),
+            "203.0.113.7"
+        );
     }
 
     #[test]
     fn same_server_rules() {
-        assert!(same_server("http://127.0.0.1:11434", "http://localhost:11434"));
+        assert!(same_server(
+            "http://127.0.0.1:11434",
+            "http://localhost:11434"
+        ));
         assert!(same_server("127.0.0.1", "http://127.0.0.1:11434"));
-        assert!(!same_server("http://127.0.0.1:11434", "http://127.0.0.1:11435"));
-        assert!(!same_server("http://203.0.113.7:11434", "http://203.0.113.8:11434"));
+        assert!(!same_server(
+            "http://127.0.0.1:11434",
+            "http://127.0.0.1:11435"
+        ));
+        assert!(!same_server(
+            "http://203.0.113.7:11434",
+            "http://203.0.113.8:11434"
+        ));
         if let Some(ip) = primary_ip() {
-            assert!(same_server(&format!("http://{ip}:11434"), "http://127.0.0.1:11434"));
+            assert!(same_server(
+                &format!("http://{ip}:11434"),
+                "http://127.0.0.1:11434"
+            ));
         }
     }
 }

@@ -3,5 +3,6 @@
 pub mod health;
 pub mod locality;
 pub mod registry;
+pub mod scan;
 
 pub use registry::{Health, Node, NodeStore, Registry};

@@ -219,10 +219,11 @@ impl Registry {
 
     /// The registered node that is the same server as `url`, if any.
     pub fn find(&self, url: &str) -> Option<&Arc<Node>> {
-        self.nodes
-            .iter()
-            .find(|n| n.entry.url == url)
-            .or_else(|| self.nodes.iter().find(|n| locality::same_server(&n.entry.url, url)))
+        self.nodes.iter().find(|n| n.entry.url == url).or_else(|| {
+            self.nodes
+                .iter()
+                .find(|n| locality::same_server(&n.entry.url, url))
+        })
     }
 
     pub fn add(&mut self, entry: NodeEntry, simulated: bool) -> AddOutcome {
@@ -252,7 +253,9 @@ impl Registry {
             .position(|n| n.entry.url == key || n.entry.name == key)
             .or_else(|| {
                 let url = crate::ollama::host::canonical_url(key).ok()?;
-                self.nodes.iter().position(|n| locality::same_server(&n.entry.url, &url))
+                self.nodes
+                    .iter()
+                    .position(|n| locality::same_server(&n.entry.url, &url))
             })?;
         let node = self.nodes.remove(idx);
         self.removed.insert(node.entry.url.clone());
@@ -348,9 +351,18 @@ mod tests {
     #[test]
     fn duplicates_and_removal() {
         let mut r = Registry::in_memory();
-        assert_eq!(r.add(entry("http://127.0.0.1:11434"), true), AddOutcome::Added);
-        assert!(matches!(r.add(entry("http://localhost:11434"), true), AddOutcome::Duplicate(_)));
-        assert_eq!(r.add(entry("http://127.0.0.1:11435"), true), AddOutcome::Added);
+        assert_eq!(
+            r.add(entry("http://127.0.0.1:11434"), true),
+            AddOutcome::Added
+        );
+        assert!(matches!(
+            r.add(entry("http://localhost:11434"), true),
+            AddOutcome::Duplicate(_)
+        ));
+        assert_eq!(
+            r.add(entry("http://127.0.0.1:11435"), true),
+            AddOutcome::Added
+        );
         assert_eq!(r.hosts().len(), 1);
         assert!(r.remove("localhost:11435").is_some());
         assert!(r.remove("ollama-127-0-0-1").is_some());

@@ -130,12 +130,19 @@ impl Client {
         t: &Timeouts,
         deadline: Instant,
     ) -> Result<reqwest::Response, ClientError> {
-        let resp = match timeout_at(deadline.min(Instant::now() + t.idle + t.connect), req.send()).await {
+        let resp = match timeout_at(
+            deadline.min(Instant::now() + t.idle + t.connect),
+            req.send(),
+        )
+        .await
+        {
             Err(_) => {
                 return Err(ClientError::Timeout {
                     url: url.to_string(),
                     what: "waiting for the reply to start",
-                    secs: (t.idle + t.connect).as_secs_f64().min(t.total.as_secs_f64()),
+                    secs: (t.idle + t.connect)
+                        .as_secs_f64()
+                        .min(t.total.as_secs_f64()),
                 })
             }
             Ok(r) => r.map_err(|e| Self::map_send_error(url, e, t))?,
@@ -144,14 +151,22 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status().as_u16();
-        let body = timeout_at(deadline, resp.bytes()).await.ok().and_then(|b| b.ok());
+        let body = timeout_at(deadline, resp.bytes())
+            .await
+            .ok()
+            .and_then(|b| b.ok());
         let message = body
             .as_deref()
             .and_then(|b| serde_json::from_slice::<Value>(b).ok())
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
             .or_else(|| {
-                body.as_deref()
-                    .map(|b| String::from_utf8_lossy(b).trim().chars().take(200).collect())
+                body.as_deref().map(|b| {
+                    String::from_utf8_lossy(b)
+                        .trim()
+                        .chars()
+                        .take(200)
+                        .collect()
+                })
             })
             .filter(|s: &String| !s.is_empty())
             .unwrap_or_else(|| "no error message".to_string());
@@ -162,10 +177,17 @@ impl Client {
         })
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, base: &str, path: &str, t: Timeouts) -> Result<T, ClientError> {
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        base: &str,
+        path: &str,
+        t: Timeouts,
+    ) -> Result<T, ClientError> {
         let url = join(base, path);
         let deadline = Instant::now() + t.total;
-        let resp = self.send(self.http.get(&url).timeout(t.total), &url, &t, deadline).await?;
+        let resp = self
+            .send(self.http.get(&url).timeout(t.total), &url, &t, deadline)
+            .await?;
         let bytes = match timeout_at(deadline, resp.bytes()).await {
             Err(_) => {
                 return Err(ClientError::Timeout {
@@ -189,7 +211,9 @@ impl Client {
     pub async fn root(&self, base: &str, t: Timeouts) -> Result<String, ClientError> {
         let url = join(base, "/");
         let deadline = Instant::now() + t.total;
-        let resp = self.send(self.http.get(&url).timeout(t.total), &url, &t, deadline).await?;
+        let resp = self
+            .send(self.http.get(&url).timeout(t.total), &url, &t, deadline)
+            .await?;
         resp.text().await.map_err(|e| ClientError::Dropped {
             url,
             detail: format!(" ({})", root_cause(&e)),
@@ -198,7 +222,10 @@ impl Client {
 
     pub async fn version(&self, base: &str, t: Timeouts) -> Result<String, ClientError> {
         let v: Value = self.get_json(base, "/api/version", t).await?;
-        Ok(v.get("version").and_then(|v| v.as_str()).unwrap_or("?").to_string())
+        Ok(v.get("version")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_string())
     }
 
     /// `GET /api/tags`: the models a node has installed.
@@ -237,7 +264,8 @@ impl Client {
         t: Timeouts,
         on_text: impl FnMut(&str),
     ) -> Result<Completion, ClientError> {
-        self.complete(base, "/api/chat", req, req.stream, t, on_text).await
+        self.complete(base, "/api/chat", req, req.stream, t, on_text)
+            .await
     }
 
     /// `POST /api/generate`, streamed or not.
@@ -248,7 +276,8 @@ impl Client {
         t: Timeouts,
         on_text: impl FnMut(&str),
     ) -> Result<Completion, ClientError> {
-        self.complete(base, "/api/generate", req, req.stream, t, on_text).await
+        self.complete(base, "/api/generate", req, req.stream, t, on_text)
+            .await
     }
 
     async fn complete<B: Serialize>(
@@ -265,7 +294,14 @@ impl Client {
         let req = self
             .http
             .post(&url)
-            .header("Accept", if stream { "application/x-ndjson" } else { "application/json" })
+            .header(
+                "Accept",
+                if stream {
+                    "application/x-ndjson"
+                } else {
+                    "application/json"
+                },
+            )
             .json(body);
         let resp = self.send(req, &url, &t, deadline).await?;
         let mut out = Completion::default();
@@ -294,16 +330,9 @@ impl Client {
                     })
                 }
                 None => {
-                    let last = decoder.finish();
-                    match last {
-                        Some(l) => Ok(vec![l]),
-                        None => Ok(vec![]),
-                    }
-                    .map(|v| {
-                        // Mark the end so the loop stops after these lines.
-                        finished = true;
-                        v
-                    })
+                    // The body ended: handle what is left, then stop.
+                    finished = true;
+                    Ok(decoder.finish().into_iter().collect())
                 }
             }
             .map_err(|e| ClientError::Protocol {
@@ -311,13 +340,17 @@ impl Client {
                 message: format!("a reply line is longer than {} bytes", e.0.min(MAX_LINE)),
             })?;
             for line in lines {
-                let chunk: StreamChunk = serde_json::from_slice(&line).map_err(|e| ClientError::Protocol {
-                    url: url.clone(),
-                    message: format!(
-                        "a reply line is not JSON ({e}): {}",
-                        String::from_utf8_lossy(&line).chars().take(120).collect::<String>()
-                    ),
-                })?;
+                let chunk: StreamChunk =
+                    serde_json::from_slice(&line).map_err(|e| ClientError::Protocol {
+                        url: url.clone(),
+                        message: format!(
+                            "a reply line is not JSON ({e}): {}",
+                            String::from_utf8_lossy(&line)
+                                .chars()
+                                .take(120)
+                                .collect::<String>()
+                        ),
+                    })?;
                 if let Some(message) = chunk.error {
                     return Err(ClientError::Stream { url, message });
                 }

@@ -71,7 +71,9 @@ pub fn parse(raw: &str) -> Result<HostSpec, HostError> {
         });
     }
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(HostError(format!("`{s}` is not a valid address (contains spaces)")));
+        return Err(HostError(format!(
+            "`{s}` is not a valid address (contains spaces)"
+        )));
     }
     let (scheme, rest, default_port) = match s.split_once("://") {
         Some((scheme, rest)) => {
@@ -94,10 +96,12 @@ pub fn parse(raw: &str) -> Result<HostSpec, HostError> {
         None => (rest, ""),
     };
     if hostport.contains('@') {
-        return Err(HostError(format!("`{s}`: credentials in the address are not supported")));
+        return Err(HostError(format!(
+            "`{s}`: credentials in the address are not supported"
+        )));
     }
-    let (host, port_text) = split_host_port(hostport)
-        .map_err(|m| HostError(format!("`{s}`: {m}")))?;
+    let (host, port_text) =
+        split_host_port(hostport).map_err(|m| HostError(format!("`{s}`: {m}")))?;
     let port = match port_text {
         None => default_port,
         Some(p) => match p.parse::<i64>() {
@@ -107,7 +111,9 @@ pub fn parse(raw: &str) -> Result<HostSpec, HostError> {
         },
     };
     if !host.is_empty() && !valid_host(&host) {
-        return Err(HostError(format!("`{s}`: `{host}` is not a valid host name or IP address")));
+        return Err(HostError(format!(
+            "`{s}`: `{host}` is not a valid host name or IP address"
+        )));
     }
     Ok(HostSpec {
         scheme,
@@ -146,7 +152,9 @@ fn valid_host(h: &str) -> bool {
         && h.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                 && !label.starts_with('-')
         })
 }
@@ -225,7 +233,10 @@ mod tests {
             ("http://1.2.3.4:4321", "http://1.2.3.4:4321"),
             ("https://1.2.3.4", "https://1.2.3.4:443"),
             ("https://1.2.3.4:4321", "https://1.2.3.4:4321"),
-            ("https://example.com/ollama", "https://example.com:443/ollama"),
+            (
+                "https://example.com/ollama",
+                "https://example.com:443/ollama",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(parse(input).unwrap().to_string(), want, "input {input:?}");
@@ -237,7 +248,10 @@ mod tests {
         assert_eq!(canonical_url("0.0.0.0").unwrap(), "http://127.0.0.1:11434");
         assert_eq!(canonical_url("::").unwrap(), "http://[::1]:11434");
         assert_eq!(canonical_url(":1234").unwrap(), "http://127.0.0.1:1234");
-        assert_eq!(canonical_url("LOCALHOST").unwrap(), "http://localhost:11434");
+        assert_eq!(
+            canonical_url("LOCALHOST").unwrap(),
+            "http://localhost:11434"
+        );
         assert_eq!(canonical_url("http://h/x/").unwrap(), "http://h:80/x");
     }
 
@@ -254,7 +268,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(parse("10.77.0.11").unwrap().default_name(), "ollama-10-77-0-11");
+        assert_eq!(
+            parse("10.77.0.11").unwrap().default_name(),
+            "ollama-10-77-0-11"
+        );
         assert_eq!(
             parse("10.77.0.11:11435").unwrap().default_name(),
             "ollama-10-77-0-11-11435"

@@ -20,7 +20,12 @@ struct Completion;
 
 impl Completer for Completion {
     type Candidate = Pair;
-    fn complete(&self, line: &str, pos: usize, _: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let upto = &line[..pos];
         let start = upto.rfind(' ').map_or(0, |i| i + 1);
         let pairs = command::complete(upto)
@@ -79,7 +84,10 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
         }
     }
     if let Err(e) = ed.save_history(&history) {
-        sink.err(&format!("⚠️  {}: cannot save history: {e}", history.display()));
+        sink.err(&format!(
+            "⚠️  {}: cannot save history: {e}",
+            history.display()
+        ));
     }
     0
 }

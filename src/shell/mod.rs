@@ -102,7 +102,13 @@ pub fn run(rt: &Runtime, app: &mut App, opts: ShellOptions) -> i32 {
     }
 }
 
-fn run_piped(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink, opts: &ShellOptions) -> i32 {
+fn run_piped(
+    rt: &Runtime,
+    app: &mut App,
+    ints: &Interrupts,
+    sink: &mut dyn Sink,
+    opts: &ShellOptions,
+) -> i32 {
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut buf = Vec::new();
@@ -137,7 +143,9 @@ fn run_piped(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink
             continue;
         }
         if line.contains('\0') {
-            sink.err(&format!("❌ stdin line {lineno}: contains a NUL byte; line skipped"));
+            sink.err(&format!(
+                "❌ stdin line {lineno}: contains a NUL byte; line skipped"
+            ));
             failed = true;
             if opts.bail {
                 break;

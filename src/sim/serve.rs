@@ -15,7 +15,11 @@ pub async fn run(args: &SimServe) -> i32 {
         ..SimConfig::default()
     };
     if let Some(m) = &args.models {
-        cfg.models = m.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        cfg.models = m
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
     }
     match SimHost::start(format!("sim-{}", args.bind), args.bind, &args.ports, cfg).await {
         Ok(h) => {

@@ -254,7 +254,10 @@ async fn ps(State(h): Host) -> Response {
 }
 
 fn find_model(h: &SimHost, requested: &str) -> Option<String> {
-    h.config().models.into_iter().find(|m| same_model(m, requested))
+    h.config()
+        .models
+        .into_iter()
+        .find(|m| same_model(m, requested))
 }
 
 async fn show(State(h): Host, body: Bytes) -> Response {
@@ -362,7 +365,11 @@ fn json_reply(model: &str, prompt: &str, schema_text: &str, words: usize) -> Str
             continue;
         }
         let v = match &cap[2] {
-            "[" => Value::Array((0..3).map(|_| Value::String(text::sentence(&mut rng))).collect()),
+            "[" => Value::Array(
+                (0..3)
+                    .map(|_| Value::String(text::sentence(&mut rng)))
+                    .collect(),
+            ),
             "\"" if !main_done => {
                 main_done = true;
                 Value::String(text::prose(model, prompt, words))
@@ -370,12 +377,15 @@ fn json_reply(model: &str, prompt: &str, schema_text: &str, words: usize) -> Str
             "\"" => Value::String(text::sentence(&mut rng)),
             "{" => Value::Object(Map::new()),
             "true" | "false" => Value::Bool(true),
-            _ => json!(0.6 + (rng.next() % 35) as f64 / 100.0),
+            _ => json!(0.6 + (rng.next_u64() % 35) as f64 / 100.0),
         };
         obj.insert(name, v);
     }
     if obj.is_empty() {
-        obj.insert("response".into(), Value::String(text::prose(model, prompt, words)));
+        obj.insert(
+            "response".into(),
+            Value::String(text::prose(model, prompt, words)),
+        );
     }
     Value::Object(obj).to_string()
 }
@@ -392,7 +402,14 @@ fn line(kind: Kind, model: &str, piece: &str) -> Bytes {
     Bytes::from(s)
 }
 
-fn final_value(kind: Kind, model: &str, text: Option<&str>, prompt_tokens: usize, eval: usize, elapsed: Duration) -> Value {
+fn final_value(
+    kind: Kind,
+    model: &str,
+    text: Option<&str>,
+    prompt_tokens: usize,
+    eval: usize,
+    elapsed: Duration,
+) -> Value {
     let ns = elapsed.as_nanos() as u64;
     let mut v = json!({
         "model": model, "created_at": "2026-01-01T00:00:00Z", "done": true, "done_reason": "stop",
@@ -413,7 +430,11 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
     }
     let n = h.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let cfg = h.config();
-    let fault = if n > cfg.fault_after { cfg.fault } else { Fault::None };
+    let fault = if n > cfg.fault_after {
+        cfg.fault
+    } else {
+        Fault::None
+    };
     if fault == Fault::Die {
         h.kill();
         return broken();
@@ -427,10 +448,16 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
         return error(StatusCode::BAD_REQUEST, "model is required");
     }
     let Some(model) = find_model(&h, &requested) else {
-        return error(StatusCode::NOT_FOUND, format!("model '{requested}' not found"));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("model '{requested}' not found"),
+        );
     };
     if fault == Fault::Http500 {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "simulated internal server error");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "simulated internal server error",
+        );
     }
     let guard = InFlight::new(&h);
     if fault == Fault::Hang {
@@ -444,9 +471,15 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
         }
     }
     let (prompt, schema_text) = prompt_parts(kind, &req);
-    let wants_json = matches!(&req["format"], Value::String(s) if s == "json") || req["format"].is_object();
+    let wants_json =
+        matches!(&req["format"], Value::String(s) if s == "json") || req["format"].is_object();
     let reply = if wants_json {
-        json_reply(&model, &prompt, &schema_text, cfg.reply_words)
+        let fields_from = if field_regex().is_match(&schema_text) {
+            &schema_text
+        } else {
+            &prompt
+        };
+        json_reply(&model, &prompt, fields_from, cfg.reply_words)
     } else {
         text::prose(&model, &prompt, cfg.reply_words)
     };
@@ -457,7 +490,14 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
 
     if !stream {
         pace(&h, &cfg, tokens.len()).await;
-        let v = final_value(kind, &model, Some(&reply), prompt_tokens, tokens.len(), started.elapsed());
+        let v = final_value(
+            kind,
+            &model,
+            Some(&reply),
+            prompt_tokens,
+            tokens.len(),
+            started.elapsed(),
+        );
         h.completed.fetch_add(1, Ordering::SeqCst);
         drop(guard);
         return match fault {
@@ -477,12 +517,16 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
         for (i, tok) in tokens.iter().enumerate() {
             if i == half && fault == Fault::ErrorLine {
                 let _ = tx
-                    .send(Ok(Bytes::from("{\"error\":\"simulated failure in the middle of the stream\"}\n")))
+                    .send(Ok(Bytes::from(
+                        "{\"error\":\"simulated failure in the middle of the stream\"}\n",
+                    )))
                     .await;
                 return;
             }
             if i == half && fault == Fault::Drop {
-                let _ = tx.send(Err(std::io::Error::other("simulated connection drop"))).await;
+                let _ = tx
+                    .send(Err(std::io::Error::other("simulated connection drop")))
+                    .await;
                 return;
             }
             let factor = cfg.contention(host.in_flight.load(Ordering::SeqCst));
@@ -499,14 +543,22 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
                 return; // the client went away
             }
         }
-        let fin = final_value(kind, &model, None, prompt_tokens, tokens.len(), started.elapsed());
+        let fin = final_value(
+            kind,
+            &model,
+            None,
+            prompt_tokens,
+            tokens.len(),
+            started.elapsed(),
+        );
         let mut s = fin.to_string();
         s.push('\n');
         if tx.send(Ok(Bytes::from(s))).await.is_ok() {
             host.completed.fetch_add(1, Ordering::SeqCst);
         }
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let body =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/x-ndjson")
@@ -535,7 +587,8 @@ mod tests {
     #[test]
     fn json_reply_follows_the_example_in_the_prompt() {
         let schema = r#"Reply with {"context": "<text>", "key_facts": ["<fact>"], "score": 0.5}"#;
-        let v: Value = serde_json::from_str(&json_reply("m", "What is a tide", schema, 30)).unwrap();
+        let v: Value =
+            serde_json::from_str(&json_reply("m", "What is a tide", schema, 30)).unwrap();
         assert!(v["context"].as_str().unwrap().starts_with("What is a tide"));
         assert_eq!(v["key_facts"].as_array().unwrap().len(), 3);
         assert!(v["score"].is_number());

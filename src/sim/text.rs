@@ -3,22 +3,50 @@
 //! the same prompt always gives the same text).
 
 const SUBJECTS: &[&str] = &[
-    "the system", "a node", "the model", "the network", "a request", "the cluster",
-    "the result", "an agent", "the scheduler", "a host",
+    "the system",
+    "a node",
+    "the model",
+    "the network",
+    "a request",
+    "the cluster",
+    "the result",
+    "an agent",
+    "the scheduler",
+    "a host",
 ];
 const VERBS: &[&str] = &[
-    "depends on", "leads to", "works with", "runs beside", "reports to", "waits for",
-    "builds on", "looks at", "points to", "moves through",
+    "depends on",
+    "leads to",
+    "works with",
+    "runs beside",
+    "reports to",
+    "waits for",
+    "builds on",
+    "looks at",
+    "points to",
+    "moves through",
 ];
 const OBJECTS: &[&str] = &[
-    "the data in the queue", "a part of the answer", "the state of the host",
-    "an idea from the study", "the edge of the subnet", "a chunk of the text",
-    "the core of the design", "a view of the field", "the speed of the link",
+    "the data in the queue",
+    "a part of the answer",
+    "the state of the host",
+    "an idea from the study",
+    "the edge of the subnet",
+    "a chunk of the text",
+    "the core of the design",
+    "a view of the field",
+    "the speed of the link",
     "a piece of the model",
 ];
 const TAILS: &[&str] = &[
-    "in a careful way", "for the user at the desk", "with a small delay", "at the end of the day",
-    "from the start", "on the local machine", "by the usual rule", "under a steady load",
+    "in a careful way",
+    "for the user at the desk",
+    "with a small delay",
+    "at the end of the day",
+    "from the start",
+    "on the local machine",
+    "by the usual rule",
+    "under a steady load",
 ];
 
 /// FNV-1a: small, stable across platforms and releases.
@@ -40,14 +68,14 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545F4914F6CDD1D)
     }
     pub fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[(self.next() % items.len() as u64) as usize]
+        items[(self.next_u64() % items.len() as u64) as usize]
     }
 }
 
@@ -113,10 +141,28 @@ mod tests {
 
     #[test]
     fn deterministic_and_starts_with_prompt() {
-        let a = prose("m", "Explain the history of the printing press in Europe", 50);
-        assert_eq!(a, prose("m", "Explain the history of the printing press in Europe", 50));
+        let a = prose(
+            "m",
+            "Explain the history of the printing press in Europe",
+            50,
+        );
+        assert_eq!(
+            a,
+            prose(
+                "m",
+                "Explain the history of the printing press in Europe",
+                50
+            )
+        );
         assert!(a.starts_with("Explain the history of the printing pres"));
-        assert_ne!(a, prose("m2", "Explain the history of the printing press in Europe", 50));
+        assert_ne!(
+            a,
+            prose(
+                "m2",
+                "Explain the history of the printing press in Europe",
+                50
+            )
+        );
         assert_eq!(tokens(&a).concat(), a);
     }
 }

@@ -1,0 +1,272 @@
+//! The two files: the original's files load and round-trip; malformed files are
+//! reported in one line naming the file, and left byte-identical.
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// What the Python original writes after `mode standard` on a fresh install.
+const ORIGINAL_SETTINGS: &str = r#"{
+  "mode": "standard",
+  "collaborative_mode": false,
+  "refinement_rounds": 1,
+  "agent_timeout": 300,
+  "ast_voting_enabled": false,
+  "quality_threshold": 0.7,
+  "max_quality_retries": 2,
+  "flockparser_enabled": false,
+  "dashboard_verbose": true,
+  "model": "llama3.2",
+  "synthesis_model": null,
+  "strategy": null,
+  "task_distribution_enabled": true,
+  "model_sharding_enabled": false,
+  "rpc_backends": [],
+  "redis_logging_enabled": false,
+  "redis_host": "localhost",
+  "redis_port": 6379,
+  "redis_db": 0,
+  "redis_password": null
+}"#;
+
+#[test]
+fn original_settings_load_and_round_trip() {
+    let home = Home::new();
+    home.write_settings(ORIGINAL_SETTINGS.as_bytes());
+    let r = run(&home, &[], "status\nrefine 2\n");
+    r.ok()
+        .out_has("| Mode               | standard")
+        .out_has("| Model              | llama3.2");
+    let before: Value = serde_json::from_str(ORIGINAL_SETTINGS).unwrap();
+    let after = home.settings();
+    for (k, v) in before.as_object().unwrap() {
+        if k != "refinement_rounds" {
+            assert_eq!(&after[k], v, "key {k} changed");
+        }
+    }
+    assert_eq!(after["refinement_rounds"], 2);
+    assert_eq!(
+        after.as_object().unwrap().len(),
+        before.as_object().unwrap().len()
+    );
+}
+
+#[test]
+fn node_file_with_unknown_fields_round_trips() {
+    let home = Home::new();
+    let a = sim(Default::default());
+    let text = json!({"nodes": [
+        {"url": a.url(), "name": "alpha", "priority": 0, "rack": "r1"},
+        {"url": "http://127.0.0.1:1", "name": "beta", "priority": 2, "gpu": {"vram": 8}},
+        {"url": "http://127.0.0.1:2", "name": "gamma", "priority": 1}
+    ], "comment": "kept"});
+    home.write_nodes(serde_json::to_string_pretty(&text).unwrap().as_bytes());
+    let r = run(&home, &[], "nodes\nremove gamma\n");
+    r.ok()
+        .out_has("alpha")
+        .out_has("beta")
+        .out_has("3 nodes on 1 physical host");
+    let after = home.nodes();
+    assert_eq!(after["comment"], "kept");
+    let nodes = after["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(nodes[0]["rack"], "r1");
+    assert_eq!(nodes[1]["gpu"]["vram"], 8);
+    assert_eq!(nodes[1]["priority"], 2);
+}
+
+#[test]
+fn legacy_sharding_key_migrates() {
+    let home = Home::new();
+    home.write_settings(br#"{"distributed_inference_enabled": true, "my_key": [1]}"#);
+    run(&home, &[], "collab on\n").ok();
+    let s = home.settings();
+    assert_eq!(s["model_sharding_enabled"], true);
+    assert!(s.get("distributed_inference_enabled").is_none());
+    assert_eq!(s["my_key"], json!([1]));
+}
+
+/// Malformed or odd files: (file contents, a piece of the expected message).
+const BAD_SETTINGS: &[(&[u8], &str)] = &[
+    (b"", "empty"),
+    (b"{\"mode\": \"standard\", \"collab", "line 1"),
+    (b"[1, 2, 3]", "an array"),
+    (b"{\"refinement_rounds\": \"two\"}", "refinement_rounds"),
+    (b"{\"quality_threshold\": 7}", "quality_threshold"),
+    (b"{\"model\": 5}", "`model`"),
+    (b"{\"mode\": \"standard\"} trailing", "trailing"),
+    (b"\x00\x01\x02\xff\xfe binary", "UTF-8"),
+    (b"{\"rpc_backends\": {\"host\": \"x\"}}", "rpc_backends"),
+    (b"{\n  \"agent_timeout\": -5\n}", "line 2"),
+    (b"null", "null"),
+];
+
+#[test]
+fn malformed_settings_are_reported_and_left_alone() {
+    for (bytes, expect) in BAD_SETTINGS {
+        let home = Home::new();
+        home.write_settings(bytes);
+        let r = run(&home, &[], "status\ncollab on\n");
+        let path = home.settings_path().display().to_string();
+        let line = r
+            .stderr
+            .lines()
+            .find(|l| l.contains(&path))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no line names {path} for {:?}\nstderr:\n{}",
+                    String::from_utf8_lossy(bytes),
+                    r.stderr
+                )
+            });
+        assert!(line.contains(expect), "{line:?} lacks {expect:?}");
+        // The shell still works, and the file is byte-identical.
+        r.out_has("SYSTEM STATUS")
+            .out_has("Collaborative mode ENABLED");
+        assert_eq!(
+            r.code, 1,
+            "saving over a broken file must fail: {}",
+            r.stderr
+        );
+        r.err_has("not saved");
+        assert_eq!(std::fs::read(home.settings_path()).unwrap(), *bytes);
+    }
+}
+
+const BAD_NODES: &[(&[u8], &str)] = &[
+    (b"", "empty"),
+    (b"{\"nodes\": [{\"url\": \"http://a:1\"", "end of file"),
+    (b"[]", "an array"),
+    (b"{\"nodes\": {\"url\": \"x\"}}", "\"nodes\" is an object"),
+    (b"{\"nodes\": \"x\"}", "\"nodes\" is a string"),
+    (b"{\"nodes\": []}}", "trailing"),
+    (b"\xff\xfe\x00garbage", "UTF-8"),
+    (b"{'nodes': []}", "line 1"),
+];
+
+#[test]
+fn malformed_node_files_are_reported_and_left_alone() {
+    for (bytes, expect) in BAD_NODES {
+        let home = Home::new();
+        home.write_nodes(bytes);
+        let a = sim(Default::default());
+        let r = run(&home, &[], &format!("nodes\nadd {}\n", a.url()));
+        let path = home.nodes_path().display().to_string();
+        let line = r
+            .stderr
+            .lines()
+            .find(|l| l.contains(&path))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no line names {path} for {:?}\nstderr:\n{}",
+                    String::from_utf8_lossy(bytes),
+                    r.stderr
+                )
+            });
+        assert!(line.contains(expect), "{line:?} lacks {expect:?}");
+        r.out_has("OLLAMA NODES").out_has("Added node");
+        r.err_has("not saved");
+        assert_eq!(
+            std::fs::read(home.nodes_path()).unwrap(),
+            *bytes,
+            "file changed"
+        );
+    }
+}
+
+#[test]
+fn unusable_entries_are_reported_skipped_and_kept() {
+    let home = Home::new();
+    let a = sim(Default::default());
+    let text = json!({"nodes": [
+        {"name": "no-url"},
+        {"url": 42},
+        {"url": "ftp://x"},
+        {"url": a.url(), "name": "good"}
+    ]});
+    home.write_nodes(serde_json::to_string(&text).unwrap().as_bytes());
+    let b = sim(Default::default());
+    let r = run(&home, &[], &format!("nodes\nadd {}\n", b.url()));
+    r.ok().out_has("good").out_has("1 node on 1 physical host");
+    r.err_has("entry 1: has no \"url\"")
+        .err_has("entry 2: \"url\" is a number")
+        .err_has("entry 3: bad \"url\"");
+    let nodes = home.nodes()["nodes"].as_array().unwrap().clone();
+    assert_eq!(nodes.len(), 5, "the three bad entries are kept: {nodes:?}");
+    assert!(nodes.contains(&json!({"name": "no-url"})));
+    assert!(nodes.contains(&json!({"url": 42})));
+}
+
+#[test]
+fn byte_order_mark_is_read_with_a_note() {
+    let home = Home::new();
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend_from_slice(br#"{"model": "qwen2.5:0.5b"}"#);
+    home.write_settings(&bytes);
+    let r = run(&home, &[], "status\n");
+    r.ok().out_has("qwen2.5:0.5b").err_has("byte-order mark");
+    assert_eq!(std::fs::read(home.settings_path()).unwrap(), bytes);
+}
+
+#[test]
+fn cli_flags_beat_saved_settings_for_the_run() {
+    let home = Home::new();
+    home.write_settings(br#"{"model": "saved-model"}"#);
+    let r = run(&home, &["--model", "flag-model"], "status\ncollab on\n");
+    r.ok().out_has("flag-model");
+    assert_eq!(
+        home.settings()["model"],
+        "saved-model",
+        "the flag is for this run only"
+    );
+}
+
+#[test]
+fn save_and_load_use_other_paths() {
+    let home = Home::new();
+    let a = sim(Default::default());
+    let other = home.path().join("my nodes.json");
+    let r = run(
+        &home,
+        &[],
+        &format!(
+            "add {}\nsave {}\nremove {}\nload {}\nnodes\n",
+            a.url(),
+            other.display(),
+            a.url(),
+            other.display()
+        ),
+    );
+    r.ok()
+        .out_has("Saved 1 node(s)")
+        .out_has("Loaded 1 node(s)")
+        .out_has("1 node on 1 physical host");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&other).unwrap()).unwrap();
+    assert_eq!(saved["nodes"][0]["url"], a.url());
+    // `load` does not write the registry file: it still has the state after `remove`.
+    assert_eq!(home.node_urls().len(), 0);
+    home.write_settings(b"{}");
+    let r = run(
+        &home,
+        &[],
+        &format!(
+            "load {}/missing.json\nload {}\n",
+            home.path().display(),
+            home.settings_path().display()
+        ),
+    );
+    r.failed()
+        .err_has("missing.json: no such file")
+        .err_has("no \"nodes\" list");
+}
+
+#[test]
+fn atomic_write_leaves_no_temp_files() {
+    let home = Home::new();
+    run(&home, &[], "collab on\nrefine 2\nast on\n").ok();
+    let names: Vec<String> = std::fs::read_dir(home.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec![".synapticllamas.json".to_string()], "{names:?}");
+}

@@ -1,0 +1,8 @@
+//! The one integration-test binary: the real `synapticllamas` binary driven by
+//! piped command files, with a temporary home and simulated Ollama hosts.
+
+mod client;
+mod commands;
+mod files;
+mod piped;
+mod support;

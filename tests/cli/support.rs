@@ -1,0 +1,181 @@
+//! Spawning the real binary with a temporary home and a piped script, and
+//! simulated Ollama hosts served from the test process.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+
+use serde_json::Value;
+use synapticllamas::sim::{SimConfig, SimHost};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_synapticllamas");
+
+/// A temporary home directory holding the two files.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    pub fn new() -> Home {
+        Home {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn settings_path(&self) -> PathBuf {
+        self.path().join(".synapticllamas.json")
+    }
+    pub fn nodes_path(&self) -> PathBuf {
+        self.path().join(".synapticllamas_nodes.json")
+    }
+    pub fn write_settings(&self, text: &[u8]) {
+        std::fs::write(self.settings_path(), text).unwrap();
+    }
+    pub fn write_nodes(&self, text: &[u8]) {
+        std::fs::write(self.nodes_path(), text).unwrap();
+    }
+    pub fn settings(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.settings_path()).expect("settings file written"))
+            .expect("settings file is JSON")
+    }
+    pub fn nodes(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.nodes_path()).expect("node file written"))
+            .expect("node file is JSON")
+    }
+    pub fn node_urls(&self) -> Vec<String> {
+        self.nodes()["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["url"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+impl Run {
+    pub fn ok(&self) -> &Self {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    pub fn failed(&self) -> &Self {
+        assert_eq!(
+            self.code, 1,
+            "expected exit 1\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    pub fn out_has(&self, s: &str) -> &Self {
+        assert!(
+            self.stdout.contains(s),
+            "stdout lacks {s:?}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+    pub fn err_has(&self, s: &str) -> &Self {
+        assert!(
+            self.stderr.contains(s),
+            "stderr lacks {s:?}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// The command with a scrubbed environment pointing at `home`.
+pub fn command(home: &Home, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("SYNAPTICLLAMAS_HOME", home.path())
+        .env("NO_COLOR", "1")
+        // Never let a test scan anything but what it names.
+        .env("SOLLOL_AUTO_DISCOVER", "false")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Run the binary with `script` piped into it.
+pub fn run(home: &Home, args: &[&str], script: &str) -> Run {
+    run_with(command(home, args), script)
+}
+
+pub fn run_with(mut c: Command, script: &str) -> Run {
+    let mut child = c.spawn().expect("binary runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let bytes = script.as_bytes().to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&bytes);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    Run {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code().unwrap_or(-1),
+    }
+}
+
+/// One runtime for every simulated host the tests start.
+pub fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+/// A simulated host on 127.0.0.1 (one listener per port, 0 = any).
+pub fn sim_ports(ports: &[u16], cfg: SimConfig) -> Arc<SimHost> {
+    rt().block_on(SimHost::start(
+        "test",
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ports,
+        cfg,
+    ))
+    .expect("simulated host starts")
+}
+
+pub fn sim(cfg: SimConfig) -> Arc<SimHost> {
+    sim_ports(&[0], cfg)
+}
+
+/// A node-file entry for a simulated host, with a host_id for locality.
+pub fn entry(url: &str, name: &str, host_id: &str) -> Value {
+    serde_json::json!({"url": url, "name": name, "priority": 0, "host_id": host_id})
+}
+
+pub fn node_file(entries: &[Value]) -> Vec<u8> {
+    serde_json::to_vec_pretty(&serde_json::json!({ "nodes": entries })).unwrap()
+}
+
+/// A port on 127.0.0.1 with nothing listening.
+pub fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
