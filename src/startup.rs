@@ -55,7 +55,26 @@ pub async fn build(cli: &Cli, sink: &mut dyn Sink) -> App {
     if cli.enable_distributed_inference || !cli.rpc_backend.is_empty() {
         apply_sharding_flags(&mut app, cli, sink);
     }
+    for cidr in &cli.discover {
+        let _ = app.run_line(&format!("discover {cidr}"), sink).await;
+    }
+    if app.mode() == Mode::Distributed && cli.discover.is_empty() && cli.simulate.is_none() {
+        if auto_discover_disabled() {
+            sink.err("ℹ️  SOLLOL_AUTO_DISCOVER=false: start-up scan skipped");
+        } else {
+            let _ = app.run_line("discover", sink).await;
+        }
+    }
     app
+}
+
+fn auto_discover_disabled() -> bool {
+    std::env::var("SOLLOL_AUTO_DISCOVER").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "false" | "0" | "no" | "off"
+        )
+    })
 }
 
 fn load_registry(path: &Path, sink: &mut dyn Sink) -> Registry {

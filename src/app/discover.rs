@@ -1,10 +1,127 @@
-//! Discovery commands (filled in with the scanner).
+//! `mode distributed`, `discover [CIDR]` and `--discover`: scan, merge, save, summarise.
+
+use std::time::{Duration, Instant};
 
 use super::{App, Sink};
+use crate::nodes::discovery::{self, Found};
+use crate::ollama::{host, Timeouts};
+use crate::ui;
 
 impl App {
+    fn discovery_timeouts(&self, connect_ms: Option<u64>) -> (Duration, Duration) {
+        let c = connect_ms
+            .or(self.settings.discovery_connect_timeout_ms)
+            .unwrap_or(discovery::DEFAULT_CONNECT_MS);
+        let v = self
+            .settings
+            .discovery_verify_timeout_ms
+            .unwrap_or(discovery::DEFAULT_VERIFY_MS);
+        (Duration::from_millis(c), Duration::from_millis(v))
+    }
+
+    /// The full scan behind `mode distributed`: OLLAMA_HOST first, then the subnets.
     pub(super) async fn discover_for_mode(&mut self, sink: &mut dyn Sink) -> bool {
-        sink.err("❌ mode distributed: subnet discovery is not built yet in this version");
-        false
+        self.discover(None, None, true, sink).await
+    }
+
+    /// `discover [CIDR] [--timeout MS]`.
+    pub(super) async fn discover_cmd(
+        &mut self,
+        cidr: Option<String>,
+        timeout_ms: Option<u64>,
+        sink: &mut dyn Sink,
+    ) -> bool {
+        self.discover(cidr.as_deref(), timeout_ms, true, sink).await
+    }
+
+    pub(super) async fn discover(
+        &mut self,
+        cidr: Option<&str>,
+        connect_ms: Option<u64>,
+        with_ollama_host: bool,
+        sink: &mut dyn Sink,
+    ) -> bool {
+        if self.registry.simulated {
+            sink.err(
+                "ℹ️  Simulated cluster: discovery is skipped (the simulated nodes live in memory).",
+            );
+            return true;
+        }
+        let nets = match discovery::subnets(cidr) {
+            Ok(n) => n,
+            Err(e) => {
+                sink.err(&format!("❌ discover: {e}"));
+                return false;
+            }
+        };
+        let addrs = match discovery::addresses(&nets) {
+            Ok(a) => a,
+            Err(e) => {
+                sink.err(&format!("❌ discover: {e}"));
+                return false;
+            }
+        };
+        let (connect, verify) = self.discovery_timeouts(connect_ms);
+        let started = Instant::now();
+        let mut found: Vec<Found> = Vec::new();
+        if with_ollama_host {
+            if let Some(f) = self.probe_ollama_host(verify).await {
+                found.push(f);
+            }
+        }
+        let names: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
+        sink.err(&format!(
+            "📡 Scanning {} for Ollama nodes: {} address{} on port {} ...",
+            names.join(", "),
+            addrs.len(),
+            if addrs.len() == 1 { "" } else { "es" },
+            discovery::OLLAMA_PORT
+        ));
+        let bar = ui::progress::bar(addrs.len() as u64, "scanning");
+        let probed = addrs.len();
+        let (_report, scanned) =
+            discovery::scan_ollama(&self.client, addrs, connect, verify, || bar.inc(1)).await;
+        bar.finish_and_clear();
+        found.extend(scanned);
+        let merge = discovery::merge(&mut self.registry, &found);
+        let mut ok = true;
+        if !merge.new.is_empty() {
+            for url in &merge.new {
+                sink.out(&format!("   ✅ Found: {url}"));
+            }
+            ok = self.save_nodes(sink);
+        }
+        let hosts = self.registry.hosts().len();
+        let nodes = self.registry.len();
+        sink.out(&format!(
+            "🔍 Discovery: probed {probed} address{} in {:.2}s, found {} Ollama node{} ({} new); registry: {nodes} node{} on {hosts} physical host{} — {}",
+            if probed == 1 { "" } else { "es" },
+            started.elapsed().as_secs_f64(),
+            merge.found,
+            if merge.found == 1 { "" } else { "s" },
+            merge.new.len(),
+            if nodes == 1 { "" } else { "s" },
+            if hosts == 1 { "" } else { "s" },
+            discovery::parallel_decision(hosts, nodes),
+        ));
+        ok
+    }
+
+    /// `OLLAMA_HOST`, if set and answering.
+    async fn probe_ollama_host(&self, verify: Duration) -> Option<Found> {
+        let raw = std::env::var("OLLAMA_HOST")
+            .ok()
+            .filter(|s| !s.trim().is_empty())?;
+        let url = host::parse(&raw).ok()?.base_url();
+        let t = Timeouts {
+            connect: verify,
+            idle: verify,
+            total: verify,
+        };
+        let models = self.client.tags(&url, t).await.ok()?;
+        Some(Found {
+            url,
+            models: models.into_iter().map(|m| m.name).collect(),
+        })
     }
 }

@@ -187,7 +187,9 @@ impl App {
             | C::Rag(_)
             | C::Redis(_)
             | C::Verbose(_) => Outcome::from(self.setting(cmd, sink)),
-            C::Discover { .. } => not_built(sink, "discover", "subnet discovery"),
+            C::Discover { cidr, timeout_ms } => {
+                Outcome::from(self.discover_cmd(cidr, timeout_ms, sink).await)
+            }
             C::Distributed(_) => not_built(sink, "distributed", "routing paths and model sharding"),
             C::Rpc(_) => not_built(sink, "rpc", "llama.cpp RPC backends"),
             C::Metrics { .. } => not_built(sink, "metrics", "query metrics"),

@@ -1,5 +1,6 @@
 //! Nodes: the registry, physical-host locality, health probes and discovery.
 
+pub mod discovery;
 pub mod health;
 pub mod locality;
 pub mod registry;

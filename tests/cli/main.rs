@@ -3,6 +3,8 @@
 
 mod client;
 mod commands;
+mod discovery;
 mod files;
+mod lab;
 mod piped;
 mod support;

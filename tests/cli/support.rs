@@ -111,6 +111,7 @@ pub fn command(home: &Home, args: &[&str]) -> Command {
         .env("NO_COLOR", "1")
         // Never let a test scan anything but what it names.
         .env("SOLLOL_AUTO_DISCOVER", "false")
+        .env("SYNAPTICLLAMAS_SUBNETS", "127.77.77.0/30")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
