@@ -23,11 +23,19 @@ fn session(lab: &lab::Lab, home: &std::path::Path, script: &str) -> f64 {
         .stderr(Stdio::null());
     let started = Instant::now();
     let mut child = c.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     child.wait().unwrap();
     let t = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(home.join(".synapticllamas_nodes.json"));
-    let _ = lab.command_in(lab.lan_ns(), "ip").args(["neigh", "flush", "all"]).status();
+    let _ = lab
+        .command_in(lab.lan_ns(), "ip")
+        .args(["neigh", "flush", "all"])
+        .status();
     t
 }
 
@@ -39,7 +47,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn measure(lab: &lab::Lab, cidr: &str, runs: usize) -> (f64, f64) {
     let home = tempfile::tempdir().unwrap();
     let empty = median((0..runs).map(|_| session(lab, home.path(), "")).collect());
-    let scan = median((0..runs).map(|_| session(lab, home.path(), &format!("discover {cidr}\n"))).collect());
+    let scan = median(
+        (0..runs)
+            .map(|_| session(lab, home.path(), &format!("discover {cidr}\n")))
+            .collect(),
+    );
     (scan - empty, empty)
 }
 
@@ -49,9 +61,13 @@ fn main() {
         let ns = with_hosts.host_ns(i).to_string();
         let ip = with_hosts.host_ip(i).to_string();
         let mut c = with_hosts.command_in(&ns, BIN);
-        c.args(["sim-serve", "--bind", &ip]).stdout(Stdio::null()).stderr(Stdio::null());
+        c.args(["sim-serve", "--bind", &ip])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         with_hosts.spawn_in(&ns, c).unwrap();
-        with_hosts.wait_port(&ns, with_hosts.host_ip(i), 11434).unwrap();
+        with_hosts
+            .wait_port(&ns, with_hosts.host_ip(i), 11434)
+            .unwrap();
     }
     let empty_lab = lab::Lab::new(3).unwrap();
     let (a, base) = measure(&with_hosts, "10.77.0.0/24", 5);
@@ -64,6 +80,12 @@ fn main() {
     println!("| discover 10.77.0.0/16, 3 hosts | {c:.3} |");
     println!();
     println!("empty session baseline: {base:.3} s");
-    println!("against the original's scanner in the same lab (0.334 s with 3 hosts, 0.322 s with none):");
-    println!("  /24 with 3 hosts: {:.2}x its time; /24 empty: {:.2}x", a / 0.334, b / 0.322);
+    println!(
+        "against the original's scanner in the same lab (0.334 s with 3 hosts, 0.322 s with none):"
+    );
+    println!(
+        "  /24 with 3 hosts: {:.2}x its time; /24 empty: {:.2}x",
+        a / 0.334,
+        b / 0.322
+    );
 }

@@ -8,6 +8,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+// The child is reaped by wait4 (which also gives its peak RSS), not Child::wait.
+#[allow(clippy::zombie_processes)]
 fn run_once(program: &str, args: &[&str], stdin: &[u8], home: &std::path::Path) -> (f64, i64) {
     let started = Instant::now();
     let mut child = Command::new(program)
@@ -35,8 +37,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let runs: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10);
-    let bin = std::env::var("SYNAPTICLLAMAS_BIN").unwrap_or_else(|_| "target/release/synapticllamas".into());
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let bin = std::env::var("SYNAPTICLLAMAS_BIN")
+        .unwrap_or_else(|_| "target/release/synapticllamas".into());
     let home = tempfile::tempdir().unwrap();
     // The interpreter itself, not a version-manager shim in front of it.
     let python = Command::new("python3")
@@ -47,9 +53,19 @@ fn main() {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "python3".into());
     let cases: Vec<(&str, &str, Vec<&str>, &[u8])> = vec![
-        ("synapticllamas (echo exit |)", bin.as_str(), vec![], b"exit\n"),
+        (
+            "synapticllamas (echo exit |)",
+            bin.as_str(),
+            vec![],
+            b"exit\n",
+        ),
         ("baseline: true", "true", vec![], b""),
-        ("baseline: python3 -c pass", python.as_str(), vec!["-c", "pass"], b""),
+        (
+            "baseline: python3 -c pass",
+            python.as_str(),
+            vec!["-c", "pass"],
+            b"",
+        ),
     ];
     println!("| command | median wall (ms) | median peak RSS (MiB) | runs |");
     println!("|---|---|---|---|");

@@ -27,7 +27,7 @@ pub struct Cli {
     /// Run one query, print the result as JSON, exit
     #[arg(short, long, value_name = "TEXT")]
     pub input: Option<String>,
-    /// With --input: include metrics in the JSON
+    /// With --input: kept for compatibility (the JSON always carries the metrics)
     #[arg(long)]
     pub metrics: bool,
     /// Turn model sharding on (saved)

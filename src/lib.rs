@@ -11,6 +11,7 @@ pub mod config;
 pub mod nodes;
 pub mod ollama;
 pub mod pipeline;
+pub mod scheduler;
 pub mod shell;
 pub mod sim;
 pub mod startup;

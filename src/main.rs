@@ -23,6 +23,12 @@ fn main() {
     }
     let mut sink = StdSink;
     let mut app = rt.block_on(startup::build(&cli, &mut sink));
+    if let Some(query) = &cli.input {
+        let code = rt.block_on(shell::one_query(&mut app, query, &mut sink));
+        drop(app);
+        rt.shutdown_timeout(std::time::Duration::from_millis(200));
+        std::process::exit(code);
+    }
     let code = shell::run(&rt, &mut app, ShellOptions { bail: cli.bail });
     drop(app);
     rt.shutdown_timeout(std::time::Duration::from_millis(200));

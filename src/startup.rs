@@ -45,6 +45,10 @@ pub async fn build(cli: &Cli, sink: &mut dyn Sink) -> App {
 
     if let Some(n) = cli.simulate {
         start_simulated(&mut app, n, sink).await;
+        // A simulated cluster is there to be used as one: distributed for this run (not saved).
+        if app.overrides.mode.is_none() {
+            app.overrides.mode = Some(Mode::Distributed);
+        }
     }
     if let Some(path) = &cli.load_config {
         let _ = app.run_line(&format!("load {path}"), sink).await;

@@ -1,9 +1,11 @@
 //! The application state and the dispatcher: a `Command` in, text out through a
 //! `Sink`. No terminal I/O here, so tests can drive it directly.
 
+mod bench;
 mod discover;
 mod info;
 mod node_cmds;
+mod query;
 mod settings_cmds;
 
 use std::path::PathBuf;
@@ -81,6 +83,8 @@ pub struct App {
     /// Simulated hosts started by this process (`--simulate N`).
     pub simulated: Vec<Arc<SimHost>>,
     pub home: PathBuf,
+    /// The last query's result, for `metrics`.
+    pub last_result: Option<crate::pipeline::result::QueryResult>,
 }
 
 impl App {
@@ -98,6 +102,7 @@ impl App {
             overrides: Overrides::default(),
             simulated: Vec::new(),
             home,
+            last_result: None,
         }
     }
 
@@ -192,10 +197,10 @@ impl App {
             }
             C::Distributed(_) => not_built(sink, "distributed", "routing paths and model sharding"),
             C::Rpc(_) => not_built(sink, "rpc", "llama.cpp RPC backends"),
-            C::Metrics { .. } => not_built(sink, "metrics", "query metrics"),
-            C::Benchmark => not_built(sink, "benchmark", "node benchmarks"),
+            C::Metrics { json } => Outcome::from(self.metrics(json, sink)),
+            C::Benchmark => Outcome::from(self.benchmark(sink).await),
             C::Dashboard { .. } => not_built(sink, "dashboard", "the web dashboard"),
-            C::Query(_) => not_built(sink, "query", "the query pipeline"),
+            C::Query(q) => Outcome::from(self.query(&q, sink).await),
         }
     }
 }

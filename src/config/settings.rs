@@ -54,6 +54,9 @@ pub struct Settings {
     pub discovery_verify_timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_capacity: Option<u32>,
+    /// Longest silence allowed inside one agent request (default 120 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_idle_timeout_ms: Option<u64>,
     /// Keys this program does not know: kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -86,6 +89,7 @@ impl Default for Settings {
             discovery_connect_timeout_ms: None,
             discovery_verify_timeout_ms: None,
             host_capacity: None,
+            request_idle_timeout_ms: None,
             extra: Map::new(),
         }
     }
@@ -164,6 +168,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "discovery_connect_timeout_ms",
     "discovery_verify_timeout_ms",
     "host_capacity",
+    "request_idle_timeout_ms",
 ];
 
 fn line_of_key(text: &str, key: &str) -> usize {

@@ -1,5 +1,102 @@
+//! Turning a question into work for the agents: content detection, the
+//! standard, long-form and collaborative pipelines, JSON repair, quality checks
+//! and the Markdown answer. Knows the scheduler and the client, not the terminal.
+
 pub mod agents;
+pub mod call;
+pub mod collab;
 pub mod detect;
+pub mod longform;
+pub mod observer;
+pub mod prompts;
 pub mod quality;
 pub mod render;
 pub mod repair;
+pub mod result;
+pub mod standard;
+
+use std::time::Instant;
+
+use call::Ctx;
+use result::{Metrics, QueryResult};
+
+use crate::scheduler::{Attribution, TaskFailed};
+
+/// How a query should run.
+pub struct Plan {
+    /// Long-form (several chunks) is for distributed mode.
+    pub distributed: bool,
+    pub collaborative: bool,
+    pub collab: collab::Settings,
+    pub mode_label: String,
+    pub strategy_label: String,
+}
+
+fn hosts_used(a: &[Attribution]) -> usize {
+    let mut h: Vec<&str> = a.iter().map(|x| x.host.as_str()).collect();
+    h.sort();
+    h.dedup();
+    h.len()
+}
+
+pub async fn run_query(ctx: &Ctx, query: &str, plan: &Plan) -> Result<QueryResult, TaskFailed> {
+    let started = Instant::now();
+    let d = detect::detect(query);
+    let mut metrics = Metrics {
+        mode: plan.mode_label.clone(),
+        strategy: plan.strategy_label.clone(),
+        content_type: d.content_type.as_str().to_string(),
+        physical_hosts: ctx.sched.hosts(),
+        ..Default::default()
+    };
+    let mut chunks = Vec::new();
+    let (final_output, attribution) = if plan.distributed && d.multi_turn() {
+        ctx.observer.notice(format!(
+            "📚 Detected long-form {} (est. {} parts) — {} host(s)",
+            d.content_type.as_str(),
+            d.chunks,
+            ctx.sched.hosts()
+        ));
+        metrics.pipeline = "long-form".into();
+        let lf = longform::run(ctx, query, d.content_type, d.chunks).await?;
+        metrics.chunks_generated = lf.chunks.len();
+        metrics.synthesis = Some(lf.synthesis);
+        chunks = lf.chunks;
+        (lf.text, lf.attribution)
+    } else if plan.collaborative {
+        ctx.observer
+            .notice("🤝 Processing with the collaborative workflow...".into());
+        metrics.pipeline = "collaborative".into();
+        let c = collab::run(ctx, query, &plan.collab).await?;
+        metrics.phase_timings = c.phases;
+        metrics.quality_scores = c.votes;
+        metrics.quality_passed = c.quality_passed;
+        (
+            c.markdown,
+            c.replies.into_iter().map(|r| r.attribution).collect(),
+        )
+    } else {
+        ctx.observer.notice("⚡ Processing...".into());
+        metrics.pipeline = "standard".into();
+        let s = standard::run(ctx, query).await?;
+        (
+            s.markdown,
+            s.replies
+                .into_iter()
+                .map(|r| r.attribution)
+                .collect::<Vec<_>>(),
+        )
+    };
+    metrics.total_execution_time = started.elapsed().as_secs_f64();
+    metrics.agent_count = attribution.len();
+    metrics.hosts_used = hosts_used(&attribution);
+    metrics.node_attribution = attribution.clone();
+    Ok(QueryResult {
+        query: query.to_string(),
+        final_output,
+        chunks,
+        attribution,
+        metrics,
+        warnings: Vec::new(),
+    })
+}

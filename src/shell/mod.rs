@@ -86,6 +86,21 @@ impl Interrupts {
     }
 }
 
+/// `-i TEXT`: one query, its result as JSON on stdout; exit status 0 or 1.
+pub async fn one_query(app: &mut App, query: &str, sink: &mut dyn Sink) -> i32 {
+    match app.run_query(query, sink).await {
+        Ok(r) => {
+            sink.out(&serde_json::to_string_pretty(&r.to_json()).expect("result serializes"));
+            0
+        }
+        Err(e) => {
+            sink.err(&format!("❌ Query failed: {e}"));
+            sink.out(&serde_json::json!({ "error": e }).to_string());
+            1
+        }
+    }
+}
+
 pub struct ShellOptions {
     pub bail: bool,
 }

@@ -50,6 +50,8 @@ pub struct SimConfig {
     pub fault_after: u64,
     /// VRAM reported in `/api/ps` as a fraction of the model size.
     pub vram_fraction: f64,
+    /// Ignore `format` and answer in plain prose, as small models often do.
+    pub plain_replies: bool,
 }
 
 impl Default for SimConfig {
@@ -64,6 +66,7 @@ impl Default for SimConfig {
             fault: Fault::None,
             fault_after: 0,
             vram_fraction: 0.0,
+            plain_replies: false,
         }
     }
 }

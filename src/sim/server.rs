@@ -471,8 +471,9 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
         }
     }
     let (prompt, schema_text) = prompt_parts(kind, &req);
-    let wants_json =
+    let asks_json =
         matches!(&req["format"], Value::String(s) if s == "json") || req["format"].is_object();
+    let wants_json = asks_json && !cfg.plain_replies;
     let reply = if wants_json {
         let fields_from = if field_regex().is_match(&schema_text) {
             &schema_text

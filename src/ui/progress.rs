@@ -33,3 +33,56 @@ pub fn spinner(message: &str) -> ProgressBar {
     pb.enable_steady_tick(Duration::from_millis(120));
     pb
 }
+
+/// One spinner line per running task (terminal only).
+pub struct TaskBars {
+    multi: Option<indicatif::MultiProgress>,
+    bars: std::sync::Mutex<std::collections::HashMap<String, ProgressBar>>,
+}
+
+impl TaskBars {
+    pub fn new() -> TaskBars {
+        TaskBars {
+            multi: super::stderr_is_terminal().then(indicatif::MultiProgress::new),
+            bars: Default::default(),
+        }
+    }
+
+    pub fn start(&self, task: &str, node: &str) {
+        let Some(m) = &self.multi else { return };
+        let pb = m.add(ProgressBar::new_spinner());
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        pb.set_message(format!("{task} on {node}"));
+        pb.enable_steady_tick(Duration::from_millis(120));
+        self.bars.lock().unwrap().insert(task.to_string(), pb);
+    }
+
+    pub fn progress(&self, task: &str, chars: usize) {
+        if let Some(pb) = self.bars.lock().unwrap().get(task) {
+            pb.set_position(chars as u64);
+        }
+    }
+
+    pub fn finish(&self, task: &str) {
+        if let Some(pb) = self.bars.lock().unwrap().remove(task) {
+            pb.finish_and_clear();
+        }
+    }
+
+    /// Print a line above the bars without tearing them.
+    pub fn println(&self, line: &str) -> bool {
+        match &self.multi {
+            Some(m) => m.println(line).is_ok(),
+            None => false,
+        }
+    }
+}
+
+impl Default for TaskBars {
+    fn default() -> Self {
+        Self::new()
+    }
+}

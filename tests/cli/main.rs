@@ -7,4 +7,5 @@ mod discovery;
 mod files;
 mod lab;
 mod piped;
+mod pipeline;
 mod support;

@@ -1,0 +1,95 @@
+//! `benchmark`: each node alone, one short fixed prompt, time to first token,
+//! tokens per second.
+
+use std::time::{Duration, Instant};
+
+use super::{App, Sink};
+use crate::ollama::types::{ChatRequest, Message};
+use crate::ollama::Timeouts;
+use crate::ui;
+
+const PROMPT: &str = "In three sentences, explain what a computer network is.";
+
+impl App {
+    pub(super) async fn benchmark(&mut self, sink: &mut dyn Sink) -> bool {
+        let nodes = self.registry.nodes().to_vec();
+        if nodes.is_empty() {
+            sink.err("❌ benchmark: no nodes registered");
+            return false;
+        }
+        sink.err(&format!(
+            "🔬 Benchmarking {} node(s), one at a time, model {} ...",
+            nodes.len(),
+            self.model()
+        ));
+        let t = Timeouts {
+            connect: Duration::from_secs(3),
+            idle: Duration::from_secs(120),
+            total: Duration::from_secs(self.settings.agent_timeout.max(30)),
+        };
+        let mut table = ui::table(&[
+            "Node",
+            "Host",
+            "First token",
+            "Total",
+            "Tokens",
+            "Tokens/s",
+            "Result",
+        ]);
+        let mut any_ok = false;
+        for n in &nodes {
+            let req = ChatRequest {
+                model: self.model().to_string(),
+                messages: vec![Message::user(PROMPT)],
+                stream: true,
+                options: Some(
+                    serde_json::json!({ "num_predict": 128, "num_ctx": crate::pipeline::call::NUM_CTX }),
+                ),
+                ..Default::default()
+            };
+            let started = Instant::now();
+            let mut first: Option<Duration> = None;
+            let r = self
+                .client
+                .chat(n.url(), &req, t, |_| {
+                    first.get_or_insert_with(|| started.elapsed());
+                })
+                .await;
+            let total = started.elapsed();
+            match r {
+                Ok(c) => {
+                    any_ok = true;
+                    n.state().record_request(total, true, c.tokens_per_second());
+                    table.add_row(vec![
+                        n.name().to_string(),
+                        n.host.clone(),
+                        first
+                            .map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
+                            .unwrap_or_else(|| "-".into()),
+                        format!("{:.2} s", total.as_secs_f64()),
+                        c.eval_count.to_string(),
+                        c.tokens_per_second()
+                            .map(|x| format!("{x:.1}"))
+                            .unwrap_or_else(|| "-".into()),
+                        "ok".into(),
+                    ]);
+                }
+                Err(e) => {
+                    n.state().record_request(total, false, None);
+                    table.add_row(vec![
+                        n.name().to_string(),
+                        n.host.clone(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        e.to_string(),
+                    ]);
+                }
+            }
+        }
+        sink.out("BENCHMARK");
+        sink.out(&table.to_string());
+        any_ok
+    }
+}

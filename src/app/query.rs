@@ -1,0 +1,311 @@
+//! Queries: build the pool and scheduler for the current mode and strategy, run
+//! the pipeline, show progress and notices as they come, print the answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{App, Sink};
+use crate::command::{Mode, Strategy};
+use crate::config::nodes_file::NodeEntry;
+use crate::nodes::Node;
+use crate::ollama::{host, Timeouts};
+use crate::pipeline::call::Ctx;
+use crate::pipeline::observer::Observer;
+use crate::pipeline::result::QueryResult;
+use crate::pipeline::{self, agents, collab, Plan};
+use crate::scheduler::{self, Policy, Scheduler};
+use crate::ui;
+use crate::ui::progress::TaskBars;
+
+/// Notices go through a channel to the sink; progress goes to terminal bars.
+struct AppObserver {
+    tx: mpsc::UnboundedSender<String>,
+    bars: TaskBars,
+}
+
+impl Observer for AppObserver {
+    fn notice(&self, line: String) {
+        let _ = self.tx.send(line);
+    }
+    fn started(&self, task: &str, node: &str) {
+        self.bars.start(task, node);
+    }
+    fn progress(&self, task: &str, chars: usize) {
+        self.bars.progress(task, chars);
+    }
+    fn finished(&self, task: &str) {
+        self.bars.finish(task);
+    }
+}
+
+/// Where agents are overridden from: `$SYNAPTICLLAMAS_AGENTS`, else
+/// `~/.config/synapticllamas/agents/`.
+fn agents_dir() -> Option<std::path::PathBuf> {
+    match std::env::var_os("SYNAPTICLLAMAS_AGENTS") {
+        Some(d) if !d.is_empty() => Some(d.into()),
+        _ => dirs::config_dir().map(|c| c.join("synapticllamas").join("agents")),
+    }
+}
+
+impl App {
+    /// The nodes a query may use in the current mode.
+    fn pool(&self) -> Vec<Arc<Node>> {
+        let all = self.registry.nodes().to_vec();
+        let distributed =
+            self.mode() == Mode::Distributed && self.settings.task_distribution_enabled;
+        if distributed && !all.is_empty() {
+            return all;
+        }
+        if let Some(p) = scheduler::preferred(&all) {
+            return vec![p];
+        }
+        let raw = std::env::var("OLLAMA_HOST").unwrap_or_default();
+        let spec =
+            host::parse(&raw).unwrap_or_else(|_| host::parse("").expect("the default parses"));
+        vec![Arc::new(Node::new(
+            NodeEntry {
+                url: spec.base_url(),
+                name: spec.default_name(),
+                priority: 0,
+                host_id: None,
+                extra: Default::default(),
+            },
+            false,
+        ))]
+    }
+
+    /// Requests a physical host takes at once: the largest `host_capacity` of its
+    /// nodes, else the setting, else 1.
+    fn capacity_fn(&self) -> impl Fn(&str) -> u32 {
+        let default = self.settings.host_capacity.unwrap_or(1).max(1);
+        let per_host: Vec<(String, u32)> = self
+            .registry
+            .nodes()
+            .iter()
+            .filter_map(|n| {
+                n.entry
+                    .extra
+                    .get("host_capacity")
+                    .and_then(|v| v.as_u64())
+                    .map(|c| (n.host.clone(), c as u32))
+            })
+            .collect();
+        move |h: &str| {
+            per_host
+                .iter()
+                .filter(|(x, _)| x == h)
+                .map(|(_, c)| *c)
+                .max()
+                .unwrap_or(default)
+        }
+    }
+
+    fn policy(&self) -> Policy {
+        match self.strategy() {
+            Strategy::Single => Policy::Single,
+            Strategy::Gpu => Policy::Gpu,
+            _ if !self.settings.task_distribution_enabled => Policy::Single,
+            _ => Policy::Pool,
+        }
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        let total = Duration::from_secs(self.settings.agent_timeout.max(1));
+        let idle = self
+            .settings
+            .request_idle_timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::from_secs(120))
+            .min(total);
+        Timeouts {
+            connect: Duration::from_secs(3),
+            idle,
+            total,
+        }
+    }
+
+    /// Run one query; notices stream to the sink while it runs.
+    pub async fn run_query(
+        &mut self,
+        query: &str,
+        sink: &mut dyn Sink,
+    ) -> Result<QueryResult, String> {
+        let agents = agents::load(agents_dir().as_deref())?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let observer = Arc::new(AppObserver {
+            tx,
+            bars: TaskBars::new(),
+        });
+        let sched = Scheduler::new(self.pool(), self.policy(), self.capacity_fn());
+        let ctx = Ctx {
+            client: self.client.clone(),
+            sched,
+            model: self.model().to_string(),
+            synthesis_model: self.settings.synthesis_model.clone(),
+            timeouts: self.timeouts(),
+            agents,
+            observer: observer.clone(),
+        };
+        let plan = Plan {
+            distributed: self.mode() == Mode::Distributed,
+            collaborative: self.settings.collaborative_mode,
+            collab: collab::Settings {
+                refinement_rounds: self.settings.refinement_rounds,
+                ast_voting: self.settings.ast_voting_enabled,
+                quality_threshold: self.settings.quality_threshold,
+                max_quality_retries: self.settings.max_quality_retries,
+            },
+            mode_label: format!("{:?}", self.mode()).to_lowercase(),
+            strategy_label: self.strategy().word().to_string(),
+        };
+        let fut = pipeline::run_query(&ctx, query, &plan);
+        tokio::pin!(fut);
+        let result = loop {
+            tokio::select! {
+                r = &mut fut => break r,
+                Some(line) = rx.recv() => {
+                    if !observer.bars.println(&line) {
+                        sink.err(&line);
+                    }
+                }
+            }
+        };
+        while let Ok(line) = rx.try_recv() {
+            sink.err(&line);
+        }
+        result.map_err(|e| e.to_string())
+    }
+
+    /// A query typed at the prompt: run it, print the answer and its summary.
+    pub(super) async fn query(&mut self, text: &str, sink: &mut dyn Sink) -> bool {
+        match self.run_query(text, sink).await {
+            Ok(r) => {
+                print_result(&r, sink);
+                self.last_result = Some(r);
+                true
+            }
+            Err(e) => {
+                sink.err(&format!("❌ Query failed: {e}"));
+                false
+            }
+        }
+    }
+
+    pub(super) fn metrics(&self, json: bool, sink: &mut dyn Sink) -> bool {
+        let Some(r) = &self.last_result else {
+            sink.err("❌ No results yet. Run a query first.");
+            return false;
+        };
+        if json {
+            sink.out(&serde_json::to_string_pretty(&r.metrics).expect("metrics serialize"));
+            return true;
+        }
+        let m = &r.metrics;
+        let mut t = ui::table(&["Metric", "Value"]);
+        t.add_row(vec![
+            "Total execution time".into(),
+            format!("{:.2}s", m.total_execution_time),
+        ]);
+        t.add_row(vec!["Mode".into(), m.mode.clone()]);
+        t.add_row(vec!["Pipeline".into(), m.pipeline.clone()]);
+        t.add_row(vec!["Content type".into(), m.content_type.clone()]);
+        t.add_row(vec!["Strategy".into(), m.strategy.clone()]);
+        t.add_row(vec!["Chunks".into(), m.chunks_generated.to_string()]);
+        t.add_row(vec!["Agent calls".into(), m.agent_count.to_string()]);
+        t.add_row(vec![
+            "Physical hosts (used / in pool)".into(),
+            format!("{} / {}", m.hosts_used, m.physical_hosts),
+        ]);
+        if let Some(s) = &m.synthesis {
+            t.add_row(vec!["Synthesis".into(), s.clone()]);
+        }
+        if let Some(p) = m.quality_passed {
+            t.add_row(vec!["Quality passed".into(), p.to_string()]);
+        }
+        sink.out("PERFORMANCE METRICS");
+        sink.out(&t.to_string());
+        sink.out(&attribution_table(r).to_string());
+        true
+    }
+}
+
+fn attribution_table(r: &QueryResult) -> comfy_table::Table {
+    let mut t = ui::table(&["Task", "Node", "Host", "Seconds", "Tokens/s"]);
+    for a in &r.attribution {
+        let task = if a.retries > 0 {
+            format!(
+                "{} (after {} retr{})",
+                a.task,
+                a.retries,
+                if a.retries == 1 { "y" } else { "ies" }
+            )
+        } else {
+            a.task.clone()
+        };
+        t.add_row(vec![
+            task,
+            a.node.clone(),
+            a.host.clone(),
+            format!("{:.2}", a.seconds),
+            a.tokens_per_sec
+                .map(|x| format!("{x:.1}"))
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t
+}
+
+pub fn print_result(r: &QueryResult, sink: &mut dyn Sink) {
+    let rule = "═".repeat(70);
+    sink.out(&ui::paint_out(&rule, "31"));
+    sink.out(&ui::paint_out(" FINAL ANSWER", "1"));
+    sink.out(&ui::paint_out(&rule, "31"));
+    sink.out(r.final_output.trim_end());
+    sink.out(&"─".repeat(70));
+    let m = &r.metrics;
+    sink.out(&format!("✓  Completed in {:.2}s", m.total_execution_time));
+    let shape = if m.chunks_generated > 0 {
+        format!(
+            "{} ({}, {} chunks)",
+            m.pipeline, m.content_type, m.chunks_generated
+        )
+    } else {
+        m.pipeline.clone()
+    };
+    sink.out(&format!(
+        "📊 Mode: {} · pipeline: {shape} · strategy: {} · hosts used: {} of {}",
+        m.mode, m.strategy, m.hosts_used, m.physical_hosts
+    ));
+    if !m.phase_timings.is_empty() {
+        let p: Vec<String> = m
+            .phase_timings
+            .iter()
+            .map(|(n, s)| format!("{n} {s:.2}s"))
+            .collect();
+        sink.out(&format!("⏱️  Phase timings: {}", p.join(", ")));
+    }
+    if !m.quality_scores.is_empty() {
+        sink.out(&format!(
+            "🗳️  Quality voting: {}",
+            match m.quality_passed {
+                Some(true) => "passed",
+                Some(false) => "not passed (answer kept)",
+                None => "-",
+            }
+        ));
+        for v in &m.quality_scores {
+            sink.out(&format!(
+                "   {}: {:.2}/1.0 - {}",
+                v.voter, v.score, v.reasoning
+            ));
+            for i in &v.issues {
+                sink.out(&format!("     ⚠ {i}"));
+            }
+        }
+    }
+    sink.out("🖥️  Node attribution:");
+    sink.out(&attribution_table(r).to_string());
+    sink.out("Type 'metrics' for detailed performance data");
+}

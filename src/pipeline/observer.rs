@@ -1,0 +1,24 @@
+//! What the pipeline tells the outside world while it works (the app turns this
+//! into progress lines and notices on a terminal).
+
+/// Callbacks from a running query. Implementations must be cheap and thread-safe.
+pub trait Observer: Send + Sync {
+    /// One line worth showing a person (a retry, a fallback).
+    fn notice(&self, line: String);
+    /// A task started on a node.
+    fn started(&self, _task: &str, _node: &str) {}
+    /// More text arrived for a task (characters so far).
+    fn progress(&self, _task: &str, _chars: usize) {}
+    /// A task ended (successfully or not).
+    fn finished(&self, _task: &str) {}
+}
+
+/// An observer that keeps notices (tests, `-i`).
+#[derive(Default)]
+pub struct Collect(pub std::sync::Mutex<Vec<String>>);
+
+impl Observer for Collect {
+    fn notice(&self, line: String) {
+        self.0.lock().unwrap().push(line);
+    }
+}
