@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use regex::Regex;
 use serde::Serialize;
@@ -97,6 +98,10 @@ impl SimHost {
         let mut tasks = host.tasks.lock().unwrap();
         for l in listeners {
             let app = app.clone();
+            // Like Ollama's Go server: no Nagle delay on small NDJSON lines.
+            let l = l.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             tasks.push(tokio::spawn(async move {
                 let _ = axum::serve(l, app).await;
             }));
