@@ -27,7 +27,13 @@ use synapticllamas::sim::{SimConfig, SimHost};
 const QUERY: &str = "Explain the history of the printing press in Europe";
 
 fn contention() -> SimConfig {
-    SimConfig { tokens_per_sec: 250.0, reply_words: 50, capacity: 1, penalty: 1.5, ..Default::default() }
+    SimConfig {
+        tokens_per_sec: 250.0,
+        reply_words: 50,
+        capacity: 1,
+        penalty: 1.5,
+        ..Default::default()
+    }
 }
 
 /// `layout[i]` = number of nodes (ports) on host i.
@@ -35,10 +41,23 @@ async fn cluster(layout: &[usize], cfg: SimConfig) -> (Vec<Arc<SimHost>>, Vec<Ar
     let mut hosts = Vec::new();
     let mut nodes = Vec::new();
     for (h, &ports) in layout.iter().enumerate() {
-        let host = SimHost::start(format!("h{h}"), IpAddr::V4(Ipv4Addr::LOCALHOST), &vec![0; ports], cfg.clone()).await.unwrap();
+        let host = SimHost::start(
+            format!("h{h}"),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            &vec![0; ports],
+            cfg.clone(),
+        )
+        .await
+        .unwrap();
         for url in host.urls() {
             nodes.push(Arc::new(Node::new(
-                NodeEntry { url: url.clone(), name: url, priority: 0, host_id: Some(format!("host-{h}")), extra: Default::default() },
+                NodeEntry {
+                    url: url.clone(),
+                    name: url,
+                    priority: 0,
+                    host_id: Some(format!("host-{h}")),
+                    extra: Default::default(),
+                },
                 false,
             )));
         }
@@ -77,7 +96,9 @@ async fn long_form(layout: &[usize], original: bool) -> f64 {
     let capacity = if original && distinct >= 2 { 1000 } else { 1 };
     let c = ctx(nodes, capacity);
     let started = Instant::now();
-    let r = longform::run(&c, QUERY, ContentType::Research, 5).await.expect("query completes");
+    let r = longform::run(&c, QUERY, ContentType::Research, 5)
+        .await
+        .expect("query completes");
     assert_eq!(r.chunks.len(), 5);
     started.elapsed().as_secs_f64()
 }
@@ -89,7 +110,16 @@ async fn unit() -> f64 {
     let mut v = Vec::new();
     for i in 0..3 {
         let started = Instant::now();
-        call(&c, c.agent("ChunkWriter"), "unit", format!("Part {i} of 5. Focus: x\n\nRequest: {QUERY}"), "llama3.2", None).await.unwrap();
+        call(
+            &c,
+            c.agent("ChunkWriter"),
+            "unit",
+            format!("Part {i} of 5. Focus: x\n\nRequest: {QUERY}"),
+            "llama3.2",
+            None,
+        )
+        .await
+        .unwrap();
         v.push(started.elapsed().as_secs_f64());
     }
     median(v)
@@ -102,16 +132,27 @@ async fn main() {
     println!("One chunk alone on one host: {t:.3} s (tokens/s 250, capacity 1, penalty 1.5)\n");
     println!("| topology | ideal (s) | this port (s) | speedup vs 1 host | efficiency vs ideal | original's rule (s) | port vs original |");
     println!("|---|---|---|---|---|---|---|");
-    let topologies: [(&str, Vec<usize>); 4] = [("1 host", vec![1]), ("2 hosts", vec![1, 1]), ("3 hosts", vec![1, 1, 1]), ("3 nodes on 2 hosts", vec![2, 1])];
+    let topologies: [(&str, Vec<usize>); 4] = [
+        ("1 host", vec![1]),
+        ("2 hosts", vec![1, 1]),
+        ("3 hosts", vec![1, 1, 1]),
+        ("3 nodes on 2 hosts", vec![2, 1]),
+    ];
     let mut one_host = 0.0;
     for (name, layout) in topologies.iter() {
-        let ours = median(futures_util::future::join_all((0..1).map(|_| long_form(layout, false))).await.into_iter().chain({
-            let mut v = Vec::new();
-            for _ in 1..runs {
-                v.push(long_form(layout, false).await);
-            }
-            v
-        }).collect());
+        let ours = median(
+            futures_util::future::join_all((0..1).map(|_| long_form(layout, false)))
+                .await
+                .into_iter()
+                .chain({
+                    let mut v = Vec::new();
+                    for _ in 1..runs {
+                        v.push(long_form(layout, false).await);
+                    }
+                    v
+                })
+                .collect(),
+        );
         let mut orig = Vec::new();
         for _ in 0..runs {
             orig.push(long_form(layout, true).await);
@@ -132,14 +173,23 @@ async fn main() {
     }
 
     // Orchestrator overhead against an instant node.
-    let instant = SimConfig { reply_words: 20, ..Default::default() };
+    let instant = SimConfig {
+        reply_words: 20,
+        ..Default::default()
+    };
     let (_h, nodes) = cluster(&[1], instant.clone()).await;
     let url = nodes[0].url().to_string();
     let c = ctx(nodes, 1);
     let client = Client::default();
     let req = ChatRequest {
         model: "llama3.2".into(),
-        messages: vec![Message::system(synapticllamas::pipeline::prompts::system(c.agent("ChunkWriter"), &c.agent("ChunkWriter").required_fields)), Message::user("Part 1 of 1. Focus: x")],
+        messages: vec![
+            Message::system(synapticllamas::pipeline::prompts::system(
+                c.agent("ChunkWriter"),
+                &c.agent("ChunkWriter").required_fields,
+            )),
+            Message::user("Part 1 of 1. Focus: x"),
+        ],
         stream: true,
         format: Some(serde_json::json!("json")),
         ..Default::default()
@@ -148,10 +198,27 @@ async fn main() {
     let (mut raw, mut through) = (Vec::new(), Vec::new());
     for i in 0..n + 100 {
         let s = Instant::now();
-        client.chat(&url, &req, Timeouts::generation(Duration::from_secs(10)), |_| {}).await.unwrap();
+        client
+            .chat(
+                &url,
+                &req,
+                Timeouts::generation(Duration::from_secs(10)),
+                |_| {},
+            )
+            .await
+            .unwrap();
         let a = s.elapsed().as_secs_f64() * 1000.0;
         let s = Instant::now();
-        call(&c, c.agent("ChunkWriter"), "bench", "Part 1 of 1. Focus: x".to_string(), "llama3.2", None).await.unwrap();
+        call(
+            &c,
+            c.agent("ChunkWriter"),
+            "bench",
+            "Part 1 of 1. Focus: x".to_string(),
+            "llama3.2",
+            None,
+        )
+        .await
+        .unwrap();
         let b = s.elapsed().as_secs_f64() * 1000.0;
         if i >= 100 {
             raw.push(a);
@@ -163,9 +230,21 @@ async fn main() {
     println!("Per request against an instant node ({n} requests, one at a time):");
     println!("| | p50 (ms) | p99 (ms) |");
     println!("|---|---|---|");
-    println!("| raw HTTP request (baseline) | {:.3} | {:.3} |", pct(&mut raw.clone(), 0.5), pct(&mut raw.clone(), 0.99));
-    println!("| through scheduler + agent call | {:.3} | {:.3} |", pct(&mut through.clone(), 0.5), pct(&mut through.clone(), 0.99));
-    println!("| added by the orchestrator (paired difference) | {:.3} | {:.3} |", pct(&mut added.clone(), 0.5), pct(&mut added, 0.99));
+    println!(
+        "| raw HTTP request (baseline) | {:.3} | {:.3} |",
+        pct(&mut raw.clone(), 0.5),
+        pct(&mut raw.clone(), 0.99)
+    );
+    println!(
+        "| through scheduler + agent call | {:.3} | {:.3} |",
+        pct(&mut through.clone(), 0.5),
+        pct(&mut through.clone(), 0.99)
+    );
+    println!(
+        "| added by the orchestrator (paired difference) | {:.3} | {:.3} |",
+        pct(&mut added.clone(), 0.5),
+        pct(&mut added, 0.99)
+    );
 
     // Scheduler throughput: acquire + release with no HTTP, 64 tasks over 3 hosts.
     let (_h3, nodes3) = cluster(&[1, 1, 1], instant.clone()).await;
@@ -198,7 +277,16 @@ async fn main() {
             let c = c3.clone();
             tokio::spawn(async move {
                 for _ in 0..total_http / 24 {
-                    call(&c, c.agent("ChunkWriter"), "rps", "Part 1 of 1. Focus: x".to_string(), "llama3.2", None).await.unwrap();
+                    call(
+                        &c,
+                        c.agent("ChunkWriter"),
+                        "rps",
+                        "Part 1 of 1. Focus: x".to_string(),
+                        "llama3.2",
+                        None,
+                    )
+                    .await
+                    .unwrap();
                 }
             })
         })

@@ -9,7 +9,8 @@ use tokio::sync::mpsc;
 use super::{App, Sink};
 use crate::command::{Mode, Strategy};
 use crate::config::nodes_file::NodeEntry;
-use crate::nodes::Node;
+use crate::nodes::health::probe_all;
+use crate::nodes::{Health, Node};
 use crate::ollama::{host, Timeouts};
 use crate::pipeline::call::Ctx;
 use crate::pipeline::observer::Observer;
@@ -138,7 +139,22 @@ impl App {
             tx,
             bars: TaskBars::new(),
         });
-        let sched = Scheduler::new(self.pool(), self.policy(), self.capacity_fn());
+        let pool = self.pool();
+        // Nodes that failed before get a quick probe: one that recovered is used again.
+        let down: Vec<Arc<Node>> = pool
+            .iter()
+            .filter(|n| n.state().health == Health::Down)
+            .cloned()
+            .collect();
+        for r in probe_all(&self.client, &down, false).await {
+            if r.ok {
+                sink.err(&format!(
+                    "ℹ️  {} is answering again; back in the pool",
+                    r.node.name()
+                ));
+            }
+        }
+        let sched = Scheduler::new(pool, self.policy(), self.capacity_fn());
         let ctx = Ctx {
             client: self.client.clone(),
             sched,

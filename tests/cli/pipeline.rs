@@ -400,3 +400,40 @@ fn agents_can_be_overridden_from_a_directory() {
     c.env("SYNAPTICLLAMAS_AGENTS", &dir);
     run_with(c, "hello there\n").ok().out_has("FINAL ANSWER");
 }
+
+#[test]
+fn a_cooled_down_node_is_used_again_once_it_recovers() {
+    use std::io::Write;
+    let flaky = sim(SimConfig {
+        fault: Fault::Http500,
+        ..paced()
+    });
+    let home = home_with(&[(flaky.url(), "A")]);
+    let mut child = command(&home, &[]).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello there\n").unwrap();
+    // Three failures in a row: the node cools down.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while flaky.stats().requests < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    flaky.set_fault(Fault::None, 0);
+    stdin.write_all(b"hello there\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stderr.contains("cooled down after 3 failures in a row"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("is answering again; back in the pool"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("FINAL ANSWER"), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(1), "the first query failed");
+}
