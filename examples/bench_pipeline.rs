@@ -70,6 +70,9 @@ fn ctx(nodes: Vec<Arc<Node>>, capacity: u32) -> Ctx {
     Ctx {
         client: Client::default(),
         sched: Scheduler::new(nodes, Policy::Pool, move |_| capacity),
+        coordinator: None,
+        route: (true, false),
+        num_predict: synapticllamas::pipeline::call::NUM_PREDICT,
         model: "llama3.2".into(),
         synthesis_model: None,
         timeouts: Timeouts::generation(Duration::from_secs(120)),

@@ -556,6 +556,17 @@ fn parse_rpc(args: &[&str]) -> Result<Command, String> {
         [s] if s.eq_ignore_ascii_case("add") || s.eq_ignore_ascii_case("remove") => {
             Err(format!("`rpc {s}` needs HOST[:PORT]"))
         }
+        [s, ..] if ["add", "remove"].iter().any(|k| s.eq_ignore_ascii_case(k)) => Err(format!(
+            "`rpc {s}` takes one HOST[:PORT], got `{}`",
+            args[1..].join(" ")
+        )),
+        [s, ..]
+            if ["list", "discover"]
+                .iter()
+                .any(|k| s.eq_ignore_ascii_case(k)) =>
+        {
+            Err(format!("`rpc {s}` takes no arguments"))
+        }
         [s, ..] => Err(format!("unknown sub-command `{s}`")),
     }
 }

@@ -12,6 +12,7 @@ pub mod nodes;
 pub mod ollama;
 pub mod pipeline;
 pub mod scheduler;
+pub mod sharding;
 pub mod shell;
 pub mod sim;
 pub mod startup;

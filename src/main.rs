@@ -25,12 +25,15 @@ fn main() {
     let mut app = rt.block_on(startup::build(&cli, &mut sink));
     if let Some(query) = &cli.input {
         let code = rt.block_on(shell::one_query(&mut app, query, &mut sink));
+        rt.block_on(app.shutdown());
         drop(app);
         rt.shutdown_timeout(std::time::Duration::from_millis(200));
         std::process::exit(code);
     }
     let code = shell::run(&rt, &mut app, ShellOptions { bail: cli.bail });
+    rt.block_on(app.shutdown());
     drop(app);
+    synapticllamas::sharding::coordinator::kill_owned();
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     std::process::exit(code);
 }

@@ -7,7 +7,7 @@ use crate::app::{App, Sink};
 use crate::cli::Cli;
 use crate::command::Mode;
 use crate::config::nodes_file::{self, NodeEntry};
-use crate::config::settings::{self, RpcBackendEntry, SettingsStore};
+use crate::config::settings::{self, SettingsStore};
 use crate::config::{home_dir, NODES_FILE, SETTINGS_FILE};
 use crate::nodes::{NodeStore, Registry};
 use crate::sim::{SimConfig, SimHost};
@@ -156,8 +156,13 @@ fn apply_sharding_flags(app: &mut App, cli: &Cli, sink: &mut dyn Sink) {
     if !cli.rpc_backend.is_empty() {
         let mut list = Vec::new();
         for b in &cli.rpc_backend {
-            match parse_backend(b) {
-                Ok(e) => list.push(e),
+            match crate::sharding::backends::parse(b) {
+                Ok(e) => {
+                    if let Some(w) = crate::sharding::backends::exposure_warning(&e) {
+                        sink.err(&w);
+                    }
+                    list.push(e)
+                }
                 Err(m) => sink.err(&format!("❌ --rpc-backend {b}: {m}")),
             }
         }
@@ -170,24 +175,4 @@ fn apply_sharding_flags(app: &mut App, cli: &Cli, sink: &mut dyn Sink) {
     if let Err(e) = app.settings_store.save(&app.settings) {
         sink.err(&format!("⚠️  {e:#}"));
     }
-}
-
-/// `HOST[:PORT]` with port 50052 by default.
-pub fn parse_backend(s: &str) -> Result<RpcBackendEntry, String> {
-    let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') || h.starts_with('[') => (
-            h.trim_matches(|c| c == '[' || c == ']'),
-            p.parse::<u16>()
-                .map_err(|_| format!("`{p}` is not a port number"))?,
-        ),
-        _ => (s, settings::default_rpc_port()),
-    };
-    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
-        return Err(format!("`{s}` is not HOST[:PORT]"));
-    }
-    Ok(RpcBackendEntry {
-        host: host.to_string(),
-        port,
-        extra: Default::default(),
-    })
 }

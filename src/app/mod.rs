@@ -7,6 +7,7 @@ mod info;
 mod node_cmds;
 mod query;
 mod settings_cmds;
+mod sharding;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,6 +86,7 @@ pub struct App {
     pub home: PathBuf,
     /// The last query's result, for `metrics`.
     pub last_result: Option<crate::pipeline::result::QueryResult>,
+    pub sharding: sharding::ShardingState,
 }
 
 impl App {
@@ -103,6 +105,7 @@ impl App {
             simulated: Vec::new(),
             home,
             last_result: None,
+            sharding: Default::default(),
         }
     }
 
@@ -195,8 +198,8 @@ impl App {
             C::Discover { cidr, timeout_ms } => {
                 Outcome::from(self.discover_cmd(cidr, timeout_ms, sink).await)
             }
-            C::Distributed(_) => not_built(sink, "distributed", "routing paths and model sharding"),
-            C::Rpc(_) => not_built(sink, "rpc", "llama.cpp RPC backends"),
+            C::Distributed(r) => Outcome::from(self.distributed(r, sink).await),
+            C::Rpc(r) => Outcome::from(self.rpc(r, sink).await),
             C::Metrics { json } => Outcome::from(self.metrics(json, sink)),
             C::Benchmark => Outcome::from(self.benchmark(sink).await),
             C::Dashboard { .. } => not_built(sink, "dashboard", "the web dashboard"),

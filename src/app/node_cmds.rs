@@ -24,7 +24,7 @@ impl App {
     pub(super) async fn nodes(&mut self, sink: &mut dyn Sink) -> bool {
         let nodes: Vec<Arc<Node>> = self.registry.nodes().to_vec();
         probe_all(&self.client, &nodes, true).await;
-        self.print_coordinator_section(sink);
+        self.print_coordinator_section(sink).await;
         let label = if self.registry.simulated {
             " — simulated"
         } else {
@@ -104,37 +104,6 @@ impl App {
         }
         self.print_rpc_section(sink).await;
         true
-    }
-
-    fn print_coordinator_section(&self, sink: &mut dyn Sink) {
-        if let Some(url) = &self.settings.coordinator_url {
-            sink.out("🎯 COORDINATOR (llama.cpp model sharding)");
-            sink.out(&format!(
-                "   URL: {url} (configured; managed by `distributed model`)"
-            ));
-            sink.out("");
-        }
-    }
-
-    async fn print_rpc_section(&self, sink: &mut dyn Sink) {
-        sink.out("");
-        sink.out("🔗 RPC BACKENDS (model sharding)");
-        if self.settings.rpc_backends.is_empty() {
-            sink.out("   No RPC backends configured (`rpc add HOST[:PORT]`)");
-            return;
-        }
-        let mut t = ui::table(&["Address", "Status"]);
-        for b in &self.settings.rpc_backends {
-            let addr = format!("{}:{}", b.host, b.port);
-            let up = tokio::time::timeout(
-                std::time::Duration::from_millis(500),
-                tokio::net::TcpStream::connect((b.host.as_str(), b.port)),
-            )
-            .await
-            .is_ok_and(|r| r.is_ok());
-            t.add_row(vec![addr, if up { "up".into() } else { "down".into() }]);
-        }
-        sink.out(&t.to_string());
     }
 
     pub(super) async fn add(&mut self, raw: &str, force: bool, sink: &mut dyn Sink) -> bool {

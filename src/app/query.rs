@@ -155,9 +155,31 @@ impl App {
             }
         }
         let sched = Scheduler::new(pool, self.policy(), self.capacity_fn());
+        let (needs_coordinator, routing) = self.routing();
+        for line in routing {
+            sink.err(&line);
+        }
+        let coordinator = if needs_coordinator {
+            let node = self
+                .ensure_coordinator(sink)
+                .await
+                .map_err(|e| format!("model sharding: {e}"))?;
+            Some(Scheduler::new(vec![node], Policy::Pool, |_| 1))
+        } else {
+            None
+        };
         let ctx = Ctx {
             client: self.client.clone(),
             sched,
+            coordinator,
+            route: (
+                self.settings.task_distribution_enabled,
+                self.settings.model_sharding_enabled,
+            ),
+            num_predict: self
+                .settings
+                .num_predict
+                .unwrap_or(crate::pipeline::call::NUM_PREDICT),
             model: self.model().to_string(),
             synthesis_model: self.settings.synthesis_model.clone(),
             timeouts: self.timeouts(),
@@ -190,6 +212,18 @@ impl App {
         };
         while let Ok(line) = rx.try_recv() {
             sink.err(&line);
+        }
+        if needs_coordinator {
+            let secs = result
+                .as_ref()
+                .map(|r| r.metrics.total_execution_time)
+                .unwrap_or(0.0);
+            if let Some(dead) = self.after_coordinator_query(result.is_ok(), secs).await {
+                return Err(format!(
+                    "{}; {dead}",
+                    result.err().map(|e| e.to_string()).unwrap_or_default()
+                ));
+            }
         }
         result.map_err(|e| e.to_string())
     }

@@ -54,6 +54,15 @@ pub struct Settings {
     pub discovery_verify_timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_capacity: Option<u32>,
+    /// `num_predict` / `max_tokens` for agent requests (default 4096).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_predict: Option<u64>,
+    /// Extra arguments for a llama-server this program starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordinator_args: Option<Vec<String>>,
+    /// How long to wait for a starting llama-server's /health (default 600 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordinator_start_timeout_secs: Option<u64>,
     /// Longest silence allowed inside one agent request (default 120 s).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_idle_timeout_ms: Option<u64>,
@@ -90,6 +99,9 @@ impl Default for Settings {
             discovery_verify_timeout_ms: None,
             host_capacity: None,
             request_idle_timeout_ms: None,
+            num_predict: None,
+            coordinator_args: None,
+            coordinator_start_timeout_secs: None,
             extra: Map::new(),
         }
     }
@@ -169,6 +181,9 @@ const OPTIONAL_KEYS: &[&str] = &[
     "discovery_verify_timeout_ms",
     "host_capacity",
     "request_idle_timeout_ms",
+    "num_predict",
+    "coordinator_args",
+    "coordinator_start_timeout_secs",
 ];
 
 fn line_of_key(text: &str, key: &str) -> usize {

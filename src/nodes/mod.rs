@@ -6,4 +6,4 @@ pub mod locality;
 pub mod registry;
 pub mod scan;
 
-pub use registry::{Health, Node, NodeStore, Registry};
+pub use registry::{Api, Health, Node, NodeStore, Registry};

@@ -114,12 +114,21 @@ impl NodeState {
     }
 }
 
+/// The API a node speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Ollama,
+    /// llama.cpp's llama-server (`/v1/chat/completions`), the sharding coordinator.
+    OpenAi,
+}
+
 /// One node: its entry (as stored) and its live state.
 #[derive(Debug)]
 pub struct Node {
     pub entry: NodeEntry,
     pub host: String,
     pub simulated: bool,
+    pub api: Api,
     state: Mutex<NodeState>,
 }
 
@@ -130,8 +139,25 @@ impl Node {
             entry,
             host,
             simulated,
+            api: Api::Ollama,
             state: Mutex::new(NodeState::default()),
         }
+    }
+
+    /// The llama.cpp coordinator, as a node the scheduler can hand out.
+    pub fn coordinator(url: &str) -> Node {
+        let mut n = Node::new(
+            NodeEntry {
+                url: url.to_string(),
+                name: "coordinator".into(),
+                priority: 0,
+                host_id: Some("llama.cpp coordinator".into()),
+                extra: Map::new(),
+            },
+            false,
+        );
+        n.api = Api::OpenAi;
+        n
     }
 
     pub fn state(&self) -> MutexGuard<'_, NodeState> {

@@ -177,6 +177,27 @@ impl Client {
         })
     }
 
+    /// POST a JSON body; the response once its status is a success.
+    pub(crate) async fn send_json(
+        &self,
+        url: &str,
+        body: &Value,
+        t: &Timeouts,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, ClientError> {
+        self.send(self.http.post(url).json(body), url, t, deadline)
+            .await
+    }
+
+    /// The HTTP status of a GET, or None when nothing answered.
+    pub async fn get_status(&self, url: &str, t: Timeouts) -> Option<u16> {
+        let r = tokio::time::timeout(t.total, self.http.get(url).send())
+            .await
+            .ok()?
+            .ok()?;
+        Some(r.status().as_u16())
+    }
+
     async fn get_json<T: DeserializeOwned>(
         &self,
         base: &str,

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod host;
 pub mod ndjson;
+pub mod openai;
 pub mod types;
 
 pub use client::{Client, ClientError, Timeouts};

@@ -11,11 +11,14 @@ use super::agents::{self, Agent};
 use super::observer::Observer;
 use super::prompts;
 use super::repair::{self, FieldType};
+use crate::nodes::{Api, Node};
 use crate::ollama::types::{ChatRequest, Message};
 use crate::ollama::{Client, ClientError, Timeouts};
 use crate::scheduler::{Attribution, Scheduler, TaskFailed};
+use crate::sharding::route::{decide, Target};
 
-/// `num_predict` for every agent request.
+/// `num_predict` (Ollama) / `max_tokens` (llama-server) for every agent request,
+/// unless the `num_predict` setting says otherwise.
 pub const NUM_PREDICT: u64 = 4096;
 /// One fixed context size for every node and model, so Ollama never reloads a
 /// model because a request asked for a different one.
@@ -24,7 +27,13 @@ pub const NUM_CTX: u64 = 8192;
 /// Everything a query needs.
 pub struct Ctx {
     pub client: Client,
+    /// The Ollama pool.
     pub sched: Arc<Scheduler>,
+    /// The llama.cpp coordinator, when model sharding is on.
+    pub coordinator: Option<Arc<Scheduler>>,
+    /// (task distribution, model sharding): the routing path.
+    pub route: (bool, bool),
+    pub num_predict: u64,
     pub model: String,
     pub synthesis_model: Option<String>,
     pub timeouts: Timeouts,
@@ -39,6 +48,17 @@ impl Ctx {
 
     pub fn synthesis_model(&self) -> &str {
         self.synthesis_model.as_deref().unwrap_or(&self.model)
+    }
+
+    /// The scheduler a request for `model` goes through (pool or coordinator).
+    pub fn sched_for(&self, model: &str) -> &Arc<Scheduler> {
+        match (
+            decide(self.route.0, self.route.1, model).0,
+            &self.coordinator,
+        ) {
+            (Target::Coordinator, Some(c)) => c,
+            _ => &self.sched,
+        }
     }
 }
 
@@ -67,7 +87,7 @@ pub async fn call(
     let system = prompts::system(agent, &fields);
     let notice = |line: String| ctx.observer.notice(line);
     let result = ctx
-        .sched
+        .sched_for(model)
         .run(
             label,
             model,
@@ -77,8 +97,8 @@ pub async fn call(
                 let user = user.clone();
                 async move {
                     ctx.observer.started(label, node.name());
-                    let r = ask_with_repair(ctx, node.url(), label, &system, &user, model, &fields)
-                        .await;
+                    let r =
+                        ask_with_repair(ctx, &node, label, &system, &user, model, &fields).await;
                     ctx.observer.finished(label);
                     r
                 }
@@ -96,49 +116,66 @@ pub async fn call(
 
 async fn chat(
     ctx: &Ctx,
-    url: &str,
+    node: &Node,
     label: &str,
     system: &str,
     user: &str,
     model: &str,
 ) -> Result<(String, Option<f64>), ClientError> {
-    let req = ChatRequest {
-        model: model.to_string(),
-        messages: vec![Message::system(system), Message::user(user)],
-        stream: true,
-        format: Some(json!("json")),
-        options: Some(json!({ "num_predict": NUM_PREDICT, "num_ctx": NUM_CTX })),
-        keep_alive: None,
-    };
+    let messages = vec![Message::system(system), Message::user(user)];
     let chars = AtomicUsize::new(0);
-    let c = ctx
-        .client
-        .chat(url, &req, ctx.timeouts, |piece| {
-            let n = chars.fetch_add(piece.len(), Ordering::Relaxed) + piece.len();
-            ctx.observer.progress(label, n);
-        })
-        .await?;
+    let on_text = |piece: &str| {
+        let n = chars.fetch_add(piece.len(), Ordering::Relaxed) + piece.len();
+        ctx.observer.progress(label, n);
+    };
+    let c = match node.api {
+        Api::OpenAi => {
+            ctx.client
+                .openai_chat(
+                    node.url(),
+                    model,
+                    &messages,
+                    ctx.num_predict,
+                    ctx.timeouts,
+                    on_text,
+                )
+                .await?
+        }
+        Api::Ollama => {
+            let req = ChatRequest {
+                model: model.to_string(),
+                messages,
+                stream: true,
+                format: Some(json!("json")),
+                options: Some(json!({ "num_predict": ctx.num_predict, "num_ctx": NUM_CTX })),
+                keep_alive: None,
+            };
+            ctx.client
+                .chat(node.url(), &req, ctx.timeouts, on_text)
+                .await?
+        }
+    };
     Ok((c.text.clone(), c.tokens_per_second()))
 }
 
 /// One request, and a second stating the schema if the first lacked fields.
 async fn ask_with_repair(
     ctx: &Ctx,
-    url: &str,
+    node: &Node,
     label: &str,
     system: &str,
     user: &str,
     model: &str,
     fields: &[(String, FieldType)],
 ) -> Result<((Map<String, Value>, bool), Option<f64>), ClientError> {
-    let (text, tps) = chat(ctx, url, label, system, user, model).await?;
+    let (text, tps) = chat(ctx, node, label, system, user, model).await?;
     let (first, problems) = usable(&text, fields);
     if problems.is_empty() {
         return Ok(((first.expect("no problems means an object"), true), tps));
     }
     let (text2, tps2) = chat(
         ctx,
-        url,
+        node,
         label,
         system,
         &prompts::fix_fields(user, &problems, fields),

@@ -58,6 +58,7 @@ impl Interrupts {
                 if b.load(Ordering::SeqCst) {
                     c.notify_waiters();
                 } else if !interactive {
+                    crate::sharding::coordinator::kill_owned();
                     std::process::exit(130);
                 }
             }

@@ -8,4 +8,5 @@ mod files;
 mod lab;
 mod piped;
 mod pipeline;
+mod sharding;
 mod support;

@@ -1,0 +1,501 @@
+//! `distributed task|model|both|off`, `rpc …`, and the coordinator's life in the app.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{App, Sink};
+use crate::command::{Route, RpcCmd};
+use crate::config::settings::RpcBackendEntry;
+use crate::nodes::discovery;
+use crate::nodes::scan::{self, ScanOptions};
+use crate::nodes::Node;
+use crate::sharding::backends::{self, BackendStats};
+use crate::sharding::coordinator::{self, Coordinator, Health};
+use crate::sharding::gguf;
+use crate::sharding::route::{decide, Target};
+use crate::ui;
+
+const TASK_MODEL: &str = "llama3.2";
+const LARGE_MODEL: &str = "codellama:13b";
+
+/// Sharding state the app keeps between commands.
+#[derive(Default)]
+pub struct ShardingState {
+    pub coordinator: Option<Coordinator>,
+    pub stats: HashMap<String, BackendStats>,
+}
+
+impl App {
+    fn coordinator_configured(&self) -> bool {
+        coordinator::configured_url(self.settings.coordinator_url.as_deref()).1
+    }
+
+    /// Set the model the way the original did for this path, saying so.
+    fn switch_model(&mut self, model: &str, synthesis: Option<&str>, sink: &mut dyn Sink) {
+        let before = self.model().to_string();
+        if before != model {
+            sink.out(&format!("   Model: {before} → {model} (as the original tool does for this path; `model NAME` changes it)"));
+        } else {
+            sink.out(&format!("   Model: {model}"));
+        }
+        self.overrides.model = None;
+        self.settings.model = model.to_string();
+        let syn_before = self.settings.synthesis_model.clone();
+        self.settings.synthesis_model = synthesis.map(String::from);
+        if syn_before.as_deref() != synthesis {
+            sink.out(&format!(
+                "   Synthesis model: {} → {}",
+                syn_before.as_deref().unwrap_or("none"),
+                synthesis.unwrap_or("none (same model)")
+            ));
+        }
+    }
+
+    pub(super) async fn distributed(&mut self, route: Route, sink: &mut dyn Sink) -> bool {
+        if matches!(route, Route::Model | Route::Both)
+            && self.settings.rpc_backends.is_empty()
+            && !self.coordinator_configured()
+        {
+            sink.err("⚠️  No RPC backends or coordinator configured! Nothing changed.");
+            sink.err("   Add backends with `rpc add HOST[:PORT]` (or `rpc discover`), or set coordinator_url in ~/.synapticllamas.json.");
+            return false;
+        }
+        let healthy = self
+            .registry
+            .nodes()
+            .iter()
+            .filter(|n| n.available())
+            .count();
+        match route {
+            Route::Task => {
+                self.settings.task_distribution_enabled = true;
+                self.settings.model_sharding_enabled = false;
+                sink.out("✅ TASK DISTRIBUTION MODE");
+                sink.out(&format!(
+                    "   Using {healthy} Ollama node(s) for load balancing"
+                ));
+                self.switch_model(TASK_MODEL, None, sink);
+            }
+            Route::Model => {
+                self.settings.task_distribution_enabled = false;
+                self.settings.model_sharding_enabled = true;
+                sink.out("✅ MODEL SHARDING MODE");
+                sink.out(&format!(
+                    "   Using {} RPC backend(s) through the llama.cpp coordinator",
+                    self.settings.rpc_backends.len()
+                ));
+                self.switch_model(LARGE_MODEL, None, sink);
+                sink.out("   ⚠️  The coordinator loads the whole model file: 13B fits in 16 GB of RAM, 70B needs 32 GB or more.");
+            }
+            Route::Both => {
+                self.settings.task_distribution_enabled = true;
+                self.settings.model_sharding_enabled = true;
+                sink.out("✅ HYBRID MODE (task distribution + model sharding)");
+                sink.out("   Models that name more than 8B parameters go to the coordinator; others to the Ollama pool.");
+                self.switch_model(TASK_MODEL, Some(LARGE_MODEL), sink);
+            }
+            Route::Off => {
+                self.settings.task_distribution_enabled = false;
+                self.settings.model_sharding_enabled = false;
+                sink.out("✅ ALL DISTRIBUTION DISABLED");
+                sink.out("   Everything runs on the preferred node, one request at a time.");
+            }
+        }
+        sink.out("   Applied now (no restart needed).");
+        self.save_settings(sink)
+    }
+
+    pub(super) async fn rpc(&mut self, cmd: RpcCmd, sink: &mut dyn Sink) -> bool {
+        match cmd {
+            RpcCmd::List => {
+                if self.settings.rpc_backends.is_empty() {
+                    sink.out("📡 No RPC backends configured");
+                } else {
+                    sink.out(&format!(
+                        "📡 Configured RPC Backends ({}):",
+                        self.settings.rpc_backends.len()
+                    ));
+                    for b in &self.settings.rpc_backends {
+                        sink.out(&format!("   • {}", backends::addr(b)));
+                    }
+                }
+                true
+            }
+            RpcCmd::Add(s) => match backends::parse(&s) {
+                Err(e) => {
+                    sink.err(&format!("❌ rpc add: {e}"));
+                    sink.err("   Usage: rpc add HOST[:PORT]   (port 50052 by default)");
+                    false
+                }
+                Ok(b) => {
+                    let a = backends::addr(&b);
+                    if self
+                        .settings
+                        .rpc_backends
+                        .iter()
+                        .any(|x| backends::addr(x) == a)
+                    {
+                        sink.err(&format!("⚠️  Backend already configured: {a}"));
+                        return false;
+                    }
+                    if let Some(w) = backends::exposure_warning(&b) {
+                        sink.err(&w);
+                    }
+                    if !backends::reachable(&b, Duration::from_millis(500)).await {
+                        sink.err(&format!(
+                            "⚠️  {a} does not accept connections right now (added anyway)"
+                        ));
+                    }
+                    self.settings.rpc_backends.push(b);
+                    sink.out(&format!("✅ Added RPC backend: {a}"));
+                    self.save_settings(sink)
+                }
+            },
+            RpcCmd::Remove(s) => {
+                let Ok(b) = backends::parse(&s) else {
+                    sink.err(&format!("❌ rpc remove: `{s}` is not HOST[:PORT]"));
+                    return false;
+                };
+                let a = backends::addr(&b);
+                let before = self.settings.rpc_backends.len();
+                self.settings
+                    .rpc_backends
+                    .retain(|x| backends::addr(x) != a);
+                if self.settings.rpc_backends.len() == before {
+                    sink.err(&format!("❌ Backend not found: {a}"));
+                    return false;
+                }
+                sink.out(&format!("✅ Removed RPC backend: {a}"));
+                if self.settings.rpc_backends.is_empty() && self.settings.model_sharding_enabled {
+                    sink.err("⚠️  No RPC backends remaining! Model sharding will fail.");
+                }
+                self.save_settings(sink)
+            }
+            RpcCmd::Discover => self.rpc_discover(sink).await,
+        }
+    }
+
+    async fn rpc_discover(&mut self, sink: &mut dyn Sink) -> bool {
+        let nets =
+            match discovery::subnets(None).and_then(|n| discovery::addresses(&n).map(|a| (n, a))) {
+                Ok(x) => x,
+                Err(e) => {
+                    sink.err(&format!("❌ rpc discover: {e}"));
+                    return false;
+                }
+            };
+        let (nets, addrs) = nets;
+        let names: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
+        sink.err(&format!(
+            "🔍 Scanning {} for RPC backends: {} addresses on port 50052 (TCP connect only) ...",
+            names.join(", "),
+            addrs.len()
+        ));
+        let opts = ScanOptions {
+            port: crate::config::settings::default_rpc_port(),
+            connect_timeout: Duration::from_millis(
+                self.settings
+                    .discovery_connect_timeout_ms
+                    .unwrap_or(discovery::DEFAULT_CONNECT_MS),
+            ),
+            concurrency: scan::concurrency_limit(),
+        };
+        let bar = ui::progress::bar(addrs.len() as u64, "scanning");
+        let report = scan::scan(addrs, &opts, |_| async { Some(()) }, || bar.inc(1)).await;
+        bar.finish_and_clear();
+        let mut added = 0;
+        for (addr, _) in &report.found {
+            let b = RpcBackendEntry {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+                extra: Default::default(),
+            };
+            if !self
+                .settings
+                .rpc_backends
+                .iter()
+                .any(|x| backends::addr(x) == backends::addr(&b))
+            {
+                sink.out(&format!("   ✅ Found: {}", backends::addr(&b)));
+                self.settings.rpc_backends.push(b);
+                added += 1;
+            }
+        }
+        if report.found.is_empty() {
+            sink.out("❌ No RPC backends found on the network");
+            sink.out("   Start one on each machine that should hold layers: rpc-server --host <its LAN address> --port 50052");
+            return true;
+        }
+        if added == 0 {
+            sink.out("ℹ️  All discovered backends already configured");
+            return true;
+        }
+        sink.out(&format!(
+            "✅ Added {added} new RPC backend(s); total {}",
+            self.settings.rpc_backends.len()
+        ));
+        self.save_settings(sink)
+    }
+
+    /// The coordinator node for this query: reused if healthy and current,
+    /// otherwise (re)started over the backends that answer.
+    pub(super) async fn ensure_coordinator(
+        &mut self,
+        sink: &mut dyn Sink,
+    ) -> Result<Arc<Node>, String> {
+        let mut up = Vec::new();
+        let mut down = Vec::new();
+        for b in self.settings.rpc_backends.clone() {
+            let ok = backends::reachable(&b, Duration::from_millis(500)).await;
+            let st = self.sharding.stats.entry(backends::addr(&b)).or_default();
+            st.up = Some(ok);
+            st.checked = Some(std::time::Instant::now());
+            if ok {
+                up.push(backends::addr(&b))
+            } else {
+                down.push(backends::addr(&b))
+            }
+        }
+        for d in &down {
+            sink.err(&format!("⚠️  RPC backend {d} is down"));
+        }
+        if let Some(c) = &mut self.sharding.coordinator {
+            let current = !c.ours() || (c.alive() && c.backends == up);
+            if current && coordinator::health(&self.client, &c.url).await == Health::Ready {
+                return Ok(Arc::new(Node::coordinator(&c.url)));
+            }
+            if c.ours() {
+                sink.err("🔁 Restarting the coordinator on the backends that answer ...");
+            }
+            let mut old = self.sharding.coordinator.take().expect("checked above");
+            old.stop().await;
+        }
+        let (url, configured) =
+            coordinator::configured_url(self.settings.coordinator_url.as_deref());
+        if coordinator::health(&self.client, &url).await == Health::Ready {
+            sink.err(&format!(
+                "🎯 Using the coordinator already running at {url}"
+            ));
+            self.sharding.coordinator = Some(Coordinator::found(url.clone()));
+            return Ok(Arc::new(Node::coordinator(&url)));
+        }
+        if !self.settings.rpc_backends.is_empty() && up.is_empty() {
+            return Err(format!(
+                "no RPC backend is left: {} not answering",
+                down.join(", ")
+            ));
+        }
+        if self.settings.rpc_backends.is_empty() && configured {
+            return Err(format!("the configured coordinator at {url} is not answering and no RPC backends are configured"));
+        }
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .unwrap_or(coordinator::DEFAULT_PORT);
+        let model = self
+            .settings
+            .synthesis_model
+            .clone()
+            .filter(|_| self.settings.task_distribution_enabled)
+            .unwrap_or_else(|| self.model().to_string());
+        let gguf = gguf::resolve(&model)?;
+        let bin = coordinator::binary()?;
+        let log = self
+            .home
+            .join(format!(".synapticllamas_coordinator-{port}.log"));
+        let extra = self.settings.coordinator_args.clone().unwrap_or_default();
+        let wait = Duration::from_secs(self.settings.coordinator_start_timeout_secs.unwrap_or(600));
+        sink.err(&format!(
+            "🚀 Starting llama-server on 127.0.0.1:{port} with {} over {} backend(s) (log: {}) ...",
+            gguf.display(),
+            up.len(),
+            log.display()
+        ));
+        let spinner = ui::progress::spinner("loading the model across the RPC backends");
+        let c = Coordinator::start(
+            &self.client,
+            &bin,
+            &gguf,
+            port,
+            &up,
+            &extra,
+            &log,
+            wait,
+            &mut |_| spinner.tick(),
+        )
+        .await;
+        spinner.finish_and_clear();
+        let c = c?;
+        sink.err(&format!(
+            "✅ Coordinator ready at {} (PID {})",
+            c.url,
+            c.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
+        ));
+        let node = Arc::new(Node::coordinator(&c.url));
+        self.sharding.coordinator = Some(c);
+        Ok(node)
+    }
+
+    /// Whether this query needs the coordinator, with the routing lines to show.
+    pub(super) fn routing(&self) -> (bool, Vec<String>) {
+        let (task, shard) = (
+            self.settings.task_distribution_enabled,
+            self.settings.model_sharding_enabled,
+        );
+        if !shard {
+            return (false, Vec::new());
+        }
+        let mut models = vec![self.model().to_string()];
+        if let Some(s) = &self.settings.synthesis_model {
+            if !models.contains(s) {
+                models.push(s.clone());
+            }
+        }
+        let mut need = false;
+        let mut lines = Vec::new();
+        for m in models {
+            let (t, why) = decide(task, shard, &m);
+            need |= t == Target::Coordinator;
+            lines.push(format!(
+                "🔀 {m} → {}: {why}",
+                if t == Target::Coordinator {
+                    "coordinator"
+                } else {
+                    "Ollama pool"
+                }
+            ));
+        }
+        (need, lines)
+    }
+
+    /// After a query that used the coordinator: account it to the backends; on
+    /// failure, name the backends that are down.
+    pub(super) async fn after_coordinator_query(
+        &mut self,
+        ok: bool,
+        seconds: f64,
+    ) -> Option<String> {
+        let Some(c) = &self.sharding.coordinator else {
+            return None;
+        };
+        let backends: Vec<String> = c.backends.clone();
+        for a in &backends {
+            self.sharding
+                .stats
+                .entry(a.clone())
+                .or_default()
+                .record(ok, Duration::from_secs_f64(seconds));
+        }
+        if ok {
+            return None;
+        }
+        let mut dead = Vec::new();
+        for b in self.settings.rpc_backends.clone() {
+            let up = backends::reachable(&b, Duration::from_millis(500)).await;
+            self.sharding
+                .stats
+                .entry(backends::addr(&b))
+                .or_default()
+                .up = Some(up);
+            if !up {
+                dead.push(backends::addr(&b));
+            }
+        }
+        (!dead.is_empty()).then(|| format!("RPC backend {} is down", dead.join(", ")))
+    }
+
+    pub(super) async fn print_coordinator_section(&mut self, sink: &mut dyn Sink) {
+        if !self.settings.model_sharding_enabled
+            && self.sharding.coordinator.is_none()
+            && self.settings.coordinator_url.is_none()
+        {
+            return;
+        }
+        sink.out("🎯 COORDINATOR (llama.cpp model sharding)");
+        let (url, _) = match &self.sharding.coordinator {
+            Some(c) => (c.url.clone(), true),
+            None => coordinator::configured_url(self.settings.coordinator_url.as_deref()),
+        };
+        let status = match coordinator::health(&self.client, &url).await {
+            Health::Ready => "✅ HEALTHY",
+            Health::Loading => "⏳ LOADING",
+            Health::Down => "❌ OFFLINE",
+        };
+        sink.out(&format!("   URL: {url}"));
+        sink.out(&format!("   Status: {status}"));
+        match &self.sharding.coordinator {
+            Some(c) => {
+                if let Some(p) = c.pid {
+                    sink.out(&format!(
+                        "   PID: {p} (started by this shell; stopped when it exits)"
+                    ));
+                } else {
+                    sink.out("   PID: - (found running; left alone)");
+                }
+                if let Some(m) = &c.model_path {
+                    sink.out(&format!("   Model: {}", m.display()));
+                }
+                sink.out(&format!(
+                    "   Backends: {}",
+                    if c.backends.is_empty() {
+                        "-".into()
+                    } else {
+                        c.backends.join(", ")
+                    }
+                ));
+                if let Some(l) = &c.log_path {
+                    sink.out(&format!("   Log: {}", l.display()));
+                }
+            }
+            None => sink.out("   Not started yet: it starts with the first query that needs it."),
+        }
+        sink.out("");
+    }
+
+    pub(super) async fn print_rpc_section(&mut self, sink: &mut dyn Sink) {
+        sink.out("");
+        sink.out("🔗 RPC BACKENDS (model sharding)");
+        if self.settings.rpc_backends.is_empty() {
+            sink.out("   No RPC backends configured (`rpc add HOST[:PORT]`)");
+            return;
+        }
+        let mut t = ui::table(&[
+            "Address",
+            "Status",
+            "Requests",
+            "Success rate",
+            "Avg latency",
+        ]);
+        for b in self.settings.rpc_backends.clone() {
+            let a = backends::addr(&b);
+            let up = backends::reachable(&b, Duration::from_millis(500)).await;
+            let st = self.sharding.stats.entry(a.clone()).or_default();
+            st.up = Some(up);
+            t.add_row(vec![
+                a,
+                if up {
+                    "✅ up".into()
+                } else {
+                    "❌ down".into()
+                },
+                st.requests.to_string(),
+                st.success_rate()
+                    .map(|r| format!("{:.0}%", r * 100.0))
+                    .unwrap_or_else(|| "-".into()),
+                st.avg_latency_ms()
+                    .map(|l| format!("{l:.0} ms"))
+                    .unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        sink.out(&t.to_string());
+    }
+
+    /// Leaving: stop the coordinator if this process started it.
+    pub async fn shutdown(&mut self) {
+        if let Some(mut c) = self.sharding.coordinator.take() {
+            c.stop().await;
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The llama.cpp `llama-server` coordinator: reuse a healthy one, else start one
+//! (argv, never a shell) over the RPC backends, wait for `/health`, stop it at
+//! exit only if this process started it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::ollama::{Client, Timeouts};
+
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+pub const DEFAULT_PORT: u16 = 18080;
+pub const CTX_SIZE: u32 = 8192;
+
+/// PIDs of coordinators this process started, for a last-moment cleanup.
+static OWNED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Stop every coordinator this process started (SIGTERM, then SIGKILL).
+pub fn kill_owned() {
+    let pids: Vec<u32> = std::mem::take(&mut *OWNED.lock().unwrap_or_else(|e| e.into_inner()));
+    for pid in &pids {
+        // SAFETY: signalling a child this process spawned and still owns.
+        unsafe { libc::kill(*pid as i32, libc::SIGTERM) };
+    }
+    if !pids.is_empty() {
+        std::thread::sleep(Duration::from_millis(300));
+        for pid in &pids {
+            // SAFETY: as above; a process already gone makes this a no-op.
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// The URL of a coordinator to reuse: `SOLLOL_COORDINATOR_HOST`/`_PORT`, else
+/// the `coordinator_url` setting, else the default address.
+pub fn configured_url(setting: Option<&str>) -> (String, bool) {
+    let host = std::env::var("SOLLOL_COORDINATOR_HOST")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let port = std::env::var("SOLLOL_COORDINATOR_PORT")
+        .ok()
+        .filter(|s| !s.is_empty());
+    if host.is_some() || port.is_some() {
+        let h = host.unwrap_or_else(|| DEFAULT_HOST.into());
+        let p = port
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(DEFAULT_PORT);
+        return (format!("http://{h}:{p}"), true);
+    }
+    match setting {
+        Some(u) => (
+            crate::ollama::host::canonical_url(u).unwrap_or_else(|_| u.to_string()),
+            true,
+        ),
+        None => (format!("http://{DEFAULT_HOST}:{DEFAULT_PORT}"), false),
+    }
+}
+
+/// The llama-server binary: `SYNAPTICLLAMAS_LLAMA_SERVER`, else `llama-server` on PATH.
+pub fn binary() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("SYNAPTICLLAMAS_LLAMA_SERVER").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!(
+                "SYNAPTICLLAMAS_LLAMA_SERVER={} is not a file",
+                p.display()
+            ))
+        };
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("llama-server"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| "llama-server not found: put it on PATH or set SYNAPTICLLAMAS_LLAMA_SERVER (scripts/install-llama-cpp.sh builds one)".into())
+}
+
+/// The argument vector for llama-server (passed as argv: spaces and `;` in a path are harmless).
+pub fn argv(
+    model: &Path,
+    host: &str,
+    port: u16,
+    backends: &[String],
+    extra: &[String],
+) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec![
+        "--model".into(),
+        model.as_os_str().to_owned(),
+        "--host".into(),
+        host.into(),
+        "--port".into(),
+        port.to_string().into(),
+    ];
+    if !backends.is_empty() {
+        v.push("--rpc".into());
+        v.push(backends.join(",").into());
+    }
+    v.extend([
+        "--ctx-size".into(),
+        CTX_SIZE.to_string().into(),
+        "-ngl".into(),
+        "99".into(),
+    ]);
+    v.extend(extra.iter().map(OsString::from));
+    v
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Ready,
+    Loading,
+    Down,
+}
+
+pub async fn health(client: &Client, url: &str) -> Health {
+    let t = Timeouts {
+        connect: Duration::from_millis(500),
+        idle: Duration::from_secs(2),
+        total: Duration::from_secs(2),
+    };
+    match client
+        .get_status(&format!("{}/health", url.trim_end_matches('/')), t)
+        .await
+    {
+        Some(200) => Health::Ready,
+        Some(503) => Health::Loading,
+        _ => Health::Down,
+    }
+}
+
+/// A coordinator in use.
+pub struct Coordinator {
+    pub url: String,
+    /// Set when this process started it.
+    pub child: Option<tokio::process::Child>,
+    pub pid: Option<u32>,
+    pub model_path: Option<PathBuf>,
+    pub backends: Vec<String>,
+    pub log_path: Option<PathBuf>,
+}
+
+impl Coordinator {
+    pub fn found(url: String) -> Coordinator {
+        Coordinator {
+            url,
+            child: None,
+            pid: None,
+            model_path: None,
+            backends: Vec::new(),
+            log_path: None,
+        }
+    }
+
+    pub fn ours(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Start llama-server and wait until `/health` answers 200.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        client: &Client,
+        binary: &Path,
+        model: &Path,
+        port: u16,
+        backends: &[String],
+        extra: &[String],
+        log_path: &Path,
+        wait: Duration,
+        on_wait: &mut dyn FnMut(Duration),
+    ) -> Result<Coordinator, String> {
+        let log = std::fs::File::create(log_path).map_err(|e| {
+            format!(
+                "{}: cannot create the coordinator log: {e}",
+                log_path.display()
+            )
+        })?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = tokio::process::Command::new(binary);
+        cmd.args(argv(model, DEFAULT_HOST, port, backends, extra))
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("{}: cannot start: {e}", binary.display()))?;
+        let pid = child.id();
+        if let Some(p) = pid {
+            OWNED.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+        }
+        let url = format!("http://{DEFAULT_HOST}:{port}");
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                forget(pid);
+                return Err(format!(
+                    "llama-server exited ({status}) before it was ready; {}",
+                    tail(log_path)
+                ));
+            }
+            if health(client, &url).await == Health::Ready {
+                break;
+            }
+            if started.elapsed() > wait {
+                let _ = child.kill().await;
+                forget(pid);
+                return Err(format!(
+                    "llama-server was not ready after {}s; {}",
+                    wait.as_secs(),
+                    tail(log_path)
+                ));
+            }
+            on_wait(started.elapsed());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Ok(Coordinator {
+            url,
+            child: Some(child),
+            pid,
+            model_path: Some(model.to_path_buf()),
+            backends: backends.to_vec(),
+            log_path: Some(log_path.to_path_buf()),
+        })
+    }
+
+    /// Stop it if this process started it; a coordinator found running is left alone.
+    pub async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if let Some(pid) = c.id() {
+                // SAFETY: our own child; SIGTERM lets llama-server close its RPC connections.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+            if tokio::time::timeout(Duration::from_secs(3), c.wait())
+                .await
+                .is_err()
+            {
+                let _ = c.kill().await;
+            }
+            forget(self.pid);
+        }
+    }
+
+    /// Whether our child process is still alive.
+    pub fn alive(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+}
+
+fn forget(pid: Option<u32>) {
+    if let Some(p) = pid {
+        OWNED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|x| *x != p);
+    }
+}
+
+/// The last lines of a log, for an error message.
+pub fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let last = &lines[lines.len().saturating_sub(5)..];
+    format!("last log lines ({}): {}", path.display(), last.join(" | "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_keeps_odd_paths_whole() {
+        let a = argv(
+            Path::new("/m/my model; rm -rf x.gguf"),
+            "127.0.0.1",
+            18080,
+            &["127.0.0.1:50052".into(), "127.0.0.1:50053".into()],
+            &["--threads".into(), "2".into()],
+        );
+        let s: Vec<String> = a.iter().map(|x| x.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            s[0..2],
+            [
+                "--model".to_string(),
+                "/m/my model; rm -rf x.gguf".to_string()
+            ]
+        );
+        assert!(s
+            .windows(2)
+            .any(|w| w == ["--rpc", "127.0.0.1:50052,127.0.0.1:50053"]));
+        assert!(s.windows(2).any(|w| w == ["--ctx-size", "8192"]));
+        assert!(s.windows(2).any(|w| w == ["-ngl", "99"]));
+        assert_eq!(s[s.len() - 2..], ["--threads".to_string(), "2".to_string()]);
+        let none = argv(Path::new("/m.gguf"), "127.0.0.1", 1, &[], &[]);
+        assert!(!none.iter().any(|x| x == "--rpc"));
+    }
+
+    #[test]
+    fn configured_url_default() {
+        if std::env::var_os("SOLLOL_COORDINATOR_HOST").is_none()
+            && std::env::var_os("SOLLOL_COORDINATOR_PORT").is_none()
+        {
+            assert_eq!(
+                configured_url(None),
+                ("http://127.0.0.1:18080".to_string(), false)
+            );
+            assert_eq!(
+                configured_url(Some("127.0.0.1:9000")).0,
+                "http://127.0.0.1:9000"
+            );
+        }
+    }
+}
