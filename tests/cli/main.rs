@@ -6,6 +6,7 @@ mod commands;
 mod discovery;
 mod files;
 mod lab;
+mod llama;
 mod piped;
 mod pipeline;
 mod sharding;

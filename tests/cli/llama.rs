@@ -1,0 +1,229 @@
+//! Model sharding with the real llama.cpp binaries and a real small model, built
+//! and cached by `scripts/install-llama-cpp.sh` (CI runs it before the tests).
+//! Two rpc-servers on 127.0.0.1, a piped session that adds both, switches to
+//! `distributed model` and asks a question through the coordinator it starts.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::*;
+
+struct Binaries {
+    llama_server: PathBuf,
+    rpc_server: PathBuf,
+    model: PathBuf,
+}
+
+fn binaries() -> Binaries {
+    let cache = std::env::var_os("SYNAPTICLLAMAS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dirs::home_dir().unwrap().join(".cache/synapticllamas"));
+    let b = Binaries {
+        llama_server: cache.join("llama.cpp/bin/llama-server"),
+        rpc_server: cache.join("llama.cpp/bin/ggml-rpc-server"),
+        model: cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    };
+    for p in [&b.llama_server, &b.rpc_server, &b.model] {
+        assert!(
+            p.is_file(),
+            "{} is missing: run `bash scripts/install-llama-cpp.sh` first",
+            p.display()
+        );
+    }
+    b
+}
+
+/// An rpc-server on 127.0.0.1:port, killed on drop.
+struct RpcServer {
+    child: Child,
+    port: u16,
+}
+
+impl RpcServer {
+    fn start(bin: &PathBuf, log: PathBuf) -> RpcServer {
+        let port = dead_port();
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("rpc-server starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "rpc-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RpcServer { child, port }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RpcServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running shell whose stdout lines arrive on a channel.
+struct Session {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Session {
+    fn send(&mut self, text: &str) {
+        self.child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+
+    /// Read stdout until a line contains `marker`; returns everything read.
+    fn until(&mut self, marker: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        let mut out = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    out.push_str(&l);
+                    out.push('\n');
+                    self.seen.push(l.clone());
+                    if l.contains(marker) {
+                        return out;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {marker:?} within {limit:?}; stdout so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn sharded_query_over_two_real_rpc_servers() {
+    let b = binaries();
+    let home = Home::new();
+    let mut rpc1 = RpcServer::start(&b.rpc_server, home.path().join("rpc1.log"));
+    let mut rpc2 = RpcServer::start(&b.rpc_server, home.path().join("rpc2.log"));
+    let coord_port = dead_port();
+    home.write_settings(
+        json!({"num_predict": 48, "agent_timeout": 300, "request_idle_timeout_ms": 120000, "coordinator_start_timeout_secs": 180,
+               // llama.cpp logs where the layers went only at verbosity 4.
+               "coordinator_args": ["-lv", "4"]})
+            .to_string()
+            .as_bytes(),
+    );
+    let mut c = command(&home, &[]);
+    c.env("SYNAPTICLLAMAS_LLAMA_SERVER", &b.llama_server)
+        .env("SOLLOL_MODEL_PATH", &b.model)
+        .env("SOLLOL_COORDINATOR_PORT", coord_port.to_string());
+    let mut child = c.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let mut s = Session {
+        child,
+        lines: rx,
+        seen: Vec::new(),
+    };
+    s.send(&format!(
+        "rpc add 127.0.0.1:{}\nrpc add 127.0.0.1:{}\ndistributed model\nhello there\n",
+        rpc1.port, rpc2.port
+    ));
+    let answer = s.until("Type 'metrics'", Duration::from_secs(600));
+    let body = answer
+        .split("FINAL ANSWER")
+        .nth(1)
+        .expect("a FINAL ANSWER")
+        .split("────")
+        .next()
+        .unwrap();
+    assert!(
+        body.trim().trim_matches('═').trim().len() > 10,
+        "non-empty answer: {body:?}"
+    );
+    assert!(answer.contains("| coordinator"), "{answer}");
+
+    // Layers on both backends, per the coordinator's log.
+    let log = std::fs::read_to_string(
+        home.path()
+            .join(format!(".synapticllamas_coordinator-{coord_port}.log")),
+    )
+    .unwrap();
+    for p in [rpc1.port, rpc2.port] {
+        let line = format!("[127.0.0.1:{p}] model buffer size");
+        assert!(
+            log.lines()
+                .any(|l| l.contains("load_tensors") && l.contains(&line)),
+            "no layers on :{p} in the coordinator log:\n{log}"
+        );
+    }
+    s.send("nodes\n");
+    let nodes = s.until("🔗 RPC BACKENDS", Duration::from_secs(30));
+    let nodes = nodes + &s.until(&format!("127.0.0.1:{}", rpc2.port), Duration::from_secs(30));
+    assert!(nodes.contains("✅ HEALTHY"), "{nodes}");
+    let pid: u32 = nodes
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("PID: "))
+        .and_then(|p| p.split_whitespace().next()?.parse().ok())
+        .expect("our coordinator's PID");
+    assert!(
+        nodes
+            .lines()
+            .filter(|l| l.contains("127.0.0.1:") && l.contains("✅ up"))
+            .count()
+            >= 2,
+        "{nodes}"
+    );
+
+    // One backend dies: `nodes` shows it down; the next query restarts on the
+    // other backend or fails naming the dead one.
+    rpc2.kill();
+    s.send("nodes\nhello again\nstatus\nexit\n");
+    drop(s.child.stdin.take());
+    let out = s.child.wait_with_output().unwrap();
+    let rest: String =
+        s.lines.try_iter().collect::<Vec<_>>().join("\n") + &String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(rest.contains("❌ down"), "{rest}");
+    let dead = format!("127.0.0.1:{}", rpc2.port);
+    assert!(
+        rest.matches("FINAL ANSWER").count() >= 1 && stderr.contains("Restarting the coordinator")
+            || stderr.contains(&format!("RPC backend {dead} is down")),
+        "stdout:\n{rest}\nstderr:\n{stderr}"
+    );
+    assert!(rest.contains("SYSTEM STATUS"), "the shell stays usable");
+    // After exit the coordinator this shell started is gone.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "coordinator {pid} still running"
+    );
+    rpc1.kill();
+}
