@@ -157,7 +157,14 @@ fn json_endpoints_and_prometheus_reflect_simulated_nodes() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 421);
     });
-    rt().block_on(d.stop());
+    // Dropping the dashboard stops it too.
+    let addr = d.addr();
+    drop(d);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpListener::bind(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} still in use after drop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The next `snapshot` event's JSON from an SSE body.
