@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod dashboard;
 pub mod nodes;
 pub mod ollama;
 pub mod pipeline;

@@ -3,6 +3,8 @@
 
 mod client;
 mod commands;
+mod dashboard;
+mod dashboard_browser;
 mod discovery;
 mod files;
 mod lab;
