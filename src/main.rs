@@ -23,6 +23,7 @@ fn main() {
     }
     let mut sink = StdSink;
     let mut app = rt.block_on(startup::build(&cli, &mut sink));
+    shell::notices_to_stderr(&app);
     if let Some(query) = &cli.input {
         let code = rt.block_on(shell::one_query(&mut app, query, &mut sink));
         rt.block_on(app.shutdown());

@@ -32,7 +32,16 @@ struct State {
     in_flight: HashMap<String, u32>,
 }
 
+/// What the scheduler did, for observers (the dashboard).
+pub trait Events: Send + Sync {
+    /// A task got a node, and why that one.
+    fn picked(&self, _task: &str, _node: &Node, _reason: &str) {}
+    /// An attempt on a node ended.
+    fn finished(&self, _node: &Node, _seconds: f64, _ok: bool) {}
+}
+
 pub struct Scheduler {
+    events: Option<Arc<dyn Events>>,
     nodes: Vec<Arc<Node>>,
     capacity: HashMap<String, u32>,
     policy: Policy,
@@ -108,6 +117,16 @@ impl Scheduler {
         policy: Policy,
         capacity: impl Fn(&str) -> u32,
     ) -> Arc<Scheduler> {
+        Self::with_events(nodes, policy, capacity, None)
+    }
+
+    /// Like `new`, telling `events` about every pick and every attempt.
+    pub fn with_events(
+        nodes: Vec<Arc<Node>>,
+        policy: Policy,
+        capacity: impl Fn(&str) -> u32,
+        events: Option<Arc<dyn Events>>,
+    ) -> Arc<Scheduler> {
         let mut caps = HashMap::new();
         for n in &nodes {
             caps.entry(n.host.clone())
@@ -118,6 +137,7 @@ impl Scheduler {
             _ => nodes,
         };
         Arc::new(Scheduler {
+            events,
             nodes,
             capacity: caps,
             policy,
@@ -212,10 +232,16 @@ impl Scheduler {
                 break;
             };
             let node = lease.node.clone();
+            if let Some(ev) = &self.events {
+                ev.picked(label, &node, &self.reason(&node, model, &tried_hosts));
+            }
             let started = Instant::now();
             let result = attempt(node.clone()).await;
             let elapsed = started.elapsed();
             drop(lease);
+            if let Some(ev) = &self.events {
+                ev.finished(&node, elapsed.as_secs_f64(), result.is_ok());
+            }
             match result {
                 Ok((value, tps)) => {
                     {
@@ -265,6 +291,32 @@ impl Scheduler {
             label: label.to_string(),
             attempts,
         })
+    }
+}
+
+impl Scheduler {
+    /// Why `node` was a good choice for `model`, in words.
+    fn reason(&self, node: &Node, model: &str, avoided: &[String]) -> String {
+        let st = node.state();
+        let mut why = Vec::new();
+        if st.loaded.iter().any(|m| same_model(&m.name, model)) {
+            why.push(format!("{model} loaded"));
+        } else if st.models.iter().any(|m| same_model(m, model)) {
+            why.push(format!("has {model}"));
+        }
+        why.push(format!("host {} free", node.host));
+        if !avoided.is_empty() {
+            why.push(format!("retry away from {}", avoided.join(", ")));
+        }
+        if self.policy == Policy::Single {
+            why.push("strategy single".into());
+        }
+        format!(
+            "{} (priority {}); {} host(s) in the pool",
+            why.join(", "),
+            node.entry.priority,
+            self.hosts()
+        )
     }
 }
 

@@ -2,6 +2,7 @@
 //! `Sink`. No terminal I/O here, so tests can drive it directly.
 
 mod bench;
+mod dashboard;
 mod discover;
 mod info;
 mod node_cmds;
@@ -41,6 +42,9 @@ impl Sink for Captured {
         self.err.push('\n');
     }
 }
+
+/// A replaceable callback for lines that arrive outside any command.
+pub type Notifier = Arc<std::sync::RwLock<Arc<dyn Fn(String) + Send + Sync>>>;
 
 /// What running one line did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +91,14 @@ pub struct App {
     /// The last query's result, for `metrics`.
     pub last_result: Option<crate::pipeline::result::QueryResult>,
     pub sharding: sharding::ShardingState,
+    /// What the web dashboard shows.
+    pub hub: Arc<crate::dashboard::Hub>,
+    pub dashboard: Option<crate::dashboard::Dashboard>,
+    /// The background node monitor, with the node URLs it watches.
+    monitor: Option<(Vec<String>, tokio::task::JoinHandle<()>)>,
+    /// Where background notices go (the shell decides how to show them; it may
+    /// change its mind once the line editor is up).
+    pub notifier: Notifier,
 }
 
 impl App {
@@ -106,6 +118,10 @@ impl App {
             home,
             last_result: None,
             sharding: Default::default(),
+            hub: Arc::new(crate::dashboard::Hub::new()),
+            dashboard: None,
+            monitor: None,
+            notifier: Arc::new(std::sync::RwLock::new(Arc::new(|_| {}))),
         }
     }
 
@@ -165,6 +181,12 @@ impl App {
     }
 
     pub async fn dispatch(&mut self, cmd: Command, sink: &mut dyn Sink) -> Outcome {
+        let outcome = self.dispatch_inner(cmd, sink).await;
+        self.sync_hub();
+        outcome
+    }
+
+    async fn dispatch_inner(&mut self, cmd: Command, sink: &mut dyn Sink) -> Outcome {
         use Command as C;
         match cmd {
             C::Exit => {
@@ -202,15 +224,10 @@ impl App {
             C::Rpc(r) => Outcome::from(self.rpc(r, sink).await),
             C::Metrics { json } => Outcome::from(self.metrics(json, sink)),
             C::Benchmark => Outcome::from(self.benchmark(sink).await),
-            C::Dashboard { .. } => not_built(sink, "dashboard", "the web dashboard"),
+            C::Dashboard { stop, port, bind } => {
+                Outcome::from(self.dashboard_cmd(stop, port, bind, sink).await)
+            }
             C::Query(q) => Outcome::from(self.query(&q, sink).await),
         }
     }
-}
-
-fn not_built(sink: &mut dyn Sink, what: &str, capability: &str) -> Outcome {
-    sink.err(&format!(
-        "❌ {what}: {capability} is not built yet in this version"
-    ));
-    Outcome::FAILED
 }

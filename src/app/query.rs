@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use super::{App, Sink};
 use crate::command::{Mode, Strategy};
 use crate::config::nodes_file::NodeEntry;
+use crate::dashboard::Hub;
 use crate::nodes::health::probe_all;
 use crate::nodes::{Health, Node};
 use crate::ollama::{host, Timeouts};
@@ -24,19 +25,23 @@ use crate::ui::progress::TaskBars;
 struct AppObserver {
     tx: mpsc::UnboundedSender<String>,
     bars: TaskBars,
+    hub: Arc<Hub>,
 }
 
 impl Observer for AppObserver {
     fn notice(&self, line: String) {
+        self.hub.notice(line.clone());
         let _ = self.tx.send(line);
     }
     fn started(&self, task: &str, node: &str) {
+        self.hub.task_started(task, node);
         self.bars.start(task, node);
     }
     fn progress(&self, task: &str, chars: usize) {
         self.bars.progress(task, chars);
     }
     fn finished(&self, task: &str) {
+        self.hub.task_finished(task);
         self.bars.finish(task);
     }
 }
@@ -138,7 +143,10 @@ impl App {
         let observer = Arc::new(AppObserver {
             tx,
             bars: TaskBars::new(),
+            hub: self.hub.clone(),
         });
+        let events: Arc<dyn crate::scheduler::Events> =
+            Arc::new(super::dashboard::HubEvents(self.hub.clone()));
         let pool = self.pool();
         // Nodes that failed before get a quick probe: one that recovered is used again.
         let down: Vec<Arc<Node>> = pool
@@ -154,9 +162,16 @@ impl App {
                 ));
             }
         }
-        let sched = Scheduler::new(pool, self.policy(), self.capacity_fn());
+        let sched = Scheduler::with_events(
+            pool,
+            self.policy(),
+            self.capacity_fn(),
+            Some(events.clone()),
+        );
         let (needs_coordinator, routing) = self.routing();
         for line in routing {
+            self.hub
+                .routing(line.clone(), "model size rule".to_string());
             sink.err(&line);
         }
         let coordinator = if needs_coordinator {
@@ -164,7 +179,12 @@ impl App {
                 .ensure_coordinator(sink)
                 .await
                 .map_err(|e| format!("model sharding: {e}"))?;
-            Some(Scheduler::new(vec![node], Policy::Pool, |_| 1))
+            Some(Scheduler::with_events(
+                vec![node],
+                Policy::Pool,
+                |_| 1,
+                Some(events.clone()),
+            ))
         } else {
             None
         };
@@ -232,6 +252,8 @@ impl App {
     pub(super) async fn query(&mut self, text: &str, sink: &mut dyn Sink) -> bool {
         match self.run_query(text, sink).await {
             Ok(r) => {
+                self.hub
+                    .set_metrics(serde_json::to_value(&r.metrics).unwrap_or_default());
                 print_result(&r, sink);
                 self.last_result = Some(r);
                 true

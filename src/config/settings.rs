@@ -63,6 +63,9 @@ pub struct Settings {
     /// How long to wait for a starting llama-server's /health (default 600 s).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coordinator_start_timeout_secs: Option<u64>,
+    /// Seconds between background probes of the nodes (default 30; 0 = off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor_interval_secs: Option<u64>,
     /// Longest silence allowed inside one agent request (default 120 s).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_idle_timeout_ms: Option<u64>,
@@ -100,6 +103,7 @@ impl Default for Settings {
             host_capacity: None,
             request_idle_timeout_ms: None,
             num_predict: None,
+            monitor_interval_secs: None,
             coordinator_args: None,
             coordinator_start_timeout_secs: None,
             extra: Map::new(),
@@ -182,6 +186,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "host_capacity",
     "request_idle_timeout_ms",
     "num_predict",
+    "monitor_interval_secs",
     "coordinator_args",
     "coordinator_start_timeout_secs",
 ];

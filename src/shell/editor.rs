@@ -55,6 +55,18 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
         }
     };
     ed.set_helper(Some(Completion));
+    // Notices from the background monitor are printed above the prompt.
+    if let Ok(p) = ed.create_external_printer() {
+        let p = std::sync::Mutex::new(p);
+        if let Ok(mut n) = app.notifier.write() {
+            *n = std::sync::Arc::new(move |line: String| {
+                use rustyline::ExternalPrinter;
+                if let Ok(mut p) = p.lock() {
+                    let _ = p.print(format!("{line}\n"));
+                }
+            });
+        }
+    }
     let history = app.home.join(HISTORY_FILE);
     let _ = ed.load_history(&history);
     banner(app, sink);

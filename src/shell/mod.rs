@@ -38,6 +38,13 @@ impl Sink for StdSink {
     }
 }
 
+/// Background notices (a node went down or came back) as lines on stderr.
+pub fn notices_to_stderr(app: &App) {
+    if let Ok(mut n) = app.notifier.write() {
+        *n = Arc::new(|line: String| StdSink.err(&line));
+    }
+}
+
 /// Ctrl-C plumbing: one listener for the whole process.
 pub struct Interrupts {
     busy: Arc<AtomicBool>,

@@ -244,11 +244,3 @@ fn simulate_shows_three_hosts_and_writes_nothing() {
     );
     assert!(!home.settings_path().exists());
 }
-
-#[test]
-fn unbuilt_capabilities_say_so_and_fail() {
-    let home = Home::new();
-    run(&home, &[], "dashboard\n")
-        .failed()
-        .err_has("not built yet");
-}

@@ -3,10 +3,8 @@
 //! Two rpc-servers on 127.0.0.1, a piped session that adds both, switches to
 //! `distributed model` and asks a question through the coordinator it starts.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -78,47 +76,6 @@ impl Drop for RpcServer {
     }
 }
 
-/// A running shell whose stdout lines arrive on a channel.
-struct Session {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Session {
-    fn send(&mut self, text: &str) {
-        self.child
-            .stdin
-            .as_mut()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-
-    /// Read stdout until a line contains `marker`; returns everything read.
-    fn until(&mut self, marker: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        let mut out = String::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    out.push_str(&l);
-                    out.push('\n');
-                    self.seen.push(l.clone());
-                    if l.contains(marker) {
-                        return out;
-                    }
-                }
-                Err(_) => panic!(
-                    "no {marker:?} within {limit:?}; stdout so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-}
-
 #[test]
 fn sharded_query_over_two_real_rpc_servers() {
     let b = binaries();
@@ -137,21 +94,7 @@ fn sharded_query_over_two_real_rpc_servers() {
     c.env("SYNAPTICLLAMAS_LLAMA_SERVER", &b.llama_server)
         .env("SOLLOL_MODEL_PATH", &b.model)
         .env("SOLLOL_COORDINATOR_PORT", coord_port.to_string());
-    let mut child = c.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    let mut s = Session {
-        child,
-        lines: rx,
-        seen: Vec::new(),
-    };
+    let mut s = Session::spawn(c);
     s.send(&format!(
         "rpc add 127.0.0.1:{}\nrpc add 127.0.0.1:{}\ndistributed model\nhello there\n",
         rpc1.port, rpc2.port
@@ -206,11 +149,7 @@ fn sharded_query_over_two_real_rpc_servers() {
     // other backend or fails naming the dead one.
     rpc2.kill();
     s.send("nodes\nhello again\nstatus\nexit\n");
-    drop(s.child.stdin.take());
-    let out = s.child.wait_with_output().unwrap();
-    let rest: String =
-        s.lines.try_iter().collect::<Vec<_>>().join("\n") + &String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (rest, stderr, _code) = s.finish();
     assert!(rest.contains("❌ down"), "{rest}");
     let dead = format!("127.0.0.1:{}", rpc2.port);
     assert!(

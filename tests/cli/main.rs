@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod dashboard;
 mod dashboard_browser;
+mod dashboard_shell;
 mod discovery;
 mod files;
 mod lab;

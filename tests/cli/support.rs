@@ -180,3 +180,82 @@ pub fn dead_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+/// A running shell fed line by line, whose stdout lines arrive on a channel.
+pub struct Session {
+    pub child: std::process::Child,
+    pub lines: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Session {
+    pub fn spawn(mut c: Command) -> Session {
+        use std::io::BufRead;
+        let mut child = c.spawn().expect("binary runs");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Session {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, text: &str) {
+        self.child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+
+    /// Read stdout until a line contains `marker`; returns everything read.
+    pub fn until(&mut self, marker: &str, limit: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        let mut out = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    out.push_str(&l);
+                    out.push('\n');
+                    self.seen.push(l.clone());
+                    if l.contains(marker) {
+                        return out;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {marker:?} within {limit:?}; stdout so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Close stdin and wait; (rest of stdout, stderr, exit code).
+    pub fn finish(mut self) -> (String, String, i32) {
+        drop(self.child.stdin.take());
+        let out = self.child.wait_with_output().unwrap();
+        // The reader thread ends at EOF; collect until its channel closes.
+        let mut rest = Vec::new();
+        while let Ok(l) = self.lines.recv_timeout(std::time::Duration::from_secs(10)) {
+            rest.push(l);
+        }
+        (
+            rest.join("\n"),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.status.code().unwrap_or(-1),
+        )
+    }
+}

@@ -1,0 +1,150 @@
+//! The dashboard and the background monitor, fed from the app's state.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{App, Sink};
+use crate::dashboard::{self, spawn_monitor, Hub};
+use crate::nodes::Node;
+use crate::scheduler::Events;
+use crate::sharding::backends;
+
+/// Default seconds between background probes of the nodes.
+pub const MONITOR_EVERY_SECS: u64 = 30;
+
+/// Scheduler events go to the dashboard.
+pub struct HubEvents(pub Arc<Hub>);
+
+impl Events for HubEvents {
+    fn picked(&self, task: &str, node: &Node, reason: &str) {
+        self.0.routing(
+            format!("{task} → {} ({})", node.name(), node.host),
+            reason.to_string(),
+        );
+    }
+    fn finished(&self, node: &Node, seconds: f64, _ok: bool) {
+        self.0.observe_latency(node.name(), &node.host, seconds);
+    }
+}
+
+impl App {
+    /// Tell the dashboard hub what the app knows now; restart the monitor when
+    /// the set of nodes changed.
+    pub(super) fn sync_hub(&mut self) {
+        let nodes = self.registry.nodes().to_vec();
+        let urls: Vec<String> = nodes.iter().map(|n| n.url().to_string()).collect();
+        self.hub.set_nodes(nodes.clone());
+        let coordinator = match &self.sharding.coordinator {
+            Some(c) => json!({
+                "url": c.url, "status": "running", "pid": c.pid,
+                "model": c.model_path.as_ref().map(|p| p.display().to_string()),
+                "backends": c.backends, "log": c.log_path.as_ref().map(|p| p.display().to_string()),
+            }),
+            None if self.settings.model_sharding_enabled => {
+                json!({"url": crate::sharding::coordinator::configured_url(self.settings.coordinator_url.as_deref()).0, "status": "not started"})
+            }
+            None => serde_json::Value::Null,
+        };
+        self.hub.set_coordinator(coordinator);
+        let backends: Vec<serde_json::Value> = self
+            .settings
+            .rpc_backends
+            .iter()
+            .map(|b| {
+                let a = backends::addr(b);
+                let st = self.sharding.stats.get(&a).cloned().unwrap_or_default();
+                json!({"address": a, "status": match st.up { Some(true) => "up", Some(false) => "down", None => "unknown" },
+                       "requests": st.requests, "success_rate": st.success_rate(), "avg_latency_ms": st.avg_latency_ms()})
+            })
+            .collect();
+        self.hub.set_backends(backends);
+        let every = self
+            .settings
+            .monitor_interval_secs
+            .unwrap_or(MONITOR_EVERY_SECS);
+        let stale = self.monitor.as_ref().is_none_or(|(u, _)| *u != urls);
+        if every > 0 && stale && tokio::runtime::Handle::try_current().is_ok() {
+            if let Some((_, h)) = self.monitor.take() {
+                h.abort();
+            }
+            let notify = self.notifier.clone();
+            let h = spawn_monitor(
+                self.hub.clone(),
+                self.client.clone(),
+                nodes,
+                Duration::from_secs(every),
+                move |line| {
+                    let f = notify.read().map(|f| f.clone());
+                    if let Ok(f) = f {
+                        f(line)
+                    }
+                },
+            );
+            self.monitor = Some((urls, h));
+        }
+    }
+
+    pub(super) async fn dashboard_cmd(
+        &mut self,
+        stop: bool,
+        port: Option<u16>,
+        bind: Option<String>,
+        sink: &mut dyn Sink,
+    ) -> bool {
+        if stop {
+            return match self.dashboard.take() {
+                Some(d) => {
+                    d.stop().await;
+                    sink.out("✅ Dashboard stopped");
+                    true
+                }
+                None => {
+                    sink.err("❌ dashboard: not running");
+                    false
+                }
+            };
+        }
+        if let Some(d) = &self.dashboard {
+            sink.out(&format!("📊 Dashboard already running at {}", d.url()));
+            return true;
+        }
+        let bind: IpAddr = match bind.as_deref().unwrap_or("127.0.0.1").parse() {
+            Ok(b) => b,
+            Err(_) => {
+                sink.err(&format!(
+                    "❌ dashboard: `{}` is not an IP address",
+                    bind.unwrap_or_default()
+                ));
+                sink.err("   Usage: dashboard [--port P] [--bind ADDR] | dashboard stop");
+                return false;
+            }
+        };
+        if let Some(w) = dashboard::exposure_warning(bind) {
+            sink.err(&w);
+        }
+        self.sync_hub();
+        match dashboard::start(
+            self.hub.clone(),
+            bind,
+            port.unwrap_or(dashboard::DEFAULT_PORT),
+        )
+        .await
+        {
+            Ok(d) => {
+                sink.out(&format!(
+                    "🚀 Dashboard: {} (live; `dashboard stop` ends it)",
+                    d.url()
+                ));
+                self.dashboard = Some(d);
+                true
+            }
+            Err(e) => {
+                sink.err(&format!("❌ dashboard: {e:#}"));
+                false
+            }
+        }
+    }
+}
