@@ -142,27 +142,6 @@ impl Drop for Browser {
     }
 }
 
-fn b64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {c}"),
-    };
-    let clean: Vec<u8> = s.bytes().filter(|c| !b"=\r\n".contains(c)).collect();
-    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
-    for chunk in clean.chunks(4) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &c)| acc | (val(c) as u32) << (18 - 6 * i));
-        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
-    }
-    out
-}
-
 #[test]
 fn page_shows_three_sections_and_updates_live_in_chromium() {
     let cfg = SimConfig {
@@ -267,7 +246,12 @@ fn page_shows_three_sections_and_updates_live_in_chromium() {
         "live"
     );
 
-    let png = b64_decode(br.cmd("GET", "screenshot", Value::Null).as_str().unwrap());
+    let png = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(br.cmd("GET", "screenshot", Value::Null).as_str().unwrap())
+            .expect("WebDriver sends the screenshot as base64")
+    };
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "the screenshot is a PNG");
     let kept;
     let dir = match std::env::var_os("SYNAPTICLLAMAS_SCREENSHOT_DIR") {

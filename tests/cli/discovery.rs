@@ -34,15 +34,11 @@ fn lab(hosts: usize, serving: &[(usize, &[u16])]) -> (std::sync::MutexGuard<'sta
 /// Run the shell inside the lab's LAN namespace (address 10.77.0.1).
 fn run_in_lab(lab: &Lab, home: &Home, args: &[&str], script: &str) -> Run {
     let mut c = lab.command_in(lab.lan_ns(), BIN);
-    c.args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("SYNAPTICLLAMAS_HOME", home.path())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    c.args(args);
+    scrub(&mut c, home);
+    // Inside the lab the local /24 is the lab's own, and the start-up scan is wanted.
+    c.env_remove("SOLLOL_AUTO_DISCOVER")
+        .env_remove("SYNAPTICLLAMAS_SUBNETS");
     run_with(c, script)
 }
 

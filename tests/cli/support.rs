@@ -103,8 +103,15 @@ impl Run {
 /// The command with a scrubbed environment pointing at `home`.
 pub fn command(home: &Home, args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
-    c.args(args)
-        .env_clear()
+    c.args(args);
+    scrub(&mut c, home);
+    c
+}
+
+/// A clean environment for the binary: a temporary home, no colour, no
+/// start-up scan, and loopback as the only subnet to scan.
+pub fn scrub(c: &mut Command, home: &Home) {
+    c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home.path())
         .env("SYNAPTICLLAMAS_HOME", home.path())
@@ -115,7 +122,6 @@ pub fn command(home: &Home, args: &[&str]) -> Command {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    c
 }
 
 /// Run the binary with `script` piped into it.
