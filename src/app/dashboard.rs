@@ -30,6 +30,57 @@ impl Events for HubEvents {
     }
 }
 
+/// Watch the RPC backends (TCP connect) and the coordinator (`/health`) every
+/// `every`; report changes as notices and keep the page's status fields current.
+fn spawn_sharding_monitor(
+    hub: Arc<Hub>,
+    client: crate::ollama::Client,
+    backends: Vec<String>,
+    coordinator: Option<String>,
+    every: Duration,
+    notify: impl Fn(String) + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last: Vec<Option<bool>> = vec![None; backends.len()];
+        let mut last_coord: Option<bool> = None;
+        loop {
+            for (i, a) in backends.iter().enumerate() {
+                let up = dashboard::tcp_reachable(a, Duration::from_millis(500)).await;
+                if last[i].is_some_and(|was| was != up) {
+                    let line = if up {
+                        format!("✅ RPC backend {a} is back")
+                    } else {
+                        format!("⚠️  RPC backend {a} is down")
+                    };
+                    hub.notice(line.clone());
+                    notify(line);
+                }
+                last[i] = Some(up);
+                let mut list = hub.backends();
+                for b in list.iter_mut().filter(|b| b["address"] == a.as_str()) {
+                    b["status"] = json!(if up { "up" } else { "down" });
+                }
+                hub.set_backends(list);
+            }
+            if let Some(url) = &coordinator {
+                let up = crate::sharding::coordinator::health(&client, url).await
+                    == crate::sharding::coordinator::Health::Ready;
+                if last_coord.is_some_and(|was| was != up) {
+                    let line = if up {
+                        format!("✅ coordinator {url} is healthy again")
+                    } else {
+                        format!("⚠️  coordinator {url} is not answering")
+                    };
+                    hub.notice(line.clone());
+                    notify(line);
+                }
+                last_coord = Some(up);
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
 impl App {
     /// Tell the dashboard hub what the app knows now; restart the monitor when
     /// the set of nodes changed.
@@ -65,25 +116,48 @@ impl App {
             .settings
             .monitor_interval_secs
             .unwrap_or(MONITOR_EVERY_SECS);
-        let stale = self.monitor.as_ref().is_none_or(|(u, _)| *u != urls);
+        let mut watched = urls;
+        let backend_addrs: Vec<String> = self
+            .settings
+            .rpc_backends
+            .iter()
+            .map(backends::addr)
+            .collect();
+        let coordinator_url = self.sharding.coordinator.as_ref().map(|c| c.url.clone());
+        watched.extend(backend_addrs.iter().cloned());
+        watched.extend(coordinator_url.iter().cloned());
+        let stale = self.monitor.as_ref().is_none_or(|(u, _)| *u != watched);
         if every > 0 && stale && tokio::runtime::Handle::try_current().is_ok() {
-            if let Some((_, h)) = self.monitor.take() {
-                h.abort();
+            if let Some((_, handles)) = self.monitor.take() {
+                handles.iter().for_each(|h| h.abort());
             }
-            let notify = self.notifier.clone();
-            let h = spawn_monitor(
-                self.hub.clone(),
-                self.client.clone(),
-                nodes,
-                Duration::from_secs(every),
-                move |line| {
+            let say = |notify: super::Notifier| {
+                move |line: String| {
                     let f = notify.read().map(|f| f.clone());
                     if let Ok(f) = f {
                         f(line)
                     }
-                },
-            );
-            self.monitor = Some((urls, h));
+                }
+            };
+            let every = Duration::from_secs(every);
+            let mut handles = vec![spawn_monitor(
+                self.hub.clone(),
+                self.client.clone(),
+                nodes,
+                every,
+                say(self.notifier.clone()),
+            )];
+            if !backend_addrs.is_empty() || coordinator_url.is_some() {
+                handles.push(spawn_sharding_monitor(
+                    self.hub.clone(),
+                    self.client.clone(),
+                    backend_addrs,
+                    coordinator_url,
+                    every,
+                    say(self.notifier.clone()),
+                ));
+            }
+            self.monitor = Some((watched, handles));
         }
     }
 

@@ -94,8 +94,8 @@ pub struct App {
     /// What the web dashboard shows.
     pub hub: Arc<crate::dashboard::Hub>,
     pub dashboard: Option<crate::dashboard::Dashboard>,
-    /// The background node monitor, with the node URLs it watches.
-    monitor: Option<(Vec<String>, tokio::task::JoinHandle<()>)>,
+    /// The background monitors, with the node URLs and backend addresses they watch.
+    monitor: Option<(Vec<String>, Vec<tokio::task::JoinHandle<()>>)>,
     /// Where background notices go (the shell decides how to show them; it may
     /// change its mind once the line editor is up).
     pub notifier: Notifier,

@@ -92,3 +92,28 @@ fn monitor_notices_a_node_going_down() {
     let (_, stderr, _) = s.finish();
     assert!(stderr.contains("node alpha is down"), "{stderr}");
 }
+
+#[test]
+fn monitor_notices_an_rpc_backend_going_down() {
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = backend.local_addr().unwrap().port();
+    let home = Home::new();
+    home.write_settings(
+        json!({"monitor_interval_secs": 1, "rpc_backends": [{"host": "127.0.0.1", "port": port}]})
+            .to_string()
+            .as_bytes(),
+    );
+    let mut s = Session::spawn(command(&home, &[]));
+    s.send("rpc list\n");
+    s.until("Configured RPC Backends", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(backend);
+    std::thread::sleep(Duration::from_millis(2500));
+    s.send("rpc list\n");
+    s.until("Configured RPC Backends", Duration::from_secs(20));
+    let (_, stderr, _) = s.finish();
+    assert!(
+        stderr.contains(&format!("RPC backend 127.0.0.1:{port} is down")),
+        "{stderr}"
+    );
+}
