@@ -121,7 +121,7 @@ pub fn parse(path: &Path, text: &str) -> Result<(Settings, Vec<String>), FileErr
             ),
         });
     };
-    if let Some(v) = map.remove(LEGACY_SHARDING_KEY) {
+    if let Some(v) = map.shift_remove(LEGACY_SHARDING_KEY) {
         if !map.contains_key("model_sharding_enabled") {
             map.insert("model_sharding_enabled".into(), v);
         }
@@ -300,6 +300,17 @@ mod tests {
         let (s, _) = parse(&p(), text).unwrap();
         assert_eq!(s.rpc_backends[0].extra["has_gpu"], true);
         assert!(to_json(&s).contains("has_gpu"));
+    }
+
+    #[test]
+    fn rewrites_keep_the_order_of_unknown_keys() {
+        let text = r#"{"distributed_inference_enabled": true, "a": 1, "b": 2, "c": 3}"#;
+        let (s, _) = parse(&p(), text).unwrap();
+        let once = to_json(&s);
+        let (s2, _) = parse(&p(), &once).unwrap();
+        assert_eq!(to_json(&s2), once);
+        assert!(once.find("\"a\"").unwrap() < once.find("\"b\"").unwrap());
+        assert!(once.find("\"b\"").unwrap() < once.find("\"c\"").unwrap());
     }
 
     #[test]
