@@ -314,6 +314,19 @@ mod tests {
     }
 
     #[test]
+    fn unknown_numbers_survive_rewrites_exactly() {
+        // Values another tool wrote with full precision must not drift one ulp per save.
+        let text = r#"{"a": 5.713428168508627e161, "b": 0.30000000000000004, "c": 5e-324, "d": 18446744073709551615}"#;
+        let (s, _) = parse(&p(), text).unwrap();
+        let once = to_json(&s);
+        let (s2, _) = parse(&p(), &once).unwrap();
+        assert_eq!(s2, s);
+        assert_eq!(s.extra["a"].as_f64(), Some(5.713428168508627e161));
+        assert_eq!(s.extra["b"].as_f64(), Some(0.30000000000000004));
+        assert_eq!(s.extra["d"].as_u64(), Some(u64::MAX));
+    }
+
+    #[test]
     fn top_level_array_rejected() {
         let e = parse(&p(), "[1,2]").unwrap_err();
         assert!(e.message.contains("an array"));
