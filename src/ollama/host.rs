@@ -95,6 +95,12 @@ pub fn parse(raw: &str) -> Result<HostSpec, HostError> {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
     };
+    if path.contains(['"', '\'']) {
+        // The quotes would be taken for quoting when the URL is read back.
+        return Err(HostError(format!(
+            "`{s}`: quotes are not allowed in the address"
+        )));
+    }
     if hostport.contains('@') {
         return Err(HostError(format!(
             "`{s}`: credentials in the address are not supported"
@@ -264,6 +270,11 @@ mod tests {
         assert!(parse("exa$mple.com").is_err());
         assert!(parse("[::1").is_err());
         assert!(parse("http://u:p@h").is_err());
+        assert!(
+            parse("/'/").is_err(),
+            "its URL would read back without the quote"
+        );
+        assert!(parse("http://h/a\"b").is_err());
     }
 
     #[test]
