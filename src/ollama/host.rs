@@ -71,8 +71,10 @@ pub fn parse(raw: &str) -> Result<HostSpec, HostError> {
         });
     }
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // Shown escaped: the message must stay one line and carry no terminal codes.
         return Err(HostError(format!(
-            "`{s}` is not a valid address (contains spaces)"
+            "`{}` is not a valid address (contains spaces or control characters)",
+            s.escape_debug()
         )));
     }
     let (scheme, rest, default_port) = match s.split_once("://") {
@@ -267,6 +269,9 @@ mod tests {
         assert!(parse("file:///etc/passwd").is_err());
         assert!(parse("1.2.3.4:abc").unwrap_err().0.contains("abc"));
         assert!(parse("bad host").is_err());
+        let e = parse("a\nhttp://h\u{1b}[2J").unwrap_err().0;
+        assert!(!e.contains('\n') && !e.contains('\u{1b}'), "{e:?}");
+        assert!(e.contains("a\\nhttp://h\\u{1b}[2J"), "{e:?}");
         assert!(parse("exa$mple.com").is_err());
         assert!(parse("[::1").is_err());
         assert!(parse("http://u:p@h").is_err());
