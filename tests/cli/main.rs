@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod discovery;
 mod files;
+mod fuzz;
 mod lab;
 mod piped;
 mod pipeline;
