@@ -4,6 +4,7 @@
 mod client;
 mod commands;
 mod discovery;
+mod durability;
 mod files;
 mod fuzz;
 mod lab;
