@@ -139,7 +139,15 @@ pub fn parse(path: &Path, text: &str) -> Result<(Settings, Vec<String>), FileErr
         let mut probe = Map::new();
         probe.insert(key.clone(), val.clone());
         if let Err(e) = serde_json::from_value::<Settings>(Value::Object(probe)) {
-            let msg = e.to_string();
+            // serde quotes the offending value; a secret must not reach the screen.
+            let msg = if SECRET_KEYS.contains(&key.as_str()) {
+                format!(
+                    "expected a string or null, got {} (value not shown)",
+                    kind_of(val)
+                )
+            } else {
+                e.to_string()
+            };
             return Err(FileError {
                 path: path.to_path_buf(),
                 message: format!("key `{key}` at line {}: {msg}", line_of_key(text, key)),
@@ -162,6 +170,9 @@ pub fn parse(path: &Path, text: &str) -> Result<(Settings, Vec<String>), FileErr
     }
     Ok((settings, notes))
 }
+
+/// Keys whose values are never printed.
+const SECRET_KEYS: &[&str] = &["redis_password"];
 
 const OPTIONAL_KEYS: &[&str] = &[
     "coordinator_url",
@@ -324,6 +335,14 @@ mod tests {
         assert_eq!(s.extra["a"].as_f64(), Some(5.713428168508627e161));
         assert_eq!(s.extra["b"].as_f64(), Some(0.30000000000000004));
         assert_eq!(s.extra["d"].as_u64(), Some(u64::MAX));
+    }
+
+    #[test]
+    fn a_password_of_the_wrong_type_is_not_echoed() {
+        let e = parse(&p(), "{\n \"redis_password\": 987654321\n}").unwrap_err();
+        assert!(!e.message.contains("987654321"), "{}", e.message);
+        assert!(e.message.contains("redis_password") && e.message.contains("line 2"));
+        assert!(e.message.contains("a number"), "{}", e.message);
     }
 
     #[test]
