@@ -4,11 +4,14 @@
 mod bad_input;
 mod client;
 mod commands;
+mod confine;
 mod discovery;
 mod durability;
+mod faults;
 mod files;
 mod fuzz;
 mod lab;
+mod load;
 mod piped;
 mod pipeline;
 mod security;
