@@ -120,6 +120,7 @@ fn sigkill_while_saving_leaves_old_or_new_files() {
     // What each file was found as after the kill: "old", "new 1" or "new 2".
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut leftovers = 0;
+    let mut with_leftovers: Option<Home> = None;
     let mut delays = Vec::new();
     let started = Instant::now();
     for trial in 0..trials {
@@ -169,7 +170,8 @@ fn sigkill_while_saving_leaves_old_or_new_files() {
         };
         *seen.entry(s_state).or_default() += 1;
         *seen.entry(n_state).or_default() += 1;
-        leftovers += temp_files(home.path()).len();
+        let left = temp_files(home.path()).len();
+        leftovers += left;
         // The next session starts cleanly and saves both files (no stale lock).
         if trial % 5 == 0 {
             let r = run(
@@ -186,13 +188,35 @@ fn sigkill_while_saving_leaves_old_or_new_files() {
             assert_eq!(home.settings()["refinement_rounds"], 4);
             assert!(home.node_urls().contains(&added_url));
         }
+        if left > 0 && with_leftovers.is_none() {
+            with_leftovers = Some(home);
+        }
+    }
+    // Temporary files of a killed writer are removed by a later save once stale.
+    if let Some(home) = &with_leftovers {
+        let past = std::time::SystemTime::now() - Duration::from_secs(600);
+        for name in temp_files(home.path()) {
+            std::fs::File::options()
+                .write(true)
+                .open(home.path().join(name))
+                .unwrap()
+                .set_modified(past)
+                .unwrap();
+        }
+        run(home, &[], "refine 1\n").ok();
+        assert_eq!(temp_files(home.path()), Vec::<String>::new());
     }
     let min = delays.iter().min().unwrap();
     let max = delays.iter().max().unwrap();
     eprintln!(
         "sigkill trials: {trials} in {:.1}s, kill delays {min:?}..{max:?}; file states {seen:?}; \
-         temp files left behind: {leftovers}",
-        started.elapsed().as_secs_f64()
+         temp files left behind: {leftovers} (removed by a later save once stale: {})",
+        started.elapsed().as_secs_f64(),
+        if with_leftovers.is_some() {
+            "checked"
+        } else {
+            "no trial left one"
+        }
     );
     // The kills landed at different points of the script, not all before the first save.
     if trials >= 20 {
