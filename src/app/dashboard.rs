@@ -112,10 +112,14 @@ impl App {
             })
             .collect();
         self.hub.set_backends(backends);
-        let every = self
-            .settings
-            .monitor_interval_secs
-            .unwrap_or(MONITOR_EVERY_SECS);
+        // By default the monitor runs for people (a terminal, or an open dashboard),
+        // not for scripts, whose output should not depend on timing.
+        let default = if self.interactive || self.dashboard.is_some() {
+            MONITOR_EVERY_SECS
+        } else {
+            0
+        };
+        let every = self.settings.monitor_interval_secs.unwrap_or(default);
         let mut watched = urls;
         let backend_addrs: Vec<String> = self
             .settings

@@ -99,6 +99,8 @@ pub struct App {
     /// Where background notices go (the shell decides how to show them; it may
     /// change its mind once the line editor is up).
     pub notifier: Notifier,
+    /// A person at a terminal (turns the background monitor on by default).
+    pub interactive: bool,
 }
 
 impl App {
@@ -122,6 +124,7 @@ impl App {
             dashboard: None,
             monitor: None,
             notifier: Arc::new(std::sync::RwLock::new(Arc::new(|_| {}))),
+            interactive: false,
         }
     }
 

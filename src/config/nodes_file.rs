@@ -47,7 +47,7 @@ pub fn parse(path: &Path, text: &str) -> Result<(NodeFile, Vec<String>), FileErr
             kind_of(&value)
         )));
     };
-    let nodes = match top.remove("nodes") {
+    let nodes = match top.shift_remove("nodes") {
         None => return Err(err("no \"nodes\" list (is this a node file?)".into())),
         Some(Value::Array(a)) => a,
         Some(other) => {
@@ -101,13 +101,13 @@ fn entry_from_value(raw: &Value) -> Result<NodeEntry, String> {
     };
     let spec = host::parse(&url).map_err(|e| format!("bad \"url\": {e}"))?;
     let mut obj = obj.clone();
-    obj.remove("url");
-    let name = match obj.remove("name") {
+    obj.shift_remove("url");
+    let name = match obj.shift_remove("name") {
         None | Some(Value::Null) => spec.default_name(),
         Some(Value::String(s)) => s,
         Some(v) => return Err(format!("\"name\" is {} (expected a string)", kind_of(&v))),
     };
-    let priority = match obj.remove("priority") {
+    let priority = match obj.shift_remove("priority") {
         None | Some(Value::Null) => 0,
         Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or(0),
         Some(v) => {
@@ -117,7 +117,7 @@ fn entry_from_value(raw: &Value) -> Result<NodeEntry, String> {
             ))
         }
     };
-    let host_id = match obj.remove("host_id") {
+    let host_id = match obj.shift_remove("host_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
         Some(v) => {
@@ -204,6 +204,25 @@ mod tests {
         let back: Value = serde_json::from_str(&to_json(&f)).unwrap();
         assert_eq!(back["nodes"].as_array().unwrap().len(), 3);
         assert_eq!(back["version"], 2);
+    }
+
+    #[test]
+    fn rewrites_keep_the_order_of_unknown_keys() {
+        let text =
+            r#"{"nodes":[{"url":"http://h:1","name":"n","a":1,"b":2,"c":3}],"x":1,"y":2,"z":3}"#;
+        let (f, _) = parse(&p(), text).unwrap();
+        let once = to_json(&f);
+        let (g, _) = parse(&p(), &once).unwrap();
+        assert_eq!(to_json(&g), once, "a second rewrite changes nothing");
+        let keys: Vec<String> = serde_json::from_str::<Value>(&once).unwrap()["nodes"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(keys, ["url", "name", "priority", "a", "b", "c"]);
+        assert!(once.find("\"x\"").unwrap() < once.find("\"y\"").unwrap());
+        assert!(once.find("\"y\"").unwrap() < once.find("\"z\"").unwrap());
     }
 
     #[test]

@@ -137,7 +137,7 @@ pub fn parse(path: &Path, text: &str) -> Result<(Settings, Vec<String>), FileErr
             ),
         });
     };
-    if let Some(v) = map.remove(LEGACY_SHARDING_KEY) {
+    if let Some(v) = map.shift_remove(LEGACY_SHARDING_KEY) {
         if !map.contains_key("model_sharding_enabled") {
             map.insert("model_sharding_enabled".into(), v);
         }
@@ -155,7 +155,15 @@ pub fn parse(path: &Path, text: &str) -> Result<(Settings, Vec<String>), FileErr
         let mut probe = Map::new();
         probe.insert(key.clone(), val.clone());
         if let Err(e) = serde_json::from_value::<Settings>(Value::Object(probe)) {
-            let msg = e.to_string();
+            // serde quotes the offending value; a secret must not reach the screen.
+            let msg = if SECRET_KEYS.contains(&key.as_str()) {
+                format!(
+                    "expected a string or null, got {} (value not shown)",
+                    kind_of(val)
+                )
+            } else {
+                e.to_string()
+            };
             return Err(FileError {
                 path: path.to_path_buf(),
                 message: format!("key `{key}` at line {}: {msg}", line_of_key(text, key)),
@@ -177,6 +185,21 @@ pub fn parse(path: &Path, text: &str) -> Result<(Settings, Vec<String>), FileErr
         });
     }
     Ok((settings, notes))
+}
+
+/// Keys whose values are never printed.
+const SECRET_KEYS: &[&str] = &["redis_password"];
+
+/// Every key this program reads (the legacy one included).
+pub fn known_keys() -> Vec<String> {
+    let defaults = serde_json::to_value(Settings::default()).expect("defaults serialize");
+    let mut keys: Vec<String> = defaults
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    keys.extend(OPTIONAL_KEYS.iter().map(|k| k.to_string()));
+    keys.push(LEGACY_SHARDING_KEY.to_string());
+    keys
 }
 
 const OPTIONAL_KEYS: &[&str] = &[
@@ -320,6 +343,38 @@ mod tests {
         let (s, _) = parse(&p(), text).unwrap();
         assert_eq!(s.rpc_backends[0].extra["has_gpu"], true);
         assert!(to_json(&s).contains("has_gpu"));
+    }
+
+    #[test]
+    fn rewrites_keep_the_order_of_unknown_keys() {
+        let text = r#"{"distributed_inference_enabled": true, "a": 1, "b": 2, "c": 3}"#;
+        let (s, _) = parse(&p(), text).unwrap();
+        let once = to_json(&s);
+        let (s2, _) = parse(&p(), &once).unwrap();
+        assert_eq!(to_json(&s2), once);
+        assert!(once.find("\"a\"").unwrap() < once.find("\"b\"").unwrap());
+        assert!(once.find("\"b\"").unwrap() < once.find("\"c\"").unwrap());
+    }
+
+    #[test]
+    fn unknown_numbers_survive_rewrites_exactly() {
+        // Values another tool wrote with full precision must not drift one ulp per save.
+        let text = r#"{"a": 5.713428168508627e161, "b": 0.30000000000000004, "c": 5e-324, "d": 18446744073709551615}"#;
+        let (s, _) = parse(&p(), text).unwrap();
+        let once = to_json(&s);
+        let (s2, _) = parse(&p(), &once).unwrap();
+        assert_eq!(s2, s);
+        assert_eq!(s.extra["a"].as_f64(), Some(5.713428168508627e161));
+        assert_eq!(s.extra["b"].as_f64(), Some(0.30000000000000004));
+        assert_eq!(s.extra["d"].as_u64(), Some(u64::MAX));
+    }
+
+    #[test]
+    fn a_password_of_the_wrong_type_is_not_echoed() {
+        let e = parse(&p(), "{\n \"redis_password\": 987654321\n}").unwrap_err();
+        assert!(!e.message.contains("987654321"), "{}", e.message);
+        assert!(e.message.contains("redis_password") && e.message.contains("line 2"));
+        assert!(e.message.contains("a number"), "{}", e.message);
     }
 
     #[test]

@@ -71,8 +71,10 @@ pub fn parse(raw: &str) -> Result<HostSpec, HostError> {
         });
     }
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // Shown escaped: the message must stay one line and carry no terminal codes.
         return Err(HostError(format!(
-            "`{s}` is not a valid address (contains spaces)"
+            "`{}` is not a valid address (contains spaces or control characters)",
+            s.escape_debug()
         )));
     }
     let (scheme, rest, default_port) = match s.split_once("://") {
@@ -95,6 +97,12 @@ pub fn parse(raw: &str) -> Result<HostSpec, HostError> {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
     };
+    if path.contains(['"', '\'']) {
+        // The quotes would be taken for quoting when the URL is read back.
+        return Err(HostError(format!(
+            "`{s}`: quotes are not allowed in the address"
+        )));
+    }
     if hostport.contains('@') {
         return Err(HostError(format!(
             "`{s}`: credentials in the address are not supported"
@@ -261,9 +269,17 @@ mod tests {
         assert!(parse("file:///etc/passwd").is_err());
         assert!(parse("1.2.3.4:abc").unwrap_err().0.contains("abc"));
         assert!(parse("bad host").is_err());
+        let e = parse("a\nhttp://h\u{1b}[2J").unwrap_err().0;
+        assert!(!e.contains('\n') && !e.contains('\u{1b}'), "{e:?}");
+        assert!(e.contains("a\\nhttp://h\\u{1b}[2J"), "{e:?}");
         assert!(parse("exa$mple.com").is_err());
         assert!(parse("[::1").is_err());
         assert!(parse("http://u:p@h").is_err());
+        assert!(
+            parse("/'/").is_err(),
+            "its URL would read back without the quote"
+        );
+        assert!(parse("http://h/a\"b").is_err());
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
         }
     };
     ed.set_helper(Some(Completion));
+    app.interactive = true;
     // Notices from the background monitor are printed above the prompt.
     if let Ok(p) = ed.create_external_printer() {
         let p = std::sync::Mutex::new(p);

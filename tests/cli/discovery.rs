@@ -11,8 +11,7 @@ use crate::support::*;
 /// Ollama host on the given ports.
 fn lab(hosts: usize, serving: &[(usize, &[u16])]) -> (std::sync::MutexGuard<'static, ()>, Lab) {
     // One lab at a time: scans time out on a loaded machine, and the results must not depend on load.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = crate::lab::one_at_a_time();
     let mut lab = Lab::new(hosts).expect("the network lab needs root and `ip netns` (iproute2)");
     for &(i, ports) in serving {
         let ns = lab.host_ns(i).to_string();

@@ -36,6 +36,16 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// uses can race, so namespace creation is serialised within the process.
 static NETNS_ADD_LOCK: Mutex<()> = Mutex::new(());
 
+/// Held by every test that builds a lab: labs must not run concurrently (scans
+/// and fault timings would depend on load, and the kernel's neighbour table is
+/// shared by all namespaces).
+static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Take the lab lock (poisoning from an earlier failed test is ignored).
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 const LAN_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const PREFIX_LEN: u8 = 24;
 const BRIDGE_MAC: &str = "02:77:00:00:00:01";
@@ -383,6 +393,48 @@ while True:
             WAIT_PORT_TIMEOUT,
             err.trim()
         ))
+    }
+
+    /// Run `f` on a new thread that has joined network namespace `ns` (only that
+    /// thread moves; sockets it opens live in `ns`). Lets the test process talk
+    /// to the lab's hosts without spawning a helper process.
+    pub fn in_ns<T: Send + 'static>(
+        &self,
+        ns: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        use std::os::fd::AsRawFd;
+        self.assert_own_ns(ns);
+        let path = PathBuf::from("/run/netns").join(ns);
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+        std::thread::spawn(move || {
+            // SAFETY: setns on a valid namespace fd; it changes this thread only.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(anyhow!("setns: {}", std::io::Error::last_os_error()));
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow!("in_ns({ns}): the thread panicked"))?
+    }
+
+    /// `GET path` from `addr:port` inside namespace `ns`; the response body.
+    pub fn http_get(&self, ns: &str, addr: Ipv4Addr, port: u16, path: &str) -> Result<String> {
+        let path = path.to_string();
+        self.in_ns(ns, move || -> Result<String> {
+            use std::io::Write;
+            let sa = std::net::SocketAddr::from((addr, port));
+            let mut s = std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+        })?
     }
 
     fn assert_own_ns(&self, ns: &str) {
