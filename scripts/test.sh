@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
-cargo test --all-targets
+# Unit tests, then the integration tests last (examples are built by clippy above).
+cargo test --lib --bins --tests
