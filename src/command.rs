@@ -329,7 +329,21 @@ pub struct Usage {
 
 impl std::fmt::Display for Usage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}\n   Usage: {}", self.message, self.usage)
+        // The message quotes what was typed: control characters are shown escaped
+        // so a line cannot move the cursor, clear the screen or add lines.
+        let message: String = self
+            .message
+            .chars()
+            .flat_map(|c| {
+                let escaped: Vec<char> = if c.is_control() {
+                    c.escape_default().collect()
+                } else {
+                    vec![c]
+                };
+                escaped
+            })
+            .collect();
+        write!(f, "{message}\n   Usage: {}", self.usage)
     }
 }
 
@@ -707,6 +721,14 @@ mod tests {
             .unwrap_err()
             .message
             .contains("between 0.0 and 1.0"));
+    }
+
+    #[test]
+    fn typed_control_characters_are_shown_escaped() {
+        let e = parse("refine \u{1b}[2J5\u{7}").unwrap_err().to_string();
+        assert!(!e.contains('\u{1b}') && !e.contains('\u{7}'), "{e:?}");
+        assert!(e.contains("\\u{1b}[2J5\\u{7}"), "{e:?}");
+        assert_eq!(e.lines().count(), 2);
     }
 
     #[test]

@@ -393,6 +393,11 @@ fn check_command(line: &str) -> Result<(), TestCaseError> {
                 ensure!(!u.message.is_empty(), "{line:?}: empty message");
                 let shown = u.to_string();
                 ensure!(shown.contains("Usage: "), "{line:?}: no usage line");
+                ensure!(
+                    shown.lines().count() == 2
+                        && !shown.chars().any(|c| c.is_control() && c != '\n'),
+                    "{line:?}: the message is not two plain lines: {shown:?}"
+                );
             }
         },
     }
