@@ -211,12 +211,16 @@ fn two_hundred_queries_in_one_session_leak_nothing() {
         warm + n
     );
     eprintln!("load: hosts after warm-up {ha:?}\nload: hosts at the end {hc:?} (middle {hb:?})");
-    // No growth beyond small bounds between the samples.
-    assert!(c.fds <= a.fds + 4, "fds grew: {a:?} -> {c:?}");
+    // The warm-up may not have opened every pooled connection yet: growth is
+    // judged from the middle sample on, with a looser bound from the warm-up.
+    assert!(
+        c.fds <= b.fds + 2 && c.fds <= a.fds + 6,
+        "fds grew: {a:?} -> {b:?} -> {c:?}"
+    );
     assert!(c.threads <= a.threads + 2, "threads grew: {a:?} -> {c:?}");
     assert!(
-        c.established <= a.established + 3 && c.established <= 3 * sims.len(),
-        "connections grew: {a:?} -> {c:?}"
+        c.established <= b.established + 2 && c.established <= 3 * sims.len(),
+        "connections grew: {a:?} -> {b:?} -> {c:?}"
     );
     assert!(
         c.rss_kb <= b.rss_kb + 8 * 1024,
