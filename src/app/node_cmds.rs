@@ -165,7 +165,7 @@ impl App {
                 self.save_nodes(sink)
             }
             None => {
-                sink.err(&format!("❌ Node not found: {key}"));
+                sink.err(&format!("❌ Node not found: {}", key.escape_debug()));
                 false
             }
         }

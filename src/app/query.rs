@@ -68,8 +68,15 @@ impl App {
             return vec![p];
         }
         let raw = std::env::var("OLLAMA_HOST").unwrap_or_default();
-        let spec =
-            host::parse(&raw).unwrap_or_else(|_| host::parse("").expect("the default parses"));
+        let spec = host::parse(&raw).unwrap_or_else(|e| {
+            // Not silently: the user set something that cannot be used.
+            if let Ok(say) = self.notifier.read().map(|f| f.clone()) {
+                say(format!(
+                    "⚠️  OLLAMA_HOST: {e}; using http://127.0.0.1:11434"
+                ));
+            }
+            host::parse("").expect("the default parses")
+        });
         vec![Arc::new(Node::new(
             NodeEntry {
                 url: spec.base_url(),
