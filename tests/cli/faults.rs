@@ -23,20 +23,6 @@ const PORT: u16 = 11434;
 /// Slow enough that a query takes a few seconds and a kill lands mid-stream.
 const HOST_ARGS: &[&str] = &["--tps", "150", "--words", "60"];
 
-/// The chunk heads, in the order they appear in the answer.
-fn chunk_order(answer: &str, total: usize) -> Vec<usize> {
-    let mut found: Vec<(usize, usize)> = (1..=total)
-        .flat_map(|n| {
-            answer
-                .match_indices(&format!("Part {n} of {total}. Focus"))
-                .map(|(i, _)| (i, n))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    found.sort();
-    found.into_iter().map(|(_, n)| n).collect()
-}
-
 struct Cluster {
     lab: Lab,
     pids: Vec<u32>,

@@ -108,17 +108,7 @@ fn malformed_settings_are_reported_and_left_alone() {
         home.write_settings(bytes);
         let r = run(&home, &[], "status\ncollab on\n");
         let path = home.settings_path().display().to_string();
-        let line = r
-            .stderr
-            .lines()
-            .find(|l| l.contains(&path))
-            .unwrap_or_else(|| {
-                panic!(
-                    "no line names {path} for {:?}\nstderr:\n{}",
-                    String::from_utf8_lossy(bytes),
-                    r.stderr
-                )
-            });
+        let line = line_naming(&r, &path, bytes);
         assert!(line.contains(expect), "{line:?} lacks {expect:?}");
         // The shell still works, and the file is byte-identical.
         r.out_has("SYSTEM STATUS")
@@ -152,17 +142,7 @@ fn malformed_node_files_are_reported_and_left_alone() {
         let a = sim(Default::default());
         let r = run(&home, &[], &format!("nodes\nadd {}\n", a.url()));
         let path = home.nodes_path().display().to_string();
-        let line = r
-            .stderr
-            .lines()
-            .find(|l| l.contains(&path))
-            .unwrap_or_else(|| {
-                panic!(
-                    "no line names {path} for {:?}\nstderr:\n{}",
-                    String::from_utf8_lossy(bytes),
-                    r.stderr
-                )
-            });
+        let line = line_naming(&r, &path, bytes);
         assert!(line.contains(expect), "{line:?} lacks {expect:?}");
         r.out_has("OLLAMA NODES").out_has("Added node");
         r.err_has("not saved");
@@ -269,4 +249,18 @@ fn atomic_write_leaves_no_temp_files() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, vec![".synapticllamas.json".to_string()], "{names:?}");
+}
+
+/// The one stderr line that names `path` (the file whose `bytes` were bad).
+fn line_naming<'a>(r: &'a Run, path: &str, bytes: &[u8]) -> &'a str {
+    r.stderr
+        .lines()
+        .find(|l| l.contains(path))
+        .unwrap_or_else(|| {
+            panic!(
+                "no line names {path} for {:?}\nstderr:\n{}",
+                String::from_utf8_lossy(bytes),
+                r.stderr
+            )
+        })
 }

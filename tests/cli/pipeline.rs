@@ -38,20 +38,6 @@ fn home_with(nodes: &[(String, &str)]) -> Home {
 
 const LONG: &str = "Explain the history of the printing press in Europe";
 
-/// The chunk heads, in the order they appear in the answer.
-fn chunk_order(answer: &str, total: usize) -> Vec<usize> {
-    let mut found: Vec<(usize, usize)> = (1..=total)
-        .flat_map(|n| {
-            answer
-                .match_indices(&format!("Part {n} of {total}. Focus"))
-                .map(|(i, _)| (i, n))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    found.sort();
-    found.into_iter().map(|(_, n)| n).collect()
-}
-
 fn json_result(r: &Run) -> Value {
     serde_json::from_str(&r.stdout).unwrap_or_else(|e| {
         panic!(

@@ -265,3 +265,17 @@ impl Session {
         )
     }
 }
+
+/// The simulated chunk heads ("Part i of N. Focus"), in the order they appear in the answer.
+pub fn chunk_order(answer: &str, total: usize) -> Vec<usize> {
+    let mut found: Vec<(usize, usize)> = (1..=total)
+        .flat_map(|n| {
+            answer
+                .match_indices(&format!("Part {n} of {total}. Focus"))
+                .map(|(i, _)| (i, n))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, n)| n).collect()
+}
