@@ -67,17 +67,12 @@ pub async fn request(client: &Client, hub: &Hub, node: &Node, model: &str) -> bo
     ok
 }
 
-async fn get_json(url: String) -> Value {
-    let r = http().get(&url).send().await.expect("GET answers");
-    assert!(r.status().is_success(), "{url}: {}", r.status());
-    r.json().await.expect("JSON body")
-}
-
-#[test]
-fn json_endpoints_and_prometheus_reflect_simulated_nodes() {
+/// Two simulated hosts ("alpha" on box-a, "beta" on box-b) and a hub showing them.
+/// Keep the hosts alive for as long as the nodes are used.
+pub fn two_node_hub(vram_fraction: f64) -> (Vec<Arc<SimHost>>, Arc<Hub>, Arc<Node>, Arc<Node>) {
     let cfg = SimConfig {
         reply_words: 20,
-        vram_fraction: 0.5,
+        vram_fraction,
         ..Default::default()
     };
     let (a, b) = (sim(cfg.clone()), sim(cfg));
@@ -87,6 +82,18 @@ fn json_endpoints_and_prometheus_reflect_simulated_nodes() {
     );
     let hub = Arc::new(Hub::new());
     hub.set_nodes(vec![na.clone(), nb.clone()]);
+    (vec![a, b], hub, na, nb)
+}
+
+async fn get_json(url: String) -> Value {
+    let r = http().get(&url).send().await.expect("GET answers");
+    assert!(r.status().is_success(), "{url}: {}", r.status());
+    r.json().await.expect("JSON body")
+}
+
+#[test]
+fn json_endpoints_and_prometheus_reflect_simulated_nodes() {
+    let (_hosts, hub, na, nb) = two_node_hub(0.5);
     hub.set_coordinator(json!({"url": "http://127.0.0.1:18080", "status": "healthy", "pid": 42}));
     hub.set_backends(vec![
         json!({"address": "127.0.0.1:50052", "status": "healthy", "requests": 3, "success_rate": 1.0}),

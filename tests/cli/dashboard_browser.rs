@@ -5,15 +5,12 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use synapticllamas::dashboard::Hub;
 use synapticllamas::ollama::Client;
-use synapticllamas::sim::SimConfig;
 
-use crate::dashboard::{http, node_for, request, start};
+use crate::dashboard::{http, request, start, two_node_hub};
 use crate::support::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -144,18 +141,7 @@ impl Drop for Browser {
 
 #[test]
 fn page_shows_three_sections_and_updates_live_in_chromium() {
-    let cfg = SimConfig {
-        reply_words: 20,
-        vram_fraction: 0.6,
-        ..Default::default()
-    };
-    let (a, b) = (sim(cfg.clone()), sim(cfg));
-    let (na, nb) = (
-        node_for(&a, "alpha", "box-a"),
-        node_for(&b, "beta", "box-b"),
-    );
-    let hub = Arc::new(Hub::new());
-    hub.set_nodes(vec![na.clone(), nb.clone()]);
+    let (_hosts, hub, na, nb) = two_node_hub(0.6);
     hub.set_coordinator(json!({"url": "http://127.0.0.1:18080", "status": "healthy",
                                "pid": 4242, "model": "codellama:13b", "backends": 2}));
     hub.set_backends(vec![
