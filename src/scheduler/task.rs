@@ -289,7 +289,13 @@ impl Scheduler {
     ) -> Option<(Lease, String)> {
         let cluster = ClusterView::of(pool.nodes());
         let lease = self.take_idle(pool, task.model, avoid)?;
-        match estimate::should_hedge(&current.progress, &lease.node, &cluster, Instant::now()) {
+        match estimate::should_hedge(
+            &current.progress,
+            task.prompt_tokens,
+            &lease.node,
+            &cluster,
+            Instant::now(),
+        ) {
             Some(why) => Some((lease, why)),
             None => None, // dropping the lease gives the slot back
         }
