@@ -81,7 +81,7 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
                 }
                 let _ = ed.add_history_entry(line);
                 let outcome = ints.run(rt, app, line, sink);
-                if outcome.exit {
+                if outcome.exit || super::stdout_closed() {
                     break;
                 }
             }
@@ -107,17 +107,26 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
 
 fn banner(app: &App, sink: &mut dyn Sink) {
     let sim = if app.registry.simulated {
-        format!(" — {} simulated hosts on 127.0.0.1", app.simulated.len())
+        let n = app.simulated.len();
+        format!(
+            " — {n} simulated host{} on 127.0.0.1",
+            if n == 1 { "" } else { "s" }
+        )
     } else {
         String::new()
     };
     sink.err("🧠  S Y N A P T I C   L L A M A S  🧠   distributed multi-agent orchestration");
     sink.err(&format!(
-        "Mode: {:?}   Model: {}   Nodes: {} on {} host(s){sim}",
+        "Mode: {:?}   Model: {}   Nodes: {} on {} host{}{sim}",
         app.mode(),
         app.model(),
         app.registry.len(),
-        app.registry.hosts().len()
+        app.registry.hosts().len(),
+        if app.registry.hosts().len() == 1 {
+            ""
+        } else {
+            "s"
+        }
     ));
     sink.err("Type a question to run the agents, `help` for commands, `exit` to leave.");
 }
