@@ -57,7 +57,7 @@ pub(crate) fn report_change(sink: &mut dyn Sink, saved: bool, buf: Captured) {
                     " — this session only, not saved"
                 };
                 marked = true;
-                sink.out(&format!("⚠️ {}{note}", rest.trim_end()));
+                sink.out(&format!("⚠️  {}{note}", rest.trim()));
             }
             _ => sink.out(line),
         }
@@ -67,12 +67,12 @@ pub(crate) fn report_change(sink: &mut dyn Sink, saved: bool, buf: Captured) {
     }
 }
 
-/// One confirmation line: `✅ TEXT` when saved, else `⚠️ TEXT — this session only, not saved`.
+/// One confirmation line: `✅ TEXT` when saved, else `⚠️  TEXT — this session only, not saved`.
 pub(crate) fn confirm(sink: &mut dyn Sink, saved: bool, text: &str) {
     if saved {
         sink.out(&format!("✅ {text}"));
     } else {
-        sink.out(&format!("⚠️ {text} — this session only, not saved"));
+        sink.out(&format!("⚠️  {text} — this session only, not saved"));
     }
 }
 

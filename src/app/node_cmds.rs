@@ -41,10 +41,13 @@ impl App {
                 "Status",
                 "Models",
                 "Loaded (VRAM)",
-                "Requests",
-                "Errors",
-                "Avg latency",
+                "Reqs",
+                "Errs",
+                "Latency",
             ]);
+            // On a narrow terminal the counts keep their headers whole; the
+            // text columns wrap.
+            ui::keep_whole(&mut t, &[6, 7, 8]);
             for n in &nodes {
                 let st = n.state();
                 let status = match (st.health, st.cooling()) {

@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
-use comfy_table::{ContentArrangement, Table};
+use comfy_table::{ColumnConstraint, ContentArrangement, Table, Width};
 
 static COLOR_OUT: AtomicBool = AtomicBool::new(false);
 static COLOR_ERR: AtomicBool = AtomicBool::new(false);
@@ -72,6 +72,26 @@ pub fn table(header: &[&str]) -> Table {
     }
     t.set_header(header.to_vec());
     t
+}
+
+/// Columns that must not wrap (short counts): at least as wide as their header.
+pub fn keep_whole(t: &mut Table, columns: &[usize]) {
+    let widths: Vec<(usize, u16)> = t
+        .header()
+        .map(|h| {
+            h.cell_iter()
+                .enumerate()
+                .filter(|(i, _)| columns.contains(i))
+                // The width includes the cell padding (one space each side).
+                .map(|(i, c)| (i, c.content().chars().count() as u16 + 2))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (i, w) in widths {
+        if let Some(col) = t.column_mut(i) {
+            col.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(w)));
+        }
+    }
 }
 
 /// Wrap text in an ANSI style for stderr when allowed.
