@@ -20,6 +20,7 @@ mod lab;
 mod llama;
 mod load;
 mod messages;
+mod official_clients;
 mod piped;
 mod pipeline;
 mod security;
