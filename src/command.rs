@@ -74,7 +74,7 @@ pub const COMMANDS: &[Spec] = &[
         name: "load",
         aliases: &[],
         usage: "load FILE",
-        help: "replace the node list with FILE's",
+        help: "merge FILE's nodes into the node list",
         keywords: &[],
     },
     Spec {
@@ -786,6 +786,49 @@ mod tests {
         assert!(!e.contains('\u{1b}') && !e.contains('\u{7}'), "{e:?}");
         assert!(e.contains("\\u{1b}[2J5\\u{7}"), "{e:?}");
         assert_eq!(e.lines().count(), 2);
+    }
+
+    #[test]
+    fn one_name_check_for_every_name() {
+        assert!(check_name(NameKind::Model, "hf.co/User/Repo-GGUF:Q4_K_M").is_ok());
+        assert!(check_name(NameKind::Node, "Kitchen box (GPU)").is_ok());
+        for kind in [NameKind::Model, NameKind::Node, NameKind::Agent] {
+            assert!(check_name(kind, "").is_err());
+            assert!(check_name(kind, "a\u{7}b")
+                .unwrap_err()
+                .contains("control characters"));
+            let e = check_name(kind, &"x".repeat(NAME_MAX + 1)).unwrap_err();
+            assert!(e.contains("at most 200") && e.len() < 100, "{e}");
+            assert!(check_name(kind, &"x".repeat(NAME_MAX)).is_ok());
+        }
+        assert!(check_name(NameKind::Model, "a;b").is_err());
+        for line in ["synthesis a\u{7}b", "model a\u{7}b"] {
+            let e = parse(line).unwrap_err().to_string();
+            assert!(
+                !e.contains('\u{7}') && e.contains("control characters"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_out_of_range_say_so() {
+        let e = parse("timeout 99999999999999999999").unwrap_err();
+        assert!(e.message.contains("between 30 and 86400"), "{}", e.message);
+        assert!(parse("refine -1")
+            .unwrap_err()
+            .message
+            .contains("between 0 and 5"));
+        assert!(parse("refine +3").is_ok());
+        assert!(parse("refine 3.0")
+            .unwrap_err()
+            .message
+            .contains("not a whole number"));
+        assert_eq!(parse("quality -0.0").unwrap(), Command::Quality(0.0));
+        let Command::Quality(q) = parse("quality -0.0").unwrap() else {
+            unreachable!()
+        };
+        assert!(q.is_sign_positive());
     }
 
     #[test]
