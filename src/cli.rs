@@ -27,7 +27,7 @@ pub struct Cli {
     #[arg(long, value_name = "CIDR", value_parser = subnet)]
     pub discover: Vec<Ipv4Net>,
     /// Merge the node list from FILE into the registry
-    #[arg(long = "load-config", value_name = "FILE", value_parser = existing_file)]
+    #[arg(long = "load-config", value_name = "FILE", value_parser = node_file)]
     pub load_config: Option<PathBuf>,
     /// Run one query, print the result as JSON, exit
     #[arg(short, long, value_name = "TEXT")]
@@ -79,13 +79,16 @@ fn subnet(s: &str) -> Result<Ipv4Net, String> {
     Ok(net)
 }
 
-fn existing_file(s: &str) -> Result<PathBuf, String> {
+/// A node file that exists and reads as one (it is merged at start-up).
+fn node_file(s: &str) -> Result<PathBuf, String> {
     let p = crate::config::expand_tilde(s);
     match std::fs::metadata(&p) {
-        Ok(m) if m.is_file() => Ok(p),
-        Ok(_) => Err(format!("{} is not a file", p.display())),
-        Err(e) => Err(format!("{}: {e}", p.display())),
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(format!("{} is not a file", p.display())),
+        Err(e) => return Err(format!("{}: {e}", p.display())),
     }
+    crate::config::nodes_file::load(&p).map_err(|e| e.to_string())?;
+    Ok(p)
 }
 
 fn rpc_backend(s: &str) -> Result<RpcBackendEntry, String> {

@@ -56,7 +56,12 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
     };
     ed.set_helper(Some(Completion));
     app.interactive = true;
-    // Notices from the background monitor are printed above the prompt.
+    // Notices from the background monitor are printed above the prompt. With an
+    // external printer rustyline waits in select(2) on the terminal and on the
+    // printer's pipe; before version 19 it did so even when an earlier read had
+    // left keys in its own buffer, so input that arrived several bytes at once
+    // (a paste, SSH, `tmux send-keys`) stalled after the first key until the
+    // next key came (tests/cli/terminal.rs). Keep rustyline at 19 or later.
     if let Ok(p) = ed.create_external_printer() {
         let p = std::sync::Mutex::new(p);
         if let Ok(mut n) = app.notifier.write() {

@@ -59,12 +59,20 @@ fn a_bad_rpc_backend_keeps_the_saved_backends() {
 fn bad_flags_exit_2_before_anything_happens() {
     let home = Home::new();
     home.write_settings(br#"{"model": "m"}"#);
+    let broken = home.path().join("broken.json");
+    std::fs::write(&broken, b"{ nodes").unwrap();
+    let broken = broken.display().to_string();
     let before = snapshot(&home);
     let cases: &[(&[&str], &str, &str)] = &[
         (
             &["--load-config", "/nonexistent/nodes.json"],
             "--load-config",
             "/nonexistent/nodes.json",
+        ),
+        (
+            &["--load-config", &broken],
+            "--load-config",
+            "line 1, column 3",
         ),
         (&["--discover", "10.0.0.0/33"], "--discover", "10.0.0.0/33"),
         (&["--discover", "10.0.0.0/8"], "--discover", "10.0.0.0/8"),

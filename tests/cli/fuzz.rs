@@ -886,7 +886,7 @@ fn nodes_path() -> PathBuf {
 fn node_entry() -> impl Strategy<Value = NodeEntry> {
     (
         host_input().prop_filter_map("valid URL", |u| host::canonical_url(&u).ok()),
-        tricky_text(),
+        usable_node_name(),
         any::<i64>(),
         opt(tricky_text()),
         unknown_map(&["url", "name", "priority", "host_id"]),
@@ -898,6 +898,23 @@ fn node_entry() -> impl Strategy<Value = NodeEntry> {
             host_id,
             extra,
         })
+}
+
+/// Tricky text made into a name the one name validator accepts (no control
+/// characters, not blank, at most 200 characters); other names are unusable entries.
+fn usable_node_name() -> impl Strategy<Value = String> {
+    tricky_text().prop_map(|t| {
+        let n: String = t
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(synapticllamas::command::NAME_MAX)
+            .collect();
+        if n.trim().is_empty() {
+            format!("node{n}")
+        } else {
+            n
+        }
+    })
 }
 
 /// Entries this program cannot use (kept verbatim).
