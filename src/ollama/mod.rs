@@ -1,9 +1,11 @@
 //! Talking to Ollama: addresses, API types, the NDJSON decoder and the client.
 
 pub mod client;
+pub mod error;
 pub mod host;
 pub mod ndjson;
 pub mod openai;
 pub mod types;
 
-pub use client::{Client, ClientError, Timeouts};
+pub use client::{Client, Timeouts};
+pub use error::{ClientError, ErrorKind};

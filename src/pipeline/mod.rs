@@ -18,7 +18,7 @@ pub mod standard;
 use std::time::Instant;
 
 use call::Ctx;
-use result::{Metrics, QueryResult};
+use result::{Gap, Metrics, NothingGenerated, QueryResult};
 
 use crate::scheduler::{Attribution, TaskFailed};
 
@@ -39,30 +39,42 @@ fn hosts_used(a: &[Attribution]) -> usize {
     h.len()
 }
 
-pub async fn run_query(ctx: &Ctx, query: &str, plan: &Plan) -> Result<QueryResult, TaskFailed> {
+/// A task that could not be done: say so (stderr, the dashboard) and record it.
+pub(crate) fn gap(ctx: &Ctx, failure: &TaskFailed, instead: impl Into<String>) -> Gap {
+    let g = Gap::new(failure, instead);
+    ctx.observer
+        .notice(format!("❌ {}; {}", g.error, g.instead));
+    g
+}
+
+pub async fn run_query(
+    ctx: &Ctx,
+    query: &str,
+    plan: &Plan,
+) -> Result<QueryResult, NothingGenerated> {
     let started = Instant::now();
     let d = detect::detect(query);
     let mut metrics = Metrics {
         mode: plan.mode_label.clone(),
         strategy: plan.strategy_label.clone(),
         content_type: d.content_type.as_str().to_string(),
-        physical_hosts: ctx.sched.hosts(),
+        physical_hosts: ctx.hosts(),
         ..Default::default()
     };
     let mut chunks = Vec::new();
-    let (final_output, attribution) = if plan.distributed && d.multi_turn() {
+    let (final_output, attribution, gaps) = if plan.distributed && d.multi_turn() {
         ctx.observer.notice(format!(
             "📚 Detected long-form {} (est. {} parts) — {} host(s)",
             d.content_type.as_str(),
             d.chunks,
-            ctx.sched.hosts()
+            ctx.hosts()
         ));
         metrics.pipeline = "long-form".into();
         let lf = longform::run(ctx, query, d.content_type, d.chunks).await?;
         metrics.chunks_generated = lf.chunks.len();
         metrics.synthesis = Some(lf.synthesis);
         chunks = lf.chunks;
-        (lf.text, lf.attribution)
+        (lf.text, lf.attribution, lf.gaps)
     } else if plan.collaborative {
         ctx.observer
             .notice("🤝 Processing with the collaborative workflow...".into());
@@ -74,6 +86,7 @@ pub async fn run_query(ctx: &Ctx, query: &str, plan: &Plan) -> Result<QueryResul
         (
             c.markdown,
             c.replies.into_iter().map(|r| r.attribution).collect(),
+            c.gaps,
         )
     } else {
         ctx.observer.notice("⚡ Processing...".into());
@@ -85,11 +98,15 @@ pub async fn run_query(ctx: &Ctx, query: &str, plan: &Plan) -> Result<QueryResul
                 .into_iter()
                 .map(|r| r.attribution)
                 .collect::<Vec<_>>(),
+            s.gaps,
         )
     };
     metrics.total_execution_time = started.elapsed().as_secs_f64();
     metrics.agent_count = attribution.len();
     metrics.hosts_used = hosts_used(&attribution);
+    metrics.retries = attribution.iter().map(|a| a.retries).sum();
+    metrics.hedges = attribution.iter().map(|a| a.hedges).sum();
+    metrics.failed_tasks = gaps.len();
     metrics.node_attribution = attribution.clone();
     Ok(QueryResult {
         query: query.to_string(),
@@ -97,6 +114,6 @@ pub async fn run_query(ctx: &Ctx, query: &str, plan: &Plan) -> Result<QueryResul
         chunks,
         attribution,
         metrics,
-        warnings: Vec::new(),
+        gaps,
     })
 }

@@ -110,8 +110,8 @@ impl Interrupts {
     }
 }
 
-/// `-i TEXT`: one query, its result as JSON on stdout; exit status 0 or 1 (130
-/// when Ctrl-C cancelled it).
+/// `-i TEXT`: one query, its result as JSON on stdout; exit status 0, 1 when
+/// the answer has gaps or failed, 130 when Ctrl-C cancelled it.
 pub fn one_query(rt: &Runtime, app: &mut App, query: &str) -> i32 {
     let interrupts = Interrupts::install(rt, false);
     let mut sink = StdSink;
@@ -129,11 +129,16 @@ pub fn one_query(rt: &Runtime, app: &mut App, query: &str) -> i32 {
     match result {
         Some(Ok(r)) => {
             sink.out(&serde_json::to_string_pretty(&r.to_json()).unwrap_or_default());
-            0
+            if r.complete() {
+                0
+            } else {
+                sink.err(&crate::app::incomplete_line(&r));
+                1
+            }
         }
         Some(Err(e)) => {
             sink.err(&format!("❌ Query failed: {e}"));
-            sink.out(&serde_json::json!({ "error": e }).to_string());
+            sink.out(&serde_json::json!({ "error": e.to_string() }).to_string());
             1
         }
         None => {
