@@ -56,12 +56,18 @@ impl App {
 
     pub(super) fn help(&self, sink: &mut dyn Sink) {
         sink.out("Commands (current value in brackets); any other line is a query:");
+        // One column for every usage, as wide as the widest.
+        let width = COMMANDS
+            .iter()
+            .map(|s| s.usage.chars().count())
+            .max()
+            .unwrap_or(0);
         for spec in COMMANDS {
             let value = self
                 .current_value(spec.name)
                 .map(|v| format!(" [{v}]"))
                 .unwrap_or_default();
-            sink.out(&format!("  {:<46} {}{}", spec.usage, spec.help, value));
+            sink.out(&format!("  {:<width$}  {}{}", spec.usage, spec.help, value));
         }
         sink.out("");
         sink.out("Strategies: auto/multi/parallel use the host-aware work queue (at most one request per");

@@ -1,6 +1,7 @@
 //! The application state and the dispatcher: a `Command` in, text out through a
 //! `Sink`. No terminal I/O here, so tests can drive it directly.
 
+pub mod agents;
 mod bench;
 mod dashboard;
 mod discover;
@@ -42,6 +43,38 @@ impl Sink for Captured {
     fn err(&mut self, text: &str) {
         self.err.push_str(text);
         self.err.push('\n');
+    }
+}
+
+/// Print what a command changed once its save is known: as written when saved;
+/// otherwise each `✅` becomes `⚠️` and the first says the change is not saved.
+pub(crate) fn report_change(sink: &mut dyn Sink, saved: bool, buf: Captured) {
+    let mut marked = false;
+    for line in buf.out.lines() {
+        match line.strip_prefix('✅') {
+            Some(rest) if !saved => {
+                let note = if marked {
+                    ""
+                } else {
+                    " — this session only, not saved"
+                };
+                marked = true;
+                sink.out(&format!("⚠️  {}{note}", rest.trim()));
+            }
+            _ => sink.out(line),
+        }
+    }
+    for line in buf.err.lines() {
+        sink.err(line);
+    }
+}
+
+/// One confirmation line: `✅ TEXT` when saved, else `⚠️  TEXT — this session only, not saved`.
+pub(crate) fn confirm(sink: &mut dyn Sink, saved: bool, text: &str) {
+    if saved {
+        sink.out(&format!("✅ {text}"));
+    } else {
+        sink.out(&format!("⚠️  {text} — this session only, not saved"));
     }
 }
 
@@ -108,6 +141,8 @@ pub struct App {
     pub notifier: Notifier,
     /// A person at a terminal (turns the background monitor on by default).
     pub interactive: bool,
+    /// The agents queries use (loaded at start-up, re-read when their directory changes).
+    pub agents: agents::AgentCache,
 }
 
 impl App {
@@ -135,6 +170,7 @@ impl App {
             monitor: None,
             notifier: Arc::new(std::sync::RwLock::new(Arc::new(|_| {}))),
             interactive: false,
+            agents: agents::AgentCache::default(),
         }
     }
 
@@ -168,12 +204,13 @@ impl App {
         )
     }
 
-    /// Save the settings file; a failure is reported and makes the command fail.
-    fn save_settings(&mut self, sink: &mut dyn Sink) -> bool {
-        match self.settings_store.save(&self.settings) {
+    /// Save the settings this session changed (and `touched`, keys the user set
+    /// even to the value they had); a failure is reported and makes the command fail.
+    fn save_settings(&mut self, touched: &[&str], sink: &mut dyn Sink) -> bool {
+        match self.settings_store.save(&self.settings, touched) {
             Ok(()) => true,
             Err(e) => {
-                sink.err(&format!("⚠️  {e:#}"));
+                sink.err(&format!("❌ {e:#}"));
                 false
             }
         }
@@ -184,7 +221,7 @@ impl App {
         match self.registry.save() {
             Ok(_) => true,
             Err(e) => {
-                sink.err(&format!("⚠️  {e:#}"));
+                sink.err(&format!("❌ {e:#}"));
                 false
             }
         }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{App, Sink};
+use super::{App, Captured, Sink};
 use crate::command::{Route, RpcCmd};
 use crate::config::settings::RpcBackendEntry;
 use crate::nodes::discovery;
@@ -54,15 +54,17 @@ impl App {
         }
     }
 
-    pub(super) async fn distributed(&mut self, route: Route, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn distributed(&mut self, route: Route, out: &mut dyn Sink) -> bool {
         if matches!(route, Route::Model | Route::Both)
             && self.settings.rpc_backends.is_empty()
             && !self.coordinator_configured()
         {
-            sink.err("⚠️  No RPC backends or coordinator configured! Nothing changed.");
-            sink.err("   Add backends with `rpc add HOST[:PORT]` (or `rpc discover`), or set coordinator_url in ~/.synapticllamas.json.");
+            out.err("⚠️  No RPC backends or coordinator configured! Nothing changed.");
+            out.err("   Add backends with `rpc add HOST[:PORT]` (or `rpc discover`), or set coordinator_url in ~/.synapticllamas.json.");
             return false;
         }
+        let mut buf = Captured::default();
+        let sink = &mut buf;
         let healthy = self
             .registry
             .nodes()
@@ -105,7 +107,12 @@ impl App {
             }
         }
         sink.out("   Applied now (no restart needed).");
-        self.save_settings(sink)
+        let saved = self.save_settings(
+            &["task_distribution_enabled", "model_sharding_enabled"],
+            out,
+        );
+        super::report_change(out, saved, buf);
+        saved
     }
 
     pub(super) async fn rpc(&mut self, cmd: RpcCmd, sink: &mut dyn Sink) -> bool {
@@ -150,8 +157,9 @@ impl App {
                         ));
                     }
                     self.settings.rpc_backends.push(b);
-                    sink.out(&format!("✅ Added RPC backend: {a}"));
-                    self.save_settings(sink)
+                    let saved = self.save_settings(&["rpc_backends"], sink);
+                    super::confirm(sink, saved, &format!("Added RPC backend: {a}"));
+                    saved
                 }
             },
             RpcCmd::Remove(s) => {
@@ -168,26 +176,38 @@ impl App {
                     sink.err(&format!("❌ Backend not found: {a}"));
                     return false;
                 }
-                sink.out(&format!("✅ Removed RPC backend: {a}"));
+                let saved = self.save_settings(&["rpc_backends"], sink);
+                super::confirm(sink, saved, &format!("Removed RPC backend: {a}"));
                 if self.settings.rpc_backends.is_empty() && self.settings.model_sharding_enabled {
                     sink.err("⚠️  No RPC backends remaining! Model sharding will fail.");
                 }
-                self.save_settings(sink)
+                saved
             }
             RpcCmd::Discover => self.rpc_discover(sink).await,
         }
     }
 
     async fn rpc_discover(&mut self, sink: &mut dyn Sink) -> bool {
-        let nets =
-            match discovery::subnets(None).and_then(|n| discovery::addresses(&n).map(|a| (n, a))) {
-                Ok(x) => x,
-                Err(e) => {
-                    sink.err(&format!("❌ rpc discover: {e}"));
-                    return false;
-                }
-            };
-        let (nets, addrs) = nets;
+        let nets = match discovery::subnets(None) {
+            Ok(n) => n,
+            Err(e @ discovery::SubnetError::NoRoute) => {
+                sink.err(&format!(
+                    "❌ rpc discover: {e}; name the subnets in SYNAPTICLLAMAS_SUBNETS (e.g. SYNAPTICLLAMAS_SUBNETS=10.0.0.0/24), or add a backend with `rpc add HOST[:PORT]`"
+                ));
+                return false;
+            }
+            Err(e) => {
+                sink.err(&format!("❌ rpc discover: {e}"));
+                return false;
+            }
+        };
+        let addrs = match discovery::addresses(&nets) {
+            Ok(a) => a,
+            Err(e) => {
+                sink.err(&format!("❌ rpc discover: {e}"));
+                return false;
+            }
+        };
         let names: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
         sink.err(&format!(
             "🔍 Scanning {} for RPC backends: {} addresses on port 50052 (TCP connect only) ...",
@@ -233,11 +253,16 @@ impl App {
             sink.out("ℹ️  All discovered backends already configured");
             return true;
         }
-        sink.out(&format!(
-            "✅ Added {added} new RPC backend(s); total {}",
-            self.settings.rpc_backends.len()
-        ));
-        self.save_settings(sink)
+        let saved = self.save_settings(&["rpc_backends"], sink);
+        super::confirm(
+            sink,
+            saved,
+            &format!(
+                "Added {added} new RPC backend(s); total {}",
+                self.settings.rpc_backends.len()
+            ),
+        );
+        saved
     }
 
     /// The coordinator node for this query: reused if healthy and current,
@@ -522,8 +547,11 @@ impl App {
         sink.out(&t.to_string());
     }
 
-    /// Leaving: stop the coordinator if this process started it.
+    /// Leaving: stop the dashboard, and the coordinator if this process started it.
     pub async fn shutdown(&mut self) {
+        if let Some(d) = self.dashboard.take() {
+            d.stop().await;
+        }
         if let Some(mut c) = self.sharding.coordinator.take() {
             c.stop().await;
         }

@@ -289,16 +289,15 @@ impl Scheduler {
     ) -> Option<(Lease, String)> {
         let cluster = ClusterView::of(pool.nodes());
         let lease = self.take_idle(pool, task.model, avoid)?;
-        match estimate::should_hedge(
+        // With no hedge the lease is dropped, which gives the slot back.
+        estimate::should_hedge(
             &current.progress,
             task.prompt_tokens,
             &lease.node,
             &cluster,
             Instant::now(),
-        ) {
-            Some(why) => Some((lease, why)),
-            None => None, // dropping the lease gives the slot back
-        }
+        )
+        .map(|why| (lease, why))
     }
 
     fn succeeded(&self, node: &Node, model: &str, elapsed: Duration, m: &Measured) {
