@@ -7,6 +7,7 @@ mod discover;
 mod info;
 mod node_cmds;
 mod query;
+mod redis_cmds;
 mod settings_cmds;
 mod sharding;
 
@@ -101,6 +102,8 @@ pub struct App {
     pub notifier: Notifier,
     /// A person at a terminal (turns the background monitor on by default).
     pub interactive: bool,
+    /// Shared host leases, node health and events (off until `redis on`).
+    pub redis: crate::redis::Redis,
 }
 
 impl App {
@@ -110,6 +113,14 @@ impl App {
         registry: Registry,
         home: PathBuf,
     ) -> App {
+        let notifier: Notifier = Arc::new(std::sync::RwLock::new(Arc::new(|_| {})));
+        let say = notifier.clone();
+        let redis = crate::redis::Redis::new(move |line| {
+            let f = say.read().map(|f| f.clone());
+            if let Ok(f) = f {
+                f(line)
+            }
+        });
         App {
             settings,
             settings_store,
@@ -123,8 +134,9 @@ impl App {
             hub: Arc::new(crate::dashboard::Hub::new()),
             dashboard: None,
             monitor: None,
-            notifier: Arc::new(std::sync::RwLock::new(Arc::new(|_| {}))),
+            notifier,
             interactive: false,
+            redis,
         }
     }
 
@@ -184,6 +196,7 @@ impl App {
     }
 
     pub async fn dispatch(&mut self, cmd: Command, sink: &mut dyn Sink) -> Outcome {
+        self.redis.tap.set_model(self.model());
         let outcome = self.dispatch_inner(cmd, sink).await;
         self.sync_hub();
         outcome
@@ -218,8 +231,8 @@ impl App {
             | C::Strategy(_)
             | C::Model(_)
             | C::Rag(_)
-            | C::Redis(_)
             | C::Verbose(_) => Outcome::from(self.setting(cmd, sink)),
+            C::Redis(on) => Outcome::from(self.redis_cmd(on, sink).await),
             C::Discover { cidr, timeout_ms } => {
                 Outcome::from(self.discover_cmd(cidr, timeout_ms, sink).await)
             }
