@@ -336,8 +336,8 @@ impl SharedLeases {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         if self.inner.jobs.set(tx).is_ok() {
-            let state = self.inner.link.watch();
-            tokio::spawn(work(Arc::downgrade(&self.inner), rx, state));
+            let link = self.inner.link.clone();
+            tokio::spawn(work(Arc::downgrade(&self.inner), link, rx));
         }
     }
 }
@@ -345,15 +345,14 @@ impl SharedLeases {
 /// Renew every held lease each TTL/3 (and at once when Redis comes back);
 /// release in order, so a renewal never revives a released lease. A release
 /// that could not reach Redis is tried again once it is back.
-async fn work(
-    inner: Weak<Inner>,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-    mut state: watch::Receiver<LinkState>,
-) {
+/// Releases still queued when the last `SharedLeases` goes are carried out
+/// before the task ends.
+async fn work(inner: Weak<Inner>, link: Arc<Link>, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let every = match inner.upgrade() {
         Some(i) => i.ttl / 3,
         None => return,
     };
+    let mut state = link.watch();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut orphans: Vec<Held> = Vec::new();
@@ -361,8 +360,7 @@ async fn work(
         let renew = tokio::select! {
             job = jobs.recv() => {
                 let Some(Job::Release { held, ack }) = job else { return };
-                let Some(inner) = inner.upgrade() else { return };
-                if !release(&inner, &held).await && orphans.len() < MAX_ORPHANS {
+                if !release(&link, &held).await && orphans.len() < MAX_ORPHANS {
                     orphans.push(held);
                 }
                 if let Some(ack) = ack {
@@ -377,17 +375,18 @@ async fn work(
             }
         };
         if renew {
-            let Some(inner) = inner.upgrade() else { return };
-            if inner.link.is_connected() && !orphans.is_empty() {
+            if link.is_connected() && !orphans.is_empty() {
                 let mut left = Vec::new();
                 for held in orphans.drain(..) {
-                    if !release(&inner, &held).await {
+                    if !release(&link, &held).await {
                         left.push(held);
                     }
                 }
                 orphans = left;
             }
-            renew_all(&inner).await;
+            if let Some(inner) = inner.upgrade() {
+                renew_all(&inner).await;
+            }
         }
     }
 }
@@ -396,10 +395,9 @@ async fn work(
 const MAX_ORPHANS: usize = 10_000;
 
 /// Remove one lease from Redis; false if Redis could not be reached.
-async fn release(inner: &Inner, held: &Held) -> bool {
+async fn release(link: &Link, held: &Held) -> bool {
     let (key, member, host) = (held.key.clone(), held.member.clone(), held.host.clone());
-    let done = inner
-        .link
+    let done = link
         .call(OP_TIMEOUT, |mut c| async move {
             RELEASE
                 .key(key)
@@ -411,8 +409,8 @@ async fn release(inner: &Inner, held: &Held) -> bool {
         })
         .await;
     // Waiters in this process wake even when the announcement cannot go out.
-    inner.link.note_release();
-    if inner.link.state() == LinkState::Off {
+    link.note_release();
+    if link.state() == LinkState::Off {
         return true;
     }
     !matches!(done, Err(CallError::Offline | CallError::Timeout(_)))

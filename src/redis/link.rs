@@ -5,7 +5,7 @@
 //! when there is none, so nothing fails because Redis did.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -209,8 +209,9 @@ impl Link {
         };
         rx.borrow_and_update();
         if let Some(client) = client {
-            let sup = tokio::spawn(supervise(self.clone(), client.clone(), generation));
-            let sub = tokio::spawn(listen_releases(self.clone(), client, generation));
+            let weak = Arc::downgrade(self);
+            let sup = tokio::spawn(supervise(weak.clone(), client.clone(), generation));
+            let sub = tokio::spawn(listen_releases(weak, client, generation));
             self.lock().tasks = vec![sup, sub];
         }
         let deadline = tokio::time::Instant::now() + FIRST_VERDICT;
@@ -320,6 +321,12 @@ impl Link {
     }
 }
 
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.stop_tasks();
+    }
+}
+
 /// Connect and check with a PING (which also catches a missing password).
 async fn connect(client: &Client) -> Result<ConnectionManager, String> {
     let config = ConnectionManagerConfig::new()
@@ -358,11 +365,13 @@ async fn ping(m: &ConnectionManager) -> Result<(), String> {
     }
 }
 
-/// Keep the link connected for as long as `generation` is current.
-async fn supervise(link: Arc<Link>, client: Client, generation: u64) {
+/// Keep the link connected for as long as `generation` is current (and the
+/// link is in use).
+async fn supervise(link: Weak<Link>, client: Client, generation: u64) {
     let mut backoff = BACKOFF_MIN;
     let mut conn: Option<ConnectionManager> = None;
     loop {
+        let Some(link) = link.upgrade() else { return };
         let result = match &conn {
             Some(m) => ping(m).await.map(|_| m.clone()),
             None => connect(&client).await,
@@ -411,7 +420,7 @@ fn refused_by_server(why: &str) -> bool {
 }
 
 /// Listen for released host leases (any instance) and bump the counter.
-async fn listen_releases(link: Arc<Link>, client: Client, generation: u64) {
+async fn listen_releases(link: Weak<Link>, client: Client, generation: u64) {
     use futures_util::StreamExt;
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -424,12 +433,14 @@ async fn listen_releases(link: Arc<Link>, client: Client, generation: u64) {
             backoff = BACKOFF_MIN;
             let mut stream = ps.into_on_message();
             while stream.next().await.is_some() {
+                let Some(link) = link.upgrade() else { return };
                 if link.lock().generation != generation {
                     return;
                 }
                 link.note_release();
             }
             // The server went away: whoever waits polls until it is back.
+            let Some(link) = link.upgrade() else { return };
             link.note_release();
         }
         tokio::time::sleep(backoff).await;

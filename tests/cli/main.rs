@@ -18,6 +18,8 @@ mod llama;
 mod load;
 mod piped;
 mod pipeline;
+mod redis;
+mod redis_support;
 mod security;
 mod sharding;
 mod support;
