@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::events::{routing_event, Component, Level, LogEvent, Publisher};
 use crate::dashboard::HubTap;
+use crate::nodes::registry::Api;
 use crate::nodes::Node;
 
 /// Publishes hub changes; the model in use is set by the app before each command.
@@ -158,17 +159,25 @@ fn statuses(list: &[Value]) -> BTreeMap<String, String> {
 
 impl HubTap for EventTap {
     fn node_picked(&self, task: &str, node: &Node, reason: &str) {
+        // The llama.cpp coordinator speaks the OpenAI API; Ollama nodes their own.
+        let (event, backend) = if node.api == Api::OpenAi {
+            ("TASK_START", "llamacpp")
+        } else {
+            ("OLLAMA_NODE_SELECTED", "ollama")
+        };
         let mut extra = Map::new();
         extra.insert("node_url".into(), json!(node.url()));
         extra.insert("node".into(), json!(node.name()));
         extra.insert("host".into(), json!(node.host));
         extra.insert("task".into(), json!(task));
+        extra.insert("task_id".into(), json!(task));
+        extra.insert("worker".into(), json!(node.url()));
         extra.insert("reason".into(), json!(reason));
         let model = self.model();
         self.events.routing(routing_event(
-            "OLLAMA_NODE_SELECTED",
+            event,
             Some(&model).filter(|m| !m.is_empty()).map(|m| m.as_str()),
-            Some("ollama"),
+            Some(backend),
             extra,
         ));
     }

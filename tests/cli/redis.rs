@@ -124,9 +124,11 @@ fn two_instances_never_exceed_capacity(server: &RedisServer) {
     let mut c = server.conn();
     for (host, _) in HOSTS {
         let key = synapticllamas::redis::leases::lease_key(host);
-        wait_until(&format!("{host}: every lease released"), Duration::from_secs(5), || {
-            c.zcard::<_, u32>(&key).unwrap() == 0
-        });
+        wait_until(
+            &format!("{host}: every lease released"),
+            Duration::from_secs(5),
+            || c.zcard::<_, u32>(&key).unwrap() == 0,
+        );
     }
 }
 
@@ -159,7 +161,12 @@ fn without_shared_leases_the_same_run_overlaps_on_a_host() {
 #[ignore = "a child process of kill_9_of_a_holder_frees_its_hosts_within_the_ttl"]
 fn lease_holder_child() {
     let url = std::env::var("SL_TEST_LEASE_URL").expect("run by the parent test");
-    let ttl = Duration::from_millis(std::env::var("SL_TEST_LEASE_TTL_MS").unwrap().parse().unwrap());
+    let ttl = Duration::from_millis(
+        std::env::var("SL_TEST_LEASE_TTL_MS")
+            .unwrap()
+            .parse()
+            .unwrap(),
+    );
     runtime().block_on(async {
         let (link, _) = link_to(&url).await;
         let leases = SharedLeases::with_ttl(link, ttl);
@@ -290,14 +297,18 @@ fn redis_going_away_mid_run_warns_once_continues_locally_and_sharing_resumes() {
     });
     // Acquisitions go on, granted locally.
     let before = counts.lock().unwrap().1;
-    wait_until("local grants while Redis is away", Duration::from_secs(10), || {
-        counts.lock().unwrap().1 >= before + 20
-    });
+    wait_until(
+        "local grants while Redis is away",
+        Duration::from_secs(10),
+        || counts.lock().unwrap().1 >= before + 20,
+    );
     // A lease taken while Redis is away…
     let held = rt.block_on(leases.try_acquire("held-host", 1)).unwrap();
     assert!(!held.is_shared());
     server.restart();
-    wait_until("reconnected", Duration::from_secs(15), || link.is_connected());
+    wait_until("reconnected", Duration::from_secs(15), || {
+        link.is_connected()
+    });
     // …is registered again, so another instance sees the host as taken.
     let mut c = server.conn();
     let key = synapticllamas::redis::leases::lease_key("held-host");
@@ -323,7 +334,9 @@ fn redis_going_away_mid_run_warns_once_continues_locally_and_sharing_resumes() {
     let back = lines.iter().filter(|l| l.contains("is back")).count();
     assert_eq!(went, 1, "one warning for the outage: {lines:#?}");
     assert!(
-        lines.iter().any(|l| l.contains("host rule now per instance")),
+        lines
+            .iter()
+            .any(|l| l.contains("host rule now per instance")),
         "{lines:#?}"
     );
     assert_eq!(back, 1, "{lines:#?}");
@@ -358,7 +371,10 @@ fn a_node_cooled_by_one_instance_is_cooling_for_all_and_a_recovery_is_seen_by_al
         };
         assert_eq!(failures, 3);
         assert_eq!(reason, "connection refused");
-        assert!(until > cooled + Duration::from_secs(4) && until <= Instant::now() + Duration::from_secs(5));
+        assert!(
+            until > cooled + Duration::from_secs(4)
+                && until <= Instant::now() + Duration::from_secs(5)
+        );
         // A shorter, milder report from B keeps the later end and the larger count.
         hb.report_cooling(node, Duration::from_millis(500), 1, "timeout");
         hb.report_recovered("http://other:1"); // queued after the cooling report
@@ -367,9 +383,16 @@ fn a_node_cooled_by_one_instance_is_cooling_for_all_and_a_recovery_is_seen_by_al
             assert!(Instant::now() < deadline);
         }
         match ha.view(node).await {
-            NodeView::Cooling { failures, until: u2, .. } => {
+            NodeView::Cooling {
+                failures,
+                until: u2,
+                ..
+            } => {
                 assert_eq!(failures, 3);
-                assert!(u2 + Duration::from_millis(200) >= until, "the end moved earlier");
+                assert!(
+                    u2 + Duration::from_millis(200) >= until,
+                    "the end moved earlier"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -432,7 +455,11 @@ fn a_backend_registered_in_sollols_key_shape_is_found_by_rpc_discover() {
     let info = json!({"has_gpu": true, "gpu_devices": ["cuda:0"], "gpu_vram_mb": [19200],
                       "cpu_ram_mb": 12000, "device_config": "cpu,cuda:0"});
     let _: () = c
-        .set_ex(format!("sollol:rpc:node:127.0.0.1:{p1}"), info.to_string(), 3600)
+        .set_ex(
+            format!("sollol:rpc:node:127.0.0.1:{p1}"),
+            info.to_string(),
+            3600,
+        )
         .unwrap();
     let _: () = c
         .set_ex(format!("sollol:rpc:node:127.0.0.1:{dead}"), "{}", 3600)
@@ -485,22 +512,36 @@ fn rpc_register_keeps_its_key_alive_past_its_ttl_and_removes_it_when_stopped() {
         let first = Instant::now();
         let value: String = c.get(&key).unwrap();
         let v: Value = serde_json::from_str(&value).unwrap();
-        for k in ["has_gpu", "gpu_devices", "gpu_vram_mb", "cpu_ram_mb", "device_config", "memory_config", "total_parallel_workers"] {
+        for k in [
+            "has_gpu",
+            "gpu_devices",
+            "gpu_vram_mb",
+            "cpu_ram_mb",
+            "device_config",
+            "memory_config",
+            "total_parallel_workers",
+        ] {
             assert!(v.get(k).is_some(), "{k} missing from {v}");
         }
         // Three TTLs later it is still there, never older than one TTL.
         while first.elapsed() < Duration::from_secs(3) {
             let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut c).unwrap();
-            assert!(pttl > 0 && pttl <= 1000, "PTTL {pttl} at {:?}", first.elapsed());
+            assert!(
+                pttl > 0 && pttl <= 1000,
+                "PTTL {pttl} at {:?}",
+                first.elapsed()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         if sig == libc::SIGTERM {
             // Redis restarted empty: the registration comes back by itself.
             server.restart();
             let mut c = server.conn();
-            wait_until("re-registered after a Redis restart", Duration::from_secs(15), || {
-                c.exists::<_, bool>(&key).unwrap()
-            });
+            wait_until(
+                "re-registered after a Redis restart",
+                Duration::from_secs(15),
+                || c.exists::<_, bool>(&key).unwrap(),
+            );
         }
         unsafe { libc::kill(child.id() as i32, sig) };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -522,7 +563,12 @@ fn rpc_register_rejects_a_bad_address_in_one_line() {
     let home = Home::new();
     let r = run_with(command(&home, &["rpc-register", "not a host"]), "");
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.starts_with("❌ rpc-register: `not a host` is not HOST[:PORT]"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with("❌ rpc-register: `not a host` is not HOST[:PORT]"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// `redis-cli SUBSCRIBE` to `channels`; lines arrive on the receiver.
@@ -555,7 +601,9 @@ impl Subscriber {
             seen: Vec::new(),
         };
         // Three lines per confirmed subscription: subscribe, channel, count.
-        s.read_until(Duration::from_secs(10), |seen| seen.len() >= 3 * channels.len());
+        s.read_until(Duration::from_secs(10), |seen| {
+            seen.len() >= 3 * channels.len()
+        });
         s
     }
 
@@ -620,7 +668,9 @@ fn redis_cli_subscribe_receives_the_documented_events_from_the_shell() {
             && on(events::ROUTING_CHANNEL, "OLLAMA_NODE_SELECTED")
             && on(events::ROUTING_CHANNEL, "ROUTE_DECISION")
     };
-    sub.read_until(Duration::from_secs(10), |seen| want(&Subscriber::messages(seen)));
+    sub.read_until(Duration::from_secs(10), |seen| {
+        want(&Subscriber::messages(seen))
+    });
     let msgs = Subscriber::messages(&sub.seen);
     let find = |ch: &str, ty: &str| {
         msgs.iter()
@@ -632,7 +682,10 @@ fn redis_cli_subscribe_receives_the_documented_events_from_the_shell() {
     let connect = find(events::RPC_BACKENDS_CHANNEL, "connect");
     assert_eq!(connect["component"], "rpc_backend");
     assert_eq!(connect["level"], "info");
-    assert_eq!(connect["message"], format!("RPC backend connected: {baddr}"));
+    assert_eq!(
+        connect["message"],
+        format!("RPC backend connected: {baddr}")
+    );
     assert_eq!(connect["details"]["backend"], baddr.as_str());
     assert!(connect["timestamp"].as_f64().unwrap() > 1.6e9);
     let gone = find(events::RPC_BACKENDS_CHANNEL, "disconnect");
@@ -643,14 +696,26 @@ fn redis_cli_subscribe_receives_the_documented_events_from_the_shell() {
     assert!(metric["details"]["total_execution_time"].as_f64().is_some());
     // SOLLOL's routing event shape.
     let pick = find(events::ROUTING_CHANNEL, "OLLAMA_NODE_SELECTED");
-    for k in ["timestamp", "instance_id", "hostname", "pid", "model", "backend", "node_url", "reason"] {
+    for k in [
+        "timestamp",
+        "instance_id",
+        "hostname",
+        "pid",
+        "model",
+        "backend",
+        "node_url",
+        "reason",
+    ] {
         assert!(pick.get(k).is_some(), "{k} missing from {pick}");
     }
     assert_eq!(pick["backend"], "ollama");
     assert_eq!(pick["model"], "llama3.2");
     assert_eq!(pick["node_url"], node.url());
     let pid = pick["pid"].as_u64().expect("pid is a number");
-    assert!(pick["instance_id"].as_str().unwrap().contains(&format!("_{pid}_")));
+    assert!(pick["instance_id"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("_{pid}_")));
     let ts = pick["timestamp"].as_str().unwrap();
     assert!(ts.len() == 26 && &ts[10..11] == "T", "ISO timestamp: {ts}");
     let route = find(events::ROUTING_CHANNEL, "ROUTE_DECISION");
@@ -670,7 +735,10 @@ fn redis_cli_subscribe_receives_the_documented_events_from_the_shell() {
         .filter_map(|(_, fields)| serde_json::from_str::<Value>(&fields[1]).ok())
         .map(|v| v["event_type"].as_str().unwrap_or_default().to_string())
         .collect();
-    assert!(kinds.contains(&"OLLAMA_NODE_SELECTED".to_string()), "{kinds:?}");
+    assert!(
+        kinds.contains(&"OLLAMA_NODE_SELECTED".to_string()),
+        "{kinds:?}"
+    );
     assert!(kinds.contains(&"ROUTE_DECISION".to_string()), "{kinds:?}");
 }
 
@@ -708,11 +776,20 @@ fn coordinator_start_restart_and_stop_reach_the_coordinator_channel() {
     };
     sub.read_until(Duration::from_secs(10), |seen| coord(seen).len() >= 4);
     let c = coord(&sub.seen);
-    let kinds: Vec<&str> = c.iter().map(|v| v["event_type"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = c
+        .iter()
+        .map(|v| v["event_type"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["start", "stop", "start", "stop"]);
-    assert_eq!(c[0]["message"], "llama.cpp coordinator started on port 18080");
+    assert_eq!(
+        c[0]["message"],
+        "llama.cpp coordinator started on port 18080"
+    );
     assert_eq!(c[0]["details"]["backend_count"], 2);
-    assert_eq!(c[0]["details"]["model_path"], "/m/codellama-13b.Q4_K_M.gguf");
+    assert_eq!(
+        c[0]["details"]["model_path"],
+        "/m/codellama-13b.Q4_K_M.gguf"
+    );
     assert_eq!(c[1]["details"]["reason"], "restart");
     assert_eq!(c[2]["details"]["restart"], true);
     assert_eq!(c[2]["details"]["backend_count"], 1);
@@ -761,8 +838,14 @@ fn a_wrong_password_or_an_unreachable_redis_is_one_line_and_the_shell_goes_on() 
     let home = Home::new();
     let wrong = format!("redis://:not-{PASSWORD}@127.0.0.1:{}/0", server.port);
     let r = run_with(with_url(&home, &[], &wrong), "redis on\nstatus\nrefine 2\n");
-    r.failed().out_has("SYSTEM STATUS").out_has("✅ Refinement rounds set to 2");
-    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.contains("Redis at")).collect();
+    r.failed()
+        .out_has("SYSTEM STATUS")
+        .out_has("✅ Refinement rounds set to 2");
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("Redis at"))
+        .collect();
     assert_eq!(errors.len(), 1, "{}", r.stderr);
     assert!(
         errors[0].starts_with(&format!(
@@ -772,28 +855,57 @@ fn a_wrong_password_or_an_unreachable_redis_is_one_line_and_the_shell_goes_on() 
         "{}",
         errors[0]
     );
-    assert!(r.stdout.contains("| Redis ") && r.stdout.contains("error — "), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("| Redis ") && r.stdout.contains("error — "),
+        "{}",
+        r.stdout
+    );
     assert!(!format!("{}{}", r.stdout, r.stderr).contains(PASSWORD));
 
     // No password at all against one that needs it.
     let none = format!("redis://127.0.0.1:{}/0", server.port);
     let r = run_with(with_url(&home, &[], &none), "status\n");
     r.ok().out_has("SYSTEM STATUS");
-    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.contains("Redis at")).collect();
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("Redis at"))
+        .collect();
     assert_eq!(errors.len(), 1, "{}", r.stderr);
-    assert!(errors[0].starts_with("❌ ") && errors[0].contains("refused us"), "{}", errors[0]);
+    assert!(
+        errors[0].starts_with("❌ ") && errors[0].contains("refused us"),
+        "{}",
+        errors[0]
+    );
 
     // Nobody listening: a warning, and everything else works.
     let dead = format!("redis://127.0.0.1:{}/0", dead_port());
     let r = run_with(with_url(&home, &[], &dead), "redis on\nstatus\nnodes\n");
-    r.ok().out_has("SYSTEM STATUS").out_has("🗄️  Redis: error — ");
-    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.contains("Redis at")).collect();
-    assert_eq!(errors.len(), 2, "once at start-up, once for `redis on`:\n{}", r.stderr);
-    assert!(errors.iter().all(|l| l.starts_with("⚠️  Redis at") && l.contains("is unreachable")));
+    r.ok()
+        .out_has("SYSTEM STATUS")
+        .out_has("🗄️  Redis: error — ");
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("Redis at"))
+        .collect();
+    assert_eq!(
+        errors.len(),
+        2,
+        "once at start-up, once for `redis on`:\n{}",
+        r.stderr
+    );
+    assert!(errors
+        .iter()
+        .all(|l| l.starts_with("⚠️  Redis at") && l.contains("is unreachable")));
 
     // A URL that is not one: named, not echoed.
-    let r = run_with(with_url(&home, &[], "http://user:pw-in-url@x/"), "redis on\n");
-    r.failed().err_has("❌ redis: SYNAPTICLLAMAS_REDIS_URL: not a usable Redis URL");
+    let r = run_with(
+        with_url(&home, &[], "http://user:pw-in-url@x/"),
+        "redis on\n",
+    );
+    r.failed()
+        .err_has("❌ redis: SYNAPTICLLAMAS_REDIS_URL: not a usable Redis URL");
     assert!(!r.stderr.contains("pw-in-url"));
 
     // The right password from the settings file.
@@ -826,7 +938,10 @@ fn the_shell_warns_once_when_redis_goes_away_and_rejoins_without_a_restart() {
     server.restart();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !redis_row(&mut s).contains("connected — ") {
-        assert!(Instant::now() < deadline, "status never said connected again");
+        assert!(
+            Instant::now() < deadline,
+            "status never said connected again"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let (_, stderr, code) = s.finish();

@@ -192,7 +192,11 @@ fn redis_password_is_never_printed() {
     let mut c = command(&home, &[]);
     c.env_remove("SYNAPTICLLAMAS_REDIS_URL");
     let r = run_with(c, &script);
-    assert!(r.stderr.contains("Redis at redis://127.0.0.1:"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("Redis at redis://127.0.0.1:"),
+        "{}",
+        r.stderr
+    );
     assert_no_secret("a session (stdout)", &r.stdout);
     assert_no_secret("a session (stderr)", &r.stderr);
     assert!(r.stdout.contains("SYSTEM STATUS") && r.stdout.contains("FINAL ANSWER"));
