@@ -112,6 +112,26 @@ pub enum Sub {
     /// Serve one simulated Ollama host (for tests and the network lab)
     #[command(name = "sim-serve", hide = true)]
     SimServe(SimServe),
+    /// Register this worker's llama.cpp rpc-server in Redis (SOLLOL's key) and
+    /// keep the registration fresh until stopped (SIGTERM/Ctrl-C removes it)
+    #[command(name = "rpc-register")]
+    RpcRegister(RpcRegister),
+}
+
+#[derive(Debug, Args)]
+pub struct RpcRegister {
+    /// The rpc-server's address as other machines reach it (port 50052 by default)
+    #[arg(value_name = "HOST:PORT")]
+    pub addr: String,
+    /// Lifetime of the key in seconds; it is refreshed every third of it
+    #[arg(long, value_name = "SECS", default_value_t = crate::redis::registry::DEFAULT_TTL_SECS)]
+    pub ttl: u64,
+    /// Memory offered for layers, in MB (default: the memory available now)
+    #[arg(long = "ram-mb", value_name = "MB")]
+    pub ram_mb: Option<u64>,
+    /// VRAM of one GPU in MB, as cuda:0, cuda:1, … (repeatable)
+    #[arg(long = "gpu-vram-mb", value_name = "MB")]
+    pub gpu_vram_mb: Vec<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -186,7 +186,7 @@ pub const COMMANDS: &[Spec] = &[
         name: "redis",
         aliases: &[],
         usage: "redis on|off",
-        help: "Redis log publishing (setting kept; not provided by this port)",
+        help: "share host leases, node health, RPC registrations and events through Redis",
         keywords: &["on", "off"],
     },
     Spec {

@@ -18,8 +18,12 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Some(Sub::SimServe(args)) = &cli.sub {
-        std::process::exit(rt.block_on(sim::serve::run(args)));
+    match &cli.sub {
+        Some(Sub::SimServe(args)) => std::process::exit(rt.block_on(sim::serve::run(args))),
+        Some(Sub::RpcRegister(args)) => {
+            std::process::exit(rt.block_on(synapticllamas::redis::register::run(args)))
+        }
+        None => {}
     }
     let mut sink = StdSink;
     let mut app = rt.block_on(startup::build(&cli, &mut sink));

@@ -41,6 +41,9 @@ pub async fn build(cli: &Cli, sink: &mut dyn Sink) -> App {
     let mut app = App::new(loaded.settings, store, registry, home);
     app.agents = crate::app::agents::AgentCache::load(sink);
     app.overrides.model = cli.model.clone();
+    if app.settings.redis_logging_enabled {
+        app.redis_start(sink).await;
+    }
     if cli.distributed {
         app.overrides.mode = Some(Mode::Distributed);
     }

@@ -48,7 +48,8 @@ impl App {
             "strategy" => self.strategy().word().into(),
             "model" => self.model().to_string(),
             "rag" => on_off(s.flockparser_enabled).into(),
-            "redis" => on_off(s.redis_logging_enabled).into(),
+            "redis" if s.redis_logging_enabled => format!("on, {}", self.redis.link.state().word()),
+            "redis" => "off".into(),
             "verbose" => on_off(s.dashboard_verbose).into(),
             _ => return None,
         })
@@ -112,13 +113,7 @@ impl App {
                 on_off(s.flockparser_enabled)
             ),
         );
-        row(
-            "Redis Logging",
-            format!(
-                "{} (not provided by this port)",
-                on_off(s.redis_logging_enabled)
-            ),
-        );
+        row("Redis", self.redis.describe());
         row("Verbose", on_off(s.dashboard_verbose).into());
         let sim = if self.registry.simulated {
             " (simulated)"

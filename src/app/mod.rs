@@ -9,6 +9,7 @@ mod info;
 mod node_cmds;
 mod query;
 pub use query::{incomplete_line, QueryError};
+mod redis_cmds;
 mod settings_cmds;
 mod sharding;
 
@@ -143,6 +144,8 @@ pub struct App {
     pub interactive: bool,
     /// The agents queries use (loaded at start-up, re-read when their directory changes).
     pub agents: agents::AgentCache,
+    /// Shared host leases, node health and events (off until `redis on`).
+    pub redis: crate::redis::Redis,
 }
 
 impl App {
@@ -153,6 +156,14 @@ impl App {
         home: PathBuf,
     ) -> App {
         let client = Client::default();
+        let notifier: Notifier = Arc::new(std::sync::RwLock::new(Arc::new(|_| {})));
+        let say = notifier.clone();
+        let redis = crate::redis::Redis::new(move |line| {
+            let f = say.read().map(|f| f.clone());
+            if let Ok(f) = f {
+                f(line)
+            }
+        });
         App {
             settings,
             settings_store,
@@ -168,9 +179,10 @@ impl App {
             hub: Arc::new(crate::dashboard::Hub::new()),
             dashboard: None,
             monitor: None,
-            notifier: Arc::new(std::sync::RwLock::new(Arc::new(|_| {}))),
+            notifier,
             interactive: false,
             agents: agents::AgentCache::default(),
+            redis,
         }
     }
 
@@ -239,6 +251,7 @@ impl App {
     }
 
     pub async fn dispatch(&mut self, cmd: Command, sink: &mut dyn Sink) -> Outcome {
+        self.redis.tap.set_model(self.model());
         let outcome = self.dispatch_inner(cmd, sink).await;
         self.sync_hub();
         outcome
@@ -273,8 +286,8 @@ impl App {
             | C::Strategy(_)
             | C::Model(_)
             | C::Rag(_)
-            | C::Redis(_)
             | C::Verbose(_) => Outcome::from(self.setting(cmd, sink)),
+            C::Redis(on) => Outcome::from(self.redis_cmd(on, sink).await),
             C::Discover { cidr, timeout_ms } => {
                 Outcome::from(self.discover_cmd(cidr, timeout_ms, sink).await)
             }

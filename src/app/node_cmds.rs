@@ -99,6 +99,8 @@ impl App {
             ));
         }
         self.print_rpc_section(sink).await;
+        sink.out("");
+        sink.out(&format!("🗄️  Redis: {}", self.redis.describe()));
         true
     }
 

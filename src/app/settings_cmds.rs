@@ -81,11 +81,6 @@ impl App {
                 sink.out(&format!("✅ FlockParser RAG {} (saved)", on_off(on)));
                 sink.err("ℹ️  This port does not include FlockParser document retrieval; the setting is kept for the Python tool.");
             }
-            Command::Redis(on) => {
-                s.redis_logging_enabled = on;
-                sink.out(&format!("✅ Redis log publishing {} (saved)", on_off(on)));
-                sink.err("ℹ️  This port does not publish logs to Redis; the setting is kept for the Python tool.");
-            }
             Command::Verbose(on) => {
                 s.dashboard_verbose = on;
                 sink.out(&format!("✅ Verbose dashboard logging {}", on_off(on)));

@@ -151,11 +151,15 @@ impl App {
                     if let Some(w) = backends::exposure_warning(&b) {
                         sink.err(&w);
                     }
-                    if !backends::reachable(&b, Duration::from_millis(500)).await {
+                    let up = backends::reachable(&b, Duration::from_millis(500)).await;
+                    if !up {
                         sink.err(&format!(
                             "⚠️  {a} does not accept connections right now (added anyway)"
                         ));
                     }
+                    let st = self.sharding.stats.entry(a.clone()).or_default();
+                    st.up = Some(up);
+                    st.checked = Some(std::time::Instant::now());
                     self.settings.rpc_backends.push(b);
                     let saved = self.save_settings(&["rpc_backends"], sink);
                     super::confirm(sink, saved, &format!("Added RPC backend: {a}"));
@@ -226,25 +230,40 @@ impl App {
         let bar = ui::progress::bar(addrs.len() as u64, "scanning");
         let report = scan::scan(addrs, &opts, |_| async { Some(()) }, || bar.inc(1)).await;
         bar.finish_and_clear();
+        let mut found: Vec<(RpcBackendEntry, &str)> = report
+            .found
+            .iter()
+            .map(|(addr, _)| {
+                let b = RpcBackendEntry {
+                    host: addr.ip().to_string(),
+                    port: addr.port(),
+                    extra: Default::default(),
+                };
+                (b, "")
+            })
+            .collect();
+        for b in self.redis_registrations(sink).await {
+            if !found
+                .iter()
+                .any(|(x, _)| backends::addr(x) == backends::addr(&b))
+            {
+                found.push((b, " (registered in Redis)"));
+            }
+        }
         let mut added = 0;
-        for (addr, _) in &report.found {
-            let b = RpcBackendEntry {
-                host: addr.ip().to_string(),
-                port: addr.port(),
-                extra: Default::default(),
-            };
+        for (b, note) in &found {
             if !self
                 .settings
                 .rpc_backends
                 .iter()
-                .any(|x| backends::addr(x) == backends::addr(&b))
+                .any(|x| backends::addr(x) == backends::addr(b))
             {
-                sink.out(&format!("   ✅ Found: {}", backends::addr(&b)));
-                self.settings.rpc_backends.push(b);
+                sink.out(&format!("   ✅ Found: {}{note}", backends::addr(b)));
+                self.settings.rpc_backends.push(b.clone());
                 added += 1;
             }
         }
-        if report.found.is_empty() {
+        if found.is_empty() {
             sink.out("❌ No RPC backends found on the network");
             sink.out("   Start one on each machine that should hold layers: rpc-server --host <its LAN address> --port 50052");
             return true;
@@ -405,6 +424,12 @@ impl App {
         for m in models {
             let (t, why) = decide(route, &m);
             need |= t == Target::Coordinator;
+            let backend = if t == Target::Coordinator {
+                "llamacpp"
+            } else {
+                "ollama"
+            };
+            self.redis.route_decision(&m, backend, &why);
             lines.push(format!(
                 "🔀 {m} → {}: {why}",
                 if t == Target::Coordinator {
@@ -441,11 +466,9 @@ impl App {
         let mut dead = Vec::new();
         for b in self.settings.rpc_backends.clone() {
             let up = backends::reachable(&b, Duration::from_millis(500)).await;
-            self.sharding
-                .stats
-                .entry(backends::addr(&b))
-                .or_default()
-                .up = Some(up);
+            let st = self.sharding.stats.entry(backends::addr(&b)).or_default();
+            st.up = Some(up);
+            st.checked = Some(std::time::Instant::now());
             if !up {
                 dead.push(backends::addr(&b));
             }
@@ -528,6 +551,7 @@ impl App {
             let up = backends::reachable(&b, Duration::from_millis(500)).await;
             let st = self.sharding.stats.entry(a.clone()).or_default();
             st.up = Some(up);
+            st.checked = Some(std::time::Instant::now());
             t.add_row(vec![
                 a,
                 if up {
@@ -547,13 +571,19 @@ impl App {
         sink.out(&t.to_string());
     }
 
-    /// Leaving: stop the dashboard, and the coordinator if this process started it.
+    /// Leaving: stop the dashboard, and the coordinator if this process started
+    /// it; let queued Redis events go out.
     pub async fn shutdown(&mut self) {
         if let Some(d) = self.dashboard.take() {
             d.stop().await;
         }
         if let Some(mut c) = self.sharding.coordinator.take() {
+            let ours = c.ours();
             c.stop().await;
+            if ours {
+                self.hub.set_coordinator(serde_json::Value::Null);
+            }
         }
+        self.redis.events.flush(Duration::from_millis(500)).await;
     }
 }

@@ -23,6 +23,8 @@ mod messages;
 mod official_clients;
 mod piped;
 mod pipeline;
+mod redis;
+mod redis_support;
 mod security;
 mod settings_file;
 mod sharding;

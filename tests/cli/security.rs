@@ -176,7 +176,9 @@ fn redis_password_is_never_printed() {
     home.write_nodes(&node_file(&[json!({"url": a.url(), "name": "sim"})]));
     let settings = json!({
         "redis_logging_enabled": true,
-        "redis_host": "10.77.0.9",
+        // Loopback with nobody listening: the password is used, never answered.
+        "redis_host": "127.0.0.1",
+        "redis_port": dead_port(),
         "redis_password": SECRET,
         "mode": "standard",
     });
@@ -189,7 +191,15 @@ fn redis_password_is_never_printed() {
          distributed task\nrpc list\ndashboard\nredis bogus\nhelp redis\n?\nexit\n",
         saved.display()
     );
-    let r = run(&home, &[], &script);
+    // The settings, not the scrubbed environment, name the Redis here.
+    let mut c = command(&home, &[]);
+    c.env_remove("SYNAPTICLLAMAS_REDIS_URL");
+    let r = run_with(c, &script);
+    assert!(
+        r.stderr.contains("Redis at redis://127.0.0.1:"),
+        "{}",
+        r.stderr
+    );
     assert_no_secret("a session (stdout)", &r.stdout);
     assert_no_secret("a session (stderr)", &r.stderr);
     assert!(r.stdout.contains("SYSTEM STATUS") && r.stdout.contains("FINAL ANSWER"));

@@ -118,6 +118,8 @@ pub fn scrub(c: &mut Command, home: &Home) {
         .env("NO_COLOR", "1")
         // Never let a test scan anything but what it names.
         .env("SOLLOL_AUTO_DISCOVER", "false")
+        // Nor reach a Redis it did not start (port 1: nothing listens there).
+        .env("SYNAPTICLLAMAS_REDIS_URL", "redis://127.0.0.1:1/0")
         .env("SYNAPTICLLAMAS_SUBNETS", "127.77.77.0/30")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
