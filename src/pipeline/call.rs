@@ -98,6 +98,7 @@ pub async fn call(
         prompt_tokens: (system.len() + user.len()) / 4,
         limits: ctx.timeouts,
     };
+    ctx.observer.queued(label);
     let result = ctx
         .sched
         .run(
@@ -106,7 +107,7 @@ pub async fn call(
             |a: Attempt| {
                 let (system, user, fields) = (system.clone(), user.clone(), fields.clone());
                 async move {
-                    ctx.observer.started(label, a.node.name());
+                    ctx.observer.attempt(label, &a.node, &a.kind);
                     ask_with_repair(ctx, &a, label, &system, &user, model, &fields).await
                 }
             },

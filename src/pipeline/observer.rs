@@ -1,12 +1,21 @@
 //! What the pipeline tells the outside world while it works (the app turns this
 //! into progress lines and notices on a terminal).
 
+use crate::nodes::Node;
+use crate::scheduler::AttemptKind;
+
 /// Callbacks from a running query. Implementations must be cheap and thread-safe.
 pub trait Observer: Send + Sync {
     /// One line worth showing a person (a retry, a fallback).
     fn notice(&self, line: String);
+    /// A task is waiting for a free host.
+    fn queued(&self, _task: &str) {}
     /// A task started on a node.
     fn started(&self, _task: &str, _node: &str) {}
+    /// An attempt of a task started on a node: the first, a retry or a hedge.
+    fn attempt(&self, task: &str, node: &Node, _kind: &AttemptKind) {
+        self.started(task, node.name());
+    }
     /// More text arrived for a task (characters so far).
     fn progress(&self, _task: &str, _chars: usize) {}
     /// A task ended (successfully or not).

@@ -7,11 +7,17 @@
 //! no healthy host can take the task soon; a cooling node not at all until a
 //! re-probe (started here when its backoff has passed) succeeds.
 //!
+//! A task that finds no free slot waits in one line (`queue.rs`): a freed slot
+//! goes straight to the first waiter that can use it, clients (API keys of the
+//! gateway) take turns, and a pool may bound the line (back-pressure). A waiter
+//! that is dropped (its client went away) leaves the line at once.
+//!
 //! `task.rs` runs one task on top of this: deadlines from the latency model,
 //! hedging, retries on hosts that have not failed the task.
 
 pub mod estimate;
 pub mod progress;
+mod queue;
 mod task;
 
 use std::collections::{HashMap, HashSet};
@@ -23,8 +29,11 @@ use tokio::sync::Notify;
 use crate::nodes::{health, Health, Node};
 use crate::ollama::types::same_model;
 use crate::ollama::Client;
+use queue::{Queue, WaitState, Waiter};
 
-pub use task::{Attempt, Attribution, FailedAttempt, Measured, Task, TaskFailed};
+pub use task::{
+    Attempt, AttemptKind, Attribution, FailedAttempt, Held, Measured, Task, TaskFailed,
+};
 
 /// How long a task waits for a cooling host to be re-admitted when it has no
 /// other host left, before it gives up.
@@ -43,11 +52,16 @@ pub enum Policy {
     Gpu,
 }
 
-/// The nodes one query (or request) may use, and how to choose among them.
+/// The nodes one query (or request) may use, how to choose among them, and on
+/// whose behalf it waits.
 #[derive(Clone)]
 pub struct Pool {
     nodes: Vec<Arc<Node>>,
     pub policy: Policy,
+    /// The client asking (waiters of different clients take turns).
+    client: Option<Arc<str>>,
+    /// A task refuses to wait when this many tasks already wait.
+    queue_limit: Option<usize>,
 }
 
 impl Pool {
@@ -56,7 +70,25 @@ impl Pool {
             Policy::Single => preferred(&nodes).into_iter().collect(),
             _ => nodes,
         };
-        Pool { nodes, policy }
+        Pool {
+            nodes,
+            policy,
+            client: None,
+            queue_limit: None,
+        }
+    }
+
+    /// Wait on behalf of `client`: when several clients wait, they take turns.
+    pub fn for_client(mut self, client: Option<Arc<str>>) -> Pool {
+        self.client = client;
+        self
+    }
+
+    /// A task of this pool that would have to wait while `limit` tasks already
+    /// wait fails at once with `NoSlot::QueueFull` (its retries never do).
+    pub fn with_queue_limit(mut self, limit: usize) -> Pool {
+        self.queue_limit = Some(limit);
+        self
     }
 
     pub fn nodes(&self) -> &[Arc<Node>] {
@@ -82,15 +114,20 @@ pub trait Events: Send + Sync {
 }
 
 #[derive(Default)]
-struct Slots {
+struct Counts {
     in_flight: HashMap<String, u32>,
     capacity: HashMap<String, u32>,
     default_capacity: u32,
-    /// Tasks waiting for a slot (hedges are started only when nobody waits).
-    waiting: usize,
 }
 
-impl Slots {
+#[derive(Default)]
+struct Slots {
+    counts: Counts,
+    /// Tasks waiting for a slot (hedges are started only when nobody waits).
+    queue: Queue,
+}
+
+impl Counts {
     fn capacity(&self, host: &str) -> u32 {
         self.capacity
             .get(host)
@@ -112,28 +149,20 @@ pub struct Scheduler {
     /// Lines from background work (a re-probed node is back).
     notifier: RwLock<NoticeFn>,
     slots: Mutex<Slots>,
-    freed: Notify,
 }
 
-/// A slot on a node's host; dropping it frees the slot and wakes waiting tasks.
+/// A slot on a node's host; dropping it frees the slot and hands it to the
+/// first waiting task that can use it.
 pub struct Lease {
     pub node: Arc<Node>,
+    /// How long the task waited in line for this slot.
+    pub waited: Duration,
     sched: Arc<Scheduler>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        {
-            let mut slots = self.sched.slots();
-            if let Some(n) = slots.in_flight.get_mut(&self.node.host) {
-                *n = n.saturating_sub(1);
-            }
-        }
-        {
-            let mut st = self.node.state();
-            st.in_flight = st.in_flight.saturating_sub(1);
-        }
-        self.sched.freed.notify_waiters();
+        self.sched.release(&self.node);
     }
 }
 
@@ -146,6 +175,8 @@ pub enum NoSlot {
     AllCooling,
     /// The task's deadline passed while it waited.
     Deadline,
+    /// Too many tasks wait already (the pool's queue limit).
+    QueueFull,
 }
 
 impl std::fmt::Display for NoSlot {
@@ -156,6 +187,7 @@ impl std::fmt::Display for NoSlot {
                 "every node left is cooling down after failures and none came back in time"
             }
             NoSlot::Deadline => "the agent timeout passed while waiting for a free host",
+            NoSlot::QueueFull => "too many requests are waiting for a free host",
         })
     }
 }
@@ -169,13 +201,23 @@ enum Pick {
     Nobody,
 }
 
-/// Decrements the waiting count however the wait ends (even when cancelled).
-struct Waiting<'a>(&'a Scheduler);
+/// Takes a waiter out of the line however its wait ends (even when its future
+/// is dropped); a slot granted to it but not picked up goes to the next one.
+struct InLine<'a> {
+    sched: &'a Arc<Scheduler>,
+    id: u64,
+}
 
-impl Drop for Waiting<'_> {
+impl Drop for InLine<'_> {
     fn drop(&mut self) {
-        let mut slots = self.0.slots();
-        slots.waiting = slots.waiting.saturating_sub(1);
+        let left = self.sched.slots().queue.remove(self.id);
+        if let Some(Waiter {
+            state: WaitState::Granted(node),
+            ..
+        }) = left
+        {
+            self.sched.release(&node);
+        }
     }
 }
 
@@ -186,10 +228,12 @@ impl Scheduler {
             events: RwLock::new(None),
             notifier: RwLock::new(Arc::new(|_| {})),
             slots: Mutex::new(Slots {
-                default_capacity: 1,
+                counts: Counts {
+                    default_capacity: 1,
+                    ..Default::default()
+                },
                 ..Default::default()
             }),
-            freed: Notify::new(),
         })
     }
 
@@ -223,35 +267,133 @@ impl Scheduler {
     }
 
     /// Requests a host takes at once: `per_host` where given, else `default`.
-    pub fn set_capacities(&self, default: u32, per_host: HashMap<String, u32>) {
-        let mut slots = self.slots();
-        slots.default_capacity = default.max(1);
-        slots.capacity = per_host;
-        drop(slots);
-        self.freed.notify_waiters();
+    pub fn set_capacities(self: &Arc<Self>, default: u32, per_host: HashMap<String, u32>) {
+        {
+            let mut slots = self.slots();
+            slots.counts.default_capacity = default.max(1);
+            slots.counts.capacity = per_host;
+        }
+        self.dispatch();
     }
 
     /// Set one host's capacity (the coordinator's slot count).
-    pub fn set_capacity(&self, host: &str, n: u32) {
-        self.slots().capacity.insert(host.to_string(), n.max(1));
-        self.freed.notify_waiters();
+    pub fn set_capacity(self: &Arc<Self>, host: &str, n: u32) {
+        self.slots()
+            .counts
+            .capacity
+            .insert(host.to_string(), n.max(1));
+        self.dispatch();
     }
 
     pub fn capacity(&self, host: &str) -> u32 {
-        self.slots().capacity(host)
+        self.slots().counts.capacity(host)
     }
 
     /// Requests in flight on a host right now.
     pub fn in_flight(&self, host: &str) -> u32 {
-        self.slots().in_flight.get(host).copied().unwrap_or(0)
+        self.slots()
+            .counts
+            .in_flight
+            .get(host)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Tasks waiting for a slot right now.
+    pub fn queue_depth(&self) -> usize {
+        self.slots().queue.waiters.len()
+    }
+
+    /// Tasks waiting for a slot, by client (`None`: the shell and unnamed clients).
+    pub fn queue_by_client(&self) -> Vec<(Option<Arc<str>>, usize)> {
+        let slots = self.slots();
+        let mut out: Vec<(Option<Arc<str>>, usize)> = Vec::new();
+        for w in &slots.queue.waiters {
+            match out.iter_mut().find(|(c, _)| *c == w.client) {
+                Some((_, n)) => *n += 1,
+                None => out.push((w.client.clone(), 1)),
+            }
+        }
+        out
     }
 
     fn waiting(&self) -> usize {
-        self.slots().waiting
+        self.queue_depth()
+    }
+
+    /// A slot on `node`'s host is free again: count it and hand it on.
+    fn release(self: &Arc<Self>, node: &Arc<Node>) {
+        {
+            let mut slots = self.slots();
+            if let Some(n) = slots.counts.in_flight.get_mut(&node.host) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        {
+            let mut st = node.state();
+            st.in_flight = st.in_flight.saturating_sub(1);
+        }
+        self.dispatch();
+    }
+
+    /// Hand free slots to waiters, in fair order; wake those whose state changed.
+    fn dispatch(self: &Arc<Self>) {
+        let mut reprobes = Vec::new();
+        let mut wake = Vec::new();
+        {
+            let mut guard = self.slots();
+            let slots = &mut *guard;
+            if slots.queue.waiters.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            for i in slots.queue.fair_order() {
+                let w = &slots.queue.waiters[i];
+                if matches!(w.state, WaitState::Granted(_) | WaitState::Nobody) {
+                    continue;
+                }
+                if !w.pool.nodes.iter().any(|n| slots.counts.free(&n.host))
+                    && matches!(w.state, WaitState::Waiting)
+                {
+                    continue;
+                }
+                let pick = pick(
+                    &mut slots.counts,
+                    &w.pool,
+                    &w.model,
+                    &w.excluded,
+                    now >= w.patience_at,
+                    &mut reprobes,
+                );
+                let w = &mut slots.queue.waiters[i];
+                let state = match pick {
+                    Pick::Got(node) => WaitState::Granted(node),
+                    Pick::Wait => WaitState::Waiting,
+                    Pick::Nobody => WaitState::Nobody,
+                    Pick::Recovering(due) => WaitState::Recovering(due),
+                };
+                let changed = std::mem::discriminant(&state) != std::mem::discriminant(&w.state);
+                w.state = state;
+                if changed {
+                    wake.push(w.wake.clone());
+                }
+                if matches!(w.state, WaitState::Granted(_)) {
+                    let client = w.client.clone();
+                    slots.queue.served(client);
+                }
+            }
+        }
+        for n in reprobes {
+            self.reprobe(n);
+        }
+        for w in wake {
+            w.notify_one();
+        }
     }
 
     /// Wait for a slot on the best node of `pool` for `model`, on a host not in
-    /// `excluded`, until `deadline`.
+    /// `excluded`, until `deadline`; waiting in line behind earlier tasks (and
+    /// failing at once with `QueueFull` when the pool's queue limit is reached).
     pub async fn acquire(
         self: &Arc<Self>,
         pool: &Pool,
@@ -259,25 +401,103 @@ impl Scheduler {
         excluded: &HashSet<String>,
         deadline: Instant,
     ) -> Result<Lease, NoSlot> {
+        self.acquire_with(pool, model, excluded, deadline, true)
+            .await
+    }
+
+    /// `acquire`; `bounded` false lets an admitted task's retries wait however
+    /// long the line is.
+    async fn acquire_with(
+        self: &Arc<Self>,
+        pool: &Pool,
+        model: &str,
+        excluded: &HashSet<String>,
+        deadline: Instant,
+        bounded: bool,
+    ) -> Result<Lease, NoSlot> {
         let began = Instant::now();
-        let patience = self.patience(pool);
+        let patience_at = began + self.patience(pool);
+        let wake = Arc::new(Notify::new());
+        let id = {
+            let mut reprobes = Vec::new();
+            let mut guard = self.slots();
+            let slots = &mut *guard;
+            if slots.queue.waiters.is_empty() {
+                // Nobody is in line: take a free slot at once.
+                match pick(
+                    &mut slots.counts,
+                    pool,
+                    model,
+                    excluded,
+                    false,
+                    &mut reprobes,
+                ) {
+                    Pick::Got(node) => {
+                        drop(guard);
+                        for n in reprobes {
+                            self.reprobe(n);
+                        }
+                        return Ok(Lease {
+                            node,
+                            waited: Duration::ZERO,
+                            sched: self.clone(),
+                        });
+                    }
+                    Pick::Nobody => return Err(NoSlot::NoUsableHost),
+                    Pick::Wait | Pick::Recovering(_) => {}
+                }
+            }
+            if candidates(pool, model, excluded).is_empty() {
+                return Err(NoSlot::NoUsableHost);
+            }
+            if bounded
+                && pool
+                    .queue_limit
+                    .is_some_and(|l| slots.queue.waiters.len() >= l)
+            {
+                return Err(NoSlot::QueueFull);
+            }
+            let id = slots.queue.push(Waiter {
+                id: 0,
+                client: pool.client.clone(),
+                pool: pool.clone(),
+                model: model.to_string(),
+                excluded: excluded.clone(),
+                patience_at,
+                state: WaitState::Waiting,
+                wake: wake.clone(),
+            });
+            drop(guard);
+            for n in reprobes {
+                self.reprobe(n);
+            }
+            id
+        };
+        let in_line = InLine { sched: self, id };
+        self.dispatch();
         let mut recovering_since: Option<Instant> = None;
-        let mut waiting: Option<Waiting<'_>> = None;
         loop {
-            let notified = self.freed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            let state = {
+                let slots = self.slots();
+                match slots.queue.position(id) {
+                    Some(i) => slots.queue.waiters[i].state.clone(),
+                    None => WaitState::Nobody,
+                }
+            };
             let now = Instant::now();
-            let patience_over = now >= began + patience;
-            let wake = match self.try_take(pool, model, excluded, patience_over) {
-                Pick::Got(node) => {
+            let wake_at = match state {
+                WaitState::Granted(node) => {
+                    // Picked up: out of the line without giving the slot back.
+                    self.slots().queue.remove(id);
+                    std::mem::forget(in_line);
                     return Ok(Lease {
                         node,
+                        waited: began.elapsed(),
                         sched: self.clone(),
-                    })
+                    });
                 }
-                Pick::Nobody => return Err(NoSlot::NoUsableHost),
-                Pick::Recovering(due) => {
+                WaitState::Nobody => return Err(NoSlot::NoUsableHost),
+                WaitState::Recovering(due) => {
                     let since = *recovering_since.get_or_insert(now);
                     if now >= since + RECOVERY_WAIT {
                         return Err(NoSlot::AllCooling);
@@ -286,25 +506,21 @@ impl Scheduler {
                         .max(now + Duration::from_millis(50))
                         .min(since + RECOVERY_WAIT)
                 }
-                Pick::Wait => {
+                WaitState::Waiting => {
                     recovering_since = None;
-                    if patience_over {
-                        now + Duration::from_secs(3600)
+                    if now < patience_at {
+                        patience_at
                     } else {
-                        began + patience
+                        now + Duration::from_secs(3600)
                     }
                 }
             };
             if now >= deadline {
                 return Err(NoSlot::Deadline);
             }
-            if waiting.is_none() {
-                self.slots().waiting += 1;
-                waiting = Some(Waiting(self));
-            }
             tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep_until(wake.min(deadline).into()) => {}
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep_until(wake_at.min(deadline).into()) => self.dispatch(),
             }
         }
     }
@@ -325,16 +541,18 @@ impl Scheduler {
             .into_iter()
             .filter(|n| {
                 let h = n.state().health;
-                !matches!(h, Health::Cooling | Health::Suspect) && slots.free(&n.host)
+                !matches!(h, Health::Cooling | Health::Suspect) && slots.counts.free(&n.host)
             })
             .min_by(|a, b| cmp_rank(a, b, model, pool.policy))?;
-        take(&mut slots, &best);
+        take(&mut slots.counts, &best);
         Some(Lease {
             node: best,
+            waited: Duration::ZERO,
             sched: self.clone(),
         })
     }
 
+    #[cfg(test)]
     fn try_take(
         self: &Arc<Self>,
         pool: &Pool,
@@ -342,49 +560,27 @@ impl Scheduler {
         excluded: &HashSet<String>,
         patience_over: bool,
     ) -> Pick {
-        let now = Instant::now();
-        let all = candidates(pool, model, excluded);
-        if all.is_empty() {
-            return Pick::Nobody;
+        let mut reprobes = Vec::new();
+        let p = pick(
+            &mut self.slots().counts,
+            pool,
+            model,
+            excluded,
+            patience_over,
+            &mut reprobes,
+        );
+        for n in reprobes {
+            self.reprobe(n);
         }
-        let (cooling, usable): (Vec<_>, Vec<_>) =
-            all.into_iter().partition(|n| n.state().cooling());
-        for n in &cooling {
-            if n.state().reprobe_due(now) {
-                self.reprobe(n.clone());
-            }
-        }
-        if usable.is_empty() {
-            let due = cooling
-                .iter()
-                .filter_map(|n| n.state().cooldown_until)
-                .min();
-            return Pick::Recovering(due);
-        }
-        let all_suspect = usable.iter().all(|n| n.state().health == Health::Suspect);
-        let mut slots = self.slots();
-        let free: Vec<&Arc<Node>> = usable.iter().filter(|n| slots.free(&n.host)).collect();
-        let trusted = free
-            .iter()
-            .filter(|n| n.state().health != Health::Suspect)
-            .min_by(|a, b| cmp_rank(a, b, model, pool.policy));
-        let best = match trusted {
-            Some(n) => (*n).clone(),
-            None if patience_over || all_suspect => match free
-                .iter()
-                .min_by(|a, b| cmp_rank(a, b, model, pool.policy))
-            {
-                Some(n) => (*n).clone(),
-                None => return Pick::Wait,
-            },
-            None => return Pick::Wait,
-        };
-        take(&mut slots, &best);
-        Pick::Got(best)
+        p
     }
 
     /// Probe a cooling node in the background; it rejoins the pool on success.
     fn reprobe(self: &Arc<Self>, node: Arc<Node>) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            node.state().reprobing = false;
+            return;
+        }
         node.state().reprobing = true;
         let sched = self.clone();
         tokio::spawn(async move {
@@ -397,7 +593,7 @@ impl Scheduler {
                     node.name()
                 ));
             }
-            sched.freed.notify_waiters();
+            sched.dispatch();
         });
     }
 
@@ -438,9 +634,61 @@ impl Scheduler {
     }
 }
 
-fn take(slots: &mut Slots, node: &Arc<Node>) {
-    *slots.in_flight.entry(node.host.clone()).or_insert(0) += 1;
+fn take(counts: &mut Counts, node: &Arc<Node>) {
+    *counts.in_flight.entry(node.host.clone()).or_insert(0) += 1;
     node.state().in_flight += 1;
+}
+
+/// The best node of `pool` with a free slot for `model` (taken), or why there is none.
+/// Cooling nodes whose re-probe is due are added to `reprobes`.
+fn pick(
+    counts: &mut Counts,
+    pool: &Pool,
+    model: &str,
+    excluded: &HashSet<String>,
+    patience_over: bool,
+    reprobes: &mut Vec<Arc<Node>>,
+) -> Pick {
+    let now = Instant::now();
+    let all = candidates(pool, model, excluded);
+    if all.is_empty() {
+        return Pick::Nobody;
+    }
+    let (cooling, usable): (Vec<_>, Vec<_>) = all.into_iter().partition(|n| n.state().cooling());
+    for n in &cooling {
+        let mut st = n.state();
+        if st.reprobe_due(now) {
+            // Marked here so a second pick does not start a second probe.
+            st.reprobing = true;
+            reprobes.push(n.clone());
+        }
+    }
+    if usable.is_empty() {
+        let due = cooling
+            .iter()
+            .filter_map(|n| n.state().cooldown_until)
+            .min();
+        return Pick::Recovering(due);
+    }
+    let all_suspect = usable.iter().all(|n| n.state().health == Health::Suspect);
+    let free: Vec<&Arc<Node>> = usable.iter().filter(|n| counts.free(&n.host)).collect();
+    let trusted = free
+        .iter()
+        .filter(|n| n.state().health != Health::Suspect)
+        .min_by(|a, b| cmp_rank(a, b, model, pool.policy));
+    let best = match trusted {
+        Some(n) => (*n).clone(),
+        None if patience_over || all_suspect => match free
+            .iter()
+            .min_by(|a, b| cmp_rank(a, b, model, pool.policy))
+        {
+            Some(n) => (*n).clone(),
+            None => return Pick::Wait,
+        },
+        None => return Pick::Wait,
+    };
+    take(counts, &best);
+    Pick::Got(best)
 }
 
 /// The pool's nodes on hosts not excluded; when some are known to have the
@@ -611,5 +859,145 @@ mod tests {
             s.acquire(&p, "m", &no_a, far()).await.err(),
             Some(NoSlot::NoUsableHost)
         );
+    }
+
+    /// Wait until `n` tasks are in line.
+    async fn until_depth(s: &Arc<Scheduler>, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while s.queue_depth() != n {
+            assert!(
+                Instant::now() < deadline,
+                "queue depth {} != {n}",
+                s.queue_depth()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Start waiters for `clients` in this order (each in line before the
+    /// next); each sends its name when it gets the slot and holds it until told.
+    async fn line_up(
+        s: &Arc<Scheduler>,
+        p: &Pool,
+        clients: &[(&'static str, Option<&'static str>)],
+    ) -> (
+        tokio::sync::mpsc::UnboundedReceiver<(&'static str, Lease)>,
+        Vec<tokio::task::JoinHandle<()>>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut handles = Vec::new();
+        for (i, (name, client)) in clients.iter().enumerate() {
+            let (s2, tx) = (s.clone(), tx.clone());
+            let p = p.clone().for_client(client.map(Arc::from));
+            let name = *name;
+            handles.push(tokio::spawn(async move {
+                let l = s2.acquire(&p, "m", &none(), far()).await.unwrap();
+                let _ = tx.send((name, l));
+            }));
+            until_depth(s, i + 1).await;
+        }
+        (rx, handles)
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_goes_to_the_task_that_waited_longest() {
+        let s = Scheduler::new(Client::default());
+        let p = Pool::new(vec![node("http://a:1", "A", 0)], Policy::Pool);
+        let first = s.acquire(&p, "m", &none(), far()).await.unwrap();
+        let (mut rx, _h) = line_up(&s, &p, &[("w1", None), ("w2", None), ("w3", None)]).await;
+        drop(first);
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            let (name, lease) = rx.recv().await.unwrap();
+            order.push(name);
+            assert_eq!(s.in_flight("A"), 1, "one at a time");
+            drop(lease);
+        }
+        assert_eq!(order, ["w1", "w2", "w3"]);
+        assert_eq!(s.queue_depth(), 0);
+        assert_eq!(s.in_flight("A"), 0);
+    }
+
+    #[tokio::test]
+    async fn clients_take_turns_each_in_arrival_order() {
+        let s = Scheduler::new(Client::default());
+        let p = Pool::new(vec![node("http://a:1", "A", 0)], Policy::Pool);
+        let first = s.acquire(&p, "m", &none(), far()).await.unwrap();
+        let (mut rx, _h) = line_up(
+            &s,
+            &p,
+            &[
+                ("x1", Some("key-x")),
+                ("x2", Some("key-x")),
+                ("x3", Some("key-x")),
+                ("y1", Some("key-y")),
+                ("y2", Some("key-y")),
+            ],
+        )
+        .await;
+        assert_eq!(
+            s.queue_by_client(),
+            vec![(Some(Arc::from("key-x")), 3), (Some(Arc::from("key-y")), 2)]
+        );
+        drop(first);
+        let mut order = Vec::new();
+        for _ in 0..5 {
+            let (name, lease) = rx.recv().await.unwrap();
+            order.push(name);
+            drop(lease);
+        }
+        assert_eq!(order, ["x1", "y1", "x2", "y2", "x3"]);
+    }
+
+    #[tokio::test]
+    async fn a_full_line_turns_new_tasks_away_and_keeps_the_admitted_ones() {
+        let s = Scheduler::new(Client::default());
+        let p = Pool::new(vec![node("http://a:1", "A", 0)], Policy::Pool).with_queue_limit(2);
+        let first = s.acquire(&p, "m", &none(), far()).await.unwrap();
+        let (mut rx, _h) = line_up(&s, &p, &[("w1", None), ("w2", None)]).await;
+        assert_eq!(
+            s.acquire(&p, "m", &none(), far()).await.err(),
+            Some(NoSlot::QueueFull)
+        );
+        drop(first);
+        for want in ["w1", "w2"] {
+            let (name, lease) = rx.recv().await.unwrap();
+            assert_eq!(name, want);
+            drop(lease);
+        }
+        // An unbounded pool (the shell's) is never turned away.
+        let q = Pool::new(p.nodes().to_vec(), Policy::Pool);
+        let _x = s.acquire(&q, "m", &none(), far()).await.unwrap();
+        let (_rx, _h2) = line_up(&s, &q, &[("a", None), ("b", None), ("c", None)]).await;
+    }
+
+    #[tokio::test]
+    async fn a_task_that_gives_up_leaves_the_line_and_a_slot_it_was_given_goes_on() {
+        let s = Scheduler::new(Client::default());
+        let p = Pool::new(vec![node("http://a:1", "A", 0)], Policy::Pool);
+        let first = s.acquire(&p, "m", &none(), far()).await.unwrap();
+        // A waiter whose client goes away: out of the line at once.
+        let gone = tokio::spawn({
+            let (s, p) = (s.clone(), p.clone());
+            async move { s.acquire(&p, "m", &none(), far()).await.map(|_| ()) }
+        });
+        until_depth(&s, 1).await;
+        gone.abort();
+        until_depth(&s, 0).await;
+        // A waiter granted the slot but dropped before it picked it up: the
+        // slot goes to the next in line.
+        let (mut rx, handles) = line_up(&s, &p, &[("w1", None), ("w2", None)]).await;
+        // On this single-threaded runtime w1 cannot run between the grant and
+        // its cancellation, so it never picks the slot up.
+        drop(first);
+        assert!(matches!(
+            s.slots().queue.waiters[0].state,
+            WaitState::Granted(_)
+        ));
+        handles[0].abort();
+        let (name, _lease) = rx.recv().await.unwrap();
+        assert_eq!(name, "w2");
+        assert_eq!(s.in_flight("A"), 1);
+        assert_eq!(s.queue_depth(), 0);
     }
 }

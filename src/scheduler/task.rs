@@ -38,12 +38,89 @@ pub struct Task<'a> {
     pub limits: Timeouts,
 }
 
+/// Why an attempt runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptKind {
+    First,
+    /// An earlier attempt failed (its error, in short).
+    Retry {
+        after: String,
+    },
+    /// A copy of a slow attempt, on an idle host (why it was started).
+    Hedge {
+        why: String,
+    },
+}
+
 /// What an attempt gets: where to run, its deadlines, and a progress tracker
 /// its stream callback must feed (`progress.piece(text)`).
 pub struct Attempt {
     pub node: Arc<Node>,
     pub timeouts: Timeouts,
     pub progress: Arc<Progress>,
+    pub kind: AttemptKind,
+    /// How long this attempt waited in line for its slot.
+    pub waited: Duration,
+}
+
+/// The slot of the attempt that won while its reply is still being relayed
+/// (a streamed reply, passed on as it arrives): the slot stays taken until
+/// `succeeded` or `failed` is called, or until it is dropped — the reader
+/// went away, which is no fault of the node.
+pub struct Held {
+    lease: Option<Lease>,
+    model: String,
+    label: String,
+    started: Instant,
+    first: Measured,
+}
+
+impl Held {
+    pub fn node(&self) -> &Arc<Node> {
+        &self.lease.as_ref().expect("held until consumed").node
+    }
+
+    /// The whole reply arrived: the node did well (its latency model learns from `m`).
+    pub fn succeeded(mut self, m: Measured) {
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        let m = Measured {
+            first_token_ms: m.first_token_ms.or(self.first.first_token_ms),
+            tokens_per_sec: m.tokens_per_sec.or(self.first.tokens_per_sec),
+            prompt_tokens_per_sec: m.prompt_tokens_per_sec.or(self.first.prompt_tokens_per_sec),
+            load_ms: m.load_ms.or(self.first.load_ms),
+            reply_tokens: m.reply_tokens.or(self.first.reply_tokens),
+        };
+        lease
+            .sched
+            .succeeded(&lease.node, &self.model, self.started.elapsed(), &m);
+    }
+
+    /// The reply broke after its first piece was passed on (no retry is
+    /// possible): the node takes the blame; the line to show.
+    pub fn failed(mut self, e: &ClientError) -> String {
+        let Some(lease) = self.lease.take() else {
+            return String::new();
+        };
+        lease.sched.failed(
+            &lease.node,
+            &self.label,
+            e,
+            self.started.elapsed(),
+            "; the reply had begun, so the client was told",
+        )
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            if let Some(ev) = lease.sched.events() {
+                ev.finished(&lease.node, self.started.elapsed().as_secs_f64(), false);
+            }
+        }
+    }
 }
 
 /// One attempt that failed.
@@ -128,9 +205,45 @@ impl Scheduler {
         self: &Arc<Self>,
         pool: &Pool,
         task: &Task<'_>,
-        mut attempt: F,
+        attempt: F,
         notice: &(dyn Fn(String) + Sync),
     ) -> Result<(T, Attribution), TaskFailed>
+    where
+        F: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<(T, Measured), ClientError>>,
+    {
+        self.run_inner(pool, task, attempt, notice, false)
+            .await
+            .map(|(v, a, _)| (v, a))
+    }
+
+    /// Like `run`, for a reply relayed as it streams: an attempt returns as soon
+    /// as its reply has begun (its first piece decides which copy wins; retries
+    /// and hedges happen only before that), and the winner's slot is returned
+    /// as `Held` while the caller reads the rest.
+    pub async fn run_held<T, F, Fut>(
+        self: &Arc<Self>,
+        pool: &Pool,
+        task: &Task<'_>,
+        attempt: F,
+        notice: &(dyn Fn(String) + Sync),
+    ) -> Result<(T, Attribution, Held), TaskFailed>
+    where
+        F: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<(T, Measured), ClientError>>,
+    {
+        let (v, a, held) = self.run_inner(pool, task, attempt, notice, true).await?;
+        Ok((v, a, held.expect("held when asked")))
+    }
+
+    async fn run_inner<T, F, Fut>(
+        self: &Arc<Self>,
+        pool: &Pool,
+        task: &Task<'_>,
+        mut attempt: F,
+        notice: &(dyn Fn(String) + Sync),
+        hold: bool,
+    ) -> Result<(T, Attribution, Option<Held>), TaskFailed>
     where
         F: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<(T, Measured), ClientError>>,
@@ -150,7 +263,13 @@ impl Scheduler {
                 .map(|(h, _)| h.clone())
                 .collect();
             if futs.is_empty() {
-                let lease = match self.acquire(pool, task.model, &excluded, deadline).await {
+                // Only the first wait counts against the queue limit: an
+                // admitted task is never turned away later.
+                let first = running.is_empty();
+                let lease = match self
+                    .acquire_with(pool, task.model, &excluded, deadline, first)
+                    .await
+                {
                     Ok(l) => l,
                     Err(stopped) => {
                         return Err(TaskFailed {
@@ -161,7 +280,13 @@ impl Scheduler {
                     }
                 };
                 let reason = self.reason(&lease.node, task.model, pool, &excluded);
-                let (a, r) = self.prepare(pool, task, lease, deadline, false, &reason);
+                let kind = match failed.last() {
+                    None => AttemptKind::First,
+                    Some(f) => AttemptKind::Retry {
+                        after: f.error.short(),
+                    },
+                };
+                let (a, r) = self.prepare(pool, task, lease, deadline, kind, &reason);
                 futs.push(tagged(running.len(), attempt(a)));
                 running.push(Some(r));
             }
@@ -172,10 +297,21 @@ impl Scheduler {
                     let Some(done) = running[i].take() else { continue };
                     let node = done.lease.node.clone();
                     let elapsed = done.progress.started.elapsed();
-                    drop(done.lease);
                     match result {
                         Ok((value, measured)) => {
-                            self.succeeded(&node, task.model, elapsed, &measured);
+                            let held = if hold {
+                                Some(Held {
+                                    lease: Some(done.lease),
+                                    model: task.model.to_string(),
+                                    label: task.label.to_string(),
+                                    started: done.progress.started,
+                                    first: measured.clone(),
+                                })
+                            } else {
+                                drop(done.lease);
+                                self.succeeded(&node, task.model, elapsed, &measured);
+                                None
+                            };
                             for other in running.iter().flatten() {
                                 self.abandon(other, &node, task.label, notice);
                             }
@@ -189,11 +325,19 @@ impl Scheduler {
                                 retries: failed.len(),
                                 hedged: done.hedge,
                                 hedges,
-                            }));
+                            }, held));
                         }
                         Err(e) => {
+                            drop(done.lease);
                             let still_running = !futs.is_empty();
-                            let line = self.failed(&node, task.label, &e, elapsed, still_running);
+                            let then = if matches!(e.kind, ErrorKind::TooLarge { .. }) {
+                                "; the request does not fit the model's context"
+                            } else if still_running {
+                                "; the copy on another host goes on"
+                            } else {
+                                "; retrying from scratch on another host"
+                            };
+                            let line = self.failed(&node, task.label, &e, elapsed, then);
                             notice(line);
                             *failures.entry(node.host.clone()).or_insert(0) += 1;
                             let too_large = matches!(e.kind, ErrorKind::TooLarge { .. });
@@ -227,7 +371,8 @@ impl Scheduler {
                         ));
                         hedges += 1;
                         let reason = format!("hedge: {why}");
-                        let (a, r) = self.prepare(pool, task, lease, deadline, true, &reason);
+                        let kind = AttemptKind::Hedge { why };
+                        let (a, r) = self.prepare(pool, task, lease, deadline, kind, &reason);
                         futs.push(tagged(running.len(), attempt(a)));
                         running.push(Some(r));
                     }
@@ -243,9 +388,11 @@ impl Scheduler {
         task: &Task<'_>,
         lease: Lease,
         deadline: Instant,
-        hedge: bool,
+        kind: AttemptKind,
         reason: &str,
     ) -> (Attempt, Running) {
+        let hedge = matches!(kind, AttemptKind::Hedge { .. });
+        let waited = lease.waited;
         let node = lease.node.clone();
         if let Some(ev) = self.events() {
             ev.picked(task.label, &node, reason);
@@ -270,6 +417,8 @@ impl Scheduler {
                 node,
                 timeouts,
                 progress: progress.clone(),
+                kind,
+                waited,
             },
             Running {
                 lease,
@@ -320,14 +469,14 @@ impl Scheduler {
         }
     }
 
-    /// Record a failed attempt; the line to show.
+    /// Record a failed attempt; the line to show (ending with `then`).
     fn failed(
         &self,
         node: &Node,
         label: &str,
         e: &ClientError,
         elapsed: Duration,
-        other_copy_running: bool,
+        then: &str,
     ) -> String {
         if let Some(ev) = self.events() {
             ev.finished(node, elapsed.as_secs_f64(), false);
@@ -339,13 +488,7 @@ impl Scheduler {
         };
         let mut line = format!("⚠️  {label} failed on {} ({})", node.name(), e.short());
         line.push_str(&transition_words(node, transition));
-        if matches!(e.kind, ErrorKind::TooLarge { .. }) {
-            line.push_str("; the request does not fit the model's context");
-        } else if other_copy_running {
-            line.push_str("; the copy on another host goes on");
-        } else {
-            line.push_str("; retrying from scratch on another host");
-        }
+        line.push_str(then);
         line
     }
 

@@ -1,0 +1,141 @@
+//! The waiting line for host slots: tasks that found no free slot wait here in
+//! arrival order, and a freed slot is handed straight to the first waiter that
+//! can use it (no race between woken waiters). When waiters name a client
+//! (an API key of the gateway), clients take turns: one waiter of each client
+//! in rotation, each client's own waiters in arrival order.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use super::Pool;
+use crate::nodes::Node;
+
+/// Where a waiter stands.
+#[derive(Debug, Clone)]
+pub(super) enum WaitState {
+    Waiting,
+    /// A slot on this node was taken for the waiter; it has not picked it up yet.
+    Granted(Arc<Node>),
+    /// No node of its pool can ever take the task.
+    Nobody,
+    /// Only cooling nodes are left; the earliest re-probe is due then.
+    Recovering(Option<Instant>),
+}
+
+pub(super) struct Waiter {
+    pub id: u64,
+    pub client: Option<Arc<str>>,
+    pub pool: Pool,
+    pub model: String,
+    pub excluded: HashSet<String>,
+    /// From then on a suspect node is good enough.
+    pub patience_at: Instant,
+    pub state: WaitState,
+    pub wake: Arc<Notify>,
+}
+
+#[derive(Default)]
+pub(super) struct Queue {
+    /// In arrival order.
+    pub waiters: Vec<Waiter>,
+    next_id: u64,
+    /// The client served last (its turn is over until the others had theirs).
+    last_served: Option<Option<Arc<str>>>,
+}
+
+impl Queue {
+    pub fn push(&mut self, mut w: Waiter) -> u64 {
+        self.next_id += 1;
+        w.id = self.next_id;
+        self.waiters.push(w);
+        self.next_id
+    }
+
+    pub fn position(&self, id: u64) -> Option<usize> {
+        self.waiters.iter().position(|w| w.id == id)
+    }
+
+    pub fn remove(&mut self, id: u64) -> Option<Waiter> {
+        self.position(id).map(|i| self.waiters.remove(i))
+    }
+
+    pub fn served(&mut self, client: Option<Arc<str>>) {
+        self.last_served = Some(client);
+    }
+
+    /// Waiter indexes in the order they may take a slot: one per client in
+    /// turn (starting after the client served last), each client's in arrival order.
+    pub fn fair_order(&self) -> Vec<usize> {
+        let mut clients: Vec<(&Option<Arc<str>>, Vec<usize>)> = Vec::new();
+        for (i, w) in self.waiters.iter().enumerate() {
+            match clients.iter_mut().find(|(c, _)| **c == w.client) {
+                Some((_, list)) => list.push(i),
+                None => clients.push((&w.client, vec![i])),
+            }
+        }
+        if clients.len() <= 1 {
+            return (0..self.waiters.len()).collect();
+        }
+        if let Some(last) = &self.last_served {
+            if let Some(p) = clients.iter().position(|(c, _)| *c == last) {
+                clients.rotate_left(p + 1);
+            }
+        }
+        let mut order = Vec::with_capacity(self.waiters.len());
+        for round in 0.. {
+            let before = order.len();
+            order.extend(clients.iter().filter_map(|(_, list)| list.get(round)));
+            if order.len() == before {
+                break;
+            }
+        }
+        order
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::Policy;
+
+    fn waiter(client: Option<&str>) -> Waiter {
+        Waiter {
+            id: 0,
+            client: client.map(Arc::from),
+            pool: Pool::new(Vec::new(), Policy::Pool),
+            model: "m".into(),
+            excluded: HashSet::new(),
+            patience_at: Instant::now(),
+            state: WaitState::Waiting,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    #[test]
+    fn one_client_is_first_come_first_served() {
+        let mut q = Queue::default();
+        for _ in 0..4 {
+            q.push(waiter(None));
+        }
+        assert_eq!(q.fair_order(), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn clients_take_turns_starting_after_the_one_served_last() {
+        let mut q = Queue::default();
+        for c in ["a", "a", "a", "b", "c", "b"] {
+            q.push(waiter(Some(c)));
+        }
+        // a1 b1 c1 a2 b2 a3
+        assert_eq!(q.fair_order(), vec![0, 3, 4, 1, 5, 2]);
+        q.served(Some(Arc::from("a")));
+        // b1 c1 a1 b2 a2 a3
+        assert_eq!(q.fair_order(), vec![3, 4, 0, 5, 1, 2]);
+        let id = q.waiters[3].id;
+        q.remove(id);
+        assert_eq!(q.waiters.len(), 5);
+    }
+}
