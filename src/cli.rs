@@ -116,6 +116,58 @@ pub enum Sub {
     /// keep the registration fresh until stopped (SIGTERM/Ctrl-C removes it)
     #[command(name = "rpc-register")]
     RpcRegister(RpcRegister),
+    /// Serve the cluster as one Ollama- and OpenAI-compatible endpoint (headless:
+    /// logs to stderr, drains requests in flight on SIGTERM/SIGINT)
+    #[command(name = "serve")]
+    Serve(Serve),
+}
+
+#[derive(Debug, Args)]
+pub struct Serve {
+    /// Address to listen on (default 127.0.0.1; any other needs --api-key or --no-auth)
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Port to listen on (default 11434, Ollama's; 0 picks a free one)
+    #[arg(long, value_name = "P")]
+    pub port: Option<u16>,
+    /// A key clients must send as `Authorization: Bearer KEY` (repeatable; also
+    /// SYNAPTICLLAMAS_API_KEY, comma-separated); each key waits its turn in the queue
+    #[arg(long = "api-key", value_name = "KEY")]
+    pub api_key: Vec<String>,
+    /// Listen beyond this machine without an API key
+    #[arg(long = "no-auth")]
+    pub no_auth: bool,
+    /// Requests that may wait for a free host before new ones get 503 (default 512)
+    #[arg(long = "max-queue", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queue: Option<u64>,
+    /// Largest request body in MB (default 64)
+    #[arg(long = "max-body-mb", value_name = "MB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_body_mb: Option<u64>,
+    /// Longest a request may take, its wait in the queue included (default 1800)
+    #[arg(long = "request-timeout", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout: Option<u64>,
+    /// On SIGTERM/SIGINT, how long requests in flight get to finish (default 30)
+    #[arg(long, value_name = "SECS")]
+    pub drain: Option<u64>,
+    /// No line per request on stderr
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Serve {
+    pub fn options(&self) -> crate::app::ServeOptions {
+        crate::app::ServeOptions {
+            bind: self.bind.clone(),
+            port: self.port,
+            api_keys: self.api_key.clone(),
+            no_auth: self.no_auth,
+            max_queue: self.max_queue.map(|n| n as usize),
+            max_body_mb: self.max_body_mb.map(|n| n as usize),
+            request_timeout_secs: self.request_timeout,
+            drain_secs: self.drain,
+            quiet: self.quiet,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

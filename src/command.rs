@@ -176,6 +176,13 @@ pub const COMMANDS: &[Spec] = &[
         keywords: &["stop", "--port", "--bind"],
     },
     Spec {
+        name: "serve",
+        aliases: &[],
+        usage: "serve [--port P] [--bind ADDR] [--api-key KEY] [--no-auth] | serve stop",
+        help: "serve the cluster as one Ollama- and OpenAI-compatible endpoint",
+        keywords: &["stop", "--port", "--bind", "--api-key", "--no-auth"],
+    },
+    Spec {
         name: "rag",
         aliases: &[],
         usage: "rag on|off",
@@ -336,6 +343,7 @@ pub enum Command {
         port: Option<u16>,
         bind: Option<String>,
     },
+    Serve(ServeArgs),
     Rag(bool),
     Redis(bool),
     Verbose(bool),
@@ -343,6 +351,16 @@ pub enum Command {
     Exit,
     /// Anything that is not a command.
     Query(String),
+}
+
+/// `serve …` in the shell.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServeArgs {
+    pub stop: bool,
+    pub port: Option<u16>,
+    pub bind: Option<String>,
+    pub api_key: Option<String>,
+    pub no_auth: bool,
 }
 
 /// A line that names a command but whose arguments are wrong.
@@ -586,6 +604,7 @@ pub fn parse(line: &str) -> Result<Command, Usage> {
         },
         "benchmark" => no_args(Command::Benchmark),
         "dashboard" => parse_dashboard(&args),
+        "serve" => parse_serve(&args),
         "rag" => on_off(&args).map(Command::Rag),
         "redis" => on_off(&args).map(Command::Redis),
         "verbose" => on_off(&args).map(Command::Verbose),
@@ -696,6 +715,40 @@ fn parse_dashboard(args: &[&str]) -> Result<Command, String> {
         port,
         bind,
     })
+}
+
+fn parse_serve(args: &[&str]) -> Result<Command, String> {
+    if args == ["stop"] {
+        return Ok(Command::Serve(ServeArgs {
+            stop: true,
+            ..Default::default()
+        }));
+    }
+    let mut a = ServeArgs::default();
+    let mut i = 0;
+    while i < args.len() {
+        if args[i] == "--no-auth" {
+            a.no_auth = true;
+            i += 1;
+            continue;
+        }
+        let v = args
+            .get(i + 1)
+            .ok_or_else(|| format!("{} needs a value", args[i]))?;
+        match args[i] {
+            "--port" => {
+                a.port = Some(
+                    v.parse::<u16>()
+                        .map_err(|_| format!("--port: `{v}` is not a port number"))?,
+                )
+            }
+            "--bind" => a.bind = Some(v.to_string()),
+            "--api-key" => a.api_key = Some(v.to_string()),
+            other => return Err(format!("unknown option `{other}`")),
+        }
+        i += 2;
+    }
+    Ok(Command::Serve(a))
 }
 
 /// Completion candidates for what has been typed so far.

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod command;
 pub mod config;
 pub mod dashboard;
+pub mod gateway;
 pub mod nodes;
 pub mod ollama;
 pub mod pipeline;

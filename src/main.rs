@@ -23,14 +23,15 @@ fn main() {
         Some(Sub::RpcRegister(args)) => {
             std::process::exit(rt.block_on(synapticllamas::redis::register::run(args)))
         }
-        None => {}
+        Some(Sub::Serve(_)) | None => {}
     }
     let mut sink = StdSink;
     let mut app = rt.block_on(startup::build(&cli, &mut sink));
     shell::notices_to_stderr(&app);
-    let code = match &cli.input {
-        Some(query) => shell::one_query(&rt, &mut app, query),
-        None => shell::run(&rt, &mut app, ShellOptions { bail: cli.bail }),
+    let code = match (&cli.sub, &cli.input) {
+        (Some(Sub::Serve(args)), _) => rt.block_on(app.serve_headless(args.options(), &mut sink)),
+        (_, Some(query)) => shell::one_query(&rt, &mut app, query),
+        _ => shell::run(&rt, &mut app, ShellOptions { bail: cli.bail }),
     };
     // Every way out (exit, end of input, a closed stdout, Ctrl-C, -i) ends here:
     // stop the dashboard and any coordinator this shell started.

@@ -138,7 +138,7 @@ impl App {
         self.hub.set_backends(backends);
         // By default the monitor runs for people (a terminal, or an open dashboard),
         // not for scripts, whose output should not depend on timing.
-        let default = if self.interactive || self.dashboard.is_some() {
+        let default = if self.interactive || self.dashboard.is_some() || self.gateway.is_some() {
             MONITOR_EVERY_SECS
         } else {
             0

@@ -10,6 +10,8 @@ mod node_cmds;
 mod query;
 pub use query::{incomplete_line, QueryError};
 mod redis_cmds;
+mod serve;
+pub use serve::ServeOptions;
 mod settings_cmds;
 mod sharding;
 
@@ -135,6 +137,8 @@ pub struct App {
     /// What the web dashboard shows.
     pub hub: Arc<crate::dashboard::Hub>,
     pub dashboard: Option<crate::dashboard::Dashboard>,
+    /// The Ollama/OpenAI gateway (`serve`), when it runs.
+    pub gateway: Option<crate::gateway::Gateway>,
     /// The background monitors, with the node URLs and backend addresses they watch.
     monitor: Option<(Vec<String>, Vec<tokio::task::JoinHandle<()>>)>,
     /// Where background notices go (the shell decides how to show them; it may
@@ -178,6 +182,7 @@ impl App {
             sharding: Default::default(),
             hub: Arc::new(crate::dashboard::Hub::new()),
             dashboard: None,
+            gateway: None,
             monitor: None,
             notifier,
             interactive: false,
@@ -254,6 +259,7 @@ impl App {
         self.redis.tap.set_model(self.model());
         let outcome = self.dispatch_inner(cmd, sink).await;
         self.sync_hub();
+        self.publish_gateway();
         outcome
     }
 
@@ -298,6 +304,7 @@ impl App {
             C::Dashboard { stop, port, bind } => {
                 Outcome::from(self.dashboard_cmd(stop, port, bind, sink).await)
             }
+            C::Serve(opts) => Outcome::from(self.serve_cmd(opts, sink).await),
             C::Query(q) => Outcome::from(self.query(&q, sink).await),
         }
     }

@@ -84,7 +84,7 @@ impl Observer for AppObserver {
 
 impl App {
     /// The nodes a query may use in the current mode.
-    fn pool_nodes(&mut self) -> Vec<Arc<Node>> {
+    pub(super) fn pool_nodes(&mut self) -> Vec<Arc<Node>> {
         let all = self.registry.nodes().to_vec();
         let distributed =
             self.mode() == Mode::Distributed && self.settings.task_distribution_enabled;
@@ -98,7 +98,7 @@ impl App {
     }
 
     /// OLLAMA_HOST (or Ollama's default address) as a node, the same one every time.
-    fn fallback_node(&mut self) -> Arc<Node> {
+    pub(super) fn fallback_node(&mut self) -> Arc<Node> {
         let raw = std::env::var("OLLAMA_HOST").unwrap_or_default();
         let spec = host::parse(&raw).unwrap_or_else(|e| {
             // Not silently: the user set something that cannot be used.
@@ -129,7 +129,7 @@ impl App {
 
     /// Requests a physical host takes at once: the largest `host_capacity` of its
     /// nodes, else the setting, else 1.
-    fn apply_capacities(&self) {
+    pub(super) fn apply_capacities(&self) {
         let default = self.settings.host_capacity.unwrap_or(1).max(1);
         let mut per_host: HashMap<String, u32> = HashMap::new();
         for n in self.registry.nodes() {
@@ -145,7 +145,7 @@ impl App {
         self.sched.set_capacities(default, per_host);
     }
 
-    fn policy(&self) -> Policy {
+    pub(super) fn policy(&self) -> Policy {
         match self.strategy() {
             Strategy::Single => Policy::Single,
             Strategy::Gpu => Policy::Gpu,
@@ -154,7 +154,7 @@ impl App {
         }
     }
 
-    fn timeouts(&self) -> Timeouts {
+    pub(super) fn timeouts(&self) -> Timeouts {
         let total = Duration::from_secs(self.settings.agent_timeout.max(1));
         let idle = self
             .settings

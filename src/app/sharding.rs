@@ -574,6 +574,7 @@ impl App {
     /// Leaving: stop the dashboard, and the coordinator if this process started
     /// it; let queued Redis events go out.
     pub async fn shutdown(&mut self) {
+        self.stop_gateway(None).await;
         if let Some(d) = self.dashboard.take() {
             d.stop().await;
         }

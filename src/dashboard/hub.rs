@@ -85,7 +85,12 @@ pub struct Hub {
     inner: Mutex<Inner>,
     version: watch::Sender<u64>,
     tap: RwLock<Option<Arc<dyn HubTap>>>,
+    /// The gateway's traffic, read when a snapshot is taken.
+    gateway: RwLock<Option<GatewaySource>>,
 }
+
+/// Something that describes the gateway's traffic as JSON, on demand.
+pub type GatewaySource = Arc<dyn Fn() -> Value + Send + Sync>;
 
 impl Default for Hub {
     fn default() -> Self {
@@ -121,7 +126,14 @@ impl Hub {
             inner: Mutex::new(Inner::default()),
             version: watch::channel(0).0,
             tap: RwLock::new(None),
+            gateway: RwLock::new(None),
         }
+    }
+
+    /// Show the gateway's traffic (`None`: no gateway runs).
+    pub fn set_gateway(&self, source: Option<GatewaySource>) {
+        *self.gateway.write().unwrap_or_else(|e| e.into_inner()) = source;
+        self.touch();
     }
 
     /// Tell `tap` about changes from now on (`None` stops it).
@@ -258,6 +270,13 @@ impl Hub {
     pub fn snapshot(&self) -> Value {
         let version = self.version();
         let nodes = self.nodes_json();
+        let gateway = self
+            .gateway
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .map(|f| f())
+            .unwrap_or(Value::Null);
         let s = self.lock();
         let tasks: Vec<Value> = s
             .tasks
@@ -273,6 +292,7 @@ impl Hub {
             "tasks": tasks,
             "routing": s.routing,
             "notices": s.notices,
+            "gateway": gateway,
         })
     }
 }
@@ -290,7 +310,8 @@ pub fn status_word(st: &NodeState) -> &'static str {
     }
 }
 
-fn node_json(n: &Node) -> Value {
+/// One node as the page, `/api/nodes` and the gateway's `/api/cluster` show it.
+pub fn node_json(n: &Node) -> Value {
     let st = n.state();
     let status = status_word(&st);
     let loaded: Vec<Value> = st

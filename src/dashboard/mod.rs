@@ -33,9 +33,9 @@ mod server;
 
 use std::net::IpAddr;
 
-pub use hub::{Histogram, Hub, HubTap, KEEP_RECENT, LATENCY_BUCKETS};
+pub use hub::{node_json, GatewaySource, Histogram, Hub, HubTap, KEEP_RECENT, LATENCY_BUCKETS};
 pub use monitor::{spawn_monitor, tcp_reachable};
-pub use server::{loopback_host, snapshots, start, Dashboard, KEEP_ALIVE, MIN_GAP, POLL};
+pub use server::{loopback_host, routes, snapshots, start, Dashboard, KEEP_ALIVE, MIN_GAP, POLL};
 
 /// Default address and port of `dashboard`.
 pub const DEFAULT_PORT: u16 = 8080;

@@ -138,7 +138,25 @@ function renderList(ol, items, line, empty) {
   empty.hidden = items.length > 0;
 }
 
+function renderGateway(g) {
+  $("gateway-section").hidden = !g;
+  if (!g) return;
+  $("gateway-address").textContent = g.address ? "(" + g.address + ")" : "";
+  const { recent, by_route, address, ...counts } = g;
+  renderPairs($("gateway"), counts, { hidden: false });
+  const body = $("gateway-recent");
+  body.replaceChildren();
+  for (const r of (recent || []).slice().reverse()) {
+    const row = el("tr");
+    row.append(el("td", clock(r.at_ms)), el("td", r.route), el("td", r.model), el("td", r.node),
+      el("td", r.host || "—"), el("td", r.status, "num"), el("td", ms(r.ms), "num"),
+      el("td", r.queue_ms == null ? "—" : ms(r.queue_ms), "num"));
+    body.append(row);
+  }
+}
+
 function render(s) {
+  renderGateway(s.gateway);
   renderNodes(s.nodes || []);
   renderPairs($("coordinator"), s.coordinator, $("coordinator-empty"));
   renderBackends(s.backends || []);
@@ -159,7 +177,7 @@ function render(s) {
 
 function connect() {
   const conn = $("conn");
-  const es = new EventSource("/api/events");
+  const es = new EventSource("api/events");
   es.addEventListener("snapshot", (e) => {
     conn.textContent = "live";
     conn.className = "pill live";

@@ -6,11 +6,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{OriginalUri, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::Stream;
@@ -121,6 +121,17 @@ pub async fn start(hub: Arc<Hub>, bind: IpAddr, port: u16) -> anyhow::Result<sup
     })
 }
 
+/// The dashboard's routes, for another server to serve under a path of its
+/// own (the gateway serves them under `/dashboard/`). The page's links are
+/// relative, so it works under any prefix.
+pub fn routes(hub: Arc<Hub>, shutdown: watch::Receiver<bool>, loopback_only: bool) -> Router {
+    router(Ctx {
+        hub,
+        shutdown,
+        loopback_only,
+    })
+}
+
 fn router(ctx: Ctx) -> Router {
     Router::new()
         .route("/", get(page))
@@ -193,7 +204,13 @@ fn text(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-async fn page() -> Response {
+async fn page(uri: OriginalUri) -> Response {
+    // Served under a prefix without its trailing slash, the page's relative
+    // links would miss: send the browser to the slashed address.
+    let path = uri.path();
+    if !path.ends_with('/') {
+        return Redirect::permanent(&format!("{path}/")).into_response();
+    }
     text("text/html; charset=utf-8", PAGE)
 }
 

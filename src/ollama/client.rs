@@ -157,6 +157,58 @@ impl Client {
             .await
     }
 
+    /// POST a body that is already JSON text (relayed as it came, so nothing is
+    /// lost in a round trip through a parser); the response once its status is
+    /// a success.
+    pub(crate) async fn send_bytes(
+        &self,
+        url: &str,
+        body: bytes::Bytes,
+        accept: &str,
+        t: &Timeouts,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, ClientError> {
+        let req = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, accept)
+            .body(body);
+        self.send(req, url, t, deadline).await
+    }
+
+    /// `GET base+path`, the body as it came (the gateway relays `/api/tags`,
+    /// `/api/ps` and the like), within the probe deadlines `t`.
+    pub(crate) async fn get_raw(
+        &self,
+        base: &str,
+        path: &str,
+        t: Timeouts,
+    ) -> Result<bytes::Bytes, ClientError> {
+        let url = join(base, path);
+        let deadline = Instant::now() + t.total;
+        let resp = self
+            .send(self.http.get(&url).timeout(t.total), &url, &t, deadline)
+            .await?;
+        Self::body(resp, &url, &t, deadline).await
+    }
+
+    /// `POST base+path` with a JSON body; the whole (small) reply as it came.
+    pub(crate) async fn post_raw(
+        &self,
+        base: &str,
+        path: &str,
+        body: bytes::Bytes,
+        t: Timeouts,
+    ) -> Result<bytes::Bytes, ClientError> {
+        let url = join(base, path);
+        let deadline = Instant::now() + t.total;
+        let resp = self
+            .send_bytes(&url, body, "application/json", &t, deadline)
+            .await?;
+        Self::body(resp, &url, &t, deadline).await
+    }
+
     /// The HTTP status of a GET, or None when nothing answered.
     pub async fn get_status(&self, url: &str, t: Timeouts) -> Option<u16> {
         self.get_status_classified(url, t).await.ok()

@@ -1,0 +1,391 @@
+//! `serve`: the gateway fed from the app's state — beside the prompt (the
+//! shell's queries and the HTTP clients share one queue) or headless
+//! (`synapticllamas serve`: logs to stderr, drains on SIGTERM/SIGINT).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::dashboard::HubEvents;
+use super::{App, Captured, Sink};
+use crate::command::{Mode, ServeArgs};
+use crate::gateway::{self, Config, Gateway, Parts, QuerySetup, View};
+use crate::nodes::health::probe_all;
+use crate::nodes::locality;
+use crate::nodes::Node;
+use crate::sharding::route::{decide, Target};
+
+/// How long `serve stop` and leaving the shell let requests in flight finish.
+const SHELL_DRAIN: Duration = Duration::from_secs(10);
+
+/// Everything `serve` can be told (the shell command sets a few; the
+/// `serve` subcommand all).
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub bind: Option<String>,
+    pub port: Option<u16>,
+    /// From `--api-key` (the environment's `SYNAPTICLLAMAS_API_KEY` is added).
+    pub api_keys: Vec<String>,
+    pub no_auth: bool,
+    pub max_queue: Option<usize>,
+    pub max_body_mb: Option<usize>,
+    pub request_timeout_secs: Option<u64>,
+    pub drain_secs: Option<u64>,
+    /// No line per request on stderr (headless only).
+    pub quiet: bool,
+}
+
+impl From<ServeArgs> for ServeOptions {
+    fn from(a: ServeArgs) -> Self {
+        ServeOptions {
+            bind: a.bind,
+            port: a.port,
+            api_keys: a.api_key.into_iter().collect(),
+            no_auth: a.no_auth,
+            ..Default::default()
+        }
+    }
+}
+
+impl ServeOptions {
+    /// The gateway's configuration; a bad address or value is one line.
+    pub fn config(&self) -> Result<Config, String> {
+        let bind: IpAddr = match self.bind.as_deref() {
+            None => IpAddr::from([127, 0, 0, 1]),
+            Some(b) => b
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse()
+                .map_err(|_| format!("serve: --bind `{b}` is not an IP address"))?,
+        };
+        let env = std::env::var("SYNAPTICLLAMAS_API_KEY").ok();
+        let d = Config::default();
+        let max_queue = self.max_queue.unwrap_or(d.max_queue);
+        if max_queue == 0 {
+            return Err("serve: --max-queue must be at least 1".into());
+        }
+        let max_body_mb = self.max_body_mb.unwrap_or(gateway::DEFAULT_MAX_BODY_MB);
+        if max_body_mb == 0 || max_body_mb > 4096 {
+            return Err(format!(
+                "serve: --max-body-mb must be from 1 to 4096, got {max_body_mb}"
+            ));
+        }
+        Ok(Config {
+            bind,
+            port: self.port.unwrap_or(gateway::DEFAULT_PORT),
+            keys: gateway::auth::keys(&self.api_keys, env.as_deref()),
+            no_auth: self.no_auth,
+            max_queue,
+            max_body: max_body_mb * 1024 * 1024,
+            request_timeout: self
+                .request_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.request_timeout),
+        })
+    }
+}
+
+/// A sink whose results go where its diagnostics go (headless: all on stderr).
+struct AllToErr<'a>(&'a mut dyn Sink);
+
+impl Sink for AllToErr<'_> {
+    fn out(&mut self, text: &str) {
+        self.0.err(text)
+    }
+    fn err(&mut self, text: &str) {
+        self.0.err(text)
+    }
+}
+
+/// A node at the gateway's own address (it must never be sent requests).
+fn is_self(node: &Node, own: SocketAddr) -> bool {
+    locality::same_server(node.url(), &format!("http://{own}"))
+}
+
+impl App {
+    /// The nodes requests may go to: every registered node (the gateway
+    /// serves the whole cluster, whatever the shell's mode), or OLLAMA_HOST's.
+    fn gateway_nodes(&mut self) -> Vec<Arc<Node>> {
+        if self.registry.is_empty() {
+            vec![self.fallback_node()]
+        } else {
+            self.registry.nodes().to_vec()
+        }
+    }
+
+    /// The gateway's view of the cluster now.
+    fn gateway_view(&mut self, own: SocketAddr) -> View {
+        self.apply_capacities();
+        let nodes: Vec<Arc<Node>> = self
+            .gateway_nodes()
+            .into_iter()
+            .filter(|n| !is_self(n, own))
+            .collect();
+        let query_nodes: Vec<Arc<Node>> = self
+            .pool_nodes()
+            .into_iter()
+            .filter(|n| !is_self(n, own))
+            .collect();
+        let route = self.route();
+        let mut models = vec![self.model().to_string()];
+        models.extend(self.settings.synthesis_model.clone());
+        let coordinator_models = models
+            .into_iter()
+            .filter(|m| decide(route, m).0 == Target::Coordinator)
+            .collect();
+        let coordinator = self
+            .sharding
+            .coordinator
+            .as_ref()
+            .and(self.sharding.node.clone());
+        let num_predict = self
+            .settings
+            .num_predict
+            .unwrap_or(crate::pipeline::call::NUM_PREDICT);
+        let mut quiet = Captured::default();
+        let agents = self.agents.current(&mut quiet);
+        let idle = self
+            .settings
+            .request_idle_timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::from_secs(120));
+        View {
+            nodes,
+            policy: self.policy(),
+            route,
+            coordinator,
+            coordinator_models,
+            num_predict,
+            idle,
+            query: QuerySetup {
+                nodes: query_nodes,
+                model: self.model().to_string(),
+                synthesis_model: self.settings.synthesis_model.clone(),
+                num_predict,
+                timeouts: self.timeouts(),
+                agents,
+                distributed: self.mode() == Mode::Distributed,
+                collaborative: self.settings.collaborative_mode,
+                refinement_rounds: self.settings.refinement_rounds,
+                ast_voting: self.settings.ast_voting_enabled,
+                quality_threshold: self.settings.quality_threshold,
+                max_quality_retries: self.settings.max_quality_retries,
+                mode_label: self.mode().word().to_string(),
+                strategy: self.strategy(),
+                task_distribution: self.settings.task_distribution_enabled,
+            },
+        }
+    }
+
+    /// Tell a running gateway what the last command changed.
+    pub(super) fn publish_gateway(&mut self) {
+        let Some(own) = self.gateway.as_ref().map(Gateway::addr) else {
+            return;
+        };
+        let view = self.gateway_view(own);
+        if let Some(g) = &self.gateway {
+            g.set_view(view);
+        }
+    }
+
+    /// Probe the nodes, bring up the coordinator if the routing path needs
+    /// it, and start the gateway. `log` gets one line per request.
+    pub async fn start_gateway(
+        &mut self,
+        config: Config,
+        log: Box<dyn Fn(&str) + Send + Sync>,
+        sink: &mut dyn Sink,
+    ) -> bool {
+        if let Some(g) = &self.gateway {
+            sink.out(&format!("🦙 The gateway already runs at {}", g.url()));
+            return true;
+        }
+        match config.check() {
+            Err(e) => {
+                sink.err(&format!("❌ {e}"));
+                return false;
+            }
+            Ok(Some(warning)) => sink.err(&warning),
+            Ok(None) => {}
+        }
+        let own = SocketAddr::new(config.bind, config.port);
+        let nodes = self.gateway_nodes();
+        for n in nodes.iter().filter(|n| is_self(n, own)) {
+            sink.err(&format!(
+                "⚠️  {} ({}) is the gateway's own address: no request will be sent to it",
+                n.name(),
+                n.url()
+            ));
+        }
+        let nodes: Vec<Arc<Node>> = nodes.into_iter().filter(|n| !is_self(n, own)).collect();
+        let results = probe_all(&self.client, &nodes, true).await;
+        let up: Vec<&Arc<Node>> = results.iter().filter(|r| r.ok).map(|r| &r.node).collect();
+        for r in results.iter().filter(|r| !r.ok) {
+            sink.err(&format!(
+                "⚠️  {} is not answering: {}",
+                r.node.name(),
+                r.detail
+            ));
+        }
+        let hosts = up
+            .iter()
+            .map(|n| n.host.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        let mut models: Vec<String> = up.iter().flat_map(|n| n.state().models.clone()).collect();
+        models.sort();
+        models.dedup();
+        sink.err(&format!(
+            "🔎 {} of {} node(s) answer, on {hosts} physical host(s); models: {}",
+            up.len(),
+            nodes.len(),
+            if models.is_empty() {
+                "none".to_string()
+            } else {
+                models.join(", ")
+            }
+        ));
+        let (needs_coordinator, lines) = self.routing();
+        for l in lines {
+            sink.err(&l);
+        }
+        if needs_coordinator {
+            if let Err(e) = self.ensure_coordinator(sink).await {
+                sink.err(&format!(
+                    "⚠️  coordinator: {e}; requests for the models it serves get 503 until one runs"
+                ));
+            }
+        }
+        self.sched
+            .set_events(Some(Arc::new(HubEvents(self.hub.clone()))));
+        let view = self.gateway_view(own);
+        let parts = Parts {
+            sched: self.sched.clone(),
+            client: self.client.clone(),
+            hub: self.hub.clone(),
+            view,
+            log,
+        };
+        match gateway::start(parts, config).await {
+            Ok(g) => {
+                let url = g.url();
+                self.gateway = Some(g);
+                // The real address (port 0 picks one).
+                self.publish_gateway();
+                self.sync_hub();
+                sink.out(&format!(
+                    "🦙 Gateway listening on {url} — Ollama API at /api, OpenAI API at /v1, \
+                     dashboard at {url}/dashboard/"
+                ));
+                true
+            }
+            Err(e) => {
+                sink.err(&format!("❌ serve: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Stop the gateway (if it runs), letting requests finish for `drain`.
+    pub async fn stop_gateway(&mut self, drain: Option<Duration>) -> Option<gateway::Drained> {
+        let g = self.gateway.take()?;
+        Some(g.stop(drain.unwrap_or(SHELL_DRAIN)).await)
+    }
+
+    /// `serve …` / `serve stop` in the shell.
+    pub(super) async fn serve_cmd(&mut self, args: ServeArgs, sink: &mut dyn Sink) -> bool {
+        if args.stop {
+            return match self.stop_gateway(None).await {
+                Some(d) => {
+                    let cut = if d.cut > 0 {
+                        format!(" ({} reply(ies) cut short)", d.cut)
+                    } else {
+                        String::new()
+                    };
+                    sink.out(&format!("✅ Gateway stopped{cut}"));
+                    true
+                }
+                None => {
+                    sink.err("❌ serve: not running");
+                    false
+                }
+            };
+        }
+        let config = match ServeOptions::from(args).config() {
+            Ok(c) => c,
+            Err(e) => {
+                sink.err(&format!("❌ {e}"));
+                sink.err("   Usage: serve [--port P] [--bind ADDR] [--api-key KEY] [--no-auth] | serve stop");
+                return false;
+            }
+        };
+        // Beside the prompt, requests are not logged line by line (the
+        // dashboard shows them).
+        self.start_gateway(config, Box::new(|_| {}), sink).await
+    }
+
+    /// `synapticllamas serve`: run until SIGTERM or SIGINT, then drain; the exit status.
+    pub async fn serve_headless(&mut self, opts: ServeOptions, sink: &mut dyn Sink) -> i32 {
+        let sink = &mut AllToErr(sink);
+        let config = match opts.config() {
+            Ok(c) => c,
+            Err(e) => {
+                sink.err(&format!("❌ {e}"));
+                return 2;
+            }
+        };
+        if let Err(e) = config.check() {
+            sink.err(&format!("❌ {e}"));
+            return 2;
+        }
+        let log: Box<dyn Fn(&str) + Send + Sync> = if opts.quiet {
+            Box::new(|_| {})
+        } else {
+            Box::new(|line| eprintln!("{line}"))
+        };
+        if !self.start_gateway(config, log, sink).await {
+            return 1;
+        }
+        let signal = wait_for_signal().await;
+        let drain =
+            Duration::from_secs(opts.drain_secs.unwrap_or(gateway::DEFAULT_DRAIN.as_secs()));
+        let running = self.gateway.as_ref().map_or(0, Gateway::in_flight);
+        sink.err(&format!(
+            "🛑 {signal}: no new connections; {running} request(s) in flight get up to {}s to finish",
+            drain.as_secs()
+        ));
+        if let Some(d) = self.stop_gateway(Some(drain)).await {
+            if d.cut > 0 {
+                sink.err(&format!(
+                    "⚠️  {} request(s) were still running after {}s and ended with an error line",
+                    d.cut,
+                    drain.as_secs()
+                ));
+            }
+        }
+        sink.err("👋 Gateway stopped");
+        0
+    }
+}
+
+/// The first SIGTERM or SIGINT, by name.
+async fn wait_for_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}

@@ -1,0 +1,504 @@
+//! Relaying one generation through the process's scheduler: a slot on a free
+//! host, deadlines from the node's latency model, retries on other hosts and
+//! hedges on idle ones — all before the reply begins, so the client sees
+//! only bytes from the attempt that won. A whole reply (`"stream": false`) is
+//! gathered inside the attempt, so any failure is retried. A streamed reply
+//! is committed at its first piece: from there it is passed on as it arrives,
+//! the winner's slot held until it ends; if it breaks, the client gets an
+//! error line (Ollama) or error event (OpenAI), never a silent cut.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::errors::ApiError;
+use super::observe::{End, Tally};
+use super::state::Shared;
+use super::translate::{
+    ollama_error_line, ollama_piece, sse_error, Collected, Done, LineError, OllamaOut, OpenAiOut,
+    Piece, SseReader,
+};
+use crate::nodes::Node;
+use crate::ollama::client::Reader;
+use crate::ollama::{ClientError, ErrorKind, Timeouts};
+use crate::scheduler::{Attempt, Held, Measured, Pool, Task};
+
+/// The API a node speaks for this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// Ollama NDJSON (`/api/chat`, `/api/generate`).
+    Ollama,
+    /// OpenAI server-sent events (llama-server's `/v1/chat/completions`).
+    OpenAi,
+}
+
+/// A generation to relay.
+pub struct Job {
+    pub pool: Pool,
+    /// For notices: what and for which model.
+    pub label: String,
+    pub model: String,
+    pub path: &'static str,
+    /// The body for the node (always asking for a stream).
+    pub body: Bytes,
+    pub wire: Wire,
+}
+
+impl Job {
+    fn task(&self, limits: Timeouts) -> Task<'_> {
+        Task {
+            label: &self.label,
+            model: &self.model,
+            prompt_tokens: self.body.len() / 4,
+            limits,
+        }
+    }
+}
+
+/// A node's answer that is the client's problem (bad options, a model it
+/// lacks after all): passed on as it is, neither retried nor held against the node.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub status: u16,
+    pub message: String,
+}
+
+impl Refused {
+    pub fn error(&self) -> ApiError {
+        ApiError::new(
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST),
+            self.message.clone(),
+        )
+    }
+}
+
+/// Statuses that say the request was wrong, not the node.
+fn client_fault(status: u16) -> bool {
+    matches!(status, 400 | 404 | 405 | 413 | 422)
+}
+
+enum Opened {
+    Reply(Upstream),
+    Refused(Refused),
+}
+
+/// A node's reply being read, piece by piece.
+pub struct Upstream {
+    reader: Reader,
+    url: String,
+    wire: Wire,
+    sse: SseReader,
+    queue: VecDeque<Piece>,
+    /// The final piece was read (or the reply failed).
+    ended: bool,
+}
+
+impl Upstream {
+    /// Send the request and read until its first piece that a client would see.
+    async fn open(
+        client: &crate::ollama::Client,
+        a: &Attempt,
+        job: &Job,
+    ) -> Result<Opened, ClientError> {
+        let url = format!("{}{}", a.node.url().trim_end_matches('/'), job.path);
+        let accept = match job.wire {
+            Wire::Ollama => "application/x-ndjson",
+            Wire::OpenAi => "text/event-stream",
+        };
+        let started = Instant::now();
+        let t = a.timeouts;
+        let resp = match client
+            .send_bytes(&url, job.body.clone(), accept, &t, started + t.total)
+            .await
+        {
+            Ok(r) => r,
+            Err(ClientError {
+                kind: ErrorKind::Http { status, message },
+                ..
+            }) if client_fault(status) => return Ok(Opened::Refused(Refused { status, message })),
+            Err(ClientError {
+                kind: ErrorKind::TooLarge { message },
+                ..
+            }) => {
+                return Ok(Opened::Refused(Refused {
+                    status: 400,
+                    message,
+                }))
+            }
+            Err(e) => return Err(e),
+        };
+        let mut up = Upstream {
+            reader: Reader::new(resp, t, started),
+            url,
+            wire: job.wire,
+            sse: SseReader::default(),
+            queue: VecDeque::new(),
+            ended: false,
+        };
+        loop {
+            if let Some(p) = up.queue.iter().find(|p| p.meaningful()) {
+                a.progress.piece(&p.content);
+                return Ok(Opened::Reply(up));
+            }
+            if up.ended {
+                return Err(up.fail(ErrorKind::Reset {
+                    after_first_token: false,
+                    detail: " (the reply ended before it said anything)".into(),
+                }));
+            }
+            up.fill().await?;
+        }
+    }
+
+    fn fail(&self, kind: ErrorKind) -> ClientError {
+        ClientError::new(&self.url, kind)
+    }
+
+    /// Read the next lines into the queue.
+    async fn fill(&mut self) -> Result<(), ClientError> {
+        let lines = match self.reader.next_lines().await {
+            Ok(l) => l,
+            Err(kind) => {
+                self.ended = true;
+                return Err(self.fail(kind));
+            }
+        };
+        for line in lines {
+            if self.ended {
+                break;
+            }
+            let pieces = match self.wire {
+                Wire::Ollama => {
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    ollama_piece(&line).map(|p| vec![p])
+                }
+                Wire::OpenAi => self.sse.line(&line),
+            };
+            match pieces {
+                Ok(ps) => {
+                    for p in ps {
+                        self.ended |= p.done.is_some();
+                        self.queue.push_back(p);
+                    }
+                }
+                Err(e) => {
+                    self.ended = true;
+                    return Err(self.fail(match e {
+                        LineError::Model(message) => ErrorKind::Model { message },
+                        LineError::Bad(message) => ErrorKind::BadReply { message },
+                    }));
+                }
+            }
+        }
+        if self.reader.ended && !self.ended {
+            self.ended = true;
+            let tail = match self.wire {
+                Wire::OpenAi => self.sse.end_of_body(),
+                Wire::Ollama => None,
+            };
+            match tail {
+                Some(ps) => self.queue.extend(ps),
+                None => {
+                    return Err(self.fail(ErrorKind::Reset {
+                        after_first_token: self.reader.first_at.is_some(),
+                        detail: " (the reply ended before its final piece)".into(),
+                    }))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next piece; `None` after the final one.
+    pub async fn next(&mut self) -> Option<Result<Piece, ClientError>> {
+        loop {
+            if let Some(p) = self.queue.pop_front() {
+                return Some(Ok(p));
+            }
+            if self.ended {
+                return None;
+            }
+            if let Err(e) = self.fill().await {
+                return Some(Err(e));
+            }
+        }
+    }
+
+    /// What the whole reply measured, for the node's latency model.
+    pub fn measured(&self, d: &Done) -> Measured {
+        let rate = |n: u64, ns: u64| (n > 0 && ns > 0).then(|| n as f64 * 1e9 / ns as f64);
+        Measured {
+            first_token_ms: self.reader.first_token_ms(),
+            tokens_per_sec: rate(d.eval_count, d.eval_duration),
+            prompt_tokens_per_sec: rate(d.prompt_eval_count, d.prompt_eval_duration),
+            load_ms: (d.load_duration > 0).then(|| d.load_duration as f64 / 1e6),
+            reply_tokens: (d.eval_count > 0).then_some(d.eval_count),
+        }
+    }
+}
+
+/// Scheduler notices (retries, hedges) go to the log and the dashboard.
+fn notice(shared: &Shared) -> impl Fn(String) + Sync + '_ {
+    move |line: String| {
+        shared.log(&line);
+        shared.hub.notice(line);
+    }
+}
+
+/// The whole reply, retried or hedged as a whole.
+pub async fn collect(
+    shared: &Shared,
+    job: &Job,
+    tally: &Tally,
+) -> Result<Result<Collected, Refused>, ApiError> {
+    let task = job.task(shared.limits());
+    let say = notice(shared);
+    let result = shared
+        .sched
+        .run(
+            &job.pool,
+            &task,
+            |a: Attempt| async move {
+                let (node, waited) = (a.node.clone(), a.waited);
+                let mut up = match Upstream::open(&shared.client, &a, job).await? {
+                    Opened::Refused(r) => return Ok(((Err(r), node, waited), Measured::default())),
+                    Opened::Reply(up) => up,
+                };
+                let mut c = Collected::default();
+                while let Some(p) = up.next().await {
+                    let p = p?;
+                    if p.meaningful() {
+                        a.progress.piece(&p.content);
+                    }
+                    c.add(p);
+                }
+                let m = up.measured(&c.done);
+                Ok(((Ok(c), node, waited), m))
+            },
+            &say,
+        )
+        .await;
+    match result {
+        Ok(((reply, node, waited), attr)) => {
+            tally.ran(&node, waited, attr.retries, attr.hedges);
+            Ok(reply)
+        }
+        Err(f) => {
+            tally.failed_attempts(f.attempts.len());
+            Err(ApiError::from_failure(
+                &f,
+                &job.model,
+                shared.retry_after(job.pool.nodes()),
+            ))
+        }
+    }
+}
+
+/// A reply that has begun: its node's slot held while the rest is read.
+pub struct Begun {
+    pub upstream: Upstream,
+    pub held: Held,
+}
+
+/// Start a streamed reply: returns once its first piece arrived.
+pub async fn begin(
+    shared: &Shared,
+    job: &Job,
+    tally: &Tally,
+) -> Result<Result<Begun, Refused>, ApiError> {
+    let task = job.task(shared.limits());
+    let say = notice(shared);
+    let result = shared
+        .sched
+        .run_held(
+            &job.pool,
+            &task,
+            |a: Attempt| async move {
+                let (node, waited) = (a.node.clone(), a.waited);
+                match Upstream::open(&shared.client, &a, job).await? {
+                    Opened::Refused(r) => Ok(((Err(r), node, waited), Measured::default())),
+                    Opened::Reply(up) => {
+                        let m = Measured {
+                            first_token_ms: up.reader.first_token_ms(),
+                            ..Default::default()
+                        };
+                        Ok(((Ok(up), node, waited), m))
+                    }
+                }
+            },
+            &say,
+        )
+        .await;
+    match result {
+        Ok(((Ok(upstream), node, waited), attr, held)) => {
+            tally.ran(&node, waited, attr.retries, attr.hedges);
+            Ok(Ok(Begun { upstream, held }))
+        }
+        Ok(((Err(refused), node, waited), attr, held)) => {
+            tally.ran(&node, waited, attr.retries, attr.hedges);
+            drop(held);
+            Ok(Err(refused))
+        }
+        Err(f) => {
+            tally.failed_attempts(f.attempts.len());
+            Err(ApiError::from_failure(
+                &f,
+                &job.model,
+                shared.retry_after(job.pool.nodes()),
+            ))
+        }
+    }
+}
+
+/// How pieces are written for the client.
+pub enum Writer {
+    Ollama(OllamaOut),
+    OpenAi(OpenAiOut),
+}
+
+impl Writer {
+    fn pieces(&mut self, p: &Piece) -> Vec<Bytes> {
+        match self {
+            Writer::Ollama(o) => vec![o.line(p)],
+            Writer::OpenAi(o) => o.events(p),
+        }
+    }
+
+    fn error(&self, msg: &str) -> Bytes {
+        match self {
+            Writer::Ollama(_) => ollama_error_line(msg),
+            Writer::OpenAi(_) => sse_error(msg),
+        }
+    }
+
+    fn content_type(&self) -> &'static str {
+        match self {
+            Writer::Ollama(_) => "application/x-ndjson",
+            Writer::OpenAi(_) => "text/event-stream",
+        }
+    }
+
+    /// The whole reply as one JSON object.
+    pub fn whole(&mut self, c: &Collected) -> Value {
+        match self {
+            Writer::Ollama(o) => o.whole(c),
+            Writer::OpenAi(o) => o.whole(c),
+        }
+    }
+
+    /// An error in this client's API.
+    pub fn reject(&self, e: ApiError) -> Response {
+        match self {
+            Writer::Ollama(_) => e.ollama(),
+            Writer::OpenAi(_) => e.openai(),
+        }
+    }
+}
+
+struct Relay {
+    upstream: Upstream,
+    held: Option<Held>,
+    node: Arc<Node>,
+    writer: Writer,
+    pending: VecDeque<Bytes>,
+    done: bool,
+    cut: watch::Receiver<bool>,
+    tally: Tally,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // Dropped before the end: the client went away. The upstream request
+        // is closed and the slot freed with it.
+        self.tally.stream_ended(End::Gone, None);
+    }
+}
+
+impl Relay {
+    async fn step(mut self) -> Option<(Result<Bytes, Infallible>, Relay)> {
+        loop {
+            if let Some(b) = self.pending.pop_front() {
+                return Some((Ok(b), self));
+            }
+            if self.done {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                _ = self.cut.wait_for(|c| *c) => {
+                    let msg = "the gateway is shutting down; the reply was cut short";
+                    self.pending.push_back(self.writer.error(msg));
+                    self.done = true;
+                    self.held = None;
+                    self.tally.stream_ended(End::Broken, Some(msg.into()));
+                }
+                next = self.upstream.next() => match next {
+                    Some(Ok(p)) => {
+                        let ended = p.done.clone();
+                        let out = self.writer.pieces(&p);
+                        self.pending.extend(out);
+                        if let Some(d) = ended {
+                            if let Some(h) = self.held.take() {
+                                h.succeeded(self.upstream.measured(&d));
+                            }
+                            self.done = true;
+                            self.tally.stream_ended(End::Finished, None);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        if let Some(h) = self.held.take() {
+                            let line = h.failed(&e);
+                            self.tally.stream_ended(End::Broken, Some(e.short()));
+                            self.pending.push_back(self.writer.error(&format!(
+                                "{} failed after the reply began: {}",
+                                self.node.name(),
+                                e.short()
+                            )));
+                            self.tally.notice(line);
+                        }
+                        self.done = true;
+                    }
+                    None => self.done = true,
+                },
+            }
+        }
+    }
+}
+
+/// The streamed response for a reply that has begun.
+pub fn stream(shared: &Shared, begun: Begun, writer: Writer, tally: Tally) -> Response {
+    tally.streaming();
+    let node = begun.held.node().clone();
+    let ct = writer.content_type();
+    let relay = Relay {
+        upstream: begun.upstream,
+        held: Some(begun.held),
+        node,
+        writer,
+        pending: VecDeque::new(),
+        done: false,
+        cut: shared.cut.clone(),
+        tally: tally.clone(),
+    };
+    let body = Body::from_stream(futures_util::stream::unfold(relay, Relay::step));
+    let mut resp = ([(header::CONTENT_TYPE, HeaderValue::from_static(ct))], body).into_response();
+    tally.headers(&mut resp);
+    resp
+}
+
+/// The JSON response for a whole reply.
+pub fn whole(mut writer: Writer, c: &Collected, tally: &Tally) -> Response {
+    let mut resp = axum::Json(writer.whole(c)).into_response();
+    tally.headers(&mut resp);
+    resp
+}

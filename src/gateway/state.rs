@@ -1,0 +1,175 @@
+//! What the gateway shares between requests: the process's scheduler and
+//! client, the dashboard hub, its counters, and the app's current view of
+//! the cluster, which the app replaces whenever it changes (a node added, the
+//! routing path switched, the coordinator started).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::metrics::Metrics;
+use super::Config;
+use crate::command::{Route, Strategy};
+use crate::dashboard::Hub;
+use crate::nodes::Node;
+use crate::ollama::{Client, Timeouts};
+use crate::pipeline::agents::Agent;
+use crate::scheduler::{Policy, Scheduler};
+
+/// What a typed query would use right now (`/api/orchestrate` runs the same).
+#[derive(Clone)]
+pub struct QuerySetup {
+    /// The nodes a query may use in the current mode.
+    pub nodes: Vec<Arc<Node>>,
+    pub model: String,
+    pub synthesis_model: Option<String>,
+    pub num_predict: u64,
+    pub timeouts: Timeouts,
+    pub agents: Vec<Agent>,
+    pub distributed: bool,
+    pub collaborative: bool,
+    pub refinement_rounds: u32,
+    pub ast_voting: bool,
+    pub quality_threshold: f64,
+    pub max_quality_retries: u32,
+    pub mode_label: String,
+    pub strategy: Strategy,
+    pub task_distribution: bool,
+}
+
+/// The app's view of the cluster, as the gateway uses it.
+#[derive(Clone)]
+pub struct View {
+    /// Every node requests may go to (the gateway's own address left out).
+    pub nodes: Vec<Arc<Node>>,
+    pub policy: Policy,
+    pub route: Route,
+    /// The llama.cpp coordinator, when one is running.
+    pub coordinator: Option<Arc<Node>>,
+    /// Model names the app routes to the coordinator (listed in `/api/tags`).
+    pub coordinator_models: Vec<String>,
+    /// `max_tokens` for requests to the coordinator that name none.
+    pub num_predict: u64,
+    /// Silence allowed once a reply has begun.
+    pub idle: Duration,
+    pub query: QuerySetup,
+}
+
+impl View {
+    /// A view with these nodes and nothing else (tests, benchmarks).
+    pub fn of_nodes(nodes: Vec<Arc<Node>>) -> View {
+        View {
+            nodes: nodes.clone(),
+            policy: Policy::Pool,
+            route: Route::Task,
+            coordinator: None,
+            coordinator_models: Vec::new(),
+            num_predict: crate::pipeline::call::NUM_PREDICT,
+            idle: Duration::from_secs(120),
+            query: QuerySetup {
+                nodes,
+                model: "llama3.2".into(),
+                synthesis_model: None,
+                num_predict: crate::pipeline::call::NUM_PREDICT,
+                timeouts: Timeouts::generation(Duration::from_secs(300)),
+                agents: crate::pipeline::agents::builtin(),
+                distributed: true,
+                collaborative: false,
+                refinement_rounds: 1,
+                ast_voting: false,
+                quality_threshold: 0.7,
+                max_quality_retries: 2,
+                mode_label: "distributed".into(),
+                strategy: Strategy::Auto,
+                task_distribution: true,
+            },
+        }
+    }
+}
+
+/// Everything a request handler can reach.
+pub struct Shared {
+    pub sched: Arc<Scheduler>,
+    pub client: Client,
+    pub hub: Arc<Hub>,
+    pub metrics: Metrics,
+    pub config: Config,
+    /// Where the gateway listens (requests never go back to it).
+    pub addr: SocketAddr,
+    view: RwLock<Arc<View>>,
+    /// Where request log lines go (stderr when headless; nowhere in the shell).
+    log: Box<dyn Fn(&str) + Send + Sync>,
+    /// When the model lists were last re-read because a model was not found.
+    pub(super) tags_refreshed: Mutex<Option<Instant>>,
+    /// Becomes true when the drain deadline passed: replies still running end
+    /// with an error line.
+    pub(super) cut: watch::Receiver<bool>,
+    pub(super) shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        sched: Arc<Scheduler>,
+        client: Client,
+        hub: Arc<Hub>,
+        config: Config,
+        addr: SocketAddr,
+        view: View,
+        log: Box<dyn Fn(&str) + Send + Sync>,
+        cut: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Shared {
+        Shared {
+            sched,
+            client,
+            hub,
+            metrics: Metrics::default(),
+            config,
+            addr,
+            view: RwLock::new(Arc::new(view)),
+            log,
+            tags_refreshed: Mutex::new(None),
+            cut,
+            shutdown,
+        }
+    }
+
+    pub fn view(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_view(&self, v: View) {
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(v);
+    }
+
+    pub fn log(&self, line: &str) {
+        (self.log)(line)
+    }
+
+    /// Limits for one relayed request: connect, silence once it began, and the
+    /// outer bound (queue time included).
+    pub fn limits(&self) -> Timeouts {
+        let total = self.config.request_timeout;
+        Timeouts::new(Duration::from_secs(3), self.view().idle.min(total), total)
+    }
+
+    /// A guess at how long a client turned away should wait: the queue ahead,
+    /// spread over the hosts, times a usual request.
+    pub fn retry_after(&self, nodes: &[Arc<Node>]) -> u64 {
+        let view = crate::scheduler::estimate::ClusterView::of(nodes);
+        let request_s = view.request_ms.unwrap_or(2000.0) / 1000.0;
+        let hosts = nodes
+            .iter()
+            .map(|n| n.host.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            .max(1);
+        let depth = self.sched.queue_depth() as f64;
+        ((depth / hosts as f64) * request_s)
+            .ceil()
+            .clamp(1.0, 300.0) as u64
+    }
+}
