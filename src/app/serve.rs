@@ -257,6 +257,12 @@ impl App {
         }
         self.sched
             .set_events(Some(Arc::new(HubEvents(self.hub.clone()))));
+        let notifier = self.notifier.clone();
+        self.sched.set_notifier(move |line| {
+            if let Ok(f) = notifier.read().map(|f| f.clone()) {
+                f(line)
+            }
+        });
         let view = self.gateway_view(own);
         let parts = Parts {
             sched: self.sched.clone(),

@@ -16,6 +16,7 @@ use axum::response::Response;
 use super::metrics::{Done, Key};
 use super::state::Shared;
 use crate::nodes::Node;
+use crate::scheduler::{NoSlot, TaskFailed};
 
 /// Response headers naming where a request ran.
 pub const NODE_HEADER: &str = "x-synapticllamas-node";
@@ -109,13 +110,25 @@ impl Tally {
         }
     }
 
-    /// Attempts that failed before the request gave up.
-    pub fn failed_attempts(&self, n: usize) {
+    /// The request could not run: count its retries, or its rejection when
+    /// the queue was full.
+    pub fn gave_up(&self, f: &TaskFailed) {
         let t = self.lock();
-        t.shared
+        let m = &t.shared.metrics;
+        m.retries
+            .fetch_add(f.attempts.len().saturating_sub(1) as u64, Ordering::Relaxed);
+        if f.stopped == NoSlot::QueueFull {
+            m.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Turned away before it was queued (the queue was full).
+    pub fn rejected(&self) {
+        self.lock()
+            .shared
             .metrics
-            .retries
-            .fetch_add(n.saturating_sub(1) as u64, Ordering::Relaxed);
+            .rejected
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// The reply streams: it is recorded when the stream ends.
@@ -160,7 +173,12 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let m = &self.shared.metrics;
         m.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let end = self.stream.unwrap_or(Some(End::Finished));
+        let end = match self.stream {
+            // No response was ever made: the client left while it waited.
+            None if self.status == 0 => Some(End::Gone),
+            None => Some(End::Finished),
+            Some(e) => e,
+        };
         let status = match end {
             // A reply abandoned by its client, as nginx counts it.
             None | Some(End::Gone) => {

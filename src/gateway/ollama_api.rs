@@ -514,7 +514,7 @@ pub async fn embed_batch(
                 ))
             }
             Err(f) => {
-                tally.failed_attempts(f.attempts.len());
+                tally.gave_up(&f);
                 return Err(ApiError::from_failure(
                     &f,
                     model,
@@ -610,7 +610,7 @@ pub async fn embeddings(
                 Ok(b)
             }
             Err(f) => {
-                tally.failed_attempts(f.attempts.len());
+                tally.gave_up(&f);
                 Err(ApiError::from_failure(
                     &f,
                     &model,

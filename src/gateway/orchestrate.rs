@@ -229,6 +229,8 @@ struct Progress {
     rx: mpsc::UnboundedReceiver<Value>,
     pending: VecDeque<Bytes>,
     tally: Tally,
+    /// The drain deadline passed: end with an error line.
+    cut: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Drop for Progress {
@@ -247,6 +249,12 @@ impl Progress {
             let run = self.run.as_mut()?;
             tokio::select! {
                 biased;
+                _ = self.cut.wait_for(|c| *c) => {
+                    self.run = None;
+                    let msg = "the gateway is shutting down; the query was stopped";
+                    self.pending.push_back(line(&json!({ "error": msg })));
+                    self.tally.stream_ended(End::Broken, Some(msg.into()));
+                }
                 Some(ev) = self.rx.recv() => self.pending.push_back(line(&ev)),
                 r = run => {
                     self.run = None;
@@ -279,7 +287,12 @@ pub async fn orchestrate(
     let stream = req.stream;
     let (run, rx) = match prepare(&shared, req, &caller) {
         Ok(p) => p,
-        Err(e) => return e.ollama(),
+        Err(e) => {
+            if e.message == super::errors::BUSY {
+                tally.rejected();
+            }
+            return e.ollama();
+        }
     };
     if !stream {
         return match run.await {
@@ -293,6 +306,7 @@ pub async fn orchestrate(
         rx,
         pending: VecDeque::new(),
         tally,
+        cut: shared.cut.clone(),
     };
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],

@@ -294,7 +294,7 @@ pub async fn collect(
             Ok(reply)
         }
         Err(f) => {
-            tally.failed_attempts(f.attempts.len());
+            tally.gave_up(&f);
             Err(ApiError::from_failure(
                 &f,
                 &job.model,
@@ -350,7 +350,7 @@ pub async fn begin(
             Ok(Err(refused))
         }
         Err(f) => {
-            tally.failed_attempts(f.attempts.len());
+            tally.gave_up(&f);
             Err(ApiError::from_failure(
                 &f,
                 &job.model,
