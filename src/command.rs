@@ -908,6 +908,32 @@ mod tests {
     }
 
     #[test]
+    fn serve_and_its_options() {
+        assert_eq!(
+            parse("serve").unwrap(),
+            Command::Serve(ServeArgs::default())
+        );
+        assert_eq!(
+            parse("serve --port 11500 --bind 0.0.0.0 --api-key k --no-auth").unwrap(),
+            Command::Serve(ServeArgs {
+                stop: false,
+                port: Some(11500),
+                bind: Some("0.0.0.0".into()),
+                api_key: Some("k".into()),
+                no_auth: true,
+            })
+        );
+        assert!(matches!(
+            parse("serve stop").unwrap(),
+            Command::Serve(ServeArgs { stop: true, .. })
+        ));
+        for bad in ["serve --port x", "serve --port", "serve --tls"] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.usage.starts_with("serve [--port P]"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn completion() {
         assert!(complete("no").contains(&"nodes".to_string()));
         assert_eq!(

@@ -11,13 +11,13 @@ use serde_json::json;
 
 use crate::support::*;
 
-struct Binaries {
-    llama_server: PathBuf,
-    rpc_server: PathBuf,
-    model: PathBuf,
+pub struct Binaries {
+    pub llama_server: PathBuf,
+    pub rpc_server: PathBuf,
+    pub model: PathBuf,
 }
 
-fn binaries() -> Binaries {
+pub fn binaries() -> Binaries {
     let cache = std::env::var_os("SYNAPTICLLAMAS_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| dirs::home_dir().unwrap().join(".cache/synapticllamas"));
@@ -37,13 +37,13 @@ fn binaries() -> Binaries {
 }
 
 /// An rpc-server on 127.0.0.1:port, killed on drop.
-struct RpcServer {
+pub struct RpcServer {
     child: Child,
-    port: u16,
+    pub port: u16,
 }
 
 impl RpcServer {
-    fn start(bin: &PathBuf, log: PathBuf) -> RpcServer {
+    pub fn start(bin: &PathBuf, log: PathBuf) -> RpcServer {
         let port = dead_port();
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin)

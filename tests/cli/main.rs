@@ -16,6 +16,7 @@ mod files;
 mod flags;
 mod fuzz;
 mod gateway;
+mod gateway_llama;
 mod gateway_queue;
 mod gateway_support;
 mod identity;
