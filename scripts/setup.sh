@@ -7,7 +7,8 @@
 #   Debian packages   iproute2 (`ip netns`: the network-lab tests), tcpdump (the
 #                     scanner-confinement test), chromium + chromium-driver (the
 #                     dashboard's browser test), redis-server (the Redis tests),
-#                     g++ (the llama.cpp build), python3-venv / python3-pip
+#                     curl (the gateway tests), g++ (the llama.cpp build),
+#                     python3-venv / python3-pip
 #   rustup            the rustfmt and clippy components (scripts/test.sh runs both)
 #   llama.cpp         scripts/install-llama-cpp.sh: llama-server, rpc-server and a
 #                     small test model, built and cached in ~/.cache/synapticllamas
@@ -53,6 +54,7 @@ have tcpdump || need+=(tcpdump)
 [[ -x /usr/bin/chromium ]] || need+=(chromium)
 [[ -x /usr/bin/chromedriver ]] || need+=(chromium-driver)
 have redis-server || need+=(redis-server)
+have curl || need+=(curl)
 have c++ || need+=(g++)
 have python3 || need+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)

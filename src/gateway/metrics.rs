@@ -41,7 +41,7 @@ struct Wait {
 pub struct Metrics {
     requests: Mutex<BTreeMap<Key, u64>>,
     wait: Mutex<Wait>,
-    recent: Mutex<VecDeque<Value>>,
+    recent: Mutex<VecDeque<(u64, Done)>>,
     pub in_flight: AtomicI64,
     pub retries: AtomicU64,
     pub hedges: AtomicU64,
@@ -77,13 +77,8 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .entry(d.key.clone())
             .or_insert(0) += 1;
-        let v = json!({
-            "at_ms": now_ms(), "route": d.key.route, "model": d.key.model, "node": d.key.node,
-            "host": d.host, "status": d.key.status, "ms": (d.seconds * 1000.0).round() as u64,
-            "queue_ms": d.queue_ms,
-        });
         let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        r.push_back(v);
+        r.push_back((now_ms(), d.clone()));
         while r.len() > RECENT {
             r.pop_front();
         }
@@ -125,7 +120,13 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .cloned()
+            .map(|(at, d)| {
+                json!({
+                    "at_ms": at, "route": d.key.route, "model": d.key.model, "node": d.key.node,
+                    "host": d.host, "status": d.key.status, "ms": (d.seconds * 1000.0).round() as u64,
+                    "queue_ms": d.queue_ms,
+                })
+            })
             .collect();
         json!({
             "requests": self.total(),

@@ -4,7 +4,8 @@
 //! unless its capacity says more) holds across every client.
 //!
 //! - `ollama_api.rs`, `openai_api.rs`: the endpoints; `translate.rs`: request
-//!   and reply shapes between the two APIs (and llama-server's);
+//!   shapes between the two APIs (and llama-server's); `replies.rs` reads
+//!   replies of either kind, `writers.rs` writes them for either kind of client;
 //! - `route.rs`: which nodes (or the coordinator) a model goes to;
 //! - `relay.rs`: one generation through the scheduler, whole or streamed;
 //! - `orchestrate.rs`: the agent pipeline over HTTP, and the cluster as JSON;
@@ -20,9 +21,11 @@ mod ollama_api;
 mod openai_api;
 mod orchestrate;
 mod relay;
+pub mod replies;
 mod route;
 mod state;
 pub mod translate;
+pub mod writers;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;

@@ -22,7 +22,8 @@ use super::observe::Tally;
 use super::relay::{self, Job, Wire, Writer};
 use super::route::{self, Target};
 use super::state::Shared;
-use super::translate::{openai_request_from_ollama, OllamaOut, Shape};
+use super::translate::{openai_request_from_ollama, Shape};
+use super::writers::OllamaOut;
 use crate::nodes::Node;
 use crate::ollama::types::same_model;
 use crate::ollama::{ClientError, ErrorKind, Timeouts};
@@ -269,6 +270,7 @@ async fn generation(
     body: Result<Bytes, BytesRejection>,
     shape: Shape,
 ) -> Response {
+    let raw = body.as_ref().ok().cloned();
     let prepared = async {
         let req = object(body)?;
         let model = model_of(&req)?;
@@ -280,6 +282,8 @@ async fn generation(
             return Err(ApiError::bad_request("messages must be a list").with_param("messages"));
         }
         let stream = req.get("stream").and_then(|s| s.as_bool()).unwrap_or(true);
+        // A streamed request goes to the node as it came.
+        let as_sent = stream && req.get("stream").is_none_or(|s| s == &json!(true));
         let target = route::resolve(&shared, &model).await?;
         tally.model(&model);
         let path = match shape {
@@ -288,12 +292,18 @@ async fn generation(
         };
         let (pool, path, body, wire) = match target {
             Target::Nodes(nodes) => {
-                let mut m = req;
-                m.insert("stream".into(), json!(true));
+                let body = match raw {
+                    Some(b) if as_sent => b,
+                    _ => {
+                        let mut m = req;
+                        m.insert("stream".into(), json!(true));
+                        to_bytes(&m)
+                    }
+                };
                 (
                     route::pool(&shared, nodes, caller.0),
                     path,
-                    to_bytes(&m),
+                    body,
                     Wire::Ollama,
                 )
             }

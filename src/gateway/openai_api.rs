@@ -23,8 +23,8 @@ use super::route::{self, Target};
 use super::state::Shared;
 use super::translate::{
     chat_request_from_openai, field, generate_request_from_openai, openai_request_for_coordinator,
-    OpenAiKind, OpenAiOut,
 };
+use super::writers::{OpenAiKind, OpenAiOut};
 
 type Ctx = State<Arc<Shared>>;
 

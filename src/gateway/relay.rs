@@ -21,11 +21,9 @@ use tokio::time::Instant;
 
 use super::errors::ApiError;
 use super::observe::{End, Tally};
+use super::replies::{ollama_piece_owned, Done, LineError, Piece, SseReader};
 use super::state::Shared;
-use super::translate::{
-    ollama_error_line, ollama_piece, sse_error, Collected, Done, LineError, OllamaOut, OpenAiOut,
-    Piece, SseReader,
-};
+use super::writers::{ollama_error_line, sse_error, Collected, OllamaOut, OpenAiOut};
 use crate::nodes::Node;
 use crate::ollama::client::Reader;
 use crate::ollama::{ClientError, ErrorKind, Timeouts};
@@ -180,7 +178,7 @@ impl Upstream {
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    ollama_piece(&line).map(|p| vec![p])
+                    ollama_piece_owned(line).map(|p| vec![p])
                 }
                 Wire::OpenAi => self.sse.line(&line),
             };
@@ -425,51 +423,85 @@ impl Drop for Relay {
 }
 
 impl Relay {
+    /// Everything pending as one chunk (one write for the lines read together).
+    fn take_pending(&mut self) -> Option<Bytes> {
+        match self.pending.len() {
+            0 => None,
+            1 => self.pending.pop_front(),
+            _ => {
+                let n = self.pending.iter().map(Bytes::len).sum();
+                let mut all = Vec::with_capacity(n);
+                for b in self.pending.drain(..) {
+                    all.extend_from_slice(&b);
+                }
+                Some(Bytes::from(all))
+            }
+        }
+    }
+
+    /// Encode a piece; true when it was the last.
+    fn put(&mut self, p: Piece) -> bool {
+        let ended = p.done.clone();
+        let out = self.writer.pieces(&p);
+        self.pending.extend(out);
+        match ended {
+            Some(d) => {
+                if let Some(h) = self.held.take() {
+                    h.succeeded(self.upstream.measured(&d));
+                }
+                self.done = true;
+                self.tally.stream_ended(End::Finished, None);
+                true
+            }
+            None => false,
+        }
+    }
+
     async fn step(mut self) -> Option<(Result<Bytes, Infallible>, Relay)> {
         loop {
-            if let Some(b) = self.pending.pop_front() {
+            if let Some(b) = self.take_pending() {
                 return Some((Ok(b), self));
             }
             if self.done {
                 return None;
             }
-            tokio::select! {
+            let next = tokio::select! {
                 biased;
-                _ = self.cut.wait_for(|c| *c) => {
+                _ = self.cut.wait_for(|c| *c) => None,
+                next = self.upstream.next() => Some(next),
+            };
+            match next {
+                None => {
                     let msg = "the gateway is shutting down; the reply was cut short";
                     self.pending.push_back(self.writer.error(msg));
                     self.done = true;
                     self.held = None;
                     self.tally.stream_ended(End::Broken, Some(msg.into()));
                 }
-                next = self.upstream.next() => match next {
-                    Some(Ok(p)) => {
-                        let ended = p.done.clone();
-                        let out = self.writer.pieces(&p);
-                        self.pending.extend(out);
-                        if let Some(d) = ended {
-                            if let Some(h) = self.held.take() {
-                                h.succeeded(self.upstream.measured(&d));
-                            }
-                            self.done = true;
-                            self.tally.stream_ended(End::Finished, None);
+                Some(Some(Ok(p))) => {
+                    // This piece, and those already read with it.
+                    let mut last = self.put(p);
+                    while !last {
+                        match self.upstream.queue.pop_front() {
+                            Some(p) => last = self.put(p),
+                            None => break,
                         }
                     }
-                    Some(Err(e)) => {
-                        if let Some(h) = self.held.take() {
-                            let line = h.failed(&e);
-                            self.tally.stream_ended(End::Broken, Some(e.short()));
-                            self.pending.push_back(self.writer.error(&format!(
-                                "{} failed after the reply began: {}",
-                                self.node.name(),
-                                e.short()
-                            )));
-                            self.tally.notice(line);
-                        }
-                        self.done = true;
+                }
+                Some(Some(Err(e))) => {
+                    if let Some(h) = self.held.take() {
+                        let line = h.failed(&e);
+                        self.tally.stream_ended(End::Broken, Some(e.short()));
+                        self.pending.push_back(self.writer.error(&format!(
+                            "{} failed after the reply began: {}",
+                            self.node.name(),
+                            e.short()
+                        )));
+                        self.tally.notice(line);
                     }
-                    None => self.done = true,
-                },
+                    self.done = true;
+                }
+                Some(None) => self.done = true,
             }
         }
     }

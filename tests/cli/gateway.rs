@@ -540,3 +540,20 @@ fn a_loopback_gateway_refuses_requests_addressed_to_another_host() {
     ]);
     assert!(out.ends_with(" 200"), "{out}");
 }
+
+#[test]
+fn headless_serve_runs_the_health_monitor_and_says_when_a_node_goes_down() {
+    let a = quick_sim(8);
+    let home = home_with(&[Member {
+        sim: &a,
+        name: "alpha",
+        host_id: "box-a",
+    }]);
+    home.write_settings(br#"{"monitor_interval_secs": 1}"#);
+    let mut g = Served::start(&home, &[]);
+    a.kill();
+    let line = g.until_err("node alpha is down", Duration::from_secs(10));
+    assert!(line.starts_with("⚠️"), "{line}");
+    let cluster = get_json(&format!("{}/api/cluster", g.url));
+    assert_eq!(cluster["nodes"][0]["status"], "cooling", "{cluster}");
+}

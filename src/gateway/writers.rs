@@ -1,0 +1,362 @@
+//! Pieces written for the client: Ollama's NDJSON lines or whole object, and
+//! OpenAI's chunks (server-sent events ending in `[DONE]`) or whole object.
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use super::replies::{Done, Piece};
+use super::translate::{created_at, fresh_id, now_unix, Shape};
+
+// ---- replies: writing for Ollama clients -------------------------------------------
+
+/// Writes pieces as Ollama NDJSON lines of one shape.
+#[derive(Debug, Clone)]
+pub struct OllamaOut {
+    pub shape: Shape,
+    pub model: String,
+    /// The node speaks the same shape: relay its lines as they came.
+    pub relay_raw: bool,
+}
+
+impl OllamaOut {
+    fn base(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("model".into(), json!(self.model));
+        m.insert("created_at".into(), json!(created_at()));
+        m
+    }
+
+    fn put_text(&self, m: &mut Map<String, Value>, content: &str, thinking: &str, tools: &[Value]) {
+        match self.shape {
+            Shape::Chat => {
+                let mut msg = json!({"role": "assistant", "content": content});
+                if !thinking.is_empty() {
+                    msg["thinking"] = json!(thinking);
+                }
+                if !tools.is_empty() {
+                    msg["tool_calls"] = Value::Array(tools.to_vec());
+                }
+                m.insert("message".into(), msg);
+            }
+            Shape::Generate => {
+                m.insert("response".into(), json!(content));
+                if !thinking.is_empty() {
+                    m.insert("thinking".into(), json!(thinking));
+                }
+            }
+        }
+    }
+
+    fn put_done(m: &mut Map<String, Value>, d: &Done) {
+        m.insert("done".into(), json!(true));
+        m.insert("done_reason".into(), json!(d.reason));
+        for (k, v) in [
+            ("total_duration", d.total_duration),
+            ("load_duration", d.load_duration),
+            ("prompt_eval_count", d.prompt_eval_count),
+            ("prompt_eval_duration", d.prompt_eval_duration),
+            ("eval_count", d.eval_count),
+            ("eval_duration", d.eval_duration),
+        ] {
+            m.insert(k.into(), json!(v));
+        }
+    }
+
+    /// One streamed line for a piece.
+    pub fn line(&self, p: &Piece) -> Bytes {
+        if self.relay_raw {
+            if let Some(raw) = &p.raw {
+                return raw.clone();
+            }
+        }
+        let mut m = self.base();
+        self.put_text(&mut m, &p.content, &p.thinking, &p.tool_calls);
+        match &p.done {
+            Some(d) => Self::put_done(&mut m, d),
+            None => {
+                m.insert("done".into(), json!(false));
+            }
+        }
+        ndjson(&Value::Object(m))
+    }
+
+    /// The whole reply as one object (`"stream": false`).
+    pub fn whole(&self, c: &Collected) -> Value {
+        let mut m = match (&c.done.last, self.relay_raw) {
+            (Some(last), true) => last.clone(),
+            _ => {
+                let mut m = self.base();
+                Self::put_done(&mut m, &c.done);
+                m
+            }
+        };
+        self.put_text(&mut m, &c.content, &c.thinking, &c.tool_calls);
+        Value::Object(m)
+    }
+}
+
+/// `{"error": msg}` as a line (a reply that broke after it began).
+pub fn ollama_error_line(msg: &str) -> Bytes {
+    ndjson(&json!({ "error": msg }))
+}
+
+fn ndjson(v: &Value) -> Bytes {
+    let mut s = v.to_string();
+    s.push('\n');
+    Bytes::from(s)
+}
+
+/// A whole reply, gathered from its pieces.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Collected {
+    pub content: String,
+    pub thinking: String,
+    pub tool_calls: Vec<Value>,
+    pub done: Done,
+}
+
+impl Collected {
+    pub fn add(&mut self, p: Piece) {
+        self.content.push_str(&p.content);
+        self.thinking.push_str(&p.thinking);
+        self.tool_calls.extend(p.tool_calls);
+        if let Some(d) = p.done {
+            self.done = d;
+        }
+    }
+}
+
+// ---- replies: writing for OpenAI clients -------------------------------------------
+
+fn sse(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// `data: [DONE]`.
+pub fn sse_done() -> Bytes {
+    Bytes::from_static(b"data: [DONE]\n\n")
+}
+
+/// An error event (a reply that broke after it began); OpenAI's client raises it.
+pub fn sse_error(msg: &str) -> Bytes {
+    sse(&json!({"error": {"message": msg, "type": "api_error", "param": null, "code": null}}))
+}
+
+fn usage(d: &Done) -> Value {
+    json!({"prompt_tokens": d.prompt_eval_count, "completion_tokens": d.eval_count,
+           "total_tokens": d.prompt_eval_count + d.eval_count})
+}
+
+fn tool_calls_to_openai(calls: &[Value], first_index: usize) -> Vec<Value> {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let args = match &c["function"]["arguments"] {
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            json!({"index": first_index + i, "id": fresh_id("call"), "type": "function",
+                   "function": {"name": c["function"]["name"], "arguments": args}})
+        })
+        .collect()
+}
+
+/// OpenAI's reply kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenAiKind {
+    /// `/v1/chat/completions`
+    Chat,
+    /// `/v1/completions`
+    Text,
+}
+
+/// Writes pieces as OpenAI chunks (server-sent events) or one whole object.
+#[derive(Debug, Clone)]
+pub struct OpenAiOut {
+    pub kind: OpenAiKind,
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    pub include_usage: bool,
+    tools_sent: usize,
+}
+
+impl OpenAiOut {
+    pub fn new(kind: OpenAiKind, model: &str, include_usage: bool) -> OpenAiOut {
+        OpenAiOut {
+            kind,
+            id: fresh_id(match kind {
+                OpenAiKind::Chat => "chatcmpl",
+                OpenAiKind::Text => "cmpl",
+            }),
+            created: now_unix(),
+            model: model.to_string(),
+            include_usage,
+            tools_sent: 0,
+        }
+    }
+
+    fn object(&self, streamed: bool) -> &'static str {
+        match (self.kind, streamed) {
+            (OpenAiKind::Chat, true) => "chat.completion.chunk",
+            (OpenAiKind::Chat, false) => "chat.completion",
+            (OpenAiKind::Text, _) => "text_completion",
+        }
+    }
+
+    fn chunk(&self, choices: Value) -> Value {
+        json!({"id": self.id, "object": self.object(true), "created": self.created,
+               "model": self.model, "system_fingerprint": "fp_synapticllamas", "choices": choices})
+    }
+
+    fn finish_reason(&self, d: &Done) -> &'static str {
+        if self.tools_sent > 0 {
+            "tool_calls"
+        } else if d.reason == "length" {
+            "length"
+        } else {
+            "stop"
+        }
+    }
+
+    /// Events for one piece (the final piece also ends the stream).
+    pub fn events(&mut self, p: &Piece) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let has_text = !p.content.is_empty() || !p.thinking.is_empty() || !p.tool_calls.is_empty();
+        if has_text {
+            let choice = match self.kind {
+                OpenAiKind::Chat => {
+                    let mut delta = json!({"role": "assistant", "content": p.content});
+                    if !p.thinking.is_empty() {
+                        delta["reasoning"] = json!(p.thinking);
+                    }
+                    if !p.tool_calls.is_empty() {
+                        delta["tool_calls"] =
+                            Value::Array(tool_calls_to_openai(&p.tool_calls, self.tools_sent));
+                        self.tools_sent += p.tool_calls.len();
+                    }
+                    json!({"index": 0, "delta": delta, "finish_reason": null})
+                }
+                OpenAiKind::Text => {
+                    json!({"index": 0, "text": p.content, "logprobs": null, "finish_reason": null})
+                }
+            };
+            out.push(sse(&self.chunk(json!([choice]))));
+        }
+        if let Some(d) = &p.done {
+            let reason = self.finish_reason(d);
+            let choice = match self.kind {
+                OpenAiKind::Chat => {
+                    json!({"index": 0, "delta": {"role": "assistant", "content": ""},
+                                           "finish_reason": reason})
+                }
+                OpenAiKind::Text => {
+                    json!({"index": 0, "text": "", "logprobs": null, "finish_reason": reason})
+                }
+            };
+            out.push(sse(&self.chunk(json!([choice]))));
+            if self.include_usage {
+                let mut u = self.chunk(json!([]));
+                u["usage"] = usage(d);
+                out.push(sse(&u));
+            }
+            out.push(sse_done());
+        }
+        out
+    }
+
+    /// The whole reply as one object (`"stream": false`).
+    pub fn whole(&mut self, c: &Collected) -> Value {
+        self.tools_sent = c.tool_calls.len();
+        let reason = self.finish_reason(&c.done);
+        let choice = match self.kind {
+            OpenAiKind::Chat => {
+                let mut msg = json!({"role": "assistant", "content": c.content});
+                if !c.thinking.is_empty() {
+                    msg["reasoning"] = json!(c.thinking);
+                }
+                if !c.tool_calls.is_empty() {
+                    msg["tool_calls"] = Value::Array(tool_calls_to_openai(&c.tool_calls, 0));
+                }
+                json!({"index": 0, "message": msg, "finish_reason": reason})
+            }
+            OpenAiKind::Text => {
+                json!({"index": 0, "text": c.content, "logprobs": null, "finish_reason": reason})
+            }
+        };
+        json!({"id": self.id, "object": self.object(false), "created": self.created,
+               "model": self.model, "system_fingerprint": "fp_synapticllamas",
+               "choices": [choice], "usage": usage(&c.done)})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::replies::ollama_piece;
+
+    #[test]
+    fn pieces_written_for_openai_clients() {
+        let mut out = OpenAiOut::new(OpenAiKind::Chat, "llama3.2", true);
+        let ev = out.events(&Piece {
+            content: "Hi".into(),
+            ..Default::default()
+        });
+        let s = String::from_utf8(ev[0].to_vec()).unwrap();
+        assert!(s.starts_with("data: {") && s.ends_with("\n\n"), "{s}");
+        assert!(s.contains(r#""object":"chat.completion.chunk""#));
+        let end = out.events(&Piece {
+            done: Some(Done {
+                reason: "stop".into(),
+                prompt_eval_count: 2,
+                eval_count: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(end.len(), 3, "finish, usage, [DONE]");
+        assert!(String::from_utf8_lossy(&end[1]).contains(r#""total_tokens":5"#));
+        assert_eq!(&end[2][..], b"data: [DONE]\n\n");
+        let whole = out.whole(&Collected {
+            content: "Hi".into(),
+            ..Default::default()
+        });
+        assert_eq!(whole["object"], "chat.completion");
+        assert_eq!(whole["choices"][0]["message"]["content"], "Hi");
+    }
+
+    #[test]
+    fn pieces_written_for_ollama_clients_keep_the_nodes_lines() {
+        let raw = br#"{"model":"llama3.2","message":{"role":"assistant","content":"Hi"},"done":false,"extra":1}"#;
+        let p = ollama_piece(raw).unwrap();
+        let relay = OllamaOut {
+            shape: Shape::Chat,
+            model: "llama3.2".into(),
+            relay_raw: true,
+        };
+        let line = relay.line(&p);
+        assert_eq!(&line[..raw.len()], &raw[..]);
+        assert_eq!(&line[raw.len()..], b"\n");
+        let made = OllamaOut {
+            shape: Shape::Generate,
+            model: "big:13b".into(),
+            relay_raw: false,
+        };
+        let v: Value = serde_json::from_slice(&made.line(&p)).unwrap();
+        assert_eq!(
+            (v["response"].as_str(), v["done"].as_bool()),
+            (Some("Hi"), Some(false))
+        );
+        let mut c = Collected::default();
+        c.add(p);
+        c.add(
+            ollama_piece(br#"{"model":"llama3.2","message":{"role":"assistant","content":"!"},"done":true,"done_reason":"stop","eval_count":2}"#)
+                .unwrap(),
+        );
+        let w = relay.whole(&c);
+        assert_eq!(w["message"]["content"], "Hi!");
+        assert_eq!(w["eval_count"], 2);
+        assert_eq!(w["done"], true);
+    }
+}
