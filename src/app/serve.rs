@@ -356,13 +356,23 @@ impl App {
             Duration::from_secs(opts.drain_secs.unwrap_or(gateway::DEFAULT_DRAIN.as_secs()));
         let running = self.gateway.as_ref().map_or(0, Gateway::in_flight);
         sink.err(&format!(
-            "🛑 {signal}: no new connections; {running} request(s) in flight get up to {}s to finish",
+            "🛑 {signal}: no new connections; {running} request(s) in flight get up to {}s to \
+             finish (signal again to stop at once)",
             drain.as_secs()
         ));
-        if let Some(d) = self.stop_gateway(Some(drain)).await {
+        let stopped = match self.gateway.take() {
+            Some(g) => Some(
+                g.stop_unless(drain, async {
+                    wait_for_signal().await;
+                })
+                .await,
+            ),
+            None => None,
+        };
+        if let Some(d) = stopped {
             if d.cut > 0 {
                 sink.err(&format!(
-                    "⚠️  {} request(s) were still running after {}s and ended with an error line",
+                    "⚠️  {} request(s) were still running when the drain ended (at most {}s) and ended with an error line",
                     d.cut,
                     drain.as_secs()
                 ));

@@ -71,12 +71,15 @@ fn now_ms() -> u64 {
 
 impl Metrics {
     pub fn record(&self, d: &Done) {
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(d.key.clone())
-            .or_insert(0) += 1;
+        {
+            let mut r = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+            match r.get_mut(&d.key) {
+                Some(n) => *n += 1,
+                None => {
+                    r.insert(d.key.clone(), 1);
+                }
+            }
+        }
         let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         r.push_back((now_ms(), d.clone()));
         while r.len() > RECENT {

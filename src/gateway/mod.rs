@@ -242,12 +242,25 @@ impl Gateway {
 
     /// Stop: no new connections; requests in flight get up to `drain` to
     /// finish, then the replies still streaming end with an error line.
-    pub async fn stop(mut self, drain: Duration) -> Drained {
+    pub async fn stop(self, drain: Duration) -> Drained {
+        self.stop_unless(drain, std::future::pending()).await
+    }
+
+    /// `stop`, cutting the drain short when `hurry` completes (a second Ctrl-C).
+    pub async fn stop_unless(
+        mut self,
+        drain: Duration,
+        hurry: impl std::future::Future<Output = ()>,
+    ) -> Drained {
         let in_flight = self.in_flight();
         let _ = self.shutdown.send(true);
         let mut cut = 0;
         if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(drain, &mut task).await.is_err() {
+            let finished = tokio::select! {
+                r = tokio::time::timeout(drain, &mut task) => r.is_ok(),
+                _ = hurry => false,
+            };
+            if !finished {
                 cut = self.in_flight();
                 let _ = self.cut.send(true);
                 if tokio::time::timeout(Duration::from_secs(2), &mut task)

@@ -123,7 +123,7 @@ pub async fn tags(State(shared): Ctx) -> Response {
 pub async fn models(shared: &Shared) -> Vec<Value> {
     let view = shared.view();
     let mut models: Vec<Value> = Vec::new();
-    for (node, v) in gather(&shared, &view.nodes, "/api/tags").await {
+    for (node, v) in gather(shared, &view.nodes, "/api/tags").await {
         let list = v["models"].as_array().cloned().unwrap_or_default();
         node.state().models = list
             .iter()

@@ -214,7 +214,7 @@ fn prepare(
 fn final_object(r: Result<QueryResult, NothingGenerated>) -> Value {
     match r {
         Ok(r) => r.to_json(),
-        Err(e) => json!({ "error": format!("Query failed: {e}") }),
+        Err(e) => json!({ "error": e.to_string() }),
     }
 }
 

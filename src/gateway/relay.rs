@@ -84,7 +84,7 @@ fn client_fault(status: u16) -> bool {
 }
 
 enum Opened {
-    Reply(Upstream),
+    Reply(Box<Upstream>),
     Refused(Refused),
 }
 
@@ -144,7 +144,7 @@ impl Upstream {
         loop {
             if let Some(p) = up.queue.iter().find(|p| p.meaningful()) {
                 a.progress.piece(&p.content);
-                return Ok(Opened::Reply(up));
+                return Ok(Opened::Reply(Box::new(up)));
             }
             if up.ended {
                 return Err(up.fail(ErrorKind::Reset {
@@ -270,7 +270,7 @@ pub async fn collect(
                 let (node, waited) = (a.node.clone(), a.waited);
                 let mut up = match Upstream::open(&shared.client, &a, job).await? {
                     Opened::Refused(r) => return Ok(((Err(r), node, waited), Measured::default())),
-                    Opened::Reply(up) => up,
+                    Opened::Reply(up) => *up,
                 };
                 let mut c = Collected::default();
                 while let Some(p) = up.next().await {
@@ -330,7 +330,7 @@ pub async fn begin(
                             first_token_ms: up.reader.first_token_ms(),
                             ..Default::default()
                         };
-                        Ok(((Ok(up), node, waited), m))
+                        Ok(((Ok(*up), node, waited), m))
                     }
                 }
             },

@@ -152,17 +152,20 @@ pub struct PsResponse {
     pub models: Vec<LoadedModel>,
 }
 
-/// Ollama treats a model name without a tag as `:latest`.
+/// Ollama treats a model name without a tag as `:latest` (and names ignore case).
 pub fn same_model(a: &str, b: &str) -> bool {
-    fn norm(s: &str) -> String {
-        let s = s.trim().to_ascii_lowercase();
-        if s.rsplit('/').next().is_some_and(|last| last.contains(':')) {
-            s
+    /// Name and tag, without allocating (this runs for every node on every pick).
+    fn parts(s: &str) -> (&str, &str) {
+        let s = s.trim();
+        let last = s.rsplit('/').next().unwrap_or(s);
+        if last.contains(':') {
+            s.rsplit_once(':').unwrap_or((s, "latest"))
         } else {
-            format!("{s}:latest")
+            (s, "latest")
         }
     }
-    norm(a) == norm(b)
+    let ((an, at), (bn, bt)) = (parts(a), parts(b));
+    an.eq_ignore_ascii_case(bn) && at.eq_ignore_ascii_case(bt)
 }
 
 #[cfg(test)]
@@ -174,5 +177,12 @@ mod tests {
         assert!(same_model("llama3.2", "llama3.2:latest"));
         assert!(!same_model("llama3.2:1b", "llama3.2:latest"));
         assert!(same_model("Qwen2.5:0.5B", "qwen2.5:0.5b"));
+        assert!(same_model(" hf.co/User/Repo:Q4 ", "hf.co/user/repo:q4"));
+        assert!(same_model(
+            "host:5000/ns/model",
+            "host:5000/ns/model:latest"
+        ));
+        assert!(!same_model("host:5000/ns/model", "host:5000/ns/other"));
+        assert!(!same_model("llama3.2", "llama3"));
     }
 }

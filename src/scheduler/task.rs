@@ -305,7 +305,7 @@ impl Scheduler {
                                     model: task.model.to_string(),
                                     label: task.label.to_string(),
                                     started: done.progress.started,
-                                    first: measured.clone(),
+                                    first: measured,
                                 })
                             } else {
                                 drop(done.lease);
