@@ -554,6 +554,9 @@ fn headless_serve_runs_the_health_monitor_and_says_when_a_node_goes_down() {
     a.kill();
     let line = g.until_err("node alpha is down", Duration::from_secs(10));
     assert!(line.starts_with("⚠️"), "{line}");
+    // The gateway's view of the node changed with it (cooling, or suspect when
+    // the probe reused a connection the dead host still held).
     let cluster = get_json(&format!("{}/api/cluster", g.url));
-    assert_eq!(cluster["nodes"][0]["status"], "cooling", "{cluster}");
+    let status = cluster["nodes"][0]["status"].as_str().unwrap();
+    assert!(status == "cooling" || status == "suspect", "{cluster}");
 }
