@@ -12,6 +12,7 @@ pub mod dashboard;
 pub mod nodes;
 pub mod ollama;
 pub mod pipeline;
+pub mod rag;
 pub mod scheduler;
 pub mod sharding;
 pub mod shell;

@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// A fault a simulated host can be told to show. Faults apply to inference
-/// (`/api/generate`, `/api/chat`) requests numbered above `SimConfig::fault_after`.
+/// (`/api/generate`, `/api/chat`) requests numbered above `SimConfig::fault_after`,
+/// and to embedding requests numbered above it (counted on their own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
@@ -52,6 +53,8 @@ pub struct SimConfig {
     pub vram_fraction: f64,
     /// Ignore `format` and answer in plain prose, as small models often do.
     pub plain_replies: bool,
+    /// Length of the vectors `/api/embed` returns (for models in `models`).
+    pub embed_dims: usize,
 }
 
 impl Default for SimConfig {
@@ -67,6 +70,7 @@ impl Default for SimConfig {
             fault_after: 0,
             vram_fraction: 0.0,
             plain_replies: false,
+            embed_dims: 1024,
         }
     }
 }
@@ -78,6 +82,11 @@ impl SimConfig {
             tokens_per_sec: 400.0,
             ttft_ms: 40,
             reply_words: 140,
+            models: vec![
+                "llama3.2:latest".into(),
+                "qwen2.5:0.5b".into(),
+                "mxbai-embed-large:latest".into(),
+            ],
             ..SimConfig::default()
         }
     }

@@ -2,6 +2,7 @@
 //! lab and the benchmarks. Depends on nothing of the app but the API types.
 
 pub mod config;
+pub mod embed;
 pub mod serve;
 pub mod server;
 pub mod text;

@@ -32,6 +32,9 @@ pub struct SimStats {
     pub in_flight: u64,
     pub max_in_flight: u64,
     pub dead: bool,
+    /// Embedding requests (`/api/embed`, `/api/embeddings`) and the inputs they held.
+    pub embed_requests: u64,
+    pub embed_inputs: u64,
 }
 
 pub struct SimHost {
@@ -46,6 +49,7 @@ pub struct SimHost {
     dead: AtomicBool,
     loaded: Mutex<Vec<String>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    embeds: EmbedLog,
 }
 
 /// Counts a request in flight for as long as it lives.
@@ -93,6 +97,7 @@ impl SimHost {
             dead: AtomicBool::new(false),
             loaded: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
+            embeds: EmbedLog::default(),
         });
         let app = router(host.clone());
         let mut tasks = host.tasks.lock().unwrap();
@@ -131,7 +136,14 @@ impl SimHost {
             in_flight: self.in_flight.load(Ordering::SeqCst),
             max_in_flight: self.max_in_flight.load(Ordering::SeqCst),
             dead: self.dead.load(Ordering::SeqCst),
+            embed_requests: self.embeds.requests.load(Ordering::SeqCst),
+            embed_inputs: self.embeds.inputs.load(Ordering::SeqCst),
         }
+    }
+
+    /// When each embedding request that was answered started and ended.
+    pub fn embed_spans(&self) -> Vec<(Instant, Instant)> {
+        self.embeds.spans.lock().unwrap().clone()
     }
 
     pub fn config(&self) -> SimConfig {
@@ -180,6 +192,8 @@ fn router(host: Arc<SimHost>) -> Router {
         .route("/api/show", post(show))
         .route("/api/generate", post(generate))
         .route("/api/chat", post(chat))
+        .route("/api/embed", post(embed))
+        .route("/api/embeddings", post(embeddings))
         .route("/sim/stats", get(stats))
         .route("/sim/config", get(get_config).post(set_config))
         .with_state(host)
@@ -584,6 +598,105 @@ async fn pace(h: &SimHost, cfg: &SimConfig, count: usize) {
         clock += total;
         tokio::time::sleep_until(clock).await;
     }
+}
+
+/// Counters of embedding requests.
+#[derive(Default)]
+struct EmbedLog {
+    requests: AtomicU64,
+    inputs: AtomicU64,
+    spans: Mutex<Vec<(Instant, Instant)>>,
+}
+
+async fn embed(State(h): Host, body: Bytes) -> Response {
+    embedding(h, body, false).await
+}
+
+async fn embeddings(State(h): Host, body: Bytes) -> Response {
+    embedding(h, body, true).await
+}
+
+/// `/api/embed` (`input`: a string or a list) or, with `legacy`, the older
+/// `/api/embeddings` (`prompt`). Paced like prompt processing: `ttft_ms` plus
+/// one token time per 16 input words, slowed by contention like inference.
+async fn embedding(h: Arc<SimHost>, body: Bytes, legacy: bool) -> Response {
+    if let Some(r) = enter(&h) {
+        return r;
+    }
+    let started = Instant::now();
+    let n = h.embeds.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let cfg = h.config();
+    let fault = if n > cfg.fault_after {
+        cfg.fault
+    } else {
+        Fault::None
+    };
+    if fault == Fault::Die {
+        h.kill();
+        return broken();
+    }
+    let req: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) | Err(_) => return error(StatusCode::BAD_REQUEST, "invalid JSON body"),
+    };
+    let requested = req["model"].as_str().unwrap_or("");
+    let Some(model) = find_model(&h, requested) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("model \"{requested}\" not found, try pulling it first"),
+        );
+    };
+    let inputs: Vec<String> = match (legacy, &req[if legacy { "prompt" } else { "input" }]) {
+        (_, Value::String(s)) => vec![s.clone()],
+        (false, Value::Array(a)) if a.iter().all(Value::is_string) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        (false, Value::Null) => Vec::new(),
+        _ => return error(StatusCode::BAD_REQUEST, "invalid input type"),
+    };
+    h.embeds
+        .inputs
+        .fetch_add(inputs.len() as u64, Ordering::SeqCst);
+    match fault {
+        Fault::Http500 | Fault::ErrorLine => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "simulated internal server error",
+            )
+        }
+        _ => {}
+    }
+    let guard = InFlight::new(&h);
+    if fault == Fault::Hang {
+        let _guard = guard;
+        return std::future::pending::<Response>().await;
+    }
+    let words: usize = inputs.iter().map(|s| s.split_whitespace().count()).sum();
+    pace(&h, &cfg, words.div_ceil(16)).await;
+    let vectors: Vec<Vec<f32>> = inputs
+        .iter()
+        .map(|s| super::embed::embed(s, cfg.embed_dims))
+        .collect();
+    drop(guard);
+    if fault == Fault::Drop {
+        return broken();
+    }
+    h.embeds
+        .spans
+        .lock()
+        .unwrap()
+        .push((started, Instant::now()));
+    let ns = started.elapsed().as_nanos() as u64;
+    if legacy {
+        let v = vectors.into_iter().next().unwrap_or_default();
+        return Json(json!({ "embedding": v })).into_response();
+    }
+    Json(json!({
+        "model": model, "embeddings": vectors, "total_duration": ns,
+        "load_duration": 0, "prompt_eval_count": words
+    }))
+    .into_response()
 }
 
 #[cfg(test)]

@@ -104,14 +104,39 @@ pub fn sentence(rng: &mut Rng) -> String {
     }
 }
 
-/// Prose of about `words` words that begins with the prompt's head.
+/// The numbers of the sources a prompt offers for citation (the `[n] name`
+/// lines under `AVAILABLE SOURCES FOR CITATION:`), last listed first: the
+/// order a simulated model cites them in.
+pub fn citable(prompt: &str) -> Vec<String> {
+    let Some(at) = prompt.find("AVAILABLE SOURCES FOR CITATION:") else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = prompt[at..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| {
+            let n = l.trim().strip_prefix('[')?.split_once(']')?.0;
+            n.parse::<usize>().ok().map(|n| format!("[{n}]"))
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
+/// Prose of about `words` words that begins with the prompt's head; when the
+/// prompt offers sources, the first sentences cite them, one each.
 pub fn prose(model: &str, prompt: &str, words: usize) -> String {
     let mut rng = Rng::new(hash(&[model, prompt]));
     let mut out = head(prompt);
     out.push_str(" — ");
     let mut count = 0;
+    let mut cites = citable(prompt).into_iter();
     while count < words.max(1) {
-        let s = sentence(&mut rng);
+        let mut s = sentence(&mut rng);
+        if let Some(c) = cites.next() {
+            s = format!("{} {c}.", s.trim_end_matches('.'));
+        }
         count += s.split_whitespace().count();
         out.push_str(&s);
         out.push(' ');
