@@ -47,7 +47,11 @@ impl App {
             "qretries" => s.max_quality_retries.to_string(),
             "strategy" => self.strategy().word().into(),
             "model" => self.model().to_string(),
-            "rag" => on_off(s.flockparser_enabled).into(),
+            "rag" => format!(
+                "{}, {}",
+                on_off(s.flockparser_enabled),
+                crate::rag::model(s.rag_model.as_deref())
+            ),
             "redis" => on_off(s.redis_logging_enabled).into(),
             "verbose" => on_off(s.dashboard_verbose).into(),
             _ => return None,
@@ -73,6 +77,8 @@ impl App {
         let nodes = self.registry.nodes().to_vec();
         let results = probe_all(&self.client, &nodes, false).await;
         let healthy = results.iter().filter(|r| r.ok).count();
+        let rag_line = self.rag_status(sink).await;
+        let (rag_place, rag_model) = self.rag_where();
         let s = &self.settings;
         let mut t = ui::table(&["Property", "Value"]);
         let mut row = |k: &str, v: String| {
@@ -99,13 +105,9 @@ impl App {
         );
         row("Model Sharding", on_off(s.model_sharding_enabled).into());
         row("RPC Backends", s.rpc_backends.len().to_string());
-        row(
-            "FlockParser RAG",
-            format!(
-                "{} (not provided by this port)",
-                on_off(s.flockparser_enabled)
-            ),
-        );
+        row("FlockParser RAG", rag_line);
+        row("RAG Knowledge Base", rag_place);
+        row("RAG Embedding Model", rag_model);
         row(
             "Redis Logging",
             format!(

@@ -7,6 +7,7 @@ mod discover;
 mod info;
 mod node_cmds;
 mod query;
+mod rag;
 mod settings_cmds;
 mod sharding;
 
@@ -101,6 +102,8 @@ pub struct App {
     pub notifier: Notifier,
     /// A person at a terminal (turns the background monitor on by default).
     pub interactive: bool,
+    /// The loaded RAG knowledge base.
+    pub rag: crate::rag::Cache,
 }
 
 impl App {
@@ -125,6 +128,7 @@ impl App {
             monitor: None,
             notifier: Arc::new(std::sync::RwLock::new(Arc::new(|_| {}))),
             interactive: false,
+            rag: Default::default(),
         }
     }
 
@@ -217,7 +221,6 @@ impl App {
             | C::QRetries(_)
             | C::Strategy(_)
             | C::Model(_)
-            | C::Rag(_)
             | C::Redis(_)
             | C::Verbose(_) => Outcome::from(self.setting(cmd, sink)),
             C::Discover { cidr, timeout_ms } => {
@@ -230,6 +233,7 @@ impl App {
             C::Dashboard { stop, port, bind } => {
                 Outcome::from(self.dashboard_cmd(stop, port, bind, sink).await)
             }
+            C::Rag(r) => Outcome::from(self.rag_cmd(r, sink).await),
             C::Query(q) => Outcome::from(self.query(&q, sink).await),
         }
     }

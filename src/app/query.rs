@@ -57,7 +57,7 @@ fn agents_dir() -> Option<std::path::PathBuf> {
 
 impl App {
     /// The nodes a query may use in the current mode.
-    fn pool(&self) -> Vec<Arc<Node>> {
+    pub(super) fn pool(&self) -> Vec<Arc<Node>> {
         let all = self.registry.nodes().to_vec();
         let distributed =
             self.mode() == Mode::Distributed && self.settings.task_distribution_enabled;
@@ -91,7 +91,7 @@ impl App {
 
     /// Requests a physical host takes at once: the largest `host_capacity` of its
     /// nodes, else the setting, else 1.
-    fn capacity_fn(&self) -> impl Fn(&str) -> u32 {
+    pub(super) fn capacity_fn(&self) -> impl Fn(&str) -> u32 {
         let default = self.settings.host_capacity.unwrap_or(1).max(1);
         let per_host: Vec<(String, u32)> = self
             .registry
@@ -224,6 +224,7 @@ impl App {
             },
             mode_label: format!("{:?}", self.mode()).to_lowercase(),
             strategy_label: self.strategy().word().to_string(),
+            rag: self.rag_retriever(sink).await,
         };
         let fut = pipeline::run_query(&ctx, query, &plan);
         tokio::pin!(fut);

@@ -72,11 +72,6 @@ impl App {
                 }
                 s.model = m;
             }
-            Command::Rag(on) => {
-                s.flockparser_enabled = on;
-                sink.out(&format!("✅ FlockParser RAG {} (saved)", on_off(on)));
-                sink.err("ℹ️  This port does not include FlockParser document retrieval; the setting is kept for the Python tool.");
-            }
             Command::Redis(on) => {
                 s.redis_logging_enabled = on;
                 sink.out(&format!("✅ Redis log publishing {} (saved)", on_off(on)));

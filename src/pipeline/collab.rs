@@ -33,7 +33,15 @@ fn length(obj: &Map<String, Value>) -> usize {
     render::narrative(obj).len()
 }
 
-pub async fn run(ctx: &Ctx, query: &str, s: &Settings) -> Result<Collab, TaskFailed> {
+pub async fn run(
+    ctx: &Ctx,
+    plain: &str,
+    s: &Settings,
+    docs: Option<&crate::rag::Retrieved>,
+) -> Result<Collab, TaskFailed> {
+    // RAG: every phase but the Critic's and the voters' sees the excerpts.
+    let asked = docs.map_or_else(|| plain.to_string(), |r| r.question(plain));
+    let query = asked.as_str();
     let model = ctx.model.clone();
     let mut replies = Vec::new();
     let mut phases = Vec::new();
@@ -65,7 +73,7 @@ pub async fn run(ctx: &Ctx, query: &str, s: &Settings) -> Result<Collab, TaskFai
         ctx,
         ctx.agent("Critic"),
         "Critic",
-        prompts::critic_of(query, &research.fields),
+        prompts::critic_of(plain, &research.fields),
         &model,
         None,
     )
@@ -166,7 +174,7 @@ pub async fn run(ctx: &Ctx, query: &str, s: &Settings) -> Result<Collab, TaskFai
         let t = Instant::now();
         let mut attempt = 0;
         loop {
-            let (round, replies_v) = vote(ctx, query, &markdown).await?;
+            let (round, replies_v) = vote(ctx, plain, &markdown).await?;
             replies.extend(replies_v);
             let mean = round.iter().map(|v| v.score).sum::<f64>() / round.len().max(1) as f64;
             let passed = mean >= s.quality_threshold;

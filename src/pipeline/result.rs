@@ -50,6 +50,8 @@ pub struct QueryResult {
     pub attribution: Vec<Attribution>,
     pub metrics: Metrics,
     pub warnings: Vec<String>,
+    /// What retrieval did, when RAG was on.
+    pub rag: Option<crate::rag::Report>,
 }
 
 impl QueryResult {
@@ -60,6 +62,8 @@ impl QueryResult {
             "chunks": self.chunks,
             "attribution": self.attribution,
             "metrics": self.metrics,
+            "sources": self.rag.as_ref().map(|r| r.sources.clone()).unwrap_or_default(),
+            "rag": self.rag,
         })
     }
 }

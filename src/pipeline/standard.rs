@@ -11,14 +11,20 @@ pub struct Standard {
     pub replies: Vec<Reply>,
 }
 
-pub async fn run(ctx: &Ctx, query: &str) -> Result<Standard, TaskFailed> {
+pub async fn run(
+    ctx: &Ctx,
+    query: &str,
+    docs: Option<&crate::rag::Retrieved>,
+) -> Result<Standard, TaskFailed> {
     let model = ctx.model.clone();
+    // RAG: the Researcher and the Editor see the excerpts; the Critic does not.
+    let asked = docs.map_or_else(|| query.to_string(), |r| r.question(query));
     let (research, critique) = tokio::join!(
         call(
             ctx,
             ctx.agent("Researcher"),
             "Researcher",
-            prompts::researcher(query),
+            prompts::researcher(&asked),
             &model,
             None
         ),
@@ -36,7 +42,7 @@ pub async fn run(ctx: &Ctx, query: &str) -> Result<Standard, TaskFailed> {
         ctx,
         ctx.agent("Editor"),
         "Editor",
-        prompts::editor(query, &research.fields, &critique.fields),
+        prompts::editor(&asked, &research.fields, &critique.fields),
         ctx.synthesis_model(),
         None,
     )
