@@ -550,7 +550,9 @@ fn parse_rag(line: &str, first: &str, args: &[&str]) -> Result<RagCmd, String> {
         after[args[0].len()..].trim().to_string()
     };
     match sub.as_deref() {
-        Some("on") | Some("off") => on_off(args).map(|on| if on { RagCmd::On } else { RagCmd::Off }),
+        Some("on") | Some("off") => {
+            on_off(args).map(|on| if on { RagCmd::On } else { RagCmd::Off })
+        }
         Some("path") => {
             let p = rest();
             let p = p
@@ -754,7 +756,11 @@ mod tests {
         );
         assert_eq!(
             parse("rag index a.pdf \"b c.md\" dir").unwrap(),
-            Command::Rag(RagCmd::Index(vec!["a.pdf".into(), "b c.md".into(), "dir".into()]))
+            Command::Rag(RagCmd::Index(vec![
+                "a.pdf".into(),
+                "b c.md".into(),
+                "dir".into()
+            ]))
         );
         assert_eq!(
             parse("discover 10.77.0.0/24 --timeout 50").unwrap(),

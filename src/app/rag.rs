@@ -280,13 +280,15 @@ impl App {
                 sink.err(&format!("❌ rag_path: {e}"));
                 return false;
             }
-            None => match rag::default_folder() {
-                Some(d) => d,
-                None => {
-                    sink.err("❌ no home directory to put a knowledge base in; set `rag path DIR` first");
-                    return false;
+            None => {
+                match rag::default_folder() {
+                    Some(d) => d,
+                    None => {
+                        sink.err("❌ no home directory to put a knowledge base in; set `rag path DIR` first");
+                        return false;
+                    }
                 }
-            },
+            }
         };
         let paths: Vec<PathBuf> = args.iter().map(|a| documents::expand_home(a)).collect();
         let (files, problems) = documents::collect(&paths);

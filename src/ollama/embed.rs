@@ -126,7 +126,9 @@ fn check(url: &str, wanted: usize, vectors: Vec<Vec<f32>>) -> Result<Vec<Vec<f32
         )));
     }
     if vectors.iter().flatten().any(|x| !x.is_finite()) {
-        return Err(bad("an embedding holds a value that is not a finite number".into()));
+        return Err(bad(
+            "an embedding holds a value that is not a finite number".into(),
+        ));
     }
     Ok(vectors)
 }
@@ -166,7 +168,10 @@ mod tests {
         let inputs = vec!["a".to_string(), "bcd".to_string()];
         let v = c.embed(&serve(batch).await, "m", &inputs, t).await.unwrap();
         assert_eq!(v, vec![vec![0.5, 0.5], vec![0.5, 0.5]]);
-        let v = c.embed(&serve(legacy).await, "m", &inputs, t).await.unwrap();
+        let v = c
+            .embed(&serve(legacy).await, "m", &inputs, t)
+            .await
+            .unwrap();
         assert_eq!(v, vec![vec![1.0, 1.0], vec![3.0, 1.0]]);
     }
 

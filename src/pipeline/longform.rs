@@ -50,7 +50,10 @@ async fn chunk(
     let prompt = match (docs, n) {
         (Some(r), 1) => prompts::chunk(&r.question(query), ct, n, total, &focus, first),
         (Some(r), _) => match r.part(n) {
-            Some(extra) => format!("{}\n\n{extra}", prompts::chunk(query, ct, n, total, &focus, first)),
+            Some(extra) => format!(
+                "{}\n\n{extra}",
+                prompts::chunk(query, ct, n, total, &focus, first)
+            ),
             None => prompts::chunk(query, ct, n, total, &focus, first),
         },
         (None, _) => prompts::chunk(query, ct, n, total, &focus, first),

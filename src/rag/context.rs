@@ -52,7 +52,11 @@ pub enum Verdict {
     /// Nothing reached the similarity floor.
     NoMatch,
     /// The best excerpts were not relevant enough on average.
-    TooWeak { mean: f32, best: String, best_sim: f32 },
+    TooWeak {
+        mean: f32,
+        best: String,
+        best_sim: f32,
+    },
 }
 
 /// The mean similarity of the best `GATE_OVER` excerpts.
@@ -320,7 +324,11 @@ mod tests {
     fn the_budget_stops_at_the_first_excerpt_that_does_not_fit() {
         let big = "x".repeat(3500); // ~1,000 tokens with its header
         let small = "y".repeat(35);
-        let v = vec![ex("a", 0.9, &small), ex("b", 0.8, &big), ex("c", 0.7, &small)];
+        let v = vec![
+            ex("a", 0.9, &small),
+            ex("b", 0.8, &big),
+            ex("c", 0.7, &small),
+        ];
         match judge(v, BUDGET_PART) {
             Verdict::Use(used) => assert_eq!(used.len(), 1, "stops at b, never reaches c"),
             other => panic!("{other:?}"),
@@ -332,7 +340,15 @@ mod tests {
     #[test]
     fn blocks_number_sources_once_per_query() {
         let mut s = Sources::default();
-        let main = block(&[ex("a.pdf", 0.9, "A"), ex("b.pdf", 0.7, "B"), ex("a.pdf", 0.6, "A2")], &mut s, 1);
+        let main = block(
+            &[
+                ex("a.pdf", 0.9, "A"),
+                ex("b.pdf", 0.7, "B"),
+                ex("a.pdf", 0.6, "A2"),
+            ],
+            &mut s,
+            1,
+        );
         assert_eq!(main.list, "[1] a.pdf\n[2] b.pdf");
         assert_eq!(main.excerpts, "[Source: a.pdf, Relevance: 0.90]\nA\n\n---\n\n[Source: b.pdf, Relevance: 0.70]\nB\n\n---\n\n[Source: a.pdf, Relevance: 0.60]\nA2");
         let part = block(&[ex("c.pdf", 0.8, "C"), ex("b.pdf", 0.75, "B")], &mut s, 3);
@@ -340,7 +356,9 @@ mod tests {
         assert_eq!(s.0[1].parts, vec![1, 3]);
         assert_eq!(s.0[1].similarity, 0.75);
         let p = research_prompt("Why tides?", &main);
-        assert!(p.starts_with("Research topic: Why tides?\n\nRELEVANT DOCUMENT EXCERPTS:\n[Source: a.pdf"));
+        assert!(p.starts_with(
+            "Research topic: Why tides?\n\nRELEVANT DOCUMENT EXCERPTS:\n[Source: a.pdf"
+        ));
         assert!(p.contains("\n\nAVAILABLE SOURCES FOR CITATION:\n[1] a.pdf\n[2] b.pdf\n\n---\n\n"));
         assert!(part_context(&part).starts_with("📚 Relevant Knowledge Base Context:"));
     }
@@ -348,7 +366,15 @@ mod tests {
     #[test]
     fn citations_are_renumbered_in_first_cited_order() {
         let mut s = Sources::default();
-        block(&[ex("a.pdf", 0.9, "A"), ex("b.pdf", 0.8, "B"), ex("c.pdf", 0.7, "C")], &mut s, 1);
+        block(
+            &[
+                ex("a.pdf", 0.9, "A"),
+                ex("b.pdf", 0.8, "B"),
+                ex("c.pdf", 0.7, "C"),
+            ],
+            &mut s,
+            1,
+        );
         let (text, listed) = cite(
             "Tides rise [3]. The moon pulls [1, 3]. See [link](http://x) and [9] and [2](u).",
             &s,

@@ -184,8 +184,12 @@ mod tests {
     fn bad_text_and_bad_pdfs_are_errors_naming_the_file() {
         let p = Path::new("/d/notes.txt");
         assert_eq!(text_of(p, b"\xEF\xBB\xBFhello").unwrap(), "hello");
-        assert!(text_of(p, b"ab\xFFcd").unwrap_err().contains("notes.txt: not UTF-8 text (byte 3)"));
-        assert!(text_of(p, b"  \n").unwrap_err().contains("no text in the file"));
+        assert!(text_of(p, b"ab\xFFcd")
+            .unwrap_err()
+            .contains("notes.txt: not UTF-8 text (byte 3)"));
+        assert!(text_of(p, b"  \n")
+            .unwrap_err()
+            .contains("no text in the file"));
         let e = text_of(Path::new("/d/paper.pdf"), b"%PDF-1.4 garbage").unwrap_err();
         assert!(e.starts_with("/d/paper.pdf: "), "{e}");
     }

@@ -37,7 +37,11 @@ fn has_model(n: &Node, model: &str) -> bool {
 /// The nodes of `candidates` that have `model`. Nodes whose models are not
 /// known yet are asked (`/api/tags`) first; when none has it by what is known,
 /// every node is asked once more, in case the model was pulled since.
-pub async fn capable_nodes(client: &Client, candidates: &[Arc<Node>], model: &str) -> Vec<Arc<Node>> {
+pub async fn capable_nodes(
+    client: &Client,
+    candidates: &[Arc<Node>],
+    model: &str,
+) -> Vec<Arc<Node>> {
     let unknown: Vec<Arc<Node>> = candidates
         .iter()
         .filter(|n| n.state().models.is_empty())
@@ -91,14 +95,14 @@ impl Embedder {
     ) -> Result<Embedder, NoEmbedder> {
         let nodes = capable_nodes(client, candidates, model).await;
         if nodes.is_empty() {
-            let answering = candidates.iter().filter(|n| n.state().health == crate::nodes::Health::Up).count();
+            let answering = candidates
+                .iter()
+                .filter(|n| n.state().health == crate::nodes::Health::Up)
+                .count();
             let detail = if candidates.is_empty() {
                 "no nodes are configured".to_string()
             } else {
-                format!(
-                    "{} node(s) asked, {answering} answering",
-                    candidates.len()
-                )
+                format!("{} node(s) asked, {answering} answering", candidates.len())
             };
             return Err(NoEmbedder {
                 model: model.to_string(),
@@ -124,7 +128,11 @@ impl Embedder {
 
     /// Names of the nodes that can embed.
     pub fn node_names(&self) -> Vec<String> {
-        self.sched.nodes().iter().map(|n| n.name().to_string()).collect()
+        self.sched
+            .nodes()
+            .iter()
+            .map(|n| n.name().to_string())
+            .collect()
     }
 
     /// Embed `inputs` in one request; the vectors and where they were made.
@@ -183,9 +191,15 @@ mod tests {
         let without = host(&["llama3.2:latest"]).await;
         let nodes = vec![node(without.url(), "B"), node(with.url(), "A")];
         let client = Client::default();
-        let e = Embedder::new(&client, &nodes, DEFAULT_MODEL, |_| 1, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let e = Embedder::new(
+            &client,
+            &nodes,
+            DEFAULT_MODEL,
+            |_| 1,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         assert_eq!(e.node_names(), ["A"]);
         let inputs: Vec<String> = (0..6).map(|i| format!("text {i}")).collect();
         for _ in 0..3 {
@@ -194,10 +208,21 @@ mod tests {
         }
         assert_eq!(with.stats().embed_requests, 3);
         assert_eq!(without.stats().embed_requests, 0);
-        let err = Embedder::new(&client, &nodes[..1], DEFAULT_MODEL, |_| 1, Duration::from_secs(5))
-            .await
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("no node has the embedding model mxbai-embed-large (1 node(s) asked, 1 answering)"), "{err}");
+        let err = Embedder::new(
+            &client,
+            &nodes[..1],
+            DEFAULT_MODEL,
+            |_| 1,
+            Duration::from_secs(5),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string().contains(
+                "no node has the embedding model mxbai-embed-large (1 node(s) asked, 1 answering)"
+            ),
+            "{err}"
+        );
     }
 }

@@ -230,7 +230,11 @@ impl Index {
 
     /// An index built from vectors in memory (benchmarks, tests): `vectors`
     /// holds `files.len()` rows of `dims`; `files[i]` is (document name, chunk file).
-    pub fn from_vectors(dims: usize, mut vectors: Vec<f32>, files: Vec<(String, PathBuf)>) -> Index {
+    pub fn from_vectors(
+        dims: usize,
+        mut vectors: Vec<f32>,
+        files: Vec<(String, PathBuf)>,
+    ) -> Index {
         assert_eq!(vectors.len(), dims * files.len(), "one row per chunk file");
         vectors.chunks_mut(dims.max(1)).for_each(normalise);
         let mut docs: Vec<Doc> = Vec::new();
@@ -374,7 +378,12 @@ mod tests {
 
     #[test]
     fn search_ranks_by_cosine_with_a_floor_and_a_limit() {
-        let idx = index(&[[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [1.0, 1.0, 0.0], [3.0, 0.1, 0.0]]);
+        let idx = index(&[
+            [1.0, 0.0, 0.0],
+            [0.0, 2.0, 0.0],
+            [1.0, 1.0, 0.0],
+            [3.0, 0.1, 0.0],
+        ]);
         let hits = idx.search(&[2.0, 0.0, 0.0], 2, 0.5);
         let rows: Vec<usize> = hits.iter().map(|h| h.row).collect();
         assert_eq!(rows, [0, 3]);
@@ -382,7 +391,10 @@ mod tests {
         let all = idx.search(&[1.0, 0.0, 0.0], 10, 0.5);
         assert_eq!(all.iter().map(|h| h.row).collect::<Vec<_>>(), [0, 3, 2]);
         assert!(idx.search(&[1.0, 0.0], 3, 0.0).is_empty(), "wrong length");
-        assert!(idx.search(&[0.0, 0.0, 0.0], 3, 0.5).is_empty(), "a zero vector matches nothing");
+        assert!(
+            idx.search(&[0.0, 0.0, 0.0], 3, 0.5).is_empty(),
+            "a zero vector matches nothing"
+        );
         assert_eq!(idx.documents(), 2);
     }
 
@@ -399,7 +411,9 @@ mod tests {
         };
         let vectors: Vec<f32> = (0..n * dims).map(|_| rnd()).collect();
         let q: Vec<f32> = (0..dims).map(|_| rnd()).collect();
-        let files = (0..n).map(|i| ("d".to_string(), PathBuf::from(i.to_string()))).collect();
+        let files = (0..n)
+            .map(|i| ("d".to_string(), PathBuf::from(i.to_string())))
+            .collect();
         let idx = Index::from_vectors(dims, vectors, files);
         let got = idx.search(&q, 15, -1.0);
         let mut want: Vec<Hit> = (0..n)
@@ -449,7 +463,11 @@ mod tests {
         assert_eq!(l.index.chunks(), 2);
         assert_eq!(l.index.dims(), 2);
         assert_eq!(l.problems.len(), 2, "{:?}", l.problems);
-        assert!(l.problems[0].contains("doc_1_chunk_1.json: line 1"), "{:?}", l.problems);
+        assert!(
+            l.problems[0].contains("doc_1_chunk_1.json: line 1"),
+            "{:?}",
+            l.problems
+        );
         assert!(l.problems[1].contains("doc_1_chunk_2.json: 3 dimensions"));
         assert_eq!(&l.index.vectors, &[0.6, 0.8, 0.0, 1.0]);
         assert_eq!(l.index.row(1).1, "paper.pdf");

@@ -38,6 +38,9 @@ pub struct Summary {
     pub seconds: f64,
 }
 
+/// (document, chunk) pairs embedded in one request.
+type Batch = Vec<(usize, usize)>;
+
 struct Pending {
     path: PathBuf,
     text: String,
@@ -87,10 +90,7 @@ pub async fn run(
         };
         let hash = sha256_hex(&bytes);
         if let Some(id) = writer.known(&hash) {
-            progress.line(format!(
-                "⏭️  {}: already indexed as {id}",
-                path.display()
-            ));
+            progress.line(format!("⏭️  {}: already indexed as {id}", path.display()));
             summary.skipped += 1;
             continue;
         }
@@ -136,7 +136,7 @@ pub async fn run(
         .collect();
     progress.planned(pairs.len());
     let size = batch_size(pairs.len(), embedder.hosts());
-    let jobs: Vec<(Vec<(usize, usize)>, Vec<String>)> = pairs
+    let jobs: Vec<(Batch, Vec<String>)> = pairs
         .chunks(size)
         .map(|batch| {
             let inputs = batch
@@ -147,15 +147,16 @@ pub async fn run(
         })
         .collect();
     let count = jobs.len();
-    let requests = jobs.into_iter().enumerate().map(|(i, (batch, inputs))| {
-        async move {
+    let requests = jobs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (batch, inputs))| async move {
             let label = format!("embed batch {}/{count}", i + 1);
             let r = embedder
                 .embed(&label, &inputs, &|line| progress.line(line))
                 .await;
             (batch, r)
-        }
-    });
+        });
     let mut results = stream::iter(requests).buffer_unordered(embedder.hosts().max(1) * 4);
     let mut next = 0;
     while let Some((batch, result)) = results.next().await {

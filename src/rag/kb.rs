@@ -70,13 +70,9 @@ pub fn resolve(root: &Path, file: &str) -> Option<PathBuf> {
         root.join(p)
     };
     let name = base_name(file);
-    [
-        direct,
-        root.join(KB_DIR).join(name),
-        root.join(name),
-    ]
-    .into_iter()
-    .find(|c| c.is_file())
+    [direct, root.join(KB_DIR).join(name), root.join(name)]
+        .into_iter()
+        .find(|c| c.is_file())
 }
 
 /// Read both indexes under `root`; chunk files listed twice count once.
@@ -117,13 +113,7 @@ fn id_text(v: &Value) -> Option<String> {
     }
 }
 
-fn add_index(
-    root: &Path,
-    path: &Path,
-    v: &Value,
-    seen: &mut HashSet<PathBuf>,
-    cat: &mut Catalog,
-) {
+fn add_index(root: &Path, path: &Path, v: &Value, seen: &mut HashSet<PathBuf>, cat: &mut Catalog) {
     let Some(docs) = v.get("documents").and_then(Value::as_array) else {
         cat.problems.push(format!(
             "{}: no \"documents\" list; index skipped",
@@ -271,7 +261,11 @@ mod tests {
 
     fn chunk(dir: &Path, name: &str) -> PathBuf {
         let p = dir.join(name);
-        std::fs::write(&p, json!({"text": "t", "embedding": [1.0, 0.0]}).to_string()).unwrap();
+        std::fs::write(
+            &p,
+            json!({"text": "t", "embedding": [1.0, 0.0]}).to_string(),
+        )
+        .unwrap();
         p
     }
 
@@ -325,7 +319,11 @@ mod tests {
         std::fs::write(root_index(root.path()), "{\"documents\": [").unwrap();
         let cat = read_catalog(root.path());
         assert!(cat.docs.is_empty());
-        assert!(cat.problems[0].contains("document_index.json: line 1"), "{:?}", cat.problems);
+        assert!(
+            cat.problems[0].contains("document_index.json: line 1"),
+            "{:?}",
+            cat.problems
+        );
         let empty = tempfile::tempdir().unwrap();
         assert!(read_catalog(empty.path()).problems[0].contains("not a FlockParser knowledge base"));
     }

@@ -45,7 +45,9 @@ impl Location {
             return remote::base_url(t).map(Location::Remote);
         }
         if lower.contains("://") {
-            return Err(format!("`{t}`: only http:// and https:// URLs are supported"));
+            return Err(format!(
+                "`{t}`: only http:// and https:// URLs are supported"
+            ));
         }
         let p = documents::expand_home(t);
         Ok(Location::Local(std::path::absolute(&p).unwrap_or(p)))
@@ -145,7 +147,10 @@ pub async fn augment(
 pub fn summarise(problems: &[String], max: usize) -> Vec<String> {
     let mut out: Vec<String> = problems.iter().take(max).cloned().collect();
     if problems.len() > max {
-        out.push(format!("… and {} more problem(s) like these", problems.len() - max));
+        out.push(format!(
+            "… and {} more problem(s) like these",
+            problems.len() - max
+        ));
     }
     out
 }
@@ -164,7 +169,9 @@ mod tests {
             Location::parse("/srv/FlockParser").unwrap(),
             Location::Local("/srv/FlockParser".into())
         );
-        assert!(matches!(Location::parse("rel/dir").unwrap(), Location::Local(p) if p.is_absolute()));
+        assert!(
+            matches!(Location::parse("rel/dir").unwrap(), Location::Local(p) if p.is_absolute())
+        );
         assert!(Location::parse("ftp://x").is_err());
         assert!(Location::parse(" ").is_err());
         assert_eq!(model(None), "mxbai-embed-large");

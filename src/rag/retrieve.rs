@@ -121,9 +121,10 @@ impl Retriever {
                 notice(line);
             }
         };
-        let outcomes = join_all(asks.iter().map(|(n, text, k, budget)| {
-            self.one(*n, text, *k, *budget, &say_once)
-        }))
+        let outcomes = join_all(
+            asks.iter()
+                .map(|(n, text, k, budget)| self.one(*n, text, *k, *budget, &say_once)),
+        )
         .await;
         let mut sources = Sources::default();
         let mut main = None;

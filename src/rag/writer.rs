@@ -314,7 +314,10 @@ mod tests {
         )
         .unwrap();
         let mut w = Writer::open(root).unwrap();
-        assert!(Writer::open(root).err().unwrap().contains("another `rag index`"));
+        assert!(Writer::open(root)
+            .err()
+            .unwrap()
+            .contains("another `rag index`"));
         let id = w
             .add(
                 Path::new("/papers/tides.txt"),
@@ -356,7 +359,13 @@ mod tests {
         assert_eq!(w.known("abc"), Some("doc_5"));
         assert_eq!(w.dims(), Some(2));
         let e = w
-            .add(Path::new("b.txt"), "B", &["B".into()], &[vec![1.0; 3]], "def")
+            .add(
+                Path::new("b.txt"),
+                "B",
+                &["B".into()],
+                &[vec![1.0; 3]],
+                "def",
+            )
             .unwrap_err();
         assert!(e.contains("3 dimensions"), "{e}");
     }
@@ -367,6 +376,9 @@ mod tests {
         std::fs::write(kb::root_index(dir.path()), "{oops").unwrap();
         let e = Writer::open(dir.path()).err().unwrap();
         assert!(e.contains("document_index.json: line 1"), "{e}");
-        assert_eq!(std::fs::read_to_string(kb::root_index(dir.path())).unwrap(), "{oops");
+        assert_eq!(
+            std::fs::read_to_string(kb::root_index(dir.path())).unwrap(),
+            "{oops"
+        );
     }
 }

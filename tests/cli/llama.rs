@@ -11,13 +11,13 @@ use serde_json::json;
 
 use crate::support::*;
 
-struct Binaries {
-    llama_server: PathBuf,
-    rpc_server: PathBuf,
-    model: PathBuf,
+pub struct Binaries {
+    pub llama_server: PathBuf,
+    pub rpc_server: PathBuf,
+    pub model: PathBuf,
 }
 
-fn binaries() -> Binaries {
+pub fn binaries() -> Binaries {
     let cache = std::env::var_os("SYNAPTICLLAMAS_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| dirs::home_dir().unwrap().join(".cache/synapticllamas"));

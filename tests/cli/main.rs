@@ -18,6 +18,8 @@ mod llama;
 mod load;
 mod piped;
 mod pipeline;
+mod rag;
+mod rag_llama;
 mod security;
 mod sharding;
 mod support;
