@@ -1,9 +1,10 @@
 //! `rag index PATH…`: text from each file, FlockParser's chunks, embeddings in
 //! batches spread over every host that has the embedding model (all batches
 //! queued at once; the scheduler gives each host one at a time), and each
-//! document written as soon as all its chunks are embedded, in the order the
-//! files were given. A document whose content is already in the knowledge base
-//! is skipped, so an interrupted run picks up where it stopped.
+//! document staged as soon as all its chunks are embedded, in the order the
+//! files were given, and committed with the others staged in the last second.
+//! A document whose content is already in the knowledge base is skipped, so an
+//! interrupted run picks up where it stopped.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -18,6 +19,8 @@ use super::writer::Writer;
 
 /// The most chunks in one `/api/embed` request.
 pub const MAX_BATCH: usize = 16;
+/// Staged documents are committed at least this often (and at the end).
+const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where `rag index` reports to.
 pub trait Progress: Sync {
@@ -159,6 +162,8 @@ pub async fn run(
         });
     let mut results = stream::iter(requests).buffer_unordered(embedder.hosts().max(1) * 4);
     let mut next = 0;
+    let mut staged: Vec<(String, usize)> = Vec::new();
+    let mut last_commit = Instant::now();
     while let Some((batch, result)) = results.next().await {
         progress.embedded(batch.len());
         match result {
@@ -173,23 +178,65 @@ pub async fn run(
                 }
             }
         }
-        // Write every document that is complete, in file order.
+        // Stage every document that is complete, in file order.
         while next < docs.len() && docs[next].complete() {
-            write(writer, &mut docs[next], progress, &mut summary);
+            stage(writer, &mut docs[next], progress, &mut summary, &mut staged);
             next += 1;
+        }
+        if last_commit.elapsed() >= COMMIT_EVERY {
+            if !commit(writer, &mut staged, progress, &mut summary) {
+                break;
+            }
+            last_commit = Instant::now();
         }
     }
     drop(results);
     // Documents with no chunks, after the last batch.
     while next < docs.len() {
-        write(writer, &mut docs[next], progress, &mut summary);
+        stage(writer, &mut docs[next], progress, &mut summary, &mut staged);
         next += 1;
     }
+    commit(writer, &mut staged, progress, &mut summary);
     summary.seconds = started.elapsed().as_secs_f64();
     summary
 }
 
-fn write(writer: &mut Writer, doc: &mut Pending, progress: &dyn Progress, s: &mut Summary) {
+/// Write the staged documents' index entries; say which are in. False when
+/// the knowledge base could not be written (nothing more should be tried).
+fn commit(
+    writer: &mut Writer,
+    staged: &mut Vec<(String, usize)>,
+    progress: &dyn Progress,
+    s: &mut Summary,
+) -> bool {
+    if staged.is_empty() {
+        return true;
+    }
+    match writer.commit() {
+        Ok(_) => {
+            for (line, chunks) in staged.drain(..) {
+                progress.line(line);
+                s.added += 1;
+                s.chunks += chunks;
+            }
+            true
+        }
+        Err(e) => {
+            progress.line(format!("❌ {e}; {} document(s) not saved", staged.len()));
+            s.failed += staged.len();
+            staged.clear();
+            false
+        }
+    }
+}
+
+fn stage(
+    writer: &mut Writer,
+    doc: &mut Pending,
+    progress: &dyn Progress,
+    s: &mut Summary,
+    staged: &mut Vec<(String, usize)>,
+) {
     if let Some(e) = &doc.failed {
         progress.line(format!(
             "❌ {}: not indexed: could not embed its chunks ({e})",
@@ -204,16 +251,15 @@ fn write(writer: &mut Writer, doc: &mut Pending, progress: &dyn Progress, s: &mu
         return;
     }
     let vectors: Vec<Vec<f32>> = doc.vectors.iter_mut().filter_map(Option::take).collect();
-    match writer.add(&doc.path, &doc.text, &doc.chunks, &vectors, &doc.hash) {
+    match writer.stage(&doc.path, &doc.text, &doc.chunks, &vectors, &doc.hash) {
         Ok(id) => {
-            progress.line(format!(
-                "📄 {} → {id} ({} chunk{})",
+            let n = doc.chunks.len();
+            let line = format!(
+                "📄 {} → {id} ({n} chunk{})",
                 doc.path.display(),
-                doc.chunks.len(),
-                if doc.chunks.len() == 1 { "" } else { "s" }
-            ));
-            s.added += 1;
-            s.chunks += doc.chunks.len();
+                if n == 1 { "" } else { "s" }
+            );
+            staged.push((line, n));
         }
         Err(e) => {
             progress.line(format!("❌ {}: not indexed: {e}", doc.path.display()));

@@ -8,9 +8,14 @@
 //!   server read), each with a `content_sha256` field this program uses to skip
 //!   documents it already has. Other fields and entries are kept as they are.
 //!
-//! Every file is written atomically (temporary file, fsync, rename), chunk
-//! files before the index entries that name them, so an interrupted run leaves
-//! only complete documents in the indexes. One writer at a time (a lock file).
+//! Documents are staged (chunk and text files written by rename, so no file is
+//! ever half-written) and committed in groups: the staged files are flushed to
+//! disk, then each index is replaced atomically (temporary file, fsync,
+//! rename). An index therefore never names a file that is not on disk, and an
+//! interrupted run leaves only complete documents in the indexes; what was
+//! staged but not committed is redone by the next run. Committing in groups
+//! keeps the number of disk flushes small (each costs milliseconds). One
+//! writer at a time (a lock file); a writer that is dropped commits first.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -27,8 +32,17 @@ pub const CONVERTED_DIR: &str = "converted_files";
 const LOCK_FILE: &str = ".synapticllamas-rag-index.lock";
 pub const HASH_KEY: &str = "content_sha256";
 
-/// Write `bytes` to `path` atomically.
+/// Write `bytes` to `path` atomically and durably.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    replace(path, bytes, true)
+}
+
+/// Write `bytes` to `path` by rename (never half-written), flushed later.
+fn write_staged(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    replace(path, bytes, false)
+}
+
+fn replace(path: &Path, bytes: &[u8], sync: bool) -> Result<(), String> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let fail = |e: &dyn std::fmt::Display| format!("{}: cannot write: {e}", path.display());
     let mut tmp = tempfile::Builder::new()
@@ -37,7 +51,13 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .tempfile_in(dir)
         .map_err(|e| fail(&e))?;
     tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
+        .and_then(|_| {
+            if sync {
+                tmp.as_file().sync_all()
+            } else {
+                Ok(())
+            }
+        })
         .map_err(|e| fail(&e))?;
     tmp.persist(path).map_err(|e| fail(&e.error))?;
     Ok(())
@@ -47,6 +67,26 @@ fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
+}
+
+/// Flush `files` (all on the file system of `dir`) to disk: one `syncfs` on
+/// Linux, else one fsync per file.
+fn flush(dir: &Path, files: &[PathBuf]) -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let d = File::open(dir).map_err(|e| format!("{}: cannot open: {e}", dir.display()))?;
+        // SAFETY: syncfs only reads the descriptor, which `d` keeps open.
+        if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
+            return Ok(());
+        }
+    }
+    for f in files {
+        File::open(f)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| format!("{}: cannot flush: {e}", f.display()))?;
+    }
+    Ok(())
 }
 
 fn read_index(path: &Path) -> Result<Option<Value>, String> {
@@ -111,7 +151,17 @@ pub struct Writer {
     hashes: HashMap<String, String>,
     next: usize,
     dims: Option<usize>,
+    /// Files of staged documents not flushed yet.
+    staged_files: Vec<PathBuf>,
+    /// Ids of documents staged since the last commit.
+    staged: Vec<String>,
     _lock: File,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.commit();
+    }
 }
 
 impl Writer {
@@ -149,6 +199,8 @@ impl Writer {
             hashes: HashMap::new(),
             next: 1,
             dims: None,
+            staged_files: Vec::new(),
+            staged: Vec::new(),
             _lock: lock,
         };
         // The root index lists what the CLI index lists: documents written by an
@@ -232,9 +284,50 @@ impl Writer {
         }
     }
 
-    /// Add one document: its chunk files, its text, then both index entries.
-    /// Returns its id.
+    /// Stage and commit one document; its id.
     pub fn add(
+        &mut self,
+        original: &Path,
+        text: &str,
+        chunks: &[String],
+        vectors: &[Vec<f32>],
+        hash: &str,
+    ) -> Result<String, String> {
+        let id = self.stage(original, text, chunks, vectors, hash)?;
+        self.commit()?;
+        Ok(id)
+    }
+
+    /// Documents staged and not committed yet.
+    pub fn pending(&self) -> &[String] {
+        &self.staged
+    }
+
+    /// Flush the staged documents' files, then write both indexes. Returns the
+    /// ids committed.
+    pub fn commit(&mut self) -> Result<Vec<String>, String> {
+        if self.staged.is_empty() {
+            return Ok(Vec::new());
+        }
+        let kb_dir = self.root.join(KB_DIR);
+        flush(&kb_dir, &self.staged_files)?;
+        sync_dir(&kb_dir);
+        sync_dir(&self.root.join(CONVERTED_DIR));
+        write_file(
+            &kb::cli_index(&self.root),
+            serde_json::to_string_pretty(&self.cli)
+                .expect("JSON values serialize")
+                .as_bytes(),
+        )?;
+        self.save_root()?;
+        sync_dir(&self.root);
+        self.staged_files.clear();
+        Ok(std::mem::take(&mut self.staged))
+    }
+
+    /// Write one document's chunk files and text and add it to the indexes in
+    /// memory; `commit` makes it durable. Returns its id.
+    pub fn stage(
         &mut self,
         original: &Path,
         text: &str,
@@ -258,16 +351,17 @@ impl Writer {
         for (i, (c, v)) in chunks.iter().zip(vectors).enumerate() {
             let file = kb_dir.join(format!("{id}_chunk_{i}.json"));
             let body = json!({"text": c, "embedding": v}).to_string();
-            write_file(&file, body.as_bytes())?;
+            write_staged(&file, body.as_bytes())?;
+            self.staged_files.push(file.clone());
             refs.push((i, file));
         }
-        sync_dir(&kb_dir);
         let text_path = self.text_path(original, &id);
         let stem = original
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        write_file(&text_path, format!("# {stem}\n\n{text}").as_bytes())?;
+        write_staged(&text_path, format!("# {stem}\n\n{text}").as_bytes())?;
+        self.staged_files.push(text_path.clone());
         let original = std::path::absolute(original).unwrap_or_else(|_| original.to_path_buf());
         let cli_entry = json!({
             "id": id,
@@ -281,15 +375,8 @@ impl Writer {
         });
         let root_e = root_entry(&cli_entry);
         docs_mut(&mut self.cli).push(cli_entry);
-        write_file(
-            &kb::cli_index(&self.root),
-            serde_json::to_string_pretty(&self.cli)
-                .expect("JSON values serialize")
-                .as_bytes(),
-        )?;
         docs_mut(&mut self.root_index).push(root_e);
-        self.save_root()?;
-        sync_dir(&self.root);
+        self.staged.push(id.clone());
         self.hashes.insert(hash.to_string(), id.clone());
         self.next += 1;
         if self.dims.is_none() {
@@ -368,6 +455,47 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.contains("3 dimensions"), "{e}");
+    }
+
+    #[test]
+    fn staged_documents_reach_the_indexes_only_when_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let ids = |p: &Path| -> usize {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .map_or(0, |v| v["documents"].as_array().unwrap().len())
+        };
+        let mut w = Writer::open(root).unwrap();
+        for (i, h) in ["h1", "h2"].iter().enumerate() {
+            let id = w
+                .stage(
+                    Path::new(&format!("/d/{i}.txt")),
+                    "t",
+                    &["t".into()],
+                    &[vec![1.0]],
+                    h,
+                )
+                .unwrap();
+            assert_eq!(id, format!("doc_{}", i + 1));
+        }
+        assert_eq!(w.pending(), ["doc_1", "doc_2"]);
+        assert!(root.join(KB_DIR).join("doc_2_chunk_0.json").is_file());
+        assert_eq!(ids(&kb::cli_index(root)), 0, "not committed yet");
+        assert_eq!(w.commit().unwrap(), ["doc_1", "doc_2"]);
+        assert_eq!(ids(&kb::cli_index(root)), 2);
+        assert_eq!(ids(&kb::root_index(root)), 2);
+        w.stage(
+            Path::new("/d/3.txt"),
+            "t",
+            &["t".into()],
+            &[vec![1.0]],
+            "h3",
+        )
+        .unwrap();
+        drop(w);
+        assert_eq!(ids(&kb::cli_index(root)), 3, "a dropped writer commits");
     }
 
     #[test]

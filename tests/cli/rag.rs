@@ -594,8 +594,9 @@ fn rag_index_writes_flockparsers_format_and_resumes() {
 
 #[test]
 fn an_interrupted_rag_index_leaves_complete_documents_and_resumes() {
-    // Slow embeddings: the run is killed while documents are still being embedded.
-    let a = host(true, 150);
+    // Slow embeddings (four requests of three chunks, 0.7 s each; documents are
+    // committed at least every second): killed after the first commit.
+    let a = host(true, 700);
     let home = home_with(&[&a], json!({"mode": "standard"}));
     let docs = home.path().join("docs");
     let files: Vec<(String, String)> = (0..12)
