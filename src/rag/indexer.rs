@@ -66,9 +66,17 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Chunks per request: small enough that every host gets several requests.
+/// Chunks per request: at most `MAX_BATCH`, small enough that every host gets
+/// several requests, and a number of requests that is a multiple of the hosts
+/// (so the last round keeps every host busy).
 pub fn batch_size(chunks: usize, hosts: usize) -> usize {
-    chunks.div_ceil(hosts.max(1) * 4).clamp(1, MAX_BATCH)
+    let hosts = hosts.max(1);
+    let batches = chunks
+        .div_ceil(MAX_BATCH)
+        .max((hosts * 4).min(chunks))
+        .max(1)
+        .next_multiple_of(hosts);
+    chunks.div_ceil(batches).clamp(1, MAX_BATCH)
 }
 
 /// Index `files` into the knowledge base `writer` holds.
@@ -278,6 +286,8 @@ mod tests {
         assert_eq!(batch_size(0, 3), 1);
         assert_eq!(batch_size(10, 3), 1);
         assert_eq!(batch_size(120, 3), 10);
+        assert_eq!(batch_size(400, 3), 15);
+        assert_eq!(batch_size(400, 1), 16);
         assert_eq!(batch_size(10_000, 3), MAX_BATCH);
         assert_eq!(
             sha256_hex(b"abc"),
