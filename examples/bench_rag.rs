@@ -47,7 +47,10 @@ impl Rng {
     }
     /// Roughly normal, mean 0.
     fn gauss(&mut self) -> f64 {
-        (0..4).map(|_| (self.next() % 10_000) as f64 / 10_000.0).sum::<f64>() - 2.0
+        (0..4)
+            .map(|_| (self.next() % 10_000) as f64 / 10_000.0)
+            .sum::<f64>()
+            - 2.0
     }
     fn unit(&mut self) -> Vec<f64> {
         let v: Vec<f64> = (0..DIMS).map(|_| self.gauss()).collect();
@@ -111,8 +114,10 @@ fn write_kb(root: &Path, chunks: usize, rng: &mut Rng) -> Vec<Vec<f64>> {
             f.flush().unwrap();
             refs.push(json!({"chunk_id": format!("{id}_chunk_{c}"), "file": file}));
         }
-        docs.push(json!({"id": id, "original": format!("/papers/paper{}.pdf", d + 1),
-                         "text_path": "", "processed_date": "", "chunks": refs}));
+        docs.push(
+            json!({"id": id, "original": format!("/papers/paper{}.pdf", d + 1),
+                         "text_path": "", "processed_date": "", "chunks": refs}),
+        );
     }
     std::fs::write(
         kb::cli_index(root),
@@ -141,7 +146,11 @@ fn original_search(root: &Path, q: &[f64]) -> Vec<(String, f64)> {
             let chunk: ChunkFile = serde_json::from_slice(&bytes).unwrap();
             let dot: f64 = chunk.embedding.iter().zip(q).map(|(a, b)| a * b).sum();
             let n = chunk.embedding.iter().map(|x| x * x).sum::<f64>().sqrt();
-            let sim = if n == 0.0 || qn == 0.0 { 0.0 } else { dot / (n * qn) };
+            let sim = if n == 0.0 || qn == 0.0 {
+                0.0
+            } else {
+                dot / (n * qn)
+            };
             if sim >= MIN_SIMILARITY as f64 {
                 found.push((chunk.text, sim));
             }
@@ -165,13 +174,20 @@ fn search_bench(chunks: usize) {
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .sum();
-    eprintln!("  {:.1}s, {:.0} MiB on disk", t.elapsed().as_secs_f64(), bytes_on_disk as f64 / 1048576.0);
+    eprintln!(
+        "  {:.1}s, {:.0} MiB on disk",
+        t.elapsed().as_secs_f64(),
+        bytes_on_disk as f64 / 1048576.0
+    );
     // Queries near stored vectors (cosine about 0.8 to one chunk).
     let queries: Vec<Vec<f64>> = (0..QUERIES)
         .map(|i| {
             let base = &samples[i % samples.len()];
             let noise = rng.unit();
-            base.iter().zip(&noise).map(|(b, n)| b * 0.8 + n * 0.6).collect()
+            base.iter()
+                .zip(&noise)
+                .map(|(b, n)| b * 0.8 + n * 0.6)
+                .collect()
         })
         .collect();
     let q32: Vec<Vec<f32>> = queries
@@ -223,12 +239,23 @@ fn search_bench(chunks: usize) {
     assert_eq!(ours_first, orig_hits, "the same hits as the original's way");
 
     let orig_med = median(orig.clone());
-    println!("### Search: {chunks} chunks × {DIMS} dimensions ({:.0} MiB of chunk files)\n", bytes_on_disk as f64 / 1048576.0);
+    println!(
+        "### Search: {chunks} chunks × {DIMS} dimensions ({:.0} MiB of chunk files)\n",
+        bytes_on_disk as f64 / 1048576.0
+    );
     println!("| | median (ms) | p95 (ms) | queries |");
     println!("|---|---|---|---|");
-    println!("| this port: scan, top 15, floor 0.5 | {:.2} | {:.2} | {QUERIES} |", median(scan.clone()), p95(scan.clone()));
+    println!(
+        "| this port: scan, top 15, floor 0.5 | {:.2} | {:.2} | {QUERIES} |",
+        median(scan.clone()),
+        p95(scan.clone())
+    );
     println!("| this port: scan, top 15, no floor (partial sort of all {chunks}) | {:.2} | {:.2} | {QUERIES} |", median(scan_all.clone()), p95(scan_all));
-    println!("| this port: scan + read the hits' texts | {:.2} | {:.2} | {QUERIES} |", median(with_text.clone()), p95(with_text.clone()));
+    println!(
+        "| this port: scan + read the hits' texts | {:.2} | {:.2} | {QUERIES} |",
+        median(with_text.clone()),
+        p95(with_text.clone())
+    );
     println!("| original's way: parse every chunk file per query (Rust, 1 thread) | {:.0} | {:.0} | {ORIGINAL_QUERIES} |", orig_med, p95(orig));
     println!();
     println!(
@@ -272,9 +299,14 @@ async fn index_once(hosts: usize, files: &[PathBuf]) -> (f64, usize) {
     let mut sims = Vec::new();
     let mut nodes = Vec::new();
     for h in 0..hosts {
-        let s = SimHost::start(format!("h{h}"), IpAddr::V4(Ipv4Addr::LOCALHOST), &[0], embed_host_cfg())
-            .await
-            .unwrap();
+        let s = SimHost::start(
+            format!("h{h}"),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            &[0],
+            embed_host_cfg(),
+        )
+        .await
+        .unwrap();
         nodes.push(Arc::new(Node::new(
             NodeEntry {
                 url: s.url(),
@@ -288,9 +320,15 @@ async fn index_once(hosts: usize, files: &[PathBuf]) -> (f64, usize) {
         sims.push(s);
     }
     let client = Client::default();
-    let embedder = Embedder::new(&client, &nodes, "mxbai-embed-large", |_| 1, Duration::from_secs(300))
-        .await
-        .unwrap();
+    let embedder = Embedder::new(
+        &client,
+        &nodes,
+        "mxbai-embed-large",
+        |_| 1,
+        Duration::from_secs(300),
+    )
+    .await
+    .unwrap();
     let kbdir = tempfile::tempdir().unwrap();
     let mut writer = Writer::open(kbdir.path()).unwrap();
     let t = Instant::now();

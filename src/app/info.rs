@@ -107,7 +107,7 @@ impl App {
         row("RPC Backends", s.rpc_backends.len().to_string());
         row("FlockParser RAG", rag_line);
         row("RAG Knowledge Base", rag_place);
-        row("RAG Embedding Model", rag_model);
+        row("RAG Model", rag_model);
         row(
             "Redis Logging",
             format!(

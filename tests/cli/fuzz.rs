@@ -583,19 +583,7 @@ fn settings_path() -> PathBuf {
 }
 
 fn known_settings_keys() -> BTreeSet<String> {
-    let v = serde_json::to_value(Settings::default()).unwrap();
-    let mut keys: BTreeSet<String> = v.as_object().unwrap().keys().cloned().collect();
-    for k in [
-        "coordinator_url",
-        "discovery_connect_timeout_ms",
-        "discovery_verify_timeout_ms",
-        "host_capacity",
-        "request_idle_timeout_ms",
-        "distributed_inference_enabled",
-    ] {
-        keys.insert(k.to_string());
-    }
-    keys
+    settings::known_keys().into_iter().collect()
 }
 
 fn opt<T: Debug + Clone + 'static>(

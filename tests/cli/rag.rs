@@ -368,7 +368,7 @@ fn both_index_flavours_are_read_and_a_corrupt_chunk_is_skipped_by_name() {
         &format!("rag path {}\nstatus\n", root.display()),
     );
     r.ok()
-        .out_has("| FlockParser RAG     | ON (2 docs, 2 chunks)")
+        .out_has("| FlockParser RAG    | ON (2 docs, 2 chunks)")
         .err_has("doc_3_chunk_0.json: line 1, column");
     assert_eq!(
         r.stderr.matches("doc_3_chunk_0.json").count(),
@@ -461,7 +461,7 @@ fn a_remote_flockparser_server_is_queried_with_the_embedding() {
     r.ok()
         .out_has(&format!("✅ RAG knowledge base: {url} (saved)"))
         .out_has(&format!("📚 Knowledge base {url}: 2 docs, 3 chunks"))
-        .out_has("| FlockParser RAG     | ON (2 docs, 3 chunks)");
+        .out_has("| FlockParser RAG    | ON (2 docs, 3 chunks)");
     assert_eq!(home.settings()["rag_path"], url.as_str());
     let r = run(&home, &["-i", "How does the moon cause ocean tides?"], "");
     r.ok();
@@ -500,8 +500,8 @@ fn rag_commands_save_their_settings_and_check_their_arguments() {
         "status\nrag on\nstatus\nrag model nomic-embed-text\nrag path ~/papers kb\nrag off\n",
     );
     r.ok()
-        .out_has("| FlockParser RAG     | OFF")
-        .out_has("| FlockParser RAG     | ON (no documents)")
+        .out_has("| FlockParser RAG    | OFF")
+        .out_has("| FlockParser RAG    | ON (no documents)")
         .out_has("✅ RAG embedding model set to: nomic-embed-text (saved)")
         .err_has("does not exist yet; `rag index PATH…` will create it");
     let s = home.settings();
@@ -739,4 +739,29 @@ fn write_pdf(path: &Path, lines: &[&str]) {
     let catalog_id = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
     doc.trailer.set("Root", catalog_id);
     doc.save(path).unwrap();
+}
+
+#[test]
+fn a_changed_knowledge_base_is_reloaded_between_questions() {
+    let a = host(true, 0);
+    let home = indexed_home(&[&a]);
+    let question = "How do glaciers carve fjords into valleys?";
+    let mut s = Session::spawn(command(&home, &[]));
+    s.send(&format!("{question}\n"));
+    let first = s.until("Type 'metrics'", Duration::from_secs(60));
+    assert!(!first.contains("Source Documents"), "{first}");
+    // Another process adds a document about it.
+    let more = home.path().join("more");
+    write_files(
+        &more,
+        &[("glaciers.txt", "Glaciers carve fjords: the moving ice grinds valleys deeper than the sea level, and when the glaciers melt the sea floods the carved valleys.")],
+    );
+    run(&home, &[], &format!("rag index {}\n", more.display())).ok();
+    s.send(&format!("{question}\nexit\n"));
+    let (rest, _err, code) = s.finish();
+    assert_eq!(code, 0);
+    assert!(
+        rest.contains("## 📚 Source Documents\n1. glaciers.txt"),
+        "{rest}"
+    );
 }
