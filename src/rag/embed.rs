@@ -225,4 +225,33 @@ mod tests {
             "{err}"
         );
     }
+
+    #[tokio::test]
+    async fn a_failing_node_is_retried_on_another_host() {
+        let bad = host(&["mxbai-embed-large:latest"]).await;
+        bad.set_fault(crate::sim::Fault::Http500, 0);
+        let good = host(&["mxbai-embed-large:latest"]).await;
+        let nodes = vec![node(bad.url(), "A"), node(good.url(), "B")];
+        let e = Embedder::new(
+            &Client::default(),
+            &nodes,
+            DEFAULT_MODEL,
+            |_| 1,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let said = std::sync::Mutex::new(Vec::new());
+        let input = ["x".to_string()];
+        for _ in 0..2 {
+            let (_, a) = e
+                .embed("q", &input, &|l| said.lock().unwrap().push(l))
+                .await
+                .unwrap();
+            assert_eq!(a.node, "B");
+        }
+        assert!(bad.stats().embed_requests >= 1);
+        let said = said.lock().unwrap();
+        assert!(said[0].contains("q failed on A (HTTP 500"), "{said:?}");
+    }
 }
