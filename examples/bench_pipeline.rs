@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use synapticllamas::command::Route;
 use synapticllamas::config::nodes_file::NodeEntry;
 use synapticllamas::nodes::Node;
 use synapticllamas::ollama::types::{ChatRequest, Message};
@@ -21,7 +22,7 @@ use synapticllamas::pipeline::call::{call, Ctx};
 use synapticllamas::pipeline::detect::ContentType;
 use synapticllamas::pipeline::observer::Collect;
 use synapticllamas::pipeline::{agents, longform};
-use synapticllamas::scheduler::{Policy, Scheduler};
+use synapticllamas::scheduler::{Policy, Pool, Scheduler};
 use synapticllamas::sim::{SimConfig, SimHost};
 
 const QUERY: &str = "Explain the history of the printing press in Europe";
@@ -67,11 +68,14 @@ async fn cluster(layout: &[usize], cfg: SimConfig) -> (Vec<Arc<SimHost>>, Vec<Ar
 }
 
 fn ctx(nodes: Vec<Arc<Node>>, capacity: u32) -> Ctx {
+    let sched = Scheduler::new(Client::default());
+    sched.set_capacities(capacity, Default::default());
     Ctx {
         client: Client::default(),
-        sched: Scheduler::new(nodes, Policy::Pool, move |_| capacity),
+        sched,
+        pool: Pool::new(nodes, Policy::Pool),
         coordinator: None,
-        route: (true, false),
+        route: Route::Task,
         num_predict: synapticllamas::pipeline::call::NUM_PREDICT,
         model: "llama3.2".into(),
         synthesis_model: None,
@@ -82,12 +86,12 @@ fn ctx(nodes: Vec<Arc<Node>>, capacity: u32) -> Ctx {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
@@ -251,16 +255,20 @@ async fn main() {
 
     // Scheduler throughput: acquire + release with no HTTP, 64 tasks over 3 hosts.
     let (_h3, nodes3) = cluster(&[1, 1, 1], instant.clone()).await;
-    let sched = Scheduler::new(nodes3.clone(), Policy::Pool, |_| 1);
+    let sched = Scheduler::new(Client::default());
+    let pool3 = Arc::new(Pool::new(nodes3.clone(), Policy::Pool));
     let total = 200_000;
     let started = Instant::now();
     let per = total / 64;
     let tasks: Vec<_> = (0..64)
         .map(|_| {
             let s = sched.clone();
+            let p = pool3.clone();
             tokio::spawn(async move {
+                let none = std::collections::HashSet::new();
+                let far = Instant::now() + Duration::from_secs(3600);
                 for _ in 0..per {
-                    let l = s.acquire("llama3.2", &[]).await.unwrap();
+                    let l = s.acquire(&p, "llama3.2", &none, far).await.unwrap();
                     drop(l);
                 }
             })

@@ -29,6 +29,7 @@ use synapticllamas::rag::index::Index;
 use synapticllamas::rag::indexer::{self, Progress};
 use synapticllamas::rag::kb;
 use synapticllamas::rag::writer::Writer;
+use synapticllamas::scheduler::Scheduler;
 use synapticllamas::sim::{SimConfig, SimHost};
 
 const DIMS: usize = 1024;
@@ -320,11 +321,12 @@ async fn index_once(hosts: usize, files: &[PathBuf]) -> (f64, usize) {
         sims.push(s);
     }
     let client = Client::default();
+    let sched = Scheduler::new(client.clone());
     let embedder = Embedder::new(
         &client,
+        sched,
         &nodes,
         "mxbai-embed-large",
-        |_| 1,
         Duration::from_secs(300),
     )
     .await

@@ -77,6 +77,9 @@ pub struct SimServe {
     pub fault: crate::sim::Fault,
     #[arg(long = "fault-after", default_value_t = 0)]
     pub fault_after: u64,
+    /// Of the requests after --fault-after, fault every n-th one only
+    #[arg(long = "fault-every", default_value_t = 0)]
+    pub fault_every: u64,
     /// Comma-separated model names
     #[arg(long)]
     pub models: Option<String>,

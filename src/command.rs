@@ -216,12 +216,35 @@ pub enum Mode {
     Distributed,
 }
 
+impl Mode {
+    /// The word the settings file and the `-i` JSON use.
+    pub fn word(self) -> &'static str {
+        match self {
+            Mode::Standard => "standard",
+            Mode::Distributed => "distributed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Task,
     Model,
     Both,
     Off,
+}
+
+impl Route {
+    /// The route the two saved flags describe (`task_distribution_enabled`,
+    /// `model_sharding_enabled`, the original's keys).
+    pub fn from_flags(task_distribution: bool, model_sharding: bool) -> Route {
+        match (task_distribution, model_sharding) {
+            (true, false) => Route::Task,
+            (false, true) => Route::Model,
+            (true, true) => Route::Both,
+            (false, false) => Route::Off,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,11 +22,11 @@ impl App {
             nodes.len(),
             self.model()
         ));
-        let t = Timeouts {
-            connect: Duration::from_secs(3),
-            idle: Duration::from_secs(120),
-            total: Duration::from_secs(self.settings.agent_timeout.max(30)),
-        };
+        let t = Timeouts::new(
+            Duration::from_secs(3),
+            Duration::from_secs(120),
+            Duration::from_secs(self.settings.agent_timeout.max(30)),
+        );
         let mut table = ui::table(&[
             "Node",
             "Host",

@@ -64,7 +64,7 @@ fn spawn_sharding_monitor(
             }
             if let Some(url) = &coordinator {
                 let up = crate::sharding::coordinator::health(&client, url).await
-                    == crate::sharding::coordinator::Health::Ready;
+                    != crate::sharding::coordinator::Health::Down;
                 if last_coord.is_some_and(|was| was != up) {
                     let line = if up {
                         format!("✅ coordinator {url} is healthy again")

@@ -113,11 +113,7 @@ impl App {
             .ok()
             .filter(|s| !s.trim().is_empty())?;
         let url = host::parse(&raw).ok()?.base_url();
-        let t = Timeouts {
-            connect: verify,
-            idle: verify,
-            total: verify,
-        };
+        let t = Timeouts::new(verify, verify, verify);
         let models = self.client.tags(&url, t).await.ok()?;
         Some(Found {
             url,

@@ -7,6 +7,7 @@ mod discover;
 mod info;
 mod node_cmds;
 mod query;
+pub use query::{incomplete_line, QueryError};
 mod rag;
 mod settings_cmds;
 mod sharding;
@@ -14,10 +15,11 @@ mod sharding;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::command::{self, Command, Mode, Strategy};
+use crate::command::{self, Command, Mode, Route, Strategy};
 use crate::config::settings::{Settings, SettingsStore};
 use crate::nodes::Registry;
 use crate::ollama::Client;
+use crate::scheduler::Scheduler;
 use crate::sim::SimHost;
 
 /// Where command output goes: results to `out`, diagnostics to `err`.
@@ -85,6 +87,11 @@ pub struct App {
     pub settings_store: SettingsStore,
     pub registry: Registry,
     pub client: Client,
+    /// The one host-aware queue of this process (every query, every client).
+    pub sched: Arc<Scheduler>,
+    /// The node used when the registry is empty (OLLAMA_HOST or the default),
+    /// kept so its health survives from one query to the next.
+    fallback_node: Option<Arc<crate::nodes::Node>>,
     pub overrides: Overrides,
     /// Simulated hosts started by this process (`--simulate N`).
     pub simulated: Vec<Arc<SimHost>>,
@@ -113,11 +120,14 @@ impl App {
         registry: Registry,
         home: PathBuf,
     ) -> App {
+        let client = Client::default();
         App {
             settings,
             settings_store,
             registry,
-            client: Client::default(),
+            sched: Scheduler::new(client.clone()),
+            fallback_node: None,
+            client,
             overrides: Overrides::default(),
             simulated: Vec::new(),
             home,
@@ -152,6 +162,14 @@ impl App {
 
     pub fn strategy(&self) -> Strategy {
         Strategy::from_setting(self.settings.strategy.as_deref())
+    }
+
+    /// The routing path (`distributed task|model|both|off`).
+    pub fn route(&self) -> Route {
+        Route::from_flags(
+            self.settings.task_distribution_enabled,
+            self.settings.model_sharding_enabled,
+        )
     }
 
     /// Save the settings file; a failure is reported and makes the command fail.

@@ -7,7 +7,7 @@ use super::{App, Sink};
 use crate::config::atomic::write_atomic;
 use crate::config::nodes_file::{self, NodeEntry};
 use crate::nodes::health::{probe, probe_all};
-use crate::nodes::registry::{AddOutcome, Health, Node};
+use crate::nodes::registry::{AddOutcome, Node};
 use crate::ollama::host;
 use crate::ui;
 
@@ -47,14 +47,7 @@ impl App {
             ]);
             for n in &nodes {
                 let st = n.state();
-                let status = match (st.health, st.cooling()) {
-                    (Health::Up, _) => "up".to_string(),
-                    (Health::Down, true) => {
-                        format!("down, cooling ({} failures)", st.consecutive_failures)
-                    }
-                    (Health::Down, false) => "down".to_string(),
-                    (Health::Unknown, _) => "unknown".to_string(),
-                };
+                let status = st.describe();
                 let models = if st.models.is_empty() {
                     "-".to_string()
                 } else {
@@ -181,14 +174,15 @@ impl App {
         let results = probe_all(&self.client, &nodes, false).await;
         let healthy = results.iter().filter(|r| r.ok).count();
         for r in &results {
-            let mark = if r.ok { "✅" } else { "❌" };
+            let mark = match (r.ok, r.busy) {
+                (true, false) => "✅",
+                (true, true) => "⏳",
+                (false, _) => "❌",
+            };
             let mut line = format!("{mark} {} ({}): {}", r.node.name(), r.node.url(), r.detail);
             let st = r.node.state();
-            if !r.ok && st.cooling() {
-                line.push_str(&format!(
-                    " — {} failures in a row, cooling down (kept in the registry)",
-                    st.consecutive_failures
-                ));
+            if !r.ok {
+                line.push_str(&format!(" — {} (kept in the registry)", st.describe()));
             }
             sink.out(&line);
         }

@@ -1,6 +1,7 @@
 //! Queries: build the pool and scheduler for the current mode and strategy, run
 //! the pipeline, show progress and notices as they come, print the answer.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,15 +12,52 @@ use crate::command::{Mode, Strategy};
 use crate::config::nodes_file::NodeEntry;
 use crate::dashboard::Hub;
 use crate::nodes::health::probe_all;
-use crate::nodes::{Health, Node};
+use crate::nodes::Node;
 use crate::ollama::{host, Timeouts};
 use crate::pipeline::call::Ctx;
 use crate::pipeline::observer::Observer;
-use crate::pipeline::result::QueryResult;
+use crate::pipeline::result::{NothingGenerated, QueryResult};
 use crate::pipeline::{self, agents, collab, Plan};
-use crate::scheduler::{self, Policy, Scheduler};
+use crate::scheduler::{self, Policy, Pool};
 use crate::ui;
 use crate::ui::progress::TaskBars;
+
+/// Why a query produced no answer at all.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Agents(String),
+    #[error("model sharding: {0}")]
+    Sharding(String),
+    #[error("{0}")]
+    Nothing(NothingGenerated),
+    #[error("{}{dead}", failure.as_ref().map(|f| format!("{f}; ")).unwrap_or_default())]
+    BackendDown {
+        failure: Option<NothingGenerated>,
+        dead: String,
+    },
+}
+
+/// One stderr line for an answer with gaps (the line counts as failed).
+pub fn incomplete_line(r: &QueryResult) -> String {
+    let parts: Vec<String> = r
+        .gaps
+        .iter()
+        .map(|g| match (g.chunk, &g.focus) {
+            (Some(n), _) => format!("part {n} missing"),
+            _ => format!("{} missing", g.task),
+        })
+        .collect();
+    format!(
+        "❌ Query incomplete: {} ({} of the answer could not be generated; see above)",
+        parts.join(", "),
+        if r.gaps.len() == 1 {
+            "one task"
+        } else {
+            "some tasks"
+        }
+    )
+}
 
 /// Notices go through a channel to the sink; progress goes to terminal bars.
 struct AppObserver {
@@ -57,7 +95,7 @@ fn agents_dir() -> Option<std::path::PathBuf> {
 
 impl App {
     /// The nodes a query may use in the current mode.
-    pub(super) fn pool(&self) -> Vec<Arc<Node>> {
+    fn pool_nodes(&mut self) -> Vec<Arc<Node>> {
         let all = self.registry.nodes().to_vec();
         let distributed =
             self.mode() == Mode::Distributed && self.settings.task_distribution_enabled;
@@ -67,6 +105,11 @@ impl App {
         if let Some(p) = scheduler::preferred(&all) {
             return vec![p];
         }
+        vec![self.fallback_node()]
+    }
+
+    /// OLLAMA_HOST (or Ollama's default address) as a node, the same one every time.
+    pub(super) fn fallback_node(&mut self) -> Arc<Node> {
         let raw = std::env::var("OLLAMA_HOST").unwrap_or_default();
         let spec = host::parse(&raw).unwrap_or_else(|e| {
             // Not silently: the user set something that cannot be used.
@@ -75,44 +118,42 @@ impl App {
                     "⚠️  OLLAMA_HOST: {e}; using http://127.0.0.1:11434"
                 ));
             }
-            host::parse("").expect("the default parses")
+            host::default_spec()
         });
-        vec![Arc::new(Node::new(
+        let url = spec.base_url();
+        if let Some(n) = self.fallback_node.as_ref().filter(|n| n.url() == url) {
+            return n.clone();
+        }
+        let node = Arc::new(Node::new(
             NodeEntry {
-                url: spec.base_url(),
+                url,
                 name: spec.default_name(),
                 priority: 0,
                 host_id: None,
                 extra: Default::default(),
             },
             false,
-        ))]
+        ));
+        self.fallback_node = Some(node.clone());
+        node
     }
 
     /// Requests a physical host takes at once: the largest `host_capacity` of its
     /// nodes, else the setting, else 1.
-    pub(super) fn capacity_fn(&self) -> impl Fn(&str) -> u32 {
+    pub(super) fn apply_capacities(&self) {
         let default = self.settings.host_capacity.unwrap_or(1).max(1);
-        let per_host: Vec<(String, u32)> = self
-            .registry
-            .nodes()
-            .iter()
-            .filter_map(|n| {
-                n.entry
-                    .extra
-                    .get("host_capacity")
-                    .and_then(|v| v.as_u64())
-                    .map(|c| (n.host.clone(), c as u32))
-            })
-            .collect();
-        move |h: &str| {
-            per_host
-                .iter()
-                .filter(|(x, _)| x == h)
-                .map(|(_, c)| *c)
-                .max()
-                .unwrap_or(default)
+        let mut per_host: HashMap<String, u32> = HashMap::new();
+        for n in self.registry.nodes() {
+            if let Some(c) = n.entry.extra.get("host_capacity").and_then(|v| v.as_u64()) {
+                let c = c.clamp(1, 1024) as u32;
+                let e = per_host.entry(n.host.clone()).or_insert(c);
+                *e = (*e).max(c);
+            }
         }
+        if let Some(n) = &self.sharding.node {
+            per_host.insert(n.host.clone(), self.sched.capacity(&n.host));
+        }
+        self.sched.set_capacities(default, per_host);
     }
 
     fn policy(&self) -> Policy {
@@ -132,11 +173,7 @@ impl App {
             .map(Duration::from_millis)
             .unwrap_or(Duration::from_secs(120))
             .min(total);
-        Timeouts {
-            connect: Duration::from_secs(3),
-            idle,
-            total,
-        }
+        Timeouts::new(Duration::from_secs(3), idle, total)
     }
 
     /// Run one query; notices stream to the sink while it runs.
@@ -144,37 +181,42 @@ impl App {
         &mut self,
         query: &str,
         sink: &mut dyn Sink,
-    ) -> Result<QueryResult, String> {
-        let agents = agents::load(agents_dir().as_deref())?;
+    ) -> Result<QueryResult, QueryError> {
+        let agents = agents::load(agents_dir().as_deref()).map_err(QueryError::Agents)?;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let observer = Arc::new(AppObserver {
             tx,
             bars: TaskBars::new(),
             hub: self.hub.clone(),
         });
-        let events: Arc<dyn crate::scheduler::Events> =
-            Arc::new(super::dashboard::HubEvents(self.hub.clone()));
-        let pool = self.pool();
-        // Nodes that failed before get a quick probe: one that recovered is used again.
-        let down: Vec<Arc<Node>> = pool
+        self.sched
+            .set_events(Some(Arc::new(super::dashboard::HubEvents(
+                self.hub.clone(),
+            ))));
+        let notifier = self.notifier.clone();
+        self.sched.set_notifier(move |line| {
+            if let Ok(f) = notifier.read().map(|f| f.clone()) {
+                f(line)
+            }
+        });
+        let nodes = self.pool_nodes();
+        // Nodes cooling down whose backoff has passed get a quick probe first.
+        let due: Vec<Arc<Node>> = nodes
             .iter()
-            .filter(|n| n.state().health == Health::Down)
+            .filter(|n| n.state().reprobe_due(std::time::Instant::now()))
             .cloned()
             .collect();
-        for r in probe_all(&self.client, &down, false).await {
-            if r.ok {
+        for r in probe_all(&self.client, &due, false).await {
+            if r.came_back {
                 sink.err(&format!(
-                    "ℹ️  {} is answering again; back in the pool",
-                    r.node.name()
+                    "ℹ️  {} is answering again; back in the pool ({})",
+                    r.node.name(),
+                    r.node.state().health.word()
                 ));
             }
         }
-        let sched = Scheduler::with_events(
-            pool,
-            self.policy(),
-            self.capacity_fn(),
-            Some(events.clone()),
-        );
+        self.apply_capacities();
+        let pool = Pool::new(nodes, self.policy());
         let (needs_coordinator, routing) = self.routing();
         for line in routing {
             self.hub
@@ -185,24 +227,17 @@ impl App {
             let node = self
                 .ensure_coordinator(sink)
                 .await
-                .map_err(|e| format!("model sharding: {e}"))?;
-            Some(Scheduler::with_events(
-                vec![node],
-                Policy::Pool,
-                |_| 1,
-                Some(events.clone()),
-            ))
+                .map_err(QueryError::Sharding)?;
+            Some(Pool::new(vec![node], Policy::Pool))
         } else {
             None
         };
         let ctx = Ctx {
             client: self.client.clone(),
-            sched,
+            sched: self.sched.clone(),
+            pool,
             coordinator,
-            route: (
-                self.settings.task_distribution_enabled,
-                self.settings.model_sharding_enabled,
-            ),
+            route: self.route(),
             num_predict: self
                 .settings
                 .num_predict
@@ -222,7 +257,7 @@ impl App {
                 quality_threshold: self.settings.quality_threshold,
                 max_quality_retries: self.settings.max_quality_retries,
             },
-            mode_label: format!("{:?}", self.mode()).to_lowercase(),
+            mode_label: self.mode().word().to_string(),
             strategy_label: self.strategy().word().to_string(),
             rag: self.rag_retriever(sink).await,
         };
@@ -246,14 +281,15 @@ impl App {
                 .as_ref()
                 .map(|r| r.metrics.total_execution_time)
                 .unwrap_or(0.0);
-            if let Some(dead) = self.after_coordinator_query(result.is_ok(), secs).await {
-                return Err(format!(
-                    "{}; {dead}",
-                    result.err().map(|e| e.to_string()).unwrap_or_default()
-                ));
+            let ok = result.as_ref().is_ok_and(|r| r.complete());
+            if let Some(dead) = self.after_coordinator_query(ok, secs).await {
+                return Err(QueryError::BackendDown {
+                    failure: result.err(),
+                    dead,
+                });
             }
         }
-        result.map_err(|e| e.to_string())
+        result.map_err(QueryError::Nothing)
     }
 
     /// A query typed at the prompt: run it, print the answer and its summary.
@@ -263,8 +299,12 @@ impl App {
                 self.hub
                     .set_metrics(serde_json::to_value(&r.metrics).unwrap_or_default());
                 print_result(&r, sink);
+                let complete = r.complete();
+                if !complete {
+                    sink.err(&incomplete_line(&r));
+                }
                 self.last_result = Some(r);
-                true
+                complete
             }
             Err(e) => {
                 sink.err(&format!("❌ Query failed: {e}"));

@@ -113,14 +113,26 @@ impl App {
     }
 
     /// Nodes that may embed: every registered node (whatever the mode), else
-    /// the one a query in standard mode would use.
-    fn embed_candidates(&self) -> Vec<Arc<Node>> {
+    /// the one a query uses when there are none (OLLAMA_HOST or the default).
+    fn embed_candidates(&mut self) -> Vec<Arc<Node>> {
         let all = self.registry.nodes().to_vec();
         if all.is_empty() {
-            self.pool()
+            vec![self.fallback_node()]
         } else {
             all
         }
+    }
+
+    /// An embedder over the nodes that have the RAG model, on the process-wide
+    /// scheduler (with the hosts' capacities applied).
+    async fn embedder(
+        &mut self,
+        total: Duration,
+    ) -> Result<Embedder, crate::rag::embed::NoEmbedder> {
+        self.apply_capacities();
+        let candidates = self.embed_candidates();
+        let model = self.rag_model();
+        Embedder::new(&self.client, self.sched.clone(), &candidates, &model, total).await
     }
 
     /// The local index of `root`, loaded (with a bar on a terminal) if needed;
@@ -242,16 +254,7 @@ impl App {
                 Knowledge::Remote(r)
             }
         };
-        let model = self.rag_model();
-        let embedder = match Embedder::new(
-            &self.client,
-            &self.embed_candidates(),
-            &model,
-            self.capacity_fn(),
-            QUERY_EMBED_TIMEOUT,
-        )
-        .await
-        {
+        let embedder = match self.embedder(QUERY_EMBED_TIMEOUT).await {
             Ok(e) => e,
             Err(e) => {
                 sink.err(&format!("⚠️  RAG: {e}; {without}"));
@@ -307,15 +310,7 @@ impl App {
             }
         };
         let model = self.rag_model();
-        let embedder = match Embedder::new(
-            &self.client,
-            &self.embed_candidates(),
-            &model,
-            self.capacity_fn(),
-            INDEX_EMBED_TIMEOUT,
-        )
-        .await
-        {
+        let embedder = match self.embedder(INDEX_EMBED_TIMEOUT).await {
             Ok(e) => e,
             Err(e) => {
                 sink.err(&format!("❌ rag index: {e}; nothing was written"));

@@ -23,6 +23,8 @@ const LARGE_MODEL: &str = "codellama:13b";
 #[derive(Default)]
 pub struct ShardingState {
     pub coordinator: Option<Coordinator>,
+    /// The coordinator as a node of the health view (kept while its URL is the same).
+    pub node: Option<Arc<Node>>,
     pub stats: HashMap<String, BackendStats>,
 }
 
@@ -262,8 +264,14 @@ impl App {
         }
         if let Some(c) = &mut self.sharding.coordinator {
             let current = !c.ours() || (c.alive() && c.backends == up);
-            if current && coordinator::health(&self.client, &c.url).await == Health::Ready {
-                return Ok(Arc::new(Node::coordinator(&c.url)));
+            let url = c.url.clone();
+            if current
+                && matches!(
+                    coordinator::health(&self.client, &url).await,
+                    Health::Ready | Health::Busy
+                )
+            {
+                return Ok(self.coordinator_node(&url).await);
             }
             if c.ours() {
                 sink.err("🔁 Restarting the coordinator on the backends that answer ...");
@@ -278,7 +286,7 @@ impl App {
                 "🎯 Using the coordinator already running at {url}"
             ));
             self.sharding.coordinator = Some(Coordinator::found(url.clone()));
-            return Ok(Arc::new(Node::coordinator(&url)));
+            return Ok(self.coordinator_node(&url).await);
         }
         if !self.settings.rpc_backends.is_empty() && up.is_empty() {
             return Err(format!(
@@ -333,18 +341,32 @@ impl App {
             c.url,
             c.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
         ));
-        let node = Arc::new(Node::coordinator(&c.url));
+        let url = c.url.clone();
         self.sharding.coordinator = Some(c);
-        Ok(node)
+        Ok(self.coordinator_node(&url).await)
+    }
+
+    /// The coordinator's node (one per URL, so its health and latency history
+    /// last), with its host's capacity set to llama-server's slot count.
+    async fn coordinator_node(&mut self, url: &str) -> Arc<Node> {
+        let node = match &self.sharding.node {
+            Some(n) if n.url() == url => n.clone(),
+            _ => {
+                let n = Arc::new(Node::coordinator(url));
+                self.sharding.node = Some(n.clone());
+                n
+            }
+        };
+        if let Some(slots) = coordinator::slots(&self.client, url).await {
+            self.sched.set_capacity(&node.host, slots);
+        }
+        node
     }
 
     /// Whether this query needs the coordinator, with the routing lines to show.
     pub(super) fn routing(&self) -> (bool, Vec<String>) {
-        let (task, shard) = (
-            self.settings.task_distribution_enabled,
-            self.settings.model_sharding_enabled,
-        );
-        if !shard {
+        let route = self.route();
+        if !self.settings.model_sharding_enabled {
             return (false, Vec::new());
         }
         let mut models = vec![self.model().to_string()];
@@ -356,7 +378,7 @@ impl App {
         let mut need = false;
         let mut lines = Vec::new();
         for m in models {
-            let (t, why) = decide(task, shard, &m);
+            let (t, why) = decide(route, &m);
             need |= t == Target::Coordinator;
             lines.push(format!(
                 "🔀 {m} → {}: {why}",
@@ -419,12 +441,20 @@ impl App {
             None => coordinator::configured_url(self.settings.coordinator_url.as_deref()),
         };
         let status = match coordinator::health(&self.client, &url).await {
-            Health::Ready => "✅ HEALTHY",
-            Health::Loading => "⏳ LOADING",
-            Health::Down => "❌ OFFLINE",
+            Health::Ready => "✅ HEALTHY".to_string(),
+            Health::Loading => "⏳ LOADING".to_string(),
+            Health::Busy => "⏳ BUSY (connected, answering slowly while it works)".to_string(),
+            Health::Down => "❌ OFFLINE".to_string(),
         };
         sink.out(&format!("   URL: {url}"));
         sink.out(&format!("   Status: {status}"));
+        if let Some(n) = self.sharding.node.as_ref().filter(|n| n.url() == url) {
+            sink.out(&format!(
+                "   Slots: {} ({} in flight)",
+                self.sched.capacity(&n.host),
+                self.sched.in_flight(&n.host)
+            ));
+        }
         match &self.sharding.coordinator {
             Some(c) => {
                 if let Some(p) = c.pid {

@@ -242,12 +242,15 @@ impl Hub {
     }
 }
 
-/// A node's status word: up, down, cooling (down after repeated failures) or unknown.
+/// A node's status word: up, suspect (one recent failure), cooling (down,
+/// re-probed with a growing backoff), busy (answering slowly while it works)
+/// or unknown.
 pub fn status_word(st: &NodeState) -> &'static str {
     match st.health {
-        Health::Up => "up",
-        Health::Down if st.cooling() => "cooling",
-        Health::Down => "down",
+        Health::Healthy => "up",
+        Health::Suspect => "suspect",
+        Health::Cooling => "cooling",
+        Health::Busy => "busy",
         Health::Unknown => "unknown",
     }
 }

@@ -37,8 +37,8 @@ pub fn spawn_monitor(
         let mut up: Vec<Option<bool>> = nodes
             .iter()
             .map(|n| match n.state().health {
-                Health::Up => Some(true),
-                Health::Down => Some(false),
+                Health::Healthy | Health::Busy | Health::Suspect => Some(true),
+                Health::Cooling => Some(false),
                 Health::Unknown => None,
             })
             .collect();

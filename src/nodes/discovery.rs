@@ -68,11 +68,7 @@ pub async fn scan_ollama(
         connect_timeout: connect,
         concurrency: scan::concurrency_limit(),
     };
-    let t = Timeouts {
-        connect,
-        idle: verify,
-        total: verify,
-    };
+    let t = Timeouts::new(connect, verify, verify);
     let report = scan::scan(
         addrs,
         &opts,

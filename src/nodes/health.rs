@@ -1,66 +1,114 @@
-//! Probing nodes: `/api/tags` (and `/api/ps`) concurrently, updating live state.
+//! Probing nodes: `/api/tags` (and `/api/ps`) of an Ollama node, `/health` of a
+//! llama.cpp coordinator, concurrently, each outcome recorded in the node's
+//! place in the health view (see `state.rs`).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use super::registry::Node;
-use crate::ollama::{Client, Timeouts};
+use super::registry::{Api, Node};
+use super::state::Transition;
+use crate::ollama::{Client, ClientError, ErrorKind, Timeouts};
 
 #[derive(Debug, Clone)]
 pub struct ProbeResult {
     pub node: Arc<Node>,
+    /// The node answered (or is busy working and answered too slowly to tell).
     pub ok: bool,
+    /// It answered too slowly while it had requests in flight.
+    pub busy: bool,
     pub latency_ms: f64,
     pub detail: String,
     /// This probe's failure put the node into cool-down.
     pub went_down: bool,
-    /// This probe's success brought back a node that was down.
+    /// This probe's success brought back a node that was cooling down.
     pub came_back: bool,
 }
 
 /// Probe one node and record the outcome in its state.
 pub async fn probe(client: &Client, node: Arc<Node>, with_ps: bool) -> ProbeResult {
     let started = Instant::now();
-    let tags = client.tags(node.url(), Timeouts::PROBE).await;
+    let answer = match node.api {
+        Api::Ollama => probe_ollama(client, &node, with_ps).await,
+        Api::OpenAi => probe_llama_server(client, &node).await,
+    };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match tags {
-        Ok(models) => {
-            let loaded = if with_ps {
-                client.ps(node.url(), Timeouts::PROBE).await.ok()
-            } else {
-                None
-            };
-            let mut st = node.state();
-            let came_back = st.consecutive_failures >= super::registry::FAILURES_TO_DOWN;
-            st.record_success();
-            st.models = models.into_iter().map(|m| m.name).collect();
-            if let Some(l) = loaded {
-                st.loaded = l;
-            }
-            let detail = format!("{} model(s), {latency_ms:.0} ms", st.models.len());
-            drop(st);
-            ProbeResult {
-                node,
-                ok: true,
-                latency_ms,
-                detail,
-                went_down: false,
-                came_back,
-            }
+    let mut result = ProbeResult {
+        node: node.clone(),
+        ok: false,
+        busy: false,
+        latency_ms,
+        detail: String::new(),
+        went_down: false,
+        came_back: false,
+    };
+    let mut st = node.state();
+    match answer {
+        Ok(detail) => {
+            result.ok = true;
+            result.came_back = st.record_probe_ok();
+            result.detail = format!("{detail}, {latency_ms:.0} ms");
+        }
+        Err(e) if is_slow(&e) && st.in_flight > 0 => {
+            st.record_probe_slow();
+            result.ok = true;
+            result.busy = true;
+            result.detail = format!(
+                "busy: {} request(s) in flight, the probe got no answer within {:.0}s",
+                st.in_flight,
+                Timeouts::PROBE.total.as_secs_f64()
+            );
         }
         Err(e) => {
-            let went_down = node.state().record_failure(&e.to_string());
-            ProbeResult {
-                node,
-                ok: false,
-                latency_ms,
-                detail: e.to_string(),
-                went_down,
-                came_back: false,
-            }
+            result.went_down = matches!(st.record_fault(&e, false), Transition::Cooled(_));
+            result.detail = e.to_string();
         }
+    }
+    result
+}
+
+fn is_slow(e: &ClientError) -> bool {
+    matches!(
+        e.kind,
+        ErrorKind::NoFirstToken { .. } | ErrorKind::Stall { .. } | ErrorKind::Deadline { .. }
+    )
+}
+
+/// `/api/tags` (models installed) and optionally `/api/ps` (models loaded).
+async fn probe_ollama(client: &Client, node: &Node, with_ps: bool) -> Result<String, ClientError> {
+    let models = client.tags(node.url(), Timeouts::PROBE).await?;
+    let loaded = if with_ps {
+        client.ps(node.url(), Timeouts::PROBE).await.ok()
+    } else {
+        None
+    };
+    let mut st = node.state();
+    st.models = models.into_iter().map(|m| m.name).collect();
+    if let Some(l) = loaded {
+        st.loaded = l;
+    }
+    Ok(format!("{} model(s)", st.models.len()))
+}
+
+/// llama-server's `/health`: 200 ready, 503 loading the model.
+async fn probe_llama_server(client: &Client, node: &Node) -> Result<String, ClientError> {
+    let url = format!("{}/health", node.url().trim_end_matches('/'));
+    let t = Timeouts::new(
+        Duration::from_millis(500),
+        Duration::from_secs(2),
+        Duration::from_secs(2),
+    );
+    match client.get_status_classified(&url, t).await? {
+        200 => Ok("ready".into()),
+        503 => Ok("loading the model".into()),
+        s => Err(ClientError::new(
+            url,
+            ErrorKind::Http {
+                status: s,
+                message: "unexpected /health status".into(),
+            },
+        )),
     }
 }
 

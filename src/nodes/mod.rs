@@ -2,8 +2,10 @@
 
 pub mod discovery;
 pub mod health;
+pub mod latency;
 pub mod locality;
 pub mod registry;
 pub mod scan;
+pub mod state;
 
 pub use registry::{Api, Health, Node, NodeStore, Registry};

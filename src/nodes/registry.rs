@@ -4,115 +4,15 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use fs4::fs_std::FileExt;
 use serde_json::{Map, Value};
 
 use super::locality;
+pub use super::state::{Health, NodeState};
 use crate::config::atomic::write_atomic;
 use crate::config::nodes_file::{self, NodeEntry, NodeFile};
-use crate::ollama::types::LoadedModel;
-
-/// Failures in a row after which a node is cooled down.
-pub const FAILURES_TO_DOWN: u32 = 3;
-pub const COOLDOWN: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
-    /// Not probed yet.
-    Unknown,
-    Up,
-    Down,
-}
-
-#[derive(Debug, Clone)]
-pub struct NodeState {
-    pub health: Health,
-    pub consecutive_failures: u32,
-    pub cooldown_until: Option<Instant>,
-    pub last_error: Option<String>,
-    pub models: Vec<String>,
-    pub loaded: Vec<LoadedModel>,
-    pub requests: u64,
-    pub errors: u64,
-    pub in_flight: u32,
-    latency_sum_ms: f64,
-    latency_count: u64,
-    /// Exponentially weighted recent latency (ms).
-    pub recent_latency_ms: Option<f64>,
-    pub tokens_per_sec: Option<f64>,
-}
-
-impl Default for NodeState {
-    fn default() -> Self {
-        NodeState {
-            health: Health::Unknown,
-            consecutive_failures: 0,
-            cooldown_until: None,
-            last_error: None,
-            models: Vec::new(),
-            loaded: Vec::new(),
-            requests: 0,
-            errors: 0,
-            in_flight: 0,
-            latency_sum_ms: 0.0,
-            latency_count: 0,
-            recent_latency_ms: None,
-            tokens_per_sec: None,
-        }
-    }
-}
-
-impl NodeState {
-    pub fn avg_latency_ms(&self) -> Option<f64> {
-        (self.latency_count > 0).then(|| self.latency_sum_ms / self.latency_count as f64)
-    }
-
-    pub fn cooling(&self) -> bool {
-        self.cooldown_until.is_some_and(|t| Instant::now() < t)
-    }
-
-    /// A probe or request succeeded.
-    pub fn record_success(&mut self) {
-        self.health = Health::Up;
-        self.consecutive_failures = 0;
-        self.cooldown_until = None;
-        self.last_error = None;
-    }
-
-    /// A probe or request failed; returns true when this failure put the node down.
-    pub fn record_failure(&mut self, why: &str) -> bool {
-        self.consecutive_failures += 1;
-        self.last_error = Some(why.to_string());
-        self.health = Health::Down;
-        if self.consecutive_failures >= FAILURES_TO_DOWN {
-            let was_cooling = self.cooling();
-            self.cooldown_until = Some(Instant::now() + COOLDOWN);
-            return !was_cooling && self.consecutive_failures == FAILURES_TO_DOWN;
-        }
-        false
-    }
-
-    pub fn record_request(&mut self, latency: Duration, ok: bool, tokens_per_sec: Option<f64>) {
-        self.requests += 1;
-        if !ok {
-            self.errors += 1;
-            return;
-        }
-        let ms = latency.as_secs_f64() * 1000.0;
-        self.latency_sum_ms += ms;
-        self.latency_count += 1;
-        self.recent_latency_ms = Some(match self.recent_latency_ms {
-            Some(prev) => prev * 0.7 + ms * 0.3,
-            None => ms,
-        });
-        if tokens_per_sec.is_some() {
-            self.tokens_per_sec = tokens_per_sec;
-        }
-    }
-}
 
 /// The API a node speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +75,16 @@ impl Node {
     /// Usable for new work right now (not cooling down after repeated failures).
     pub fn available(&self) -> bool {
         !self.state().cooling()
+    }
+
+    /// Whether this node is known to have `model` (true when its models are unknown).
+    pub fn has_model(&self, model: &str) -> bool {
+        let st = self.state();
+        st.models.is_empty()
+            || st
+                .models
+                .iter()
+                .any(|m| crate::ollama::types::same_model(m, model))
     }
 }
 
@@ -393,17 +303,5 @@ mod tests {
         assert!(r.remove("localhost:11435").is_some());
         assert!(r.remove("ollama-127-0-0-1").is_some());
         assert!(r.is_empty());
-    }
-
-    #[test]
-    fn three_failures_cool_a_node_down() {
-        let mut s = NodeState::default();
-        assert!(!s.record_failure("x"));
-        assert!(!s.record_failure("x"));
-        assert!(s.record_failure("x"));
-        assert!(s.cooling());
-        s.record_success();
-        assert!(!s.cooling());
-        assert_eq!(s.health, Health::Up);
     }
 }

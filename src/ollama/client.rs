@@ -1,5 +1,6 @@
 //! An Ollama HTTP client: reqwest on tokio, NDJSON streams read incrementally,
-//! with connect, idle (silence) and total timeouts.
+//! with connect, first-token, idle (stall) and total deadlines. Every failure is
+//! a classified `ClientError` (see `error.rs`).
 
 use std::time::Duration;
 
@@ -9,46 +10,19 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::time::{timeout_at, Instant};
 
+use super::error::is_context_overflow;
+pub use super::error::{ClientError, ErrorKind};
 use super::ndjson::{LineDecoder, MAX_LINE};
 use super::types::*;
 
-/// Why a request failed; callers decide what to do by kind.
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
-pub enum ClientError {
-    #[error("cannot connect to {url}: {reason}")]
-    Connect { url: String, reason: String },
-    #[error("{url}: no answer within {secs:.1}s ({what})")]
-    Timeout {
-        url: String,
-        what: &'static str,
-        secs: f64,
-    },
-    #[error("{url}: HTTP {status}: {message}")]
-    Http {
-        url: String,
-        status: u16,
-        message: String,
-    },
-    #[error("{url}: error inside the stream: {message}")]
-    Stream { url: String, message: String },
-    #[error("{url}: connection dropped before the reply was complete{detail}")]
-    Dropped { url: String, detail: String },
-    #[error("{url}: unexpected reply: {message}")]
-    Protocol { url: String, message: String },
-}
-
-impl ClientError {
-    /// True when the node could not be reached at all (as opposed to a bad reply).
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, ClientError::Connect { .. })
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timeouts {
     pub connect: Duration,
-    /// Longest silence allowed between two pieces of a reply (and before the first).
+    /// Longest wait for the reply to start (headers and its first piece).
+    pub first_token: Duration,
+    /// Longest silence allowed between two pieces once the reply has started.
     pub idle: Duration,
+    /// The outer bound for the whole request.
     pub total: Duration,
 }
 
@@ -56,17 +30,24 @@ impl Timeouts {
     /// For quick probes of `/api/tags`, `/api/ps` and the like.
     pub const PROBE: Timeouts = Timeouts {
         connect: Duration::from_secs(1),
+        first_token: Duration::from_secs(2),
         idle: Duration::from_secs(2),
         total: Duration::from_secs(2),
     };
 
-    /// For a generation that may take `total` overall.
-    pub fn generation(total: Duration) -> Timeouts {
+    /// Connect, silence and total limits; the reply may take connect + idle to start.
+    pub fn new(connect: Duration, idle: Duration, total: Duration) -> Timeouts {
         Timeouts {
-            connect: Duration::from_secs(3),
-            idle: Duration::from_secs(120).min(total),
+            connect,
+            first_token: (connect + idle).min(total),
+            idle: idle.min(total),
             total,
         }
+    }
+
+    /// For a generation that may take `total` overall.
+    pub fn generation(total: Duration) -> Timeouts {
+        Timeouts::new(Duration::from_secs(3), Duration::from_secs(120), total)
     }
 }
 
@@ -99,30 +80,28 @@ impl Client {
     }
 
     fn map_send_error(url: &str, e: reqwest::Error, t: &Timeouts) -> ClientError {
-        if e.is_connect() {
+        let kind = if e.is_connect() {
             let reason = if e.is_timeout() {
                 format!("connect timed out after {:.1}s", t.connect.as_secs_f64())
             } else {
                 root_cause(&e)
             };
-            ClientError::Connect {
-                url: url.to_string(),
-                reason,
-            }
+            ErrorKind::Refused { reason }
         } else if e.is_timeout() {
-            ClientError::Timeout {
-                url: url.to_string(),
-                what: "total",
+            ErrorKind::Deadline {
                 secs: t.total.as_secs_f64(),
             }
         } else {
-            ClientError::Dropped {
-                url: url.to_string(),
+            ErrorKind::Reset {
+                after_first_token: false,
                 detail: format!(" ({})", root_cause(&e)),
             }
-        }
+        };
+        ClientError::new(url, kind)
     }
 
+    /// Send a request and wait for its headers (at most `first_token`, never past
+    /// `deadline`); an error status becomes a classified error.
     async fn send(
         &self,
         req: reqwest::RequestBuilder,
@@ -130,21 +109,9 @@ impl Client {
         t: &Timeouts,
         deadline: Instant,
     ) -> Result<reqwest::Response, ClientError> {
-        let resp = match timeout_at(
-            deadline.min(Instant::now() + t.idle + t.connect),
-            req.send(),
-        )
-        .await
-        {
-            Err(_) => {
-                return Err(ClientError::Timeout {
-                    url: url.to_string(),
-                    what: "waiting for the reply to start",
-                    secs: (t.idle + t.connect)
-                        .as_secs_f64()
-                        .min(t.total.as_secs_f64()),
-                })
-            }
+        let started = Instant::now();
+        let resp = match timeout_at(deadline.min(started + t.first_token), req.send()).await {
+            Err(_) => return Err(ClientError::new(url, waited_out(started, t, deadline))),
             Ok(r) => r.map_err(|e| Self::map_send_error(url, e, t))?,
         };
         if resp.status().is_success() {
@@ -158,7 +125,7 @@ impl Client {
         let message = body
             .as_deref()
             .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+            .and_then(|v| error_message(&v))
             .or_else(|| {
                 body.as_deref().map(|b| {
                     String::from_utf8_lossy(b)
@@ -170,11 +137,12 @@ impl Client {
             })
             .filter(|s: &String| !s.is_empty())
             .unwrap_or_else(|| "no error message".to_string());
-        Err(ClientError::Http {
-            url: url.to_string(),
-            status,
-            message,
-        })
+        let kind = if is_context_overflow(status, &message) {
+            ErrorKind::TooLarge { message }
+        } else {
+            ErrorKind::Http { status, message }
+        };
+        Err(ClientError::new(url, kind))
     }
 
     /// POST a JSON body; the response once its status is a success.
@@ -191,11 +159,59 @@ impl Client {
 
     /// The HTTP status of a GET, or None when nothing answered.
     pub async fn get_status(&self, url: &str, t: Timeouts) -> Option<u16> {
-        let r = tokio::time::timeout(t.total, self.http.get(url).send())
-            .await
-            .ok()?
-            .ok()?;
-        Some(r.status().as_u16())
+        self.get_status_classified(url, t).await.ok()
+    }
+
+    /// The HTTP status of a GET (any status), or why nothing answered: refused
+    /// (nothing listening) or no answer in time (connected, but busy or hung).
+    pub async fn get_status_classified(&self, url: &str, t: Timeouts) -> Result<u16, ClientError> {
+        let started = Instant::now();
+        match timeout_at(started + t.total, self.http.get(url).send()).await {
+            Err(_) => Err(ClientError::new(
+                url,
+                ErrorKind::NoFirstToken {
+                    secs: t.total.as_secs_f64(),
+                },
+            )),
+            Ok(Err(e)) => Err(Self::map_send_error(url, e, &t)),
+            Ok(Ok(r)) => Ok(r.status().as_u16()),
+        }
+    }
+
+    /// `GET base+path` as JSON (llama-server's `/props`, and the like).
+    pub async fn get_value(
+        &self,
+        base: &str,
+        path: &str,
+        t: Timeouts,
+    ) -> Result<Value, ClientError> {
+        self.get_json(base, path, t).await
+    }
+
+    /// A whole (small) body, within the deadline.
+    async fn body(
+        resp: reqwest::Response,
+        url: &str,
+        t: &Timeouts,
+        deadline: Instant,
+    ) -> Result<bytes::Bytes, ClientError> {
+        match timeout_at(deadline, resp.bytes()).await {
+            Err(_) => Err(ClientError::new(
+                url,
+                ErrorKind::Deadline {
+                    secs: t.total.as_secs_f64(),
+                },
+            )),
+            Ok(b) => b.map_err(|e| {
+                ClientError::new(
+                    url,
+                    ErrorKind::Reset {
+                        after_first_token: true,
+                        detail: format!(" ({})", root_cause(&e)),
+                    },
+                )
+            }),
+        }
     }
 
     async fn get_json<T: DeserializeOwned>(
@@ -209,22 +225,14 @@ impl Client {
         let resp = self
             .send(self.http.get(&url).timeout(t.total), &url, &t, deadline)
             .await?;
-        let bytes = match timeout_at(deadline, resp.bytes()).await {
-            Err(_) => {
-                return Err(ClientError::Timeout {
-                    url,
-                    what: "total",
-                    secs: t.total.as_secs_f64(),
-                })
-            }
-            Ok(b) => b.map_err(|e| ClientError::Dropped {
-                url: url.clone(),
-                detail: format!(" ({})", root_cause(&e)),
-            })?,
-        };
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
-            url,
-            message: format!("not the JSON Ollama sends ({e})"),
+        let bytes = Self::body(resp, &url, &t, deadline).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ClientError::new(
+                &url,
+                ErrorKind::BadReply {
+                    message: format!("not the JSON Ollama sends ({e})"),
+                },
+            )
         })
     }
 
@@ -235,10 +243,8 @@ impl Client {
         let resp = self
             .send(self.http.get(&url).timeout(t.total), &url, &t, deadline)
             .await?;
-        resp.text().await.map_err(|e| ClientError::Dropped {
-            url,
-            detail: format!(" ({})", root_cause(&e)),
-        })
+        let bytes = Self::body(resp, &url, &t, deadline).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     pub async fn version(&self, base: &str, t: Timeouts) -> Result<String, ClientError> {
@@ -271,9 +277,14 @@ impl Client {
             .timeout(t.total)
             .json(&serde_json::json!({ "model": model }));
         let resp = self.send(req, &url, &t, deadline).await?;
-        resp.json().await.map_err(|e| ClientError::Protocol {
-            url,
-            message: e.to_string(),
+        let bytes = Self::body(resp, &url, &t, deadline).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ClientError::new(
+                &url,
+                ErrorKind::BadReply {
+                    message: e.to_string(),
+                },
+            )
         })
     }
 
@@ -311,69 +322,40 @@ impl Client {
         mut on_text: impl FnMut(&str),
     ) -> Result<Completion, ClientError> {
         let url = join(base, path);
-        let deadline = Instant::now() + t.total;
-        let req = self
-            .http
-            .post(&url)
-            .header(
-                "Accept",
-                if stream {
-                    "application/x-ndjson"
-                } else {
-                    "application/json"
-                },
-            )
-            .json(body);
+        let started = Instant::now();
+        let deadline = started + t.total;
+        let accept = if stream {
+            "application/x-ndjson"
+        } else {
+            "application/json"
+        };
+        let req = self.http.post(&url).header("Accept", accept).json(body);
         let resp = self.send(req, &url, &t, deadline).await?;
+        let fail = |kind| Err(ClientError::new(&url, kind));
+        let mut reader = Reader::new(resp, t, started);
         let mut out = Completion::default();
-        let mut decoder = LineDecoder::new(MAX_LINE);
-        let mut body = resp.bytes_stream();
-        let mut finished = false;
         loop {
-            let wait = deadline.min(Instant::now() + t.idle);
-            let next = match timeout_at(wait, body.next()).await {
-                Err(_) => {
-                    let (what, secs) = if Instant::now() >= deadline {
-                        ("total", t.total.as_secs_f64())
-                    } else {
-                        ("silent too long", t.idle.as_secs_f64())
-                    };
-                    return Err(ClientError::Timeout { url, what, secs });
-                }
-                Ok(n) => n,
+            let lines = match reader.next_lines().await {
+                Ok(lines) => lines,
+                Err(kind) => return fail(kind),
             };
-            let lines = match next {
-                Some(Ok(bytes)) => decoder.push(&bytes),
-                Some(Err(e)) => {
-                    return Err(ClientError::Dropped {
-                        url,
-                        detail: format!(" ({})", root_cause(&e)),
-                    })
-                }
-                None => {
-                    // The body ended: handle what is left, then stop.
-                    finished = true;
-                    Ok(decoder.finish().into_iter().collect())
-                }
-            }
-            .map_err(|e| ClientError::Protocol {
-                url: url.clone(),
-                message: format!("a reply line is longer than {} bytes", e.0.min(MAX_LINE)),
-            })?;
             for line in lines {
-                let chunk: StreamChunk =
-                    serde_json::from_slice(&line).map_err(|e| ClientError::Protocol {
-                        url: url.clone(),
-                        message: format!(
-                            "a reply line is not JSON ({e}): {}",
-                            String::from_utf8_lossy(&line)
-                                .chars()
-                                .take(120)
-                                .collect::<String>()
-                        ),
-                    })?;
+                let chunk: StreamChunk = match serde_json::from_slice(&line) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return fail(ErrorKind::BadReply {
+                            message: format!(
+                                "a reply line is not JSON ({e}): {}",
+                                String::from_utf8_lossy(&line)
+                                    .chars()
+                                    .take(120)
+                                    .collect::<String>()
+                            ),
+                        })
+                    }
+                };
                 if let Some(message) = chunk.error {
-                    return Err(ClientError::Stream { url, message });
+                    return fail(ErrorKind::Model { message });
                 }
                 let text = chunk.text();
                 if !text.is_empty() {
@@ -383,25 +365,138 @@ impl Client {
                 if chunk.done {
                     out.done_reason = chunk.done_reason;
                     out.prompt_eval_count = chunk.prompt_eval_count.unwrap_or(0);
+                    out.prompt_eval_duration = chunk.prompt_eval_duration.unwrap_or(0);
                     out.eval_count = chunk.eval_count.unwrap_or(0);
                     out.eval_duration = chunk.eval_duration.unwrap_or(0);
                     out.total_duration = chunk.total_duration.unwrap_or(0);
                     out.load_duration = chunk.load_duration.unwrap_or(0);
+                    out.first_token_ms = reader.first_token_ms();
                     return Ok(out);
                 }
                 if !stream {
                     // A non-streamed reply without done:true is still the whole reply.
+                    out.first_token_ms = reader.first_token_ms();
                     return Ok(out);
                 }
             }
-            if finished {
-                return Err(ClientError::Dropped {
-                    url,
+            if reader.ended {
+                return fail(ErrorKind::Reset {
+                    after_first_token: reader.first_at.is_some(),
                     detail: " (the stream ended without a final `done` line)".into(),
                 });
             }
         }
     }
+}
+
+/// Reads a streamed body line by line under the first-token, stall and total
+/// deadlines. Shared by the Ollama (NDJSON) and OpenAI (SSE) readers.
+pub(crate) struct Reader {
+    body: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send>,
+    >,
+    decoder: LineDecoder,
+    t: Timeouts,
+    started: Instant,
+    deadline: Instant,
+    /// When the first piece of the body arrived.
+    pub first_at: Option<Instant>,
+    /// The body has ended (what it held has been returned).
+    pub ended: bool,
+}
+
+impl Reader {
+    pub(crate) fn new(resp: reqwest::Response, t: Timeouts, started: Instant) -> Reader {
+        Reader {
+            body: Box::pin(resp.bytes_stream()),
+            decoder: LineDecoder::new(MAX_LINE),
+            t,
+            started,
+            deadline: started + t.total,
+            first_at: None,
+            ended: false,
+        }
+    }
+
+    pub(crate) fn first_token_ms(&self) -> Option<f64> {
+        self.first_at
+            .map(|f| (f - self.started).as_secs_f64() * 1000.0)
+    }
+
+    /// The next complete lines (possibly none); at the end of the body, what is left.
+    pub(crate) async fn next_lines(&mut self) -> Result<Vec<Vec<u8>>, ErrorKind> {
+        if self.ended {
+            return Ok(Vec::new());
+        }
+        let wait = match self.first_at {
+            None => self.started + self.t.first_token,
+            Some(_) => Instant::now() + self.t.idle,
+        }
+        .min(self.deadline);
+        let next = match timeout_at(wait, self.body.next()).await {
+            Err(_) => return Err(waited_out_after(self.first_at, &self.t, self.deadline)),
+            Ok(n) => n,
+        };
+        let lines = match next {
+            Some(Ok(bytes)) => {
+                if self.first_at.is_none() && !bytes.is_empty() {
+                    self.first_at = Some(Instant::now());
+                }
+                self.decoder.push(&bytes)
+            }
+            Some(Err(e)) => {
+                return Err(ErrorKind::Reset {
+                    after_first_token: self.first_at.is_some(),
+                    detail: format!(" ({})", root_cause(&e)),
+                })
+            }
+            None => {
+                self.ended = true;
+                Ok(self.decoder.finish().into_iter().collect())
+            }
+        };
+        lines.map_err(|e| ErrorKind::BadReply {
+            message: format!("a reply line is longer than {} bytes", e.0.min(MAX_LINE)),
+        })
+    }
+}
+
+/// What ran out while waiting for the reply to start.
+fn waited_out(started: Instant, t: &Timeouts, deadline: Instant) -> ErrorKind {
+    if Instant::now() >= deadline {
+        ErrorKind::Deadline {
+            secs: (Instant::now() - started).as_secs_f64(),
+        }
+    } else {
+        ErrorKind::NoFirstToken {
+            secs: t.first_token.as_secs_f64(),
+        }
+    }
+}
+
+/// What ran out while reading a reply.
+fn waited_out_after(first_at: Option<Instant>, t: &Timeouts, deadline: Instant) -> ErrorKind {
+    if Instant::now() >= deadline {
+        ErrorKind::Deadline {
+            secs: t.total.as_secs_f64(),
+        }
+    } else if first_at.is_none() {
+        ErrorKind::NoFirstToken {
+            secs: t.first_token.as_secs_f64(),
+        }
+    } else {
+        ErrorKind::Stall {
+            secs: t.idle.as_secs_f64(),
+        }
+    }
+}
+
+/// Ollama's `{"error": "..."}` (or OpenAI's `{"error": {"message": ...}}`).
+fn error_message(v: &Value) -> Option<String> {
+    let e = v.get("error")?;
+    e.as_str()
+        .map(String::from)
+        .or_else(|| e.get("message").and_then(|m| m.as_str()).map(String::from))
 }
 
 /// The innermost cause of a reqwest error, which is the part a user can act on.

@@ -6,7 +6,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::time::{timeout_at, Instant};
 
-use super::{Client, ClientError, Timeouts};
+use super::{Client, ClientError, ErrorKind, Timeouts};
+
+fn bad_reply(url: &str, message: String) -> ClientError {
+    ClientError::new(url, ErrorKind::BadReply { message })
+}
 
 #[derive(Deserialize)]
 struct EmbedReply {
@@ -37,17 +41,17 @@ impl Client {
         let vectors = match self.send_json(&url, &body, &t, deadline).await {
             Ok(resp) => {
                 let bytes = read_body(&url, resp, &t, deadline).await?;
-                let reply: EmbedReply =
-                    serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
-                        url: url.clone(),
-                        message: format!("not an /api/embed reply ({e})"),
-                    })?;
+                let reply: EmbedReply = serde_json::from_slice(&bytes)
+                    .map_err(|e| bad_reply(&url, format!("not an /api/embed reply ({e})")))?;
                 reply.embeddings
             }
             // A server without /api/embed answers a bare 404 (a missing model says so).
-            Err(ClientError::Http {
-                status: 404,
-                message,
+            Err(ClientError {
+                kind:
+                    ErrorKind::Http {
+                        status: 404,
+                        message,
+                    },
                 ..
             }) if !message.to_ascii_lowercase().contains("model") => {
                 self.embed_legacy(base, model, inputs, &t, deadline).await?
@@ -72,11 +76,8 @@ impl Client {
             let body = json!({ "model": model, "prompt": input });
             let resp = self.send_json(&url, &body, t, deadline).await?;
             let bytes = read_body(&url, resp, t, deadline).await?;
-            let reply: LegacyReply =
-                serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
-                    url: url.clone(),
-                    message: format!("not an /api/embeddings reply ({e})"),
-                })?;
+            let reply: LegacyReply = serde_json::from_slice(&bytes)
+                .map_err(|e| bad_reply(&url, format!("not an /api/embeddings reply ({e})")))?;
             out.push(reply.embedding);
         }
         Ok(out)
@@ -90,24 +91,25 @@ async fn read_body(
     deadline: Instant,
 ) -> Result<bytes::Bytes, ClientError> {
     match timeout_at(deadline, resp.bytes()).await {
-        Err(_) => Err(ClientError::Timeout {
-            url: url.to_string(),
-            what: "total",
-            secs: t.total.as_secs_f64(),
-        }),
-        Ok(Err(e)) => Err(ClientError::Dropped {
-            url: url.to_string(),
-            detail: format!(" ({e})"),
-        }),
+        Err(_) => Err(ClientError::new(
+            url,
+            ErrorKind::Deadline {
+                secs: t.total.as_secs_f64(),
+            },
+        )),
+        Ok(Err(e)) => Err(ClientError::new(
+            url,
+            ErrorKind::Reset {
+                after_first_token: true,
+                detail: format!(" ({e})"),
+            },
+        )),
         Ok(Ok(b)) => Ok(b),
     }
 }
 
 fn check(url: &str, wanted: usize, vectors: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>, ClientError> {
-    let bad = |message: String| ClientError::Protocol {
-        url: url.to_string(),
-        message,
-    };
+    let bad = |message: String| bad_reply(url, message);
     if vectors.len() != wanted {
         return Err(bad(format!(
             "{} embedding(s) for {wanted} input(s)",

@@ -57,18 +57,23 @@ fn unquote(raw: &str) -> &str {
     s.trim()
 }
 
+/// Ollama's default address, `http://127.0.0.1:11434`.
+pub fn default_spec() -> HostSpec {
+    HostSpec {
+        scheme: "http".into(),
+        host: "127.0.0.1".into(),
+        port: DEFAULT_PORT,
+        path: String::new(),
+    }
+}
+
 /// Parse like Ollama's `envconfig.Host`. An empty value means the default
 /// `http://127.0.0.1:11434`. An out-of-range port falls back to the default
 /// port (Ollama warns and does the same). Only http and https are accepted.
 pub fn parse(raw: &str) -> Result<HostSpec, HostError> {
     let s = unquote(raw);
     if s.is_empty() {
-        return Ok(HostSpec {
-            scheme: "http".into(),
-            host: "127.0.0.1".into(),
-            port: DEFAULT_PORT,
-            path: String::new(),
-        });
+        return Ok(default_spec());
     }
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         // Shown escaped: the message must stay one line and carry no terminal codes.

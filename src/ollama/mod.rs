@@ -2,9 +2,11 @@
 
 pub mod client;
 pub mod embed;
+pub mod error;
 pub mod host;
 pub mod ndjson;
 pub mod openai;
 pub mod types;
 
-pub use client::{Client, ClientError, Timeouts};
+pub use client::{Client, Timeouts};
+pub use error::{ClientError, ErrorKind};

@@ -1,12 +1,10 @@
 //! The OpenAI-style chat endpoint that llama.cpp's `llama-server` serves
 //! (`POST /v1/chat/completions`), streamed as server-sent events.
 
-use futures_util::StreamExt;
 use serde_json::Value;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 
-use super::client::{Client, ClientError, Timeouts};
-use super::ndjson::{LineDecoder, MAX_LINE};
+use super::client::{Client, ClientError, ErrorKind, Reader, Timeouts};
 use super::types::{Completion, Message};
 
 /// One `data:` payload's text, or the error it carries.
@@ -39,6 +37,12 @@ fn counts(v: &Value, out: &mut Completion) {
         if let Some(ms) = t["predicted_ms"].as_f64() {
             out.eval_duration = (ms * 1e6) as u64;
         }
+        if let Some(n) = t["prompt_n"].as_u64() {
+            out.prompt_eval_count = n;
+        }
+        if let Some(ms) = t["prompt_ms"].as_f64() {
+            out.prompt_eval_duration = (ms * 1e6) as u64;
+        }
     }
     if let Some(r) = v["choices"][0]["finish_reason"].as_str() {
         out.done_reason = Some(r.to_string());
@@ -60,39 +64,15 @@ impl Client {
         let body = serde_json::json!({
             "model": model, "messages": messages, "max_tokens": max_tokens, "stream": true,
         });
-        let deadline = Instant::now() + t.total;
-        let resp = self.send_json(&url, &body, &t, deadline).await?;
+        let started = Instant::now();
+        let resp = self.send_json(&url, &body, &t, started + t.total).await?;
+        let fail = |kind| Err(ClientError::new(&url, kind));
+        let mut reader = Reader::new(resp, t, started);
         let mut out = Completion::default();
-        let mut decoder = LineDecoder::new(MAX_LINE);
-        let mut stream = resp.bytes_stream();
         loop {
-            let wait = deadline.min(Instant::now() + t.idle);
-            let next = timeout_at(wait, stream.next())
-                .await
-                .map_err(|_| ClientError::Timeout {
-                    url: url.clone(),
-                    what: if Instant::now() >= deadline {
-                        "total"
-                    } else {
-                        "silent too long"
-                    },
-                    secs: t.idle.as_secs_f64(),
-                })?;
-            let (lines, end) = match next {
-                Some(Ok(b)) => (
-                    decoder.push(&b).map_err(|e| ClientError::Protocol {
-                        url: url.clone(),
-                        message: format!("a line of {} bytes", e.0),
-                    })?,
-                    false,
-                ),
-                Some(Err(e)) => {
-                    return Err(ClientError::Dropped {
-                        url,
-                        detail: format!(" ({e})"),
-                    })
-                }
-                None => (decoder.finish().into_iter().collect(), true),
+            let lines = match reader.next_lines().await {
+                Ok(l) => l,
+                Err(kind) => return fail(kind),
             };
             for line in lines {
                 let text = String::from_utf8_lossy(&line);
@@ -100,28 +80,34 @@ impl Client {
                     continue;
                 };
                 if data == "[DONE]" {
+                    out.first_token_ms = reader.first_token_ms();
                     return Ok(out);
                 }
-                let v: Value = serde_json::from_str(data).map_err(|e| ClientError::Protocol {
-                    url: url.clone(),
-                    message: format!("an event is not JSON ({e})"),
-                })?;
-                let p = piece(&v).map_err(|message| ClientError::Stream {
-                    url: url.clone(),
-                    message,
-                })?;
+                let v: Value = match serde_json::from_str(data) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return fail(ErrorKind::BadReply {
+                            message: format!("an event is not JSON ({e})"),
+                        })
+                    }
+                };
+                let p = match piece(&v) {
+                    Ok(p) => p,
+                    Err(message) => return fail(ErrorKind::Model { message }),
+                };
                 if !p.is_empty() {
                     on_text(p);
                     out.text.push_str(p);
                 }
                 counts(&v, &mut out);
             }
-            if end {
+            if reader.ended {
                 return if out.done_reason.is_some() {
+                    out.first_token_ms = reader.first_token_ms();
                     Ok(out)
                 } else {
-                    Err(ClientError::Dropped {
-                        url,
+                    fail(ErrorKind::Reset {
+                        after_first_token: reader.first_at.is_some(),
                         detail: " (the stream ended before [DONE])".into(),
                     })
                 };

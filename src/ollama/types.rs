@@ -92,16 +92,26 @@ pub struct Completion {
     pub text: String,
     pub done_reason: Option<String>,
     pub prompt_eval_count: u64,
+    /// Nanoseconds, as Ollama reports them.
+    pub prompt_eval_duration: u64,
     pub eval_count: u64,
     /// Nanoseconds, as Ollama reports them.
     pub eval_duration: u64,
     pub total_duration: u64,
     pub load_duration: u64,
+    /// Milliseconds from sending the request to the first piece of the reply.
+    pub first_token_ms: Option<f64>,
 }
 
 impl Completion {
     pub fn tokens_per_second(&self) -> Option<f64> {
         (self.eval_duration > 0).then(|| self.eval_count as f64 * 1e9 / self.eval_duration as f64)
+    }
+
+    /// Prompt tokens evaluated per second, when the node reports it.
+    pub fn prompt_tokens_per_second(&self) -> Option<f64> {
+        (self.prompt_eval_duration > 0 && self.prompt_eval_count > 0)
+            .then(|| self.prompt_eval_count as f64 * 1e9 / self.prompt_eval_duration as f64)
     }
 }
 

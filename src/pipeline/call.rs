@@ -11,10 +11,11 @@ use super::agents::{self, Agent};
 use super::observer::Observer;
 use super::prompts;
 use super::repair::{self, FieldType};
-use crate::nodes::{Api, Node};
-use crate::ollama::types::{ChatRequest, Message};
+use crate::command::Route;
+use crate::nodes::Api;
+use crate::ollama::types::{ChatRequest, Completion, Message};
 use crate::ollama::{Client, ClientError, Timeouts};
-use crate::scheduler::{Attribution, Scheduler, TaskFailed};
+use crate::scheduler::{Attempt, Attribution, Measured, Pool, Scheduler, Task, TaskFailed};
 use crate::sharding::route::{decide, Target};
 
 /// `num_predict` (Ollama) / `max_tokens` (llama-server) for every agent request,
@@ -27,15 +28,17 @@ pub const NUM_CTX: u64 = 8192;
 /// Everything a query needs.
 pub struct Ctx {
     pub client: Client,
-    /// The Ollama pool.
+    /// The process-wide host-aware queue.
     pub sched: Arc<Scheduler>,
+    /// The Ollama nodes this query may use.
+    pub pool: Pool,
     /// The llama.cpp coordinator, when model sharding is on.
-    pub coordinator: Option<Arc<Scheduler>>,
-    /// (task distribution, model sharding): the routing path.
-    pub route: (bool, bool),
+    pub coordinator: Option<Pool>,
+    pub route: Route,
     pub num_predict: u64,
     pub model: String,
     pub synthesis_model: Option<String>,
+    /// Connect, silence and total limits from the settings.
     pub timeouts: Timeouts,
     pub agents: Vec<Agent>,
     pub observer: Arc<dyn Observer>,
@@ -50,15 +53,17 @@ impl Ctx {
         self.synthesis_model.as_deref().unwrap_or(&self.model)
     }
 
-    /// The scheduler a request for `model` goes through (pool or coordinator).
-    pub fn sched_for(&self, model: &str) -> &Arc<Scheduler> {
-        match (
-            decide(self.route.0, self.route.1, model).0,
-            &self.coordinator,
-        ) {
+    /// The pool a request for `model` goes to (Ollama nodes or the coordinator).
+    pub fn pool_for(&self, model: &str) -> &Pool {
+        match (decide(self.route, model).0, &self.coordinator) {
             (Target::Coordinator, Some(c)) => c,
-            _ => &self.sched,
+            _ => &self.pool,
         }
+    }
+
+    /// Physical hosts in the Ollama pool.
+    pub fn hosts(&self) -> usize {
+        self.pool.hosts()
     }
 }
 
@@ -86,27 +91,29 @@ pub async fn call(
         .unwrap_or_else(|| agent.required_fields.clone());
     let system = prompts::system(agent, &fields);
     let notice = |line: String| ctx.observer.notice(line);
+    let task = Task {
+        label,
+        model,
+        prompt_tokens: (system.len() + user.len()) / 4,
+        limits: ctx.timeouts,
+    };
     let result = ctx
-        .sched_for(model)
+        .sched
         .run(
-            label,
-            model,
-            |node| {
-                let system = system.clone();
-                let fields = fields.clone();
-                let user = user.clone();
+            ctx.pool_for(model),
+            &task,
+            |a: Attempt| {
+                let (system, user, fields) = (system.clone(), user.clone(), fields.clone());
                 async move {
-                    ctx.observer.started(label, node.name());
-                    let r =
-                        ask_with_repair(ctx, &node, label, &system, &user, model, &fields).await;
-                    ctx.observer.finished(label);
-                    r
+                    ctx.observer.started(label, a.node.name());
+                    ask_with_repair(ctx, &a, label, &system, &user, model, &fields).await
                 }
             },
             &notice,
         )
-        .await?;
-    let ((fields, structured), attribution) = result;
+        .await;
+    ctx.observer.finished(label);
+    let ((fields, structured), attribution) = result?;
     Ok(Reply {
         fields,
         attribution,
@@ -114,32 +121,44 @@ pub async fn call(
     })
 }
 
+/// What a finished request measured, for the node's latency model.
+pub fn measured(c: &Completion) -> Measured {
+    Measured {
+        first_token_ms: c.first_token_ms,
+        tokens_per_sec: c.tokens_per_second(),
+        prompt_tokens_per_sec: c.prompt_tokens_per_second(),
+        load_ms: (c.load_duration > 0).then(|| c.load_duration as f64 / 1e6),
+        reply_tokens: (c.eval_count > 0).then_some(c.eval_count),
+    }
+}
+
 async fn chat(
     ctx: &Ctx,
-    node: &Node,
+    a: &Attempt,
     label: &str,
     system: &str,
     user: &str,
     model: &str,
-) -> Result<(String, Option<f64>), ClientError> {
+) -> Result<Completion, ClientError> {
     let messages = vec![Message::system(system), Message::user(user)];
     let chars = AtomicUsize::new(0);
     let on_text = |piece: &str| {
+        a.progress.piece(piece);
         let n = chars.fetch_add(piece.len(), Ordering::Relaxed) + piece.len();
         ctx.observer.progress(label, n);
     };
-    let c = match node.api {
+    match a.node.api {
         Api::OpenAi => {
             ctx.client
                 .openai_chat(
-                    node.url(),
+                    a.node.url(),
                     model,
                     &messages,
                     ctx.num_predict,
-                    ctx.timeouts,
+                    a.timeouts,
                     on_text,
                 )
-                .await?
+                .await
         }
         Api::Ollama => {
             let req = ChatRequest {
@@ -151,40 +170,45 @@ async fn chat(
                 keep_alive: None,
             };
             ctx.client
-                .chat(node.url(), &req, ctx.timeouts, on_text)
-                .await?
+                .chat(a.node.url(), &req, a.timeouts, on_text)
+                .await
         }
-    };
-    Ok((c.text.clone(), c.tokens_per_second()))
+    }
 }
 
 /// One request, and a second stating the schema if the first lacked fields.
 async fn ask_with_repair(
     ctx: &Ctx,
-    node: &Node,
+    a: &Attempt,
     label: &str,
     system: &str,
     user: &str,
     model: &str,
     fields: &[(String, FieldType)],
-) -> Result<((Map<String, Value>, bool), Option<f64>), ClientError> {
-    let (text, tps) = chat(ctx, node, label, system, user, model).await?;
+) -> Result<((Map<String, Value>, bool), Measured), ClientError> {
+    let reply = chat(ctx, a, label, system, user, model).await?;
+    let m = measured(&reply);
+    let text = reply.text;
     let (first, problems) = usable(&text, fields);
-    if problems.is_empty() {
-        return Ok(((first.expect("no problems means an object"), true), tps));
+    if let (Some(obj), true) = (&first, problems.is_empty()) {
+        return Ok(((obj.clone(), true), m));
     }
-    let (text2, tps2) = chat(
+    let again = chat(
         ctx,
-        node,
+        a,
         label,
         system,
         &prompts::fix_fields(user, &problems, fields),
         model,
     )
     .await?;
-    let (second, problems2) = usable(&text2, fields);
-    if problems2.is_empty() {
-        return Ok(((second.expect("an object"), true), tps2.or(tps)));
+    let m = Measured {
+        tokens_per_sec: m.tokens_per_sec.or(again.tokens_per_second()),
+        ..m
+    };
+    let (second, problems2) = usable(&again.text, fields);
+    if let (Some(obj), true) = (&second, problems2.is_empty()) {
+        return Ok(((obj.clone(), true), m));
     }
     // Keep what we have: the better object, else the first reply's text.
     let best = match (first, second) {
@@ -218,7 +242,7 @@ async fn ask_with_repair(
         "⚠️  {label}: the reply did not match the agent's fields ({}); its text is used as it is",
         problems2.join("; ")
     ));
-    Ok(((kept, false), tps2.or(tps)))
+    Ok(((kept, false), m))
 }
 
 fn usable(text: &str, fields: &[(String, FieldType)]) -> (Option<Map<String, Value>>, Vec<String>) {

@@ -11,7 +11,7 @@ use super::call::{call, Ctx, Reply};
 use super::prompts;
 use super::quality;
 use super::render;
-use super::result::Vote;
+use super::result::{Gap, NothingGenerated, Vote};
 use crate::scheduler::TaskFailed;
 
 pub struct Settings {
@@ -27,66 +27,64 @@ pub struct Collab {
     pub phases: Vec<(String, f64)>,
     pub votes: Vec<Vote>,
     pub quality_passed: Option<bool>,
+    pub gaps: Vec<Gap>,
 }
 
 fn length(obj: &Map<String, Value>) -> usize {
     render::narrative(obj).len()
 }
 
-pub async fn run(
-    ctx: &Ctx,
-    plain: &str,
-    s: &Settings,
-    docs: Option<&crate::rag::Retrieved>,
-) -> Result<Collab, TaskFailed> {
-    // RAG: every phase but the Critic's and the voters' sees the excerpts.
-    let asked = docs.map_or_else(|| plain.to_string(), |r| r.question(plain));
-    let query = asked.as_str();
-    let model = ctx.model.clone();
-    let mut replies = Vec::new();
-    let mut phases = Vec::new();
-    let phase = |name: &str, started: Instant, phases: &mut Vec<(String, f64)>| {
+/// The workflow's state as it goes from phase to phase.
+struct Run<'a> {
+    ctx: &'a Ctx,
+    query: &'a str,
+    replies: Vec<Reply>,
+    phases: Vec<(String, f64)>,
+    gaps: Vec<Gap>,
+}
+
+impl Run<'_> {
+    fn phase_done(&mut self, name: &str, started: Instant) {
         let secs = started.elapsed().as_secs_f64();
-        ctx.observer
+        self.ctx
+            .observer
             .notice(format!("   ⏱️  {name} completed in {secs:.2}s"));
-        phases.push((name.to_string(), secs));
-    };
+        self.phases.push((name.to_string(), secs));
+    }
 
-    ctx.observer
-        .notice("📚 Phase 1: Researcher - initial research".into());
-    let t = Instant::now();
-    let research = call(
-        ctx,
-        ctx.agent("Researcher"),
-        "Researcher",
-        prompts::researcher(query),
-        &model,
-        None,
-    )
-    .await?;
-    phase("Phase 1: Research", t, &mut phases);
+    /// One agent call; a failure is recorded as a gap (`instead` says what the
+    /// workflow does without it) and gives None.
+    async fn ask(
+        &mut self,
+        agent: &str,
+        label: &str,
+        prompt: String,
+        model: &str,
+        instead: &str,
+    ) -> Option<Reply> {
+        let ctx = self.ctx;
+        match call(ctx, ctx.agent(agent), label, prompt, model, None).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.gaps.push(super::gap(ctx, &e, instead));
+                None
+            }
+        }
+    }
 
-    ctx.observer
-        .notice("🔍 Phase 2: Critic - review and feedback".into());
-    let t = Instant::now();
-    let critique = call(
-        ctx,
-        ctx.agent("Critic"),
-        "Critic",
-        prompts::critic_of(plain, &research.fields),
-        &model,
-        None,
-    )
-    .await?;
-    phase("Phase 2: Critique", t, &mut phases);
-
-    let mut best = research.fields.clone();
-    replies.push(research);
-    if s.refinement_rounds > 0 {
-        let hosts = ctx.sched.hosts();
-        let t = Instant::now();
+    /// Refinement rounds: in parallel across hosts (the longest kept), else one
+    /// after another. A failed round is skipped.
+    async fn refine(
+        &mut self,
+        best: &mut Map<String, Value>,
+        critique: &Map<String, Value>,
+        rounds: u32,
+    ) {
+        let (ctx, query) = (self.ctx, self.query);
+        let model = ctx.model.clone();
+        let hosts = ctx.hosts();
         if hosts > 1 {
-            let n = (s.refinement_rounds as usize).min(hosts);
+            let n = (rounds as usize).min(hosts);
             ctx.observer.notice(format!(
                 "🔁 Phase 3: {n} refinement(s) in parallel across {hosts} hosts (longest kept)"
             ));
@@ -97,85 +95,114 @@ pub async fn run(
                     ctx,
                     ctx.agent("Researcher"),
                     label,
-                    prompts::refine(query, &base, &critique.fields, i),
+                    prompts::refine(query, &base, critique, i),
                     &model,
                     None,
                 )
             }))
             .await;
             for r in results {
-                let r = r?;
-                if length(&r.fields) > length(&best) {
-                    best = r.fields.clone();
+                match r {
+                    Ok(r) => {
+                        if length(&r.fields) > length(best) {
+                            *best = r.fields.clone();
+                        }
+                        self.replies.push(r);
+                    }
+                    Err(e) => self
+                        .gaps
+                        .push(super::gap(ctx, &e, "that refinement is skipped")),
                 }
-                replies.push(r);
             }
         } else {
             ctx.observer.notice(format!(
-                "🔁 Phase 3: {} refinement round(s), one at a time (one host)",
-                s.refinement_rounds
+                "🔁 Phase 3: {rounds} refinement round(s), one at a time (one host)"
             ));
-            for i in 0..s.refinement_rounds as usize {
-                let r = call(
-                    ctx,
-                    ctx.agent("Researcher"),
-                    &format!("Refinement {}", i + 1),
-                    prompts::refine(query, &best, &critique.fields, i),
-                    &model,
-                    None,
-                )
-                .await?;
-                best = r.fields.clone();
-                replies.push(r);
+            for i in 0..rounds as usize {
+                let prompt = prompts::refine(query, best, critique, i);
+                if let Some(r) = self
+                    .ask(
+                        "Researcher",
+                        &format!("Refinement {}", i + 1),
+                        prompt,
+                        &model,
+                        "that refinement is skipped",
+                    )
+                    .await
+                {
+                    *best = r.fields.clone();
+                    self.replies.push(r);
+                }
             }
         }
-        phase("Phase 3: Refinement", t, &mut phases);
     }
 
-    ctx.observer
-        .notice("✨ Phase 4: Editor - final synthesis".into());
-    let t = Instant::now();
-    let editor_model = ctx.synthesis_model().to_string();
-    let editor = call(
-        ctx,
-        ctx.agent("Editor"),
-        "Editor",
-        prompts::editor(query, &best, &critique.fields),
-        &editor_model,
-        None,
-    )
-    .await?;
-    let mut markdown = render::editor_markdown(&editor.fields);
-    replies.push(critique);
-    replies.push(editor);
-    let v = quality::validate_output(&markdown);
-    if v.score < 0.5 {
-        ctx.observer.notice(format!(
-            "⚠️  Output validation failed ({}); the Editor runs once more",
-            v.problems.join("; ")
-        ));
-        let again = call(
-            ctx,
-            ctx.agent("Editor"),
-            "Editor (validation retry)",
-            prompts::editor_retry(query, &markdown, &v.problems),
-            &editor_model,
-            None,
-        )
-        .await?;
-        markdown = render::editor_markdown(&again.fields);
-        replies.push(again);
+    /// Editing and output validation; without an Editor, the research stands.
+    async fn edit(
+        &mut self,
+        best: &Map<String, Value>,
+        critique: Option<&Map<String, Value>>,
+    ) -> String {
+        let (ctx, query) = (self.ctx, self.query);
+        let editor_model = ctx.synthesis_model().to_string();
+        let Some(editor) = self
+            .ask(
+                "Editor",
+                "Editor",
+                prompts::editor(query, Some(best), critique),
+                &editor_model,
+                "the answer is the refined research, unedited",
+            )
+            .await
+        else {
+            return render::narrative(best).trim().to_string();
+        };
+        let mut markdown = render::editor_markdown(&editor.fields);
+        self.replies.push(editor);
+        let v = quality::validate_output(&markdown);
+        if v.score < 0.5 {
+            ctx.observer.notice(format!(
+                "⚠️  Output validation failed ({}); the Editor runs once more",
+                v.problems.join("; ")
+            ));
+            if let Some(again) = self
+                .ask(
+                    "Editor",
+                    "Editor (validation retry)",
+                    prompts::editor_retry(query, &markdown, &v.problems),
+                    &editor_model,
+                    "the first edit is kept",
+                )
+                .await
+            {
+                markdown = render::editor_markdown(&again.fields);
+                self.replies.push(again);
+            }
+        }
+        markdown
     }
-    phase("Phase 4: Editing", t, &mut phases);
 
-    let mut votes = Vec::new();
-    let mut quality_passed = None;
-    if s.ast_voting {
-        let t = Instant::now();
+    /// AST quality voting with retries; the answer is kept whatever the votes say.
+    async fn vote_until_passed(
+        &mut self,
+        s: &Settings,
+        markdown: &mut String,
+    ) -> (Vec<Vote>, Option<bool>) {
+        let (ctx, query) = (self.ctx, self.query);
+        let editor_model = ctx.synthesis_model().to_string();
+        let mut votes = Vec::new();
+        let mut quality_passed = None;
         let mut attempt = 0;
         loop {
-            let (round, replies_v) = vote(ctx, plain, &markdown).await?;
-            replies.extend(replies_v);
+            let (round, replies_v) = match vote(ctx, query, markdown).await {
+                Ok(v) => v,
+                Err(e) => {
+                    self.gaps
+                        .push(super::gap(ctx, &e, "the answer is kept without a vote"));
+                    break;
+                }
+            };
+            self.replies.extend(replies_v);
             let mean = round.iter().map(|v| v.score).sum::<f64>() / round.len().max(1) as f64;
             let passed = mean >= s.quality_threshold;
             ctx.observer.notice(format!(
@@ -197,26 +224,100 @@ pub async fn run(
             let mut issues: Vec<String> = votes.iter().flat_map(|v| v.issues.clone()).collect();
             issues.sort();
             issues.dedup();
-            let better = call(
-                ctx,
-                ctx.agent("Editor"),
-                &format!("Editor (quality retry {attempt})"),
-                prompts::improve(query, &markdown, &feedback, &issues),
-                &editor_model,
-                None,
-            )
-            .await?;
-            markdown = render::editor_markdown(&better.fields);
-            replies.push(better);
+            let Some(better) = self
+                .ask(
+                    "Editor",
+                    &format!("Editor (quality retry {attempt})"),
+                    prompts::improve(query, markdown, &feedback, &issues),
+                    &editor_model,
+                    "the current answer is kept",
+                )
+                .await
+            else {
+                break;
+            };
+            *markdown = render::editor_markdown(&better.fields);
+            self.replies.push(better);
         }
-        phase("Phase 5: Quality voting", t, &mut phases);
+        (votes, quality_passed)
+    }
+}
+
+pub async fn run(
+    ctx: &Ctx,
+    plain: &str,
+    s: &Settings,
+    docs: Option<&crate::rag::Retrieved>,
+) -> Result<Collab, NothingGenerated> {
+    // RAG: every phase but the Critic's sees the excerpts.
+    let asked = docs.map_or_else(|| plain.to_string(), |r| r.question(plain));
+    let query = asked.as_str();
+    let model = ctx.model.clone();
+    let mut w = Run {
+        ctx,
+        query,
+        replies: Vec::new(),
+        phases: Vec::new(),
+        gaps: Vec::new(),
+    };
+
+    ctx.observer
+        .notice("📚 Phase 1: Researcher - initial research".into());
+    let t = Instant::now();
+    let research = call(
+        ctx,
+        ctx.agent("Researcher"),
+        "Researcher",
+        prompts::researcher(query),
+        &model,
+        None,
+    )
+    .await?;
+    w.phase_done("Phase 1: Research", t);
+
+    ctx.observer
+        .notice("🔍 Phase 2: Critic - review and feedback".into());
+    let t = Instant::now();
+    let critique = w
+        .ask(
+            "Critic",
+            "Critic",
+            prompts::critic_of(plain, &research.fields),
+            &model,
+            "the answer goes on without a review (no refinement)",
+        )
+        .await;
+    w.phase_done("Phase 2: Critique", t);
+
+    let mut best = research.fields.clone();
+    w.replies.push(research);
+    if let (true, Some(c)) = (s.refinement_rounds > 0, &critique) {
+        let t = Instant::now();
+        w.refine(&mut best, &c.fields, s.refinement_rounds).await;
+        w.phase_done("Phase 3: Refinement", t);
+    }
+
+    ctx.observer
+        .notice("✨ Phase 4: Editor - final synthesis".into());
+    let t = Instant::now();
+    let review = critique.as_ref().map(|c| c.fields.clone());
+    w.replies.extend(critique);
+    let mut markdown = w.edit(&best, review.as_ref()).await;
+    w.phase_done("Phase 4: Editing", t);
+
+    let (mut votes, mut quality_passed) = (Vec::new(), None);
+    if s.ast_voting {
+        let t = Instant::now();
+        (votes, quality_passed) = w.vote_until_passed(s, &mut markdown).await;
+        w.phase_done("Phase 5: Quality voting", t);
     }
     Ok(Collab {
         markdown,
-        replies,
-        phases,
+        replies: w.replies,
+        phases: w.phases,
         votes,
         quality_passed,
+        gaps: w.gaps,
     })
 }
 

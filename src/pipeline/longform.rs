@@ -11,7 +11,7 @@ use super::prompts;
 use super::quality;
 use super::render;
 use super::repair::FieldType;
-use super::result::Chunk;
+use super::result::{Chunk, Gap, NothingGenerated};
 use crate::scheduler::{Attribution, TaskFailed};
 
 /// Above this many characters the chunks are joined, not synthesised.
@@ -25,6 +25,18 @@ pub struct LongForm {
     pub attribution: Vec<Attribution>,
     /// What happened to the synthesis.
     pub synthesis: String,
+    /// Parts that could not be generated (marked in the text).
+    pub gaps: Vec<Gap>,
+}
+
+/// A part of the answer: its text, or why it is missing.
+pub enum Part {
+    Done(Chunk),
+    Missing {
+        n: usize,
+        focus: String,
+        why: String,
+    },
 }
 
 fn writer(ctx: &Ctx, ct: ContentType) -> &super::agents::Agent {
@@ -35,7 +47,8 @@ fn writer(ctx: &Ctx, ct: ContentType) -> &super::agents::Agent {
     }
 }
 
-/// Write one chunk: ask, check, retry once, keep the better attempt.
+/// Write one chunk: ask, check, retry once, keep the better attempt. A failed
+/// retry keeps the first attempt.
 async fn chunk(
     ctx: &Ctx,
     query: &str,
@@ -63,79 +76,82 @@ async fn chunk(
     let a = call(ctx, agent, &label, prompt.clone(), &ctx.model, None).await?;
     let text_a = render::narrative(&a.fields);
     let mut attribution = vec![a.attribution.clone()];
-    let (text, node, seconds, warning) = match quality::chunk_check(&text_a) {
-        Ok(()) => (
-            text_a,
-            a.attribution.node.clone(),
-            a.attribution.seconds,
-            None,
-        ),
-        Err(problems) => {
-            ctx.observer.notice(format!(
-                "⚠️  {label} failed its quality check ({}); retrying once",
-                problems.join("; ")
-            ));
-            let retry_label = format!("{label} (retry)");
-            let b = call(
-                ctx,
-                agent,
-                &retry_label,
-                prompts::chunk_retry(&prompt, &problems),
-                &ctx.model,
-                None,
-            )
-            .await?;
-            attribution.push(b.attribution.clone());
-            let text_b = render::narrative(&b.fields);
-            match quality::chunk_check(&text_b) {
-                Ok(()) => (
-                    text_b,
-                    b.attribution.node.clone(),
-                    b.attribution.seconds,
-                    None,
-                ),
-                Err(problems_b) => {
-                    let keep_b = problems_b.len() < problems.len()
-                        || (problems_b.len() == problems.len() && text_b.len() > text_a.len());
-                    let why = format!(
-                        "failed its quality check twice ({}); the better attempt is kept",
-                        if keep_b {
-                            problems_b.join("; ")
-                        } else {
-                            problems.join("; ")
-                        }
-                    );
-                    ctx.observer.notice(format!("⚠️  {label} {why}"));
-                    if keep_b {
-                        (
-                            text_b,
-                            b.attribution.node.clone(),
-                            b.attribution.seconds,
-                            Some(why),
-                        )
-                    } else {
-                        (
-                            text_a,
-                            a.attribution.node.clone(),
-                            a.attribution.seconds,
-                            Some(why),
-                        )
-                    }
-                }
-            }
+    let keep_a = |warning: Option<String>| Chunk {
+        chunk: n,
+        focus: focus.clone(),
+        content: text_a.clone(),
+        node: a.attribution.node.clone(),
+        seconds: a.attribution.seconds,
+        quality_warning: warning,
+    };
+    let problems = match quality::chunk_check(&text_a) {
+        Ok(()) => return Ok((keep_a(None), attribution)),
+        Err(p) => p,
+    };
+    ctx.observer.notice(format!(
+        "⚠️  {label} failed its quality check ({}); retrying once",
+        problems.join("; ")
+    ));
+    let retry_label = format!("{label} (retry)");
+    let b = match call(
+        ctx,
+        agent,
+        &retry_label,
+        prompts::chunk_retry(&prompt, &problems),
+        &ctx.model,
+        None,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            let why = format!("its quality retry failed ({e}); the first attempt is kept");
+            ctx.observer.notice(format!("⚠️  {label}: {why}"));
+            return Ok((keep_a(Some(why)), attribution));
         }
     };
-    Ok((
+    attribution.push(b.attribution.clone());
+    let text_b = render::narrative(&b.fields);
+    let problems_b = match quality::chunk_check(&text_b) {
+        Ok(()) => {
+            return Ok((
+                Chunk {
+                    chunk: n,
+                    focus: focus.clone(),
+                    content: text_b,
+                    node: b.attribution.node.clone(),
+                    seconds: b.attribution.seconds,
+                    quality_warning: None,
+                },
+                attribution,
+            ))
+        }
+        Err(p) => p,
+    };
+    let keep_b = problems_b.len() < problems.len()
+        || (problems_b.len() == problems.len() && text_b.len() > text_a.len());
+    let why = format!(
+        "failed its quality check twice ({}); the better attempt is kept",
+        if keep_b {
+            problems_b.join("; ")
+        } else {
+            problems.join("; ")
+        }
+    );
+    ctx.observer.notice(format!("⚠️  {label} {why}"));
+    let chunk = if keep_b {
         Chunk {
             chunk: n,
-            focus,
-            content: text,
-            node,
-            seconds,
-            quality_warning: warning,
-        },
-        attribution,
-    ))
+            focus: focus.clone(),
+            content: text_b,
+            node: b.attribution.node.clone(),
+            seconds: b.attribution.seconds,
+            quality_warning: Some(why),
+        }
+    } else {
+        keep_a(Some(why))
+    };
+    Ok((chunk, attribution))
 }
 
 pub async fn run(
@@ -144,90 +160,150 @@ pub async fn run(
     ct: ContentType,
     total: usize,
     docs: Option<&crate::rag::Retrieved>,
-) -> Result<LongForm, TaskFailed> {
-    let (first, mut attribution) = chunk(ctx, query, ct, 1, total, None, docs).await?;
-    let summary = prompts::summary(&first.content, 300);
+) -> Result<LongForm, NothingGenerated> {
+    let first = chunk(ctx, query, ct, 1, total, None, docs).await;
+    let summary = first
+        .as_ref()
+        .ok()
+        .map(|(c, _)| prompts::summary(&c.content, 300));
     let rest =
-        join_all((2..=total).map(|n| chunk(ctx, query, ct, n, total, Some(&summary), docs))).await;
-    let mut chunks = vec![first];
-    for r in rest {
-        let (c, a) = r?;
-        chunks.push(c);
-        attribution.extend(a);
-    }
+        join_all((2..=total).map(|n| chunk(ctx, query, ct, n, total, summary.as_deref(), docs)))
+            .await;
     // join_all keeps the order it was given: chunk order, never completion order.
-    let parts: Vec<String> = chunks.iter().map(|c| c.content.clone()).collect();
-    let joined = join(&chunks, ct);
-    let (text, synthesis) = if joined.len() > SYNTHESIS_LIMIT {
+    let mut parts = Vec::new();
+    let mut chunks = Vec::new();
+    let mut attribution = Vec::new();
+    let mut gaps = Vec::new();
+    let mut first_failure: Option<TaskFailed> = None;
+    for (n, r) in (1..=total).zip(std::iter::once(first).chain(rest)) {
+        match r {
+            Ok((c, a)) => {
+                attribution.extend(a);
+                chunks.push(c.clone());
+                parts.push(Part::Done(c));
+            }
+            Err(e) => {
+                let focus = focus_area(ct, n, total);
+                let mut g = super::gap(
+                    ctx,
+                    &e,
+                    format!("part {n} is missing from the answer (marked where it belongs)"),
+                );
+                g.chunk = Some(n);
+                g.focus = Some(focus.clone());
+                parts.push(Part::Missing {
+                    n,
+                    focus,
+                    why: g.error.clone(),
+                });
+                gaps.push(g);
+                first_failure.get_or_insert(e);
+            }
+        }
+    }
+    if let (true, Some(first)) = (chunks.is_empty(), first_failure) {
+        return Err(NothingGenerated {
+            first,
+            others: total - 1,
+        });
+    }
+    let joined = join(&parts, ct);
+    let input: usize = chunks.iter().map(|c| c.content.len()).sum();
+    let (text, synthesis) = if !gaps.is_empty() {
         (
             joined,
             format!(
-                "skipped: {} characters is over {SYNTHESIS_LIMIT}; chunks joined",
-                parts.iter().map(|p| p.len()).sum::<usize>()
+                "skipped: {} part(s) missing; the parts are joined with the gaps marked",
+                gaps.len()
             ),
         )
-    } else {
-        let (agent, field) = if ct == ContentType::Storytelling {
-            ("Storyteller", "story")
-        } else {
-            ("Editor", "detailed_explanation")
-        };
-        let fields = vec![(field.to_string(), FieldType::String)];
-        match call(
-            ctx,
-            ctx.agent(agent),
-            "synthesis",
-            prompts::synthesis(query, ct, &parts),
-            ctx.synthesis_model(),
-            Some(&fields),
+    } else if joined.len() > SYNTHESIS_LIMIT {
+        (
+            joined,
+            format!("skipped: {input} characters is over {SYNTHESIS_LIMIT}; chunks joined"),
         )
-        .await
-        {
-            Ok(Reply {
-                fields: obj,
-                attribution: a,
-                ..
-            }) => {
-                attribution.push(a);
-                let s = render::narrative(&obj);
-                let input: usize = parts.iter().map(|p| p.len()).sum();
-                if (s.len() as f64) < MIN_SYNTHESIS_RATIO * input as f64 {
-                    (joined, format!("discarded: {} characters for {input} of input (under {:.0}%); chunks joined", s.len(), MIN_SYNTHESIS_RATIO * 100.0))
-                } else {
-                    (s, "used".to_string())
-                }
-            }
-            Err(e) => {
-                ctx.observer
-                    .notice(format!("⚠️  synthesis failed ({e}); chunks joined"));
-                (joined, "failed; chunks joined".to_string())
-            }
-        }
+    } else {
+        let texts: Vec<String> = chunks.iter().map(|c| c.content.clone()).collect();
+        synthesise(ctx, query, ct, &texts, joined, &mut attribution).await
     };
     Ok(LongForm {
         text,
         chunks,
         attribution,
         synthesis,
+        gaps,
     })
 }
 
-/// The chunks in order, each under a heading naming its part and focus.
-pub fn join(chunks: &[Chunk], ct: ContentType) -> String {
+/// The Editor (or Storyteller) turns the parts into one text, unless that
+/// would lose text; `joined` is the answer otherwise.
+async fn synthesise(
+    ctx: &Ctx,
+    query: &str,
+    ct: ContentType,
+    parts: &[String],
+    joined: String,
+    attribution: &mut Vec<Attribution>,
+) -> (String, String) {
+    let (agent, field) = if ct == ContentType::Storytelling {
+        ("Storyteller", "story")
+    } else {
+        ("Editor", "detailed_explanation")
+    };
+    let fields = vec![(field.to_string(), FieldType::String)];
+    match call(
+        ctx,
+        ctx.agent(agent),
+        "synthesis",
+        prompts::synthesis(query, ct, parts),
+        ctx.synthesis_model(),
+        Some(&fields),
+    )
+    .await
+    {
+        Ok(Reply {
+            fields: obj,
+            attribution: a,
+            ..
+        }) => {
+            attribution.push(a);
+            let s = render::narrative(&obj);
+            let input: usize = parts.iter().map(|p| p.len()).sum();
+            if (s.len() as f64) < MIN_SYNTHESIS_RATIO * input as f64 {
+                (joined, format!("discarded: {} characters for {input} of input (under {:.0}%); chunks joined", s.len(), MIN_SYNTHESIS_RATIO * 100.0))
+            } else {
+                (s, "used".to_string())
+            }
+        }
+        Err(e) => {
+            ctx.observer
+                .notice(format!("⚠️  synthesis failed ({e}); chunks joined"));
+            (joined, "failed; chunks joined".to_string())
+        }
+    }
+}
+
+/// The parts in order, each under a heading naming its part and focus; a
+/// missing part is a marked gap saying why.
+pub fn join(parts: &[Part], ct: ContentType) -> String {
     let unit = if ct == ContentType::Storytelling {
         "Chapter"
     } else {
         "Part"
     };
-    chunks
+    parts
         .iter()
-        .map(|c| {
-            format!(
+        .map(|p| match p {
+            Part::Done(c) => format!(
                 "## {unit} {}: {}\n\n{}",
                 c.chunk,
                 title(&c.focus),
                 c.content.trim()
-            )
+            ),
+            Part::Missing { n, focus, why } => format!(
+                "## {unit} {n}: {}\n\n> ⚠️ **This part is missing.** It could not be generated: {why}",
+                title(focus)
+            ),
         })
         .collect::<Vec<_>>()
         .join("\n\n")

@@ -18,7 +18,7 @@ pub mod standard;
 use std::time::Instant;
 
 use call::Ctx;
-use result::{Metrics, QueryResult};
+use result::{Gap, Metrics, NothingGenerated, QueryResult};
 
 use crate::scheduler::{Attribution, TaskFailed};
 
@@ -56,14 +56,26 @@ fn hosts_used(a: &[Attribution]) -> usize {
     h.len()
 }
 
-pub async fn run_query(ctx: &Ctx, query: &str, plan: &Plan) -> Result<QueryResult, TaskFailed> {
+/// A task that could not be done: say so (stderr, the dashboard) and record it.
+pub(crate) fn gap(ctx: &Ctx, failure: &TaskFailed, instead: impl Into<String>) -> Gap {
+    let g = Gap::new(failure, instead);
+    ctx.observer
+        .notice(format!("❌ {}; {}", g.error, g.instead));
+    g
+}
+
+pub async fn run_query(
+    ctx: &Ctx,
+    query: &str,
+    plan: &Plan,
+) -> Result<QueryResult, NothingGenerated> {
     let started = Instant::now();
     let d = detect::detect(query);
     let mut metrics = Metrics {
         mode: plan.mode_label.clone(),
         strategy: plan.strategy_label.clone(),
         content_type: d.content_type.as_str().to_string(),
-        physical_hosts: ctx.sched.hosts(),
+        physical_hosts: ctx.hosts(),
         ..Default::default()
     };
     let mut chunks = Vec::new();
@@ -81,19 +93,19 @@ pub async fn run_query(ctx: &Ctx, query: &str, plan: &Plan) -> Result<QueryResul
         }
         None => None,
     };
-    let (final_output, attribution) = if long {
+    let (final_output, attribution, gaps) = if long {
         ctx.observer.notice(format!(
             "📚 Detected long-form {} (est. {} parts) — {} host(s)",
             d.content_type.as_str(),
             d.chunks,
-            ctx.sched.hosts()
+            ctx.hosts()
         ));
         metrics.pipeline = "long-form".into();
         let lf = longform::run(ctx, query, d.content_type, d.chunks, docs.as_ref()).await?;
         metrics.chunks_generated = lf.chunks.len();
         metrics.synthesis = Some(lf.synthesis);
         chunks = lf.chunks;
-        (lf.text, lf.attribution)
+        (lf.text, lf.attribution, lf.gaps)
     } else if plan.collaborative {
         ctx.observer
             .notice("🤝 Processing with the collaborative workflow...".into());
@@ -105,6 +117,7 @@ pub async fn run_query(ctx: &Ctx, query: &str, plan: &Plan) -> Result<QueryResul
         (
             c.markdown,
             c.replies.into_iter().map(|r| r.attribution).collect(),
+            c.gaps,
         )
     } else {
         ctx.observer.notice("⚡ Processing...".into());
@@ -116,6 +129,7 @@ pub async fn run_query(ctx: &Ctx, query: &str, plan: &Plan) -> Result<QueryResul
                 .into_iter()
                 .map(|r| r.attribution)
                 .collect::<Vec<_>>(),
+            s.gaps,
         )
     };
     // RAG: citations renumbered in first-cited order, the source list appended.
@@ -126,6 +140,9 @@ pub async fn run_query(ctx: &Ctx, query: &str, plan: &Plan) -> Result<QueryResul
     metrics.total_execution_time = started.elapsed().as_secs_f64();
     metrics.agent_count = attribution.len();
     metrics.hosts_used = hosts_used(&attribution);
+    metrics.retries = attribution.iter().map(|a| a.retries).sum();
+    metrics.hedges = attribution.iter().map(|a| a.hedges).sum();
+    metrics.failed_tasks = gaps.len();
     metrics.node_attribution = attribution.clone();
     Ok(QueryResult {
         query: query.to_string(),
@@ -133,7 +150,7 @@ pub async fn run_query(ctx: &Ctx, query: &str, plan: &Plan) -> Result<QueryResul
         chunks,
         attribution,
         metrics,
-        warnings: Vec::new(),
+        gaps,
         rag: docs.map(|r| r.report),
     })
 }

@@ -59,11 +59,20 @@ pub fn critic_of(query: &str, research: &Map<String, Value>) -> String {
     )
 }
 
-pub fn editor(query: &str, research: &Map<String, Value>, critique: &Map<String, Value>) -> String {
+/// The Editor's request; a side that could not be produced is left out.
+pub fn editor(
+    query: &str,
+    research: Option<&Map<String, Value>>,
+    critique: Option<&Map<String, Value>>,
+) -> String {
+    let side = |name: &str, v: Option<&Map<String, Value>>| match v {
+        Some(m) => format!("{name} (JSON):\n{}", Value::Object(m.clone())),
+        None => format!("{name}: not available (it could not be produced)."),
+    };
     format!(
-        "Question to answer: {query}\n\nResearcher's findings (JSON):\n{}\n\nCritic's review (JSON):\n{}\n\nWrite the final answer for the person who asked: use the findings, fix what the review found, and fill every field.",
-        Value::Object(research.clone()),
-        Value::Object(critique.clone())
+        "Question to answer: {query}\n\n{}\n\n{}\n\nWrite the final answer for the person who asked: use the findings, fix what the review found, and fill every field.",
+        side("Researcher's findings", research),
+        side("Critic's review", critique)
     )
 }
 

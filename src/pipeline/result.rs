@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::scheduler::Attribution;
+use crate::scheduler::{Attribution, TaskFailed};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Chunk {
@@ -24,6 +24,51 @@ pub struct Vote {
     pub issues: Vec<String>,
 }
 
+/// A part of the work that could not be done: the answer has a marked gap
+/// (a missing chunk) or went on without it (a missing review).
+#[derive(Debug, Clone, Serialize)]
+pub struct Gap {
+    pub task: String,
+    /// The long-form part that is missing, if it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub focus: Option<String>,
+    /// What went wrong, in one line.
+    pub error: String,
+    /// What the answer did instead.
+    pub instead: String,
+    /// The kind of the last failure (refused, reset, stall, ...).
+    pub kind: Option<&'static str>,
+}
+
+impl Gap {
+    pub fn new(failure: &TaskFailed, instead: impl Into<String>) -> Gap {
+        Gap {
+            task: failure.label.clone(),
+            chunk: None,
+            focus: None,
+            error: failure.to_string(),
+            instead: instead.into(),
+            kind: failure.attempts.last().map(|a| a.error.kind.name()),
+        }
+    }
+}
+
+/// A query that produced nothing at all.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{first}{}", if *.others > 0 { format!(" (and {} other task(s) failed too; nothing could be generated)", .others) } else { String::new() })]
+pub struct NothingGenerated {
+    pub first: TaskFailed,
+    pub others: usize,
+}
+
+impl From<TaskFailed> for NothingGenerated {
+    fn from(first: TaskFailed) -> Self {
+        NothingGenerated { first, others: 0 }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Metrics {
     pub total_execution_time: f64,
@@ -40,6 +85,12 @@ pub struct Metrics {
     pub quality_scores: Vec<Vote>,
     pub quality_passed: Option<bool>,
     pub synthesis: Option<String>,
+    /// Failed attempts that were retried elsewhere.
+    pub retries: usize,
+    /// Requests also started on an idle host because the first copy was slow.
+    pub hedges: usize,
+    /// Tasks that could not be done (see `failed` in the result).
+    pub failed_tasks: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,17 +100,27 @@ pub struct QueryResult {
     pub chunks: Vec<Chunk>,
     pub attribution: Vec<Attribution>,
     pub metrics: Metrics,
-    pub warnings: Vec<String>,
+    /// What could not be done; empty when the answer is complete.
+    pub gaps: Vec<Gap>,
     /// What retrieval did, when RAG was on.
     pub rag: Option<crate::rag::Report>,
 }
 
 impl QueryResult {
+    /// The answer has every part.
+    pub fn complete(&self) -> bool {
+        self.gaps.is_empty()
+    }
+
     pub fn to_json(&self) -> Value {
+        let failed_chunks: Vec<&Gap> = self.gaps.iter().filter(|g| g.chunk.is_some()).collect();
         serde_json::json!({
             "query": self.query,
             "final_output": self.final_output,
+            "complete": self.complete(),
             "chunks": self.chunks,
+            "failed_chunks": failed_chunks,
+            "failed_tasks": self.gaps,
             "attribution": self.attribution,
             "metrics": self.metrics,
             "sources": self.rag.as_ref().map(|r| r.sources.clone()).unwrap_or_default(),

@@ -1,7 +1,7 @@
 //! Embeddings through the cluster: only nodes whose `/api/tags` lists the
-//! embedding model are asked, and each request goes through the host-aware
-//! scheduler (one request per physical host at a time, retries elsewhere).
-//! Every use of the scheduler is in `scheduler_for` and `through_scheduler`.
+//! embedding model are asked, and each request goes through the process-wide
+//! host-aware scheduler (one request per physical host at a time, retries on
+//! other hosts). Every use of the scheduler is in `through_scheduler`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use crate::nodes::health::probe_all;
 use crate::nodes::{Api, Node};
 use crate::ollama::types::same_model;
 use crate::ollama::{Client, ClientError, Timeouts};
-use crate::scheduler::{Attribution, Policy, Scheduler, TaskFailed};
+use crate::scheduler::{Attempt, Attribution, Measured, Policy, Pool, Scheduler, Task, TaskFailed};
 
 pub const DEFAULT_MODEL: &str = "mxbai-embed-large";
 
@@ -27,9 +27,11 @@ pub struct Embedder {
     client: Client,
     model: String,
     sched: Arc<Scheduler>,
-    timeouts: Timeouts,
+    pool: Pool,
+    limits: Timeouts,
 }
 
+/// Known to have the model (an unknown model list does not count here).
 fn has_model(n: &Node, model: &str) -> bool {
     n.api == Api::Ollama && n.state().models.iter().any(|m| same_model(m, model))
 }
@@ -63,41 +65,62 @@ pub async fn capable_nodes(
     pick()
 }
 
-/// A scheduler over the nodes that can embed. (At merge: the process-wide
-/// scheduler with a filter for these nodes.)
-fn scheduler_for(nodes: Vec<Arc<Node>>, capacity: impl Fn(&str) -> u32) -> Arc<Scheduler> {
-    Scheduler::new(nodes, Policy::Pool, capacity)
-}
-
-/// Run one embedding request on a node the scheduler picks (with its retries).
+/// Run one embedding request on a node the scheduler picks (with its retries
+/// on other hosts). An embedding reply is not streamed, so the attempt is
+/// marked as started at once (the scheduler's hedging, which watches streamed
+/// tokens, leaves it alone) and gets the task's own limits rather than a
+/// first-token deadline learnt from chat replies.
+#[allow(clippy::too_many_arguments)]
 async fn through_scheduler<T, F, Fut>(
     sched: &Arc<Scheduler>,
+    pool: &Pool,
     label: &str,
     model: &str,
-    attempt: F,
+    prompt_tokens: usize,
+    limits: Timeouts,
+    mut attempt: F,
     notice: &(dyn Fn(String) + Sync),
 ) -> Result<(T, Attribution), TaskFailed>
 where
-    F: FnMut(Arc<Node>) -> Fut,
-    Fut: Future<Output = Result<(T, Option<f64>), ClientError>>,
+    F: FnMut(Arc<Node>, Timeouts) -> Fut,
+    Fut: Future<Output = Result<T, ClientError>>,
 {
-    sched.run(label, model, attempt, notice).await
+    let task = Task {
+        label,
+        model,
+        prompt_tokens,
+        limits,
+    };
+    sched
+        .run(
+            pool,
+            &task,
+            |a: Attempt| {
+                a.progress.piece("");
+                let t = Timeouts::new(limits.connect, a.timeouts.total, a.timeouts.total);
+                let fut = attempt(a.node, t);
+                async move { fut.await.map(|v| (v, Measured::default())) }
+            },
+            notice,
+        )
+        .await
 }
 
 impl Embedder {
-    /// An embedder over `candidates`, or why there is none.
+    /// An embedder over the nodes of `candidates` that have `model`, or why
+    /// there is none. `total` bounds one request, retries included.
     pub async fn new(
         client: &Client,
+        sched: Arc<Scheduler>,
         candidates: &[Arc<Node>],
         model: &str,
-        capacity: impl Fn(&str) -> u32,
         total: Duration,
     ) -> Result<Embedder, NoEmbedder> {
         let nodes = capable_nodes(client, candidates, model).await;
         if nodes.is_empty() {
             let answering = candidates
                 .iter()
-                .filter(|n| n.state().health == crate::nodes::Health::Up)
+                .filter(|n| n.state().health.is_up())
                 .count();
             let detail = if candidates.is_empty() {
                 "no nodes are configured".to_string()
@@ -112,8 +135,9 @@ impl Embedder {
         Ok(Embedder {
             client: client.clone(),
             model: model.to_string(),
-            sched: scheduler_for(nodes, capacity),
-            timeouts: Timeouts::generation(total),
+            sched,
+            pool: Pool::new(nodes, Policy::Pool),
+            limits: Timeouts::new(Duration::from_secs(3), total, total),
         })
     }
 
@@ -123,12 +147,12 @@ impl Embedder {
 
     /// Physical hosts that can embed.
     pub fn hosts(&self) -> usize {
-        self.sched.hosts()
+        self.pool.hosts()
     }
 
     /// Names of the nodes that can embed.
     pub fn node_names(&self) -> Vec<String> {
-        self.sched
+        self.pool
             .nodes()
             .iter()
             .map(|n| n.name().to_string())
@@ -143,14 +167,21 @@ impl Embedder {
         notice: &(dyn Fn(String) + Sync),
     ) -> Result<(Vec<Vec<f32>>, Attribution), TaskFailed> {
         let model = self.model.as_str();
-        let attempt = |node: Arc<Node>| async move {
-            let v = self
-                .client
-                .embed(node.url(), model, inputs, self.timeouts)
-                .await?;
-            Ok((v, None))
+        let tokens = inputs.iter().map(String::len).sum::<usize>() / 4;
+        let attempt = |node: Arc<Node>, t: Timeouts| async move {
+            self.client.embed(node.url(), model, inputs, t).await
         };
-        through_scheduler(&self.sched, label, model, attempt, notice).await
+        through_scheduler(
+            &self.sched,
+            &self.pool,
+            label,
+            model,
+            tokens,
+            self.limits,
+            attempt,
+            notice,
+        )
+        .await
     }
 }
 
@@ -191,11 +222,12 @@ mod tests {
         let without = host(&["llama3.2:latest"]).await;
         let nodes = vec![node(without.url(), "B"), node(with.url(), "A")];
         let client = Client::default();
+        let sched = Scheduler::new(client.clone());
         let e = Embedder::new(
             &client,
+            sched.clone(),
             &nodes,
             DEFAULT_MODEL,
-            |_| 1,
             Duration::from_secs(5),
         )
         .await
@@ -210,9 +242,9 @@ mod tests {
         assert_eq!(without.stats().embed_requests, 0);
         let err = Embedder::new(
             &client,
+            sched,
             &nodes[..1],
             DEFAULT_MODEL,
-            |_| 1,
             Duration::from_secs(5),
         )
         .await
@@ -232,11 +264,12 @@ mod tests {
         bad.set_fault(crate::sim::Fault::Http500, 0);
         let good = host(&["mxbai-embed-large:latest"]).await;
         let nodes = vec![node(bad.url(), "A"), node(good.url(), "B")];
+        let client = Client::default();
         let e = Embedder::new(
-            &Client::default(),
+            &client,
+            Scheduler::new(client.clone()),
             &nodes,
             DEFAULT_MODEL,
-            |_| 1,
             Duration::from_secs(5),
         )
         .await

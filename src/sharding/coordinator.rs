@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::ollama::{Client, Timeouts};
+use crate::ollama::{Client, ErrorKind, Timeouts};
 
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_PORT: u16 = 18080;
@@ -112,23 +112,45 @@ pub fn argv(
 pub enum Health {
     Ready,
     Loading,
+    /// It accepted the connection but did not answer in time: working, not down.
+    Busy,
     Down,
 }
 
 pub async fn health(client: &Client, url: &str) -> Health {
-    let t = Timeouts {
-        connect: Duration::from_millis(500),
-        idle: Duration::from_secs(2),
-        total: Duration::from_secs(2),
-    };
+    let t = Timeouts::new(
+        Duration::from_millis(500),
+        Duration::from_secs(2),
+        Duration::from_secs(2),
+    );
     match client
-        .get_status(&format!("{}/health", url.trim_end_matches('/')), t)
+        .get_status_classified(&format!("{}/health", url.trim_end_matches('/')), t)
         .await
     {
-        Some(200) => Health::Ready,
-        Some(503) => Health::Loading,
+        Ok(200) => Health::Ready,
+        Ok(503) => Health::Loading,
+        Err(e)
+            if matches!(
+                e.kind,
+                ErrorKind::NoFirstToken { .. } | ErrorKind::Deadline { .. }
+            ) =>
+        {
+            Health::Busy
+        }
         _ => Health::Down,
     }
+}
+
+/// How many requests llama-server serves at once (`/props` → `total_slots`).
+pub async fn slots(client: &Client, url: &str) -> Option<u32> {
+    let props = client
+        .get_value(url, "/props", Timeouts::PROBE)
+        .await
+        .ok()?;
+    props
+        .get("total_slots")
+        .and_then(|v| v.as_u64())
+        .map(|n| n.clamp(1, 256) as u32)
 }
 
 /// A coordinator in use.

@@ -3,6 +3,8 @@
 use regex::Regex;
 use std::sync::OnceLock;
 
+use crate::command::Route;
+
 /// Models whose name implies more than this many billion parameters go to the
 /// coordinator in `distributed both`.
 pub const LARGE_MODEL_BILLIONS: u64 = 8;
@@ -26,14 +28,14 @@ pub enum Target {
 }
 
 /// The routing rule for a model, with the reason shown to the user.
-pub fn decide(task_distribution: bool, sharding: bool, model: &str) -> (Target, String) {
-    match (task_distribution, sharding) {
-        (_, false) => (Target::Pool, "model sharding is off".into()),
-        (false, true) => (
+pub fn decide(route: Route, model: &str) -> (Target, String) {
+    match route {
+        Route::Task | Route::Off => (Target::Pool, "model sharding is off".into()),
+        Route::Model => (
             Target::Coordinator,
             "distributed model: every request goes to the coordinator".into(),
         ),
-        (true, true) => match billions(model) {
+        Route::Both => match billions(model) {
             Some(b) if b > LARGE_MODEL_BILLIONS => (
                 Target::Coordinator,
                 format!("{model} implies {b}B parameters (> {LARGE_MODEL_BILLIONS}B): sharded"),
@@ -64,9 +66,9 @@ mod tests {
         );
         assert!(is_large("llama3.1:70b"));
         assert!(!is_large("llama3.1:8b"));
-        assert_eq!(decide(true, true, "codellama:13b").0, Target::Coordinator);
-        assert_eq!(decide(true, true, "llama3.2").0, Target::Pool);
-        assert_eq!(decide(false, true, "llama3.2").0, Target::Coordinator);
-        assert_eq!(decide(true, false, "codellama:13b").0, Target::Pool);
+        assert_eq!(decide(Route::Both, "codellama:13b").0, Target::Coordinator);
+        assert_eq!(decide(Route::Both, "llama3.2").0, Target::Pool);
+        assert_eq!(decide(Route::Model, "llama3.2").0, Target::Coordinator);
+        assert_eq!(decide(Route::Task, "codellama:13b").0, Target::Pool);
     }
 }

@@ -99,11 +99,16 @@ pub async fn one_query(app: &mut App, query: &str, sink: &mut dyn Sink) -> i32 {
     match app.run_query(query, sink).await {
         Ok(r) => {
             sink.out(&serde_json::to_string_pretty(&r.to_json()).expect("result serializes"));
-            0
+            if r.complete() {
+                0
+            } else {
+                sink.err(&crate::app::incomplete_line(&r));
+                1
+            }
         }
         Err(e) => {
             sink.err(&format!("❌ Query failed: {e}"));
-            sink.out(&serde_json::json!({ "error": e }).to_string());
+            sink.out(&serde_json::json!({ "error": e.to_string() }).to_string());
             1
         }
     }

@@ -22,13 +22,19 @@ pub enum Fault {
     Hang,
     /// An `{"error": …}` line halfway through a 200 stream.
     ErrorLine,
+    /// The connection breaks right after the headers, before any token.
+    Reset,
+    /// The stream starts, then goes silent halfway (the connection stays open).
+    Stall,
 }
 
 impl std::str::FromStr for Fault {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
-            format!("unknown fault `{s}` (none, die, http500, drop, hang, error_line)")
+            format!(
+                "unknown fault `{s}` (none, die, http500, drop, hang, error_line, reset, stall)"
+            )
         })
     }
 }
@@ -49,6 +55,10 @@ pub struct SimConfig {
     pub fault: Fault,
     /// The fault applies to inference requests numbered above this (0 = all).
     pub fault_after: u64,
+    /// ... and of those, to every n-th one only (0 or 1 = every one).
+    pub fault_every: u64,
+    /// ... and only to requests whose prompt contains this text (None = any).
+    pub fault_match: Option<String>,
     /// VRAM reported in `/api/ps` as a fraction of the model size.
     pub vram_fraction: f64,
     /// Ignore `format` and answer in plain prose, as small models often do.
@@ -68,6 +78,8 @@ impl Default for SimConfig {
             penalty: 1.5,
             fault: Fault::None,
             fault_after: 0,
+            fault_every: 0,
+            fault_match: None,
             vram_fraction: 0.0,
             plain_replies: false,
             embed_dims: 1024,
@@ -99,6 +111,21 @@ impl SimConfig {
         }
     }
 
+    /// The fault for inference request number `n` (1-based) with this prompt.
+    pub fn fault_for(&self, n: u64, prompt: &str) -> Fault {
+        let after = n.saturating_sub(self.fault_after);
+        let due = n > self.fault_after && (self.fault_every <= 1 || after % self.fault_every == 0);
+        let matches = self
+            .fault_match
+            .as_deref()
+            .is_none_or(|m| prompt.contains(m));
+        if due && matches {
+            self.fault
+        } else {
+            Fault::None
+        }
+    }
+
     /// Slow-down factor with `in_flight` requests on the host.
     pub fn contention(&self, in_flight: u64) -> f64 {
         let cap = self.capacity.max(1) as f64;
@@ -122,5 +149,27 @@ mod tests {
         assert_eq!(c.contention(2), 3.0);
         assert_eq!("error_line".parse::<Fault>().unwrap(), Fault::ErrorLine);
         assert!("boom".parse::<Fault>().is_err());
+        assert_eq!("stall".parse::<Fault>().unwrap(), Fault::Stall);
+    }
+
+    #[test]
+    fn fault_schedule() {
+        let c = SimConfig {
+            fault: Fault::Drop,
+            fault_after: 1,
+            fault_every: 2,
+            ..SimConfig::default()
+        };
+        let hits: Vec<bool> = (1..=6)
+            .map(|n| c.fault_for(n, "p") == Fault::Drop)
+            .collect();
+        assert_eq!(hits, [false, false, true, false, true, false]);
+        let m = SimConfig {
+            fault: Fault::Http500,
+            fault_match: Some("Part 3 of 5".into()),
+            ..SimConfig::default()
+        };
+        assert_eq!(m.fault_for(1, "Part 3 of 5. Focus"), Fault::Http500);
+        assert_eq!(m.fault_for(2, "Part 2 of 5. Focus"), Fault::None);
     }
 }

@@ -12,6 +12,7 @@ pub async fn run(args: &SimServe) -> i32 {
         penalty: args.penalty,
         fault: args.fault,
         fault_after: args.fault_after,
+        fault_every: args.fault_every,
         ..SimConfig::default()
     };
     if let Some(m) = &args.models {

@@ -449,19 +449,19 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
     }
     let n = h.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let cfg = h.config();
-    let fault = if n > cfg.fault_after {
-        cfg.fault
-    } else {
-        Fault::None
-    };
-    if fault == Fault::Die {
-        h.kill();
-        return broken();
-    }
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) | Err(_) => return error(StatusCode::BAD_REQUEST, "invalid JSON body"),
     };
+    let (prompt, schema_text) = prompt_parts(kind, &req);
+    let fault = cfg.fault_for(n, &prompt);
+    if fault == Fault::Die {
+        h.kill();
+        return broken();
+    }
+    if fault == Fault::Reset {
+        return broken();
+    }
     let requested = req["model"].as_str().unwrap_or("").to_string();
     if requested.is_empty() {
         return error(StatusCode::BAD_REQUEST, "model is required");
@@ -489,7 +489,6 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
             loaded.push(model.clone());
         }
     }
-    let (prompt, schema_text) = prompt_parts(kind, &req);
     let asks_json =
         matches!(&req["format"], Value::String(s) if s == "json") || req["format"].is_object();
     let wants_json = asks_json && !cfg.plain_replies;
@@ -521,6 +520,7 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
         h.completed.fetch_add(1, Ordering::SeqCst);
         drop(guard);
         return match fault {
+            Fault::Stall => std::future::pending::<Response>().await,
             Fault::Drop => broken(),
             Fault::ErrorLine => error(StatusCode::INTERNAL_SERVER_ERROR, "simulated failure"),
             _ => Json(v).into_response(),
@@ -547,6 +547,11 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
                 let _ = tx
                     .send(Err(std::io::Error::other("simulated connection drop")))
                     .await;
+                return;
+            }
+            if i == half && fault == Fault::Stall {
+                // Silent from here on, the connection left open until the client goes.
+                tx.closed().await;
                 return;
             }
             let factor = cfg.contention(host.in_flight.load(Ordering::SeqCst));

@@ -4,17 +4,17 @@
 use std::time::{Duration, Instant};
 
 use synapticllamas::ollama::types::{ChatRequest, GenerateRequest, Message};
-use synapticllamas::ollama::{Client, ClientError, Timeouts};
+use synapticllamas::ollama::{Client, ErrorKind, Timeouts};
 use synapticllamas::sim::{Fault, SimConfig};
 
 use crate::support::*;
 
 fn fast() -> Timeouts {
-    Timeouts {
-        connect: Duration::from_secs(1),
-        idle: Duration::from_millis(500),
-        total: Duration::from_secs(10),
-    }
+    Timeouts::new(
+        Duration::from_secs(1),
+        Duration::from_millis(500),
+        Duration::from_secs(10),
+    )
 }
 
 fn chat(model: &str, stream: bool) -> ChatRequest {
@@ -129,10 +129,8 @@ fn missing_model_is_a_404_with_ollamas_message() {
     let e = rt()
         .block_on(Client::default().chat(&h.url(), &chat("nope:7b", true), fast(), |_| {}))
         .unwrap_err();
-    match e {
-        ClientError::Http {
-            status, message, ..
-        } => {
+    match e.kind {
+        ErrorKind::Http { status, message } => {
             assert_eq!(status, 404);
             assert_eq!(message, "model 'nope:7b' not found");
         }
@@ -150,7 +148,7 @@ fn error_line_inside_a_200_stream_is_an_error() {
         .block_on(Client::default().chat(&h.url(), &chat("llama3.2", true), fast(), |_| {}))
         .unwrap_err();
     assert!(
-        matches!(&e, ClientError::Stream { message, .. } if message.contains("middle of the stream")),
+        matches!(&e.kind, ErrorKind::Model { message } if message.contains("middle of the stream")),
         "{e:?}"
     );
 }
@@ -164,7 +162,10 @@ fn http_500_and_dropped_connection() {
     let e = rt()
         .block_on(Client::default().chat(&h.url(), &chat("llama3.2", true), fast(), |_| {}))
         .unwrap_err();
-    assert!(matches!(e, ClientError::Http { status: 500, .. }), "{e:?}");
+    assert!(
+        matches!(e.kind, ErrorKind::Http { status: 500, .. }),
+        "{e:?}"
+    );
     let h = sim(SimConfig {
         fault: Fault::Drop,
         ..Default::default()
@@ -172,7 +173,16 @@ fn http_500_and_dropped_connection() {
     let e = rt()
         .block_on(Client::default().chat(&h.url(), &chat("llama3.2", true), fast(), |_| {}))
         .unwrap_err();
-    assert!(matches!(e, ClientError::Dropped { .. }), "{e:?}");
+    assert!(
+        matches!(
+            e.kind,
+            ErrorKind::Reset {
+                after_first_token: true,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -185,7 +195,7 @@ fn hang_hits_the_idle_timeout() {
     let e = rt()
         .block_on(Client::default().chat(&h.url(), &chat("llama3.2", true), fast(), |_| {}))
         .unwrap_err();
-    assert!(matches!(e, ClientError::Timeout { .. }), "{e:?}");
+    assert!(matches!(e.kind, ErrorKind::NoFirstToken { .. }), "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(h.stats().max_in_flight, 1);
 }
@@ -200,10 +210,7 @@ fn silence_mid_stream_hits_the_idle_timeout() {
     let e = rt()
         .block_on(Client::default().chat(&h.url(), &chat("llama3.2", true), fast(), |_| {}))
         .unwrap_err();
-    assert!(
-        matches!(&e, ClientError::Timeout { what, .. } if *what != "total"),
-        "{e:?}"
-    );
+    assert!(matches!(&e.kind, ErrorKind::Stall { .. }), "{e:?}");
 }
 
 #[test]

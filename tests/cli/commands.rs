@@ -204,14 +204,14 @@ fn nodes_shows_live_status_and_hosts() {
         .out_has("elsewhere")
         .out_has("3 nodes on 2 physical hosts");
     let one = r.stdout.lines().find(|l| l.contains("| one ")).unwrap();
-    assert!(one.contains("| up "), "{one}");
+    assert!(one.contains("| healthy "), "{one}");
     assert!(one.contains("llama3.2:latest"), "{one}");
     let dead = r.stdout.lines().find(|l| l.contains("| dead ")).unwrap();
-    assert!(dead.contains("| down"), "{dead}");
+    assert!(dead.contains("| cooling"), "{dead}");
 }
 
 #[test]
-fn health_marks_down_after_three_failures_and_keeps_the_node() {
+fn health_cools_an_unreachable_node_down_and_keeps_it() {
     let home = Home::new();
     let a = sim(Default::default());
     let dead = format!("http://127.0.0.1:{}", dead_port());
@@ -220,10 +220,26 @@ fn health_marks_down_after_three_failures_and_keeps_the_node() {
         entry(&dead, "dead", "h2"),
     ]));
     let r = run(&home, &[], "health\nhealth\nhealth\nnodes\n");
-    r.ok()
-        .out_has("✅ 1/2 nodes healthy")
-        .out_has("3 failures in a row, cooling down");
-    assert!(r.stdout.contains("down, cooling"), "{}", r.stdout);
+    r.ok().out_has("✅ 1/2 nodes healthy");
+    // Nothing listens: cooled at once, the backoff doubling with each failed probe.
+    let lines: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("❌ dead"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", r.stdout);
+    assert!(
+        lines[0].contains("cooling (1 failures; backoff 5s) (kept in the registry)"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[2].contains("cooling (3 failures; backoff 20s)"),
+        "{}",
+        lines[2]
+    );
+    let row = r.stdout.lines().find(|l| l.contains("| dead ")).unwrap();
+    assert!(row.contains("| cooling (4 failures"), "{row}");
     assert_eq!(home.node_urls().len(), 2, "never deleted");
     // A host that comes back is seen as up again.
     a.set_fault(Fault::None, 0);

@@ -132,7 +132,12 @@ fn faulty_hosts_do_not_lose_chunks() {
         ]);
         let started = Instant::now();
         let r = run(&home, &[], &format!("{LONG}\nnodes\n"));
-        r.ok().out_has("FINAL ANSWER").err_has("failed on node-1");
+        r.ok().out_has("FINAL ANSWER");
+        assert!(
+            crate::faults::fault_hit(&r.stderr, "node-1"),
+            "{fault:?}: node-1 never failed\n{}",
+            r.stderr
+        );
         assert_eq!(
             chunk_order(&r.stdout, 5),
             vec![1, 2, 3, 4, 5],
@@ -413,12 +418,12 @@ fn a_cooled_down_node_is_used_again_once_it_recovers() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(
-        stderr.contains("cooled down after 3 failures in a row"),
+        stderr.contains("node-1 cooled down (re-probe in 5s)"),
         "{stderr}"
     );
     // Probed again (by the query, or by the background monitor) and back in use.
     assert!(
-        stderr.contains("is answering again; back in the pool")
+        stderr.contains("node-1 is answering again; back in the pool")
             || stderr.contains("node node-1 is back"),
         "{stderr}"
     );

@@ -1,0 +1,615 @@
+//! The host-aware work queue, one per process: every request (the shell's
+//! queries, and any other client of this process) takes a slot on a physical
+//! host first (default one request per host at a time). Among the nodes with a
+//! free slot it prefers a healthy one, then one that has the model, then one
+//! with it loaded, then the lowest priority number, then the fewest requests in
+//! flight, then the lowest recent latency. A suspect node is picked only when
+//! no healthy host can take the task soon; a cooling node not at all until a
+//! re-probe (started here when its backoff has passed) succeeds.
+//!
+//! `task.rs` runs one task on top of this: deadlines from the latency model,
+//! hedging, retries on hosts that have not failed the task.
+
+pub mod estimate;
+pub mod progress;
+mod task;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::nodes::{health, Health, Node};
+use crate::ollama::types::same_model;
+use crate::ollama::Client;
+
+pub use task::{Attempt, Attribution, FailedAttempt, Measured, Task, TaskFailed};
+
+/// How long a task waits for a cooling host to be re-admitted when it has no
+/// other host left, before it gives up.
+pub const RECOVERY_WAIT: Duration = Duration::from_secs(10);
+/// How long a task waits for a healthy host before it takes a suspect one,
+/// when nothing has been measured yet.
+pub const PRIOR_PATIENCE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Any node in the pool, per the preference order above.
+    Pool,
+    /// Always the one preferred node.
+    Single,
+    /// Like Pool, but a node with the model in VRAM comes first.
+    Gpu,
+}
+
+/// The nodes one query (or request) may use, and how to choose among them.
+#[derive(Clone)]
+pub struct Pool {
+    nodes: Vec<Arc<Node>>,
+    pub policy: Policy,
+}
+
+impl Pool {
+    pub fn new(nodes: Vec<Arc<Node>>, policy: Policy) -> Pool {
+        let nodes = match policy {
+            Policy::Single => preferred(&nodes).into_iter().collect(),
+            _ => nodes,
+        };
+        Pool { nodes, policy }
+    }
+
+    pub fn nodes(&self) -> &[Arc<Node>] {
+        &self.nodes
+    }
+
+    /// Distinct physical hosts in the pool.
+    pub fn hosts(&self) -> usize {
+        self.nodes
+            .iter()
+            .map(|n| n.host.as_str())
+            .collect::<HashSet<_>>()
+            .len()
+    }
+}
+
+/// What the scheduler did, for observers (the dashboard).
+pub trait Events: Send + Sync {
+    /// A task got a node, and why that one.
+    fn picked(&self, _task: &str, _node: &Node, _reason: &str) {}
+    /// An attempt on a node ended.
+    fn finished(&self, _node: &Node, _seconds: f64, _ok: bool) {}
+}
+
+#[derive(Default)]
+struct Slots {
+    in_flight: HashMap<String, u32>,
+    capacity: HashMap<String, u32>,
+    default_capacity: u32,
+    /// Tasks waiting for a slot (hedges are started only when nobody waits).
+    waiting: usize,
+}
+
+impl Slots {
+    fn capacity(&self, host: &str) -> u32 {
+        self.capacity
+            .get(host)
+            .copied()
+            .unwrap_or(self.default_capacity)
+            .max(1)
+    }
+
+    fn free(&self, host: &str) -> bool {
+        self.in_flight.get(host).copied().unwrap_or(0) < self.capacity(host)
+    }
+}
+
+type NoticeFn = Arc<dyn Fn(String) + Send + Sync>;
+
+pub struct Scheduler {
+    client: Client,
+    events: RwLock<Option<Arc<dyn Events>>>,
+    /// Lines from background work (a re-probed node is back).
+    notifier: RwLock<NoticeFn>,
+    slots: Mutex<Slots>,
+    freed: Notify,
+}
+
+/// A slot on a node's host; dropping it frees the slot and wakes waiting tasks.
+pub struct Lease {
+    pub node: Arc<Node>,
+    sched: Arc<Scheduler>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        {
+            let mut slots = self.sched.slots();
+            if let Some(n) = slots.in_flight.get_mut(&self.node.host) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        {
+            let mut st = self.node.state();
+            st.in_flight = st.in_flight.saturating_sub(1);
+        }
+        self.sched.freed.notify_waiters();
+    }
+}
+
+/// Why no slot could be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoSlot {
+    /// Every host of the pool has failed this task (or the pool is empty).
+    NoUsableHost,
+    /// The hosts left are cooling down and none came back in time.
+    AllCooling,
+    /// The task's deadline passed while it waited.
+    Deadline,
+}
+
+impl std::fmt::Display for NoSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NoSlot::NoUsableHost => "no node is available",
+            NoSlot::AllCooling => {
+                "every node left is cooling down after failures and none came back in time"
+            }
+            NoSlot::Deadline => "the agent timeout passed while waiting for a free host",
+        })
+    }
+}
+
+enum Pick {
+    Got(Arc<Node>),
+    /// Every host has a request in flight: wait for a slot.
+    Wait,
+    /// Only cooling hosts are left; the earliest re-probe is due then.
+    Recovering(Option<Instant>),
+    Nobody,
+}
+
+/// Decrements the waiting count however the wait ends (even when cancelled).
+struct Waiting<'a>(&'a Scheduler);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut slots = self.0.slots();
+        slots.waiting = slots.waiting.saturating_sub(1);
+    }
+}
+
+impl Scheduler {
+    pub fn new(client: Client) -> Arc<Scheduler> {
+        Arc::new(Scheduler {
+            client,
+            events: RwLock::new(None),
+            notifier: RwLock::new(Arc::new(|_| {})),
+            slots: Mutex::new(Slots {
+                default_capacity: 1,
+                ..Default::default()
+            }),
+            freed: Notify::new(),
+        })
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_events(&self, events: Option<Arc<dyn Events>>) {
+        *self.events.write().unwrap_or_else(|e| e.into_inner()) = events;
+    }
+
+    fn events(&self) -> Option<Arc<dyn Events>> {
+        self.events
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Where lines from background work go.
+    pub fn set_notifier(&self, f: impl Fn(String) + Send + Sync + 'static) {
+        *self.notifier.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(f);
+    }
+
+    fn notify(&self, line: String) {
+        let f = self
+            .notifier
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        f(line);
+    }
+
+    /// Requests a host takes at once: `per_host` where given, else `default`.
+    pub fn set_capacities(&self, default: u32, per_host: HashMap<String, u32>) {
+        let mut slots = self.slots();
+        slots.default_capacity = default.max(1);
+        slots.capacity = per_host;
+        drop(slots);
+        self.freed.notify_waiters();
+    }
+
+    /// Set one host's capacity (the coordinator's slot count).
+    pub fn set_capacity(&self, host: &str, n: u32) {
+        self.slots().capacity.insert(host.to_string(), n.max(1));
+        self.freed.notify_waiters();
+    }
+
+    pub fn capacity(&self, host: &str) -> u32 {
+        self.slots().capacity(host)
+    }
+
+    /// Requests in flight on a host right now.
+    pub fn in_flight(&self, host: &str) -> u32 {
+        self.slots().in_flight.get(host).copied().unwrap_or(0)
+    }
+
+    fn waiting(&self) -> usize {
+        self.slots().waiting
+    }
+
+    /// Wait for a slot on the best node of `pool` for `model`, on a host not in
+    /// `excluded`, until `deadline`.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        pool: &Pool,
+        model: &str,
+        excluded: &HashSet<String>,
+        deadline: Instant,
+    ) -> Result<Lease, NoSlot> {
+        let began = Instant::now();
+        let patience = self.patience(pool);
+        let mut recovering_since: Option<Instant> = None;
+        let mut waiting: Option<Waiting<'_>> = None;
+        loop {
+            let notified = self.freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = Instant::now();
+            let patience_over = now >= began + patience;
+            let wake = match self.try_take(pool, model, excluded, patience_over) {
+                Pick::Got(node) => {
+                    return Ok(Lease {
+                        node,
+                        sched: self.clone(),
+                    })
+                }
+                Pick::Nobody => return Err(NoSlot::NoUsableHost),
+                Pick::Recovering(due) => {
+                    let since = *recovering_since.get_or_insert(now);
+                    if now >= since + RECOVERY_WAIT {
+                        return Err(NoSlot::AllCooling);
+                    }
+                    due.unwrap_or(now)
+                        .max(now + Duration::from_millis(50))
+                        .min(since + RECOVERY_WAIT)
+                }
+                Pick::Wait => {
+                    recovering_since = None;
+                    if patience_over {
+                        now + Duration::from_secs(3600)
+                    } else {
+                        began + patience
+                    }
+                }
+            };
+            if now >= deadline {
+                return Err(NoSlot::Deadline);
+            }
+            if waiting.is_none() {
+                self.slots().waiting += 1;
+                waiting = Some(Waiting(self));
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(wake.min(deadline).into()) => {}
+            }
+        }
+    }
+
+    /// A slot on a free, healthy host other than `busy` and the `excluded`
+    /// ones, for a hedge — only when no task is waiting for a slot.
+    fn take_idle(
+        self: &Arc<Self>,
+        pool: &Pool,
+        model: &str,
+        excluded: &HashSet<String>,
+    ) -> Option<Lease> {
+        if self.waiting() > 0 {
+            return None;
+        }
+        let mut slots = self.slots();
+        let best = candidates(pool, model, excluded)
+            .into_iter()
+            .filter(|n| {
+                let h = n.state().health;
+                !matches!(h, Health::Cooling | Health::Suspect) && slots.free(&n.host)
+            })
+            .min_by(|a, b| cmp_rank(a, b, model, pool.policy))?;
+        take(&mut slots, &best);
+        Some(Lease {
+            node: best,
+            sched: self.clone(),
+        })
+    }
+
+    fn try_take(
+        self: &Arc<Self>,
+        pool: &Pool,
+        model: &str,
+        excluded: &HashSet<String>,
+        patience_over: bool,
+    ) -> Pick {
+        let now = Instant::now();
+        let all = candidates(pool, model, excluded);
+        if all.is_empty() {
+            return Pick::Nobody;
+        }
+        let (cooling, usable): (Vec<_>, Vec<_>) =
+            all.into_iter().partition(|n| n.state().cooling());
+        for n in &cooling {
+            if n.state().reprobe_due(now) {
+                self.reprobe(n.clone());
+            }
+        }
+        if usable.is_empty() {
+            let due = cooling
+                .iter()
+                .filter_map(|n| n.state().cooldown_until)
+                .min();
+            return Pick::Recovering(due);
+        }
+        let all_suspect = usable.iter().all(|n| n.state().health == Health::Suspect);
+        let mut slots = self.slots();
+        let free: Vec<&Arc<Node>> = usable.iter().filter(|n| slots.free(&n.host)).collect();
+        let trusted = free
+            .iter()
+            .filter(|n| n.state().health != Health::Suspect)
+            .min_by(|a, b| cmp_rank(a, b, model, pool.policy));
+        let best = match trusted {
+            Some(n) => (*n).clone(),
+            None if patience_over || all_suspect => match free
+                .iter()
+                .min_by(|a, b| cmp_rank(a, b, model, pool.policy))
+            {
+                Some(n) => (*n).clone(),
+                None => return Pick::Wait,
+            },
+            None => return Pick::Wait,
+        };
+        take(&mut slots, &best);
+        Pick::Got(best)
+    }
+
+    /// Probe a cooling node in the background; it rejoins the pool on success.
+    fn reprobe(self: &Arc<Self>, node: Arc<Node>) {
+        node.state().reprobing = true;
+        let sched = self.clone();
+        tokio::spawn(async move {
+            let r = health::probe(&sched.client, node.clone(), false).await;
+            node.state().reprobing = false;
+            if r.came_back {
+                let health = node.state().health.word();
+                sched.notify(format!(
+                    "ℹ️  {} is answering again; back in the pool ({health})",
+                    node.name()
+                ));
+            }
+            sched.freed.notify_waiters();
+        });
+    }
+
+    /// How long a task waits for a healthy host before taking a suspect one:
+    /// about one usual request on the pool's nodes.
+    fn patience(&self, pool: &Pool) -> Duration {
+        estimate::ClusterView::of(pool.nodes())
+            .request_ms
+            .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+            .unwrap_or(PRIOR_PATIENCE)
+            .clamp(Duration::from_millis(200), Duration::from_secs(60))
+    }
+
+    /// Why `node` was a good choice for `model`, in words.
+    fn reason(&self, node: &Node, model: &str, pool: &Pool, excluded: &HashSet<String>) -> String {
+        let st = node.state();
+        let mut why = vec![st.health.word().to_string()];
+        if st.loaded.iter().any(|m| same_model(&m.name, model)) {
+            why.push(format!("{model} loaded"));
+        } else if st.models.iter().any(|m| same_model(m, model)) {
+            why.push(format!("has {model}"));
+        }
+        why.push(format!("host {} free", node.host));
+        if !excluded.is_empty() {
+            let mut hosts: Vec<&str> = excluded.iter().map(String::as_str).collect();
+            hosts.sort();
+            why.push(format!("retry away from {}", hosts.join(", ")));
+        }
+        if pool.policy == Policy::Single {
+            why.push("strategy single".into());
+        }
+        format!(
+            "{} (priority {}); {} host(s) in the pool",
+            why.join(", "),
+            node.entry.priority,
+            pool.hosts()
+        )
+    }
+}
+
+fn take(slots: &mut Slots, node: &Arc<Node>) {
+    *slots.in_flight.entry(node.host.clone()).or_insert(0) += 1;
+    node.state().in_flight += 1;
+}
+
+/// The pool's nodes on hosts not excluded; when some are known to have the
+/// model, only those.
+fn candidates(pool: &Pool, model: &str, excluded: &HashSet<String>) -> Vec<Arc<Node>> {
+    let open: Vec<Arc<Node>> = pool
+        .nodes
+        .iter()
+        .filter(|n| !excluded.contains(&n.host))
+        .cloned()
+        .collect();
+    let with_model: Vec<Arc<Node>> = open
+        .iter()
+        .filter(|n| {
+            let st = n.state();
+            st.models.iter().any(|m| same_model(m, model))
+        })
+        .cloned()
+        .collect();
+    if with_model.is_empty() {
+        open
+    } else {
+        with_model
+    }
+}
+
+/// Lower is better.
+fn rank(n: &Node, model: &str, policy: Policy) -> (u8, u8, u8, i64, u32, f64) {
+    let st = n.state();
+    let has = st.models.is_empty() || st.models.iter().any(|m| same_model(m, model));
+    let loaded = st.loaded.iter().find(|m| same_model(&m.name, model));
+    let in_vram = loaded.is_some_and(|m| m.size_vram > 0);
+    let first = if policy == Policy::Gpu {
+        !in_vram
+    } else {
+        !has
+    };
+    (
+        u8::from(st.health == Health::Busy),
+        u8::from(first),
+        u8::from(loaded.is_none()),
+        n.entry.priority,
+        st.in_flight,
+        st.recent_latency_ms.unwrap_or(0.0),
+    )
+}
+
+fn cmp_rank(a: &Node, b: &Node, model: &str, policy: Policy) -> std::cmp::Ordering {
+    let (x, y) = (rank(a, model, policy), rank(b, model, policy));
+    (x.0, x.1, x.2, x.3, x.4)
+        .cmp(&(y.0, y.1, y.2, y.3, y.4))
+        .then(x.5.total_cmp(&y.5))
+}
+
+/// The preferred node: lowest priority number among those not cooling down.
+pub fn preferred(nodes: &[Arc<Node>]) -> Option<Arc<Node>> {
+    nodes
+        .iter()
+        .filter(|n| n.available())
+        .min_by_key(|n| (!n.state().health.is_up(), n.entry.priority))
+        .or_else(|| nodes.first())
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::nodes_file::NodeEntry;
+
+    fn node(url: &str, host: &str, priority: i64) -> Arc<Node> {
+        Arc::new(Node::new(
+            NodeEntry {
+                url: url.into(),
+                name: url.into(),
+                priority,
+                host_id: Some(host.into()),
+                extra: Default::default(),
+            },
+            false,
+        ))
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    fn none() -> HashSet<String> {
+        HashSet::new()
+    }
+
+    #[tokio::test]
+    async fn one_request_per_host() {
+        let a1 = node("http://a:1", "A", 0);
+        let a2 = node("http://a:2", "A", 0);
+        let b = node("http://b:1", "B", 5);
+        let s = Scheduler::new(Client::default());
+        let p = Pool::new(vec![a1, a2, b], Policy::Pool);
+        let l1 = s.acquire(&p, "m", &none(), far()).await.unwrap();
+        let l2 = s.acquire(&p, "m", &none(), far()).await.unwrap();
+        assert_ne!(l1.node.host, l2.node.host);
+        assert!(matches!(s.try_take(&p, "m", &none(), true), Pick::Wait));
+        drop(l1);
+        let l3 = s.acquire(&p, "m", &none(), far()).await.unwrap();
+        assert_eq!(l3.node.host, "A");
+    }
+
+    #[tokio::test]
+    async fn prefers_the_model_then_priority_and_avoids_excluded_hosts() {
+        let a = node("http://a:1", "A", 0);
+        let b = node("http://b:1", "B", 1);
+        a.state().models = vec!["other:latest".into()];
+        b.state().models = vec!["m:latest".into()];
+        let s = Scheduler::new(Client::default());
+        let p = Pool::new(vec![a.clone(), b.clone()], Policy::Pool);
+        assert_eq!(
+            s.acquire(&p, "m", &none(), far()).await.unwrap().node.host,
+            "B"
+        );
+        let no_b: HashSet<String> = ["B".to_string()].into();
+        assert_eq!(
+            s.acquire(&p, "m", &no_b, far()).await.unwrap().node.host,
+            "A"
+        );
+        let single = Pool::new(vec![a, b], Policy::Single);
+        assert_eq!(single.nodes().len(), 1);
+        assert_eq!(single.nodes()[0].host, "A");
+    }
+
+    #[tokio::test]
+    async fn capacity_raises_the_limit() {
+        let s = Scheduler::new(Client::default());
+        s.set_capacities(2, HashMap::new());
+        let p = Pool::new(vec![node("http://a:1", "A", 0)], Policy::Pool);
+        let _x = s.acquire(&p, "m", &none(), far()).await.unwrap();
+        let _y = s.acquire(&p, "m", &none(), far()).await.unwrap();
+        assert!(matches!(s.try_take(&p, "m", &none(), true), Pick::Wait));
+    }
+
+    #[tokio::test]
+    async fn a_suspect_node_waits_behind_a_busy_healthy_one_until_patience_runs_out() {
+        let good = node("http://a:1", "A", 0);
+        let shaky = node("http://b:1", "B", 0);
+        good.state().record_success();
+        shaky.state().record_fault(
+            &crate::ollama::ClientError::new(
+                "http://b:1",
+                crate::ollama::ErrorKind::Http {
+                    status: 500,
+                    message: "x".into(),
+                },
+            ),
+            true,
+        );
+        let s = Scheduler::new(Client::default());
+        let p = Pool::new(vec![good.clone(), shaky], Policy::Pool);
+        let l = s.acquire(&p, "m", &none(), far()).await.unwrap();
+        assert_eq!(l.node.host, "A");
+        assert!(matches!(s.try_take(&p, "m", &none(), false), Pick::Wait));
+        assert!(matches!(s.try_take(&p, "m", &none(), true), Pick::Got(n) if n.host == "B"));
+    }
+
+    #[tokio::test]
+    async fn every_host_excluded_means_nobody() {
+        let s = Scheduler::new(Client::default());
+        let p = Pool::new(vec![node("http://a:1", "A", 0)], Policy::Pool);
+        let no_a: HashSet<String> = ["A".to_string()].into();
+        assert_eq!(
+            s.acquire(&p, "m", &no_a, far()).await.err(),
+            Some(NoSlot::NoUsableHost)
+        );
+    }
+}

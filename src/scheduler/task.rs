@@ -1,0 +1,385 @@
+//! Running one task (an agent call, a chunk) on the pool: each attempt gets its
+//! deadlines from the node's latency model; an attempt that is overdue or
+//! slow is hedged on an idle host (the first reply wins, the other is
+//! cancelled); a failed attempt is retried from scratch on a host that has not
+//! failed this task, waiting for a free slot rather than failing. The task
+//! fails only when every usable host has failed it or its deadline passed.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use super::estimate::{self, ClusterView};
+use super::progress::Progress;
+use super::{Lease, NoSlot, Pool, Scheduler};
+use crate::nodes::latency::Sample;
+use crate::nodes::state::Transition;
+use crate::nodes::Node;
+use crate::ollama::{ClientError, ErrorKind, Timeouts};
+
+/// How often a running task checks whether to hedge.
+const CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// What a successful attempt measured (for the node's latency model).
+pub type Measured = Sample;
+
+/// One task to run somewhere in the pool.
+#[derive(Debug, Clone, Copy)]
+pub struct Task<'a> {
+    pub label: &'a str,
+    pub model: &'a str,
+    /// About how many tokens the prompt has (for the first-token deadline).
+    pub prompt_tokens: usize,
+    /// Connect, silence and total limits from the settings; `total` (the agent
+    /// timeout) bounds the whole task, retries and waits included.
+    pub limits: Timeouts,
+}
+
+/// What an attempt gets: where to run, its deadlines, and a progress tracker
+/// its stream callback must feed (`progress.piece(text)`).
+pub struct Attempt {
+    pub node: Arc<Node>,
+    pub timeouts: Timeouts,
+    pub progress: Arc<Progress>,
+}
+
+/// One attempt that failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedAttempt {
+    pub node: String,
+    pub host: String,
+    pub error: ClientError,
+}
+
+/// Why a task could not run anywhere.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskFailed {
+    pub label: String,
+    pub attempts: Vec<FailedAttempt>,
+    /// Why no further attempt was made.
+    pub stopped: NoSlot,
+}
+
+impl TaskFailed {
+    /// The request could not fit any node's context (not a node fault).
+    pub fn too_large(&self) -> bool {
+        self.attempts
+            .last()
+            .is_some_and(|a| matches!(a.error.kind, ErrorKind::TooLarge { .. }))
+    }
+}
+
+impl std::fmt::Display for TaskFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.attempts.is_empty() {
+            return write!(f, "{}: {}", self.label, self.stopped);
+        }
+        let tried: Vec<String> = self
+            .attempts
+            .iter()
+            .map(|a| format!("{} ({})", a.node, a.error.short()))
+            .collect();
+        write!(
+            f,
+            "{} failed on every node tried: {}",
+            self.label,
+            tried.join("; ")
+        )?;
+        match self.stopped {
+            NoSlot::NoUsableHost => Ok(()),
+            other => write!(f, "; {other}"),
+        }
+    }
+}
+
+impl std::error::Error for TaskFailed {}
+
+/// Where and how a task ran.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attribution {
+    pub task: String,
+    pub node: String,
+    pub url: String,
+    pub host: String,
+    pub seconds: f64,
+    pub tokens_per_sec: Option<f64>,
+    /// Failed attempts before the one that answered.
+    pub retries: usize,
+    /// The answer came from a hedged copy of the request.
+    pub hedged: bool,
+    /// Copies of the request started on another host because the first was slow.
+    pub hedges: usize,
+}
+
+/// An attempt in flight.
+struct Running {
+    lease: Lease,
+    progress: Arc<Progress>,
+    hedge: bool,
+}
+
+impl Scheduler {
+    /// Run `task`: `attempt` is called once per try with a node and its
+    /// deadlines. `notice` gets one line per retry, hedge and abandoned copy.
+    pub async fn run<T, F, Fut>(
+        self: &Arc<Self>,
+        pool: &Pool,
+        task: &Task<'_>,
+        mut attempt: F,
+        notice: &(dyn Fn(String) + Sync),
+    ) -> Result<(T, Attribution), TaskFailed>
+    where
+        F: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<(T, Measured), ClientError>>,
+    {
+        let deadline = Instant::now() + task.limits.total;
+        let mut failed: Vec<FailedAttempt> = Vec::new();
+        let mut failures: HashMap<String, u32> = HashMap::new();
+        // A task may fail twice on a host only when the pool has no other host.
+        let per_host = if pool.hosts() == 1 { 2 } else { 1 };
+        let mut running: Vec<Option<Running>> = Vec::new();
+        let mut futs = FuturesUnordered::new();
+        let mut hedges = 0usize;
+        loop {
+            let excluded: HashSet<String> = failures
+                .iter()
+                .filter(|(_, n)| **n >= per_host)
+                .map(|(h, _)| h.clone())
+                .collect();
+            if futs.is_empty() {
+                let lease = match self.acquire(pool, task.model, &excluded, deadline).await {
+                    Ok(l) => l,
+                    Err(stopped) => {
+                        return Err(TaskFailed {
+                            label: task.label.to_string(),
+                            attempts: failed,
+                            stopped,
+                        })
+                    }
+                };
+                let reason = self.reason(&lease.node, task.model, pool, &excluded);
+                let (a, r) = self.prepare(pool, task, lease, deadline, false, &reason);
+                futs.push(tagged(running.len(), attempt(a)));
+                running.push(Some(r));
+            }
+            let can_hedge = futs.len() == 1 && hedges == 0;
+            tokio::select! {
+                biased;
+                Some((i, result)) = futs.next() => {
+                    let Some(done) = running[i].take() else { continue };
+                    let node = done.lease.node.clone();
+                    let elapsed = done.progress.started.elapsed();
+                    drop(done.lease);
+                    match result {
+                        Ok((value, measured)) => {
+                            self.succeeded(&node, task.model, elapsed, &measured);
+                            for other in running.iter().flatten() {
+                                self.abandon(other, &node, task.label, notice);
+                            }
+                            return Ok((value, Attribution {
+                                task: task.label.to_string(),
+                                node: node.name().to_string(),
+                                url: node.url().to_string(),
+                                host: node.host.clone(),
+                                seconds: elapsed.as_secs_f64(),
+                                tokens_per_sec: measured.tokens_per_sec,
+                                retries: failed.len(),
+                                hedged: done.hedge,
+                                hedges,
+                            }));
+                        }
+                        Err(e) => {
+                            let still_running = !futs.is_empty();
+                            let line = self.failed(&node, task.label, &e, elapsed, still_running);
+                            notice(line);
+                            *failures.entry(node.host.clone()).or_insert(0) += 1;
+                            let too_large = matches!(e.kind, ErrorKind::TooLarge { .. });
+                            failed.push(FailedAttempt {
+                                node: node.name().to_string(),
+                                host: node.host.clone(),
+                                error: e,
+                            });
+                            if too_large && !still_running {
+                                // Another node would get the same request: it does not fit.
+                                return Err(TaskFailed {
+                                    label: task.label.to_string(),
+                                    attempts: failed,
+                                    stopped: NoSlot::NoUsableHost,
+                                });
+                            }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(CHECK_EVERY), if can_hedge => {
+                    let Some(current) = running.iter().flatten().next() else { continue };
+                    let mut avoid = excluded.clone();
+                    avoid.insert(current.lease.node.host.clone());
+                    if let Some((lease, why)) = self.hedge_slot(pool, task, current, &avoid) {
+                        notice(format!(
+                            "⚡ {}: also started on {} — {} on {}",
+                            task.label,
+                            lease.node.name(),
+                            why,
+                            current.lease.node.name()
+                        ));
+                        hedges += 1;
+                        let reason = format!("hedge: {why}");
+                        let (a, r) = self.prepare(pool, task, lease, deadline, true, &reason);
+                        futs.push(tagged(running.len(), attempt(a)));
+                        running.push(Some(r));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deadlines for an attempt on the lease's node, and its bookkeeping.
+    fn prepare(
+        &self,
+        pool: &Pool,
+        task: &Task<'_>,
+        lease: Lease,
+        deadline: Instant,
+        hedge: bool,
+        reason: &str,
+    ) -> (Attempt, Running) {
+        let node = lease.node.clone();
+        if let Some(ev) = self.events() {
+            ev.picked(task.label, &node, reason);
+        }
+        let cluster = ClusterView::of(pool.nodes());
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeouts = Timeouts {
+            connect: task.limits.connect.min(left),
+            first_token: estimate::first_token_deadline(
+                &node,
+                task.model,
+                task.prompt_tokens,
+                &cluster,
+            )
+            .min(left),
+            idle: estimate::stall_deadline(&node, &cluster).min(task.limits.idle),
+            total: left,
+        };
+        let progress = Arc::new(Progress::new());
+        (
+            Attempt {
+                node,
+                timeouts,
+                progress: progress.clone(),
+            },
+            Running {
+                lease,
+                progress,
+                hedge,
+            },
+        )
+    }
+
+    /// A free idle host worth hedging `current` on, and why.
+    fn hedge_slot(
+        self: &Arc<Self>,
+        pool: &Pool,
+        task: &Task<'_>,
+        current: &Running,
+        avoid: &HashSet<String>,
+    ) -> Option<(Lease, String)> {
+        let cluster = ClusterView::of(pool.nodes());
+        let lease = self.take_idle(pool, task.model, avoid)?;
+        // Dropping the lease (no hedge) gives the slot back.
+        estimate::should_hedge(&current.progress, &lease.node, &cluster, Instant::now())
+            .map(|why| (lease, why))
+    }
+
+    fn succeeded(&self, node: &Node, model: &str, elapsed: Duration, m: &Measured) {
+        if let Some(ev) = self.events() {
+            ev.finished(node, elapsed.as_secs_f64(), true);
+        }
+        let mut st = node.state();
+        st.record_success();
+        st.record_request(elapsed, true, m.tokens_per_sec);
+        st.latency.record(m);
+        if !st
+            .loaded
+            .iter()
+            .any(|l| crate::ollama::types::same_model(&l.name, model))
+        {
+            st.loaded.push(crate::ollama::types::LoadedModel {
+                name: model.to_string(),
+                ..Default::default()
+            });
+        }
+    }
+
+    /// Record a failed attempt; the line to show.
+    fn failed(
+        &self,
+        node: &Node,
+        label: &str,
+        e: &ClientError,
+        elapsed: Duration,
+        other_copy_running: bool,
+    ) -> String {
+        if let Some(ev) = self.events() {
+            ev.finished(node, elapsed.as_secs_f64(), false);
+        }
+        let transition = {
+            let mut st = node.state();
+            st.record_request(elapsed, false, None);
+            st.record_fault(e, true)
+        };
+        let mut line = format!("⚠️  {label} failed on {} ({})", node.name(), e.short());
+        line.push_str(&transition_words(node, transition));
+        if matches!(e.kind, ErrorKind::TooLarge { .. }) {
+            line.push_str("; the request does not fit the model's context");
+        } else if other_copy_running {
+            line.push_str("; the copy on another host goes on");
+        } else {
+            line.push_str("; retrying from scratch on another host");
+        }
+        line
+    }
+
+    /// Another copy answered first: give this one up (dropping it closes the
+    /// connection). A copy that never produced a token counts against its node.
+    fn abandon(&self, r: &Running, winner: &Node, label: &str, notice: &(dyn Fn(String) + Sync)) {
+        let node = &r.lease.node;
+        let secs = r.progress.started.elapsed().as_secs_f64();
+        if r.progress.first_token_at().is_none() {
+            let e = ClientError::new(node.url(), ErrorKind::NoFirstToken { secs });
+            let t = node.state().record_fault(&e, true);
+            notice(format!(
+                "⚠️  {label}: gave up on {} (no first token after {secs:.1}s; {} answered){}",
+                node.name(),
+                winner.name(),
+                transition_words(node, t)
+            ));
+        } else {
+            notice(format!(
+                "ℹ️  {label}: dropped the slower copy on {} ({} answered first)",
+                node.name(),
+                winner.name()
+            ));
+        }
+    }
+}
+
+/// What a failure did to a node, as the end of a notice.
+fn transition_words(node: &Node, t: Transition) -> String {
+    match t {
+        Transition::None => String::new(),
+        Transition::Suspect => format!("; {} is suspect", node.name()),
+        Transition::Cooled(d) => format!(
+            "; {} cooled down (re-probe in {:.0}s)",
+            node.name(),
+            d.as_secs_f64()
+        ),
+    }
+}
+
+async fn tagged<F: Future>(i: usize, f: F) -> (usize, F::Output) {
+    (i, f.await)
+}
