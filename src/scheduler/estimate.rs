@@ -41,6 +41,8 @@ pub struct ClusterView {
     pub reply_tokens: f64,
     /// Median time of a whole request on nodes that answered (ms).
     pub request_ms: Option<f64>,
+    /// Prompt tokens evaluated per second, where nodes report it.
+    pub prompt_tokens_per_sec: Option<f64>,
 }
 
 impl ClusterView {
@@ -49,8 +51,10 @@ impl ClusterView {
         let mut tps = Vec::new();
         let mut reply = Vec::new();
         let mut req = Vec::new();
+        let mut prompt = Vec::new();
         for n in nodes {
             let st = n.state();
+            prompt.extend(st.latency.prompt_tokens_per_sec.get());
             ttft.extend(st.latency.ttft_p95_ms());
             tps.extend(st.latency.tokens_per_sec.get());
             reply.extend(st.latency.reply_tokens.get());
@@ -61,7 +65,17 @@ impl ClusterView {
             tokens_per_sec: median(tps).unwrap_or(latency::PRIOR_TOKENS_PER_SEC),
             reply_tokens: median(reply).unwrap_or(latency::PRIOR_REPLY_TOKENS),
             request_ms: median(req),
+            prompt_tokens_per_sec: median(prompt),
         }
+    }
+
+    /// Usual time to the first token for a prompt of this size (ms).
+    pub fn ttft_for(&self, prompt_tokens: usize) -> f64 {
+        self.ttft_ms
+            + self
+                .prompt_tokens_per_sec
+                .map(|r| prompt_tokens as f64 / r.max(1.0) * 1000.0)
+                .unwrap_or(0.0)
     }
 }
 
@@ -128,6 +142,7 @@ fn fresh_ms(node: &Node, cluster: &ClusterView) -> f64 {
 /// started again on `free` (an idle node of another host); the reason if so.
 pub fn should_hedge(
     progress: &Progress,
+    prompt_tokens: usize,
     free: &Node,
     cluster: &ClusterView,
     now: Instant,
@@ -135,13 +150,13 @@ pub fn should_hedge(
     let elapsed = now.saturating_duration_since(progress.started);
     match progress.first_token_at() {
         None => {
-            let after =
-                Duration::from_secs_f64(HEDGE_FACTOR * cluster.ttft_ms / 1000.0).max(HEDGE_FLOOR);
+            let usual = cluster.ttft_for(prompt_tokens);
+            let after = Duration::from_secs_f64(HEDGE_FACTOR * usual / 1000.0).max(HEDGE_FLOOR);
             (elapsed > after).then(|| {
                 format!(
                     "no first token after {} (usually {})",
                     human(elapsed.as_secs_f64() * 1000.0),
-                    human(cluster.ttft_ms)
+                    human(usual)
                 )
             })
         }
@@ -202,6 +217,7 @@ mod tests {
             tokens_per_sec: tps,
             reply_tokens: 100.0,
             request_ms: None,
+            prompt_tokens_per_sec: None,
         }
     }
 
@@ -232,8 +248,8 @@ mod tests {
         let p = Progress::new();
         let free = node();
         let c = cluster(200.0, 50.0);
-        assert!(should_hedge(&p, &free, &c, p.started + Duration::from_millis(500)).is_none());
-        assert!(should_hedge(&p, &free, &c, p.started + Duration::from_millis(700)).is_some());
+        assert!(should_hedge(&p, 0, &free, &c, p.started + Duration::from_millis(500)).is_none());
+        assert!(should_hedge(&p, 0, &free, &c, p.started + Duration::from_millis(700)).is_some());
     }
 
     #[test]
@@ -247,13 +263,13 @@ mod tests {
         }
         // 10 tokens in 1 s: 90 left at 10/s = 9 s; fresh elsewhere: 0.1 + 2 s.
         let now = p.started + Duration::from_millis(1100);
-        assert!(should_hedge(&p, &free, &c, now).is_some());
+        assert!(should_hedge(&p, 0, &free, &c, now).is_some());
         // At 50 tokens/s the stream is as fast as a fresh start: no hedge.
         let q = Progress::new();
         q.piece_at(q.started + Duration::from_millis(100));
         for _ in 0..49 {
             q.piece_at(q.started + Duration::from_millis(900));
         }
-        assert!(should_hedge(&q, &free, &c, q.started + Duration::from_millis(1100)).is_none());
+        assert!(should_hedge(&q, 0, &free, &c, q.started + Duration::from_millis(1100)).is_none());
     }
 }

@@ -290,8 +290,14 @@ impl Scheduler {
         let cluster = ClusterView::of(pool.nodes());
         let lease = self.take_idle(pool, task.model, avoid)?;
         // Dropping the lease (no hedge) gives the slot back.
-        estimate::should_hedge(&current.progress, &lease.node, &cluster, Instant::now())
-            .map(|why| (lease, why))
+        estimate::should_hedge(
+            &current.progress,
+            task.prompt_tokens,
+            &lease.node,
+            &cluster,
+            Instant::now(),
+        )
+        .map(|why| (lease, why))
     }
 
     fn succeeded(&self, node: &Node, model: &str, elapsed: Duration, m: &Measured) {
