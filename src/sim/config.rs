@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 /// A fault a simulated host can be told to show. Faults apply to inference
 /// (`/api/generate`, `/api/chat`) requests numbered above `SimConfig::fault_after`,
-/// and to embedding requests numbered above it (counted on their own).
+/// and to embedding requests by the same rules (counted on their own, matched
+/// against their inputs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {

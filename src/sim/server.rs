@@ -631,15 +631,6 @@ async fn embedding(h: Arc<SimHost>, body: Bytes, legacy: bool) -> Response {
     let started = Instant::now();
     let n = h.embeds.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let cfg = h.config();
-    let fault = if n > cfg.fault_after {
-        cfg.fault
-    } else {
-        Fault::None
-    };
-    if fault == Fault::Die {
-        h.kill();
-        return broken();
-    }
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) | Err(_) => return error(StatusCode::BAD_REQUEST, "invalid JSON body"),
@@ -663,7 +654,15 @@ async fn embedding(h: Arc<SimHost>, body: Bytes, legacy: bool) -> Response {
     h.embeds
         .inputs
         .fetch_add(inputs.len() as u64, Ordering::SeqCst);
+    // An embedding reply is one piece: a reset breaks it before it starts, a
+    // stall is a reply that never comes, an error line is an error status.
+    let fault = cfg.fault_for(n, &inputs.join("\n"));
     match fault {
+        Fault::Die => {
+            h.kill();
+            return broken();
+        }
+        Fault::Reset => return broken(),
         Fault::Http500 | Fault::ErrorLine => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -673,7 +672,7 @@ async fn embedding(h: Arc<SimHost>, body: Bytes, legacy: bool) -> Response {
         _ => {}
     }
     let guard = InFlight::new(&h);
-    if fault == Fault::Hang {
+    if matches!(fault, Fault::Hang | Fault::Stall) {
         let _guard = guard;
         return std::future::pending::<Response>().await;
     }
