@@ -105,7 +105,7 @@ fn write_kb(root: &Path, chunks: usize, rng: &mut Rng) -> Vec<Vec<f64>> {
         let mut refs = Vec::new();
         for c in 0..CHUNKS_PER_DOC.min(chunks - d * CHUNKS_PER_DOC) {
             let v = rng.unit();
-            if samples.len() < QUERIES && rng.next() % 200 == 0 {
+            if samples.len() < QUERIES && rng.next().is_multiple_of(200) {
                 samples.push(v.clone());
             }
             let file = kbd.join(format!("{id}_chunk_{c}.json"));

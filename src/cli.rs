@@ -1,6 +1,11 @@
 //! Command-line flags.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
+use ipnet::Ipv4Net;
+
+use crate::config::settings::RpcBackendEntry;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -10,20 +15,20 @@ use clap::{Args, Parser, Subcommand};
 )]
 pub struct Cli {
     /// Model the agents use (beats the saved setting for this run)
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = model_name)]
     pub model: Option<String>,
     /// Start in distributed mode (scans the subnet for Ollama nodes)
     #[arg(short, long)]
     pub distributed: bool,
     /// Add an Ollama node at start-up (repeatable)
-    #[arg(long = "add-node", value_name = "URL")]
+    #[arg(long = "add-node", value_name = "URL", value_parser = node_url)]
     pub add_node: Vec<String>,
     /// Scan this subnet for Ollama nodes at start-up (repeatable)
-    #[arg(long, value_name = "CIDR")]
-    pub discover: Vec<String>,
-    /// Load the node list from FILE
-    #[arg(long = "load-config", value_name = "FILE")]
-    pub load_config: Option<String>,
+    #[arg(long, value_name = "CIDR", value_parser = subnet)]
+    pub discover: Vec<Ipv4Net>,
+    /// Merge the node list from FILE into the registry
+    #[arg(long = "load-config", value_name = "FILE", value_parser = node_file)]
+    pub load_config: Option<PathBuf>,
     /// Run one query, print the result as JSON, exit
     #[arg(short, long, value_name = "TEXT")]
     pub input: Option<String>,
@@ -34,10 +39,10 @@ pub struct Cli {
     #[arg(long = "enable-distributed-inference")]
     pub enable_distributed_inference: bool,
     /// RPC backend HOST[:PORT] for model sharding (repeatable; saved)
-    #[arg(long = "rpc-backend", value_name = "HOST[:PORT]")]
-    pub rpc_backend: Vec<String>,
+    #[arg(long = "rpc-backend", value_name = "HOST[:PORT]", value_parser = rpc_backend)]
+    pub rpc_backend: Vec<RpcBackendEntry>,
     /// Start N simulated Ollama hosts on 127.0.0.1 and use them (nothing is saved)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = simulated_hosts)]
     pub simulate: Option<usize>,
     /// No colour
     #[arg(long = "no-color")]
@@ -45,8 +50,61 @@ pub struct Cli {
     /// Piped input: stop at the first command that fails
     #[arg(long)]
     pub bail: bool,
+    /// The original's flag, accepted for old launch scripts (see the note it prints)
+    #[arg(long)]
+    pub interactive: bool,
+    /// The original's worker count, accepted for old launch scripts and ignored
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: Option<u32>,
     #[command(subcommand)]
     pub sub: Option<Sub>,
+}
+
+/// The most simulated hosts `--simulate` starts (each is a listener and a task).
+pub const MAX_SIMULATED: usize = 64;
+
+fn model_name(s: &str) -> Result<String, String> {
+    crate::command::check_name(crate::command::NameKind::Model, s).map(|_| s.to_string())
+}
+
+fn node_url(s: &str) -> Result<String, String> {
+    crate::ollama::host::parse(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn subnet(s: &str) -> Result<Ipv4Net, String> {
+    let net = crate::nodes::scan::parse_cidr(s)?;
+    crate::nodes::scan::hosts(&net)?;
+    Ok(net)
+}
+
+/// A node file that exists and reads as one (it is merged at start-up).
+fn node_file(s: &str) -> Result<PathBuf, String> {
+    let p = crate::config::expand_tilde(s);
+    match std::fs::metadata(&p) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(format!("{} is not a file", p.display())),
+        Err(e) => return Err(format!("{}: {e}", p.display())),
+    }
+    crate::config::nodes_file::load(&p).map_err(|e| e.to_string())?;
+    Ok(p)
+}
+
+fn rpc_backend(s: &str) -> Result<RpcBackendEntry, String> {
+    crate::sharding::backends::parse(s)
+}
+
+fn simulated_hosts(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number"))?;
+    if !(1..=MAX_SIMULATED).contains(&n) {
+        return Err(format!(
+            "simulate between 1 and {MAX_SIMULATED} hosts (each one is a listening socket)"
+        ));
+    }
+    Ok(n)
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,6 +112,26 @@ pub enum Sub {
     /// Serve one simulated Ollama host (for tests and the network lab)
     #[command(name = "sim-serve", hide = true)]
     SimServe(SimServe),
+    /// Register this worker's llama.cpp rpc-server in Redis (SOLLOL's key) and
+    /// keep the registration fresh until stopped (SIGTERM/Ctrl-C removes it)
+    #[command(name = "rpc-register")]
+    RpcRegister(RpcRegister),
+}
+
+#[derive(Debug, Args)]
+pub struct RpcRegister {
+    /// The rpc-server's address as other machines reach it (port 50052 by default)
+    #[arg(value_name = "HOST:PORT")]
+    pub addr: String,
+    /// Lifetime of the key in seconds; it is refreshed every third of it
+    #[arg(long, value_name = "SECS", default_value_t = crate::redis::registry::DEFAULT_TTL_SECS)]
+    pub ttl: u64,
+    /// Memory offered for layers, in MB (default: the memory available now)
+    #[arg(long = "ram-mb", value_name = "MB")]
+    pub ram_mb: Option<u64>,
+    /// VRAM of one GPU in MB, as cuda:0, cuda:1, … (repeatable)
+    #[arg(long = "gpu-vram-mb", value_name = "MB")]
+    pub gpu_vram_mb: Vec<u64>,
 }
 
 #[derive(Debug, Args)]

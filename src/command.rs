@@ -1,6 +1,8 @@
 //! The shell's commands: one table (name, usage, help) that drives `help`,
 //! completion and parsing, and a pure parser from a line to a `Command`.
 
+use crate::config::settings::{QRETRIES_MAX, REFINE_MAX, TIMEOUT_MAX_SECS, TIMEOUT_MIN_SECS};
+
 /// One row of the command table.
 pub struct Spec {
     pub name: &'static str,
@@ -72,7 +74,7 @@ pub const COMMANDS: &[Spec] = &[
         name: "load",
         aliases: &[],
         usage: "load FILE",
-        help: "replace the node list with FILE's",
+        help: "merge FILE's nodes into the node list",
         keywords: &[],
     },
     Spec {
@@ -106,7 +108,7 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "timeout",
         aliases: &[],
-        usage: "timeout SECS (>= 30)",
+        usage: "timeout SECS (30-86400)",
         help: "per-agent inference timeout",
         keywords: &[],
     },
@@ -184,7 +186,7 @@ pub const COMMANDS: &[Spec] = &[
         name: "redis",
         aliases: &[],
         usage: "redis on|off",
-        help: "Redis log publishing (setting kept; not provided by this port)",
+        help: "share host leases, node health, RPC registrations and events through Redis",
         keywords: &["on", "off"],
     },
     Spec {
@@ -408,17 +410,67 @@ fn one<'a>(args: &[&'a str], what: &str) -> Result<&'a str, String> {
 
 fn int_in(args: &[&str], what: &str, lo: u64, hi: u64) -> Result<u64, String> {
     let a = one(args, what)?;
-    let n: u64 = a
-        .parse()
-        .map_err(|_| format!("`{a}` is not a whole number"))?;
-    if n < lo || n > hi {
-        return Err(if hi == u64::MAX {
-            format!("{what} must be at least {lo}, got {n}")
-        } else {
-            format!("{what} must be between {lo} and {hi}, got {n}")
-        });
+    let out_of_range = || format!("{what} must be between {lo} and {hi}, got {a}");
+    let digits = a.strip_prefix('+').unwrap_or(a);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits: a number, maybe one too large for any counter.
+        let n: u64 = digits.parse().map_err(|_| out_of_range())?;
+        if n < lo || n > hi {
+            return Err(out_of_range());
+        }
+        return Ok(n);
     }
-    Ok(n)
+    if a.starts_with('-') && a[1..].bytes().all(|b| b.is_ascii_digit()) && a.len() > 1 {
+        return Err(out_of_range());
+    }
+    Err(format!("`{a}` is not a whole number"))
+}
+
+/// The most characters a name (model, synthesis model, node) may have.
+pub const NAME_MAX: usize = 200;
+
+/// What a name names: model names also keep to the characters model tags use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    Model,
+    Node,
+    Agent,
+}
+
+/// The one check for every name a user types or saves: not empty, no control
+/// characters, at most `NAME_MAX` characters (and a model name's characters).
+pub fn check_name(kind: NameKind, s: &str) -> Result<(), String> {
+    let what = match kind {
+        NameKind::Model => "model name",
+        NameKind::Node => "node name",
+        NameKind::Agent => "agent name",
+    };
+    if s.trim().is_empty() {
+        return Err(format!("the {what} is empty"));
+    }
+    let len = s.chars().count();
+    if len > NAME_MAX {
+        return Err(format!(
+            "the {what} is {len} characters long (at most {NAME_MAX})"
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!(
+            "`{}` is not a valid {what} (control characters)",
+            s.escape_debug()
+        ));
+    }
+    if kind == NameKind::Model
+        && !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+    {
+        return Err(format!(
+            "`{}` is not a valid model name (letters, digits and - _ . : / only)",
+            s.escape_debug()
+        ));
+    }
+    Ok(())
 }
 
 fn keyword<T: Copy>(args: &[&str], what: &str, table: &[(&str, T)]) -> Result<T, String> {
@@ -491,15 +543,23 @@ pub fn parse(line: &str) -> Result<Command, Usage> {
         "load" => path_arg(line, first).map(Command::Load),
         "rpc" => parse_rpc(&args),
         "collab" => on_off(&args).map(Command::Collab),
-        "refine" => int_in(&args, "refinement rounds", 0, 5).map(|n| Command::Refine(n as u32)),
-        "synthesis" => one(&args, "model name").map(|m| {
+        "refine" => int_in(&args, "refinement rounds", 0, REFINE_MAX.into())
+            .map(|n| Command::Refine(n as u32)),
+        "synthesis" => one(&args, "model name").and_then(|m| {
             if m.eq_ignore_ascii_case("none") {
-                Command::Synthesis(None)
+                Ok(Command::Synthesis(None))
             } else {
-                Command::Synthesis(Some(m.to_string()))
+                check_name(NameKind::Model, m)?;
+                Ok(Command::Synthesis(Some(m.to_string())))
             }
         }),
-        "timeout" => int_in(&args, "timeout in seconds", 30, u64::MAX).map(Command::Timeout),
+        "timeout" => int_in(
+            &args,
+            "timeout in seconds",
+            TIMEOUT_MIN_SECS,
+            TIMEOUT_MAX_SECS,
+        )
+        .map(Command::Timeout),
         "ast" => on_off(&args).map(Command::Ast),
         "quality" => one(&args, "threshold").and_then(|a| {
             let x: f64 = a.parse().map_err(|_| format!("`{a}` is not a number"))?;
@@ -508,10 +568,12 @@ pub fn parse(line: &str) -> Result<Command, Usage> {
                     "quality threshold must be between 0.0 and 1.0, got `{a}`"
                 ))
             } else {
-                Ok(Command::Quality(x))
+                // `-0.0` is zero: stored and shown as 0.
+                Ok(Command::Quality(x + 0.0))
             }
         }),
-        "qretries" => int_in(&args, "quality retries", 0, 5).map(|n| Command::QRetries(n as u32)),
+        "qretries" => int_in(&args, "quality retries", 0, QRETRIES_MAX.into())
+            .map(|n| Command::QRetries(n as u32)),
         "strategy" => keyword(
             &args,
             "strategy",
@@ -525,13 +587,8 @@ pub fn parse(line: &str) -> Result<Command, Usage> {
         )
         .map(Command::Strategy),
         "model" => one(&args, "model name").and_then(|m| {
-            if m.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
-            {
-                Ok(Command::Model(m.to_string()))
-            } else {
-                Err(format!("`{m}` is not a valid model name"))
-            }
+            check_name(NameKind::Model, m)?;
+            Ok(Command::Model(m.to_string()))
         }),
         "status" => no_args(Command::Status),
         "metrics" => match args.as_slice() {
@@ -838,6 +895,49 @@ mod tests {
         assert!(!e.contains('\u{1b}') && !e.contains('\u{7}'), "{e:?}");
         assert!(e.contains("\\u{1b}[2J5\\u{7}"), "{e:?}");
         assert_eq!(e.lines().count(), 2);
+    }
+
+    #[test]
+    fn one_name_check_for_every_name() {
+        assert!(check_name(NameKind::Model, "hf.co/User/Repo-GGUF:Q4_K_M").is_ok());
+        assert!(check_name(NameKind::Node, "Kitchen box (GPU)").is_ok());
+        for kind in [NameKind::Model, NameKind::Node, NameKind::Agent] {
+            assert!(check_name(kind, "").is_err());
+            assert!(check_name(kind, "a\u{7}b")
+                .unwrap_err()
+                .contains("control characters"));
+            let e = check_name(kind, &"x".repeat(NAME_MAX + 1)).unwrap_err();
+            assert!(e.contains("at most 200") && e.len() < 100, "{e}");
+            assert!(check_name(kind, &"x".repeat(NAME_MAX)).is_ok());
+        }
+        assert!(check_name(NameKind::Model, "a;b").is_err());
+        for line in ["synthesis a\u{7}b", "model a\u{7}b"] {
+            let e = parse(line).unwrap_err().to_string();
+            assert!(
+                !e.contains('\u{7}') && e.contains("control characters"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_out_of_range_say_so() {
+        let e = parse("timeout 99999999999999999999").unwrap_err();
+        assert!(e.message.contains("between 30 and 86400"), "{}", e.message);
+        assert!(parse("refine -1")
+            .unwrap_err()
+            .message
+            .contains("between 0 and 5"));
+        assert!(parse("refine +3").is_ok());
+        assert!(parse("refine 3.0")
+            .unwrap_err()
+            .message
+            .contains("not a whole number"));
+        assert_eq!(parse("quality -0.0").unwrap(), Command::Quality(0.0));
+        let Command::Quality(q) = parse("quality -0.0").unwrap() else {
+            unreachable!()
+        };
+        assert!(q.is_sign_positive());
     }
 
     #[test]

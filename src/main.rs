@@ -18,20 +18,22 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Some(Sub::SimServe(args)) = &cli.sub {
-        std::process::exit(rt.block_on(sim::serve::run(args)));
+    match &cli.sub {
+        Some(Sub::SimServe(args)) => std::process::exit(rt.block_on(sim::serve::run(args))),
+        Some(Sub::RpcRegister(args)) => {
+            std::process::exit(rt.block_on(synapticllamas::redis::register::run(args)))
+        }
+        None => {}
     }
     let mut sink = StdSink;
     let mut app = rt.block_on(startup::build(&cli, &mut sink));
     shell::notices_to_stderr(&app);
-    if let Some(query) = &cli.input {
-        let code = rt.block_on(shell::one_query(&mut app, query, &mut sink));
-        rt.block_on(app.shutdown());
-        drop(app);
-        rt.shutdown_timeout(std::time::Duration::from_millis(200));
-        std::process::exit(code);
-    }
-    let code = shell::run(&rt, &mut app, ShellOptions { bail: cli.bail });
+    let code = match &cli.input {
+        Some(query) => shell::one_query(&rt, &mut app, query),
+        None => shell::run(&rt, &mut app, ShellOptions { bail: cli.bail }),
+    };
+    // Every way out (exit, end of input, a closed stdout, Ctrl-C, -i) ends here:
+    // stop the dashboard and any coordinator this shell started.
     rt.block_on(app.shutdown());
     drop(app);
     synapticllamas::sharding::coordinator::kill_owned();

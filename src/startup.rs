@@ -21,16 +21,17 @@ pub async fn build(cli: &Cli, sink: &mut dyn Sink) -> App {
     for n in &loaded.notes {
         sink.err(&format!("ℹ️  {n}"));
     }
+    for k in &loaded.invalid {
+        sink.err(&format!("⚠️  {}", loaded.warning(&settings_path, k)));
+    }
     let blocked = loaded.error.as_ref().map(|e| e.message.clone());
     if let Some(e) = &loaded.error {
         sink.err(&format!(
             "❌ {e} — using default settings; the file is left as it is and will not be written until fixed"
         ));
     }
-    let store = SettingsStore {
-        path: settings_path,
-        blocked,
-    };
+    let store = SettingsStore::new(settings_path, blocked, &loaded.settings);
+    old_flag_notes(cli, sink);
 
     let registry = if cli.simulate.is_some() {
         Registry::in_memory()
@@ -38,7 +39,11 @@ pub async fn build(cli: &Cli, sink: &mut dyn Sink) -> App {
         load_registry(&home.join(NODES_FILE), sink)
     };
     let mut app = App::new(loaded.settings, store, registry, home);
+    app.agents = crate::app::agents::AgentCache::load(sink);
     app.overrides.model = cli.model.clone();
+    if app.settings.redis_logging_enabled {
+        app.redis_start(sink).await;
+    }
     if cli.distributed {
         app.overrides.mode = Some(Mode::Distributed);
     }
@@ -51,7 +56,9 @@ pub async fn build(cli: &Cli, sink: &mut dyn Sink) -> App {
         }
     }
     if let Some(path) = &cli.load_config {
-        let _ = app.run_line(&format!("load {path}"), sink).await;
+        let _ = app
+            .run_line(&format!("load {}", path.display()), sink)
+            .await;
     }
     for url in &cli.add_node {
         let _ = app.run_line(&format!("add {url}"), sink).await;
@@ -70,6 +77,18 @@ pub async fn build(cli: &Cli, sink: &mut dyn Sink) -> App {
         }
     }
     app
+}
+
+/// The original's `--interactive` and `--workers`: accepted, with what they mean here.
+fn old_flag_notes(cli: &Cli, sink: &mut dyn Sink) {
+    if cli.interactive {
+        sink.err("ℹ️  --interactive: accepted for old launch scripts; the shell is interactive whenever standard input is a terminal (with -i the one query still runs)");
+    }
+    if let Some(n) = cli.workers {
+        sink.err(&format!(
+            "ℹ️  --workers {n}: accepted for old launch scripts and ignored; requests are spread one per physical host (the host_capacity setting raises that)"
+        ));
+    }
 }
 
 fn auto_discover_disabled() -> bool {
@@ -153,26 +172,28 @@ fn apply_sharding_flags(app: &mut App, cli: &Cli, sink: &mut dyn Sink) {
     if cli.enable_distributed_inference {
         app.settings.model_sharding_enabled = true;
     }
+    // Every value was checked when the flags were parsed (a bad one exits 2).
     if !cli.rpc_backend.is_empty() {
-        let mut list = Vec::new();
         for b in &cli.rpc_backend {
-            match crate::sharding::backends::parse(b) {
-                Ok(e) => {
-                    if let Some(w) = crate::sharding::backends::exposure_warning(&e) {
-                        sink.err(&w);
-                    }
-                    list.push(e)
-                }
-                Err(m) => sink.err(&format!("❌ --rpc-backend {b}: {m}")),
+            if let Some(w) = crate::sharding::backends::exposure_warning(b) {
+                sink.err(&w);
             }
         }
         sink.err(&format!(
             "🔗 Configured {} RPC backend(s) for distributed inference",
-            list.len()
+            cli.rpc_backend.len()
         ));
-        app.settings.rpc_backends = list;
+        app.settings.rpc_backends = cli.rpc_backend.clone();
     }
-    if let Err(e) = app.settings_store.save(&app.settings) {
-        sink.err(&format!("⚠️  {e:#}"));
+    let mut touched = Vec::new();
+    if cli.enable_distributed_inference {
+        touched.push("model_sharding_enabled");
+    }
+    if !cli.rpc_backend.is_empty() {
+        touched.push("rpc_backends");
+    }
+    let settings = app.settings.clone();
+    if let Err(e) = app.settings_store.save(&settings, &touched) {
+        sink.err(&format!("❌ {e:#}"));
     }
 }

@@ -15,6 +15,15 @@ use crate::sharding::backends;
 /// Default seconds between background probes of the nodes.
 pub const MONITOR_EVERY_SECS: u64 = 30;
 
+/// An instant as Unix milliseconds.
+fn unix_ms(t: std::time::Instant) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    now.saturating_sub(t.elapsed().as_millis() as u64)
+}
+
 /// Scheduler events go to the dashboard.
 pub struct HubEvents(pub Arc<Hub>);
 
@@ -24,6 +33,9 @@ impl Events for HubEvents {
             format!("{task} → {} ({})", node.name(), node.host),
             reason.to_string(),
         );
+        if let Some(tap) = self.0.tap() {
+            tap.node_picked(task, node, reason);
+        }
     }
     fn finished(&self, node: &Node, seconds: f64, _ok: bool) {
         self.0.observe_latency(node.name(), &node.host, seconds);
@@ -59,6 +71,7 @@ fn spawn_sharding_monitor(
                 let mut list = hub.backends();
                 for b in list.iter_mut().filter(|b| b["address"] == a.as_str()) {
                     b["status"] = json!(if up { "up" } else { "down" });
+                    b["checked_ms"] = json!(unix_ms(std::time::Instant::now()));
                 }
                 hub.set_backends(list);
             }
@@ -100,6 +113,7 @@ impl App {
             None => serde_json::Value::Null,
         };
         self.hub.set_coordinator(coordinator);
+        let shown = self.hub.backends();
         let backends: Vec<serde_json::Value> = self
             .settings
             .rpc_backends
@@ -107,7 +121,17 @@ impl App {
             .map(|b| {
                 let a = backends::addr(b);
                 let st = self.sharding.stats.get(&a).cloned().unwrap_or_default();
-                json!({"address": a, "status": match st.up { Some(true) => "up", Some(false) => "down", None => "unknown" },
+                let mut status = json!(match st.up { Some(true) => "up", Some(false) => "down", None => "unknown" });
+                let mut checked_ms = st.checked.map(unix_ms);
+                // The monitor's observation wins when it is the newer one.
+                if let Some(p) = shown.iter().find(|p| p["address"] == a.as_str()) {
+                    let seen = p["checked_ms"].as_u64();
+                    if seen.is_some() && seen > checked_ms {
+                        status = p["status"].clone();
+                        checked_ms = seen;
+                    }
+                }
+                json!({"address": a, "status": status, "checked_ms": checked_ms,
                        "requests": st.requests, "success_rate": st.success_rate(), "avg_latency_ms": st.avg_latency_ms()})
             })
             .collect();

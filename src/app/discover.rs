@@ -49,6 +49,12 @@ impl App {
         }
         let nets = match discovery::subnets(cidr) {
             Ok(n) => n,
+            Err(e @ discovery::SubnetError::NoRoute) => {
+                sink.err(&format!(
+                    "❌ discover: {e}; give a CIDR, e.g. `discover 10.0.0.0/24`"
+                ));
+                return false;
+            }
             Err(e) => {
                 sink.err(&format!("❌ discover: {e}"));
                 return false;

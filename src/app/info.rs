@@ -52,7 +52,8 @@ impl App {
                 on_off(s.flockparser_enabled),
                 crate::rag::model(s.rag_model.as_deref())
             ),
-            "redis" => on_off(s.redis_logging_enabled).into(),
+            "redis" if s.redis_logging_enabled => format!("on, {}", self.redis.link.state().word()),
+            "redis" => "off".into(),
             "verbose" => on_off(s.dashboard_verbose).into(),
             _ => return None,
         })
@@ -60,12 +61,18 @@ impl App {
 
     pub(super) fn help(&self, sink: &mut dyn Sink) {
         sink.out("Commands (current value in brackets); any other line is a query:");
+        // One column for every usage, as wide as the widest.
+        let width = COMMANDS
+            .iter()
+            .map(|s| s.usage.chars().count())
+            .max()
+            .unwrap_or(0);
         for spec in COMMANDS {
             let value = self
                 .current_value(spec.name)
                 .map(|v| format!(" [{v}]"))
                 .unwrap_or_default();
-            sink.out(&format!("  {:<46} {}{}", spec.usage, spec.help, value));
+            sink.out(&format!("  {:<width$}  {}{}", spec.usage, spec.help, value));
         }
         sink.out("");
         sink.out("Strategies: auto/multi/parallel use the host-aware work queue (at most one request per");
@@ -108,13 +115,7 @@ impl App {
         row("FlockParser RAG", rag_line);
         row("RAG Knowledge Base", rag_place);
         row("RAG Model", rag_model);
-        row(
-            "Redis Logging",
-            format!(
-                "{} (not provided by this port)",
-                on_off(s.redis_logging_enabled)
-            ),
-        );
+        row("Redis", self.redis.describe());
         row("Verbose", on_off(s.dashboard_verbose).into());
         let sim = if self.registry.simulated {
             " (simulated)"

@@ -1,6 +1,7 @@
 //! The application state and the dispatcher: a `Command` in, text out through a
 //! `Sink`. No terminal I/O here, so tests can drive it directly.
 
+pub mod agents;
 mod bench;
 mod dashboard;
 mod discover;
@@ -9,6 +10,7 @@ mod node_cmds;
 mod query;
 pub use query::{incomplete_line, QueryError};
 mod rag;
+mod redis_cmds;
 mod settings_cmds;
 mod sharding;
 
@@ -43,6 +45,38 @@ impl Sink for Captured {
     fn err(&mut self, text: &str) {
         self.err.push_str(text);
         self.err.push('\n');
+    }
+}
+
+/// Print what a command changed once its save is known: as written when saved;
+/// otherwise each `✅` becomes `⚠️` and the first says the change is not saved.
+pub(crate) fn report_change(sink: &mut dyn Sink, saved: bool, buf: Captured) {
+    let mut marked = false;
+    for line in buf.out.lines() {
+        match line.strip_prefix('✅') {
+            Some(rest) if !saved => {
+                let note = if marked {
+                    ""
+                } else {
+                    " — this session only, not saved"
+                };
+                marked = true;
+                sink.out(&format!("⚠️  {}{note}", rest.trim()));
+            }
+            _ => sink.out(line),
+        }
+    }
+    for line in buf.err.lines() {
+        sink.err(line);
+    }
+}
+
+/// One confirmation line: `✅ TEXT` when saved, else `⚠️  TEXT — this session only, not saved`.
+pub(crate) fn confirm(sink: &mut dyn Sink, saved: bool, text: &str) {
+    if saved {
+        sink.out(&format!("✅ {text}"));
+    } else {
+        sink.out(&format!("⚠️  {text} — this session only, not saved"));
     }
 }
 
@@ -109,6 +143,10 @@ pub struct App {
     pub notifier: Notifier,
     /// A person at a terminal (turns the background monitor on by default).
     pub interactive: bool,
+    /// The agents queries use (loaded at start-up, re-read when their directory changes).
+    pub agents: agents::AgentCache,
+    /// Shared host leases, node health and events (off until `redis on`).
+    pub redis: crate::redis::Redis,
     /// The loaded RAG knowledge base.
     pub rag: crate::rag::Cache,
 }
@@ -121,6 +159,14 @@ impl App {
         home: PathBuf,
     ) -> App {
         let client = Client::default();
+        let notifier: Notifier = Arc::new(std::sync::RwLock::new(Arc::new(|_| {})));
+        let say = notifier.clone();
+        let redis = crate::redis::Redis::new(move |line| {
+            let f = say.read().map(|f| f.clone());
+            if let Ok(f) = f {
+                f(line)
+            }
+        });
         App {
             settings,
             settings_store,
@@ -136,8 +182,10 @@ impl App {
             hub: Arc::new(crate::dashboard::Hub::new()),
             dashboard: None,
             monitor: None,
-            notifier: Arc::new(std::sync::RwLock::new(Arc::new(|_| {}))),
+            notifier,
             interactive: false,
+            agents: agents::AgentCache::default(),
+            redis,
             rag: Default::default(),
         }
     }
@@ -172,12 +220,13 @@ impl App {
         )
     }
 
-    /// Save the settings file; a failure is reported and makes the command fail.
-    fn save_settings(&mut self, sink: &mut dyn Sink) -> bool {
-        match self.settings_store.save(&self.settings) {
+    /// Save the settings this session changed (and `touched`, keys the user set
+    /// even to the value they had); a failure is reported and makes the command fail.
+    fn save_settings(&mut self, touched: &[&str], sink: &mut dyn Sink) -> bool {
+        match self.settings_store.save(&self.settings, touched) {
             Ok(()) => true,
             Err(e) => {
-                sink.err(&format!("⚠️  {e:#}"));
+                sink.err(&format!("❌ {e:#}"));
                 false
             }
         }
@@ -188,7 +237,7 @@ impl App {
         match self.registry.save() {
             Ok(_) => true,
             Err(e) => {
-                sink.err(&format!("⚠️  {e:#}"));
+                sink.err(&format!("❌ {e:#}"));
                 false
             }
         }
@@ -206,6 +255,7 @@ impl App {
     }
 
     pub async fn dispatch(&mut self, cmd: Command, sink: &mut dyn Sink) -> Outcome {
+        self.redis.tap.set_model(self.model());
         let outcome = self.dispatch_inner(cmd, sink).await;
         self.sync_hub();
         outcome
@@ -239,8 +289,8 @@ impl App {
             | C::QRetries(_)
             | C::Strategy(_)
             | C::Model(_)
-            | C::Redis(_)
             | C::Verbose(_) => Outcome::from(self.setting(cmd, sink)),
+            C::Redis(on) => Outcome::from(self.redis_cmd(on, sink).await),
             C::Discover { cidr, timeout_ms } => {
                 Outcome::from(self.discover_cmd(cidr, timeout_ms, sink).await)
             }

@@ -1,13 +1,13 @@
 //! Node commands: nodes, add, remove, health, save, load.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use super::{App, Sink};
 use crate::config::atomic::write_atomic;
+use crate::config::expand_tilde;
 use crate::config::nodes_file::{self, NodeEntry};
 use crate::nodes::health::{probe, probe_all};
-use crate::nodes::registry::{AddOutcome, Node};
+use crate::nodes::registry::{AddOutcome, Node, RemoveError};
 use crate::ollama::host;
 use crate::ui;
 
@@ -41,10 +41,13 @@ impl App {
                 "Status",
                 "Models",
                 "Loaded (VRAM)",
-                "Requests",
-                "Errors",
-                "Avg latency",
+                "Reqs",
+                "Errs",
+                "Latency",
             ]);
+            // On a narrow terminal the counts keep their headers whole; the
+            // text columns wrap.
+            ui::keep_whole(&mut t, &[6, 7, 8]);
             for n in &nodes {
                 let st = n.state();
                 let status = st.describe();
@@ -96,6 +99,8 @@ impl App {
             ));
         }
         self.print_rpc_section(sink).await;
+        sink.out("");
+        sink.out(&format!("🗄️  Redis: {}", self.redis.describe()));
         true
     }
 
@@ -143,22 +148,51 @@ impl App {
             ));
         }
         let name = node.name().to_string();
+        let host = node.host.clone();
         if let AddOutcome::Duplicate(u) = self.registry.add_node(node) {
             sink.err(&format!("❌ Node already registered: {u}"));
             return false;
         }
-        sink.out(&format!("✅ Added node: {name} ({url})"));
-        self.save_nodes(sink)
+        let saved = self.save_nodes(sink);
+        super::confirm(sink, saved, &format!("Added node: {name} ({url})"));
+        let neighbours: Vec<String> = self
+            .registry
+            .nodes()
+            .iter()
+            .filter(|n| n.host == host && n.url() != url)
+            .map(|n| n.name().to_string())
+            .collect();
+        if !neighbours.is_empty() {
+            sink.err(&format!(
+                "ℹ️  {name} is on the same physical host as {}: they share its requests (one at a time unless host_capacity is raised)",
+                neighbours.join(", ")
+            ));
+        }
+        saved
     }
 
     pub(super) fn remove(&mut self, key: &str, sink: &mut dyn Sink) -> bool {
         match self.registry.remove(key) {
-            Some(n) => {
-                sink.out(&format!("✅ Removed node: {} ({})", n.name(), n.url()));
-                self.save_nodes(sink)
+            Ok(n) => {
+                let saved = self.save_nodes(sink);
+                super::confirm(
+                    sink,
+                    saved,
+                    &format!("Removed node: {} ({})", n.name(), n.url()),
+                );
+                saved
             }
-            None => {
+            Err(RemoveError::NotFound) => {
                 sink.err(&format!("❌ Node not found: {}", key.escape_debug()));
+                false
+            }
+            Err(RemoveError::Ambiguous(which)) => {
+                sink.err(&format!(
+                    "❌ `{}` names {} nodes: {}; remove one by its URL",
+                    key.escape_debug(),
+                    which.len(),
+                    which.join(", ")
+                ));
                 false
             }
         }
@@ -200,11 +234,13 @@ impl App {
                 .map(|n| n.entry.clone())
                 .collect();
         }
-        match write_atomic(Path::new(path), nodes_file::to_json(&file).as_bytes()) {
+        let target = expand_tilde(path);
+        match write_atomic(&target, nodes_file::to_json(&file).as_bytes()) {
             Ok(()) => {
                 sink.out(&format!(
-                    "✅ Saved {} node(s) to {path}",
-                    file.entries.len()
+                    "✅ Saved {} node(s) to {}",
+                    file.entries.len(),
+                    target.display()
                 ));
                 true
             }
@@ -215,10 +251,13 @@ impl App {
         }
     }
 
+    /// `load FILE`: merge FILE's nodes into the registry (as the original did),
+    /// say what was added, updated and kept, and save.
     pub(super) fn load_from(&mut self, path: &str, sink: &mut dyn Sink) -> bool {
-        match nodes_file::load(Path::new(path)) {
+        let target = expand_tilde(path);
+        match nodes_file::load(&target) {
             Ok(None) => {
-                sink.err(&format!("❌ load: {path}: no such file"));
+                sink.err(&format!("❌ load: {}: no such file", target.display()));
                 false
             }
             Err(e) => {
@@ -230,9 +269,34 @@ impl App {
                     sink.err(&format!("⚠️  {w}"));
                 }
                 let n = file.entries.len();
-                self.registry.replace_all(file);
-                sink.out(&format!("✅ Loaded {n} node(s) from {path}"));
-                true
+                let r = self.registry.merge_file(file);
+                let saved = self.save_nodes(sink);
+                let mut what = vec![format!("{} added", r.added.len())];
+                if !r.updated.is_empty() {
+                    what.push(format!(
+                        "{} updated from the file ({})",
+                        r.updated.len(),
+                        r.updated.join(", ")
+                    ));
+                }
+                if r.unchanged > 0 {
+                    what.push(format!("{} already registered", r.unchanged));
+                }
+                what.push(format!(
+                    "{} registered node(s) not in the file kept",
+                    r.kept
+                ));
+                super::confirm(
+                    sink,
+                    saved,
+                    &format!(
+                        "Loaded {n} node(s) from {}: {} (merged; registry: {} node(s))",
+                        target.display(),
+                        what.join(", "),
+                        self.registry.len()
+                    ),
+                );
+                saved
             }
         }
     }

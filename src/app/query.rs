@@ -17,7 +17,7 @@ use crate::ollama::{host, Timeouts};
 use crate::pipeline::call::Ctx;
 use crate::pipeline::observer::Observer;
 use crate::pipeline::result::{NothingGenerated, QueryResult};
-use crate::pipeline::{self, agents, collab, Plan};
+use crate::pipeline::{self, collab, Plan};
 use crate::scheduler::{self, Policy, Pool};
 use crate::ui;
 use crate::ui::progress::TaskBars;
@@ -25,8 +25,6 @@ use crate::ui::progress::TaskBars;
 /// Why a query produced no answer at all.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
-    #[error("{0}")]
-    Agents(String),
     #[error("model sharding: {0}")]
     Sharding(String),
     #[error("{0}")]
@@ -81,15 +79,6 @@ impl Observer for AppObserver {
     fn finished(&self, task: &str) {
         self.hub.task_finished(task);
         self.bars.finish(task);
-    }
-}
-
-/// Where agents are overridden from: `$SYNAPTICLLAMAS_AGENTS`, else
-/// `~/.config/synapticllamas/agents/`.
-fn agents_dir() -> Option<std::path::PathBuf> {
-    match std::env::var_os("SYNAPTICLLAMAS_AGENTS") {
-        Some(d) if !d.is_empty() => Some(d.into()),
-        _ => dirs::config_dir().map(|c| c.join("synapticllamas").join("agents")),
     }
 }
 
@@ -182,7 +171,7 @@ impl App {
         query: &str,
         sink: &mut dyn Sink,
     ) -> Result<QueryResult, QueryError> {
-        let agents = agents::load(agents_dir().as_deref()).map_err(QueryError::Agents)?;
+        let agents = self.agents.current(sink);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let observer = Arc::new(AppObserver {
             tx,

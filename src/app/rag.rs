@@ -65,8 +65,16 @@ impl App {
             RagCmd::On | RagCmd::Off => {
                 let on = cmd == RagCmd::On;
                 self.settings.flockparser_enabled = on;
-                sink.out(&format!("✅ FlockParser RAG {} (saved)", on_off(on)));
-                let saved = self.save_settings(sink);
+                let saved = self.save_settings(&["flockparser_enabled"], sink);
+                super::confirm(
+                    sink,
+                    saved,
+                    &format!(
+                        "FlockParser RAG {}{}",
+                        on_off(on),
+                        if saved { " (saved)" } else { "" }
+                    ),
+                );
                 if on {
                     self.rag_describe(sink).await;
                 }
@@ -88,17 +96,31 @@ impl App {
                     }
                     self.settings.rag_path = Some(loc.describe());
                     self.rag.clear();
-                    sink.out(&format!(
-                        "✅ RAG knowledge base: {} (saved)",
-                        loc.describe()
-                    ));
-                    self.save_settings(sink)
+                    let saved = self.save_settings(&["rag_path"], sink);
+                    super::confirm(
+                        sink,
+                        saved,
+                        &format!(
+                            "RAG knowledge base: {}{}",
+                            loc.describe(),
+                            if saved { " (saved)" } else { "" }
+                        ),
+                    );
+                    saved
                 }
             },
             RagCmd::Model(m) => {
-                sink.out(&format!("✅ RAG embedding model set to: {m} (saved)"));
-                self.settings.rag_model = Some(m);
-                self.save_settings(sink)
+                self.settings.rag_model = Some(m.clone());
+                let saved = self.save_settings(&["rag_model"], sink);
+                super::confirm(
+                    sink,
+                    saved,
+                    &format!(
+                        "RAG embedding model set to: {m}{}",
+                        if saved { " (saved)" } else { "" }
+                    ),
+                );
+                saved
             }
             RagCmd::Index(paths) => self.rag_index(&paths, sink).await,
         }

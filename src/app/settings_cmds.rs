@@ -1,6 +1,6 @@
 //! Commands that change a setting and save the settings file.
 
-use super::{App, Sink};
+use super::{App, Captured, Sink};
 use crate::command::{Command, Mode, Strategy};
 
 fn on_off(b: bool) -> &'static str {
@@ -12,8 +12,12 @@ fn on_off(b: bool) -> &'static str {
 }
 
 impl App {
-    /// Apply one setting command, print what changed, save.
-    pub(super) fn setting(&mut self, cmd: Command, sink: &mut dyn Sink) -> bool {
+    /// Apply one setting command, save, then print what changed (marked as
+    /// not saved when the file could not be written).
+    pub(super) fn setting(&mut self, cmd: Command, out: &mut dyn Sink) -> bool {
+        let key = setting_key(&cmd);
+        let mut buf = Captured::default();
+        let sink = &mut buf;
         let s = &mut self.settings;
         match cmd {
             Command::Collab(on) => {
@@ -72,36 +76,55 @@ impl App {
                 }
                 s.model = m;
             }
-            Command::Redis(on) => {
-                s.redis_logging_enabled = on;
-                sink.out(&format!("✅ Redis log publishing {} (saved)", on_off(on)));
-                sink.err("ℹ️  This port does not publish logs to Redis; the setting is kept for the Python tool.");
-            }
             Command::Verbose(on) => {
                 s.dashboard_verbose = on;
                 sink.out(&format!("✅ Verbose dashboard logging {}", on_off(on)));
             }
             other => unreachable!("not a setting command: {other:?}"),
         }
-        self.save_settings(sink)
+        let saved = self.save_settings(&[key], out);
+        super::report_change(out, saved, buf);
+        saved
     }
 
     pub(super) async fn set_mode(&mut self, mode: Mode, sink: &mut dyn Sink) -> bool {
         self.overrides.mode = None;
+        let mut buf = Captured::default();
         match mode {
             Mode::Standard => {
                 self.settings.mode = Some("standard".into());
-                sink.out("✅ Switched to Standard Mode");
-                self.save_settings(sink)
+                buf.out("✅ Switched to Standard Mode");
+                let saved = self.save_settings(&["mode"], sink);
+                super::report_change(sink, saved, buf);
+                saved
             }
             Mode::Distributed => {
                 self.settings.mode = Some("distributed".into());
-                sink.out("✅ Switched to Distributed Mode");
-                let saved = self.save_settings(sink);
+                buf.out("✅ Switched to Distributed Mode");
+                let saved = self.save_settings(&["mode"], sink);
+                super::report_change(sink, saved, buf);
                 let scanned = self.discover_for_mode(sink).await;
                 saved && scanned
             }
         }
+    }
+}
+
+/// The settings-file key a setting command sets.
+fn setting_key(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::Collab(_) => "collaborative_mode",
+        Command::Refine(_) => "refinement_rounds",
+        Command::Synthesis(_) => "synthesis_model",
+        Command::Timeout(_) => "agent_timeout",
+        Command::Ast(_) => "ast_voting_enabled",
+        Command::Quality(_) => "quality_threshold",
+        Command::QRetries(_) => "max_quality_retries",
+        Command::Strategy(_) => "strategy",
+        Command::Model(_) => "model",
+        Command::Redis(_) => "redis_logging_enabled",
+        Command::Verbose(_) => "dashboard_verbose",
+        _ => "",
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{App, Sink};
+use super::{App, Captured, Sink};
 use crate::command::{Route, RpcCmd};
 use crate::config::settings::RpcBackendEntry;
 use crate::nodes::discovery;
@@ -54,15 +54,17 @@ impl App {
         }
     }
 
-    pub(super) async fn distributed(&mut self, route: Route, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn distributed(&mut self, route: Route, out: &mut dyn Sink) -> bool {
         if matches!(route, Route::Model | Route::Both)
             && self.settings.rpc_backends.is_empty()
             && !self.coordinator_configured()
         {
-            sink.err("⚠️  No RPC backends or coordinator configured! Nothing changed.");
-            sink.err("   Add backends with `rpc add HOST[:PORT]` (or `rpc discover`), or set coordinator_url in ~/.synapticllamas.json.");
+            out.err("⚠️  No RPC backends or coordinator configured! Nothing changed.");
+            out.err("   Add backends with `rpc add HOST[:PORT]` (or `rpc discover`), or set coordinator_url in ~/.synapticllamas.json.");
             return false;
         }
+        let mut buf = Captured::default();
+        let sink = &mut buf;
         let healthy = self
             .registry
             .nodes()
@@ -105,7 +107,12 @@ impl App {
             }
         }
         sink.out("   Applied now (no restart needed).");
-        self.save_settings(sink)
+        let saved = self.save_settings(
+            &["task_distribution_enabled", "model_sharding_enabled"],
+            out,
+        );
+        super::report_change(out, saved, buf);
+        saved
     }
 
     pub(super) async fn rpc(&mut self, cmd: RpcCmd, sink: &mut dyn Sink) -> bool {
@@ -144,14 +151,19 @@ impl App {
                     if let Some(w) = backends::exposure_warning(&b) {
                         sink.err(&w);
                     }
-                    if !backends::reachable(&b, Duration::from_millis(500)).await {
+                    let up = backends::reachable(&b, Duration::from_millis(500)).await;
+                    if !up {
                         sink.err(&format!(
                             "⚠️  {a} does not accept connections right now (added anyway)"
                         ));
                     }
+                    let st = self.sharding.stats.entry(a.clone()).or_default();
+                    st.up = Some(up);
+                    st.checked = Some(std::time::Instant::now());
                     self.settings.rpc_backends.push(b);
-                    sink.out(&format!("✅ Added RPC backend: {a}"));
-                    self.save_settings(sink)
+                    let saved = self.save_settings(&["rpc_backends"], sink);
+                    super::confirm(sink, saved, &format!("Added RPC backend: {a}"));
+                    saved
                 }
             },
             RpcCmd::Remove(s) => {
@@ -168,26 +180,38 @@ impl App {
                     sink.err(&format!("❌ Backend not found: {a}"));
                     return false;
                 }
-                sink.out(&format!("✅ Removed RPC backend: {a}"));
+                let saved = self.save_settings(&["rpc_backends"], sink);
+                super::confirm(sink, saved, &format!("Removed RPC backend: {a}"));
                 if self.settings.rpc_backends.is_empty() && self.settings.model_sharding_enabled {
                     sink.err("⚠️  No RPC backends remaining! Model sharding will fail.");
                 }
-                self.save_settings(sink)
+                saved
             }
             RpcCmd::Discover => self.rpc_discover(sink).await,
         }
     }
 
     async fn rpc_discover(&mut self, sink: &mut dyn Sink) -> bool {
-        let nets =
-            match discovery::subnets(None).and_then(|n| discovery::addresses(&n).map(|a| (n, a))) {
-                Ok(x) => x,
-                Err(e) => {
-                    sink.err(&format!("❌ rpc discover: {e}"));
-                    return false;
-                }
-            };
-        let (nets, addrs) = nets;
+        let nets = match discovery::subnets(None) {
+            Ok(n) => n,
+            Err(e @ discovery::SubnetError::NoRoute) => {
+                sink.err(&format!(
+                    "❌ rpc discover: {e}; name the subnets in SYNAPTICLLAMAS_SUBNETS (e.g. SYNAPTICLLAMAS_SUBNETS=10.0.0.0/24), or add a backend with `rpc add HOST[:PORT]`"
+                ));
+                return false;
+            }
+            Err(e) => {
+                sink.err(&format!("❌ rpc discover: {e}"));
+                return false;
+            }
+        };
+        let addrs = match discovery::addresses(&nets) {
+            Ok(a) => a,
+            Err(e) => {
+                sink.err(&format!("❌ rpc discover: {e}"));
+                return false;
+            }
+        };
         let names: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
         sink.err(&format!(
             "🔍 Scanning {} for RPC backends: {} addresses on port 50052 (TCP connect only) ...",
@@ -206,25 +230,40 @@ impl App {
         let bar = ui::progress::bar(addrs.len() as u64, "scanning");
         let report = scan::scan(addrs, &opts, |_| async { Some(()) }, || bar.inc(1)).await;
         bar.finish_and_clear();
+        let mut found: Vec<(RpcBackendEntry, &str)> = report
+            .found
+            .iter()
+            .map(|(addr, _)| {
+                let b = RpcBackendEntry {
+                    host: addr.ip().to_string(),
+                    port: addr.port(),
+                    extra: Default::default(),
+                };
+                (b, "")
+            })
+            .collect();
+        for b in self.redis_registrations(sink).await {
+            if !found
+                .iter()
+                .any(|(x, _)| backends::addr(x) == backends::addr(&b))
+            {
+                found.push((b, " (registered in Redis)"));
+            }
+        }
         let mut added = 0;
-        for (addr, _) in &report.found {
-            let b = RpcBackendEntry {
-                host: addr.ip().to_string(),
-                port: addr.port(),
-                extra: Default::default(),
-            };
+        for (b, note) in &found {
             if !self
                 .settings
                 .rpc_backends
                 .iter()
-                .any(|x| backends::addr(x) == backends::addr(&b))
+                .any(|x| backends::addr(x) == backends::addr(b))
             {
-                sink.out(&format!("   ✅ Found: {}", backends::addr(&b)));
-                self.settings.rpc_backends.push(b);
+                sink.out(&format!("   ✅ Found: {}{note}", backends::addr(b)));
+                self.settings.rpc_backends.push(b.clone());
                 added += 1;
             }
         }
-        if report.found.is_empty() {
+        if found.is_empty() {
             sink.out("❌ No RPC backends found on the network");
             sink.out("   Start one on each machine that should hold layers: rpc-server --host <its LAN address> --port 50052");
             return true;
@@ -233,11 +272,16 @@ impl App {
             sink.out("ℹ️  All discovered backends already configured");
             return true;
         }
-        sink.out(&format!(
-            "✅ Added {added} new RPC backend(s); total {}",
-            self.settings.rpc_backends.len()
-        ));
-        self.save_settings(sink)
+        let saved = self.save_settings(&["rpc_backends"], sink);
+        super::confirm(
+            sink,
+            saved,
+            &format!(
+                "Added {added} new RPC backend(s); total {}",
+                self.settings.rpc_backends.len()
+            ),
+        );
+        saved
     }
 
     /// The coordinator node for this query: reused if healthy and current,
@@ -380,6 +424,12 @@ impl App {
         for m in models {
             let (t, why) = decide(route, &m);
             need |= t == Target::Coordinator;
+            let backend = if t == Target::Coordinator {
+                "llamacpp"
+            } else {
+                "ollama"
+            };
+            self.redis.route_decision(&m, backend, &why);
             lines.push(format!(
                 "🔀 {m} → {}: {why}",
                 if t == Target::Coordinator {
@@ -416,11 +466,9 @@ impl App {
         let mut dead = Vec::new();
         for b in self.settings.rpc_backends.clone() {
             let up = backends::reachable(&b, Duration::from_millis(500)).await;
-            self.sharding
-                .stats
-                .entry(backends::addr(&b))
-                .or_default()
-                .up = Some(up);
+            let st = self.sharding.stats.entry(backends::addr(&b)).or_default();
+            st.up = Some(up);
+            st.checked = Some(std::time::Instant::now());
             if !up {
                 dead.push(backends::addr(&b));
             }
@@ -503,6 +551,7 @@ impl App {
             let up = backends::reachable(&b, Duration::from_millis(500)).await;
             let st = self.sharding.stats.entry(a.clone()).or_default();
             st.up = Some(up);
+            st.checked = Some(std::time::Instant::now());
             t.add_row(vec![
                 a,
                 if up {
@@ -522,10 +571,19 @@ impl App {
         sink.out(&t.to_string());
     }
 
-    /// Leaving: stop the coordinator if this process started it.
+    /// Leaving: stop the dashboard, and the coordinator if this process started
+    /// it; let queued Redis events go out.
     pub async fn shutdown(&mut self) {
-        if let Some(mut c) = self.sharding.coordinator.take() {
-            c.stop().await;
+        if let Some(d) = self.dashboard.take() {
+            d.stop().await;
         }
+        if let Some(mut c) = self.sharding.coordinator.take() {
+            let ours = c.ours();
+            c.stop().await;
+            if ours {
+                self.hub.set_coordinator(serde_json::Value::Null);
+            }
+        }
+        self.redis.events.flush(Duration::from_millis(500)).await;
     }
 }

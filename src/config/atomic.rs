@@ -1,36 +1,117 @@
-//! Atomic file replacement: temp file in the same directory, fsync, rename.
+//! Atomic file replacement that keeps the file as the user laid it out: a
+//! symbolic link is followed and its target replaced (temp file in the target's
+//! directory, fsync, rename), the target's mode and owner are kept, and a
+//! read-only file is refused instead of silently replaced.
 
 use std::io::Write;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+/// Why a file was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{}: the file is read-only (mode {mode:03o}); not saved — make it writable (chmod u+w) to save", path.display())]
+    ReadOnly { path: PathBuf, mode: u32 },
+    #[error("{}: not a regular file; not saved", path.display())]
+    NotAFile { path: PathBuf },
+    #[error("{}: too many levels of symbolic links; not saved", path.display())]
+    LinkLoop { path: PathBuf },
+    #[error("{}: {what}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> WriteError {
+    let path = path.to_path_buf();
+    move |source| WriteError::Io { path, what, source }
+}
+
+/// The file a path finally names: symbolic links followed (also a link whose
+/// target does not exist yet), relative targets taken from the link's directory.
+pub fn resolve_links(path: &Path) -> Result<PathBuf, WriteError> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&p).map_err(io(&p, "cannot read the link"))?;
+                p = if target.is_absolute() {
+                    target
+                } else {
+                    p.parent().unwrap_or(Path::new(".")).join(target)
+                };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(WriteError::LinkLoop {
+        path: path.to_path_buf(),
+    })
+}
 
 /// Write `contents` to `path` so that a reader (or a crash) only ever sees the old
 /// file or the complete new one.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
+    let target = resolve_links(path)?;
+    let existing = match std::fs::metadata(&target) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io(&target, "cannot inspect")(e)),
+    };
+    if let Some(m) = &existing {
+        if !m.is_file() {
+            return Err(WriteError::NotAFile { path: target });
+        }
+        // No write bit at all: the user made it read-only (root could write it anyway).
+        if m.permissions().readonly() {
+            return Err(WriteError::ReadOnly {
+                path: target,
+                mode: m.mode() & 0o7777,
+            });
+        }
+        // Writable by mode, but not by us: replacing it would change its owner.
+        if let Err(e) = std::fs::OpenOptions::new().write(true).open(&target) {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                return Err(WriteError::ReadOnly {
+                    path: target,
+                    mode: m.mode() & 0o7777,
+                });
+            }
+        }
+    }
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
     };
     let mut tmp = tempfile::Builder::new()
-        .prefix(".synapticllamas-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
+        .tempfile_in(&dir)
+        .map_err(io(&dir, "cannot create a temporary file"))?;
     tmp.write_all(contents)
         .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("{}: cannot write", path.display()))?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        // Keep the permissions the user gave the file.
-        let _ = std::fs::set_permissions(tmp.path(), meta.permissions());
+        .map_err(io(&target, "cannot write"))?;
+    if let Some(m) = &existing {
+        // Keep the mode and the owner the user gave the file. Changing the owner
+        // works only for root; anyone else writes files they own already.
+        let file = tmp.as_file();
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o7777));
+        if let Ok(now) = file.metadata() {
+            if now.uid() != m.uid() || now.gid() != m.gid() {
+                let _ = std::os::unix::fs::fchown(file, Some(m.uid()), Some(m.gid()));
+                // chown clears set-id bits: put the mode back.
+                let _ = file.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o7777));
+            }
+        }
     }
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("{}: cannot replace", path.display()))?;
-    if let Ok(d) = std::fs::File::open(dir) {
+    tmp.persist(&target)
+        .map_err(|e| io(&target, "cannot replace")(e.error))?;
+    if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();
     }
-    remove_stale_temp_files(dir);
+    remove_stale_temp_files(&dir);
     Ok(())
 }
 
@@ -89,5 +170,42 @@ mod tests {
         assert!(!old.exists(), "a stale temp file is removed");
         assert!(young.exists(), "another writer's live temp file is kept");
         assert!(other.exists(), "files that are not ours are kept");
+    }
+
+    #[test]
+    fn links_are_written_through_and_modes_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("dotfiles");
+        std::fs::create_dir(&repo).unwrap();
+        let target = repo.join("settings.json");
+        std::fs::write(&target, b"old").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join(".settings.json");
+        std::os::unix::fs::symlink("dotfiles/settings.json", &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        let mode = std::fs::metadata(&target).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A dangling link gets its target created.
+        let dangling = dir.path().join(".nodes.json");
+        std::os::unix::fs::symlink(repo.join("nodes.json"), &dangling).unwrap();
+        write_atomic(&dangling, b"{}").unwrap();
+        assert_eq!(std::fs::read(repo.join("nodes.json")).unwrap(), b"{}");
+    }
+
+    #[test]
+    fn read_only_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ro.json");
+        std::fs::write(&f, b"keep").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let e = write_atomic(&f, b"new").unwrap_err();
+        assert!(matches!(e, WriteError::ReadOnly { mode: 0o444, .. }), "{e}");
+        assert!(e.to_string().contains("read-only"), "{e}");
+        assert_eq!(std::fs::read(&f).unwrap(), b"keep");
     }
 }

@@ -2,6 +2,7 @@
 //! registry (`~/.synapticllamas_nodes.json`), in the Python original's shapes.
 
 pub mod atomic;
+pub mod lock;
 pub mod nodes_file;
 pub mod settings;
 
@@ -17,6 +18,26 @@ pub fn home_dir() -> PathBuf {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         _ => dirs::home_dir().unwrap_or_else(|| PathBuf::from(".")),
     }
+}
+
+/// A path as typed: a leading `~` or `~/` means the home directory (`$HOME`).
+pub fn expand_tilde(path: &str) -> PathBuf {
+    let home = || {
+        std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .or_else(dirs::home_dir)
+    };
+    if path == "~" {
+        if let Some(h) = home() {
+            return h;
+        }
+    } else if let Some(rest) = path.strip_prefix("~/") {
+        if let Some(h) = home() {
+            return h.join(rest);
+        }
+    }
+    PathBuf::from(path)
 }
 
 /// A load problem: one line naming the file and the place at fault.

@@ -104,7 +104,11 @@ fn entry_from_value(raw: &Value) -> Result<NodeEntry, String> {
     obj.shift_remove("url");
     let name = match obj.shift_remove("name") {
         None | Some(Value::Null) => spec.default_name(),
-        Some(Value::String(s)) => s,
+        Some(Value::String(s)) => {
+            crate::command::check_name(crate::command::NameKind::Node, &s)
+                .map_err(|e| format!("bad \"name\": {e}"))?;
+            s
+        }
         Some(v) => return Err(format!("\"name\" is {} (expected a string)", kind_of(&v))),
     };
     let priority = match obj.shift_remove("priority") {
@@ -223,6 +227,23 @@ mod tests {
         assert_eq!(keys, ["url", "name", "priority", "a", "b", "c"]);
         assert!(once.find("\"x\"").unwrap() < once.find("\"y\"").unwrap());
         assert!(once.find("\"y\"").unwrap() < once.find("\"z\"").unwrap());
+    }
+
+    #[test]
+    fn names_go_through_the_one_validator() {
+        let long = "n".repeat(201);
+        let text = format!(
+            r#"{{"nodes":[{{"url":"http://h:1","name":"bell\u0007"}},{{"url":"http://h:2","name":"{long}"}},{{"url":"http://h:3","name":"Kitchen box (GPU)"}}]}}"#
+        );
+        let (f, w) = parse(&p(), &text).unwrap();
+        assert_eq!(f.entries.len(), 1);
+        assert_eq!(f.entries[0].name, "Kitchen box (GPU)");
+        assert_eq!(f.unusable.len(), 2, "kept aside, written back");
+        assert!(
+            w[0].contains("control characters") && !w[0].contains('\u{7}'),
+            "{w:?}"
+        );
+        assert!(w[1].contains("201 characters"), "{w:?}");
     }
 
     #[test]

@@ -122,18 +122,67 @@ impl Default for Settings {
 /// The legacy key the original migrated to `model_sharding_enabled`.
 const LEGACY_SHARDING_KEY: &str = "distributed_inference_enabled";
 
+/// Limits a user can see in `help` and in the settings warnings.
+pub const REFINE_MAX: u32 = 5;
+pub const QRETRIES_MAX: u32 = 5;
+pub const TIMEOUT_MIN_SECS: u64 = 30;
+pub const TIMEOUT_MAX_SECS: u64 = 86_400;
+pub const MODES: &[&str] = &["standard", "distributed"];
+pub const STRATEGIES: &[&str] = &[
+    "single_node",
+    "parallel_same",
+    "parallel_multi",
+    "gpu_routing",
+];
+
+/// A key whose value could not be used: the default is used instead, and the
+/// value stays in the file until the user sets that key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvalidKey {
+    pub key: String,
+    pub line: usize,
+    /// What is wrong, in the user's words (value and allowed range).
+    pub problem: String,
+}
+
 /// What loading the settings file produced.
 #[derive(Debug)]
 pub struct LoadedSettings {
     pub settings: Settings,
-    /// Set when the file exists but could not be used: it must not be overwritten.
+    /// Set when the file exists but is not a JSON object at all: it must not be overwritten.
     pub error: Option<FileError>,
-    /// Notes worth one line each (a byte-order mark, a migrated key).
+    /// Notes worth one line each (a byte-order mark, a migrated key, an empty file).
     pub notes: Vec<String>,
+    /// Keys whose values were not used, one warning each.
+    pub invalid: Vec<InvalidKey>,
     pub existed: bool,
 }
 
-pub fn parse(path: &Path, text: &str) -> Result<(Settings, Vec<String>), FileError> {
+impl LoadedSettings {
+    /// The warning line for one invalid key.
+    pub fn warning(&self, path: &Path, k: &InvalidKey) -> String {
+        format!(
+            "{}: key `{}` at line {}: {}; using the default ({}) — the value stays in the file until you set it",
+            path.display(),
+            k.key,
+            k.line,
+            k.problem,
+            default_shown(&k.key)
+        )
+    }
+}
+
+/// Parsed settings: the values, notes, and the keys whose values were not used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub settings: Settings,
+    pub notes: Vec<String>,
+    pub invalid: Vec<InvalidKey>,
+}
+
+/// Parse the file's text. Only a text that is not a JSON object is an error; a
+/// key with an unusable value is reported in `invalid` and its default used.
+pub fn parse(path: &Path, text: &str) -> Result<Parsed, FileError> {
     let mut notes = Vec::new();
     let value: Value = serde_json::from_str(text).map_err(|e| json_error(path, text, &e))?;
     let Value::Object(mut map) = value else {
@@ -145,54 +194,170 @@ pub fn parse(path: &Path, text: &str) -> Result<(Settings, Vec<String>), FileErr
             ),
         });
     };
-    if let Some(v) = map.shift_remove(LEGACY_SHARDING_KEY) {
-        if !map.contains_key("model_sharding_enabled") {
-            map.insert("model_sharding_enabled".into(), v);
-        }
+    if migrate_legacy(&mut map) {
         notes.push(format!(
             "{}: migrated legacy key `{LEGACY_SHARDING_KEY}` to `model_sharding_enabled`",
             path.display()
         ));
     }
-    // Check each known key's type separately so the message names the key.
-    let defaults = serde_json::to_value(Settings::default()).expect("defaults serialize");
-    for (key, val) in &map {
-        if defaults.get(key).is_none() && !OPTIONAL_KEYS.contains(&key.as_str()) {
-            continue;
+    // Check each known key on its own so one bad value costs only that key.
+    let known = known_keys();
+    let mut invalid = Vec::new();
+    let mut usable = Map::new();
+    for (key, val) in map {
+        if known.contains(&key) {
+            if let Err(problem) = check_key(&key, &val) {
+                invalid.push(InvalidKey {
+                    line: line_of_key(text, &key),
+                    key,
+                    problem,
+                });
+                continue;
+            }
         }
-        let mut probe = Map::new();
-        probe.insert(key.clone(), val.clone());
-        if let Err(e) = serde_json::from_value::<Settings>(Value::Object(probe)) {
-            // serde quotes the offending value; a secret must not reach the screen.
-            let msg = if SECRET_KEYS.contains(&key.as_str()) {
-                format!(
-                    "expected a string or null, got {} (value not shown)",
-                    kind_of(val)
-                )
-            } else {
-                e.to_string()
-            };
-            return Err(FileError {
-                path: path.to_path_buf(),
-                message: format!("key `{key}` at line {}: {msg}", line_of_key(text, key)),
-            });
-        }
+        usable.insert(key, val);
     }
-    let settings: Settings = serde_json::from_value(Value::Object(map)).map_err(|e| FileError {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    if settings.quality_threshold.is_nan() || !(0.0..=1.0).contains(&settings.quality_threshold) {
-        return Err(FileError {
+    let settings: Settings =
+        serde_json::from_value(Value::Object(usable)).map_err(|e| FileError {
             path: path.to_path_buf(),
-            message: format!(
-                "key `quality_threshold` at line {}: {} is outside 0.0-1.0",
-                line_of_key(text, "quality_threshold"),
-                settings.quality_threshold
-            ),
-        });
+            message: e.to_string(),
+        })?;
+    Ok(Parsed {
+        settings,
+        notes,
+        invalid,
+    })
+}
+
+/// Move the legacy sharding key to its new name; true when it was there.
+fn migrate_legacy(map: &mut Map<String, Value>) -> bool {
+    let Some(v) = map.shift_remove(LEGACY_SHARDING_KEY) else {
+        return false;
+    };
+    if !map.contains_key("model_sharding_enabled") {
+        map.insert("model_sharding_enabled".into(), v);
     }
-    Ok((settings, notes))
+    true
+}
+
+/// Whether `val` can be used for `key`; the problem in user words when not.
+fn check_key(key: &str, val: &Value) -> Result<(), String> {
+    let mut probe = Map::new();
+    probe.insert(key.to_string(), val.clone());
+    let ok = match serde_json::from_value::<Settings>(Value::Object(probe)) {
+        Ok(s) => in_range(key, &s),
+        Err(_) => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    let shown = if SECRET_KEYS.contains(&key) {
+        format!("{} (value not shown)", kind_of(val))
+    } else {
+        shown(val)
+    };
+    Err(format!("{shown} is not {}", rule(key)))
+}
+
+/// The checks beyond the value's type.
+fn in_range(key: &str, s: &Settings) -> bool {
+    use crate::command::{check_name, NameKind};
+    match key {
+        "mode" => s.mode.as_deref().is_none_or(|m| MODES.contains(&m)),
+        "refinement_rounds" => s.refinement_rounds <= REFINE_MAX,
+        "agent_timeout" => (TIMEOUT_MIN_SECS..=TIMEOUT_MAX_SECS).contains(&s.agent_timeout),
+        "quality_threshold" => (0.0..=1.0).contains(&s.quality_threshold),
+        "max_quality_retries" => s.max_quality_retries <= QRETRIES_MAX,
+        "model" => check_name(NameKind::Model, &s.model).is_ok(),
+        "synthesis_model" => s
+            .synthesis_model
+            .as_deref()
+            .is_none_or(|m| check_name(NameKind::Model, m).is_ok()),
+        "strategy" => s
+            .strategy
+            .as_deref()
+            .is_none_or(|x| STRATEGIES.contains(&x)),
+        _ => true,
+    }
+}
+
+/// What a key takes, in the user's words.
+fn rule(key: &str) -> String {
+    let list = |xs: &[&str]| {
+        xs.iter()
+            .map(|x| format!("\"{x}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match key {
+        "mode" => format!("{} or null", list(MODES)),
+        "refinement_rounds" => format!("a whole number from 0 to {REFINE_MAX}"),
+        "agent_timeout" => {
+            format!("a whole number of seconds from {TIMEOUT_MIN_SECS} to {TIMEOUT_MAX_SECS}")
+        }
+        "quality_threshold" => "a number from 0.0 to 1.0".into(),
+        "max_quality_retries" => format!("a whole number from 0 to {QRETRIES_MAX}"),
+        "model" => format!(
+            "a model name (letters, digits and - _ . : /, at most {} characters)",
+            crate::command::NAME_MAX
+        ),
+        "synthesis_model" => "a model name or null".into(),
+        "strategy" => format!("one of {} or null (auto)", list(STRATEGIES)),
+        "collaborative_mode"
+        | "ast_voting_enabled"
+        | "flockparser_enabled"
+        | "dashboard_verbose"
+        | "task_distribution_enabled"
+        | "model_sharding_enabled"
+        | "redis_logging_enabled"
+        | LEGACY_SHARDING_KEY => "true or false".into(),
+        "rpc_backends" => "a list of {\"host\": \"…\", \"port\": 0-65535} objects".into(),
+        "coordinator_url" => "a URL string".into(),
+        "redis_host" => "a host name string".into(),
+        "redis_port" => "a port number from 0 to 65535".into(),
+        "redis_db" => "a whole number from 0 to 4294967295".into(),
+        "redis_password" => "a string or null".into(),
+        "host_capacity" => "a whole number from 0 to 4294967295".into(),
+        "coordinator_args" => "a list of strings".into(),
+        "discovery_connect_timeout_ms"
+        | "discovery_verify_timeout_ms"
+        | "request_idle_timeout_ms" => "a whole number of milliseconds (0 or more)".into(),
+        "num_predict" => "a whole number of tokens (0 or more)".into(),
+        "coordinator_start_timeout_secs" | "monitor_interval_secs" => {
+            "a whole number of seconds (0 or more)".into()
+        }
+        _ => "a value of the right type".into(),
+    }
+}
+
+/// A value as the user wrote it, short and on one line.
+fn shown(v: &Value) -> String {
+    let s = serde_json::to_string(v).unwrap_or_default();
+    let s: String = s
+        .chars()
+        .flat_map(|c| {
+            let e: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            e
+        })
+        .collect();
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(57).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// The default value of a key, as it reads in the file.
+pub fn default_shown(key: &str) -> String {
+    let defaults = serde_json::to_value(Settings::default()).unwrap_or_default();
+    match defaults.get(key) {
+        Some(v) => shown(v),
+        None => "unset".into(),
+    }
 }
 
 /// Keys whose values are never printed.
@@ -200,7 +365,7 @@ const SECRET_KEYS: &[&str] = &["redis_password"];
 
 /// Every key this program reads (the legacy one included).
 pub fn known_keys() -> Vec<String> {
-    let defaults = serde_json::to_value(Settings::default()).expect("defaults serialize");
+    let defaults = serde_json::to_value(Settings::default()).unwrap_or_default();
     let mut keys: Vec<String> = defaults
         .as_object()
         .map(|m| m.keys().cloned().collect())
@@ -247,6 +412,7 @@ pub fn load(path: &Path) -> LoadedSettings {
         settings: Settings::default(),
         error: None,
         notes: Vec::new(),
+        invalid: Vec::new(),
         existed: false,
     };
     match read_text(path) {
@@ -259,10 +425,18 @@ pub fn load(path: &Path) -> LoadedSettings {
                     path.display()
                 ));
             }
+            if text.trim().is_empty() {
+                out.notes.push(format!(
+                    "{}: the file is empty; using the default settings (a setting you change is written to it)",
+                    path.display()
+                ));
+                return out;
+            }
             match parse(path, &text) {
-                Ok((s, notes)) => {
-                    out.settings = s;
-                    out.notes.extend(notes);
+                Ok(p) => {
+                    out.settings = p.settings;
+                    out.notes.extend(p.notes);
+                    out.invalid = p.invalid;
                 }
                 Err(e) => out.error = Some(e),
             }
@@ -276,28 +450,103 @@ pub fn load(path: &Path) -> LoadedSettings {
 }
 
 pub fn to_json(settings: &Settings) -> String {
-    let mut s = serde_json::to_string_pretty(settings).expect("settings serialize");
+    let mut s = serde_json::to_string_pretty(settings).unwrap_or_default();
     s.push('\n');
     s
 }
 
-/// Where the settings live and whether they may be written.
+fn to_map(settings: &Settings) -> Map<String, Value> {
+    match serde_json::to_value(settings) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Where the settings live, whether they may be written, and what this session
+/// has saved so far (to tell which keys it changed).
 #[derive(Debug, Clone)]
 pub struct SettingsStore {
     pub path: PathBuf,
-    /// Why the file must not be written (it did not parse), if so.
+    /// Why the file must not be written (it is not a JSON object), if so.
     pub blocked: Option<String>,
+    /// The settings as loaded or last saved by this session.
+    baseline: Map<String, Value>,
 }
 
 impl SettingsStore {
-    pub fn save(&self, settings: &Settings) -> anyhow::Result<()> {
+    pub fn new(path: PathBuf, blocked: Option<String>, loaded: &Settings) -> SettingsStore {
+        SettingsStore {
+            path,
+            blocked,
+            baseline: to_map(loaded),
+        }
+    }
+
+    /// Save what this session changed: lock, re-read the file, apply only the
+    /// keys whose values differ from what was loaded (plus `touched`, keys the
+    /// user set even to the value they had), write atomically. Keys another
+    /// session changed meanwhile, unknown keys and values this program could
+    /// not use are left as they are on disk.
+    pub fn save(&mut self, settings: &Settings, touched: &[&str]) -> anyhow::Result<()> {
         if let Some(why) = &self.blocked {
             anyhow::bail!(
                 "{}: not saved, the file on disk could not be read ({why}); fix or remove it",
                 self.path.display()
             );
         }
-        super::atomic::write_atomic(&self.path, to_json(settings).as_bytes())
+        let current = to_map(settings);
+        let _lock = super::lock::FileLock::acquire(&self.path)?;
+        let disk = match read_text(&self.path) {
+            Ok(None) => None,
+            Ok(Some(text)) if text.trim().is_empty() => None,
+            Ok(Some(text)) => match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Object(m)) => Some(m),
+                Ok(other) => anyhow::bail!(
+                    "{}: not saved, the file now holds {} (expected a JSON object of settings)",
+                    self.path.display(),
+                    kind_of(&other)
+                ),
+                Err(e) => anyhow::bail!("not saved: {}", json_error(&self.path, &text, &e)),
+            },
+            Err(e) => anyhow::bail!("not saved: {e}"),
+        };
+        let Some(mut map) = disk else {
+            // No file yet (or an empty one): write every setting, as the original does.
+            super::atomic::write_atomic(&self.path, to_json(settings).as_bytes())?;
+            self.baseline = current;
+            return Ok(());
+        };
+        migrate_legacy(&mut map);
+        let mut keys: Vec<&String> = current
+            .iter()
+            .filter(|(k, v)| self.baseline.get(*k) != Some(*v))
+            .map(|(k, _)| k)
+            .collect();
+        // Optional keys this session unset.
+        let unset: Vec<String> = self
+            .baseline
+            .keys()
+            .filter(|k| !current.contains_key(*k))
+            .cloned()
+            .collect();
+        for t in touched {
+            if let Some((k, _)) = current.get_key_value(*t) {
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+        }
+        for k in keys {
+            map.insert(k.clone(), current[k].clone());
+        }
+        for k in &unset {
+            map.shift_remove(k);
+        }
+        let mut text = serde_json::to_string_pretty(&Value::Object(map)).unwrap_or_default();
+        text.push('\n');
+        super::atomic::write_atomic(&self.path, text.as_bytes())?;
+        self.baseline = current;
+        Ok(())
     }
 }
 
@@ -307,6 +556,12 @@ mod tests {
 
     fn p() -> PathBuf {
         PathBuf::from("/x/.synapticllamas.json")
+    }
+
+    fn ok(text: &str) -> Parsed {
+        let r = parse(&p(), text).unwrap();
+        assert!(r.invalid.is_empty(), "{:?}", r.invalid);
+        r
     }
 
     #[test]
@@ -325,7 +580,7 @@ mod tests {
     #[test]
     fn unknown_keys_survive_a_round_trip() {
         let text = r#"{"mode":"standard","dashboard_enable_dask":false,"zzz":{"a":[1,2]}}"#;
-        let (s, _) = parse(&p(), text).unwrap();
+        let s = ok(text).settings;
         let back: Value = serde_json::from_str(&to_json(&s)).unwrap();
         assert_eq!(back["dashboard_enable_dask"], false);
         assert_eq!(back["zzz"]["a"][1], 2);
@@ -334,23 +589,62 @@ mod tests {
 
     #[test]
     fn legacy_key_migrates() {
-        let (s, notes) = parse(&p(), r#"{"distributed_inference_enabled": true}"#).unwrap();
-        assert!(s.model_sharding_enabled);
-        assert!(!to_json(&s).contains("distributed_inference_enabled"));
-        assert_eq!(notes.len(), 1);
+        let r = ok(r#"{"distributed_inference_enabled": true}"#);
+        assert!(r.settings.model_sharding_enabled);
+        assert!(!to_json(&r.settings).contains("distributed_inference_enabled"));
+        assert_eq!(r.notes.len(), 1);
     }
 
     #[test]
-    fn wrong_type_names_the_key_and_line() {
-        let e = parse(&p(), "{\n  \"refinement_rounds\": \"two\"\n}").unwrap_err();
-        assert!(e.message.contains("refinement_rounds"), "{}", e.message);
-        assert!(e.message.contains("line 2"), "{}", e.message);
+    fn one_bad_value_costs_only_its_key() {
+        let text = "{\"strategy\":\"weird\",\"model\":\"mistral\",\n\"agent_timeout\":10,\"quality_threshold\":5,\"refinement_rounds\":\"two\"}";
+        let r = parse(&p(), text).unwrap();
+        assert_eq!(r.settings.model, "mistral");
+        assert_eq!(r.settings.agent_timeout, 300);
+        assert_eq!(r.settings.quality_threshold, 0.7);
+        let keys: Vec<&str> = r.invalid.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "strategy",
+                "agent_timeout",
+                "quality_threshold",
+                "refinement_rounds"
+            ]
+        );
+        let q = &r.invalid[2];
+        assert_eq!(q.line, 2);
+        assert_eq!(q.problem, "5 is not a number from 0.0 to 1.0");
+        assert_eq!(
+            r.invalid[1].problem,
+            "10 is not a whole number of seconds from 30 to 86400"
+        );
+        assert!(r.invalid[0].problem.contains("\"weird\" is not one of"));
+        assert_eq!(
+            r.invalid[3].problem,
+            "\"two\" is not a whole number from 0 to 5"
+        );
+    }
+
+    #[test]
+    fn names_use_the_one_validator() {
+        let r = parse(
+            &p(),
+            "{\"synthesis_model\": \"a\\u0007b\", \"model\": \"x;y\"}",
+        )
+        .unwrap();
+        assert_eq!(r.invalid.len(), 2, "{:?}", r.invalid);
+        assert!(r.invalid[0].problem.contains("\\u0007"), "{:?}", r.invalid);
+        let long = format!("{{\"model\": \"{}\"}}", "m".repeat(5000));
+        let r = parse(&p(), &long).unwrap();
+        assert_eq!(r.invalid.len(), 1);
+        assert!(r.invalid[0].problem.len() < 300, "{}", r.invalid[0].problem);
     }
 
     #[test]
     fn rpc_backend_extra_fields_kept() {
         let text = r#"{"rpc_backends":[{"host":"10.77.0.5","port":50052,"has_gpu":true}]}"#;
-        let (s, _) = parse(&p(), text).unwrap();
+        let s = ok(text).settings;
         assert_eq!(s.rpc_backends[0].extra["has_gpu"], true);
         assert!(to_json(&s).contains("has_gpu"));
     }
@@ -358,9 +652,9 @@ mod tests {
     #[test]
     fn rewrites_keep_the_order_of_unknown_keys() {
         let text = r#"{"distributed_inference_enabled": true, "a": 1, "b": 2, "c": 3}"#;
-        let (s, _) = parse(&p(), text).unwrap();
+        let s = ok(text).settings;
         let once = to_json(&s);
-        let (s2, _) = parse(&p(), &once).unwrap();
+        let s2 = ok(&once).settings;
         assert_eq!(to_json(&s2), once);
         assert!(once.find("\"a\"").unwrap() < once.find("\"b\"").unwrap());
         assert!(once.find("\"b\"").unwrap() < once.find("\"c\"").unwrap());
@@ -370,9 +664,9 @@ mod tests {
     fn unknown_numbers_survive_rewrites_exactly() {
         // Values another tool wrote with full precision must not drift one ulp per save.
         let text = r#"{"a": 5.713428168508627e161, "b": 0.30000000000000004, "c": 5e-324, "d": 18446744073709551615}"#;
-        let (s, _) = parse(&p(), text).unwrap();
+        let s = ok(text).settings;
         let once = to_json(&s);
-        let (s2, _) = parse(&p(), &once).unwrap();
+        let s2 = ok(&once).settings;
         assert_eq!(s2, s);
         assert_eq!(s.extra["a"].as_f64(), Some(5.713428168508627e161));
         assert_eq!(s.extra["b"].as_f64(), Some(0.30000000000000004));
@@ -381,15 +675,45 @@ mod tests {
 
     #[test]
     fn a_password_of_the_wrong_type_is_not_echoed() {
-        let e = parse(&p(), "{\n \"redis_password\": 987654321\n}").unwrap_err();
-        assert!(!e.message.contains("987654321"), "{}", e.message);
-        assert!(e.message.contains("redis_password") && e.message.contains("line 2"));
-        assert!(e.message.contains("a number"), "{}", e.message);
+        let r = parse(&p(), "{\n \"redis_password\": 987654321\n}").unwrap();
+        let k = &r.invalid[0];
+        assert!(!k.problem.contains("987654321"), "{}", k.problem);
+        assert!(k.key == "redis_password" && k.line == 2);
+        assert!(k.problem.contains("a number"), "{}", k.problem);
     }
 
     #[test]
     fn top_level_array_rejected() {
         let e = parse(&p(), "[1,2]").unwrap_err();
         assert!(e.message.contains("an array"));
+    }
+
+    #[test]
+    fn saving_applies_only_changed_keys_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".synapticllamas.json");
+        let text = "{\n  \"refinement_rounds\": 9,\n  \"x\": 1,\n  \"model\": \"m\"\n}\n";
+        std::fs::write(&path, text).unwrap();
+        let loaded = load(&path);
+        assert_eq!(loaded.invalid.len(), 1);
+        let mut a = SettingsStore::new(path.clone(), None, &loaded.settings);
+        let mut b = SettingsStore::new(path.clone(), None, &loaded.settings);
+        let mut sa = loaded.settings.clone();
+        let mut sb = loaded.settings.clone();
+        sa.max_quality_retries = 4;
+        a.save(&sa, &[]).unwrap();
+        sb.collaborative_mode = true;
+        b.save(&sb, &[]).unwrap();
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["refinement_rounds"], 9, "the unusable value stays");
+        assert_eq!(v["max_quality_retries"], 4, "A's change survives B's save");
+        assert_eq!(v["collaborative_mode"], true);
+        assert_eq!(v["x"], 1);
+        // Setting the key (even to the default) replaces the unusable value.
+        sb.refinement_rounds = 1;
+        b.save(&sb, &["refinement_rounds"]).unwrap();
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["refinement_rounds"], 1);
+        assert_eq!(v["max_quality_retries"], 4);
     }
 }

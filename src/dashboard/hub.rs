@@ -3,7 +3,7 @@
 //! whenever a snapshot is taken, so they are never stale.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -66,11 +66,25 @@ struct Inner {
     latency: BTreeMap<String, Histogram>,
 }
 
+/// Something else that wants to hear what the hub hears (the Redis event
+/// publisher). Called after the hub changed, outside its lock; must not block.
+pub trait HubTap: Send + Sync {
+    /// A task of a query got a node, and why that one.
+    fn node_picked(&self, _task: &str, _node: &Node, _reason: &str) {}
+    /// The coordinator object changed (`Value::Null` = none).
+    fn coordinator_changed(&self, _before: &Value, _after: &Value) {}
+    /// The RPC backend list changed.
+    fn backends_changed(&self, _before: &[Value], _after: &[Value]) {}
+    /// A query finished with these metrics.
+    fn metrics(&self, _metrics: &Value) {}
+}
+
 /// The shared state the dashboard shows. Every change bumps a version that
 /// subscribers (the page's event streams) watch.
 pub struct Hub {
     inner: Mutex<Inner>,
     version: watch::Sender<u64>,
+    tap: RwLock<Option<Arc<dyn HubTap>>>,
 }
 
 impl Default for Hub {
@@ -106,7 +120,17 @@ impl Hub {
         Hub {
             inner: Mutex::new(Inner::default()),
             version: watch::channel(0).0,
+            tap: RwLock::new(None),
         }
+    }
+
+    /// Tell `tap` about changes from now on (`None` stops it).
+    pub fn set_tap(&self, tap: Option<Arc<dyn HubTap>>) {
+        *self.tap.write().unwrap_or_else(|e| e.into_inner()) = tap;
+    }
+
+    pub fn tap(&self) -> Option<Arc<dyn HubTap>> {
+        self.tap.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -146,17 +170,28 @@ impl Hub {
     /// The llama.cpp coordinator: a free-form object (`url`, `status`, `pid`,
     /// `model`, `backends`, `log`…), or null when there is none.
     pub fn set_coordinator(&self, coordinator: Value) {
-        self.update(|s| s.coordinator = coordinator);
+        let mut before = Value::Null;
+        self.update(|s| before = std::mem::replace(&mut s.coordinator, coordinator.clone()));
+        if let Some(t) = self.tap().filter(|_| before != coordinator) {
+            t.coordinator_changed(&before, &coordinator);
+        }
     }
 
     /// RPC backends, each a free-form object; the page reads `address`,
     /// `status`, `requests`, `success_rate` (0–1) and `avg_latency_ms`.
     pub fn set_backends(&self, backends: Vec<Value>) {
-        self.update(|s| s.backends = backends);
+        let mut before = Vec::new();
+        self.update(|s| before = std::mem::replace(&mut s.backends, backends.clone()));
+        if let Some(t) = self.tap().filter(|_| before != backends) {
+            t.backends_changed(&before, &backends);
+        }
     }
 
     /// The last query's metrics (`QueryResult::metrics` as JSON).
     pub fn set_metrics(&self, metrics: Value) {
+        if let Some(t) = self.tap() {
+            t.metrics(&metrics);
+        }
         self.update(|s| s.metrics = metrics);
     }
 

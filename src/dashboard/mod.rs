@@ -33,7 +33,7 @@ mod server;
 
 use std::net::IpAddr;
 
-pub use hub::{Histogram, Hub, KEEP_RECENT, LATENCY_BUCKETS};
+pub use hub::{Histogram, Hub, HubTap, KEEP_RECENT, LATENCY_BUCKETS};
 pub use monitor::{spawn_monitor, tcp_reachable};
 pub use server::{loopback_host, snapshots, start, Dashboard, KEEP_ALIVE, MIN_GAP, POLL};
 

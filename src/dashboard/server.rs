@@ -97,7 +97,7 @@ impl Drop for Dashboard {
 pub async fn start(hub: Arc<Hub>, bind: IpAddr, port: u16) -> anyhow::Result<super::Dashboard> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(bind, port))
         .await
-        .map_err(|e| anyhow::anyhow!("dashboard: cannot listen on {bind}:{port}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {bind}:{port}: {e}"))?;
     let addr = listener.local_addr()?;
     let (tx, rx) = watch::channel(false);
     let ctx = Ctx {

@@ -16,21 +16,33 @@ pub const OLLAMA_PORT: u16 = 11434;
 pub const DEFAULT_CONNECT_MS: u64 = 100;
 pub const DEFAULT_VERIFY_MS: u64 = 500;
 
+/// Why there is nothing to scan.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SubnetError {
+    /// No CIDR given and no route to learn the local subnet from: the caller
+    /// says how its user names one.
+    #[error("cannot tell this machine's subnet (no route)")]
+    NoRoute,
+    #[error("{0}")]
+    Bad(String),
+}
+
 /// The subnets to scan: the given CIDR, else `SYNAPTICLLAMAS_SUBNETS`, else the local /24.
-pub fn subnets(cidr: Option<&str>) -> Result<Vec<Ipv4Net>, String> {
+pub fn subnets(cidr: Option<&str>) -> Result<Vec<Ipv4Net>, SubnetError> {
     if let Some(c) = cidr {
-        return scan::parse_cidr(c).map(|n| vec![n]);
+        return scan::parse_cidr(c)
+            .map(|n| vec![n])
+            .map_err(SubnetError::Bad);
     }
     if let Ok(list) = std::env::var("SYNAPTICLLAMAS_SUBNETS") {
         if !list.trim().is_empty() {
             return scan::parse_cidr_list(&list)
-                .map_err(|e| format!("SYNAPTICLLAMAS_SUBNETS: {e}"));
+                .map_err(|e| SubnetError::Bad(format!("SYNAPTICLLAMAS_SUBNETS: {e}")));
         }
     }
-    scan::local_subnet().map(|n| vec![n]).ok_or_else(|| {
-        "cannot tell this machine's subnet (no route); give a CIDR, e.g. `discover 10.0.0.0/24`"
-            .into()
-    })
+    scan::local_subnet()
+        .map(|n| vec![n])
+        .ok_or(SubnetError::NoRoute)
 }
 
 /// Every address to probe in `nets`, each once, in order.
@@ -123,11 +135,12 @@ pub fn merge(registry: &mut Registry, found: &[Found]) -> Merge {
             host_id: None,
             extra: Default::default(),
         };
-        match registry.add(entry, false) {
-            AddOutcome::Added => m.new.push(spec.base_url()),
-            AddOutcome::Duplicate(_) => m.known += 1,
+        if registry.find_same_server(&entry.url).is_some() {
+            m.known += 1;
+        } else if registry.add(entry, false) == AddOutcome::Added {
+            m.new.push(spec.base_url());
         }
-        if let Some(node) = registry.find(&f.url) {
+        if let Some(node) = registry.find_same_server(&f.url) {
             let mut st = node.state();
             st.record_success();
             st.models = f.models.clone();

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Result;
-use fs4::fs_std::FileExt;
 use serde_json::{Map, Value};
 
 use super::locality;
 pub use super::state::{Health, NodeState};
 use crate::config::atomic::write_atomic;
+use crate::config::lock::FileLock;
 use crate::config::nodes_file::{self, NodeEntry, NodeFile};
 
 /// The API a node speaks.
@@ -107,6 +107,29 @@ pub struct Registry {
     pub simulated: bool,
 }
 
+/// Why `remove` removed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoveError {
+    NotFound,
+    /// The key names several nodes (`NAME (URL)` each): the user must pick by URL.
+    Ambiguous(Vec<String>),
+}
+
+/// What `load FILE` did to the registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    pub added: Vec<String>,
+    pub updated: Vec<String>,
+    pub unchanged: usize,
+    /// Registered nodes the file does not list (kept).
+    pub kept: usize,
+}
+
+/// A typed URL in canonical form; text that is not a URL is returned as it is.
+fn canonical_or_same(url: &str) -> String {
+    crate::ollama::host::canonical_url(url).unwrap_or_else(|_| url.to_string())
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum AddOutcome {
     Added,
@@ -153,9 +176,19 @@ impl Registry {
         self.nodes.is_empty()
     }
 
-    /// The registered node that is the same server as `url`, if any.
+    /// The registered node whose identity is `url`: its canonical form
+    /// (OLLAMA_HOST rules, a trailing slash ignored). Two addresses of one
+    /// machine are two nodes; they share a physical host only for scheduling.
     pub fn find(&self, url: &str) -> Option<&Arc<Node>> {
-        self.nodes.iter().find(|n| n.entry.url == url).or_else(|| {
+        let key = canonical_or_same(url);
+        self.nodes.iter().find(|n| n.entry.url == key)
+    }
+
+    /// A registered node that is probably the same server as `url` (the same
+    /// port on another address of the same machine). Only discovery uses this,
+    /// so a scan does not register this machine's server twice.
+    pub fn find_same_server(&self, url: &str) -> Option<&Arc<Node>> {
+        self.find(url).or_else(|| {
             self.nodes
                 .iter()
                 .find(|n| locality::same_server(&n.entry.url, url))
@@ -181,34 +214,60 @@ impl Registry {
         AddOutcome::Added
     }
 
-    /// Remove by URL (any spelling of the same server) or by name.
-    pub fn remove(&mut self, key: &str) -> Option<Arc<Node>> {
-        let idx = self
+    /// Remove the one node whose canonical URL or name is `key`.
+    pub fn remove(&mut self, key: &str) -> Result<Arc<Node>, RemoveError> {
+        let url = canonical_or_same(key);
+        let hits: Vec<usize> = self
             .nodes
             .iter()
-            .position(|n| n.entry.url == key || n.entry.name == key)
-            .or_else(|| {
-                let url = crate::ollama::host::canonical_url(key).ok()?;
-                self.nodes
-                    .iter()
-                    .position(|n| locality::same_server(&n.entry.url, &url))
-            })?;
-        let node = self.nodes.remove(idx);
-        self.removed.insert(node.entry.url.clone());
-        Some(node)
+            .enumerate()
+            .filter(|(_, n)| n.entry.url == url || n.entry.name == key)
+            .map(|(i, _)| i)
+            .collect();
+        match hits.as_slice() {
+            [] => Err(RemoveError::NotFound),
+            [i] => {
+                let node = self.nodes.remove(*i);
+                self.removed.insert(node.entry.url.clone());
+                Ok(node)
+            }
+            many => Err(RemoveError::Ambiguous(
+                many.iter()
+                    .map(|i| {
+                        let n = &self.nodes[*i];
+                        format!("{} ({})", n.name(), n.url())
+                    })
+                    .collect(),
+            )),
+        }
     }
 
-    /// Replace every node (used by `load FILE`).
-    pub fn replace_all(&mut self, file: NodeFile) {
-        for n in &self.nodes {
-            self.removed.insert(n.entry.url.clone());
-        }
-        self.nodes.clear();
+    /// Merge a node file into the registry (`load FILE`): new URLs are added,
+    /// known ones take the file's name, priority and fields, and nodes the file
+    /// does not list are kept.
+    pub fn merge_file(&mut self, file: NodeFile) -> LoadReport {
+        let mut report = LoadReport::default();
+        let listed: BTreeSet<String> = file.entries.iter().map(|e| e.url.clone()).collect();
         for e in file.entries {
             self.removed.remove(&e.url);
-            self.nodes.push(Arc::new(Node::new(e, false)));
+            match self.nodes.iter().position(|n| n.entry.url == e.url) {
+                None => {
+                    report.added.push(e.url.clone());
+                    self.nodes.push(Arc::new(Node::new(e, false)));
+                }
+                Some(i) if self.nodes[i].entry == e => report.unchanged += 1,
+                Some(i) => {
+                    report.updated.push(e.url.clone());
+                    self.nodes[i] = Arc::new(Node::new(e, self.nodes[i].simulated));
+                }
+            }
         }
-        self.unusable = file.unusable;
+        report.kept = self
+            .nodes
+            .iter()
+            .filter(|n| !listed.contains(&n.entry.url))
+            .count();
+        report
     }
 
     /// The distinct physical hosts among the nodes.
@@ -243,30 +302,26 @@ impl Registry {
                 store.path.display()
             );
         }
-        let lock_path = store.path.with_extension("json.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| anyhow::anyhow!("{}: cannot open lock file: {e}", lock_path.display()))?;
-        lock.lock_exclusive()
-            .map_err(|e| anyhow::anyhow!("{}: cannot lock: {e}", lock_path.display()))?;
-        if let Ok(Some((disk, _))) = nodes_file::load(&store.path) {
-            for e in disk.entries {
-                if !self.removed.contains(&e.url) && self.find(&e.url).is_none() {
-                    self.nodes.push(Arc::new(Node::new(e, false)));
+        let _lock = FileLock::acquire(&store.path)?;
+        match nodes_file::load(&store.path) {
+            Ok(None) => {}
+            Ok(Some((disk, _))) => {
+                for e in disk.entries {
+                    if !self.removed.contains(&e.url) && self.find(&e.url).is_none() {
+                        self.nodes.push(Arc::new(Node::new(e, false)));
+                    }
+                }
+                for u in disk.unusable {
+                    if !self.unusable.contains(&u) {
+                        self.unusable.push(u);
+                    }
                 }
             }
-            for u in disk.unusable {
-                if !self.unusable.contains(&u) {
-                    self.unusable.push(u);
-                }
-            }
+            // Another program wrote something this one cannot read: leave it be.
+            Err(e) => anyhow::bail!("not saved: {e}"),
         }
-        let result = write_atomic(&store.path, nodes_file::to_json(&self.to_file()).as_bytes());
-        let _ = FileExt::unlock(&lock);
-        result.map(|_| true)
+        write_atomic(&store.path, nodes_file::to_json(&self.to_file()).as_bytes())?;
+        Ok(true)
     }
 }
 
@@ -285,23 +340,51 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_and_removal() {
+    fn identity_is_the_canonical_url() {
         let mut r = Registry::in_memory();
         assert_eq!(
             r.add(entry("http://127.0.0.1:11434"), true),
             AddOutcome::Added
         );
         assert!(matches!(
-            r.add(entry("http://localhost:11434"), true),
+            r.add(entry("127.0.0.1/"), true),
             AddOutcome::Duplicate(_)
         ));
-        assert_eq!(
-            r.add(entry("http://127.0.0.1:11435"), true),
-            AddOutcome::Added
-        );
+        // Other addresses and ports of this machine are other nodes on one host.
+        for u in ["http://127.0.0.2:11434", "http://127.0.0.1:11435"] {
+            assert_eq!(r.add(entry(u), true), AddOutcome::Added, "{u}");
+        }
         assert_eq!(r.hosts().len(), 1);
-        assert!(r.remove("localhost:11435").is_some());
-        assert!(r.remove("ollama-127-0-0-1").is_some());
+        assert_eq!(
+            r.remove("127.0.0.2:11434").unwrap().url(),
+            "http://127.0.0.2:11434"
+        );
+        assert_eq!(
+            r.remove("http://127.0.0.1:11435/").unwrap().url(),
+            "http://127.0.0.1:11435"
+        );
+        assert_eq!(
+            r.remove("localhost:11435").unwrap_err(),
+            RemoveError::NotFound
+        );
+        assert!(r.remove("ollama-127-0-0-1").is_ok());
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_name_shared_by_two_nodes_is_ambiguous() {
+        let mut r = Registry::in_memory();
+        for u in ["http://10.77.0.1:11434", "http://10.77.0.2:11434"] {
+            let mut e = entry(u);
+            e.name = "box".into();
+            r.add(e, true);
+        }
+        let Err(RemoveError::Ambiguous(which)) = r.remove("box") else {
+            panic!("removed one of two nodes called box");
+        };
+        assert_eq!(which.len(), 2);
+        assert_eq!(r.len(), 2);
+        assert!(r.remove("10.77.0.2").is_ok());
+        assert!(r.remove("box").is_ok());
     }
 }

@@ -51,65 +51,118 @@ fn field_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<(String, FieldType
 /// The six built-in agents: Researcher, Critic, Editor, Storyteller,
 /// ChunkWriter, QualityVoter.
 pub fn builtin() -> Vec<Agent> {
-    BUILTIN
-        .iter()
-        .map(|(stem, text)| {
-            serde_json::from_str(text)
-                .unwrap_or_else(|e| panic!("built-in agent file {stem}.json is invalid: {e}"))
-        })
-        .collect()
+    builtin_static().to_vec()
+}
+
+/// The built-in agents, parsed once (they are compiled in and checked by tests).
+fn builtin_static() -> &'static [Agent] {
+    static BUILT: std::sync::OnceLock<Vec<Agent>> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        BUILTIN
+            .iter()
+            .map(|(stem, text)| {
+                serde_json::from_str(text)
+                    .unwrap_or_else(|e| panic!("built-in agent file {stem}.json is invalid: {e}"))
+            })
+            .collect()
+    })
+}
+
+/// The built-in agent for a role name (`Researcher`, `chunk_writer`, …). A name
+/// that is no built-in role gets the Researcher, the general-purpose agent.
+pub fn builtin_role(name: &str) -> &'static Agent {
+    let all = builtin_static();
+    find(all, name).unwrap_or(&all[0])
+}
+
+/// Agents as loaded: every built-in role is there (overridden or not), plus
+/// added agents; `problems` has one line per file that was not used.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub agents: Vec<Agent>,
+    pub problems: Vec<String>,
 }
 
 /// Built-ins, overridden or extended by the `*.json` files in `dir`. A file
-/// replaces the agent whose name (or built-in file stem) matches its file
-/// stem or name, ignoring case, spaces, `_` and `-`; other files add agents. A missing directory is fine; an
-/// unreadable or malformed file is an error naming the file.
-pub fn load(dir: Option<&Path>) -> Result<Vec<Agent>, String> {
-    let mut agents = builtin();
+/// whose `name` is a known agent's (ignoring case, spaces, `_` and `-`)
+/// replaces it; a file named after a built-in (`researcher.json`) must name
+/// that agent; other files add agents. A missing directory is fine; a file that
+/// cannot be read or used is reported in one line naming it, and skipped.
+pub fn load(dir: Option<&Path>) -> Loaded {
+    let mut out = Loaded {
+        agents: builtin(),
+        problems: Vec::new(),
+    };
     let Some(dir) = dir else {
-        return Ok(agents);
+        return out;
     };
     if !dir.exists() {
-        return Ok(agents);
+        return out;
     }
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let mut paths = Vec::new();
-    for entry in entries {
-        let path = entry
-            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-            .path();
-        if path.is_file()
-            && path
-                .extension()
-                .is_some_and(|x| x.eq_ignore_ascii_case("json"))
-        {
-            paths.push(path);
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_file()
+                    && path
+                        .extension()
+                        .is_some_and(|x| x.eq_ignore_ascii_case("json"))
+                {
+                    paths.push(path);
+                }
+            }
+        }
+        Err(e) => {
+            out.problems.push(format!(
+                "{}: cannot read the directory: {e}; the built-in agents are used",
+                dir.display()
+            ));
+            return out;
         }
     }
     paths.sort();
     for path in paths {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let agent: Agent =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default();
-        let wanted = [key(stem), key(&agent.name)];
-        let slot = agents.iter().enumerate().position(|(i, a)| {
-            let builtin_stem = BUILTIN.get(i).map(|(s, _)| key(s));
-            wanted
-                .iter()
-                .any(|w| *w == key(&a.name) || Some(w) == builtin_stem.as_ref())
-        });
-        match slot {
-            Some(i) => agents[i] = agent,
-            None => agents.push(agent),
+        let builtin_slot = BUILTIN.iter().position(|(s, _)| key(s) == key(stem));
+        let fallback = match builtin_slot {
+            Some(i) => format!("ignored; the built-in {} is used", out.agents[i].name),
+            None => "ignored".to_string(),
+        };
+        let agent = match read_agent(&path) {
+            Ok(a) => a,
+            Err(why) => {
+                out.problems
+                    .push(format!("{}: {why}; {fallback}", path.display()));
+                continue;
+            }
+        };
+        match out.agents.iter().position(|a| key(&a.name) == key(&agent.name)) {
+            Some(i) => out.agents[i] = agent,
+            None => match builtin_slot {
+                Some(i) => out.problems.push(format!(
+                    "{}: names its agent `{}`, but this file name overrides the built-in {}; {fallback} (set \"name\": \"{}\" to override it, or rename the file to add a new agent)",
+                    path.display(),
+                    agent.name.escape_debug(),
+                    out.agents[i].name,
+                    out.agents[i].name
+                )),
+                None => out.agents.push(agent),
+            },
         }
     }
-    Ok(agents)
+    out
+}
+
+/// One agent file, or what is wrong with it (one line).
+fn read_agent(path: &Path) -> Result<Agent, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    let agent: Agent = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    crate::command::check_name(crate::command::NameKind::Agent, &agent.name)?;
+    Ok(agent)
 }
 
 /// The agent called `name`, ignoring case, spaces, `_` and `-`.
@@ -252,9 +305,9 @@ mod tests {
 
     #[test]
     fn load_without_dir_gives_builtins() {
-        assert_eq!(load(None).unwrap().len(), 6);
+        assert_eq!(load(None).agents.len(), 6);
         let missing = std::env::temp_dir().join("pipeline-agents-definitely-missing-dir");
-        assert_eq!(load(Some(&missing)).unwrap().len(), 6);
+        assert_eq!(load(Some(&missing)).agents.len(), 6);
     }
 
     #[test]
@@ -283,8 +336,10 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.join("notes.txt"), "not an agent").unwrap();
-        let agents = load(Some(&dir)).unwrap();
+        let loaded = load(Some(&dir));
         std::fs::remove_dir_all(&dir).unwrap();
+        assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+        let agents = loaded.agents;
 
         assert_eq!(agents.len(), 7);
         let editor = &agents[2];
@@ -302,14 +357,19 @@ mod tests {
     }
 
     #[test]
-    fn malformed_file_is_named() {
+    fn malformed_file_is_named_and_the_builtin_kept() {
         let dir = temp_dir("malformed");
         let path = dir.join("critic.json");
         std::fs::write(&path, "{\n  \"name\": \"Critic\",\n  oops\n}").unwrap();
-        let err = load(Some(&dir)).unwrap_err();
+        let loaded = load(Some(&dir));
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(err.contains(&path.display().to_string()), "{err}");
-        assert!(err.contains("line 3 column 3"), "{err}");
+        let [p] = loaded.problems.as_slice() else {
+            panic!("{:?}", loaded.problems)
+        };
+        assert!(p.contains(&path.display().to_string()), "{p}");
+        assert!(p.contains("line 3 column 3"), "{p}");
+        assert!(p.contains("the built-in Critic is used"), "{p}");
+        assert_eq!(find(&loaded.agents, "critic").unwrap().priority, 6);
     }
 
     #[test]
@@ -322,12 +382,32 @@ mod tests {
                 "required_fields": {"a": "blob"}, "timeout_secs": 1, "priority": 1}"#,
         )
         .unwrap();
-        let err = load(Some(&dir)).unwrap_err();
+        let loaded = load(Some(&dir));
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(
-            err.contains("x.json") && err.contains("field \"a\""),
-            "{err}"
-        );
-        assert!(err.contains("line "), "{err}");
+        let p = &loaded.problems[0];
+        assert!(p.contains("x.json") && p.contains("field \"a\""), "{p}");
+        assert!(p.contains("line "), "{p}");
+        assert_eq!(loaded.agents.len(), 6);
+    }
+
+    #[test]
+    fn an_override_that_renames_its_role_is_refused() {
+        let dir = temp_dir("renamed");
+        let path = dir.join("researcher.json");
+        std::fs::write(
+            &path,
+            r#"{"name": "Investigator", "role": "r", "system_prompt": "p",
+                "required_fields": {}, "timeout_secs": 1, "priority": 1}"#,
+        )
+        .unwrap();
+        let loaded = load(Some(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(loaded.problems.len(), 1, "{:?}", loaded.problems);
+        assert!(loaded.problems[0].contains("Investigator"));
+        assert_eq!(find(&loaded.agents, "Researcher").unwrap().priority, 7);
+        assert!(find(&loaded.agents, "Investigator").is_none());
+        for (stem, _) in BUILTIN {
+            assert!(find(&loaded.agents, stem).is_some(), "{stem}");
+        }
     }
 }

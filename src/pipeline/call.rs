@@ -45,8 +45,9 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The agent for a role; the built-in one when the loaded set lacks it.
     pub fn agent(&self, name: &str) -> &Agent {
-        agents::find(&self.agents, name).unwrap_or_else(|| panic!("agent {name} is missing"))
+        agents::find(&self.agents, name).unwrap_or_else(|| agents::builtin_role(name))
     }
 
     pub fn synthesis_model(&self) -> &str {

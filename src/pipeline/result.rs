@@ -112,17 +112,54 @@ impl QueryResult {
         self.gaps.is_empty()
     }
 
+    /// The `-i` JSON. The original's keys stay beside the new ones so scripts
+    /// written against it keep working: each attribution entry also has
+    /// `agent` and `time`, each chunk `chunk_num` and `duration_ms`.
     pub fn to_json(&self) -> Value {
         let failed_chunks: Vec<&Gap> = self.gaps.iter().filter(|g| g.chunk.is_some()).collect();
+        let attribution = |list: &[Attribution]| -> Vec<Value> {
+            list.iter()
+                .map(|a| {
+                    let mut v = serde_json::to_value(a).unwrap_or_default();
+                    if let Value::Object(m) = &mut v {
+                        m.insert("agent".into(), a.task.clone().into());
+                        m.insert("time".into(), a.seconds.into());
+                    }
+                    v
+                })
+                .collect()
+        };
+        let chunks: Vec<Value> = self
+            .chunks
+            .iter()
+            .map(|c| {
+                let mut v = serde_json::to_value(c).unwrap_or_default();
+                if let Value::Object(m) = &mut v {
+                    m.insert("chunk_num".into(), c.chunk.into());
+                    m.insert(
+                        "duration_ms".into(),
+                        ((c.seconds * 1000.0).round() as u64).into(),
+                    );
+                }
+                v
+            })
+            .collect();
+        let mut metrics = serde_json::to_value(&self.metrics).unwrap_or_default();
+        if let Value::Object(m) = &mut metrics {
+            m.insert(
+                "node_attribution".into(),
+                attribution(&self.metrics.node_attribution).into(),
+            );
+        }
         serde_json::json!({
             "query": self.query,
             "final_output": self.final_output,
             "complete": self.complete(),
-            "chunks": self.chunks,
+            "chunks": chunks,
             "failed_chunks": failed_chunks,
             "failed_tasks": self.gaps,
-            "attribution": self.attribution,
-            "metrics": self.metrics,
+            "attribution": attribution(&self.attribution),
+            "metrics": metrics,
             "sources": self.rag.as_ref().map(|r| r.sources.clone()).unwrap_or_default(),
             "rag": self.rag,
         })

@@ -168,7 +168,7 @@ impl Index {
                                     Err(e) => errs.push((j, format!("{e}; skipped"))),
                                 }
                                 let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                                if d % 256 == 0 || d == total {
+                                if d.is_multiple_of(256) || d == total {
                                     progress(d, total);
                                 }
                             }

@@ -289,7 +289,7 @@ impl Scheduler {
     ) -> Option<(Lease, String)> {
         let cluster = ClusterView::of(pool.nodes());
         let lease = self.take_idle(pool, task.model, avoid)?;
-        // Dropping the lease (no hedge) gives the slot back.
+        // With no hedge the lease is dropped, which gives the slot back.
         estimate::should_hedge(
             &current.progress,
             task.prompt_tokens,

@@ -17,7 +17,7 @@ pub fn parse(s: &str) -> Result<RpcBackendEntry, String> {
             Some(p) => (
                 h,
                 p.parse::<u16>()
-                    .map_err(|_| format!("`{p}` is not a port number"))?,
+                    .map_err(|_| format!("`{p}` is not a port number (1-65535)"))?,
             ),
             None if after.is_empty() => (h, default_rpc_port()),
             None => return Err(format!("`{s}` is not HOST[:PORT]")),
@@ -27,7 +27,7 @@ pub fn parse(s: &str) -> Result<RpcBackendEntry, String> {
             Some((h, p)) if !h.contains(':') => (
                 h,
                 p.parse::<u16>()
-                    .map_err(|_| format!("`{p}` is not a port number"))?,
+                    .map_err(|_| format!("`{p}` is not a port number (1-65535)"))?,
             ),
             _ => (s, default_rpc_port()),
         }

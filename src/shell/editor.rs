@@ -56,7 +56,12 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
     };
     ed.set_helper(Some(Completion));
     app.interactive = true;
-    // Notices from the background monitor are printed above the prompt.
+    // Notices from the background monitor are printed above the prompt. With an
+    // external printer rustyline waits in select(2) on the terminal and on the
+    // printer's pipe; before version 19 it did so even when an earlier read had
+    // left keys in its own buffer, so input that arrived several bytes at once
+    // (a paste, SSH, `tmux send-keys`) stalled after the first key until the
+    // next key came (tests/cli/terminal.rs). Keep rustyline at 19 or later.
     if let Ok(p) = ed.create_external_printer() {
         let p = std::sync::Mutex::new(p);
         if let Ok(mut n) = app.notifier.write() {
@@ -81,7 +86,7 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
                 }
                 let _ = ed.add_history_entry(line);
                 let outcome = ints.run(rt, app, line, sink);
-                if outcome.exit {
+                if outcome.exit || super::stdout_closed() {
                     break;
                 }
             }
@@ -107,17 +112,26 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
 
 fn banner(app: &App, sink: &mut dyn Sink) {
     let sim = if app.registry.simulated {
-        format!(" — {} simulated hosts on 127.0.0.1", app.simulated.len())
+        let n = app.simulated.len();
+        format!(
+            " — {n} simulated host{} on 127.0.0.1",
+            if n == 1 { "" } else { "s" }
+        )
     } else {
         String::new()
     };
     sink.err("🧠  S Y N A P T I C   L L A M A S  🧠   distributed multi-agent orchestration");
     sink.err(&format!(
-        "Mode: {:?}   Model: {}   Nodes: {} on {} host(s){sim}",
+        "Mode: {:?}   Model: {}   Nodes: {} on {} host{}{sim}",
         app.mode(),
         app.model(),
         app.registry.len(),
-        app.registry.hosts().len()
+        app.registry.hosts().len(),
+        if app.registry.hosts().len() == 1 {
+            ""
+        } else {
+            "s"
+        }
     ));
     sink.err("Type a question to run the agents, `help` for commands, `exit` to leave.");
 }

@@ -13,16 +13,28 @@ use tokio::sync::Notify;
 use crate::app::{App, Outcome, Sink};
 use crate::ui;
 
+/// Set once stdout's reader has gone away (`… | head`): the loop stops after the
+/// current line and the program leaves through the usual shutdown.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether stdout's reader has gone away.
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::SeqCst)
+}
+
 /// Writes results to stdout and diagnostics to stderr; a closed stdout (a pipe
-/// whose reader went away) ends the program quietly.
+/// whose reader went away) drops further results and ends the session.
 pub struct StdSink;
 
 impl Sink for StdSink {
     fn out(&mut self, text: &str) {
+        if stdout_closed() {
+            return;
+        }
         let mut o = std::io::stdout().lock();
         if let Err(e) = writeln!(o, "{text}").and_then(|_| o.flush()) {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(0);
+                STDOUT_CLOSED.store(true, Ordering::SeqCst);
             }
         }
     }
@@ -49,14 +61,18 @@ pub fn notices_to_stderr(app: &App) {
 pub struct Interrupts {
     busy: Arc<AtomicBool>,
     cancel: Arc<Notify>,
+    /// Ctrl-C while idle and piped: the loop ends (and main shuts down).
+    quit: Arc<Notify>,
 }
 
 impl Interrupts {
-    /// While a command runs, Ctrl-C cancels it; while idle and piped, it ends the program.
+    /// While a command runs, Ctrl-C cancels it; while idle and piped, it ends
+    /// the session (through the same shutdown as every other way out).
     pub fn install(rt: &Runtime, interactive: bool) -> Interrupts {
         let busy = Arc::new(AtomicBool::new(false));
         let cancel = Arc::new(Notify::new());
-        let (b, c) = (busy.clone(), cancel.clone());
+        let quit = Arc::new(Notify::new());
+        let (b, c, q) = (busy.clone(), cancel.clone(), quit.clone());
         rt.spawn(async move {
             loop {
                 if tokio::signal::ctrl_c().await.is_err() {
@@ -65,12 +81,12 @@ impl Interrupts {
                 if b.load(Ordering::SeqCst) {
                     c.notify_waiters();
                 } else if !interactive {
-                    crate::sharding::coordinator::kill_owned();
-                    std::process::exit(130);
+                    // A permit: the loop sees it even if it is not waiting yet.
+                    q.notify_one();
                 }
             }
         });
-        Interrupts { busy, cancel }
+        Interrupts { busy, cancel, quit }
     }
 
     /// Run one line; Ctrl-C drops it (cancelling every request it had in flight).
@@ -94,11 +110,25 @@ impl Interrupts {
     }
 }
 
-/// `-i TEXT`: one query, its result as JSON on stdout; exit status 0 or 1.
-pub async fn one_query(app: &mut App, query: &str, sink: &mut dyn Sink) -> i32 {
-    match app.run_query(query, sink).await {
-        Ok(r) => {
-            sink.out(&serde_json::to_string_pretty(&r.to_json()).expect("result serializes"));
+/// `-i TEXT`: one query, its result as JSON on stdout; exit status 0, 1 when
+/// the answer has gaps or failed, 130 when Ctrl-C cancelled it.
+pub fn one_query(rt: &Runtime, app: &mut App, query: &str) -> i32 {
+    let interrupts = Interrupts::install(rt, false);
+    let mut sink = StdSink;
+    interrupts.busy.store(true, Ordering::SeqCst);
+    let cancel = interrupts.cancel.clone();
+    let result = rt.block_on(async {
+        let notified = cancel.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        tokio::select! {
+            r = app.run_query(query, &mut sink) => Some(r),
+            _ = &mut notified => None,
+        }
+    });
+    match result {
+        Some(Ok(r)) => {
+            sink.out(&serde_json::to_string_pretty(&r.to_json()).unwrap_or_default());
             if r.complete() {
                 0
             } else {
@@ -106,10 +136,14 @@ pub async fn one_query(app: &mut App, query: &str, sink: &mut dyn Sink) -> i32 {
                 1
             }
         }
-        Err(e) => {
+        Some(Err(e)) => {
             sink.err(&format!("❌ Query failed: {e}"));
             sink.out(&serde_json::json!({ "error": e.to_string() }).to_string());
             1
+        }
+        None => {
+            sink.err("⛔ Cancelled (Ctrl-C)");
+            130
         }
     }
 }
@@ -130,6 +164,24 @@ pub fn run(rt: &Runtime, app: &mut App, opts: ShellOptions) -> i32 {
     }
 }
 
+/// Lines of stdin, read on their own thread so the loop can also wait for Ctrl-C.
+fn stdin_lines() -> tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        loop {
+            let mut buf = Vec::new();
+            let r = input.read_until(b'\n', &mut buf);
+            let end = !matches!(r, Ok(n) if n > 0);
+            if tx.blocking_send(r.map(|_| buf)).is_err() || end {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 fn run_piped(
     rt: &Runtime,
     app: &mut App,
@@ -137,21 +189,30 @@ fn run_piped(
     sink: &mut dyn Sink,
     opts: &ShellOptions,
 ) -> i32 {
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
-    let mut buf = Vec::new();
+    let mut lines = stdin_lines();
     let mut failed = false;
     let mut lineno = 0usize;
     loop {
-        buf.clear();
-        match input.read_until(b'\n', &mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
+        if stdout_closed() {
+            break;
+        }
+        let next = rt.block_on(async {
+            tokio::select! {
+                l = lines.recv() => Some(l),
+                _ = ints.quit.notified() => None,
+            }
+        });
+        let buf = match next {
+            // Ctrl-C while waiting for the next line.
+            None => return 130,
+            Some(None) => break,
+            Some(Some(Ok(b))) if b.is_empty() => break,
+            Some(Some(Ok(b))) => b,
+            Some(Some(Err(e))) => {
                 sink.err(&format!("❌ stdin: {e}"));
                 return 1;
             }
-        }
+        };
         lineno += 1;
         let line = match std::str::from_utf8(&buf) {
             Ok(s) => s.trim(),

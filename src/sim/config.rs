@@ -115,7 +115,8 @@ impl SimConfig {
     /// The fault for inference request number `n` (1-based) with this prompt.
     pub fn fault_for(&self, n: u64, prompt: &str) -> Fault {
         let after = n.saturating_sub(self.fault_after);
-        let due = n > self.fault_after && (self.fault_every <= 1 || after % self.fault_every == 0);
+        let due = n > self.fault_after
+            && (self.fault_every <= 1 || after.is_multiple_of(self.fault_every));
         let matches = self
             .fault_match
             .as_deref()

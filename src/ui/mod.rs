@@ -7,11 +7,12 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
-use comfy_table::{ContentArrangement, Table};
+use comfy_table::{ColumnConstraint, ContentArrangement, Table, Width};
 
 static COLOR_OUT: AtomicBool = AtomicBool::new(false);
 static COLOR_ERR: AtomicBool = AtomicBool::new(false);
 static TTY_ERR: AtomicBool = AtomicBool::new(false);
+static TTY_OUT: AtomicBool = AtomicBool::new(false);
 
 /// Decide once at start-up: colour only on a terminal, never with NO_COLOR or --no-color.
 pub fn init(no_color_flag: bool) {
@@ -21,6 +22,7 @@ pub fn init(no_color_flag: bool) {
     COLOR_OUT.store(out && !no_color, Ordering::Relaxed);
     COLOR_ERR.store(err && !no_color, Ordering::Relaxed);
     TTY_ERR.store(err, Ordering::Relaxed);
+    TTY_OUT.store(out, Ordering::Relaxed);
     colored::control::set_override(out && !no_color);
 }
 
@@ -37,19 +39,59 @@ pub fn stderr_is_terminal() -> bool {
     TTY_ERR.load(Ordering::Relaxed)
 }
 
+/// The width of the terminal on stdout, if stdout is one (asked each time: the
+/// window may have been resized).
+pub fn stdout_columns() -> Option<u16> {
+    if !TTY_OUT.load(Ordering::Relaxed) {
+        return None;
+    }
+    // SAFETY: TIOCGWINSZ fills the winsize struct we pass and reads nothing else.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_col > 0).then_some(ws.ws_col)
+}
+
 /// A table for stdout: box-drawing on a colour terminal, plain Markdown-style
-/// ASCII otherwise (readable in a file, greppable).
+/// ASCII otherwise (readable in a file, greppable). On a terminal the columns
+/// are fitted to its width (long cells wrap); piped, rows stay one line each.
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     if color_stdout() {
         t.load_preset(UTF8_FULL_CONDENSED);
-        t.set_content_arrangement(ContentArrangement::Dynamic);
     } else {
         t.load_preset(ASCII_MARKDOWN);
-        t.set_content_arrangement(ContentArrangement::Disabled);
+    }
+    match stdout_columns() {
+        Some(cols) => {
+            t.set_content_arrangement(ContentArrangement::Dynamic);
+            t.set_width(cols);
+        }
+        None => {
+            t.set_content_arrangement(ContentArrangement::Disabled);
+        }
     }
     t.set_header(header.to_vec());
     t
+}
+
+/// Columns that must not wrap (short counts): at least as wide as their header.
+pub fn keep_whole(t: &mut Table, columns: &[usize]) {
+    let widths: Vec<(usize, u16)> = t
+        .header()
+        .map(|h| {
+            h.cell_iter()
+                .enumerate()
+                .filter(|(i, _)| columns.contains(i))
+                // The width includes the cell padding (one space each side).
+                .map(|(i, c)| (i, c.content().chars().count() as u16 + 2))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (i, w) in widths {
+        if let Some(col) = t.column_mut(i) {
+            col.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(w)));
+        }
+    }
 }
 
 /// Wrap text in an ANSI style for stderr when allowed.

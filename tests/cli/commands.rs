@@ -24,7 +24,10 @@ fn setting_commands_print_and_save() {
         .out_has("✅ Switched to Standard Mode")
         .out_has("✅ FlockParser RAG ENABLED (saved)")
         .err_has("No knowledge base yet")
-        .err_has("does not publish logs to Redis");
+        .out_has("✅ Redis ON (saved)")
+        .err_has(
+            "⚠️  Redis at redis://127.0.0.1:1/0 (from SYNAPTICLLAMAS_REDIS_URL) is unreachable",
+        );
     let s = home.settings();
     assert_eq!(s["collaborative_mode"], true);
     assert_eq!(s["refinement_rounds"], 3);
@@ -63,7 +66,7 @@ fn bad_arguments_print_usage_and_change_nothing() {
         ("quality high", "not a number"),
         ("refine 6", "between 0 and 5"),
         ("refine two", "not a whole number"),
-        ("timeout 29", "at least 30"),
+        ("timeout 29", "between 30 and 86400"),
         ("qretries 6", "between 0 and 5"),
         ("collab maybe", "expected on or off"),
         ("ast", "expected on or off"),
@@ -133,7 +136,7 @@ fn add_probes_canonicalises_and_refuses_duplicates() {
     let port = a.addrs()[0].port();
     let dead = dead_port();
     let script = format!(
-        "add 127.0.0.1:{port}\nadd http://localhost:{port}\nadd 127.0.0.1:{dead}\nadd 127.0.0.1:{dead} --force\nadd ftp://127.0.0.1\nadd bad host\n"
+        "add 127.0.0.1:{port}\nadd http://127.0.0.1:{port}/\nadd 127.0.0.1:{dead}\nadd 127.0.0.1:{dead} --force\nadd ftp://127.0.0.1\nadd bad host\n"
     );
     let r = run(&home, &[], &script);
     r.failed()

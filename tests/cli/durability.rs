@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use synapticllamas::config::nodes_file::{self, NodeEntry, NodeFile};
-use synapticllamas::config::settings::{self, Settings};
+use synapticllamas::config::settings;
 
 use crate::support::*;
 
@@ -56,17 +56,16 @@ fn temp_files(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The settings the shell can have written: the start plus `refine 1` or `refine 2`.
+/// The settings the shell can have written: the start with `refine 1` or
+/// `refine 2` applied (only the key a session changes is written over the file).
 fn settings_versions(start: &str) -> Vec<String> {
-    let path = Path::new("/x/.synapticllamas.json");
-    let (s0, _) = settings::parse(path, start).unwrap();
+    let s0: serde_json::Value = serde_json::from_str(start).unwrap();
     [1, 2]
         .into_iter()
         .map(|n| {
-            settings::to_json(&Settings {
-                refinement_rounds: n,
-                ..s0.clone()
-            })
+            let mut v = s0.clone();
+            v["refinement_rounds"] = json!(n);
+            serde_json::to_string_pretty(&v).unwrap() + "\n"
         })
         .collect()
 }

@@ -86,20 +86,59 @@ fn legacy_sharding_key_migrates() {
     assert_eq!(s["my_key"], json!([1]));
 }
 
-/// Malformed or odd files: (file contents, a piece of the expected message).
+/// Files that are not a JSON object of settings at all: (contents, a piece of
+/// the expected message). These are never written.
 const BAD_SETTINGS: &[(&[u8], &str)] = &[
-    (b"", "empty"),
     (b"{\"mode\": \"standard\", \"collab", "line 1"),
     (b"[1, 2, 3]", "an array"),
-    (b"{\"refinement_rounds\": \"two\"}", "refinement_rounds"),
-    (b"{\"quality_threshold\": 7}", "quality_threshold"),
-    (b"{\"model\": 5}", "`model`"),
     (b"{\"mode\": \"standard\"} trailing", "trailing"),
     (b"\x00\x01\x02\xff\xfe binary", "UTF-8"),
-    (b"{\"rpc_backends\": {\"host\": \"x\"}}", "rpc_backends"),
-    (b"{\n  \"agent_timeout\": -5\n}", "line 2"),
     (b"null", "null"),
 ];
+
+/// One unusable value: (contents, key, a piece of the expected message). The
+/// other keys load, the value stays in the file, changes are saved.
+const BAD_VALUES: &[(&str, &str, &str)] = &[
+    (
+        "{\"refinement_rounds\": \"two\"}",
+        "refinement_rounds",
+        "\"two\" is not a whole number from 0 to 5",
+    ),
+    (
+        "{\"quality_threshold\": 7}",
+        "quality_threshold",
+        "7 is not a number from 0.0 to 1.0",
+    ),
+    ("{\"model\": 5}", "model", "5 is not a model name"),
+    (
+        "{\"rpc_backends\": {\"host\": \"x\"}}",
+        "rpc_backends",
+        "is not a list of",
+    ),
+    (
+        "{\n  \"agent_timeout\": -5\n}",
+        "agent_timeout",
+        "at line 2: -5 is not a whole number of seconds",
+    ),
+];
+
+#[test]
+fn unusable_values_are_reported_kept_and_do_not_block_saving() {
+    for (text, key, expect) in BAD_VALUES {
+        let home = Home::new();
+        home.write_settings(text.as_bytes());
+        let r = run(&home, &[], "status\ncollab on\n");
+        let path = home.settings_path().display().to_string();
+        let line = line_naming(&r, &path, text.as_bytes());
+        assert!(line.contains(&format!("key `{key}`")), "{line:?}");
+        assert!(line.contains(expect), "{line:?} lacks {expect:?}");
+        r.ok().out_has("✅ Collaborative mode ENABLED");
+        let before: Value = serde_json::from_str(text).unwrap();
+        let after = home.settings();
+        assert_eq!(after[key], before[key], "{key}: the value was not kept");
+        assert_eq!(after["collaborative_mode"], true);
+    }
+}
 
 #[test]
 fn malformed_settings_are_reported_and_left_alone() {
@@ -223,8 +262,8 @@ fn save_and_load_use_other_paths() {
         .out_has("1 node on 1 physical host");
     let saved: Value = serde_json::from_slice(&std::fs::read(&other).unwrap()).unwrap();
     assert_eq!(saved["nodes"][0]["url"], a.url());
-    // `load` does not write the registry file: it still has the state after `remove`.
-    assert_eq!(home.node_urls().len(), 0);
+    // `load` merges into the registry and saves it, as `add` does.
+    assert_eq!(home.node_urls(), [a.url()]);
     home.write_settings(b"{}");
     let r = run(
         &home,

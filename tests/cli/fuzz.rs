@@ -597,25 +597,36 @@ fn rpc_backend() -> impl Strategy<Value = RpcBackendEntry> {
         .prop_map(|(host, port, extra)| RpcBackendEntry { host, port, extra })
 }
 
+/// A model name the one name validator accepts.
+fn model_name() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9][a-zA-Z0-9._:/-]{0,40}"
+}
+
 /// A settings value this program could have written (any values of the right types).
 fn valid_settings() -> impl Strategy<Value = Settings> {
     let a = (
-        opt(prop_oneof![
-            Just("standard".to_string()),
-            Just("distributed".to_string()),
-            tricky_text()
-        ]),
+        opt(select(
+            settings::MODES
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>(),
+        )),
         any::<bool>(),
-        any::<u32>(),
-        any::<u64>(),
+        0..=settings::REFINE_MAX,
+        settings::TIMEOUT_MIN_SECS..=settings::TIMEOUT_MAX_SECS,
         any::<bool>(),
         prop_oneof![0.0f64..=1.0, Just(0.0), Just(1.0), Just(0.7)],
-        any::<u32>(),
+        0..=settings::QRETRIES_MAX,
         any::<bool>(),
         any::<bool>(),
-        tricky_text(),
-        opt(tricky_text()),
-        opt(tricky_text()),
+        model_name(),
+        opt(model_name()),
+        opt(select(
+            settings::STRATEGIES
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>(),
+        )),
     );
     let b = (
         any::<bool>(),
@@ -740,16 +751,31 @@ fn check_settings_text(text: &str) -> Result<(), TestCaseError> {
                 e.message
             );
         }
-        Ok((s, _notes)) => {
+        Ok(parsed) => {
+            let s = parsed.settings;
             ensure!(
                 !s.quality_threshold.is_nan() && (0.0..=1.0).contains(&s.quality_threshold),
                 "accepted quality {}",
                 s.quality_threshold
             );
+            for k in &parsed.invalid {
+                ensure!(
+                    !k.problem.contains('\n') && k.problem.chars().count() < 300,
+                    "warning for {} is not one short line: {:?}",
+                    k.key,
+                    k.problem
+                );
+            }
             // What we write reads back as the same settings, and rewriting is stable.
             let written = settings::to_json(&s);
-            let (again, notes) = settings::parse(&path, &written)
+            let again = settings::parse(&path, &written)
                 .map_err(|e| TestCaseError::fail(format!("own output rejected: {e}")))?;
+            ensure!(
+                again.invalid.is_empty(),
+                "own output has unusable values: {:?}",
+                again.invalid
+            );
+            let (again, notes) = (again.settings, again.notes);
             ensure!(
                 again == s,
                 "rewrite changed the settings:\n{s:?}\n{again:?}"
@@ -779,8 +805,14 @@ fn check_settings_text(text: &str) -> Result<(), TestCaseError> {
 fn check_valid_settings(s: &Settings) -> Result<(), TestCaseError> {
     let path = settings_path();
     let text = settings::to_json(s);
-    let (back, notes) = settings::parse(&path, &text)
+    let parsed = settings::parse(&path, &text)
         .map_err(|e| TestCaseError::fail(format!("valid file rejected: {e}\n{text}")))?;
+    ensure!(
+        parsed.invalid.is_empty(),
+        "valid values refused: {:?}\n{text}",
+        parsed.invalid
+    );
+    let (back, notes) = (parsed.settings, parsed.notes);
     ensure!(
         &back == s,
         "round trip changed the settings:\n{text}\n{back:?}"
@@ -790,8 +822,9 @@ fn check_valid_settings(s: &Settings) -> Result<(), TestCaseError> {
     let v: Value = serde_json::from_str(&text).unwrap();
     let reversed: Map<String, Value> = v.as_object().unwrap().clone().into_iter().rev().collect();
     let compact = serde_json::to_string(&Value::Object(reversed)).unwrap();
-    let (back2, _) = settings::parse(&path, &compact)
-        .map_err(|e| TestCaseError::fail(format!("compact form rejected: {e}")))?;
+    let back2 = settings::parse(&path, &compact)
+        .map_err(|e| TestCaseError::fail(format!("compact form rejected: {e}")))?
+        .settings;
     ensure!(&back2 == s, "compact/reordered form reads differently");
     Ok(())
 }
@@ -853,7 +886,7 @@ fn nodes_path() -> PathBuf {
 fn node_entry() -> impl Strategy<Value = NodeEntry> {
     (
         host_input().prop_filter_map("valid URL", |u| host::canonical_url(&u).ok()),
-        tricky_text(),
+        usable_node_name(),
         any::<i64>(),
         opt(tricky_text()),
         unknown_map(&["url", "name", "priority", "host_id"]),
@@ -865,6 +898,23 @@ fn node_entry() -> impl Strategy<Value = NodeEntry> {
             host_id,
             extra,
         })
+}
+
+/// Tricky text made into a name the one name validator accepts (no control
+/// characters, not blank, at most 200 characters); other names are unusable entries.
+fn usable_node_name() -> impl Strategy<Value = String> {
+    tricky_text().prop_map(|t| {
+        let n: String = t
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(synapticllamas::command::NAME_MAX)
+            .collect();
+        if n.trim().is_empty() {
+            format!("node{n}")
+        } else {
+            n
+        }
+    })
 }
 
 /// Entries this program cannot use (kept verbatim).

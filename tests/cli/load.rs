@@ -302,6 +302,26 @@ fn twenty_one_shot_processes_at_once() {
          peak of one process {peak:?}; hosts before {before:?}; after each round {after_rounds:?}",
         started.elapsed().as_secs_f64()
     );
+    // What one `-i` process holds at its busiest (measured: about 17 fds,
+    // 3 threads, 13 MiB, 3-5 connections to the three hosts).
+    assert!(peak.fds > 0, "no running process was sampled");
+    assert!(peak.fds <= 48, "one process held {} fds", peak.fds);
+    assert!(
+        peak.threads <= 8,
+        "one process ran {} threads",
+        peak.threads
+    );
+    assert!(
+        peak.rss_kb <= 64 * 1024,
+        "one process used {} KiB",
+        peak.rss_kb
+    );
+    assert!(
+        peak.established <= 4 * sims.len(),
+        "one process held {} connections to {} hosts",
+        peak.established,
+        sims.len()
+    );
     for (x, y) in before.iter().zip(after) {
         assert!(y.fds <= x.fds + 4, "a host kept fds: {x:?} -> {y:?}");
         assert!(

@@ -1,6 +1,7 @@
 //! The one integration-test binary: the real `synapticllamas` binary driven by
 //! piped command files, with a temporary home and simulated Ollama hosts.
 
+mod agents;
 mod bad_input;
 mod client;
 mod commands;
@@ -12,14 +13,23 @@ mod discovery;
 mod durability;
 mod faults;
 mod files;
+mod flags;
 mod fuzz;
+mod identity;
 mod lab;
 mod llama;
 mod load;
+mod messages;
+mod official_clients;
 mod piped;
 mod pipeline;
 mod rag;
 mod rag_llama;
+mod redis;
+mod redis_support;
 mod security;
+mod settings_file;
 mod sharding;
+mod shutdown;
 mod support;
+mod terminal;

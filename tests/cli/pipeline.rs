@@ -380,8 +380,12 @@ fn agents_can_be_overridden_from_a_directory() {
     std::fs::write(dir.join("critic.json"), b"{ not json").unwrap();
     let mut c = command(&home, &[]);
     c.env("SYNAPTICLLAMAS_AGENTS", &dir);
+    // A file that cannot be used is named, and the built-in agent answers.
     let r = run_with(c, "hello there\n");
-    r.failed().err_has("critic.json");
+    r.ok()
+        .err_has("critic.json")
+        .err_has("the built-in Critic is used")
+        .out_has("FINAL ANSWER");
     std::fs::write(
         dir.join("critic.json"),
         json!({"name": "Critic", "role": "r", "system_prompt": "Be harsh.", "required_fields": {"verdict": "string"}, "timeout_secs": 60, "priority": 1}).to_string(),

@@ -118,6 +118,8 @@ pub fn scrub(c: &mut Command, home: &Home) {
         .env("NO_COLOR", "1")
         // Never let a test scan anything but what it names.
         .env("SOLLOL_AUTO_DISCOVER", "false")
+        // Nor reach a Redis it did not start (port 1: nothing listens there).
+        .env("SYNAPTICLLAMAS_REDIS_URL", "redis://127.0.0.1:1/0")
         .env("SYNAPTICLLAMAS_SUBNETS", "127.77.77.0/30")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -187,33 +189,69 @@ pub fn dead_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// A running shell fed line by line, whose stdout lines arrive on a channel.
+/// A running shell fed line by line, whose stdout and stderr lines arrive on channels.
 pub struct Session {
     pub child: std::process::Child,
     pub lines: std::sync::mpsc::Receiver<String>,
+    pub err_lines: std::sync::mpsc::Receiver<String>,
     pub seen: Vec<String>,
+    pub seen_err: Vec<String>,
+}
+
+/// Lines of `from`, sent on a channel until it ends.
+fn line_channel(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Read `rx` until a line contains `marker`, keeping every line in `seen`.
+fn until_in(
+    rx: &std::sync::mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    what: &str,
+    marker: &str,
+    limit: std::time::Duration,
+) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    let mut out = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                out.push_str(&l);
+                out.push('\n');
+                seen.push(l.clone());
+                if l.contains(marker) {
+                    return out;
+                }
+            }
+            Err(_) => panic!(
+                "no {marker:?} within {limit:?}; {what} so far:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
 }
 
 impl Session {
     pub fn spawn(mut c: Command) -> Session {
-        use std::io::BufRead;
         let mut child = c.spawn().expect("binary runs");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = line_channel(child.stdout.take().unwrap());
+        let err_lines = line_channel(child.stderr.take().unwrap());
         Session {
             child,
-            lines: rx,
+            lines,
+            err_lines,
             seen: Vec::new(),
+            seen_err: Vec::new(),
         }
     }
 
@@ -228,40 +266,33 @@ impl Session {
 
     /// Read stdout until a line contains `marker`; returns everything read.
     pub fn until(&mut self, marker: &str, limit: std::time::Duration) -> String {
-        let deadline = std::time::Instant::now() + limit;
-        let mut out = String::new();
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    out.push_str(&l);
-                    out.push('\n');
-                    self.seen.push(l.clone());
-                    if l.contains(marker) {
-                        return out;
-                    }
-                }
-                Err(_) => panic!(
-                    "no {marker:?} within {limit:?}; stdout so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
+        until_in(&self.lines, &mut self.seen, "stdout", marker, limit)
     }
 
-    /// Close stdin and wait; (rest of stdout, stderr, exit code).
+    /// Read stderr until a line contains `marker`; returns everything read.
+    pub fn until_err(&mut self, marker: &str, limit: std::time::Duration) -> String {
+        until_in(&self.err_lines, &mut self.seen_err, "stderr", marker, limit)
+    }
+
+    /// Close stdin and wait; (rest of stdout, all of stderr, exit code).
     pub fn finish(mut self) -> (String, String, i32) {
         drop(self.child.stdin.take());
-        let out = self.child.wait_with_output().unwrap();
-        // The reader thread ends at EOF; collect until its channel closes.
+        let status = self.child.wait().unwrap();
+        // The reader threads end at EOF; collect until their channels close.
         let mut rest = Vec::new();
         while let Ok(l) = self.lines.recv_timeout(std::time::Duration::from_secs(10)) {
             rest.push(l);
         }
+        while let Ok(l) = self
+            .err_lines
+            .recv_timeout(std::time::Duration::from_secs(10))
+        {
+            self.seen_err.push(l);
+        }
         (
             rest.join("\n"),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-            out.status.code().unwrap_or(-1),
+            self.seen_err.join("\n"),
+            status.code().unwrap_or(-1),
         )
     }
 }
@@ -278,4 +309,31 @@ pub fn chunk_order(answer: &str, total: usize) -> Vec<usize> {
         .collect();
     found.sort();
     found.into_iter().map(|(_, n)| n).collect()
+}
+
+/// The Python of the venv `scripts/setup.sh` makes, with the official `ollama`
+/// and `openai` client libraries: `$SYNAPTICLLAMAS_PYENV/bin/python`, default
+/// `~/.cache/synapticllamas/pyenv/bin/python`.
+pub fn pyenv_python() -> PathBuf {
+    let venv = std::env::var_os("SYNAPTICLLAMAS_PYENV")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("SYNAPTICLLAMAS_CACHE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    dirs::home_dir()
+                        .unwrap_or_default()
+                        .join(".cache/synapticllamas")
+                })
+                .join("pyenv")
+        });
+    let python = venv.join("bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run `bash scripts/setup.sh` first",
+        python.display()
+    );
+    python
 }

@@ -1,0 +1,162 @@
+//! `redis on|off`, connecting at start-up, and the RPC registrations that
+//! `rpc discover` merges.
+
+use std::time::Duration;
+
+use super::{App, Sink};
+use crate::config::settings::RpcBackendEntry;
+use crate::redis::link::LinkState;
+use crate::redis::registry::{self, Found};
+use crate::redis::target;
+use crate::sharding::backends;
+
+/// How long a registered backend gets to accept a TCP connection.
+const REGISTERED_CHECK: Duration = Duration::from_millis(500);
+
+/// A refusal by the server (a password problem), as opposed to no answer.
+fn refused(why: &str) -> bool {
+    let w = why.to_ascii_uppercase();
+    w.contains("AUTH") || w.contains("WRONGPASS") || w.contains("NOPERM")
+}
+
+impl App {
+    /// `redis on|off`: save the setting, then connect or disconnect at once.
+    pub(super) async fn redis_cmd(&mut self, on: bool, sink: &mut dyn Sink) -> bool {
+        self.settings.redis_logging_enabled = on;
+        let saved = self.save_settings(&["redis_logging_enabled"], sink);
+        if !on {
+            self.redis_stop().await;
+            super::confirm(
+                sink,
+                saved,
+                &format!(
+                    "Redis OFF{}: host rule, node health and events stay in this instance",
+                    if saved { " (saved)" } else { "" }
+                ),
+            );
+            return saved;
+        }
+        super::confirm(
+            sink,
+            saved,
+            &format!(
+                "Redis ON{}: host leases, node health, RPC registrations and events go through Redis",
+                if saved { " (saved)" } else { "" }
+            ),
+        );
+        let connected = self.redis_start(sink).await;
+        saved && connected
+    }
+
+    /// Connect per the environment and settings, reporting the outcome in one
+    /// line. False when Redis refuses us or the URL cannot be used; an
+    /// unreachable Redis is retried in the background (true: nothing to fix here).
+    pub(crate) async fn redis_start(&mut self, sink: &mut dyn Sink) -> bool {
+        let target = match target::resolve_env(&self.settings) {
+            Ok(t) => t,
+            Err(e) => {
+                self.redis_stop().await;
+                sink.err(&format!("❌ redis: {e}"));
+                return false;
+            }
+        };
+        let at = target.describe();
+        self.hub.set_tap(Some(self.redis.tap.clone()));
+        match self.redis.link.enable(target).await {
+            LinkState::Connected => {
+                sink.err(&format!("🔗 Redis connected: {at}"));
+                true
+            }
+            LinkState::Failed(why) if refused(&why) => {
+                sink.err(&format!(
+                    "❌ Redis at {at} refused us: {why} — check redis_password or the URL; retrying in the background, host rule per instance until then"
+                ));
+                false
+            }
+            LinkState::Failed(why) => {
+                sink.err(&format!(
+                    "⚠️  Redis at {at} is unreachable: {why} — retrying in the background; host rule per instance until then"
+                ));
+                true
+            }
+            _ => {
+                sink.err(&format!(
+                    "⏳ Redis at {at} has not answered yet — still trying in the background; host rule per instance until then"
+                ));
+                true
+            }
+        }
+    }
+
+    /// Stop using Redis (queued events get a moment to go out first).
+    pub(crate) async fn redis_stop(&mut self) {
+        self.hub.set_tap(None);
+        self.redis.events.flush(Duration::from_millis(300)).await;
+        self.redis.link.disable();
+    }
+
+    /// RPC backends registered in Redis that accept a TCP connection now.
+    /// Quiet when Redis is off; one line when it cannot be read.
+    pub(super) async fn redis_registrations(&self, sink: &mut dyn Sink) -> Vec<RpcBackendEntry> {
+        match self.redis.link.state() {
+            LinkState::Off => return Vec::new(),
+            LinkState::Connected => {}
+            other => {
+                sink.err(&format!(
+                    "⚠️  Redis is {}: registrations under {}* not read",
+                    other.word(),
+                    registry::NODE_PREFIX
+                ));
+                return Vec::new();
+            }
+        }
+        sink.err(&format!(
+            "🔍 Reading RPC backend registrations from Redis ({}*, {}) ...",
+            registry::NODE_PREFIX,
+            registry::ROUTER_METADATA
+        ));
+        let regs = match registry::registered_backends(&self.redis.link).await {
+            Ok(r) => r,
+            Err(e) => {
+                sink.err(&format!("⚠️  Redis: could not read the registrations: {e}"));
+                return Vec::new();
+            }
+        };
+        let entries: Vec<(RpcBackendEntry, Found)> = regs
+            .into_iter()
+            .map(|r| {
+                (
+                    RpcBackendEntry {
+                        host: r.host,
+                        port: r.port,
+                        extra: Default::default(),
+                    },
+                    r.found,
+                )
+            })
+            .collect();
+        let checks = entries
+            .iter()
+            .map(|(b, _)| backends::reachable(b, REGISTERED_CHECK));
+        let answers = futures_util::future::join_all(checks).await;
+        let mut out = Vec::new();
+        for ((b, found), up) in entries.into_iter().zip(answers) {
+            let place = match found {
+                Found::NodeKey => registry::node_key(&b.host, b.port),
+                Found::RouterMetadata => format!("{}.rpc_backends", registry::ROUTER_METADATA),
+            };
+            if !up {
+                sink.err(&format!(
+                    "   ⚠️  {} is registered ({place}) but does not accept connections: skipped",
+                    backends::addr(&b)
+                ));
+                continue;
+            }
+            if let Some(w) = backends::exposure_warning(&b) {
+                sink.err(&w);
+            }
+            out.push(b);
+        }
+        out
+    }
+}

@@ -1,0 +1,91 @@
+//! A user's agent files: resolved once when loaded; one that cannot be used is
+//! reported in one line naming it, and the built-in agent answers instead.
+
+use serde_json::json;
+use synapticllamas::sim::SimConfig;
+
+use crate::support::*;
+
+fn home_with_node() -> (Home, std::sync::Arc<synapticllamas::sim::SimHost>) {
+    let a = sim(SimConfig {
+        reply_words: 20,
+        ..Default::default()
+    });
+    let home = Home::new();
+    home.write_nodes(&node_file(&[json!({"url": a.url(), "name": "a"})]));
+    (home, a)
+}
+
+#[test]
+fn an_override_that_renames_its_agent_is_reported_not_fatal() {
+    let (home, _a) = home_with_node();
+    // Where a user keeps them: ~/.config/synapticllamas/agents/.
+    let dir = home.path().join(".config/synapticllamas/agents");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("researcher.json");
+    std::fs::write(
+        &file,
+        json!({"name": "Investigator", "role": "r", "system_prompt": "Dig.",
+               "required_fields": {"context": "string"}, "timeout_secs": 60, "priority": 1})
+        .to_string(),
+    )
+    .unwrap();
+    let r = run(&home, &[], "hello there\nwhat is rust\n");
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    r.ok();
+    assert_eq!(r.stdout.matches("FINAL ANSWER").count(), 2, "{}", r.stdout);
+    let lines: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains(&file.display().to_string()))
+        .collect();
+    assert_eq!(lines.len(), 1, "reported once, at load:\n{}", r.stderr);
+    assert!(
+        lines[0].contains("`Investigator`") && lines[0].contains("the built-in Researcher is used"),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
+fn a_broken_agent_file_is_named_and_the_directory_read_again_when_it_changes() {
+    let (home, _a) = home_with_node();
+    let dir = home.path().join("agents");
+    std::fs::create_dir(&dir).unwrap();
+    let critic = dir.join("critic.json");
+    let editor = dir.join("editor.json");
+    std::fs::write(&critic, b"{ not json").unwrap();
+    let mut c = command(&home, &[]);
+    c.env("SYNAPTICLLAMAS_AGENTS", &dir);
+    let mut s = Session::spawn(c);
+    s.send("hello there\nwhat is rust\n");
+    s.until("Type 'metrics'", std::time::Duration::from_secs(60));
+    s.until("Type 'metrics'", std::time::Duration::from_secs(60));
+    // The directory changes while the shell runs: the critic is fixed, the
+    // editor broken. The next query reads it again (and only then).
+    std::fs::write(
+        &critic,
+        json!({"name": "Critic", "role": "r", "system_prompt": "Be harsh. Reply {\"verdict\": \"...\"}",
+               "required_fields": {"verdict": "string"}, "timeout_secs": 60, "priority": 1})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(&editor, b"[]").unwrap();
+    s.send("hello again\n");
+    s.until("Type 'metrics'", std::time::Duration::from_secs(60));
+    let (_out, err, code) = s.finish();
+    assert_eq!(code, 0, "{err}");
+    let naming = |f: &std::path::Path| -> Vec<String> {
+        err.lines()
+            .filter(|l| l.contains(&f.display().to_string()))
+            .map(String::from)
+            .collect()
+    };
+    let c = naming(&critic);
+    assert_eq!(c.len(), 1, "the broken critic is reported once:\n{err}");
+    assert!(c[0].contains("line 1"), "{}", c[0]);
+    assert!(c[0].contains("the built-in Critic is used"), "{}", c[0]);
+    let e = naming(&editor);
+    assert_eq!(e.len(), 1, "the changed directory was read again:\n{err}");
+    assert!(e[0].contains("the built-in Editor is used"), "{}", e[0]);
+}
