@@ -169,7 +169,9 @@ impl NodeState {
         }
         if refused || self.consecutive_failures >= 2 {
             self.health = Health::Cooling;
-            self.backoff = FIRST_BACKOFF;
+            // A node that keeps failing after each re-admission waits longer each time.
+            let doublings = self.consecutive_failures.saturating_sub(2).min(8);
+            self.backoff = (FIRST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF);
             self.cooldown_until = Some(Instant::now() + self.backoff);
             return Transition::Cooled(self.backoff);
         }
@@ -252,6 +254,27 @@ mod tests {
         s.record_success();
         assert_eq!(s.health, Health::Healthy);
         assert_eq!(s.backoff, FIRST_BACKOFF);
+    }
+
+    #[test]
+    fn a_node_that_fails_after_each_readmission_waits_longer_each_time() {
+        let mut s = NodeState::default();
+        s.record_fault(&reset(), true);
+        assert_eq!(
+            s.record_fault(&reset(), true),
+            Transition::Cooled(FIRST_BACKOFF)
+        );
+        s.record_probe_ok();
+        assert_eq!(s.health, Health::Suspect);
+        assert_eq!(
+            s.record_fault(&reset(), true),
+            Transition::Cooled(FIRST_BACKOFF * 2)
+        );
+        s.record_probe_ok();
+        assert_eq!(
+            s.record_fault(&reset(), true),
+            Transition::Cooled(FIRST_BACKOFF * 4)
+        );
     }
 
     #[test]

@@ -21,6 +21,8 @@ use crate::nodes::latency::{self, median};
 use crate::nodes::Node;
 
 pub const FIRST_TOKEN_FLOOR: Duration = Duration::from_secs(10);
+/// A suspect node is on probation: it gets a much shorter first-token deadline.
+pub const PROBATION_FLOOR: Duration = Duration::from_secs(2);
 pub const STALL_FLOOR: Duration = Duration::from_secs(5);
 /// Hedge a request still without a first token after this many usual first-token times.
 pub const HEDGE_FACTOR: f64 = 3.0;
@@ -123,7 +125,13 @@ pub fn first_token_deadline(
         .map(|r| prompt_tokens as f64 / r.max(1.0) * 1000.0 * 2.0)
         .unwrap_or(0.0);
     let own = st.latency.ttft_p95_ms().unwrap_or(cluster.ttft_ms);
+    let probation = st.health == crate::nodes::Health::Suspect;
     drop(st);
+    if probation {
+        // It failed recently: as patient as a hedge would be, no more.
+        let ms = HEDGE_FACTOR * cluster.ttft_ms.max(own) + load_ms + prompt_ms;
+        return Duration::from_secs_f64(ms / 1000.0).max(PROBATION_FLOOR);
+    }
     let ms = 10.0 * own + load_ms + prompt_ms;
     Duration::from_secs_f64(ms / 1000.0).max(FIRST_TOKEN_FLOOR)
 }
@@ -241,6 +249,14 @@ mod tests {
         });
         assert_eq!(first_token_deadline(&n, "m", 0, &c), FIRST_TOKEN_FLOOR);
         assert_eq!(stall_deadline(&n, &c), STALL_FLOOR);
+        n.state().record_fault(
+            &crate::ollama::ClientError::new("u", crate::ollama::ErrorKind::Stall { secs: 1.0 }),
+            true,
+        );
+        assert_eq!(
+            first_token_deadline(&n, "m", 0, &cluster(50.0, 100.0)),
+            PROBATION_FLOOR
+        );
     }
 
     #[test]
