@@ -60,13 +60,21 @@ pub struct Sample {
 }
 
 impl Latency {
+    /// A first token arrived `ms` after the request was sent.
+    pub fn record_ttft(&mut self, ms: f64) {
+        if !ms.is_finite() || ms < 0.0 {
+            return;
+        }
+        if self.ttft_ms.len() == SAMPLES {
+            self.ttft_ms.pop_front();
+        }
+        self.ttft_ms.push_back(ms);
+        self.ttft_ewma.add(ms);
+    }
+
     pub fn record(&mut self, s: &Sample) {
-        if let Some(t) = s.first_token_ms.filter(|t| t.is_finite() && *t >= 0.0) {
-            if self.ttft_ms.len() == SAMPLES {
-                self.ttft_ms.pop_front();
-            }
-            self.ttft_ms.push_back(t);
-            self.ttft_ewma.add(t);
+        if let Some(t) = s.first_token_ms {
+            self.record_ttft(t);
         }
         if let Some(x) = s.tokens_per_sec.filter(|x| *x > 0.0) {
             self.tokens_per_sec.add(x);

@@ -350,7 +350,13 @@ impl Scheduler {
         let (cooling, usable): (Vec<_>, Vec<_>) =
             all.into_iter().partition(|n| n.state().cooling());
         for n in &cooling {
-            if n.state().reprobe_due(now) {
+            // With no other host left, a cooling node is probed before its backoff ends.
+            let due = if usable.is_empty() {
+                n.state().urgent_reprobe_due(now)
+            } else {
+                n.state().reprobe_due(now)
+            };
+            if due {
                 self.reprobe(n.clone());
             }
         }
@@ -385,7 +391,11 @@ impl Scheduler {
 
     /// Probe a cooling node in the background; it rejoins the pool on success.
     fn reprobe(self: &Arc<Self>, node: Arc<Node>) {
-        node.state().reprobing = true;
+        {
+            let mut st = node.state();
+            st.reprobing = true;
+            st.reprobed_at = Some(Instant::now());
+        }
         let sched = self.clone();
         tokio::spawn(async move {
             let r = health::probe(&sched.client, node.clone(), false).await;
@@ -443,8 +453,8 @@ fn take(slots: &mut Slots, node: &Arc<Node>) {
     node.state().in_flight += 1;
 }
 
-/// The pool's nodes on hosts not excluded; when some are known to have the
-/// model, only those.
+/// The pool's nodes on hosts not excluded, leaving out those known to lack the
+/// model (a node whose models are not known yet stays) — unless that leaves none.
 fn candidates(pool: &Pool, model: &str, excluded: &HashSet<String>) -> Vec<Arc<Node>> {
     let open: Vec<Arc<Node>> = pool
         .nodes
@@ -452,18 +462,15 @@ fn candidates(pool: &Pool, model: &str, excluded: &HashSet<String>) -> Vec<Arc<N
         .filter(|n| !excluded.contains(&n.host))
         .cloned()
         .collect();
-    let with_model: Vec<Arc<Node>> = open
+    let may_have: Vec<Arc<Node>> = open
         .iter()
-        .filter(|n| {
-            let st = n.state();
-            st.models.iter().any(|m| same_model(m, model))
-        })
+        .filter(|n| n.has_model(model))
         .cloned()
         .collect();
-    if with_model.is_empty() {
+    if may_have.is_empty() {
         open
     } else {
-        with_model
+        may_have
     }
 }
 
@@ -600,6 +607,21 @@ mod tests {
         assert_eq!(l.node.host, "A");
         assert!(matches!(s.try_take(&p, "m", &none(), false), Pick::Wait));
         assert!(matches!(s.try_take(&p, "m", &none(), true), Pick::Got(n) if n.host == "B"));
+    }
+
+    #[tokio::test]
+    async fn a_node_whose_models_are_unknown_is_not_left_out() {
+        let known = node("http://a:1", "A", 5);
+        let unknown = node("http://b:1", "B", 0);
+        let lacking = node("http://c:1", "C", 0);
+        known.state().models = vec!["m:latest".into()];
+        lacking.state().models = vec!["other:latest".into()];
+        let p = Pool::new(vec![known, unknown, lacking], Policy::Pool);
+        let hosts: Vec<String> = candidates(&p, "m", &none())
+            .iter()
+            .map(|n| n.host.clone())
+            .collect();
+        assert_eq!(hosts, ["A", "B"]);
     }
 
     #[tokio::test]

@@ -61,6 +61,8 @@ pub struct TaskFailed {
     pub attempts: Vec<FailedAttempt>,
     /// Why no further attempt was made.
     pub stopped: NoSlot,
+    /// The pool's nodes and their health when the task gave up waiting.
+    pub pool_health: Option<String>,
 }
 
 impl TaskFailed {
@@ -74,8 +76,13 @@ impl TaskFailed {
 
 impl std::fmt::Display for TaskFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let health = self
+            .pool_health
+            .as_deref()
+            .map(|h| format!(" ({h})"))
+            .unwrap_or_default();
         if self.attempts.is_empty() {
-            return write!(f, "{}: {}", self.label, self.stopped);
+            return write!(f, "{}: {}{health}", self.label, self.stopped);
         }
         let tried: Vec<String> = self
             .attempts
@@ -90,7 +97,7 @@ impl std::fmt::Display for TaskFailed {
         )?;
         match self.stopped {
             NoSlot::NoUsableHost => Ok(()),
-            other => write!(f, "; {other}"),
+            other => write!(f, "; {other}{health}"),
         }
     }
 }
@@ -119,6 +126,23 @@ struct Running {
     lease: Lease,
     progress: Arc<Progress>,
     hedge: bool,
+    /// Its time to first token is in the node's latency model already.
+    ttft_recorded: bool,
+}
+
+impl Running {
+    /// Put the time to first token into the node's model as soon as it is
+    /// known, so other tasks' hedging decisions can use it at once.
+    fn note_first_token(&mut self) {
+        if self.ttft_recorded {
+            return;
+        }
+        if let Some(first) = self.progress.first_token_at() {
+            let ms = (first - self.progress.started).as_secs_f64() * 1000.0;
+            self.lease.node.state().latency.record_ttft(ms);
+            self.ttft_recorded = true;
+        }
+    }
 }
 
 impl Scheduler {
@@ -153,11 +177,19 @@ impl Scheduler {
                 let lease = match self.acquire(pool, task.model, &excluded, deadline).await {
                     Ok(l) => l,
                     Err(stopped) => {
+                        let pool_health = (stopped != NoSlot::NoUsableHost).then(|| {
+                            pool.nodes()
+                                .iter()
+                                .map(|n| format!("{}: {}", n.name(), n.state().describe()))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        });
                         return Err(TaskFailed {
                             label: task.label.to_string(),
                             attempts: failed,
                             stopped,
-                        })
+                            pool_health,
+                        });
                     }
                 };
                 let reason = self.reason(&lease.node, task.model, pool, &excluded);
@@ -174,7 +206,10 @@ impl Scheduler {
                     let elapsed = done.progress.started.elapsed();
                     drop(done.lease);
                     match result {
-                        Ok((value, measured)) => {
+                        Ok((value, mut measured)) => {
+                            if done.ttft_recorded {
+                                measured.first_token_ms = None;
+                            }
                             self.succeeded(&node, task.model, elapsed, &measured);
                             for other in running.iter().flatten() {
                                 self.abandon(other, &node, task.label, notice);
@@ -193,7 +228,14 @@ impl Scheduler {
                         }
                         Err(e) => {
                             let still_running = !futs.is_empty();
-                            let line = self.failed(&node, task.label, &e, elapsed, still_running);
+                            // The same error from another host: the request is the likely
+                            // culprit, not this node.
+                            let blame = !(request_error(&e)
+                                && failed.iter().any(|f: &FailedAttempt| {
+                                    f.host != node.host && f.error.kind.name() == e.kind.name()
+                                }));
+                            let line =
+                                self.failed(&node, task.label, &e, elapsed, still_running, blame);
                             notice(line);
                             *failures.entry(node.host.clone()).or_insert(0) += 1;
                             let too_large = matches!(e.kind, ErrorKind::TooLarge { .. });
@@ -208,12 +250,19 @@ impl Scheduler {
                                     label: task.label.to_string(),
                                     attempts: failed,
                                     stopped: NoSlot::NoUsableHost,
+                                    pool_health: None,
                                 });
                             }
                         }
                     }
                 }
-                _ = tokio::time::sleep(CHECK_EVERY), if can_hedge => {
+                _ = tokio::time::sleep(CHECK_EVERY) => {
+                    for r in running.iter_mut().flatten() {
+                        r.note_first_token();
+                    }
+                    if !can_hedge {
+                        continue;
+                    }
                     let Some(current) = running.iter().flatten().next() else { continue };
                     let mut avoid = excluded.clone();
                     avoid.insert(current.lease.node.host.clone());
@@ -260,6 +309,7 @@ impl Scheduler {
                 task.prompt_tokens,
                 &cluster,
             )
+            .min(task.limits.first_token)
             .min(left),
             idle: estimate::stall_deadline(&node, &cluster).min(task.limits.idle),
             total: left,
@@ -275,6 +325,7 @@ impl Scheduler {
                 lease,
                 progress,
                 hedge,
+                ttft_recorded: false,
             },
         )
     }
@@ -328,6 +379,7 @@ impl Scheduler {
         e: &ClientError,
         elapsed: Duration,
         other_copy_running: bool,
+        blame_node: bool,
     ) -> String {
         if let Some(ev) = self.events() {
             ev.finished(node, elapsed.as_secs_f64(), false);
@@ -335,7 +387,11 @@ impl Scheduler {
         let transition = {
             let mut st = node.state();
             st.record_request(elapsed, false, None);
-            st.record_fault(e, true)
+            if blame_node {
+                st.record_fault(e, true)
+            } else {
+                Transition::None
+            }
         };
         let mut line = format!("⚠️  {label} failed on {} ({})", node.name(), e.short());
         line.push_str(&transition_words(node, transition));
@@ -371,6 +427,15 @@ impl Scheduler {
             ));
         }
     }
+}
+
+/// An error that may come from the request itself (every node answers it the
+/// same way), as opposed to one that says the node or the network is unwell.
+fn request_error(e: &ClientError) -> bool {
+    matches!(
+        e.kind,
+        ErrorKind::Http { .. } | ErrorKind::Model { .. } | ErrorKind::BadReply { .. }
+    )
 }
 
 /// What a failure did to a node, as the end of a notice.

@@ -27,6 +27,7 @@ mod rag;
 mod rag_llama;
 mod redis;
 mod redis_support;
+mod resilience;
 mod security;
 mod settings_file;
 mod sharding;
