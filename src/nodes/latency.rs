@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Before anything is measured: a first token within this is normal.
-pub const PRIOR_TTFT: Duration = Duration::from_secs(2);
+pub const PRIOR_TTFT: Duration = Duration::from_secs(1);
 /// Before anything is measured: tokens per second of a modest CPU node.
 pub const PRIOR_TOKENS_PER_SEC: f64 = 8.0;
 /// Before anything is measured: how long loading a model into memory takes.

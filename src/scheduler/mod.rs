@@ -88,6 +88,8 @@ struct Slots {
     default_capacity: u32,
     /// Tasks waiting for a slot (hedges are started only when nobody waits).
     waiting: usize,
+    /// When a task last said it waits for a cooling node (said once per episode).
+    said_recovering: Option<Instant>,
 }
 
 impl Slots {
@@ -278,6 +280,9 @@ impl Scheduler {
                 }
                 Pick::Nobody => return Err(NoSlot::NoUsableHost),
                 Pick::Recovering(due) => {
+                    if recovering_since.is_none() {
+                        self.say_recovering(pool, now);
+                    }
                     let since = *recovering_since.get_or_insert(now);
                     if now >= since + RECOVERY_WAIT {
                         return Err(NoSlot::AllCooling);
@@ -387,6 +392,32 @@ impl Scheduler {
         };
         take(&mut slots, &best);
         Pick::Got(best)
+    }
+
+    /// One line when tasks start waiting for a cooling node to come back (not
+    /// one per task, nor one per moment of the same outage).
+    fn say_recovering(&self, pool: &Pool, now: Instant) {
+        {
+            let mut slots = self.slots();
+            if slots
+                .said_recovering
+                .is_some_and(|t| now.saturating_duration_since(t) < RECOVERY_WAIT)
+            {
+                return;
+            }
+            slots.said_recovering = Some(now);
+        }
+        let cooling: Vec<&str> = pool
+            .nodes()
+            .iter()
+            .filter(|n| n.state().cooling())
+            .map(|n| n.name())
+            .collect();
+        self.notify(format!(
+            "⏳ Every node left is cooling down ({}); waiting up to {}s for one to come back",
+            cooling.join(", "),
+            RECOVERY_WAIT.as_secs()
+        ));
     }
 
     /// Probe a cooling node in the background; it rejoins the pool on success.
