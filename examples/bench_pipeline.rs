@@ -103,7 +103,7 @@ async fn long_form(layout: &[usize], original: bool) -> f64 {
     let capacity = if original && distinct >= 2 { 1000 } else { 1 };
     let c = ctx(nodes, capacity);
     let started = Instant::now();
-    let r = longform::run(&c, QUERY, ContentType::Research, 5)
+    let r = longform::run(&c, QUERY, ContentType::Research, 5, None)
         .await
         .expect("query completes");
     assert_eq!(r.chunks.len(), 5);

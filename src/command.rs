@@ -185,9 +185,9 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "rag",
         aliases: &[],
-        usage: "rag on|off",
-        help: "FlockParser RAG (setting kept; not provided by this port)",
-        keywords: &["on", "off"],
+        usage: "rag on|off | rag path DIR|URL | rag model NAME | rag index PATH…",
+        help: "answers from your documents (FlockParser knowledge base)",
+        keywords: &["on", "off", "path", "model", "index"],
     },
     Spec {
         name: "redis",
@@ -306,6 +306,18 @@ pub enum RpcCmd {
     Remove(String),
 }
 
+/// `rag …`: retrieval over a FlockParser knowledge base.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RagCmd {
+    On,
+    Off,
+    /// A folder or an http(s) URL.
+    Path(String),
+    Model(String),
+    /// Files and folders to add to the local knowledge base.
+    Index(Vec<String>),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Mode(Mode),
@@ -344,7 +356,7 @@ pub enum Command {
         bind: Option<String>,
     },
     Serve(ServeArgs),
-    Rag(bool),
+    Rag(RagCmd),
     Redis(bool),
     Verbose(bool),
     Help,
@@ -605,7 +617,7 @@ pub fn parse(line: &str) -> Result<Command, Usage> {
         "benchmark" => no_args(Command::Benchmark),
         "dashboard" => parse_dashboard(&args),
         "serve" => parse_serve(&args),
-        "rag" => on_off(&args).map(Command::Rag),
+        "rag" => parse_rag(line, first, &args).map(Command::Rag),
         "redis" => on_off(&args).map(Command::Redis),
         "verbose" => on_off(&args).map(Command::Verbose),
         "help" => Ok(Command::Help),
@@ -627,6 +639,56 @@ fn path_arg(line: &str, first: &str) -> Result<String, String> {
     } else {
         Ok(rest.to_string())
     }
+}
+
+fn parse_rag(line: &str, first: &str, args: &[&str]) -> Result<RagCmd, String> {
+    let sub = args.first().map(|s| s.to_ascii_lowercase());
+    // What follows the sub-command, as typed (paths may hold spaces).
+    let rest = || {
+        let after = line[first.len()..].trim_start();
+        after[args[0].len()..].trim().to_string()
+    };
+    match sub.as_deref() {
+        Some("on") | Some("off") => {
+            on_off(args).map(|on| if on { RagCmd::On } else { RagCmd::Off })
+        }
+        Some("path") => {
+            let p = rest();
+            let p = p
+                .strip_prefix('"')
+                .and_then(|r| r.strip_suffix('"'))
+                .unwrap_or(&p)
+                .to_string();
+            if p.is_empty() {
+                Err("`rag path` needs a folder or an http(s) URL".into())
+            } else {
+                Ok(RagCmd::Path(p))
+            }
+        }
+        Some("model") => match &args[1..] {
+            [m] if embedding_model_name_ok(m) => Ok(RagCmd::Model(m.to_string())),
+            [m] => Err(format!("`{m}` is not a valid model name")),
+            [] => Err("`rag model` needs a model name".into()),
+            more => Err(format!("expected one model name, got `{}`", more.join(" "))),
+        },
+        Some("index") => match shlex::split(&rest()) {
+            None => Err("unbalanced quotes in the paths".into()),
+            Some(paths) if paths.is_empty() => {
+                Err("`rag index` needs files or folders (.txt, .md, .pdf)".into())
+            }
+            Some(paths) => Ok(RagCmd::Index(paths)),
+        },
+        None => Err("expected on, off, path, model or index".into()),
+        Some(_) => Err(format!(
+            "unknown sub-command `{}` (use on, off, path, model or index)",
+            args[0]
+        )),
+    }
+}
+
+fn embedding_model_name_ok(m: &str) -> bool {
+    m.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
 }
 
 fn parse_discover(args: &[&str]) -> Result<Command, String> {
@@ -816,6 +878,23 @@ mod tests {
             Command::Save("/tmp/a b.json".into())
         );
         assert_eq!(parse("synthesis none").unwrap(), Command::Synthesis(None));
+        assert_eq!(parse("rag ON").unwrap(), Command::Rag(RagCmd::On));
+        assert_eq!(
+            parse("rag path ~/My Papers").unwrap(),
+            Command::Rag(RagCmd::Path("~/My Papers".into()))
+        );
+        assert_eq!(
+            parse("rag model nomic-embed-text").unwrap(),
+            Command::Rag(RagCmd::Model("nomic-embed-text".into()))
+        );
+        assert_eq!(
+            parse("rag index a.pdf \"b c.md\" dir").unwrap(),
+            Command::Rag(RagCmd::Index(vec![
+                "a.pdf".into(),
+                "b c.md".into(),
+                "dir".into()
+            ]))
+        );
         assert_eq!(
             parse("discover 10.77.0.0/24 --timeout 50").unwrap(),
             Command::Discover {
@@ -846,6 +925,13 @@ mod tests {
             "discover --timeout 0",
             "model a;b",
             "metrics --yaml",
+            "rag",
+            "rag maybe",
+            "rag path",
+            "rag model",
+            "rag model a;b",
+            "rag index",
+            "rag index \"unclosed",
         ] {
             let e = parse(bad).unwrap_err();
             assert!(!e.usage.is_empty(), "{bad}");

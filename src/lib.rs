@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod nodes;
 pub mod ollama;
 pub mod pipeline;
+pub mod rag;
 pub mod redis;
 pub mod scheduler;
 pub mod sharding;

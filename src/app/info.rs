@@ -47,7 +47,11 @@ impl App {
             "qretries" => s.max_quality_retries.to_string(),
             "strategy" => self.strategy().word().into(),
             "model" => self.model().to_string(),
-            "rag" => on_off(s.flockparser_enabled).into(),
+            "rag" => format!(
+                "{}, {}",
+                on_off(s.flockparser_enabled),
+                crate::rag::model(s.rag_model.as_deref())
+            ),
             "redis" if s.redis_logging_enabled => format!("on, {}", self.redis.link.state().word()),
             "redis" => "off".into(),
             "verbose" => on_off(s.dashboard_verbose).into(),
@@ -78,8 +82,17 @@ impl App {
 
     pub(super) async fn status(&mut self, sink: &mut dyn Sink) -> bool {
         let nodes = self.registry.nodes().to_vec();
-        let results = probe_all(&self.client, &nodes, false).await;
+        // Cooling nodes are left to their own re-probe schedule.
+        let awake: Vec<_> = nodes
+            .iter()
+            .filter(|n| !n.state().cooling())
+            .cloned()
+            .collect();
+        let results = probe_all(&self.client, &awake, false).await;
         let healthy = results.iter().filter(|r| r.ok).count();
+        let health = health_summary(&nodes);
+        let rag_line = self.rag_status(sink).await;
+        let (rag_place, rag_model) = self.rag_where();
         let s = &self.settings;
         let mut t = ui::table(&["Property", "Value"]);
         let mut row = |k: &str, v: String| {
@@ -106,13 +119,9 @@ impl App {
         );
         row("Model Sharding", on_off(s.model_sharding_enabled).into());
         row("RPC Backends", s.rpc_backends.len().to_string());
-        row(
-            "FlockParser RAG",
-            format!(
-                "{} (not provided by this port)",
-                on_off(s.flockparser_enabled)
-            ),
-        );
+        row("FlockParser RAG", rag_line);
+        row("RAG Knowledge Base", rag_place);
+        row("RAG Model", rag_model);
         row("Redis", self.redis.describe());
         row("Verbose", on_off(s.dashboard_verbose).into());
         let sim = if self.registry.simulated {
@@ -122,6 +131,7 @@ impl App {
         };
         row("Ollama Nodes", format!("{}{sim}", nodes.len()));
         row("Healthy Nodes", healthy.to_string());
+        row("Node Health", health);
         row("Physical Hosts", self.registry.hosts().len().to_string());
         row(
             "Settings File",
@@ -137,5 +147,29 @@ impl App {
         sink.out("SYSTEM STATUS");
         sink.out(&t.to_string());
         true
+    }
+}
+
+/// "2 healthy, 1 cooling" — the health view in a phrase.
+fn health_summary(nodes: &[std::sync::Arc<crate::nodes::Node>]) -> String {
+    use crate::nodes::Health;
+    let order = [
+        Health::Healthy,
+        Health::Busy,
+        Health::Suspect,
+        Health::Cooling,
+        Health::Unknown,
+    ];
+    let words: Vec<String> = order
+        .iter()
+        .filter_map(|h| {
+            let n = nodes.iter().filter(|x| x.state().health == *h).count();
+            (n > 0).then(|| format!("{n} {}", h.word()))
+        })
+        .collect();
+    if words.is_empty() {
+        "-".into()
+    } else {
+        words.join(", ")
     }
 }

@@ -9,6 +9,7 @@ mod info;
 mod node_cmds;
 mod query;
 pub use query::{incomplete_line, QueryError};
+mod rag;
 mod redis_cmds;
 mod serve;
 pub use serve::ServeOptions;
@@ -150,6 +151,8 @@ pub struct App {
     pub agents: agents::AgentCache,
     /// Shared host leases, node health and events (off until `redis on`).
     pub redis: crate::redis::Redis,
+    /// The loaded RAG knowledge base.
+    pub rag: crate::rag::Cache,
 }
 
 impl App {
@@ -188,6 +191,7 @@ impl App {
             interactive: false,
             agents: agents::AgentCache::default(),
             redis,
+            rag: Default::default(),
         }
     }
 
@@ -291,7 +295,6 @@ impl App {
             | C::QRetries(_)
             | C::Strategy(_)
             | C::Model(_)
-            | C::Rag(_)
             | C::Verbose(_) => Outcome::from(self.setting(cmd, sink)),
             C::Redis(on) => Outcome::from(self.redis_cmd(on, sink).await),
             C::Discover { cidr, timeout_ms } => {
@@ -305,6 +308,7 @@ impl App {
                 Outcome::from(self.dashboard_cmd(stop, port, bind, sink).await)
             }
             C::Serve(opts) => Outcome::from(self.serve_cmd(opts, sink).await),
+            C::Rag(r) => Outcome::from(self.rag_cmd(r, sink).await),
             C::Query(q) => Outcome::from(self.query(&q, sink).await),
         }
     }

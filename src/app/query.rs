@@ -248,6 +248,7 @@ impl App {
             },
             mode_label: self.mode().word().to_string(),
             strategy_label: self.strategy().word().to_string(),
+            rag: self.rag_retriever(sink).await,
         };
         let fut = pipeline::run_query(&ctx, query, &plan);
         tokio::pin!(fut);
@@ -329,6 +330,13 @@ impl App {
         if let Some(s) = &m.synthesis {
             t.add_row(vec!["Synthesis".into(), s.clone()]);
         }
+        t.add_row(vec![
+            "Retries / hedges".into(),
+            format!("{} / {}", m.retries, m.hedges),
+        ]);
+        if m.failed_tasks > 0 {
+            t.add_row(vec!["Failed tasks".into(), m.failed_tasks.to_string()]);
+        }
         if let Some(p) = m.quality_passed {
             t.add_row(vec!["Quality passed".into(), p.to_string()]);
         }
@@ -386,6 +394,12 @@ pub fn print_result(r: &QueryResult, sink: &mut dyn Sink) {
         "📊 Mode: {} · pipeline: {shape} · strategy: {} · hosts used: {} of {}",
         m.mode, m.strategy, m.hosts_used, m.physical_hosts
     ));
+    if m.retries + m.hedges + m.failed_tasks > 0 {
+        sink.out(&format!(
+            "🩹 Faults: {} retried, {} hedged, {} task(s) could not be done",
+            m.retries, m.hedges, m.failed_tasks
+        ));
+    }
     if !m.phase_timings.is_empty() {
         let p: Vec<String> = m
             .phase_timings

@@ -172,6 +172,7 @@ impl App {
                 mode_label: self.mode().word().to_string(),
                 strategy: self.strategy(),
                 task_distribution: self.settings.task_distribution_enabled,
+                rag_on: self.settings.flockparser_enabled,
             },
         }
     }

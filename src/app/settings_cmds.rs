@@ -76,11 +76,6 @@ impl App {
                 }
                 s.model = m;
             }
-            Command::Rag(on) => {
-                s.flockparser_enabled = on;
-                sink.out(&format!("✅ FlockParser RAG {} (saved)", on_off(on)));
-                sink.err("ℹ️  This port does not include FlockParser document retrieval; the setting is kept for the Python tool.");
-            }
             Command::Verbose(on) => {
                 s.dashboard_verbose = on;
                 sink.out(&format!("✅ Verbose dashboard logging {}", on_off(on)));
@@ -127,7 +122,6 @@ fn setting_key(cmd: &Command) -> &'static str {
         Command::QRetries(_) => "max_quality_retries",
         Command::Strategy(_) => "strategy",
         Command::Model(_) => "model",
-        Command::Rag(_) => "flockparser_enabled",
         Command::Redis(_) => "redis_logging_enabled",
         Command::Verbose(_) => "dashboard_verbose",
         _ => "",

@@ -69,6 +69,12 @@ pub struct Settings {
     /// Longest silence allowed inside one agent request (default 120 s).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_idle_timeout_ms: Option<u64>,
+    /// RAG: a FlockParser folder or API URL (default ~/FlockParser when it exists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rag_path: Option<String>,
+    /// RAG: the embedding model (default mxbai-embed-large).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rag_model: Option<String>,
     /// Keys this program does not know: kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -106,6 +112,8 @@ impl Default for Settings {
             monitor_interval_secs: None,
             coordinator_args: None,
             coordinator_start_timeout_secs: None,
+            rag_path: None,
+            rag_model: None,
             extra: Map::new(),
         }
     }
@@ -377,6 +385,8 @@ const OPTIONAL_KEYS: &[&str] = &[
     "monitor_interval_secs",
     "coordinator_args",
     "coordinator_start_timeout_secs",
+    "rag_path",
+    "rag_model",
 ];
 
 fn line_of_key(text: &str, key: &str) -> usize {

@@ -71,7 +71,12 @@ impl ApiError {
                     retry_after: Some(retry_after.max(1)),
                     ..ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        format!("no node can take a request for {model} now: {other}"),
+                        match &f.pool_health {
+                            Some(h) => {
+                                format!("no node can take a request for {model} now: {other} ({h})")
+                            }
+                            None => format!("no node can take a request for {model} now: {other}"),
+                        },
                     )
                 },
             };
@@ -151,6 +156,7 @@ mod tests {
             label: "x".into(),
             attempts: vec![],
             stopped: NoSlot::QueueFull,
+            pool_health: None,
         };
         let e = ApiError::from_failure(&f, "m", 3);
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -174,6 +180,7 @@ mod tests {
                 ),
             }],
             stopped: NoSlot::NoUsableHost,
+            pool_health: None,
         };
         let e = ApiError::from_failure(&f, "m", 1);
         assert_eq!(e.status, StatusCode::BAD_GATEWAY);

@@ -197,7 +197,14 @@ fn prepare(
         },
         mode_label: q.mode_label.clone(),
         strategy_label: strategy.word().to_string(),
+        rag: None,
     };
+    if q.rag_on {
+        ctx.observer.notice(
+            "ℹ️  RAG is on in the shell, but /api/orchestrate answers without documents (not wired to the gateway yet)"
+                .into(),
+        );
+    }
     let query = req.query;
     let hub = shared.hub.clone();
     let run: Run = Box::pin(async move {

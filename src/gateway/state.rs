@@ -37,6 +37,8 @@ pub struct QuerySetup {
     pub mode_label: String,
     pub strategy: Strategy,
     pub task_distribution: bool,
+    /// RAG is on in the shell (`/api/orchestrate` answers without documents yet).
+    pub rag_on: bool,
 }
 
 /// The app's view of the cluster, as the gateway uses it.
@@ -84,6 +86,7 @@ impl View {
                 mode_label: "distributed".into(),
                 strategy: Strategy::Auto,
                 task_distribution: true,
+                rag_on: false,
             },
         }
     }

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Before anything is measured: a first token within this is normal.
-pub const PRIOR_TTFT: Duration = Duration::from_secs(2);
+pub const PRIOR_TTFT: Duration = Duration::from_secs(1);
 /// Before anything is measured: tokens per second of a modest CPU node.
 pub const PRIOR_TOKENS_PER_SEC: f64 = 8.0;
 /// Before anything is measured: how long loading a model into memory takes.
@@ -60,13 +60,21 @@ pub struct Sample {
 }
 
 impl Latency {
+    /// A first token arrived `ms` after the request was sent.
+    pub fn record_ttft(&mut self, ms: f64) {
+        if !ms.is_finite() || ms < 0.0 {
+            return;
+        }
+        if self.ttft_ms.len() == SAMPLES {
+            self.ttft_ms.pop_front();
+        }
+        self.ttft_ms.push_back(ms);
+        self.ttft_ewma.add(ms);
+    }
+
     pub fn record(&mut self, s: &Sample) {
-        if let Some(t) = s.first_token_ms.filter(|t| t.is_finite() && *t >= 0.0) {
-            if self.ttft_ms.len() == SAMPLES {
-                self.ttft_ms.pop_front();
-            }
-            self.ttft_ms.push_back(t);
-            self.ttft_ewma.add(t);
+        if let Some(t) = s.first_token_ms {
+            self.record_ttft(t);
         }
         if let Some(x) = s.tokens_per_sec.filter(|x| *x > 0.0) {
             self.tokens_per_sec.add(x);

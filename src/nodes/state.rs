@@ -11,6 +11,8 @@ use crate::ollama::{ClientError, ErrorKind};
 /// The first cool-down; it doubles with every further failure up to `MAX_BACKOFF`.
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(120);
+/// How often a task with no other host left may probe a cooling node early.
+pub const URGENT_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
@@ -64,6 +66,8 @@ pub struct NodeState {
     pub backoff: Duration,
     /// A re-probe of this node is running.
     pub reprobing: bool,
+    /// When the last re-probe started.
+    pub reprobed_at: Option<Instant>,
     /// The last failure came from a real request (a probe success alone does
     /// not make such a node healthy again, only suspect).
     failed_on_request: bool,
@@ -89,6 +93,7 @@ impl Default for NodeState {
             cooldown_until: None,
             backoff: FIRST_BACKOFF,
             reprobing: false,
+            reprobed_at: None,
             failed_on_request: false,
             last_error: None,
             models: Vec::new(),
@@ -118,6 +123,16 @@ impl NodeState {
     /// Cooling, and its next re-probe is due.
     pub fn reprobe_due(&self, now: Instant) -> bool {
         self.cooling() && !self.reprobing && self.cooldown_until.is_none_or(|t| now >= t)
+    }
+
+    /// Cooling, and worth probing now although its backoff has not passed: a
+    /// task has no other host left (at most one such probe per `URGENT_EVERY`).
+    pub fn urgent_reprobe_due(&self, now: Instant) -> bool {
+        self.cooling()
+            && !self.reprobing
+            && self
+                .reprobed_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= URGENT_EVERY)
     }
 
     /// A real request succeeded: the node is healthy.

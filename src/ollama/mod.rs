@@ -1,6 +1,7 @@
 //! Talking to Ollama: addresses, API types, the NDJSON decoder and the client.
 
 pub mod client;
+pub mod embed;
 pub mod error;
 pub mod host;
 pub mod ndjson;

@@ -243,7 +243,15 @@ impl Run<'_> {
     }
 }
 
-pub async fn run(ctx: &Ctx, query: &str, s: &Settings) -> Result<Collab, NothingGenerated> {
+pub async fn run(
+    ctx: &Ctx,
+    plain: &str,
+    s: &Settings,
+    docs: Option<&crate::rag::Retrieved>,
+) -> Result<Collab, NothingGenerated> {
+    // RAG: every phase but the Critic's sees the excerpts.
+    let asked = docs.map_or_else(|| plain.to_string(), |r| r.question(plain));
+    let query = asked.as_str();
     let model = ctx.model.clone();
     let mut w = Run {
         ctx,
@@ -274,7 +282,7 @@ pub async fn run(ctx: &Ctx, query: &str, s: &Settings) -> Result<Collab, Nothing
         .ask(
             "Critic",
             "Critic",
-            prompts::critic_of(query, &research.fields),
+            prompts::critic_of(plain, &research.fields),
             &model,
             "the answer goes on without a review (no refinement)",
         )

@@ -56,9 +56,21 @@ async fn chunk(
     n: usize,
     total: usize,
     first: Option<&str>,
+    docs: Option<&crate::rag::Retrieved>,
 ) -> Result<(Chunk, Vec<Attribution>), TaskFailed> {
     let focus = focus_area(ct, n, total);
-    let prompt = prompts::chunk(query, ct, n, total, &focus, first);
+    // RAG: part 1 gets the question with its excerpts, later parts their own.
+    let prompt = match (docs, n) {
+        (Some(r), 1) => prompts::chunk(&r.question(query), ct, n, total, &focus, first),
+        (Some(r), _) => match r.part(n) {
+            Some(extra) => format!(
+                "{}\n\n{extra}",
+                prompts::chunk(query, ct, n, total, &focus, first)
+            ),
+            None => prompts::chunk(query, ct, n, total, &focus, first),
+        },
+        (None, _) => prompts::chunk(query, ct, n, total, &focus, first),
+    };
     let label = format!("chunk {n}/{total}");
     let agent = writer(ctx, ct);
     let a = call(ctx, agent, &label, prompt.clone(), &ctx.model, None).await?;
@@ -147,14 +159,16 @@ pub async fn run(
     query: &str,
     ct: ContentType,
     total: usize,
+    docs: Option<&crate::rag::Retrieved>,
 ) -> Result<LongForm, NothingGenerated> {
-    let first = chunk(ctx, query, ct, 1, total, None).await;
+    let first = chunk(ctx, query, ct, 1, total, None, docs).await;
     let summary = first
         .as_ref()
         .ok()
         .map(|(c, _)| prompts::summary(&c.content, 300));
     let rest =
-        join_all((2..=total).map(|n| chunk(ctx, query, ct, n, total, summary.as_deref()))).await;
+        join_all((2..=total).map(|n| chunk(ctx, query, ct, n, total, summary.as_deref(), docs)))
+            .await;
     // join_all keeps the order it was given: chunk order, never completion order.
     let mut parts = Vec::new();
     let mut chunks = Vec::new();

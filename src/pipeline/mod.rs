@@ -30,6 +30,23 @@ pub struct Plan {
     pub collab: collab::Settings,
     pub mode_label: String,
     pub strategy_label: String,
+    /// Retrieval over the user's documents (`rag on`), if it can run.
+    pub rag: Option<crate::rag::Retriever>,
+}
+
+/// The later parts of a long answer that get their own retrieval, as (part
+/// number, focus); None when RAG does not apply (a story: the original used
+/// documents for research only, this port for every kind of answer but stories).
+fn rag_parts(d: &detect::Detection, long: bool) -> Option<Vec<(usize, String)>> {
+    match (long, d.content_type) {
+        (_, detect::ContentType::Storytelling) => None,
+        (false, _) => Some(Vec::new()),
+        (true, ct) => Some(
+            (2..=d.chunks)
+                .map(|n| (n, detect::focus_area(ct, n, d.chunks)))
+                .collect(),
+        ),
+    }
 }
 
 fn hosts_used(a: &[Attribution]) -> usize {
@@ -62,7 +79,21 @@ pub async fn run_query(
         ..Default::default()
     };
     let mut chunks = Vec::new();
-    let (final_output, attribution, gaps) = if plan.distributed && d.multi_turn() {
+    // RAG: retrieval for the question (and each later part) before any prompt.
+    let long = plan.distributed && d.multi_turn();
+    let mut docs = match rag_parts(&d, long) {
+        Some(parts) => {
+            let notice = |l: String| ctx.observer.notice(l);
+            crate::rag::augment(plan.rag.as_ref(), query, &parts, &notice).await
+        }
+        None if plan.rag.is_some() => {
+            ctx.observer
+                .notice("📚 RAG: a story is written without documents".to_string());
+            None
+        }
+        None => None,
+    };
+    let (final_output, attribution, gaps) = if long {
         ctx.observer.notice(format!(
             "📚 Detected long-form {} (est. {} parts) — {} host(s)",
             d.content_type.as_str(),
@@ -70,7 +101,7 @@ pub async fn run_query(
             ctx.hosts()
         ));
         metrics.pipeline = "long-form".into();
-        let lf = longform::run(ctx, query, d.content_type, d.chunks).await?;
+        let lf = longform::run(ctx, query, d.content_type, d.chunks, docs.as_ref()).await?;
         metrics.chunks_generated = lf.chunks.len();
         metrics.synthesis = Some(lf.synthesis);
         chunks = lf.chunks;
@@ -79,7 +110,7 @@ pub async fn run_query(
         ctx.observer
             .notice("🤝 Processing with the collaborative workflow...".into());
         metrics.pipeline = "collaborative".into();
-        let c = collab::run(ctx, query, &plan.collab).await?;
+        let c = collab::run(ctx, query, &plan.collab, docs.as_ref()).await?;
         metrics.phase_timings = c.phases;
         metrics.quality_scores = c.votes;
         metrics.quality_passed = c.quality_passed;
@@ -91,7 +122,7 @@ pub async fn run_query(
     } else {
         ctx.observer.notice("⚡ Processing...".into());
         metrics.pipeline = "standard".into();
-        let s = standard::run(ctx, query).await?;
+        let s = standard::run(ctx, query, docs.as_ref()).await?;
         (
             s.markdown,
             s.replies
@@ -100,6 +131,11 @@ pub async fn run_query(
                 .collect::<Vec<_>>(),
             s.gaps,
         )
+    };
+    // RAG: citations renumbered in first-cited order, the source list appended.
+    let final_output = match docs.as_mut() {
+        Some(r) if r.used() => r.finish(&final_output),
+        _ => final_output,
     };
     metrics.total_execution_time = started.elapsed().as_secs_f64();
     metrics.agent_count = attribution.len();
@@ -115,5 +151,6 @@ pub async fn run_query(
         attribution,
         metrics,
         gaps,
+        rag: docs.map(|r| r.report),
     })
 }

@@ -102,6 +102,8 @@ pub struct QueryResult {
     pub metrics: Metrics,
     /// What could not be done; empty when the answer is complete.
     pub gaps: Vec<Gap>,
+    /// What retrieval did, when RAG was on.
+    pub rag: Option<crate::rag::Report>,
 }
 
 impl QueryResult {
@@ -158,6 +160,8 @@ impl QueryResult {
             "failed_tasks": self.gaps,
             "attribution": attribution(&self.attribution),
             "metrics": metrics,
+            "sources": self.rag.as_ref().map(|r| r.sources.clone()).unwrap_or_default(),
+            "rag": self.rag,
         })
     }
 }

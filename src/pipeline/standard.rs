@@ -14,14 +14,20 @@ pub struct Standard {
     pub gaps: Vec<Gap>,
 }
 
-pub async fn run(ctx: &Ctx, query: &str) -> Result<Standard, NothingGenerated> {
+pub async fn run(
+    ctx: &Ctx,
+    query: &str,
+    docs: Option<&crate::rag::Retrieved>,
+) -> Result<Standard, NothingGenerated> {
     let model = ctx.model.clone();
+    // RAG: the Researcher and the Editor see the excerpts; the Critic does not.
+    let asked = docs.map_or_else(|| query.to_string(), |r| r.question(query));
     let (research, critique) = tokio::join!(
         call(
             ctx,
             ctx.agent("Researcher"),
             "Researcher",
-            prompts::researcher(query),
+            prompts::researcher(&asked),
             &model,
             None
         ),
@@ -71,7 +77,7 @@ pub async fn run(ctx: &Ctx, query: &str) -> Result<Standard, NothingGenerated> {
         ctx.agent("Editor"),
         "Editor",
         prompts::editor(
-            query,
+            &asked,
             research.as_ref().map(|r| &r.fields),
             critique.as_ref().map(|c| &c.fields),
         ),

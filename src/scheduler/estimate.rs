@@ -233,10 +233,10 @@ mod tests {
     fn an_unknown_node_gets_a_generous_first_token_deadline() {
         let n = node();
         let c = ClusterView::of(&[]);
-        // 10 × the 2 s prior + 30 s to load the model.
+        // 10 × the 1 s prior + 30 s to load the model.
         assert_eq!(
             first_token_deadline(&n, "m", 0, &c),
-            Duration::from_secs(50)
+            Duration::from_secs(40)
         );
         n.state().latency.record(&Sample {
             first_token_ms: Some(50.0),

@@ -125,6 +125,8 @@ struct Slots {
     counts: Counts,
     /// Tasks waiting for a slot (hedges are started only when nobody waits).
     queue: Queue,
+    /// When a task last said it waits for a cooling node (said once per episode).
+    said_recovering: Option<Instant>,
 }
 
 impl Counts {
@@ -498,6 +500,9 @@ impl Scheduler {
                 }
                 WaitState::Nobody => return Err(NoSlot::NoUsableHost),
                 WaitState::Recovering(due) => {
+                    if recovering_since.is_none() {
+                        self.say_recovering(pool, now);
+                    }
                     let since = *recovering_since.get_or_insert(now);
                     if now >= since + RECOVERY_WAIT {
                         return Err(NoSlot::AllCooling);
@@ -575,13 +580,43 @@ impl Scheduler {
         p
     }
 
+    /// One line when tasks start waiting for a cooling node to come back (not
+    /// one per task, nor one per moment of the same outage).
+    fn say_recovering(&self, pool: &Pool, now: Instant) {
+        {
+            let mut slots = self.slots();
+            if slots
+                .said_recovering
+                .is_some_and(|t| now.saturating_duration_since(t) < RECOVERY_WAIT)
+            {
+                return;
+            }
+            slots.said_recovering = Some(now);
+        }
+        let cooling: Vec<&str> = pool
+            .nodes()
+            .iter()
+            .filter(|n| n.state().cooling())
+            .map(|n| n.name())
+            .collect();
+        self.notify(format!(
+            "⏳ Every node left is cooling down ({}); waiting up to {}s for one to come back",
+            cooling.join(", "),
+            RECOVERY_WAIT.as_secs()
+        ));
+    }
+
     /// Probe a cooling node in the background; it rejoins the pool on success.
     fn reprobe(self: &Arc<Self>, node: Arc<Node>) {
         if tokio::runtime::Handle::try_current().is_err() {
             node.state().reprobing = false;
             return;
         }
-        node.state().reprobing = true;
+        {
+            let mut st = node.state();
+            st.reprobing = true;
+            st.reprobed_at = Some(Instant::now());
+        }
         let sched = self.clone();
         tokio::spawn(async move {
             let r = health::probe(&sched.client, node.clone(), false).await;
@@ -657,7 +692,13 @@ fn pick(
     let (cooling, usable): (Vec<_>, Vec<_>) = all.into_iter().partition(|n| n.state().cooling());
     for n in &cooling {
         let mut st = n.state();
-        if st.reprobe_due(now) {
+        // With no other host left, a cooling node is probed before its backoff ends.
+        let due = if usable.is_empty() {
+            st.urgent_reprobe_due(now)
+        } else {
+            st.reprobe_due(now)
+        };
+        if due {
             // Marked here so a second pick does not start a second probe.
             st.reprobing = true;
             reprobes.push(n.clone());
@@ -691,8 +732,8 @@ fn pick(
     Pick::Got(best)
 }
 
-/// The pool's nodes on hosts not excluded; when some are known to have the
-/// model, only those.
+/// The pool's nodes on hosts not excluded, leaving out those known to lack the
+/// model (a node whose models are not known yet stays) — unless that leaves none.
 fn candidates(pool: &Pool, model: &str, excluded: &HashSet<String>) -> Vec<Arc<Node>> {
     let open: Vec<Arc<Node>> = pool
         .nodes
@@ -700,18 +741,15 @@ fn candidates(pool: &Pool, model: &str, excluded: &HashSet<String>) -> Vec<Arc<N
         .filter(|n| !excluded.contains(&n.host))
         .cloned()
         .collect();
-    let with_model: Vec<Arc<Node>> = open
+    let may_have: Vec<Arc<Node>> = open
         .iter()
-        .filter(|n| {
-            let st = n.state();
-            st.models.iter().any(|m| same_model(m, model))
-        })
+        .filter(|n| n.has_model(model))
         .cloned()
         .collect();
-    if with_model.is_empty() {
+    if may_have.is_empty() {
         open
     } else {
-        with_model
+        may_have
     }
 }
 
@@ -848,6 +886,21 @@ mod tests {
         assert_eq!(l.node.host, "A");
         assert!(matches!(s.try_take(&p, "m", &none(), false), Pick::Wait));
         assert!(matches!(s.try_take(&p, "m", &none(), true), Pick::Got(n) if n.host == "B"));
+    }
+
+    #[tokio::test]
+    async fn a_node_whose_models_are_unknown_is_not_left_out() {
+        let known = node("http://a:1", "A", 5);
+        let unknown = node("http://b:1", "B", 0);
+        let lacking = node("http://c:1", "C", 0);
+        known.state().models = vec!["m:latest".into()];
+        lacking.state().models = vec!["other:latest".into()];
+        let p = Pool::new(vec![known, unknown, lacking], Policy::Pool);
+        let hosts: Vec<String> = candidates(&p, "m", &none())
+            .iter()
+            .map(|n| n.host.clone())
+            .collect();
+        assert_eq!(hosts, ["A", "B"]);
     }
 
     #[tokio::test]

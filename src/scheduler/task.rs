@@ -109,6 +109,7 @@ impl Held {
             e,
             self.started.elapsed(),
             "; the reply had begun, so the client was told",
+            true,
         )
     }
 }
@@ -138,6 +139,8 @@ pub struct TaskFailed {
     pub attempts: Vec<FailedAttempt>,
     /// Why no further attempt was made.
     pub stopped: NoSlot,
+    /// The pool's nodes and their health when the task gave up waiting.
+    pub pool_health: Option<String>,
 }
 
 impl TaskFailed {
@@ -151,8 +154,13 @@ impl TaskFailed {
 
 impl std::fmt::Display for TaskFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let health = self
+            .pool_health
+            .as_deref()
+            .map(|h| format!(" ({h})"))
+            .unwrap_or_default();
         if self.attempts.is_empty() {
-            return write!(f, "{}: {}", self.label, self.stopped);
+            return write!(f, "{}: {}{health}", self.label, self.stopped);
         }
         let tried: Vec<String> = self
             .attempts
@@ -167,7 +175,7 @@ impl std::fmt::Display for TaskFailed {
         )?;
         match self.stopped {
             NoSlot::NoUsableHost => Ok(()),
-            other => write!(f, "; {other}"),
+            other => write!(f, "; {other}{health}"),
         }
     }
 }
@@ -196,6 +204,23 @@ struct Running {
     lease: Lease,
     progress: Arc<Progress>,
     hedge: bool,
+    /// Its time to first token is in the node's latency model already.
+    ttft_recorded: bool,
+}
+
+impl Running {
+    /// Put the time to first token into the node's model as soon as it is
+    /// known, so other tasks' hedging decisions can use it at once.
+    fn note_first_token(&mut self) {
+        if self.ttft_recorded {
+            return;
+        }
+        if let Some(first) = self.progress.first_token_at() {
+            let ms = (first - self.progress.started).as_secs_f64() * 1000.0;
+            self.lease.node.state().latency.record_ttft(ms);
+            self.ttft_recorded = true;
+        }
+    }
 }
 
 impl Scheduler {
@@ -272,11 +297,19 @@ impl Scheduler {
                 {
                     Ok(l) => l,
                     Err(stopped) => {
+                        let pool_health = (stopped != NoSlot::NoUsableHost).then(|| {
+                            pool.nodes()
+                                .iter()
+                                .map(|n| format!("{}: {}", n.name(), n.state().describe()))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        });
                         return Err(TaskFailed {
                             label: task.label.to_string(),
                             attempts: failed,
                             stopped,
-                        })
+                            pool_health,
+                        });
                     }
                 };
                 let reason = self.reason(&lease.node, task.model, pool, &excluded);
@@ -298,7 +331,10 @@ impl Scheduler {
                     let node = done.lease.node.clone();
                     let elapsed = done.progress.started.elapsed();
                     match result {
-                        Ok((value, measured)) => {
+                        Ok((value, mut measured)) => {
+                            if done.ttft_recorded {
+                                measured.first_token_ms = None;
+                            }
                             let held = if hold {
                                 Some(Held {
                                     lease: Some(done.lease),
@@ -337,7 +373,13 @@ impl Scheduler {
                             } else {
                                 "; retrying from scratch on another host"
                             };
-                            let line = self.failed(&node, task.label, &e, elapsed, then);
+                            // The same error from another host: the request is the likely
+                            // culprit, not this node.
+                            let blame = !(request_error(&e)
+                                && failed.iter().any(|f: &FailedAttempt| {
+                                    f.host != node.host && f.error.kind.name() == e.kind.name()
+                                }));
+                            let line = self.failed(&node, task.label, &e, elapsed, then, blame);
                             notice(line);
                             *failures.entry(node.host.clone()).or_insert(0) += 1;
                             let too_large = matches!(e.kind, ErrorKind::TooLarge { .. });
@@ -352,12 +394,19 @@ impl Scheduler {
                                     label: task.label.to_string(),
                                     attempts: failed,
                                     stopped: NoSlot::NoUsableHost,
+                                    pool_health: None,
                                 });
                             }
                         }
                     }
                 }
-                _ = tokio::time::sleep(CHECK_EVERY), if can_hedge => {
+                _ = tokio::time::sleep(CHECK_EVERY) => {
+                    for r in running.iter_mut().flatten() {
+                        r.note_first_token();
+                    }
+                    if !can_hedge {
+                        continue;
+                    }
                     let Some(current) = running.iter().flatten().next() else { continue };
                     let mut avoid = excluded.clone();
                     avoid.insert(current.lease.node.host.clone());
@@ -407,6 +456,7 @@ impl Scheduler {
                 task.prompt_tokens,
                 &cluster,
             )
+            .min(task.limits.first_token)
             .min(left),
             idle: estimate::stall_deadline(&node, &cluster).min(task.limits.idle),
             total: left,
@@ -424,6 +474,7 @@ impl Scheduler {
                 lease,
                 progress,
                 hedge,
+                ttft_recorded: false,
             },
         )
     }
@@ -477,6 +528,7 @@ impl Scheduler {
         e: &ClientError,
         elapsed: Duration,
         then: &str,
+        blame_node: bool,
     ) -> String {
         if let Some(ev) = self.events() {
             ev.finished(node, elapsed.as_secs_f64(), false);
@@ -484,7 +536,11 @@ impl Scheduler {
         let transition = {
             let mut st = node.state();
             st.record_request(elapsed, false, None);
-            st.record_fault(e, true)
+            if blame_node {
+                st.record_fault(e, true)
+            } else {
+                Transition::None
+            }
         };
         let mut line = format!("⚠️  {label} failed on {} ({})", node.name(), e.short());
         line.push_str(&transition_words(node, transition));
@@ -514,6 +570,15 @@ impl Scheduler {
             ));
         }
     }
+}
+
+/// An error that may come from the request itself (every node answers it the
+/// same way), as opposed to one that says the node or the network is unwell.
+fn request_error(e: &ClientError) -> bool {
+    matches!(
+        e.kind,
+        ErrorKind::Http { .. } | ErrorKind::Model { .. } | ErrorKind::BadReply { .. }
+    )
 }
 
 /// What a failure did to a node, as the end of a notice.

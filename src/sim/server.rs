@@ -99,19 +99,7 @@ impl SimHost {
             tasks: Mutex::new(Vec::new()),
             embeds: EmbedLog::default(),
         });
-        let app = router(host.clone());
-        let mut tasks = host.tasks.lock().unwrap();
-        for l in listeners {
-            let app = app.clone();
-            // Like Ollama's Go server: no Nagle delay on small NDJSON lines.
-            let l = l.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            tasks.push(tokio::spawn(async move {
-                let _ = axum::serve(l, app).await;
-            }));
-        }
-        drop(tasks);
+        host.serve(listeners);
         Ok(host)
     }
 
@@ -170,6 +158,32 @@ impl SimHost {
 
     pub fn is_dead(&self) -> bool {
         self.dead.load(Ordering::SeqCst)
+    }
+
+    /// A host that went away comes back on the same addresses (the machine rebooted).
+    pub async fn revive(self: &Arc<Self>) -> std::io::Result<()> {
+        let mut listeners = Vec::new();
+        for a in &self.addrs {
+            listeners.push(tokio::net::TcpListener::bind(a).await?);
+        }
+        self.serve(listeners);
+        self.dead.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn serve(self: &Arc<Self>, listeners: Vec<tokio::net::TcpListener>) {
+        let app = router(self.clone());
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        for l in listeners {
+            let app = app.clone();
+            // Like Ollama's Go server: no Nagle delay on small NDJSON lines.
+            let l = l.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            tasks.push(tokio::spawn(async move {
+                let _ = axum::serve(l, app).await;
+            }));
+        }
     }
 }
 

@@ -19,6 +19,17 @@ pub fn bar(len: u64, message: &str) -> ProgressBar {
     pb
 }
 
+/// A bar counting `len` steps with the time left, hidden unless stderr is a terminal.
+pub fn eta_bar(len: u64, message: &str) -> ProgressBar {
+    let pb = bar(len, message);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed}, {eta} left)")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb
+}
+
 /// A spinner line with a message, hidden unless stderr is a terminal.
 pub fn spinner(message: &str) -> ProgressBar {
     if !super::stderr_is_terminal() {

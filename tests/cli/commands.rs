@@ -22,7 +22,8 @@ fn setting_commands_print_and_save() {
         .out_has("✅ Strategy: Single Node")
         .out_has("✅ Model set to: llama3.2:1b")
         .out_has("✅ Switched to Standard Mode")
-        .err_has("does not include FlockParser")
+        .out_has("✅ FlockParser RAG ENABLED (saved)")
+        .err_has("No knowledge base yet")
         .out_has("✅ Redis ON (saved)")
         .err_has(
             "⚠️  Redis at redis://127.0.0.1:1/0 (from SYNAPTICLLAMAS_REDIS_URL) is unreachable",

@@ -29,7 +29,11 @@ struct Cluster {
     home: Home,
 }
 
-/// A lab with three hosts; host i runs `sim-serve` with `HOST_ARGS` plus `extra[i]`.
+/// Host flags meaning "nothing listens on this host" (connections are refused).
+const NO_SERVER: &[&str] = &["<no server>"];
+
+/// A lab with three hosts; host i runs `sim-serve` with `HOST_ARGS` plus `extra[i]`
+/// (or nothing at all for `NO_SERVER`).
 fn cluster(extra: [&[&str]; 3]) -> Result<Cluster, String> {
     let mut lab = Lab::new(3).map_err(|e| format!("the lab needs root and iproute2: {e:#}"))?;
     let mut pids = Vec::new();
@@ -37,6 +41,9 @@ fn cluster(extra: [&[&str]; 3]) -> Result<Cluster, String> {
         let i = i + 1;
         let ns = lab.host_ns(i).to_string();
         let ip = lab.host_ip(i);
+        if *more == NO_SERVER {
+            continue;
+        }
         let mut c = lab.command_in(&ns, BIN);
         c.args([
             "sim-serve",
@@ -45,7 +52,13 @@ fn cluster(extra: [&[&str]; 3]) -> Result<Cluster, String> {
             "--port",
             &PORT.to_string(),
         ])
-        .args(HOST_ARGS)
+        // A host's own flags replace the defaults of the same name.
+        .args(
+            HOST_ARGS
+                .chunks(2)
+                .filter(|kv| !more.contains(&kv[0]))
+                .flatten(),
+        )
         .args(*more)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -233,6 +246,47 @@ fn fault_host_killed_mid_stream() {
 fn fault_host_never_answers() {
     repeat("host accepts and never answers (hang)", |_| {
         one_bad_host("hang", 0, "")
+    });
+}
+
+#[test]
+fn fault_nothing_listens_on_a_host() {
+    repeat("nothing listens on a host (refused)", |_| {
+        let c = cluster([NO_SERVER, &[], &[]])?;
+        let started = Instant::now();
+        let (r, ended) = c.shell(&format!("{LONG}\n")).join().unwrap();
+        let took = ended - started;
+        completed(&r, took)?;
+        if !r.stderr.contains("failed on node-1 (cannot connect") {
+            return Err(format!("node-1 was never tried:\n{}", r.stderr));
+        }
+        Ok(took)
+    });
+}
+
+#[test]
+fn fault_connection_reset_before_the_first_token() {
+    repeat("host resets the connection before the first token", |_| {
+        one_bad_host("reset", 0, "")
+    });
+}
+
+#[test]
+fn fault_stream_stalls_mid_reply() {
+    repeat("host stalls in the middle of a reply", |_| {
+        one_bad_host("stall", 0, "")
+    });
+}
+
+#[test]
+fn fault_one_host_much_slower() {
+    repeat("one host 5x slower", |_| {
+        let c = cluster([&["--tps", "30"], &[], &[]])?;
+        let started = Instant::now();
+        let (r, ended) = c.shell(&format!("{LONG}\n")).join().unwrap();
+        let took = ended - started;
+        completed(&r, took)?;
+        Ok(took)
     });
 }
 

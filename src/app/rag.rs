@@ -1,0 +1,387 @@
+//! `rag on|off`, `rag path DIR|URL`, `rag model NAME`, `rag index PATH…`, the
+//! RAG line of `status`, and the retriever a query gets when RAG is on.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+use tokio::sync::mpsc;
+
+use super::{App, Sink};
+use crate::command::RagCmd;
+use crate::nodes::Node;
+use crate::rag::embed::Embedder;
+use crate::rag::index::Index;
+use crate::rag::remote::Remote;
+use crate::rag::writer::Writer;
+use crate::rag::{self, documents, indexer, Knowledge, Location, Retriever};
+use crate::ui;
+
+/// Longest wait for a query's embedding (a cold node loads the model first).
+const QUERY_EMBED_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for one batch of `rag index`.
+const INDEX_EMBED_TIMEOUT: Duration = Duration::from_secs(300);
+/// Load problems shown before "… and N more".
+const SHOWN_PROBLEMS: usize = 5;
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "ENABLED"
+    } else {
+        "DISABLED"
+    }
+}
+
+/// Where `rag index` progress lines go: results to stdout, problems to stderr.
+fn route(sink: &mut dyn Sink, line: &str) {
+    if line.starts_with('❌') || line.starts_with('⚠') {
+        sink.err(line);
+    } else {
+        sink.out(line);
+    }
+}
+
+struct IndexProgress {
+    tx: mpsc::UnboundedSender<String>,
+    bar: ProgressBar,
+}
+
+impl indexer::Progress for IndexProgress {
+    fn line(&self, line: String) {
+        let _ = self.tx.send(line);
+    }
+    fn planned(&self, chunks: usize) {
+        self.bar.set_length(chunks as u64);
+    }
+    fn embedded(&self, n: usize) {
+        self.bar.inc(n as u64);
+    }
+}
+
+impl App {
+    pub(super) async fn rag_cmd(&mut self, cmd: RagCmd, sink: &mut dyn Sink) -> bool {
+        match cmd {
+            RagCmd::On | RagCmd::Off => {
+                let on = cmd == RagCmd::On;
+                self.settings.flockparser_enabled = on;
+                let saved = self.save_settings(&["flockparser_enabled"], sink);
+                super::confirm(
+                    sink,
+                    saved,
+                    &format!(
+                        "FlockParser RAG {}{}",
+                        on_off(on),
+                        if saved { " (saved)" } else { "" }
+                    ),
+                );
+                if on {
+                    self.rag_describe(sink).await;
+                }
+                saved
+            }
+            RagCmd::Path(text) => match Location::parse(&text) {
+                Err(e) => {
+                    sink.err(&format!("❌ rag path: {e}"));
+                    false
+                }
+                Ok(loc) => {
+                    if let Location::Local(p) = &loc {
+                        if !p.exists() {
+                            sink.err(&format!(
+                                "ℹ️  {} does not exist yet; `rag index PATH…` will create it",
+                                p.display()
+                            ));
+                        }
+                    }
+                    self.settings.rag_path = Some(loc.describe());
+                    self.rag.clear();
+                    let saved = self.save_settings(&["rag_path"], sink);
+                    super::confirm(
+                        sink,
+                        saved,
+                        &format!(
+                            "RAG knowledge base: {}{}",
+                            loc.describe(),
+                            if saved { " (saved)" } else { "" }
+                        ),
+                    );
+                    saved
+                }
+            },
+            RagCmd::Model(m) => {
+                self.settings.rag_model = Some(m.clone());
+                let saved = self.save_settings(&["rag_model"], sink);
+                super::confirm(
+                    sink,
+                    saved,
+                    &format!(
+                        "RAG embedding model set to: {m}{}",
+                        if saved { " (saved)" } else { "" }
+                    ),
+                );
+                saved
+            }
+            RagCmd::Index(paths) => self.rag_index(&paths, sink).await,
+        }
+    }
+
+    fn rag_location(&self) -> Option<Result<Location, String>> {
+        rag::configured(self.settings.rag_path.as_deref())
+    }
+
+    fn rag_model(&self) -> String {
+        rag::model(self.settings.rag_model.as_deref()).to_string()
+    }
+
+    /// Nodes that may embed: every registered node (whatever the mode), else
+    /// the one a query uses when there are none (OLLAMA_HOST or the default).
+    fn embed_candidates(&mut self) -> Vec<Arc<Node>> {
+        let all = self.registry.nodes().to_vec();
+        if all.is_empty() {
+            vec![self.fallback_node()]
+        } else {
+            all
+        }
+    }
+
+    /// An embedder over the nodes that have the RAG model, on the process-wide
+    /// scheduler (with the hosts' capacities applied).
+    async fn embedder(
+        &mut self,
+        total: Duration,
+    ) -> Result<Embedder, crate::rag::embed::NoEmbedder> {
+        self.apply_capacities();
+        let candidates = self.embed_candidates();
+        let model = self.rag_model();
+        Embedder::new(&self.client, self.sched.clone(), &candidates, &model, total).await
+    }
+
+    /// The local index of `root`, loaded (with a bar on a terminal) if needed;
+    /// what was skipped while loading is said once.
+    async fn rag_load(&mut self, root: &std::path::Path, sink: &mut dyn Sink) -> Arc<Index> {
+        if let Some(idx) = self.rag.fresh(root) {
+            return idx;
+        }
+        let bar = ui::progress::bar(0, "📚 Loading the knowledge base");
+        let b = bar.clone();
+        let progress = Arc::new(move |done: usize, total: usize| {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+        });
+        let (idx, problems) = self.rag.get(root, progress).await;
+        bar.finish_and_clear();
+        for p in rag::summarise(&problems, SHOWN_PROBLEMS) {
+            sink.err(&format!("⚠️  {p}"));
+        }
+        idx
+    }
+
+    /// After `rag on`: what the knowledge base holds.
+    async fn rag_describe(&mut self, sink: &mut dyn Sink) {
+        match self.rag_location() {
+            None => sink.err(&format!(
+                "ℹ️  No knowledge base yet: `rag path DIR|URL` names one (a FlockParser folder or its API server), `rag index PATH…` builds one in {}",
+                rag::default_folder()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_else(|| "~/FlockParser".into())
+            )),
+            Some(Err(e)) => sink.err(&format!("⚠️  rag_path: {e}")),
+            Some(Ok(loc)) => {
+                let line = self.rag_counts(&loc, sink).await;
+                sink.out(&format!("📚 Knowledge base {}: {line}", loc.describe()));
+            }
+        }
+    }
+
+    /// "D documents, C chunks", "no documents" or why it cannot be read.
+    async fn rag_counts(&mut self, loc: &Location, sink: &mut dyn Sink) -> String {
+        let (docs, chunks) = match loc {
+            Location::Local(root) => {
+                let idx = self.rag_load(root, sink).await;
+                (idx.documents(), idx.chunks())
+            }
+            Location::Remote(url) => match Remote::new(url).stats().await {
+                Ok(s) => (s.documents, s.chunks),
+                Err(e) => return format!("unreachable ({e})"),
+            },
+        };
+        if chunks == 0 {
+            "no documents".to_string()
+        } else {
+            format!("{docs} docs, {chunks} chunks")
+        }
+    }
+
+    /// The value of `status`'s RAG line.
+    pub(super) async fn rag_status(&mut self, sink: &mut dyn Sink) -> String {
+        if !self.settings.flockparser_enabled {
+            return "OFF".into();
+        }
+        match self.rag_location() {
+            None => "ON (no documents)".into(),
+            Some(Err(e)) => format!("ON ({e})"),
+            Some(Ok(loc)) => format!("ON ({})", self.rag_counts(&loc, sink).await),
+        }
+    }
+
+    /// What `status` shows about where the documents are and the model.
+    pub(super) fn rag_where(&self) -> (String, String) {
+        let place = match self.rag_location() {
+            None => "none (rag path DIR|URL)".to_string(),
+            Some(Ok(l)) => l.describe(),
+            Some(Err(e)) => e,
+        };
+        (place, self.rag_model())
+    }
+
+    /// The retriever for a query, or None (said once) when RAG is off or
+    /// cannot run: no knowledge base, no documents, no node with the model.
+    pub(super) async fn rag_retriever(&mut self, sink: &mut dyn Sink) -> Option<Retriever> {
+        if !self.settings.flockparser_enabled {
+            return None;
+        }
+        let without = "answering without documents";
+        let loc = match self.rag_location() {
+            None => {
+                sink.err(&format!(
+                    "ℹ️  RAG is on but no knowledge base is set (`rag path DIR|URL`, or `rag index PATH…`); {without}"
+                ));
+                return None;
+            }
+            Some(Err(e)) => {
+                sink.err(&format!("⚠️  RAG: rag_path: {e}; {without}"));
+                return None;
+            }
+            Some(Ok(l)) => l,
+        };
+        let knowledge = match &loc {
+            Location::Local(root) => {
+                let idx = self.rag_load(root, sink).await;
+                if idx.chunks() == 0 {
+                    sink.err(&format!(
+                        "📚 RAG: the knowledge base {} has no documents; {without}",
+                        root.display()
+                    ));
+                    return None;
+                }
+                Knowledge::Local(idx)
+            }
+            Location::Remote(url) => {
+                let r = Remote::new(url);
+                if let Err(e) = r.health().await {
+                    sink.err(&format!("⚠️  RAG: {e}; {without}"));
+                    return None;
+                }
+                Knowledge::Remote(r)
+            }
+        };
+        let embedder = match self.embedder(QUERY_EMBED_TIMEOUT).await {
+            Ok(e) => e,
+            Err(e) => {
+                sink.err(&format!("⚠️  RAG: {e}; {without}"));
+                return None;
+            }
+        };
+        Some(Retriever {
+            knowledge,
+            embedder,
+            location: loc.describe(),
+        })
+    }
+
+    /// `rag index PATH…` into the configured local knowledge base (the
+    /// FlockParser folder in the home directory when none is set).
+    async fn rag_index(&mut self, args: &[String], sink: &mut dyn Sink) -> bool {
+        let root = match self.rag_location() {
+            Some(Ok(Location::Local(r))) => r,
+            Some(Ok(Location::Remote(u))) => {
+                sink.err(&format!(
+                    "❌ rag index writes a local knowledge base, but `rag path` is the server {u}; set `rag path DIR` first"
+                ));
+                return false;
+            }
+            Some(Err(e)) => {
+                sink.err(&format!("❌ rag_path: {e}"));
+                return false;
+            }
+            None => {
+                match rag::default_folder() {
+                    Some(d) => d,
+                    None => {
+                        sink.err("❌ no home directory to put a knowledge base in; set `rag path DIR` first");
+                        return false;
+                    }
+                }
+            }
+        };
+        let paths: Vec<PathBuf> = args.iter().map(|a| documents::expand_home(a)).collect();
+        let (files, problems) = documents::collect(&paths);
+        for p in &problems {
+            sink.err(&format!("❌ {p}"));
+        }
+        if files.is_empty() {
+            sink.err("❌ nothing to index (.txt, .md and .pdf files, or folders of them)");
+            return false;
+        }
+        let mut writer = match Writer::open(&root) {
+            Ok(w) => w,
+            Err(e) => {
+                sink.err(&format!("❌ {e}"));
+                return false;
+            }
+        };
+        let model = self.rag_model();
+        let embedder = match self.embedder(INDEX_EMBED_TIMEOUT).await {
+            Ok(e) => e,
+            Err(e) => {
+                sink.err(&format!("❌ rag index: {e}; nothing was written"));
+                return false;
+            }
+        };
+        sink.err(&format!(
+            "📚 Indexing {} file(s) into {} with {model} on {} host(s)",
+            files.len(),
+            writer.root().display(),
+            embedder.hosts()
+        ));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let bar = ui::progress::eta_bar(0, "📚 Embedding chunks");
+        let progress = IndexProgress {
+            tx,
+            bar: bar.clone(),
+        };
+        let emit = |sink: &mut dyn Sink, line: String| {
+            if bar.is_hidden() {
+                route(sink, &line);
+            } else {
+                bar.suspend(|| route(sink, &line));
+            }
+        };
+        let summary = {
+            let fut = indexer::run(&mut writer, &files, &embedder, &progress);
+            tokio::pin!(fut);
+            loop {
+                tokio::select! {
+                    s = &mut fut => break s,
+                    Some(line) = rx.recv() => emit(sink, line),
+                }
+            }
+        };
+        while let Ok(line) = rx.try_recv() {
+            emit(sink, line);
+        }
+        bar.finish_and_clear();
+        self.rag.clear();
+        sink.out(&format!(
+            "✅ Indexed {} document(s), {} chunk(s) in {:.1}s over {} host(s); {} already indexed, {} failed",
+            summary.added,
+            summary.chunks,
+            summary.seconds,
+            embedder.hosts(),
+            summary.skipped,
+            summary.failed + problems.len()
+        ));
+        summary.failed == 0 && problems.is_empty()
+    }
+}

@@ -1,0 +1,187 @@
+//! Embeddings: Ollama's `POST /api/embed` (a batch of inputs in one request),
+//! with the older `POST /api/embeddings` (one `prompt` per request) as a
+//! fallback for servers that predate `/api/embed`.
+
+use serde::Deserialize;
+use serde_json::json;
+use tokio::time::{timeout_at, Instant};
+
+use super::{Client, ClientError, ErrorKind, Timeouts};
+
+fn bad_reply(url: &str, message: String) -> ClientError {
+    ClientError::new(url, ErrorKind::BadReply { message })
+}
+
+#[derive(Deserialize)]
+struct EmbedReply {
+    embeddings: Vec<Vec<f32>>,
+}
+
+#[derive(Deserialize)]
+struct LegacyReply {
+    embedding: Vec<f32>,
+}
+
+impl Client {
+    /// One vector per input, in input order, all of the same length. A reply
+    /// that does not say that is a `Protocol` error naming what was wrong.
+    pub async fn embed(
+        &self,
+        base: &str,
+        model: &str,
+        inputs: &[String],
+        t: Timeouts,
+    ) -> Result<Vec<Vec<f32>>, ClientError> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let url = format!("{}/api/embed", base.trim_end_matches('/'));
+        let deadline = Instant::now() + t.total;
+        let body = json!({ "model": model, "input": inputs, "truncate": true });
+        let vectors = match self.send_json(&url, &body, &t, deadline).await {
+            Ok(resp) => {
+                let bytes = read_body(&url, resp, &t, deadline).await?;
+                let reply: EmbedReply = serde_json::from_slice(&bytes)
+                    .map_err(|e| bad_reply(&url, format!("not an /api/embed reply ({e})")))?;
+                reply.embeddings
+            }
+            // A server without /api/embed answers a bare 404 (a missing model says so).
+            Err(ClientError {
+                kind:
+                    ErrorKind::Http {
+                        status: 404,
+                        message,
+                    },
+                ..
+            }) if !message.to_ascii_lowercase().contains("model") => {
+                self.embed_legacy(base, model, inputs, &t, deadline).await?
+            }
+            Err(e) => return Err(e),
+        };
+        check(&url, inputs.len(), vectors)
+    }
+
+    /// `/api/embeddings`, one request per input.
+    async fn embed_legacy(
+        &self,
+        base: &str,
+        model: &str,
+        inputs: &[String],
+        t: &Timeouts,
+        deadline: Instant,
+    ) -> Result<Vec<Vec<f32>>, ClientError> {
+        let url = format!("{}/api/embeddings", base.trim_end_matches('/'));
+        let mut out = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let body = json!({ "model": model, "prompt": input });
+            let resp = self.send_json(&url, &body, t, deadline).await?;
+            let bytes = read_body(&url, resp, t, deadline).await?;
+            let reply: LegacyReply = serde_json::from_slice(&bytes)
+                .map_err(|e| bad_reply(&url, format!("not an /api/embeddings reply ({e})")))?;
+            out.push(reply.embedding);
+        }
+        Ok(out)
+    }
+}
+
+async fn read_body(
+    url: &str,
+    resp: reqwest::Response,
+    t: &Timeouts,
+    deadline: Instant,
+) -> Result<bytes::Bytes, ClientError> {
+    match timeout_at(deadline, resp.bytes()).await {
+        Err(_) => Err(ClientError::new(
+            url,
+            ErrorKind::Deadline {
+                secs: t.total.as_secs_f64(),
+            },
+        )),
+        Ok(Err(e)) => Err(ClientError::new(
+            url,
+            ErrorKind::Reset {
+                after_first_token: true,
+                detail: format!(" ({e})"),
+            },
+        )),
+        Ok(Ok(b)) => Ok(b),
+    }
+}
+
+fn check(url: &str, wanted: usize, vectors: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>, ClientError> {
+    let bad = |message: String| bad_reply(url, message);
+    if vectors.len() != wanted {
+        return Err(bad(format!(
+            "{} embedding(s) for {wanted} input(s)",
+            vectors.len()
+        )));
+    }
+    let dims = vectors.first().map_or(0, Vec::len);
+    if dims == 0 {
+        return Err(bad("an empty embedding".into()));
+    }
+    if let Some(i) = vectors.iter().position(|v| v.len() != dims) {
+        return Err(bad(format!(
+            "embedding {} has {} dimensions, the first has {dims}",
+            i + 1,
+            vectors[i].len()
+        )));
+    }
+    if vectors.iter().flatten().any(|x| !x.is_finite()) {
+        return Err(bad(
+            "an embedding holds a value that is not a finite number".into(),
+        ));
+    }
+    Ok(vectors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use serde_json::Value;
+
+    async fn serve(app: Router) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn batch_and_legacy_endpoints() {
+        let batch = Router::new().route(
+            "/api/embed",
+            post(|Json(v): Json<Value>| async move {
+                let n = v["input"].as_array().map_or(0, Vec::len);
+                Json(json!({"embeddings": vec![vec![0.5_f32, 0.5]; n]}))
+            }),
+        );
+        let legacy = Router::new().route(
+            "/api/embeddings",
+            post(|Json(v): Json<Value>| async move {
+                let len = v["prompt"].as_str().unwrap_or("").len() as f32;
+                Json(json!({"embedding": [len, 1.0]}))
+            }),
+        );
+        let c = Client::default();
+        let t = Timeouts::generation(std::time::Duration::from_secs(5));
+        let inputs = vec!["a".to_string(), "bcd".to_string()];
+        let v = c.embed(&serve(batch).await, "m", &inputs, t).await.unwrap();
+        assert_eq!(v, vec![vec![0.5, 0.5], vec![0.5, 0.5]]);
+        let v = c
+            .embed(&serve(legacy).await, "m", &inputs, t)
+            .await
+            .unwrap();
+        assert_eq!(v, vec![vec![1.0, 1.0], vec![3.0, 1.0]]);
+    }
+
+    #[test]
+    fn replies_that_do_not_fit_are_protocol_errors() {
+        assert!(check("u", 2, vec![vec![1.0]]).is_err());
+        assert!(check("u", 2, vec![vec![1.0], vec![1.0, 2.0]]).is_err());
+        assert!(check("u", 1, vec![vec![]]).is_err());
+        assert!(check("u", 1, vec![vec![1.0, 2.0]]).is_ok());
+    }
+}

@@ -1,0 +1,297 @@
+//! `rag index PATH…`: text from each file, FlockParser's chunks, embeddings in
+//! batches spread over every host that has the embedding model (all batches
+//! queued at once; the scheduler gives each host one at a time), and each
+//! document staged as soon as all its chunks are embedded, in the order the
+//! files were given, and committed with the others staged in the last second.
+//! A document whose content is already in the knowledge base is skipped, so an
+//! interrupted run picks up where it stopped.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use futures_util::stream::{self, StreamExt};
+use sha2::{Digest, Sha256};
+
+use super::chunking::chunk_text;
+use super::documents::text_of;
+use super::embed::Embedder;
+use super::writer::Writer;
+
+/// The most chunks in one `/api/embed` request.
+pub const MAX_BATCH: usize = 16;
+/// Staged documents are committed at least this often (and at the end).
+const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Where `rag index` reports to.
+pub trait Progress: Sync {
+    /// A line about one file.
+    fn line(&self, line: String);
+    /// The number of chunks to embed is known.
+    fn planned(&self, chunks: usize);
+    /// `n` more chunks are embedded.
+    fn embedded(&self, n: usize);
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Summary {
+    pub added: usize,
+    pub chunks: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub seconds: f64,
+}
+
+/// (document, chunk) pairs embedded in one request.
+type Batch = Vec<(usize, usize)>;
+
+struct Pending {
+    path: PathBuf,
+    text: String,
+    hash: String,
+    chunks: Vec<String>,
+    vectors: Vec<Option<Vec<f32>>>,
+    failed: Option<String>,
+}
+
+impl Pending {
+    fn complete(&self) -> bool {
+        self.failed.is_some() || self.vectors.iter().all(Option::is_some)
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Chunks per request: at most `MAX_BATCH`, small enough that every host gets
+/// several requests, and a number of requests that is a multiple of the hosts
+/// (so the last round keeps every host busy).
+pub fn batch_size(chunks: usize, hosts: usize) -> usize {
+    let hosts = hosts.max(1);
+    let batches = chunks
+        .div_ceil(MAX_BATCH)
+        .max((hosts * 4).min(chunks))
+        .max(1)
+        .next_multiple_of(hosts);
+    chunks.div_ceil(batches).clamp(1, MAX_BATCH)
+}
+
+/// Index `files` into the knowledge base `writer` holds.
+pub async fn run(
+    writer: &mut Writer,
+    files: &[PathBuf],
+    embedder: &Embedder,
+    progress: &dyn Progress,
+) -> Summary {
+    let started = Instant::now();
+    let mut summary = Summary::default();
+    let mut docs: Vec<Pending> = Vec::new();
+    let mut hashes_this_run: Vec<(String, PathBuf)> = Vec::new();
+    for path in files {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                progress.line(format!("❌ {}: cannot read: {e}", path.display()));
+                summary.failed += 1;
+                continue;
+            }
+        };
+        let hash = sha256_hex(&bytes);
+        if let Some(id) = writer.known(&hash) {
+            progress.line(format!("⏭️  {}: already indexed as {id}", path.display()));
+            summary.skipped += 1;
+            continue;
+        }
+        if let Some((_, first)) = hashes_this_run.iter().find(|(h, _)| *h == hash) {
+            progress.line(format!(
+                "⏭️  {}: same content as {}",
+                path.display(),
+                first.display()
+            ));
+            summary.skipped += 1;
+            continue;
+        }
+        let p = path.clone();
+        let text = match tokio::task::spawn_blocking(move || text_of(&p, &bytes)).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                progress.line(format!("❌ {e}"));
+                summary.failed += 1;
+                continue;
+            }
+            Err(e) => {
+                progress.line(format!("❌ {}: {e}", path.display()));
+                summary.failed += 1;
+                continue;
+            }
+        };
+        let chunks = chunk_text(&text);
+        hashes_this_run.push((hash.clone(), path.clone()));
+        docs.push(Pending {
+            path: path.clone(),
+            text,
+            hash,
+            vectors: vec![None; chunks.len()],
+            chunks,
+            failed: None,
+        });
+    }
+    // (document, chunk) pairs in batches across document boundaries.
+    let pairs: Vec<(usize, usize)> = docs
+        .iter()
+        .enumerate()
+        .flat_map(|(d, p)| (0..p.chunks.len()).map(move |c| (d, c)))
+        .collect();
+    progress.planned(pairs.len());
+    let size = batch_size(pairs.len(), embedder.hosts());
+    let jobs: Vec<(Batch, Vec<String>)> = pairs
+        .chunks(size)
+        .map(|batch| {
+            let inputs = batch
+                .iter()
+                .map(|&(d, c)| docs[d].chunks[c].clone())
+                .collect();
+            (batch.to_vec(), inputs)
+        })
+        .collect();
+    let count = jobs.len();
+    let requests = jobs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (batch, inputs))| async move {
+            let label = format!("embed batch {}/{count}", i + 1);
+            let r = embedder
+                .embed(&label, &inputs, &|line| progress.line(line))
+                .await;
+            (batch, r)
+        });
+    let mut results = stream::iter(requests).buffer_unordered(embedder.hosts().max(1) * 4);
+    let mut next = 0;
+    let mut staged: Vec<(String, usize)> = Vec::new();
+    let mut last_commit = Instant::now();
+    while let Some((batch, result)) = results.next().await {
+        progress.embedded(batch.len());
+        match result {
+            Ok((vectors, _)) => {
+                for (&(d, c), v) in batch.iter().zip(vectors) {
+                    docs[d].vectors[c] = Some(v);
+                }
+            }
+            Err(e) => {
+                for &(d, _) in &batch {
+                    docs[d].failed.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        // Stage every document that is complete, in file order.
+        while next < docs.len() && docs[next].complete() {
+            stage(writer, &mut docs[next], progress, &mut summary, &mut staged);
+            next += 1;
+        }
+        if last_commit.elapsed() >= COMMIT_EVERY {
+            if !commit(writer, &mut staged, progress, &mut summary) {
+                break;
+            }
+            last_commit = Instant::now();
+        }
+    }
+    drop(results);
+    // Documents with no chunks, after the last batch.
+    while next < docs.len() {
+        stage(writer, &mut docs[next], progress, &mut summary, &mut staged);
+        next += 1;
+    }
+    commit(writer, &mut staged, progress, &mut summary);
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary
+}
+
+/// Write the staged documents' index entries; say which are in. False when
+/// the knowledge base could not be written (nothing more should be tried).
+fn commit(
+    writer: &mut Writer,
+    staged: &mut Vec<(String, usize)>,
+    progress: &dyn Progress,
+    s: &mut Summary,
+) -> bool {
+    if staged.is_empty() {
+        return true;
+    }
+    match writer.commit() {
+        Ok(_) => {
+            for (line, chunks) in staged.drain(..) {
+                progress.line(line);
+                s.added += 1;
+                s.chunks += chunks;
+            }
+            true
+        }
+        Err(e) => {
+            progress.line(format!("❌ {e}; {} document(s) not saved", staged.len()));
+            s.failed += staged.len();
+            staged.clear();
+            false
+        }
+    }
+}
+
+fn stage(
+    writer: &mut Writer,
+    doc: &mut Pending,
+    progress: &dyn Progress,
+    s: &mut Summary,
+    staged: &mut Vec<(String, usize)>,
+) {
+    if let Some(e) = &doc.failed {
+        progress.line(format!(
+            "❌ {}: not indexed: could not embed its chunks ({e})",
+            doc.path.display()
+        ));
+        s.failed += 1;
+        return;
+    }
+    if doc.chunks.is_empty() {
+        progress.line(format!("❌ {}: no text to index", doc.path.display()));
+        s.failed += 1;
+        return;
+    }
+    let vectors: Vec<Vec<f32>> = doc.vectors.iter_mut().filter_map(Option::take).collect();
+    match writer.stage(&doc.path, &doc.text, &doc.chunks, &vectors, &doc.hash) {
+        Ok(id) => {
+            let n = doc.chunks.len();
+            let line = format!(
+                "📄 {} → {id} ({n} chunk{})",
+                doc.path.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            staged.push((line, n));
+        }
+        Err(e) => {
+            progress.line(format!("❌ {}: not indexed: {e}", doc.path.display()));
+            s.failed += 1;
+        }
+    }
+    doc.text = String::new();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_spread_over_the_hosts() {
+        assert_eq!(batch_size(0, 3), 1);
+        assert_eq!(batch_size(10, 3), 1);
+        assert_eq!(batch_size(120, 3), 10);
+        assert_eq!(batch_size(400, 3), 15);
+        assert_eq!(batch_size(400, 1), 16);
+        assert_eq!(batch_size(10_000, 3), MAX_BATCH);
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

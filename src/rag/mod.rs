@@ -1,0 +1,181 @@
+//! Retrieval-augmented answers over the user's documents, compatible with
+//! FlockParser's knowledge bases (local folders in both index flavours, or
+//! FlockParser's API server) and with the original's retrieval rules and
+//! prompt layout. Query embeddings come from nodes that have the embedding
+//! model, through the scheduler; `rag index` builds a knowledge base in
+//! FlockParser's format. Knows nodes and the scheduler, nothing of the terminal.
+
+pub mod chunking;
+pub mod context;
+pub mod documents;
+pub mod embed;
+pub mod index;
+pub mod indexer;
+pub mod kb;
+pub mod remote;
+pub mod retrieve;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use retrieve::{Knowledge, Report, Retrieved, Retriever};
+
+use index::{Fingerprint, Index};
+
+/// Where a knowledge base is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Location {
+    /// A FlockParser folder (holding `knowledge_base/`).
+    Local(PathBuf),
+    /// FlockParser's API server.
+    Remote(String),
+}
+
+impl Location {
+    /// A `rag path` argument: an http(s) URL (port 8765 unless given) or a
+    /// folder (`~/` expanded, made absolute).
+    pub fn parse(text: &str) -> Result<Location, String> {
+        let t = text.trim();
+        if t.is_empty() {
+            return Err("missing folder or URL".into());
+        }
+        let lower = t.to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            return remote::base_url(t).map(Location::Remote);
+        }
+        if lower.contains("://") {
+            return Err(format!(
+                "`{t}`: only http:// and https:// URLs are supported"
+            ));
+        }
+        let p = documents::expand_home(t);
+        Ok(Location::Local(std::path::absolute(&p).unwrap_or(p)))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Local(p) => p.display().to_string(),
+            Location::Remote(u) => u.clone(),
+        }
+    }
+}
+
+/// The FlockParser folder in the home directory.
+pub fn default_folder() -> Option<PathBuf> {
+    dirs::home_dir().map(|h| h.join("FlockParser"))
+}
+
+/// The knowledge base the settings name: `rag_path`, else the FlockParser
+/// folder in the home directory when it exists.
+pub fn configured(rag_path: Option<&str>) -> Option<Result<Location, String>> {
+    match rag_path {
+        Some(p) => Some(Location::parse(p)),
+        None => default_folder()
+            .filter(|d| d.is_dir())
+            .map(|d| Ok(Location::Local(d))),
+    }
+}
+
+/// The embedding model the settings name (default mxbai-embed-large).
+pub fn model(setting: Option<&str>) -> &str {
+    setting
+        .filter(|m| !m.trim().is_empty())
+        .unwrap_or(embed::DEFAULT_MODEL)
+}
+
+/// The loaded local index, kept between queries and reloaded when the
+/// knowledge base's files change.
+#[derive(Default)]
+pub struct Cache {
+    loaded: Option<(PathBuf, Arc<Index>, Fingerprint)>,
+}
+
+impl Cache {
+    /// The index of `root` if it is loaded and its files have not changed.
+    pub fn fresh(&self, root: &Path) -> Option<Arc<Index>> {
+        match &self.loaded {
+            Some((r, idx, fp)) if r == root && *fp == Fingerprint::of(root) => Some(idx.clone()),
+            _ => None,
+        }
+    }
+
+    /// The index of `root`, loading it (off the async threads) when it is not
+    /// loaded or changed. The problems are those of this load (none when the
+    /// loaded index was still current).
+    pub async fn get(
+        &mut self,
+        root: &Path,
+        progress: Arc<dyn Fn(usize, usize) + Send + Sync>,
+    ) -> (Arc<Index>, Vec<String>) {
+        if let Some(idx) = self.fresh(root) {
+            return (idx, Vec::new());
+        }
+        let r = root.to_path_buf();
+        let loaded = tokio::task::spawn_blocking(move || Index::load(&r, &*progress)).await;
+        match loaded {
+            Ok(l) => {
+                let idx = Arc::new(l.index);
+                self.loaded = Some((root.to_path_buf(), idx.clone(), l.fingerprint));
+                (idx, l.problems)
+            }
+            Err(e) => (
+                Arc::new(Index::from_vectors(0, Vec::new(), Vec::new())),
+                vec![format!("{}: loading stopped ({e})", root.display())],
+            ),
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.loaded = None;
+    }
+}
+
+/// What the pipeline calls before it builds any prompt: retrieval for the
+/// question and for `parts` ((part number, focus) of a long answer's later
+/// parts). None when RAG is off for this query.
+pub async fn augment(
+    retriever: Option<&Retriever>,
+    query: &str,
+    parts: &[(usize, String)],
+    notice: &(dyn Fn(String) + Sync),
+) -> Option<Retrieved> {
+    Some(retriever?.retrieve(query, parts, notice).await)
+}
+
+/// A long list of problems as at most `max` lines plus a count of the rest.
+pub fn summarise(problems: &[String], max: usize) -> Vec<String> {
+    let mut out: Vec<String> = problems.iter().take(max).cloned().collect();
+    if problems.len() > max {
+        out.push(format!(
+            "… and {} more problem(s) like these",
+            problems.len() - max
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            Location::parse("http://kb.lan").unwrap(),
+            Location::Remote("http://kb.lan:8765".into())
+        );
+        assert_eq!(
+            Location::parse("/srv/FlockParser").unwrap(),
+            Location::Local("/srv/FlockParser".into())
+        );
+        assert!(
+            matches!(Location::parse("rel/dir").unwrap(), Location::Local(p) if p.is_absolute())
+        );
+        assert!(Location::parse("ftp://x").is_err());
+        assert!(Location::parse(" ").is_err());
+        assert_eq!(model(None), "mxbai-embed-large");
+        assert_eq!(model(Some("nomic-embed-text")), "nomic-embed-text");
+        assert_eq!(summarise(&["a".into(), "b".into(), "c".into()], 2).len(), 3);
+    }
+}

@@ -1,0 +1,292 @@
+//! One query's retrieval: the question (and, for a long answer, each later
+//! part's "question + focus") embedded at once on the nodes that have the
+//! embedding model, searched, gated and packed by the original's rules, and
+//! laid out as prompt blocks with one numbering of sources for the query.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use serde::Serialize;
+
+use super::context::{self, Excerpt, Listed, Sources, Verdict};
+use super::embed::Embedder;
+use super::index::Index;
+use super::remote::Remote;
+
+/// Where the chunks are.
+pub enum Knowledge {
+    Local(Arc<Index>),
+    Remote(Remote),
+}
+
+pub struct Retriever {
+    pub knowledge: Knowledge,
+    pub embedder: Embedder,
+    /// The folder or URL, for the report.
+    pub location: String,
+}
+
+/// What one retrieval did (for `-i` and `metrics`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Retrieval {
+    /// 1 for the question itself (and part 1), n for part n.
+    pub part: usize,
+    pub query: String,
+    /// The node that embedded it.
+    pub node: Option<String>,
+    /// Excerpts that went into the prompt.
+    pub excerpts: usize,
+    /// Mean similarity of the best five.
+    pub mean_top5: Option<f32>,
+    /// Why no excerpts were used, if so.
+    pub skipped: Option<String>,
+}
+
+/// The RAG part of a query's result.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    pub knowledge_base: String,
+    pub model: String,
+    pub retrievals: Vec<Retrieval>,
+    /// The final source list, with each source's best similarity.
+    pub sources: Vec<Listed>,
+}
+
+pub struct Retrieved {
+    main: Option<context::Block>,
+    parts: BTreeMap<usize, context::Block>,
+    sources: Sources,
+    pub report: Report,
+}
+
+impl Retrieved {
+    /// The question as the Researcher, the Editor and part 1 get it: with the
+    /// excerpts and the citation rules when there are excerpts.
+    pub fn question(&self, query: &str) -> String {
+        match &self.main {
+            Some(b) => context::research_prompt(query, b),
+            None => query.to_string(),
+        }
+    }
+
+    /// The excerpts to add below part `n`'s prompt (n ≥ 2), if any.
+    pub fn part(&self, n: usize) -> Option<String> {
+        self.parts.get(&n).map(context::part_context)
+    }
+
+    /// Any excerpt went into any prompt.
+    pub fn used(&self) -> bool {
+        !self.sources.is_empty()
+    }
+
+    /// Renumber the answer's citations and append the source list.
+    pub fn finish(&mut self, answer: &str) -> String {
+        let (text, listed) = context::cite(answer, &self.sources);
+        self.report.sources = listed;
+        text
+    }
+}
+
+fn fmt_sim(x: f32) -> String {
+    format!("{x:.2}")
+}
+
+impl Retriever {
+    /// Retrieve for the question (top 15, 2,000 tokens) and for each of
+    /// `parts` — (part number, focus) — with "question focus" (top 10, 1,000
+    /// tokens). Every embedding request starts at once, so they spread over
+    /// the hosts. Problems become notices; a retrieval that fails is skipped.
+    pub async fn retrieve(
+        &self,
+        query: &str,
+        parts: &[(usize, String)],
+        notice: &(dyn Fn(String) + Sync),
+    ) -> Retrieved {
+        let mut asks: Vec<(usize, String, usize, usize)> =
+            vec![(1, query.to_string(), context::TOP_K, context::BUDGET)];
+        asks.extend(parts.iter().map(|(n, focus)| {
+            (
+                *n,
+                format!("{query} {focus}"),
+                context::TOP_K_PART,
+                context::BUDGET_PART,
+            )
+        }));
+        let notices = std::sync::Mutex::new(Vec::<String>::new());
+        let say_once = |line: String| {
+            let mut seen = notices.lock().unwrap_or_else(|e| e.into_inner());
+            if !seen.contains(&line) {
+                seen.push(line.clone());
+                notice(line);
+            }
+        };
+        let outcomes = join_all(
+            asks.iter()
+                .map(|(n, text, k, budget)| self.one(*n, text, *k, *budget, &say_once)),
+        )
+        .await;
+        let mut sources = Sources::default();
+        let mut main = None;
+        let mut blocks = BTreeMap::new();
+        let mut retrievals = Vec::new();
+        for ((n, text, _, _), (verdict, node, mean)) in asks.iter().zip(outcomes) {
+            let what = if *n == 1 {
+                "the question".to_string()
+            } else {
+                format!("part {n}")
+            };
+            let mut r = Retrieval {
+                part: *n,
+                query: text.clone(),
+                node: node.clone(),
+                excerpts: 0,
+                mean_top5: mean,
+                skipped: None,
+            };
+            match verdict {
+                Ok(Verdict::Use(ex)) => {
+                    let b = context::block(&ex, &mut sources, *n);
+                    let docs: std::collections::HashSet<&str> =
+                        ex.iter().map(|e| e.doc_name.as_str()).collect();
+                    say_once(format!(
+                        "📚 RAG for {what}: {} excerpt(s) from {} document(s) (top-5 similarity {}; embedded on {})",
+                        ex.len(),
+                        docs.len(),
+                        fmt_sim(mean.unwrap_or(0.0)),
+                        node.as_deref().unwrap_or("?")
+                    ));
+                    r.excerpts = ex.len();
+                    if *n == 1 {
+                        main = Some(b);
+                    } else {
+                        blocks.insert(*n, b);
+                    }
+                }
+                Ok(Verdict::NoMatch) => {
+                    let why = format!(
+                        "no excerpt reaches similarity {}",
+                        fmt_sim(context::MIN_SIMILARITY)
+                    );
+                    say_once(format!("📚 RAG skipped for {what}: {why}"));
+                    r.skipped = Some(why);
+                }
+                Ok(Verdict::TooWeak {
+                    mean,
+                    best,
+                    best_sim,
+                }) => {
+                    let why = format!(
+                        "the documents are not relevant enough (top-5 similarity {} < {}; best: {best} at {})",
+                        fmt_sim(mean),
+                        fmt_sim(context::GATE),
+                        fmt_sim(best_sim)
+                    );
+                    say_once(format!("📚 RAG skipped for {what}: {why}"));
+                    r.skipped = Some(why);
+                }
+                Err(why) => r.skipped = Some(why),
+            }
+            retrievals.push(r);
+        }
+        Retrieved {
+            main,
+            parts: blocks,
+            sources,
+            report: Report {
+                knowledge_base: self.location.clone(),
+                model: self.embedder.model().to_string(),
+                retrievals,
+                sources: Vec::new(),
+            },
+        }
+    }
+
+    /// Embed, search, gate and pack one retrieval: (verdict or why not, the
+    /// node that embedded it, mean of the top 5).
+    async fn one(
+        &self,
+        part: usize,
+        text: &str,
+        k: usize,
+        budget: usize,
+        notice: &(dyn Fn(String) + Sync),
+    ) -> (Result<Verdict, String>, Option<String>, Option<f32>) {
+        let label = if part == 1 {
+            "embed question".to_string()
+        } else {
+            format!("embed part {part}")
+        };
+        let input = [text.to_string()];
+        let (vector, node) = match self.embedder.embed(&label, &input, notice).await {
+            Ok((mut v, a)) => (v.pop().unwrap_or_default(), a.node),
+            Err(e) => {
+                let why = format!("could not embed it ({e})");
+                notice(format!("⚠️  RAG: {why}; going on without documents"));
+                return (Err(why), None, None);
+            }
+        };
+        let found = match &self.knowledge {
+            Knowledge::Local(index) => search_local(index.clone(), vector, k).await,
+            Knowledge::Remote(r) => r
+                .query(text, &vector, k, context::MIN_SIMILARITY)
+                .await
+                .map(|ex| (ex, Vec::new()))
+                .map_err(|e| e.to_string()),
+        };
+        match found {
+            Ok((excerpts, problems)) => {
+                for p in problems {
+                    notice(format!("⚠️  RAG: {p}"));
+                }
+                let mean = (!excerpts.is_empty()).then(|| context::mean_top(&excerpts));
+                (Ok(context::judge(excerpts, budget)), Some(node), mean)
+            }
+            Err(why) => {
+                notice(format!("⚠️  RAG: {why}; going on without documents"));
+                (Err(why), Some(node), None)
+            }
+        }
+    }
+}
+
+/// Search the loaded index off the async threads and read the hits' texts;
+/// a chunk file that can no longer be read is named and left out.
+async fn search_local(
+    index: Arc<Index>,
+    vector: Vec<f32>,
+    k: usize,
+) -> Result<(Vec<Excerpt>, Vec<String>), String> {
+    if vector.len() != index.dims() {
+        return Err(format!(
+            "the embedding model gives {} dimensions but the knowledge base holds {}-dimension vectors; set `rag model` to the model that built it",
+            vector.len(),
+            index.dims()
+        ));
+    }
+    tokio::task::spawn_blocking(move || {
+        let mut problems = Vec::new();
+        let excerpts = index
+            .search(&vector, k, context::MIN_SIMILARITY)
+            .into_iter()
+            .filter_map(|h| {
+                let (id, name, file) = index.row(h.row);
+                match super::kb::read_text_of(file) {
+                    Ok(text) => Some(Excerpt {
+                        doc_id: id.to_string(),
+                        doc_name: name.to_string(),
+                        similarity: h.score,
+                        text,
+                    }),
+                    Err(e) => {
+                        problems.push(format!("{e}; skipped"));
+                        None
+                    }
+                }
+            })
+            .collect();
+        (excerpts, problems)
+    })
+    .await
+    .map_err(|e| format!("the search stopped ({e})"))
+}
