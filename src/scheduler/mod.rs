@@ -1053,4 +1053,65 @@ mod tests {
         assert_eq!(s.in_flight("A"), 1);
         assert_eq!(s.queue_depth(), 0);
     }
+
+    #[tokio::test]
+    async fn the_next_task_sees_a_failure_before_it_is_given_the_slot() {
+        use crate::ollama::{ClientError, ErrorKind, Timeouts};
+        let http500 = || {
+            ClientError::new(
+                "http://127.0.0.1:9",
+                ErrorKind::Http {
+                    status: 500,
+                    message: "x".into(),
+                },
+            )
+        };
+        let s = Scheduler::new(Client::default());
+        let a = node("http://127.0.0.1:9", "A", 0);
+        a.state().record_fault(&http500(), true);
+        let p = Pool::new(vec![a.clone()], Policy::Pool);
+        let limits = Timeouts::new(
+            Duration::from_millis(100),
+            Duration::from_millis(300),
+            Duration::from_millis(300),
+        );
+        let task = Task {
+            label: "t",
+            model: "m",
+            prompt_tokens: 0,
+            limits,
+        };
+        let quiet = |_: String| {};
+        // The first task fails a second time on the suspect node: it cools down.
+        let first = s.run(
+            &p,
+            &task,
+            |_| async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Err::<((), Measured), _>(http500())
+            },
+            &quiet,
+        );
+        // The second waits for the slot meanwhile; it must not get it on a cooling node.
+        let second = async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            s.run(
+                &p,
+                &task,
+                |at: Attempt| {
+                    let cooling = at.node.state().cooling();
+                    async move {
+                        assert!(!cooling, "given a slot on a node that was cooling down");
+                        Ok(((), Measured::default()))
+                    }
+                },
+                &quiet,
+            )
+            .await
+        };
+        let (r1, r2) = tokio::join!(first, second);
+        assert!(r1.is_err());
+        assert!(r2.is_err(), "nothing left to run on in time");
+        assert!(a.state().cooling());
+    }
 }

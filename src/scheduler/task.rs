@@ -344,8 +344,10 @@ impl Scheduler {
                                     first: measured,
                                 })
                             } else {
-                                drop(done.lease);
+                                // Recorded before the slot is handed on, so the
+                                // next task sees the node as it is now.
                                 self.succeeded(&node, task.model, elapsed, &measured);
+                                drop(done.lease);
                                 None
                             };
                             for other in running.iter().flatten() {
@@ -364,7 +366,6 @@ impl Scheduler {
                             }, held));
                         }
                         Err(e) => {
-                            drop(done.lease);
                             let still_running = !futs.is_empty();
                             let then = if matches!(e.kind, ErrorKind::TooLarge { .. }) {
                                 "; the request does not fit the model's context"
@@ -380,6 +381,9 @@ impl Scheduler {
                                     f.host != node.host && f.error.kind.name() == e.kind.name()
                                 }));
                             let line = self.failed(&node, task.label, &e, elapsed, then, blame);
+                            // The failure is recorded before the slot is handed on (a
+                            // freed slot goes straight to the next waiter).
+                            drop(done.lease);
                             notice(line);
                             *failures.entry(node.host.clone()).or_insert(0) += 1;
                             let too_large = matches!(e.kind, ErrorKind::TooLarge { .. });
