@@ -16,7 +16,9 @@
 //!    every token n × 1.5 as slow.
 //!
 //! cargo build --release --bin synapticllamas --example bench_gateway &&
-//! target/release/examples/bench_gateway [LATENCY_BLOCKS THROUGHPUT_SECS]
+//! target/release/examples/bench_gateway [LATENCY_BLOCKS THROUGHPUT_SECS [SECTIONS]]
+//!
+//! SECTIONS: a comma-separated subset of latency,throughput,memory,hosts (default all).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -515,11 +517,24 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let sections = args
+        .get(3)
+        .cloned()
+        .unwrap_or_else(|| "latency,throughput,memory,hosts".into());
+    let on = |s: &str| sections.split(',').any(|x| x.trim() == s);
     rt.block_on(async {
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        latency(&bin, &http, blocks).await;
-        throughput(&bin, secs).await;
-        memory(&bin).await;
-        host_rule(&bin, &http).await;
+        if on("latency") {
+            latency(&bin, &http, blocks).await;
+        }
+        if on("throughput") {
+            throughput(&bin, secs).await;
+        }
+        if on("memory") {
+            memory(&bin).await;
+        }
+        if on("hosts") {
+            host_rule(&bin, &http).await;
+        }
     });
 }

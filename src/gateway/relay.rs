@@ -15,6 +15,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -478,31 +479,47 @@ impl Relay {
                     self.held = None;
                     self.tally.stream_ended(End::Broken, Some(msg.into()));
                 }
-                Some(Some(Ok(p))) => {
-                    // This piece, and those already read with it.
-                    let mut last = self.put(p);
-                    while !last {
-                        match self.upstream.queue.pop_front() {
-                            Some(p) => last = self.put(p),
+                Some(n) => {
+                    self.take(n);
+                    // Whatever else has arrived already goes out in the same write.
+                    while !self.done {
+                        match self.upstream.next().now_or_never() {
+                            Some(n) => self.take(n),
                             None => break,
                         }
                     }
                 }
-                Some(Some(Err(e))) => {
-                    if let Some(h) = self.held.take() {
-                        let line = h.failed(&e);
-                        self.tally.stream_ended(End::Broken, Some(e.short()));
-                        self.pending.push_back(self.writer.error(&format!(
-                            "{} failed after the reply began: {}",
-                            self.node.name(),
-                            e.short()
-                        )));
-                        self.tally.notice(line);
-                    }
-                    self.done = true;
-                }
-                Some(None) => self.done = true,
             }
+        }
+    }
+
+    /// The next piece of the node's reply (or its failure, or its end).
+    fn take(&mut self, next: Option<Result<Piece, ClientError>>) {
+        match next {
+            Some(Ok(p)) => {
+                // This piece, and those already read with it.
+                let mut last = self.put(p);
+                while !last {
+                    match self.upstream.queue.pop_front() {
+                        Some(p) => last = self.put(p),
+                        None => break,
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                if let Some(h) = self.held.take() {
+                    let line = h.failed(&e);
+                    self.tally.stream_ended(End::Broken, Some(e.short()));
+                    self.pending.push_back(self.writer.error(&format!(
+                        "{} failed after the reply began: {}",
+                        self.node.name(),
+                        e.short()
+                    )));
+                    self.tally.notice(line);
+                }
+                self.done = true;
+            }
+            None => self.done = true,
         }
     }
 }
