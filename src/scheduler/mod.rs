@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use crate::nodes::{health, Health, Node};
 use crate::ollama::types::same_model;
 use crate::ollama::Client;
+use crate::redis::{NodeView, RemoteLease, SharedHealth, SharedLeases};
 
 pub use task::{Attempt, Attribution, FailedAttempt, Measured, Task, TaskFailed};
 
@@ -110,6 +111,7 @@ type NoticeFn = Arc<dyn Fn(String) + Send + Sync>;
 
 pub struct Scheduler {
     client: Client,
+    shared: RwLock<Shared>,
     events: RwLock<Option<Arc<dyn Events>>>,
     /// Lines from background work (a re-probed node is back).
     notifier: RwLock<NoticeFn>,
@@ -117,26 +119,27 @@ pub struct Scheduler {
     freed: Notify,
 }
 
-/// A slot on a node's host; dropping it frees the slot and wakes waiting tasks.
+/// A slot on a node's host; dropping it frees the slot (here, and in Redis
+/// when the host rule is shared) and wakes waiting tasks.
 pub struct Lease {
     pub node: Arc<Node>,
     sched: Arc<Scheduler>,
+    /// The same slot counted across instances (Redis on).
+    _shared: Option<RemoteLease>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        {
-            let mut slots = self.sched.slots();
-            if let Some(n) = slots.in_flight.get_mut(&self.node.host) {
-                *n = n.saturating_sub(1);
-            }
-        }
-        {
-            let mut st = self.node.state();
-            st.in_flight = st.in_flight.saturating_sub(1);
-        }
-        self.sched.freed.notify_waiters();
+        self.sched.give_back(&self.node);
     }
+}
+
+/// What the host rule and the health view share with other instances (Redis);
+/// local-only stand-ins when Redis is off.
+#[derive(Clone)]
+struct Shared {
+    leases: SharedLeases,
+    health: SharedHealth,
 }
 
 /// Why no slot could be had.
@@ -185,6 +188,10 @@ impl Scheduler {
     pub fn new(client: Client) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             client,
+            shared: RwLock::new(Shared {
+                leases: SharedLeases::local(),
+                health: SharedHealth::local(),
+            }),
             events: RwLock::new(None),
             notifier: RwLock::new(Arc::new(|_| {})),
             slots: Mutex::new(Slots {
@@ -197,6 +204,91 @@ impl Scheduler {
 
     fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keep the host rule and the health view together with other instances
+    /// through these (Redis); they fall back to local by themselves.
+    pub fn share_through(&self, leases: SharedLeases, health: SharedHealth) {
+        *self.shared.write().unwrap_or_else(|e| e.into_inner()) = Shared { leases, health };
+    }
+
+    fn shared(&self) -> Shared {
+        self.shared
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The slot a node's lease held is free again.
+    fn give_back(&self, node: &Node) {
+        {
+            let mut slots = self.slots();
+            if let Some(n) = slots.in_flight.get_mut(&node.host) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        {
+            let mut st = node.state();
+            st.in_flight = st.in_flight.saturating_sub(1);
+        }
+        self.freed.notify_waiters();
+    }
+
+    /// The host's slot across instances: `Ok(None)` when the rule is local
+    /// (Redis off or away), `Err(())` when other instances hold every slot.
+    async fn claim_shared(&self, node: &Node) -> Result<Option<RemoteLease>, ()> {
+        let leases = self.shared().leases;
+        if !leases.is_shared() {
+            return Ok(None);
+        }
+        match leases
+            .try_acquire(&node.host, self.capacity(&node.host))
+            .await
+        {
+            Some(l) => Ok(Some(l)),
+            None => Err(()),
+        }
+    }
+
+    /// What other instances know of the pool's nodes, merged into the local view.
+    async fn merge_shared_health(&self, pool: &Pool) {
+        let Shared { leases, health } = self.shared();
+        if !leases.is_shared() {
+            return;
+        }
+        let urls: Vec<String> = pool.nodes().iter().map(|n| n.url().to_string()).collect();
+        let views = health.views(&urls).await;
+        for n in pool.nodes() {
+            match views.get(n.url()) {
+                Some(NodeView::Cooling {
+                    until, failures, ..
+                }) => n.state().cool_until(*until, *failures),
+                Some(NodeView::Recovered { ago, .. }) => {
+                    n.state().recovered_elsewhere(*ago);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Tell other instances a node is cooling, or answers again.
+    fn share_health(&self, node: &Node, transition: crate::nodes::state::Transition) {
+        if let crate::nodes::state::Transition::Cooled(d) = transition {
+            let (why, failures) = {
+                let st = node.state();
+                (
+                    st.last_error.clone().unwrap_or_default(),
+                    st.consecutive_failures,
+                )
+            };
+            self.shared()
+                .health
+                .report_cooling(node.url(), d, failures, &why);
+        }
+    }
+
+    fn share_recovery(&self, node: &Node) {
+        self.shared().health.report_recovered(node.url());
     }
 
     pub fn set_events(&self, events: Option<Arc<dyn Events>>) {
@@ -265,18 +357,37 @@ impl Scheduler {
         let patience = self.patience(pool);
         let mut recovering_since: Option<Instant> = None;
         let mut waiting: Option<Waiting<'_>> = None;
+        self.merge_shared_health(pool).await;
+        let leases = self.shared().leases;
+        let mut released = leases.releases();
+        // Hosts whose every slot another instance holds (this round), and the
+        // release count seen before the first of those refusals.
+        let mut full_elsewhere: HashSet<String> = HashSet::new();
+        let mut refused_at: Option<u64> = None;
         loop {
             let notified = self.freed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let now = Instant::now();
             let patience_over = now >= began + patience;
-            let wake = match self.try_take(pool, model, excluded, patience_over) {
+            let wake = match self.try_take(pool, model, excluded, &full_elsewhere, patience_over) {
                 Pick::Got(node) => {
-                    return Ok(Lease {
-                        node,
-                        sched: self.clone(),
-                    })
+                    let seen = *released.borrow_and_update();
+                    match self.claim_shared(&node).await {
+                        Ok(shared) => {
+                            return Ok(Lease {
+                                node,
+                                sched: self.clone(),
+                                _shared: shared,
+                            })
+                        }
+                        Err(()) => {
+                            self.give_back(&node);
+                            full_elsewhere.insert(node.host.clone());
+                            refused_at.get_or_insert(seen);
+                            continue;
+                        }
+                    }
                 }
                 Pick::Nobody => return Err(NoSlot::NoUsableHost),
                 Pick::Recovering(due) => {
@@ -287,7 +398,10 @@ impl Scheduler {
                     if now >= since + RECOVERY_WAIT {
                         return Err(NoSlot::AllCooling);
                     }
-                    due.unwrap_or(now)
+                    // Look again when an early re-probe may run, or the backoff ends.
+                    let next_probe = now + crate::nodes::state::URGENT_EVERY;
+                    due.unwrap_or(next_probe)
+                        .min(next_probe)
                         .max(now + Duration::from_millis(50))
                         .min(since + RECOVERY_WAIT)
                 }
@@ -307,16 +421,24 @@ impl Scheduler {
                 self.slots().waiting += 1;
                 waiting = Some(Waiting(self));
             }
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep_until(wake.min(deadline).into()) => {}
+            // A release since a refusal (ours, still on its way when we asked,
+            // or another instance's): look again at once.
+            let released_since = refused_at.is_some_and(|v| *released.borrow() > v);
+            if !released_since {
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep_until(wake.min(deadline).into()) => {}
+                    _ = leases.wait_for_release(&mut released), if leases.is_shared() => {}
+                }
             }
+            full_elsewhere.clear();
+            refused_at = None;
         }
     }
 
     /// A slot on a free, healthy host other than `busy` and the `excluded`
     /// ones, for a hedge — only when no task is waiting for a slot.
-    fn take_idle(
+    async fn take_idle(
         self: &Arc<Self>,
         pool: &Pool,
         model: &str,
@@ -325,26 +447,39 @@ impl Scheduler {
         if self.waiting() > 0 {
             return None;
         }
-        let mut slots = self.slots();
-        let best = candidates(pool, model, excluded)
-            .into_iter()
-            .filter(|n| {
-                let h = n.state().health;
-                !matches!(h, Health::Cooling | Health::Suspect) && slots.free(&n.host)
-            })
-            .min_by(|a, b| cmp_rank(a, b, model, pool.policy))?;
-        take(&mut slots, &best);
-        Some(Lease {
-            node: best,
-            sched: self.clone(),
-        })
+        let best = {
+            let mut slots = self.slots();
+            let best = candidates(pool, model, excluded)
+                .into_iter()
+                .filter(|n| {
+                    let h = n.state().health;
+                    !matches!(h, Health::Cooling | Health::Suspect) && slots.free(&n.host)
+                })
+                .min_by(|a, b| cmp_rank(a, b, model, pool.policy))?;
+            take(&mut slots, &best);
+            best
+        };
+        match self.claim_shared(&best).await {
+            Ok(shared) => Some(Lease {
+                node: best,
+                sched: self.clone(),
+                _shared: shared,
+            }),
+            Err(()) => {
+                self.give_back(&best);
+                None
+            }
+        }
     }
 
+    /// Take a local slot on the best node (the caller then claims it across
+    /// instances). `busy_elsewhere` hosts count as having no free slot.
     fn try_take(
         self: &Arc<Self>,
         pool: &Pool,
         model: &str,
         excluded: &HashSet<String>,
+        busy_elsewhere: &HashSet<String>,
         patience_over: bool,
     ) -> Pick {
         let now = Instant::now();
@@ -374,7 +509,10 @@ impl Scheduler {
         }
         let all_suspect = usable.iter().all(|n| n.state().health == Health::Suspect);
         let mut slots = self.slots();
-        let free: Vec<&Arc<Node>> = usable.iter().filter(|n| slots.free(&n.host)).collect();
+        let free: Vec<&Arc<Node>> = usable
+            .iter()
+            .filter(|n| slots.free(&n.host) && !busy_elsewhere.contains(&n.host))
+            .collect();
         let trusted = free
             .iter()
             .filter(|n| n.state().health != Health::Suspect)
@@ -432,6 +570,7 @@ impl Scheduler {
             let r = health::probe(&sched.client, node.clone(), false).await;
             node.state().reprobing = false;
             if r.came_back {
+                sched.share_recovery(&node);
                 let health = node.state().health.word();
                 sched.notify(format!(
                     "ℹ️  {} is answering again; back in the pool ({health})",
@@ -579,7 +718,10 @@ mod tests {
         let l1 = s.acquire(&p, "m", &none(), far()).await.unwrap();
         let l2 = s.acquire(&p, "m", &none(), far()).await.unwrap();
         assert_ne!(l1.node.host, l2.node.host);
-        assert!(matches!(s.try_take(&p, "m", &none(), true), Pick::Wait));
+        assert!(matches!(
+            s.try_take(&p, "m", &none(), &none(), true),
+            Pick::Wait
+        ));
         drop(l1);
         let l3 = s.acquire(&p, "m", &none(), far()).await.unwrap();
         assert_eq!(l3.node.host, "A");
@@ -614,7 +756,10 @@ mod tests {
         let p = Pool::new(vec![node("http://a:1", "A", 0)], Policy::Pool);
         let _x = s.acquire(&p, "m", &none(), far()).await.unwrap();
         let _y = s.acquire(&p, "m", &none(), far()).await.unwrap();
-        assert!(matches!(s.try_take(&p, "m", &none(), true), Pick::Wait));
+        assert!(matches!(
+            s.try_take(&p, "m", &none(), &none(), true),
+            Pick::Wait
+        ));
     }
 
     #[tokio::test]
@@ -636,8 +781,14 @@ mod tests {
         let p = Pool::new(vec![good.clone(), shaky], Policy::Pool);
         let l = s.acquire(&p, "m", &none(), far()).await.unwrap();
         assert_eq!(l.node.host, "A");
-        assert!(matches!(s.try_take(&p, "m", &none(), false), Pick::Wait));
-        assert!(matches!(s.try_take(&p, "m", &none(), true), Pick::Got(n) if n.host == "B"));
+        assert!(matches!(
+            s.try_take(&p, "m", &none(), &none(), false),
+            Pick::Wait
+        ));
+        assert!(matches!(
+            s.try_take(&p, "m", &none(), &none(), true),
+            Pick::Got(n) if n.host == "B"
+        ));
     }
 
     #[tokio::test]

@@ -266,7 +266,7 @@ impl Scheduler {
                     let Some(current) = running.iter().flatten().next() else { continue };
                     let mut avoid = excluded.clone();
                     avoid.insert(current.lease.node.host.clone());
-                    if let Some((lease, why)) = self.hedge_slot(pool, task, current, &avoid) {
+                    if let Some((lease, why)) = self.hedge_slot(pool, task, current, &avoid).await {
                         notice(format!(
                             "⚡ {}: also started on {} — {} on {}",
                             task.label,
@@ -331,7 +331,7 @@ impl Scheduler {
     }
 
     /// A free idle host worth hedging `current` on, and why.
-    fn hedge_slot(
+    async fn hedge_slot(
         self: &Arc<Self>,
         pool: &Pool,
         task: &Task<'_>,
@@ -339,7 +339,7 @@ impl Scheduler {
         avoid: &HashSet<String>,
     ) -> Option<(Lease, String)> {
         let cluster = ClusterView::of(pool.nodes());
-        let lease = self.take_idle(pool, task.model, avoid)?;
+        let lease = self.take_idle(pool, task.model, avoid).await?;
         // With no hedge the lease is dropped, which gives the slot back.
         estimate::should_hedge(
             &current.progress,
@@ -356,6 +356,9 @@ impl Scheduler {
             ev.finished(node, elapsed.as_secs_f64(), true);
         }
         let mut st = node.state();
+        if st.consecutive_failures > 0 {
+            self.share_recovery(node);
+        }
         st.record_success();
         st.record_request(elapsed, true, m.tokens_per_sec);
         st.latency.record(m);
@@ -393,6 +396,7 @@ impl Scheduler {
                 Transition::None
             }
         };
+        self.share_health(node, transition);
         let mut line = format!("⚠️  {label} failed on {} ({})", node.name(), e.short());
         line.push_str(&transition_words(node, transition));
         if matches!(e.kind, ErrorKind::TooLarge { .. }) {
@@ -413,6 +417,7 @@ impl Scheduler {
         if r.progress.first_token_at().is_none() {
             let e = ClientError::new(node.url(), ErrorKind::NoFirstToken { secs });
             let t = node.state().record_fault(&e, true);
+            self.share_health(node, t);
             notice(format!(
                 "⚠️  {label}: gave up on {} (no first token after {secs:.1}s; {} answered){}",
                 node.name(),
