@@ -3,13 +3,30 @@
 //! PING on the same connection, through a redis-server this benchmark starts on
 //! 127.0.0.1 (Debian's redis-server; nothing persisted) and kills at the end.
 //!
-//! cargo run --release --example bench_redis -- [ROUNDS] [PER_BLOCK]
+//! Then a 5-part long-form query over three simulated hosts (in-process,
+//! loopback) through the scheduler with the host rule shared in Redis against
+//! the same scheduler with it local, runs interleaved, medians compared.
+//!
+//! cargo run --release --example bench_redis -- [ROUNDS] [PER_BLOCK] [QUERIES]
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use synapticllamas::command::Route;
+use synapticllamas::config::nodes_file::NodeEntry;
 use synapticllamas::config::settings::Settings;
-use synapticllamas::redis::{target, Link, LinkState, SharedLeases};
+use synapticllamas::nodes::Node;
+use synapticllamas::ollama::{Client, Timeouts};
+use synapticllamas::pipeline::call::Ctx;
+use synapticllamas::pipeline::detect::ContentType;
+use synapticllamas::pipeline::observer::Collect;
+use synapticllamas::pipeline::{agents, longform};
+use synapticllamas::redis::{target, Link, LinkState, SharedHealth, SharedLeases};
+use synapticllamas::scheduler::{Policy, Pool, Scheduler};
+use synapticllamas::sim::{SimConfig, SimHost};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -122,7 +139,7 @@ async fn main() {
     let mut p50s = Vec::new();
     for (i, m) in modes.iter().enumerate() {
         let s = &mut samples[i];
-        s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        s.sort_by(f64::total_cmp);
         p50s.push(percentile(s, 0.5));
         println!(
             "| {} | {:.3} | {:.3} | {:.3} | {:.2}× |",
@@ -133,6 +150,104 @@ async fn main() {
             percentile(s, 0.5) / p50s[0]
         );
     }
+    let queries: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(9);
+    long_form_with_and_without(&link, queries).await;
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// Three simulated hosts (250 tokens/s) as nodes on distinct physical hosts.
+async fn three_hosts() -> (Vec<Arc<SimHost>>, Vec<Arc<Node>>) {
+    let cfg = SimConfig {
+        tokens_per_sec: 250.0,
+        reply_words: 50,
+        ..Default::default()
+    };
+    let mut hosts = Vec::new();
+    let mut nodes = Vec::new();
+    for h in 0..3 {
+        let host = SimHost::start(
+            format!("h{h}"),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            &[0],
+            cfg.clone(),
+        )
+        .await
+        .expect("a simulated host");
+        nodes.push(Arc::new(Node::new(
+            NodeEntry {
+                url: host.url(),
+                name: format!("h{h}"),
+                priority: 0,
+                host_id: Some(format!("host-{h}")),
+                extra: Default::default(),
+            },
+            false,
+        )));
+        hosts.push(host);
+    }
+    (hosts, nodes)
+}
+
+fn ctx(sched: Arc<Scheduler>, nodes: Vec<Arc<Node>>) -> Ctx {
+    Ctx {
+        client: Client::default(),
+        sched,
+        pool: Pool::new(nodes, Policy::Pool),
+        coordinator: None,
+        route: Route::Task,
+        num_predict: synapticllamas::pipeline::call::NUM_PREDICT,
+        model: "llama3.2".into(),
+        synthesis_model: None,
+        timeouts: Timeouts::generation(Duration::from_secs(120)),
+        agents: agents::builtin(),
+        observer: Arc::new(Collect::default()),
+    }
+}
+
+/// Median wall time of a long-form query with leases in Redis vs local.
+async fn long_form_with_and_without(link: &Arc<Link>, queries: usize) {
+    let (_hosts, nodes) = three_hosts().await;
+    let shared = Scheduler::new(Client::default());
+    shared.share_through(
+        SharedLeases::new(link.clone()),
+        SharedHealth::new(link.clone()),
+    );
+    let local = Scheduler::new(Client::default());
+    let (with_redis, without) = (ctx(shared, nodes.clone()), ctx(local, nodes));
+    async fn once(c: &Ctx) -> f64 {
+        let started = Instant::now();
+        longform::run(
+            c,
+            "Explain the printing press",
+            ContentType::Research,
+            5,
+            None,
+        )
+        .await
+        .expect("the query completes");
+        started.elapsed().as_secs_f64()
+    }
+    // Warm both (connections, latency models).
+    once(&with_redis).await;
+    once(&without).await;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..queries {
+        if i % 2 == 0 {
+            a.push(once(&with_redis).await);
+            b.push(once(&without).await);
+        } else {
+            b.push(once(&without).await);
+            a.push(once(&with_redis).await);
+        }
+    }
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    let (ma, mb) = (a[a.len() / 2], b[b.len() / 2]);
+    println!();
+    println!("| long-form query, 5 parts, 3 simulated hosts ({queries} runs each, interleaved) | median (s) |");
+    println!("|---|---|");
+    println!("| host rule local (baseline) | {mb:.3} |");
+    println!("| host rule shared in Redis (leases, renewal, shared health) | {ma:.3} |");
+    println!("| ratio | {:.3}× |", ma / mb);
 }

@@ -171,11 +171,13 @@ impl App {
                 f(line)
             }
         });
+        let sched = Scheduler::new(client.clone());
+        sched.share_through(redis.leases.clone(), redis.health.clone());
         App {
             settings,
             settings_store,
             registry,
-            sched: Scheduler::new(client.clone()),
+            sched,
             fallback_node: None,
             client,
             overrides: Overrides::default(),

@@ -26,7 +26,7 @@ use crate::ui::progress::TaskBars;
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("model sharding: {0}")]
-    Sharding(String),
+    Sharding(crate::sharding::ShardingError),
     #[error("{0}")]
     Nothing(NothingGenerated),
     #[error("{}{dead}", failure.as_ref().map(|f| format!("{f}; ")).unwrap_or_default())]

@@ -14,6 +14,7 @@ use crate::sharding::backends::{self, BackendStats};
 use crate::sharding::coordinator::{self, Coordinator, Health};
 use crate::sharding::gguf;
 use crate::sharding::route::{decide, Target};
+use crate::sharding::ShardingError;
 use crate::ui;
 
 const TASK_MODEL: &str = "llama3.2";
@@ -289,7 +290,7 @@ impl App {
     pub(super) async fn ensure_coordinator(
         &mut self,
         sink: &mut dyn Sink,
-    ) -> Result<Arc<Node>, String> {
+    ) -> Result<Arc<Node>, ShardingError> {
         let mut up = Vec::new();
         let mut down = Vec::new();
         for b in self.settings.rpc_backends.clone() {
@@ -333,13 +334,10 @@ impl App {
             return Ok(self.coordinator_node(&url).await);
         }
         if !self.settings.rpc_backends.is_empty() && up.is_empty() {
-            return Err(format!(
-                "no RPC backend is left: {} not answering",
-                down.join(", ")
-            ));
+            return Err(ShardingError::NoBackends(down));
         }
         if self.settings.rpc_backends.is_empty() && configured {
-            return Err(format!("the configured coordinator at {url} is not answering and no RPC backends are configured"));
+            return Err(ShardingError::CoordinatorDown(url));
         }
         let port = url
             .rsplit(':')

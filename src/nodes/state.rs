@@ -68,6 +68,8 @@ pub struct NodeState {
     pub reprobing: bool,
     /// When the last re-probe started.
     pub reprobed_at: Option<Instant>,
+    /// When it last began cooling.
+    pub cooled_at: Option<Instant>,
     /// The last failure came from a real request (a probe success alone does
     /// not make such a node healthy again, only suspect).
     failed_on_request: bool,
@@ -94,6 +96,7 @@ impl Default for NodeState {
             backoff: FIRST_BACKOFF,
             reprobing: false,
             reprobed_at: None,
+            cooled_at: None,
             failed_on_request: false,
             last_error: None,
             models: Vec::new(),
@@ -159,6 +162,33 @@ impl NodeState {
         was_cooling
     }
 
+    /// Another instance cooled this node until `until` after `failures`
+    /// failures: cool it here too (the later end and the larger count win).
+    pub fn cool_until(&mut self, until: Instant, failures: u32) {
+        self.consecutive_failures = self.consecutive_failures.max(failures);
+        let now = Instant::now();
+        if !self.cooling() {
+            self.health = Health::Cooling;
+            self.cooled_at = Some(now);
+        }
+        self.backoff = until.saturating_duration_since(now).max(self.backoff);
+        self.cooldown_until = Some(self.cooldown_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// Another instance saw this node answer `ago` ago: a cooling that began
+    /// before that ends here too (as suspect: this instance has not seen it).
+    pub fn recovered_elsewhere(&mut self, ago: Duration) {
+        let seen = Instant::now().checked_sub(ago);
+        let cooled_before = match (self.cooled_at, seen) {
+            (Some(c), Some(s)) => c < s,
+            _ => false,
+        };
+        if self.cooling() && cooled_before {
+            self.health = Health::Suspect;
+            self.cooldown_until = None;
+        }
+    }
+
     /// A probe got no answer in time while the node was working: busy, not down.
     pub fn record_probe_slow(&mut self) {
         if !self.cooling() {
@@ -184,6 +214,7 @@ impl NodeState {
         }
         if refused || self.consecutive_failures >= 2 {
             self.health = Health::Cooling;
+            self.cooled_at = Some(Instant::now());
             // A node that keeps failing after each re-admission waits longer each time.
             let doublings = self.consecutive_failures.saturating_sub(2).min(8);
             self.backoff = (FIRST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF);

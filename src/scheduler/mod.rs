@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 use crate::nodes::{health, Health, Node};
 use crate::ollama::types::same_model;
 use crate::ollama::Client;
+use crate::redis::{NodeView, RemoteLease, SharedHealth, SharedLeases};
 use queue::{Queue, WaitState, Waiter};
 
 pub use task::{
@@ -147,19 +148,31 @@ type NoticeFn = Arc<dyn Fn(String) + Send + Sync>;
 
 pub struct Scheduler {
     client: Client,
+    shared: RwLock<Shared>,
     events: RwLock<Option<Arc<dyn Events>>>,
     /// Lines from background work (a re-probed node is back).
     notifier: RwLock<NoticeFn>,
     slots: Mutex<Slots>,
 }
 
-/// A slot on a node's host; dropping it frees the slot and hands it to the
-/// first waiting task that can use it.
+/// A slot on a node's host; dropping it frees the slot (here, and in Redis
+/// when the host rule is shared) and hands it to the first waiting task that
+/// can use it.
 pub struct Lease {
     pub node: Arc<Node>,
     /// How long the task waited in line for this slot.
     pub waited: Duration,
     sched: Arc<Scheduler>,
+    /// The same slot counted across instances (Redis on).
+    _shared: Option<RemoteLease>,
+}
+
+/// What the host rule and the health view share with other instances (Redis);
+/// local-only stand-ins when Redis is off.
+#[derive(Clone)]
+struct Shared {
+    leases: SharedLeases,
+    health: SharedHealth,
 }
 
 impl Drop for Lease {
@@ -227,6 +240,10 @@ impl Scheduler {
     pub fn new(client: Client) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             client,
+            shared: RwLock::new(Shared {
+                leases: SharedLeases::local(),
+                health: SharedHealth::local(),
+            }),
             events: RwLock::new(None),
             notifier: RwLock::new(Arc::new(|_| {})),
             slots: Mutex::new(Slots {
@@ -241,6 +258,76 @@ impl Scheduler {
 
     fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keep the host rule and the health view together with other instances
+    /// through these (Redis); they fall back to local by themselves.
+    pub fn share_through(&self, leases: SharedLeases, health: SharedHealth) {
+        *self.shared.write().unwrap_or_else(|e| e.into_inner()) = Shared { leases, health };
+    }
+
+    fn shared(&self) -> Shared {
+        self.shared
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The host's slot across instances: `Ok(None)` when the rule is local
+    /// (Redis off or away), `Err(())` when other instances hold every slot.
+    async fn claim_shared(&self, node: &Node) -> Result<Option<RemoteLease>, ()> {
+        let leases = self.shared().leases;
+        if !leases.is_shared() {
+            return Ok(None);
+        }
+        match leases
+            .try_acquire(&node.host, self.capacity(&node.host))
+            .await
+        {
+            Some(l) => Ok(Some(l)),
+            None => Err(()),
+        }
+    }
+
+    /// What other instances know of the pool's nodes, merged into the local view.
+    async fn merge_shared_health(&self, pool: &Pool) {
+        let Shared { leases, health } = self.shared();
+        if !leases.is_shared() {
+            return;
+        }
+        let urls: Vec<String> = pool.nodes().iter().map(|n| n.url().to_string()).collect();
+        let views = health.views(&urls).await;
+        for n in pool.nodes() {
+            match views.get(n.url()) {
+                Some(NodeView::Cooling {
+                    until, failures, ..
+                }) => n.state().cool_until(*until, *failures),
+                Some(NodeView::Recovered { ago, .. }) => {
+                    n.state().recovered_elsewhere(*ago);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Tell other instances a node is cooling, or answers again.
+    fn share_health(&self, node: &Node, transition: crate::nodes::state::Transition) {
+        if let crate::nodes::state::Transition::Cooled(d) = transition {
+            let (why, failures) = {
+                let st = node.state();
+                (
+                    st.last_error.clone().unwrap_or_default(),
+                    st.consecutive_failures,
+                )
+            };
+            self.shared()
+                .health
+                .report_cooling(node.url(), d, failures, &why);
+        }
+    }
+
+    fn share_recovery(&self, node: &Node) {
+        self.shared().health.report_recovered(node.url());
     }
 
     pub fn set_events(&self, events: Option<Arc<dyn Events>>) {
@@ -364,6 +451,7 @@ impl Scheduler {
                     &w.pool,
                     &w.model,
                     &w.excluded,
+                    &w.busy_elsewhere,
                     now >= w.patience_at,
                     &mut reprobes,
                 );
@@ -418,37 +506,63 @@ impl Scheduler {
         bounded: bool,
     ) -> Result<Lease, NoSlot> {
         let began = Instant::now();
+        self.merge_shared_health(pool).await;
         let patience_at = began + self.patience(pool);
-        let wake = Arc::new(Notify::new());
-        let id = {
+        let leases = self.shared().leases;
+        let mut released = leases.releases();
+        // A host whose every slot another instance holds (Redis) counts as
+        // busy for this task until a release is seen; the release count seen
+        // before the first such refusal.
+        let mut busy_elsewhere: HashSet<String> = HashSet::new();
+        let mut refused_at: Option<u64> = None;
+        // Nobody is in line: take a free slot at once.
+        let picked = {
             let mut reprobes = Vec::new();
-            let mut guard = self.slots();
-            let slots = &mut *guard;
-            if slots.queue.waiters.is_empty() {
-                // Nobody is in line: take a free slot at once.
-                match pick(
-                    &mut slots.counts,
-                    pool,
-                    model,
-                    excluded,
-                    false,
-                    &mut reprobes,
-                ) {
-                    Pick::Got(node) => {
-                        drop(guard);
-                        for n in reprobes {
-                            self.reprobe(n);
-                        }
+            let picked = {
+                let mut guard = self.slots();
+                let slots = &mut *guard;
+                slots.queue.waiters.is_empty().then(|| {
+                    pick(
+                        &mut slots.counts,
+                        pool,
+                        model,
+                        excluded,
+                        &busy_elsewhere,
+                        false,
+                        &mut reprobes,
+                    )
+                })
+            };
+            for n in reprobes {
+                self.reprobe(n);
+            }
+            picked
+        };
+        match picked {
+            Some(Pick::Got(node)) => {
+                let seen = *released.borrow_and_update();
+                match self.claim_shared(&node).await {
+                    Ok(shared) => {
                         return Ok(Lease {
                             node,
                             waited: Duration::ZERO,
                             sched: self.clone(),
-                        });
+                            _shared: shared,
+                        })
                     }
-                    Pick::Nobody => return Err(NoSlot::NoUsableHost),
-                    Pick::Wait | Pick::Recovering(_) => {}
+                    Err(()) => {
+                        self.release(&node);
+                        busy_elsewhere.insert(node.host.clone());
+                        refused_at = Some(seen);
+                    }
                 }
             }
+            Some(Pick::Nobody) => return Err(NoSlot::NoUsableHost),
+            _ => {}
+        }
+        let wake = Arc::new(Notify::new());
+        let id = {
+            let mut slots = self.slots();
             if candidates(pool, model, excluded).is_empty() {
                 return Err(NoSlot::NoUsableHost);
             }
@@ -459,21 +573,17 @@ impl Scheduler {
             {
                 return Err(NoSlot::QueueFull);
             }
-            let id = slots.queue.push(Waiter {
+            slots.queue.push(Waiter {
                 id: 0,
                 client: pool.client.clone(),
                 pool: pool.clone(),
                 model: model.to_string(),
                 excluded: excluded.clone(),
+                busy_elsewhere: busy_elsewhere.clone(),
                 patience_at,
                 state: WaitState::Waiting,
                 wake: wake.clone(),
-            });
-            drop(guard);
-            for n in reprobes {
-                self.reprobe(n);
-            }
-            id
+            })
         };
         let in_line = InLine { sched: self, id };
         self.dispatch();
@@ -489,14 +599,35 @@ impl Scheduler {
             let now = Instant::now();
             let wake_at = match state {
                 WaitState::Granted(node) => {
-                    // Picked up: out of the line without giving the slot back.
-                    self.slots().queue.remove(id);
-                    std::mem::forget(in_line);
-                    return Ok(Lease {
-                        node,
-                        waited: began.elapsed(),
-                        sched: self.clone(),
-                    });
+                    let seen = *released.borrow_and_update();
+                    match self.claim_shared(&node).await {
+                        Ok(shared) => {
+                            // Picked up: out of the line without giving the slot back.
+                            self.slots().queue.remove(id);
+                            std::mem::forget(in_line);
+                            return Ok(Lease {
+                                node,
+                                waited: began.elapsed(),
+                                sched: self.clone(),
+                                _shared: shared,
+                            });
+                        }
+                        Err(()) => {
+                            // Other instances hold every slot of that host: hand
+                            // the local slot on and wait for a release.
+                            {
+                                let mut slots = self.slots();
+                                if let Some(i) = slots.queue.position(id) {
+                                    let w = &mut slots.queue.waiters[i];
+                                    w.state = WaitState::Waiting;
+                                    w.busy_elsewhere.insert(node.host.clone());
+                                }
+                            }
+                            refused_at.get_or_insert(seen);
+                            self.release(&node);
+                            continue;
+                        }
+                    }
                 }
                 WaitState::Nobody => return Err(NoSlot::NoUsableHost),
                 WaitState::Recovering(due) => {
@@ -507,7 +638,10 @@ impl Scheduler {
                     if now >= since + RECOVERY_WAIT {
                         return Err(NoSlot::AllCooling);
                     }
-                    due.unwrap_or(now)
+                    // Look again when an early re-probe may run, or the backoff ends.
+                    let next_probe = now + crate::nodes::state::URGENT_EVERY;
+                    due.unwrap_or(next_probe)
+                        .min(next_probe)
                         .max(now + Duration::from_millis(50))
                         .min(since + RECOVERY_WAIT)
                 }
@@ -523,16 +657,36 @@ impl Scheduler {
             if now >= deadline {
                 return Err(NoSlot::Deadline);
             }
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep_until(wake_at.min(deadline).into()) => self.dispatch(),
+            // A release since a refusal (ours, still on its way when we asked,
+            // or another instance's): look again at once.
+            let released_since = refused_at.is_some_and(|v| *released.borrow() > v);
+            let mut released_now = false;
+            if !released_since {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep_until(wake_at.min(deadline).into()) => self.dispatch(),
+                    _ = leases.wait_for_release(&mut released), if leases.is_shared() => {
+                        released_now = true;
+                    }
+                }
+            }
+            // After a refusal, or whenever Redis says a slot was released (or its
+            // poll says nothing did), look at every host again.
+            if refused_at.take().is_some() || released_since || released_now {
+                {
+                    let mut slots = self.slots();
+                    if let Some(i) = slots.queue.position(id) {
+                        slots.queue.waiters[i].busy_elsewhere.clear();
+                    }
+                }
+                self.dispatch();
             }
         }
     }
 
     /// A slot on a free, healthy host other than `busy` and the `excluded`
     /// ones, for a hedge — only when no task is waiting for a slot.
-    fn take_idle(
+    async fn take_idle(
         self: &Arc<Self>,
         pool: &Pool,
         model: &str,
@@ -541,20 +695,30 @@ impl Scheduler {
         if self.waiting() > 0 {
             return None;
         }
-        let mut slots = self.slots();
-        let best = candidates(pool, model, excluded)
-            .into_iter()
-            .filter(|n| {
-                let h = n.state().health;
-                !matches!(h, Health::Cooling | Health::Suspect) && slots.counts.free(&n.host)
-            })
-            .min_by(|a, b| cmp_rank(a, b, model, pool.policy))?;
-        take(&mut slots.counts, &best);
-        Some(Lease {
-            node: best,
-            waited: Duration::ZERO,
-            sched: self.clone(),
-        })
+        let best = {
+            let mut slots = self.slots();
+            let best = candidates(pool, model, excluded)
+                .into_iter()
+                .filter(|n| {
+                    let h = n.state().health;
+                    !matches!(h, Health::Cooling | Health::Suspect) && slots.counts.free(&n.host)
+                })
+                .min_by(|a, b| cmp_rank(a, b, model, pool.policy))?;
+            take(&mut slots.counts, &best);
+            best
+        };
+        match self.claim_shared(&best).await {
+            Ok(shared) => Some(Lease {
+                node: best,
+                waited: Duration::ZERO,
+                sched: self.clone(),
+                _shared: shared,
+            }),
+            Err(()) => {
+                self.release(&best);
+                None
+            }
+        }
     }
 
     #[cfg(test)]
@@ -571,6 +735,7 @@ impl Scheduler {
             pool,
             model,
             excluded,
+            &HashSet::new(),
             patience_over,
             &mut reprobes,
         );
@@ -622,6 +787,7 @@ impl Scheduler {
             let r = health::probe(&sched.client, node.clone(), false).await;
             node.state().reprobing = false;
             if r.came_back {
+                sched.share_recovery(&node);
                 let health = node.state().health.word();
                 sched.notify(format!(
                     "ℹ️  {} is answering again; back in the pool ({health})",
@@ -674,13 +840,15 @@ fn take(counts: &mut Counts, node: &Arc<Node>) {
     node.state().in_flight += 1;
 }
 
-/// The best node of `pool` with a free slot for `model` (taken), or why there is none.
-/// Cooling nodes whose re-probe is due are added to `reprobes`.
+/// The best node of `pool` with a free slot for `model` (taken), or why there
+/// is none. `busy_elsewhere` hosts count as having no free slot (other
+/// instances hold them). Cooling nodes whose re-probe is due are added to `reprobes`.
 fn pick(
     counts: &mut Counts,
     pool: &Pool,
     model: &str,
     excluded: &HashSet<String>,
+    busy_elsewhere: &HashSet<String>,
     patience_over: bool,
     reprobes: &mut Vec<Arc<Node>>,
 ) -> Pick {
@@ -712,7 +880,10 @@ fn pick(
         return Pick::Recovering(due);
     }
     let all_suspect = usable.iter().all(|n| n.state().health == Health::Suspect);
-    let free: Vec<&Arc<Node>> = usable.iter().filter(|n| counts.free(&n.host)).collect();
+    let free: Vec<&Arc<Node>> = usable
+        .iter()
+        .filter(|n| counts.free(&n.host) && !busy_elsewhere.contains(&n.host))
+        .collect();
     let trusted = free
         .iter()
         .filter(|n| n.state().health != Health::Suspect)

@@ -31,6 +31,8 @@ pub(super) struct Waiter {
     pub pool: Pool,
     pub model: String,
     pub excluded: HashSet<String>,
+    /// Hosts other instances hold every slot of (Redis), until a release.
+    pub busy_elsewhere: HashSet<String>,
     /// From then on a suspect node is good enough.
     pub patience_at: Instant,
     pub state: WaitState,
@@ -108,6 +110,7 @@ mod tests {
             pool: Pool::new(Vec::new(), Policy::Pool),
             model: "m".into(),
             excluded: HashSet::new(),
+            busy_elsewhere: HashSet::new(),
             patience_at: Instant::now(),
             state: WaitState::Waiting,
             wake: Arc::new(Notify::new()),

@@ -414,7 +414,7 @@ impl Scheduler {
                     let Some(current) = running.iter().flatten().next() else { continue };
                     let mut avoid = excluded.clone();
                     avoid.insert(current.lease.node.host.clone());
-                    if let Some((lease, why)) = self.hedge_slot(pool, task, current, &avoid) {
+                    if let Some((lease, why)) = self.hedge_slot(pool, task, current, &avoid).await {
                         notice(format!(
                             "⚡ {}: also started on {} — {} on {}",
                             task.label,
@@ -484,7 +484,7 @@ impl Scheduler {
     }
 
     /// A free idle host worth hedging `current` on, and why.
-    fn hedge_slot(
+    async fn hedge_slot(
         self: &Arc<Self>,
         pool: &Pool,
         task: &Task<'_>,
@@ -492,7 +492,7 @@ impl Scheduler {
         avoid: &HashSet<String>,
     ) -> Option<(Lease, String)> {
         let cluster = ClusterView::of(pool.nodes());
-        let lease = self.take_idle(pool, task.model, avoid)?;
+        let lease = self.take_idle(pool, task.model, avoid).await?;
         // With no hedge the lease is dropped, which gives the slot back.
         estimate::should_hedge(
             &current.progress,
@@ -509,6 +509,9 @@ impl Scheduler {
             ev.finished(node, elapsed.as_secs_f64(), true);
         }
         let mut st = node.state();
+        if st.consecutive_failures > 0 {
+            self.share_recovery(node);
+        }
         st.record_success();
         st.record_request(elapsed, true, m.tokens_per_sec);
         st.latency.record(m);
@@ -546,6 +549,7 @@ impl Scheduler {
                 Transition::None
             }
         };
+        self.share_health(node, transition);
         let mut line = format!("⚠️  {label} failed on {} ({})", node.name(), e.short());
         line.push_str(&transition_words(node, transition));
         line.push_str(then);
@@ -560,6 +564,7 @@ impl Scheduler {
         if r.progress.first_token_at().is_none() {
             let e = ClientError::new(node.url(), ErrorKind::NoFirstToken { secs });
             let t = node.state().record_fault(&e, true);
+            self.share_health(node, t);
             notice(format!(
                 "⚠️  {label}: gave up on {} (no first token after {secs:.1}s; {} answered){}",
                 node.name(),

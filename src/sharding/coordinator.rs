@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::ShardingError;
 use crate::ollama::{Client, ErrorKind, Timeouts};
 
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -58,16 +59,13 @@ pub fn configured_url(setting: Option<&str>) -> (String, bool) {
 }
 
 /// The llama-server binary: `SYNAPTICLLAMAS_LLAMA_SERVER`, else `llama-server` on PATH.
-pub fn binary() -> Result<PathBuf, String> {
+pub fn binary() -> Result<PathBuf, ShardingError> {
     if let Some(p) = std::env::var_os("SYNAPTICLLAMAS_LLAMA_SERVER").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(format!(
-                "SYNAPTICLLAMAS_LLAMA_SERVER={} is not a file",
-                p.display()
-            ))
+            Err(ShardingError::ServerNotAFile(p))
         };
     }
     std::env::var_os("PATH")
@@ -75,7 +73,7 @@ pub fn binary() -> Result<PathBuf, String> {
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|d| d.join("llama-server"))
         .find(|p| p.is_file())
-        .ok_or_else(|| "llama-server not found: put it on PATH or set SYNAPTICLLAMAS_LLAMA_SERVER (scripts/install-llama-cpp.sh builds one)".into())
+        .ok_or(ShardingError::ServerNotFound)
 }
 
 /// The argument vector for llama-server (passed as argv: spaces and `;` in a path are harmless).
@@ -192,23 +190,23 @@ impl Coordinator {
         log_path: &Path,
         wait: Duration,
         on_wait: &mut dyn FnMut(Duration),
-    ) -> Result<Coordinator, String> {
-        let log = std::fs::File::create(log_path).map_err(|e| {
-            format!(
-                "{}: cannot create the coordinator log: {e}",
-                log_path.display()
-            )
-        })?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    ) -> Result<Coordinator, ShardingError> {
+        let log_error = |source| ShardingError::Log {
+            path: log_path.to_path_buf(),
+            source,
+        };
+        let log = std::fs::File::create(log_path).map_err(log_error)?;
+        let log2 = log.try_clone().map_err(log_error)?;
         let mut cmd = tokio::process::Command::new(binary);
         cmd.args(argv(model, DEFAULT_HOST, port, backends, extra))
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(log2)
             .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("{}: cannot start: {e}", binary.display()))?;
+        let mut child = cmd.spawn().map_err(|source| ShardingError::Spawn {
+            binary: binary.to_path_buf(),
+            source,
+        })?;
         let pid = child.id();
         if let Some(p) = pid {
             OWNED.lock().unwrap_or_else(|e| e.into_inner()).push(p);
@@ -218,10 +216,10 @@ impl Coordinator {
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 forget(pid);
-                return Err(format!(
-                    "llama-server exited ({status}) before it was ready; {}",
-                    tail(log_path)
-                ));
+                return Err(ShardingError::Exited {
+                    status: status.to_string(),
+                    log: tail(log_path),
+                });
             }
             if health(client, &url).await == Health::Ready {
                 break;
@@ -229,11 +227,10 @@ impl Coordinator {
             if started.elapsed() > wait {
                 let _ = child.kill().await;
                 forget(pid);
-                return Err(format!(
-                    "llama-server was not ready after {}s; {}",
-                    wait.as_secs(),
-                    tail(log_path)
-                ));
+                return Err(ShardingError::NotReady {
+                    secs: wait.as_secs(),
+                    log: tail(log_path),
+                });
             }
             on_wait(started.elapsed());
             tokio::time::sleep(Duration::from_millis(250)).await;

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::ShardingError;
+
 pub const MODEL_MEDIA_TYPE: &str = "application/vnd.ollama.image.model";
 
 /// The model stores to look in, in order.
@@ -42,19 +44,19 @@ pub fn manifest_path(store: &Path, model: &str) -> PathBuf {
 }
 
 /// Resolve `model` to a GGUF file; the error names every place looked at.
-pub fn resolve(model: &str) -> Result<PathBuf, String> {
+pub fn resolve(model: &str) -> Result<PathBuf, ShardingError> {
     if let Some(p) = std::env::var_os("SOLLOL_MODEL_PATH").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(format!("SOLLOL_MODEL_PATH={} is not a file", p.display()))
+            Err(ShardingError::ModelNotAFile(p))
         };
     }
     resolve_in(&stores(), model)
 }
 
-pub fn resolve_in(stores: &[PathBuf], model: &str) -> Result<PathBuf, String> {
+pub fn resolve_in(stores: &[PathBuf], model: &str) -> Result<PathBuf, ShardingError> {
     let mut looked = Vec::new();
     for store in stores {
         let manifest = manifest_path(store, model);
@@ -88,10 +90,10 @@ pub fn resolve_in(stores: &[PathBuf], model: &str) -> Result<PathBuf, String> {
         }
         looked.push(format!("{} (missing)", blob.display()));
     }
-    Err(format!(
-        "no GGUF file for model `{model}`; set SOLLOL_MODEL_PATH, or pull it with Ollama. Looked at: {}",
-        looked.join("; ")
-    ))
+    Err(ShardingError::NoGguf {
+        model: model.to_string(),
+        looked,
+    })
 }
 
 #[cfg(test)]
@@ -122,7 +124,11 @@ mod tests {
         let p = resolve_in(&[d.path().to_path_buf()], "codellama:13b").unwrap();
         assert_eq!(p, d.path().join("blobs").join("sha256-beef"));
         let e = resolve_in(&[d.path().to_path_buf()], "llama3.2").unwrap_err();
-        assert!(e.contains("library/llama3.2/latest (no manifest)"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("library/llama3.2/latest (no manifest)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -146,6 +152,6 @@ mod tests {
     fn a_manifest_without_a_model_layer_is_reported() {
         let d = store_with("x", "sha256:1", "application/vnd.ollama.image.license");
         let e = resolve_in(&[d.path().to_path_buf()], "x").unwrap_err();
-        assert!(e.contains("no layer of type"), "{e}");
+        assert!(e.to_string().contains("no layer of type"), "{e}");
     }
 }

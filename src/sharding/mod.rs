@@ -3,5 +3,8 @@
 
 pub mod backends;
 pub mod coordinator;
+pub mod error;
 pub mod gguf;
 pub mod route;
+
+pub use error::ShardingError;

@@ -30,6 +30,7 @@ mod pipeline;
 mod rag;
 mod rag_llama;
 mod redis;
+mod redis_shared;
 mod redis_support;
 mod resilience;
 mod security;
