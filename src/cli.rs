@@ -75,7 +75,7 @@ fn node_url(s: &str) -> Result<String, String> {
 
 fn subnet(s: &str) -> Result<Ipv4Net, String> {
     let net = crate::nodes::scan::parse_cidr(s)?;
-    crate::nodes::scan::hosts(&net)?;
+    crate::nodes::scan::hosts(&net).map_err(|e| e.to_string())?;
     Ok(net)
 }
 

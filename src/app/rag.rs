@@ -9,13 +9,14 @@ use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
 use super::{App, Sink};
+use crate::blocking;
 use crate::command::RagCmd;
 use crate::nodes::Node;
 use crate::rag::embed::Embedder;
 use crate::rag::index::Index;
 use crate::rag::remote::Remote;
 use crate::rag::writer::Writer;
-use crate::rag::{self, documents, indexer, Knowledge, Location, Retriever};
+use crate::rag::{self, documents, indexer, Knowledge, Location, LocationError, Retriever};
 use crate::ui;
 
 /// Longest wait for a query's embedding (a cold node loads the model first).
@@ -126,7 +127,7 @@ impl App {
         }
     }
 
-    fn rag_location(&self) -> Option<Result<Location, String>> {
+    fn rag_location(&self) -> Option<Result<Location, LocationError>> {
         rag::configured(self.settings.rag_path.as_deref())
     }
 
@@ -160,7 +161,7 @@ impl App {
     /// The local index of `root`, loaded (with a bar on a terminal) if needed;
     /// what was skipped while loading is said once.
     async fn rag_load(&mut self, root: &std::path::Path, sink: &mut dyn Sink) -> Arc<Index> {
-        if let Some(idx) = self.rag.fresh(root) {
+        if let Some(idx) = self.rag.fresh(root).await {
             return idx;
         }
         let bar = ui::progress::bar(0, "📚 Loading the knowledge base");
@@ -230,7 +231,7 @@ impl App {
         let place = match self.rag_location() {
             None => "none (rag path DIR|URL)".to_string(),
             Some(Ok(l)) => l.describe(),
-            Some(Err(e)) => e,
+            Some(Err(e)) => e.to_string(),
         };
         (place, self.rag_model())
     }
@@ -316,7 +317,13 @@ impl App {
             }
         };
         let paths: Vec<PathBuf> = args.iter().map(|a| documents::expand_home(a)).collect();
-        let (files, problems) = documents::collect(&paths);
+        let (files, problems) = match blocking::run(move || documents::collect(&paths)).await {
+            Ok(found) => found,
+            Err(e) => {
+                sink.err(&format!("❌ rag index: {e}"));
+                return false;
+            }
+        };
         for p in &problems {
             sink.err(&format!("❌ {p}"));
         }
@@ -324,7 +331,7 @@ impl App {
             sink.err("❌ nothing to index (.txt, .md and .pdf files, or folders of them)");
             return false;
         }
-        let mut writer = match Writer::open(&root) {
+        let writer = match blocking::try_run(move || Writer::open(&root)).await {
             Ok(w) => w,
             Err(e) => {
                 sink.err(&format!("❌ {e}"));
@@ -359,7 +366,7 @@ impl App {
             }
         };
         let summary = {
-            let fut = indexer::run(&mut writer, &files, &embedder, &progress);
+            let fut = indexer::run(writer, &files, &embedder, &progress);
             tokio::pin!(fut);
             loop {
                 tokio::select! {

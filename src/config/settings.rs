@@ -186,13 +186,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, FileError> {
     let mut notes = Vec::new();
     let value: Value = serde_json::from_str(text).map_err(|e| json_error(path, text, &e))?;
     let Value::Object(mut map) = value else {
-        return Err(FileError {
-            path: path.to_path_buf(),
-            message: format!(
+        return Err(FileError::new(
+            path,
+            format!(
                 "the top level is {} (expected a JSON object of settings)",
                 kind_of(&value)
             ),
-        });
+        ));
     };
     if migrate_legacy(&mut map) {
         notes.push(format!(
@@ -210,18 +210,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, FileError> {
                 invalid.push(InvalidKey {
                     line: line_of_key(text, &key),
                     key,
-                    problem,
+                    problem: problem.to_string(),
                 });
                 continue;
             }
         }
         usable.insert(key, val);
     }
-    let settings: Settings =
-        serde_json::from_value(Value::Object(usable)).map_err(|e| FileError {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    let settings: Settings = serde_json::from_value(Value::Object(usable))
+        .map_err(|e| FileError::new(path, e.to_string()))?;
     Ok(Parsed {
         settings,
         notes,
@@ -240,8 +237,17 @@ fn migrate_legacy(map: &mut Map<String, Value>) -> bool {
     true
 }
 
+/// A value a key cannot take: the value as shown (never a secret) and what
+/// the key takes, in the user's words.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{shown} is not {rule}")]
+pub struct BadValue {
+    shown: String,
+    rule: String,
+}
+
 /// Whether `val` can be used for `key`; the problem in user words when not.
-fn check_key(key: &str, val: &Value) -> Result<(), String> {
+fn check_key(key: &str, val: &Value) -> Result<(), BadValue> {
     let mut probe = Map::new();
     probe.insert(key.to_string(), val.clone());
     let ok = match serde_json::from_value::<Settings>(Value::Object(probe)) {
@@ -256,7 +262,10 @@ fn check_key(key: &str, val: &Value) -> Result<(), String> {
     } else {
         shown(val)
     };
-    Err(format!("{shown} is not {}", rule(key)))
+    Err(BadValue {
+        shown,
+        rule: rule(key),
+    })
 }
 
 /// The checks beyond the value's type.

@@ -7,6 +7,8 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use std::path::Path;
 
+use crate::config::FileError;
+
 /// Built-in agent files, by file stem.
 const BUILTIN: &[(&str, &str)] = &[
     ("researcher", include_str!("../../agents/researcher.json")),
@@ -135,8 +137,7 @@ pub fn load(dir: Option<&Path>) -> Loaded {
         let agent = match read_agent(&path) {
             Ok(a) => a,
             Err(why) => {
-                out.problems
-                    .push(format!("{}: {why}; {fallback}", path.display()));
+                out.problems.push(format!("{why}; {fallback}"));
                 continue;
             }
         };
@@ -157,11 +158,12 @@ pub fn load(dir: Option<&Path>) -> Loaded {
     out
 }
 
-/// One agent file, or what is wrong with it (one line).
-fn read_agent(path: &Path) -> Result<Agent, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
-    let agent: Agent = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    crate::command::check_name(crate::command::NameKind::Agent, &agent.name)?;
+/// One agent file, or what is wrong with it (one line naming the file).
+fn read_agent(path: &Path) -> Result<Agent, FileError> {
+    let fault = |message: String| FileError::new(path, message);
+    let text = std::fs::read_to_string(path).map_err(|e| fault(format!("cannot read: {e}")))?;
+    let agent: Agent = serde_json::from_str(&text).map_err(|e| fault(e.to_string()))?;
+    crate::command::check_name(crate::command::NameKind::Agent, &agent.name).map_err(fault)?;
     Ok(agent)
 }
 

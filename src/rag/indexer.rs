@@ -4,7 +4,8 @@
 //! document staged as soon as all its chunks are embedded, in the order the
 //! files were given, and committed with the others staged in the last second.
 //! A document whose content is already in the knowledge base is skipped, so an
-//! interrupted run picks up where it stopped.
+//! interrupted run picks up where it stopped. Files are read, and the
+//! knowledge base written, on the blocking pool, never on the async threads.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,7 +16,8 @@ use sha2::{Digest, Sha256};
 use super::chunking::chunk_text;
 use super::documents::text_of;
 use super::embed::Embedder;
-use super::writer::Writer;
+use super::writer::{KbError, Writer};
+use crate::blocking::{self, Stopped};
 
 /// The most chunks in one `/api/embed` request.
 pub const MAX_BATCH: usize = 16;
@@ -79,27 +81,60 @@ pub fn batch_size(chunks: usize, hosts: usize) -> usize {
     chunks.div_ceil(batches).clamp(1, MAX_BATCH)
 }
 
-/// Index `files` into the knowledge base `writer` holds.
+/// The writer, lent to the blocking pool for each write (it writes and
+/// flushes files) and back in between; lost only if the runtime stops.
+struct Lent(Option<Writer>);
+
+impl Lent {
+    fn known(&self, hash: &str) -> Option<&str> {
+        self.0.as_ref()?.known(hash)
+    }
+
+    async fn with<T: Send + 'static>(
+        &mut self,
+        op: impl FnOnce(&mut Writer) -> Result<T, KbError> + Send + 'static,
+    ) -> Result<T, KbError> {
+        let mut w = self.0.take().ok_or(Stopped)?;
+        let (w, out) = blocking::run(move || {
+            let out = op(&mut w);
+            (w, out)
+        })
+        .await?;
+        self.0 = Some(w);
+        out
+    }
+
+    /// Close the knowledge base (a writer commits what is left when dropped).
+    async fn close(mut self) {
+        if let Some(w) = self.0.take() {
+            let _ = blocking::run(move || drop(w)).await;
+        }
+    }
+}
+
+/// Index `files` into the knowledge base `writer` holds (and close it).
 pub async fn run(
-    writer: &mut Writer,
+    writer: Writer,
     files: &[PathBuf],
     embedder: &Embedder,
     progress: &dyn Progress,
 ) -> Summary {
+    let mut writer = Lent(Some(writer));
     let started = Instant::now();
     let mut summary = Summary::default();
     let mut docs: Vec<Pending> = Vec::new();
     let mut hashes_this_run: Vec<(String, PathBuf)> = Vec::new();
     for path in files {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
+        let p = path.clone();
+        let read = blocking::run(move || std::fs::read(&p).map(|b| (sha256_hex(&b), b))).await;
+        let (hash, bytes) = match read.map_err(std::io::Error::from).and_then(|r| r) {
+            Ok(r) => r,
             Err(e) => {
                 progress.line(format!("❌ {}: cannot read: {e}", path.display()));
                 summary.failed += 1;
                 continue;
             }
         };
-        let hash = sha256_hex(&bytes);
         if let Some(id) = writer.known(&hash) {
             progress.line(format!("⏭️  {}: already indexed as {id}", path.display()));
             summary.skipped += 1;
@@ -188,11 +223,18 @@ pub async fn run(
         }
         // Stage every document that is complete, in file order.
         while next < docs.len() && docs[next].complete() {
-            stage(writer, &mut docs[next], progress, &mut summary, &mut staged);
+            stage(
+                &mut writer,
+                &mut docs[next],
+                progress,
+                &mut summary,
+                &mut staged,
+            )
+            .await;
             next += 1;
         }
         if last_commit.elapsed() >= COMMIT_EVERY {
-            if !commit(writer, &mut staged, progress, &mut summary) {
+            if !commit(&mut writer, &mut staged, progress, &mut summary).await {
                 break;
             }
             last_commit = Instant::now();
@@ -201,18 +243,26 @@ pub async fn run(
     drop(results);
     // Documents with no chunks, after the last batch.
     while next < docs.len() {
-        stage(writer, &mut docs[next], progress, &mut summary, &mut staged);
+        stage(
+            &mut writer,
+            &mut docs[next],
+            progress,
+            &mut summary,
+            &mut staged,
+        )
+        .await;
         next += 1;
     }
-    commit(writer, &mut staged, progress, &mut summary);
+    commit(&mut writer, &mut staged, progress, &mut summary).await;
+    writer.close().await;
     summary.seconds = started.elapsed().as_secs_f64();
     summary
 }
 
 /// Write the staged documents' index entries; say which are in. False when
 /// the knowledge base could not be written (nothing more should be tried).
-fn commit(
-    writer: &mut Writer,
+async fn commit(
+    writer: &mut Lent,
     staged: &mut Vec<(String, usize)>,
     progress: &dyn Progress,
     s: &mut Summary,
@@ -220,7 +270,7 @@ fn commit(
     if staged.is_empty() {
         return true;
     }
-    match writer.commit() {
+    match writer.with(Writer::commit).await {
         Ok(_) => {
             for (line, chunks) in staged.drain(..) {
                 progress.line(line);
@@ -238,8 +288,8 @@ fn commit(
     }
 }
 
-fn stage(
-    writer: &mut Writer,
+async fn stage(
+    writer: &mut Lent,
     doc: &mut Pending,
     progress: &dyn Progress,
     s: &mut Summary,
@@ -259,9 +309,15 @@ fn stage(
         return;
     }
     let vectors: Vec<Vec<f32>> = doc.vectors.iter_mut().filter_map(Option::take).collect();
-    match writer.stage(&doc.path, &doc.text, &doc.chunks, &vectors, &doc.hash) {
+    let (path, hash) = (doc.path.clone(), doc.hash.clone());
+    let text = std::mem::take(&mut doc.text);
+    let chunks = std::mem::take(&mut doc.chunks);
+    let n = chunks.len();
+    let staged_as = writer
+        .with(move |w| w.stage(&path, &text, &chunks, &vectors, &hash))
+        .await;
+    match staged_as {
         Ok(id) => {
-            let n = doc.chunks.len();
             let line = format!(
                 "📄 {} → {id} ({n} chunk{})",
                 doc.path.display(),
@@ -274,7 +330,6 @@ fn stage(
             s.failed += 1;
         }
     }
-    doc.text = String::new();
 }
 
 #[cfg(test)]
