@@ -92,7 +92,7 @@ impl App {
         let healthy = results.iter().filter(|r| r.ok).count();
         let health = health_summary(&nodes);
         let rag_line = self.rag_status(sink).await;
-        let (rag_place, rag_model) = self.rag_where();
+        let (rag_place, rag_model) = self.rag_where().await;
         let s = &self.settings;
         let mut t = ui::table(&["Property", "Value"]);
         let mut row = |k: &str, v: String| {

@@ -80,6 +80,25 @@ pub(crate) fn confirm(sink: &mut dyn Sink, saved: bool, text: &str) {
     }
 }
 
+/// Another program holds the lock on the file a command saves.
+fn waiting_for(sink: &mut dyn Sink, path: &std::path::Path) {
+    sink.err(&format!(
+        "⏳ {}: another program is writing here; waiting for it (Ctrl-C gives up)",
+        path.display()
+    ));
+}
+
+/// True when saved; else the error is said.
+fn saved_or_said<T>(saved: anyhow::Result<T>, sink: &mut dyn Sink) -> bool {
+    match saved {
+        Ok(_) => true,
+        Err(e) => {
+            sink.err(&format!("❌ {e:#}"));
+            false
+        }
+    }
+}
+
 /// A replaceable callback for lines that arrive outside any command.
 pub type Notifier = Arc<std::sync::RwLock<Arc<dyn Fn(String) + Send + Sync>>>;
 
@@ -223,26 +242,20 @@ impl App {
     }
 
     /// Save the settings this session changed (and `touched`, keys the user set
-    /// even to the value they had); a failure is reported and makes the command fail.
-    fn save_settings(&mut self, touched: &[&str], sink: &mut dyn Sink) -> bool {
-        match self.settings_store.save(&self.settings, touched) {
-            Ok(()) => true,
-            Err(e) => {
-                sink.err(&format!("❌ {e:#}"));
-                false
-            }
-        }
+    /// even to the value they had); a failure is reported and makes the command
+    /// fail. Waiting for another writer can be given up with Ctrl-C.
+    pub(crate) async fn save_settings(&mut self, touched: &[&str], sink: &mut dyn Sink) -> bool {
+        let saved = self
+            .settings_store
+            .save_async(&self.settings, touched, |p| waiting_for(sink, p))
+            .await;
+        saved_or_said(saved, sink)
     }
 
     /// Save the node file (if this registry has one).
-    fn save_nodes(&mut self, sink: &mut dyn Sink) -> bool {
-        match self.registry.save() {
-            Ok(_) => true,
-            Err(e) => {
-                sink.err(&format!("❌ {e:#}"));
-                false
-            }
-        }
+    async fn save_nodes(&mut self, sink: &mut dyn Sink) -> bool {
+        let saved = self.registry.save(|p| waiting_for(sink, p)).await;
+        saved_or_said(saved, sink)
     }
 
     /// Parse and run one line (not blank, not a comment).
@@ -277,10 +290,10 @@ impl App {
             C::Status => Outcome::from(self.status(sink).await),
             C::Nodes => Outcome::from(self.nodes(sink).await),
             C::Add { url, force } => Outcome::from(self.add(&url, force, sink).await),
-            C::Remove(key) => Outcome::from(self.remove(&key, sink)),
+            C::Remove(key) => Outcome::from(self.remove(&key, sink).await),
             C::Health => Outcome::from(self.health(sink).await),
-            C::Save(path) => Outcome::from(self.save_to(&path, sink)),
-            C::Load(path) => Outcome::from(self.load_from(&path, sink)),
+            C::Save(path) => Outcome::from(self.save_to(&path, sink).await),
+            C::Load(path) => Outcome::from(self.load_from(&path, sink).await),
             C::Mode(m) => Outcome::from(self.set_mode(m, sink).await),
             C::Collab(_)
             | C::Refine(_)
@@ -291,7 +304,7 @@ impl App {
             | C::QRetries(_)
             | C::Strategy(_)
             | C::Model(_)
-            | C::Verbose(_) => Outcome::from(self.setting(cmd, sink)),
+            | C::Verbose(_) => Outcome::from(self.setting(cmd, sink).await),
             C::Redis(on) => Outcome::from(self.redis_cmd(on, sink).await),
             C::Discover { cidr, timeout_ms } => {
                 Outcome::from(self.discover_cmd(cidr, timeout_ms, sink).await)

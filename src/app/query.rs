@@ -171,7 +171,7 @@ impl App {
         query: &str,
         sink: &mut dyn Sink,
     ) -> Result<QueryResult, QueryError> {
-        let agents = self.agents.current(sink);
+        let agents = self.agents.current(sink).await;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let observer = Arc::new(AppObserver {
             tx,

@@ -66,7 +66,7 @@ impl App {
             RagCmd::On | RagCmd::Off => {
                 let on = cmd == RagCmd::On;
                 self.settings.flockparser_enabled = on;
-                let saved = self.save_settings(&["flockparser_enabled"], sink);
+                let saved = self.save_settings(&["flockparser_enabled"], sink).await;
                 super::confirm(
                     sink,
                     saved,
@@ -88,7 +88,7 @@ impl App {
                 }
                 Ok(loc) => {
                     if let Location::Local(p) = &loc {
-                        if !p.exists() {
+                        if !tokio::fs::try_exists(p).await.unwrap_or(false) {
                             sink.err(&format!(
                                 "ℹ️  {} does not exist yet; `rag index PATH…` will create it",
                                 p.display()
@@ -97,7 +97,7 @@ impl App {
                     }
                     self.settings.rag_path = Some(loc.describe());
                     self.rag.clear();
-                    let saved = self.save_settings(&["rag_path"], sink);
+                    let saved = self.save_settings(&["rag_path"], sink).await;
                     super::confirm(
                         sink,
                         saved,
@@ -112,7 +112,7 @@ impl App {
             },
             RagCmd::Model(m) => {
                 self.settings.rag_model = Some(m.clone());
-                let saved = self.save_settings(&["rag_model"], sink);
+                let saved = self.save_settings(&["rag_model"], sink).await;
                 super::confirm(
                     sink,
                     saved,
@@ -127,8 +127,8 @@ impl App {
         }
     }
 
-    fn rag_location(&self) -> Option<Result<Location, LocationError>> {
-        rag::configured(self.settings.rag_path.as_deref())
+    async fn rag_location(&self) -> Option<Result<Location, LocationError>> {
+        rag::configured(self.settings.rag_path.as_deref()).await
     }
 
     fn rag_model(&self) -> String {
@@ -180,7 +180,7 @@ impl App {
 
     /// After `rag on`: what the knowledge base holds.
     async fn rag_describe(&mut self, sink: &mut dyn Sink) {
-        match self.rag_location() {
+        match self.rag_location().await {
             None => sink.err(&format!(
                 "ℹ️  No knowledge base yet: `rag path DIR|URL` names one (a FlockParser folder or its API server), `rag index PATH…` builds one in {}",
                 rag::default_folder()
@@ -219,7 +219,7 @@ impl App {
         if !self.settings.flockparser_enabled {
             return "OFF".into();
         }
-        match self.rag_location() {
+        match self.rag_location().await {
             None => "ON (no documents)".into(),
             Some(Err(e)) => format!("ON ({e})"),
             Some(Ok(loc)) => format!("ON ({})", self.rag_counts(&loc, sink).await),
@@ -227,8 +227,8 @@ impl App {
     }
 
     /// What `status` shows about where the documents are and the model.
-    pub(super) fn rag_where(&self) -> (String, String) {
-        let place = match self.rag_location() {
+    pub(super) async fn rag_where(&self) -> (String, String) {
+        let place = match self.rag_location().await {
             None => "none (rag path DIR|URL)".to_string(),
             Some(Ok(l)) => l.describe(),
             Some(Err(e)) => e.to_string(),
@@ -243,7 +243,7 @@ impl App {
             return None;
         }
         let without = "answering without documents";
-        let loc = match self.rag_location() {
+        let loc = match self.rag_location().await {
             None => {
                 sink.err(&format!(
                     "ℹ️  RAG is on but no knowledge base is set (`rag path DIR|URL`, or `rag index PATH…`); {without}"
@@ -294,7 +294,7 @@ impl App {
     /// `rag index PATH…` into the configured local knowledge base (the
     /// FlockParser folder in the home directory when none is set).
     async fn rag_index(&mut self, args: &[String], sink: &mut dyn Sink) -> bool {
-        let root = match self.rag_location() {
+        let root = match self.rag_location().await {
             Some(Ok(Location::Local(r))) => r,
             Some(Ok(Location::Remote(u))) => {
                 sink.err(&format!(

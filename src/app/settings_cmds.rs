@@ -14,7 +14,7 @@ fn on_off(b: bool) -> &'static str {
 impl App {
     /// Apply one setting command, save, then print what changed (marked as
     /// not saved when the file could not be written).
-    pub(super) fn setting(&mut self, cmd: Command, out: &mut dyn Sink) -> bool {
+    pub(super) async fn setting(&mut self, cmd: Command, out: &mut dyn Sink) -> bool {
         let key = setting_key(&cmd);
         let mut buf = Captured::default();
         let sink = &mut buf;
@@ -82,7 +82,7 @@ impl App {
             }
             other => unreachable!("not a setting command: {other:?}"),
         }
-        let saved = self.save_settings(&[key], out);
+        let saved = self.save_settings(&[key], out).await;
         super::report_change(out, saved, buf);
         saved
     }
@@ -94,14 +94,14 @@ impl App {
             Mode::Standard => {
                 self.settings.mode = Some("standard".into());
                 buf.out("✅ Switched to Standard Mode");
-                let saved = self.save_settings(&["mode"], sink);
+                let saved = self.save_settings(&["mode"], sink).await;
                 super::report_change(sink, saved, buf);
                 saved
             }
             Mode::Distributed => {
                 self.settings.mode = Some("distributed".into());
                 buf.out("✅ Switched to Distributed Mode");
-                let saved = self.save_settings(&["mode"], sink);
+                let saved = self.save_settings(&["mode"], sink).await;
                 super::report_change(sink, saved, buf);
                 let scanned = self.discover_for_mode(sink).await;
                 saved && scanned

@@ -26,6 +26,8 @@ pub enum WriteError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("not saved: {0}")]
+    Stopped(#[from] crate::blocking::Stopped),
 }
 
 fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> WriteError {

@@ -495,16 +495,64 @@ impl SettingsStore {
     /// keys whose values differ from what was loaded (plus `touched`, keys the
     /// user set even to the value they had), write atomically. Keys another
     /// session changed meanwhile, unknown keys and values this program could
-    /// not use are left as they are on disk.
+    /// not use are left as they are on disk. Blocks the thread (start-up and
+    /// tests); commands use [`SettingsStore::save_async`].
     pub fn save(&mut self, settings: &Settings, touched: &[&str]) -> anyhow::Result<()> {
+        let change = self.change(settings, touched)?;
+        let _lock = super::lock::FileLock::acquire(&self.path)?;
+        self.baseline = change.write()?;
+        Ok(())
+    }
+
+    /// `save` from async code: the lock is waited for and the file written on
+    /// the blocking pool. `waiting` is told when another program holds the
+    /// lock; dropping the future then gives up the save (nothing is written).
+    pub async fn save_async(
+        &mut self,
+        settings: &Settings,
+        touched: &[&str],
+        waiting: impl FnOnce(&Path),
+    ) -> anyhow::Result<()> {
+        let change = self.change(settings, touched)?;
+        let path = &self.path;
+        self.baseline =
+            super::lock::with_lock(path, || waiting(path), move || change.write()).await?;
+        Ok(())
+    }
+
+    /// What a save is to write, or why the file must not be written.
+    fn change(&self, settings: &Settings, touched: &[&str]) -> anyhow::Result<Change> {
         if let Some(why) = &self.blocked {
             anyhow::bail!(
                 "{}: not saved, the file on disk could not be read ({why}); fix or remove it",
                 self.path.display()
             );
         }
-        let current = to_map(settings);
-        let _lock = super::lock::FileLock::acquire(&self.path)?;
+        Ok(Change {
+            path: self.path.clone(),
+            baseline: self.baseline.clone(),
+            current: to_map(settings),
+            touched: touched.iter().map(|t| t.to_string()).collect(),
+            whole: to_json(settings),
+        })
+    }
+}
+
+/// One save of the settings, ready to run under the lock.
+struct Change {
+    path: PathBuf,
+    /// The settings as loaded or last saved.
+    baseline: Map<String, Value>,
+    current: Map<String, Value>,
+    touched: Vec<String>,
+    /// Every setting, for a file that does not exist yet.
+    whole: String,
+}
+
+impl Change {
+    /// Re-read the file, apply the changed keys, write atomically; the new
+    /// baseline. Runs holding the lock.
+    fn write(self) -> anyhow::Result<Map<String, Value>> {
         let disk = match read_text(&self.path) {
             Ok(None) => None,
             Ok(Some(text)) if text.trim().is_empty() => None,
@@ -521,25 +569,24 @@ impl SettingsStore {
         };
         let Some(mut map) = disk else {
             // No file yet (or an empty one): write every setting, as the original does.
-            super::atomic::write_atomic(&self.path, to_json(settings).as_bytes())?;
-            self.baseline = current;
-            return Ok(());
+            super::atomic::write_atomic(&self.path, self.whole.as_bytes())?;
+            return Ok(self.current);
         };
         migrate_legacy(&mut map);
+        let current = self.current;
         let mut keys: Vec<&String> = current
             .iter()
             .filter(|(k, v)| self.baseline.get(*k) != Some(*v))
             .map(|(k, _)| k)
             .collect();
         // Optional keys this session unset.
-        let unset: Vec<String> = self
+        let unset: Vec<&String> = self
             .baseline
             .keys()
             .filter(|k| !current.contains_key(*k))
-            .cloned()
             .collect();
-        for t in touched {
-            if let Some((k, _)) = current.get_key_value(*t) {
+        for t in &self.touched {
+            if let Some((k, _)) = current.get_key_value(t) {
                 if !keys.contains(&k) {
                     keys.push(k);
                 }
@@ -548,14 +595,14 @@ impl SettingsStore {
         for k in keys {
             map.insert(k.clone(), current[k].clone());
         }
-        for k in &unset {
+        for k in unset {
             map.shift_remove(k);
         }
-        let mut text = serde_json::to_string_pretty(&Value::Object(map)).unwrap_or_default();
+        let mut text = serde_json::to_string_pretty(&Value::Object(map))
+            .expect("a JSON object always serializes");
         text.push('\n');
         super::atomic::write_atomic(&self.path, text.as_bytes())?;
-        self.baseline = current;
-        Ok(())
+        Ok(current)
     }
 }
 

@@ -77,12 +77,14 @@ pub fn default_folder() -> Option<PathBuf> {
 
 /// The knowledge base the settings name: `rag_path`, else the FlockParser
 /// folder in the home directory when it exists.
-pub fn configured(rag_path: Option<&str>) -> Option<Result<Location, LocationError>> {
+pub async fn configured(rag_path: Option<&str>) -> Option<Result<Location, LocationError>> {
     match rag_path {
         Some(p) => Some(Location::parse(p)),
-        None => default_folder()
-            .filter(|d| d.is_dir())
-            .map(|d| Ok(Location::Local(d))),
+        None => {
+            let d = default_folder()?;
+            let is_dir = tokio::fs::metadata(&d).await.is_ok_and(|m| m.is_dir());
+            is_dir.then_some(Ok(Location::Local(d)))
+        }
     }
 }
 

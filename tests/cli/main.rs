@@ -19,6 +19,7 @@ mod identity;
 mod lab;
 mod llama;
 mod load;
+mod lock_wait;
 mod messages;
 mod official_clients;
 mod piped;
