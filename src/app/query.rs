@@ -308,7 +308,10 @@ impl App {
             return false;
         };
         if json {
-            sink.out(&serde_json::to_string_pretty(&r.metrics).expect("metrics serialize"));
+            sink.out(
+                &serde_json::to_string_pretty(&r.metrics)
+                    .expect("metrics (numbers and strings) always serialize"),
+            );
             return true;
         }
         let m = &r.metrics;

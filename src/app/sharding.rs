@@ -310,21 +310,21 @@ impl App {
         for d in &down {
             sink.err(&format!("⚠️  RPC backend {d} is down"));
         }
-        if let Some(c) = &mut self.sharding.coordinator {
-            let current = !c.ours() || (c.alive() && c.backends == up);
-            let url = c.url.clone();
+        if let Some(mut old) = self.sharding.coordinator.take() {
+            let current = !old.ours() || (old.alive() && old.backends == up);
+            let url = old.url.clone();
             if current
                 && matches!(
                     coordinator::health(&self.client, &url).await,
                     Health::Ready | Health::Busy
                 )
             {
+                self.sharding.coordinator = Some(old);
                 return Ok(self.coordinator_node(&url).await);
             }
-            if c.ours() {
+            if old.ours() {
                 sink.err("🔁 Restarting the coordinator on the backends that answer ...");
             }
-            let mut old = self.sharding.coordinator.take().expect("checked above");
             old.stop().await;
         }
         let (url, configured) =

@@ -168,7 +168,9 @@ pub fn to_json(file: &NodeFile) -> String {
     let mut nodes: Vec<Value> = file
         .entries
         .iter()
-        .map(|e| serde_json::to_value(e).expect("entry serializes"))
+        .map(|e| {
+            serde_json::to_value(e).expect("an entry (strings, a number, JSON values) serializes")
+        })
         .collect();
     nodes.extend(file.unusable.iter().cloned());
     let mut top = Map::new();
@@ -176,7 +178,8 @@ pub fn to_json(file: &NodeFile) -> String {
     for (k, v) in &file.extra {
         top.insert(k.clone(), v.clone());
     }
-    let mut s = serde_json::to_string_pretty(&Value::Object(top)).expect("serializes");
+    let mut s =
+        serde_json::to_string_pretty(&Value::Object(top)).expect("a JSON object always serializes");
     s.push('\n');
     s
 }

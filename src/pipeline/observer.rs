@@ -19,6 +19,6 @@ pub struct Collect(pub std::sync::Mutex<Vec<String>>);
 
 impl Observer for Collect {
     fn notice(&self, line: String) {
-        self.0.lock().unwrap().push(line);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
     }
 }

@@ -214,7 +214,9 @@ pub struct Listed {
 fn marker() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     // [3] or [1, 2]; not a Markdown link ([1](…)) — checked by the caller.
-    RE.get_or_init(|| Regex::new(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]").expect("valid regex"))
+    RE.get_or_init(|| {
+        Regex::new(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]").expect("a valid regex literal")
+    })
 }
 
 fn numbers_in(inner: &str) -> Vec<usize> {
@@ -251,7 +253,9 @@ pub fn cite(answer: &str, sources: &Sources) -> (String, Vec<Listed>) {
     let new_number = |old: usize| order.iter().position(|&o| o == old).map(|i| i + 1);
     let text = marker()
         .replace_all(answer, |c: &regex::Captures| {
-            let m = c.get(0).expect("whole match");
+            let m = c
+                .get(0)
+                .expect("group 0 is the whole match, always present");
             if is_link(m.end()) {
                 return m.as_str().to_string();
             }

@@ -52,6 +52,11 @@ pub struct TaskBars {
 }
 
 impl TaskBars {
+    /// The bars (a panic elsewhere while they were held leaves them usable).
+    fn bars(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, ProgressBar>> {
+        self.bars.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn new() -> TaskBars {
         TaskBars {
             multi: super::stderr_is_terminal().then(indicatif::MultiProgress::new),
@@ -68,17 +73,17 @@ impl TaskBars {
         );
         pb.set_message(format!("{task} on {node}"));
         pb.enable_steady_tick(Duration::from_millis(120));
-        self.bars.lock().unwrap().insert(task.to_string(), pb);
+        self.bars().insert(task.to_string(), pb);
     }
 
     pub fn progress(&self, task: &str, chars: usize) {
-        if let Some(pb) = self.bars.lock().unwrap().get(task) {
+        if let Some(pb) = self.bars().get(task) {
             pb.set_position(chars as u64);
         }
     }
 
     pub fn finish(&self, task: &str) {
-        if let Some(pb) = self.bars.lock().unwrap().remove(task) {
+        if let Some(pb) = self.bars().remove(task) {
             pb.finish_and_clear();
         }
     }
