@@ -69,6 +69,9 @@ pub struct Settings {
     /// Longest silence allowed inside one agent request (default 120 s).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_idle_timeout_ms: Option<u64>,
+    /// When an answer is written in parts: "auto" (default), "always", "never".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub longform: Option<String>,
     /// Keys this program does not know: kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -106,6 +109,7 @@ impl Default for Settings {
             monitor_interval_secs: None,
             coordinator_args: None,
             coordinator_start_timeout_secs: None,
+            longform: None,
             extra: Map::new(),
         }
     }
@@ -120,6 +124,7 @@ pub const QRETRIES_MAX: u32 = 5;
 pub const TIMEOUT_MIN_SECS: u64 = 30;
 pub const TIMEOUT_MAX_SECS: u64 = 86_400;
 pub const MODES: &[&str] = &["standard", "distributed"];
+pub const LONGFORM: &[&str] = crate::pipeline::scope::Longform::WORDS;
 pub const STRATEGIES: &[&str] = &[
     "single_node",
     "parallel_same",
@@ -269,6 +274,7 @@ fn in_range(key: &str, s: &Settings) -> bool {
             .strategy
             .as_deref()
             .is_none_or(|x| STRATEGIES.contains(&x)),
+        "longform" => s.longform.as_deref().is_none_or(|x| LONGFORM.contains(&x)),
         _ => true,
     }
 }
@@ -295,6 +301,7 @@ fn rule(key: &str) -> String {
         ),
         "synthesis_model" => "a model name or null".into(),
         "strategy" => format!("one of {} or null (auto)", list(STRATEGIES)),
+        "longform" => format!("one of {} or null (auto)", list(LONGFORM)),
         "collaborative_mode"
         | "ast_voting_enabled"
         | "flockparser_enabled"
@@ -377,6 +384,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "monitor_interval_secs",
     "coordinator_args",
     "coordinator_start_timeout_secs",
+    "longform",
 ];
 
 fn line_of_key(text: &str, key: &str) -> usize {

@@ -3,7 +3,9 @@
 //! and the Markdown answer. Knows the scheduler and the client, not the terminal.
 
 pub mod agents;
+pub mod budget;
 pub mod call;
+pub mod clean;
 pub mod collab;
 pub mod detect;
 pub mod longform;
@@ -13,7 +15,9 @@ pub mod quality;
 pub mod render;
 pub mod repair;
 pub mod result;
+pub mod scope;
 pub mod standard;
+pub mod synthesis;
 
 use std::time::Instant;
 
@@ -24,12 +28,14 @@ use crate::scheduler::{Attribution, TaskFailed};
 
 /// How a query should run.
 pub struct Plan {
-    /// Long-form (several chunks) is for distributed mode.
+    /// Distributed mode: where the `longform` setting applies.
     pub distributed: bool,
     pub collaborative: bool,
     pub collab: collab::Settings,
     pub mode_label: String,
     pub strategy_label: String,
+    /// The `longform` setting (`auto`, `always`, `never`).
+    pub longform: scope::Longform,
 }
 
 fn hosts_used(a: &[Attribution]) -> usize {
@@ -47,30 +53,37 @@ pub(crate) fn gap(ctx: &Ctx, failure: &TaskFailed, instead: impl Into<String>) -
     g
 }
 
+/// Answer `query`. A leading `!long` or `!short` decides the answer's size
+/// for this query; otherwise the `longform` setting does (see `scope.rs`).
 pub async fn run_query(
     ctx: &Ctx,
     query: &str,
     plan: &Plan,
 ) -> Result<QueryResult, NothingGenerated> {
     let started = Instant::now();
+    let (over, query) = scope::split_override(query);
     let d = detect::detect(query);
+    let scope = scope::decide(query, &d, plan.longform, over, plan.distributed);
+    ctx.learn_contexts().await;
     let mut metrics = Metrics {
         mode: plan.mode_label.clone(),
         strategy: plan.strategy_label.clone(),
         content_type: d.content_type.as_str().to_string(),
         physical_hosts: ctx.hosts(),
+        longform: Some(scope.clone()),
         ..Default::default()
     };
     let mut chunks = Vec::new();
-    let (final_output, attribution, gaps) = if plan.distributed && d.multi_turn() {
+    let (final_output, attribution, gaps) = if scope.longform {
         ctx.observer.notice(format!(
-            "📚 Detected long-form {} (est. {} parts) — {} host(s)",
+            "📚 Detected long-form {} (est. {} parts) — {} host(s); {}",
             d.content_type.as_str(),
-            d.chunks,
-            ctx.hosts()
+            scope.parts,
+            ctx.hosts(),
+            scope.reason
         ));
         metrics.pipeline = "long-form".into();
-        let lf = longform::run(ctx, query, d.content_type, d.chunks).await?;
+        let lf = longform::run(ctx, query, d.content_type, scope.parts).await?;
         metrics.chunks_generated = lf.chunks.len();
         metrics.synthesis = Some(lf.synthesis);
         chunks = lf.chunks;
@@ -89,6 +102,10 @@ pub async fn run_query(
             c.gaps,
         )
     } else {
+        if plan.distributed && (d.multi_turn() || over.is_some()) {
+            ctx.observer
+                .notice(format!("ℹ️  One part: {}", scope.reason));
+        }
         ctx.observer.notice("⚡ Processing...".into());
         metrics.pipeline = "standard".into();
         let s = standard::run(ctx, query).await?;

@@ -8,6 +8,10 @@ use super::prompts;
 use super::render;
 use super::result::{Gap, NothingGenerated};
 
+/// About how many bytes of its own text (labels, instructions) a prompt
+/// that quotes other agents' work has besides the question.
+pub(crate) const OWN_TEXT: usize = 500;
+
 pub struct Standard {
     pub markdown: String,
     pub replies: Vec<Reply>,
@@ -66,6 +70,11 @@ pub async fn run(ctx: &Ctx, query: &str) -> Result<Standard, NothingGenerated> {
         (None, Some(c)) => ("Critic's review", render::narrative(&c.fields)),
         (None, None) => ("answer", String::new()),
     };
+    let room = ctx.room(
+        ctx.agent("Editor"),
+        ctx.synthesis_model(),
+        query.len() + OWN_TEXT,
+    );
     let editor = call(
         ctx,
         ctx.agent("Editor"),
@@ -74,6 +83,7 @@ pub async fn run(ctx: &Ctx, query: &str) -> Result<Standard, NothingGenerated> {
             query,
             research.as_ref().map(|r| &r.fields),
             critique.as_ref().map(|c| &c.fields),
+            room,
         ),
         ctx.synthesis_model(),
         None,

@@ -62,6 +62,15 @@ pub struct SimConfig {
     pub vram_fraction: f64,
     /// Ignore `format` and answer in plain prose, as small models often do.
     pub plain_replies: bool,
+    /// The model's context window in tokens (None = unlimited): reported in
+    /// `/api/show` (`model_info`) and `/api/ps`; a request whose prompt does
+    /// not fit gets llama-server's HTTP 400, and a reply stops where the
+    /// context ends (`done_reason: "length"`).
+    pub context_length: Option<u64>,
+    /// Repeat the whole request (the last user message) before the reply's text.
+    pub echo_prompt: bool,
+    /// Send JSON replies cut off before their end, as a model stopped by a length limit.
+    pub broken_json: bool,
 }
 
 impl Default for SimConfig {
@@ -79,6 +88,9 @@ impl Default for SimConfig {
             fault_match: None,
             vram_fraction: 0.0,
             plain_replies: false,
+            context_length: None,
+            echo_prompt: false,
+            broken_json: false,
         }
     }
 }
@@ -116,6 +128,16 @@ impl SimConfig {
         } else {
             Fault::None
         }
+    }
+
+    /// Tokens of a prompt as this host counts them (about 4 bytes a token,
+    /// as a Llama-style tokenizer does for English, plus the chat template).
+    pub fn prompt_tokens(messages: &[&str]) -> u64 {
+        messages
+            .iter()
+            .map(|m| (m.len() as u64).div_ceil(4) + 4)
+            .sum::<u64>()
+            + 8
     }
 
     /// Slow-down factor with `in_flight` requests on the host.
