@@ -18,19 +18,55 @@ const ECHO_SENTENCE: usize = 24;
 /// Text before a JSON object that is still read as the reply's lead-in ("Sure! Here it is:").
 const JSON_LEAD_IN: usize = 120;
 
-/// This program's own text in one prompt, normalised for comparison.
-pub struct Echo(String);
+/// This program's own text in one prompt, normalised for comparison, and
+/// the labels it put before quoted material ("key facts:").
+pub struct Echo {
+    own: String,
+    labels: Vec<String>,
+}
+
+/// The longest piece of own text that counts as a label.
+const LABEL_MAX: usize = 40;
 
 impl Echo {
     /// From the prompt pieces this program wrote (system prompt, instructions,
-    /// the question), not the material they quote.
+    /// the question, labels), not the material they quote.
     pub fn new<'a>(own: impl IntoIterator<Item = &'a str>) -> Echo {
-        Echo(own.into_iter().map(norm).collect::<Vec<_>>().join("\n"))
+        let pieces: Vec<&str> = own.into_iter().collect();
+        let mut labels: Vec<String> = pieces
+            .iter()
+            .map(|p| p.trim().to_lowercase())
+            .filter(|p| p.ends_with(':') && p.len() <= LABEL_MAX && !p.contains('\n'))
+            .collect();
+        labels.sort_by_key(|l| std::cmp::Reverse(l.len()));
+        labels.dedup();
+        Echo {
+            own: pieces
+                .iter()
+                .map(|p| norm(p))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            labels,
+        }
     }
 
     fn repeats(&self, piece: &str, min: usize) -> bool {
         let n = norm(piece);
-        n.chars().count() >= min && self.0.contains(&n)
+        n.chars().count() >= min && self.own.contains(&n)
+    }
+
+    /// A line without a label of ours at its start.
+    fn unlabelled<'a>(&self, line: &'a str) -> &'a str {
+        let t = line.trim_start();
+        for l in &self.labels {
+            if t.len() >= l.len()
+                && t.is_char_boundary(l.len())
+                && t[..l.len()].to_lowercase() == *l
+            {
+                return t[l.len()..].trim_start();
+            }
+        }
+        line
     }
 }
 
@@ -69,8 +105,13 @@ pub fn text(s: &str, echo: &Echo) -> String {
     let s = unjson(s);
     let mut seen: HashSet<String> = HashSet::new();
     let mut out: Vec<String> = Vec::new();
-    for line in s.lines() {
+    for raw in s.lines() {
+        let line = echo.unlabelled(raw);
         let trimmed = line.trim();
+        if trimmed.is_empty() && !raw.trim().is_empty() {
+            // Nothing but one of our labels.
+            continue;
+        }
         if trimmed.is_empty() {
             if out.last().is_some_and(|l| !l.is_empty()) {
                 out.push(String::new());
@@ -253,6 +294,20 @@ mod tests {
         assert_eq!(text(loose, &echo()), "Here it is:\nParis.");
         let sample = "In the request described in the previous section, to send a name, write a body such as the one below, which the server reads as an object with one key and one value: {\"name\": \"x\"} and so on.";
         assert_eq!(text(sample, &echo()), sample, "a sample inside prose stays");
+    }
+
+    #[test]
+    fn labels_of_quoted_material_are_dropped_the_material_kept() {
+        let e = Echo::new([
+            "Question to answer: Why?\n\n",
+            "Researcher's findings:\n",
+            "key facts:",
+        ]);
+        let reply = "Researcher's findings:\nkey facts: - Light scatters in the air.\nKey Facts:\n- Blue scatters most.";
+        assert_eq!(
+            text(reply, &e),
+            "- Light scatters in the air.\n- Blue scatters most."
+        );
     }
 
     #[test]

@@ -101,10 +101,10 @@ pub fn critic(query: &str) -> Prompt {
 }
 
 /// An agent's reply as plain text for another agent to read, within `max`
-/// bytes: one line per field ("key facts: …", lists as "- item" lines), each
-/// field cut to its share of the room (what a short field leaves goes to
-/// the others).
-pub fn material(obj: &Map<String, Value>, max: usize) -> String {
+/// bytes: one entry per field (`key facts:` then `- item` lines), each cut to
+/// its share of the room (what a short field leaves goes to the others). The
+/// field labels are the prompt's own words; the values are quoted material.
+pub fn material(obj: &Map<String, Value>, max: usize) -> Prompt {
     let entries: Vec<(String, String)> = obj
         .iter()
         .filter_map(|(k, v)| {
@@ -135,22 +135,27 @@ pub fn material(obj: &Map<String, Value>, max: usize) -> String {
         shares[i] = share;
         left = left.saturating_sub(entries[i].1.len().min(share) + label);
     }
-    entries
-        .iter()
-        .zip(shares)
-        .filter(|(_, share)| *share > 0)
-        .map(|((label, text), share)| {
-            let sep = if text.starts_with("- ") { "\n" } else { " " };
-            format!("{label}:{sep}{}", cut(text, share))
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut p = Prompt::default();
+    for (i, ((label, text), share)) in entries.iter().zip(shares).enumerate() {
+        if share == 0 {
+            continue;
+        }
+        let sep = if text.starts_with("- ") { "\n" } else { " " };
+        if i > 0 && !p.text.is_empty() {
+            p = p.quotes("\n");
+        }
+        p = p
+            .says(format!("{label}:"))
+            .quotes(sep)
+            .quotes(cut(text, share));
+    }
+    p
 }
 
 pub fn critic_of(query: &str, research: &Map<String, Value>, room: usize) -> Prompt {
     Prompt::default()
         .says(format!("Question: {query}\n\nThe Researcher's answer:\n"))
-        .quotes(material(research, room))
+        .then(&material(research, room))
         .says("\n\nReview this answer: list its factual issues, its biases, its strengths, and concrete recommendations to improve it.")
 }
 
@@ -171,14 +176,14 @@ pub fn editor(
     p = match research {
         Some(m) => p
             .says("Researcher's findings:\n")
-            .quotes(material(m, research_room)),
+            .then(&material(m, research_room)),
         None => p.says("Researcher's findings: not available (they could not be produced)."),
     };
     p = p.says("\n\n");
     p = match critique {
         Some(m) => p
             .says("Critic's review:\n")
-            .quotes(material(m, critique_room)),
+            .then(&material(m, critique_room)),
         None => p.says("Critic's review: not available (it could not be produced)."),
     };
     p.says("\n\nWrite the final answer for the person who asked: use the findings, fix what the review found, and fill every field.")
@@ -201,9 +206,9 @@ pub fn refine(
 ) -> Prompt {
     Prompt::default()
         .says(format!("Question: {query}\n\nYour previous answer:\n"))
-        .quotes(material(research, room * 3 / 5))
+        .then(&material(research, room * 3 / 5))
         .says("\n\nThe Critic's review:\n")
-        .quotes(material(critique, room * 2 / 5))
+        .then(&material(critique, room * 2 / 5))
         .says(format!(
             "\n\nRevise your answer to address the review. {}",
             REFINE_ANGLES[variant % REFINE_ANGLES.len()]
@@ -447,8 +452,14 @@ mod tests {
             "key_facts": ["one", "two"],
             "sources": []
         });
-        let m = material(long.as_object().unwrap(), 600);
+        let p = material(long.as_object().unwrap(), 600);
+        let m = p.text;
         assert!(m.len() <= 600, "{}", m.len());
+        assert_eq!(
+            p.own,
+            ["context:", "key facts:"],
+            "the labels are the prompt's own"
+        );
         assert!(m.contains("key facts:\n- one\n- two"), "{m}");
         assert!(m.starts_with("context: A sentence of the findings."), "{m}");
     }

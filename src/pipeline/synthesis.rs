@@ -201,7 +201,9 @@ async fn staged(
         summaries.push((capitalised(&span(g)), text));
     }
     let overview_fields = vec![("overview".to_string(), FieldType::String)];
-    let overview_reply = budget::reply_reserve(widest, ctx.num_predict).min(600);
+    let overview_reply = (widest / 3)
+        .clamp(budget::MIN_REPLY, 600)
+        .min(ctx.num_predict);
     let fixed = budget::prompt_tokens(&prompts::system(editor, &overview_fields), query)
         + SUMMARY_INSTRUCTIONS
         + overview_reply

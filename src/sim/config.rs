@@ -67,9 +67,13 @@ pub struct SimConfig {
     /// not fit gets llama-server's HTTP 400, and a reply stops where the
     /// context ends (`done_reason: "length"`).
     pub context_length: Option<u64>,
+    /// The context the model was trained for, reported by `/api/show` and the
+    /// most a request's `num_ctx` loads it with (default: `context_length`).
+    pub trained_context: Option<u64>,
     /// Repeat the whole request (the last user message) before the reply's text.
     pub echo_prompt: bool,
-    /// Send JSON replies cut off before their end, as a model stopped by a length limit.
+    /// Send JSON replies cut off before their end (the last quarter, at most
+    /// 80 bytes), as a model stopped by a length limit.
     pub broken_json: bool,
 }
 
@@ -89,6 +93,7 @@ impl Default for SimConfig {
             vram_fraction: 0.0,
             plain_replies: false,
             context_length: None,
+            trained_context: None,
             echo_prompt: false,
             broken_json: false,
         }
@@ -128,6 +133,11 @@ impl SimConfig {
         } else {
             Fault::None
         }
+    }
+
+    /// The model's trained context, when known.
+    pub fn trained(&self) -> Option<u64> {
+        self.trained_context.or(self.context_length)
     }
 
     /// Tokens of a prompt as this host counts them (about 4 bytes a token,

@@ -337,7 +337,7 @@ async fn show(State(h): Host, body: Bytes) -> Response {
         None => error(StatusCode::NOT_FOUND, format!("model '{name}' not found")),
         Some(m) => {
             let mut info = json!({"general.architecture": "simulated"});
-            if let Some(n) = h.config().context_length {
+            if let Some(n) = h.config().trained() {
                 info["simulated.context_length"] = json!(n);
             }
             Json(json!({
@@ -543,7 +543,7 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
         return std::future::pending::<Response>().await;
     }
     let options = &req["options"];
-    let loaded_ctx = h.load(&model, options["num_ctx"].as_u64(), cfg.context_length);
+    let loaded_ctx = h.load(&model, options["num_ctx"].as_u64(), cfg.trained());
     let prompt_tokens = SimConfig::prompt_tokens(&[prompt.as_str(), schema_text.as_str()]);
     // Tokens the reply may have: `num_predict`, and what is left of the context.
     let mut room = options["num_predict"]
@@ -579,8 +579,8 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
         }
     };
     if wants_json && cfg.broken_json {
-        // Cut two thirds of the way through, as a length limit would.
-        let mut at = reply.len() * 2 / 3;
+        // Stop before the end (its last quarter, at most 80 bytes), as a length limit would.
+        let mut at = reply.len() - (reply.len() / 4).min(80);
         while !reply.is_char_boundary(at) {
             at -= 1;
         }

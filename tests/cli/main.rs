@@ -2,6 +2,7 @@
 //! piped command files, with a temporary home and simulated Ollama hosts.
 
 mod agents;
+mod answers;
 mod bad_input;
 mod client;
 mod commands;
