@@ -352,11 +352,12 @@ async fn ask_with_repair(
         (a, b) => a.or(b),
     };
     let kept = match best {
-        Some(obj)
+        Some(mut obj)
             if obj
                 .values()
                 .any(|v| v.as_str().is_some_and(|s| !s.trim().is_empty())) =>
         {
+            fill_main(&mut obj, r.fields);
             obj
         }
         _ => {
@@ -377,6 +378,42 @@ async fn ask_with_repair(
         problems2.join("; ")
     ));
     Ok(((kept, false), m))
+}
+
+/// A reply whose text went under keys of the model's own choosing: the main
+/// text field (the first required one), when missing or empty, gets all of
+/// its text in order, so none of it is lost.
+fn fill_main(obj: &mut Map<String, Value>, fields: &[(String, FieldType)]) {
+    let Some((main, _)) = fields.iter().find(|(_, t)| *t == FieldType::String) else {
+        return;
+    };
+    if obj
+        .get(main)
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.trim().is_empty())
+    {
+        return;
+    }
+    let mut parts: Vec<String> = Vec::new();
+    for (k, v) in obj.iter() {
+        if k == main {
+            continue;
+        }
+        match v {
+            Value::String(s) if !s.trim().is_empty() => parts.push(s.trim().to_string()),
+            Value::Array(items) => parts.extend(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| s.trim().to_string()),
+            ),
+            _ => {}
+        }
+    }
+    if !parts.is_empty() {
+        obj.insert(main.clone(), Value::String(parts.join("\n\n")));
+    }
 }
 
 /// Every required text field is there: only lists (or numbers) were lost.

@@ -87,12 +87,17 @@ pub fn fields(obj: &mut Map<String, Value>, echo: &Echo) {
         match v {
             Value::String(s) => *s = text(s, echo),
             Value::Array(items) => {
+                let mut seen: HashSet<String> = HashSet::new();
                 for item in items.iter_mut() {
                     if let Value::String(s) = item {
                         *s = text(s, echo);
                     }
                 }
-                items.retain(|i| !matches!(i, Value::String(s) if s.is_empty()));
+                // Empty items, and items said before, go.
+                items.retain(|i| match i {
+                    Value::String(s) => !s.is_empty() && seen.insert(norm(s)),
+                    _ => true,
+                });
             }
             _ => {}
         }
@@ -102,6 +107,9 @@ pub fn fields(obj: &mut Map<String, Value>, echo: &Echo) {
 /// One text, cleaned: JSON read out of it, echoed lines and sentences and
 /// repeated sentences dropped, whitespace tidied.
 pub fn text(s: &str, echo: &Echo) -> String {
+    if is_placeholder(s) {
+        return String::new();
+    }
     let s = unjson(s);
     let mut seen: HashSet<String> = HashSet::new();
     let mut out: Vec<String> = Vec::new();
@@ -148,6 +156,17 @@ pub fn text(s: &str, echo: &Echo) -> String {
         out.pop();
     }
     out.join("\n")
+}
+
+/// The reply shape's own placeholders (`<text>`, `<item>`), copied instead of content.
+fn is_placeholder(s: &str) -> bool {
+    let t = s.trim();
+    t.len() <= 12
+        && t.starts_with('<')
+        && t.ends_with('>')
+        && t[1..t.len() - 1]
+            .chars()
+            .all(|c| c.is_ascii_alphabetic() || c == '_')
 }
 
 /// A line split after each `.`, `!` or `?` that ends a sentence, the pieces
@@ -320,9 +339,20 @@ mod tests {
         .as_object()
         .unwrap()
         .clone();
+        obj.insert(
+            "topics".into(),
+            json!(["Paris", "<item>", "paris", "Seine"]),
+        );
+        obj.insert("summary".into(), json!("<text>"));
         fields(&mut obj, &echo());
         assert_eq!(obj["context"], "Paris.");
         assert_eq!(obj["key_facts"], json!(["Paris is large."]));
+        assert_eq!(
+            obj["topics"],
+            json!(["Paris", "Seine"]),
+            "placeholders and repeats go"
+        );
+        assert_eq!(obj["summary"], "");
         assert_eq!(obj["score"], 0.5);
     }
 }

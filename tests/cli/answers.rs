@@ -44,7 +44,7 @@ fn home_with(sims: &[&Arc<SimHost>], settings: Value) -> Home {
 }
 
 /// The JSON `metrics --json` printed (the last JSON object on stdout).
-fn metrics_json(stdout: &str) -> Value {
+pub(crate) fn metrics_json(stdout: &str) -> Value {
     let start = stdout.rfind("\n{\n").map(|i| i + 1).unwrap_or(0);
     let end = stdout.rfind("\n}").map(|i| i + 2).unwrap_or(stdout.len());
     serde_json::from_str(&stdout[start..end])
@@ -52,7 +52,7 @@ fn metrics_json(stdout: &str) -> Value {
 }
 
 /// The text between the FINAL ANSWER banner and the rule under it.
-fn answer_text(stdout: &str) -> String {
+pub(crate) fn answer_text(stdout: &str) -> String {
     stdout
         .split(" FINAL ANSWER")
         .nth(1)
@@ -249,7 +249,7 @@ fn a_refusal_is_learned_retried_only_on_a_larger_context_then_staged() {
 
 /// Words of the quality checks, the field checks and the prompts: none may
 /// reach an answer.
-const NEVER_IN_AN_ANSWER: &[&str] = &[
+pub(crate) const NEVER_IN_AN_ANSWER: &[&str] = &[
     "rejected",
     "too few",
     "too short",
@@ -270,7 +270,7 @@ const NEVER_IN_AN_ANSWER: &[&str] = &[
     "\"]",
 ];
 
-fn assert_clean(text: &str, what: &str) {
+pub(crate) fn assert_clean(text: &str, what: &str) {
     for w in NEVER_IN_AN_ANSWER {
         assert!(!text.contains(w), "{what} holds {w:?}:\n{text}");
     }

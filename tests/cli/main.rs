@@ -22,6 +22,7 @@ mod llama;
 mod load;
 mod messages;
 mod official_clients;
+mod ollama_adapter;
 mod piped;
 mod pipeline;
 mod redis;
