@@ -201,7 +201,7 @@ fn unjson(s: &str) -> String {
     let opens_object = start.is_some_and(|i| {
         s[i + 1..]
             .trim_start()
-            .starts_with(|c: char| c == '"' || c == '}')
+            .starts_with(['"', '}'])
     });
     if let (Some(i), true) = (start, opens_object) {
         let (obj, after) = match repair::balanced_end(&s[i..]) {

@@ -60,7 +60,7 @@ pub(crate) fn answer_text(stdout: &str) -> String {
         .split(&"─".repeat(70))
         .next()
         .unwrap()
-        .trim_start_matches(|c| c == '\n' || c == '═')
+        .trim_start_matches(['\n', '═'])
         .to_string()
 }
 
