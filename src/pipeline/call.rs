@@ -1,6 +1,9 @@
-//! Calling one agent: a streamed `/api/chat` request through the scheduler, the
-//! reply repaired into the agent's fields, one follow-up request when fields are
-//! missing, and the plain text kept (with a warning) when nothing else works.
+//! Calling one agent: a streamed `/api/chat` request through the scheduler, to
+//! a node whose context window the prompt fits (a request that fits none is
+//! not sent), with the node's fixed `num_ctx` and a reply no longer than the
+//! room left; the reply repaired into the agent's fields and cleaned of prompt
+//! text, one follow-up request when fields are missing, and the plain text kept
+//! (with a warning) when nothing else works.
 
 use std::sync::Arc;
 
