@@ -117,10 +117,17 @@ fn run_one(bin: &Path, nodes: &[LlamaNode], settings: &Value, question: &str) ->
     let answer = v["final_output"].as_str().unwrap_or("");
     if let Some(dir) = std::env::var_os("BENCH_ANSWERS_DUMP") {
         // Every answer and its notices, to read what the models wrote.
-        let name = format!("{}-{}.txt", bin.file_name().unwrap_or_default().to_string_lossy(), started.elapsed().as_millis());
+        let name = format!(
+            "{}-{}.txt",
+            bin.file_name().unwrap_or_default().to_string_lossy(),
+            started.elapsed().as_millis()
+        );
         let _ = std::fs::write(
             Path::new(&dir).join(name),
-            format!("{question}\n{settings}\n\n{answer}\n\n{}", String::from_utf8_lossy(&out.stderr)),
+            format!(
+                "{question}\n{settings}\n\n{answer}\n\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
         );
     }
     let m = &v["metrics"];

@@ -383,9 +383,9 @@ async fn ask_with_repair(
     Ok(((kept, false), m))
 }
 
-/// A reply whose text went under keys of the model's own choosing: the main
-/// text field (the first required one), when missing or empty, gets all of
-/// its text in order, so none of it is lost.
+/// A reply whose text went under keys of the model's own choosing (or into
+/// the keys themselves): the main text field (the first required one), when
+/// missing or empty, gets all of its text in order, so none of it is lost.
 fn fill_main(obj: &mut Map<String, Value>, fields: &[(String, FieldType)]) {
     let Some((main, _)) = fields.iter().find(|(_, t)| *t == FieldType::String) else {
         return;
@@ -397,23 +397,9 @@ fn fill_main(obj: &mut Map<String, Value>, fields: &[(String, FieldType)]) {
     {
         return;
     }
-    let mut parts: Vec<String> = Vec::new();
-    for (k, v) in obj.iter() {
-        if k == main {
-            continue;
-        }
-        match v {
-            Value::String(s) if !s.trim().is_empty() => parts.push(s.trim().to_string()),
-            Value::Array(items) => parts.extend(
-                items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .filter(|s| !s.trim().is_empty())
-                    .map(|s| s.trim().to_string()),
-            ),
-            _ => {}
-        }
-    }
+    let mut others = obj.clone();
+    others.remove(main);
+    let parts = clean::texts(&others);
     if !parts.is_empty() {
         obj.insert(main.clone(), Value::String(parts.join("\n\n")));
     }

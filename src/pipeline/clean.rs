@@ -198,11 +198,7 @@ fn unjson(s: &str) -> String {
     let start = s
         .find('{')
         .filter(|i| *i <= JSON_LEAD_IN && !s.contains("```"));
-    let opens_object = start.is_some_and(|i| {
-        s[i + 1..]
-            .trim_start()
-            .starts_with(['"', '}'])
-    });
+    let opens_object = start.is_some_and(|i| s[i + 1..].trim_start().starts_with(['"', '}']));
     if let (Some(i), true) = (start, opens_object) {
         let (obj, after) = match repair::balanced_end(&s[i..]) {
             Some(end) => (repair::extract_object(&s[i..i + end]), s[i + end..].trim()),
@@ -232,9 +228,30 @@ fn collect_strings(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::String(s) if !s.trim().is_empty() => out.push(s.trim().to_string()),
         Value::Array(items) => items.iter().for_each(|i| collect_strings(i, out)),
-        Value::Object(m) => m.values().for_each(|i| collect_strings(i, out)),
+        Value::Object(m) => {
+            for (k, v) in m {
+                if is_prose(k) {
+                    out.push(k.trim().to_string());
+                }
+                collect_strings(v, out);
+            }
+        }
         _ => {}
     }
+}
+
+/// Text a model put where a key belongs (`{"Paris is the capital. It…": …}`):
+/// several words, not a field name.
+pub fn is_prose(key: &str) -> bool {
+    key.split_whitespace().count() >= 4
+}
+
+/// Every text in an object, in order: string values, list items, and keys
+/// that are prose.
+pub fn texts(obj: &Map<String, Value>) -> Vec<String> {
+    let mut out = Vec::new();
+    collect_strings(&Value::Object(obj.clone()), &mut out);
+    out
 }
 
 /// A line of nothing but JSON punctuation (`{`, `}],`, `"`).
@@ -256,14 +273,20 @@ fn strip_json_key(line: &str) -> String {
     };
     let key = &rest[..end];
     let after = rest[end + 1..].trim_start();
-    if key.is_empty() || key.contains(' ') || !after.starts_with(':') {
+    if key.is_empty() || !after.starts_with(':') {
         return line.to_string();
     }
-    after[1..]
+    let value = after[1..]
         .trim()
         .trim_end_matches(',')
         .trim_matches(|c| c == '"' || c == '{' || c == '}' || c == '[' || c == ']')
-        .to_string()
+        .to_string();
+    // A field name goes; text a model wrote as a key stays.
+    match (is_prose(key), value.is_empty()) {
+        (true, true) => key.to_string(),
+        (true, false) => format!("{key} {value}"),
+        (false, _) => value,
+    }
 }
 
 #[cfg(test)]
@@ -326,6 +349,22 @@ mod tests {
         assert_eq!(
             text(reply, &e),
             "- Light scatters in the air.\n- Blue scatters most."
+        );
+    }
+
+    #[test]
+    fn prose_written_as_keys_is_kept_as_text() {
+        let cut = "{\n\"Paris is the capital of France and its largest city.\": \"\",\n\"It lies on the Seine river in the north.\":";
+        let t = text(cut, &echo());
+        assert!(!t.contains("\":") && !t.contains('{'), "{t}");
+        assert!(
+            t.contains("Paris is the capital of France and its largest city."),
+            "{t}"
+        );
+        let whole = "{\"Paris is the capital of France.\": {\"population\": \"2 million\"}}";
+        assert_eq!(
+            text(whole, &echo()),
+            "Paris is the capital of France.\n\n2 million"
         );
     }
 
