@@ -23,7 +23,15 @@ const JSON_LEAD_IN: usize = 120;
 pub struct Echo {
     own: String,
     labels: Vec<String>,
+    /// The own text's sentences (normalised), to catch a reply sentence that
+    /// starts like one of them and ends its own way ("Write it as connected
+    /// paragraphs of full text of part 2.").
+    starts: Vec<String>,
 }
+
+/// A reply sentence is an echo when at least this share of it is the start
+/// of one of the prompt's own sentences (and at least `ECHO_SENTENCE` long).
+const ECHO_START_SHARE: f64 = 0.6;
 
 /// The longest piece of own text that counts as a label.
 const LABEL_MAX: usize = 40;
@@ -40,6 +48,12 @@ impl Echo {
             .collect();
         labels.sort_by_key(|l| std::cmp::Reverse(l.len()));
         labels.dedup();
+        let starts = pieces
+            .iter()
+            .flat_map(|p| p.split(['.', '!', '?', '\n']))
+            .map(norm)
+            .filter(|s| s.len() >= ECHO_SENTENCE)
+            .collect();
         Echo {
             own: pieces
                 .iter()
@@ -47,12 +61,29 @@ impl Echo {
                 .collect::<Vec<_>>()
                 .join("\n"),
             labels,
+            starts,
         }
     }
 
     fn repeats(&self, piece: &str, min: usize) -> bool {
         let n = norm(piece);
         n.chars().count() >= min && self.own.contains(&n)
+    }
+
+    /// Most of `sentence` is the start of one of the prompt's own sentences.
+    fn starts_like_ours(&self, sentence: &str) -> bool {
+        let n = norm(sentence);
+        let words: Vec<&str> = n.split(' ').collect();
+        let mut longest = 0;
+        for k in 5..=words.len() {
+            let prefix = words[..k].join(" ");
+            if self.starts.iter().any(|s| s.starts_with(&prefix)) {
+                longest = prefix.len();
+            } else {
+                break;
+            }
+        }
+        longest >= ECHO_SENTENCE && longest as f64 >= ECHO_START_SHARE * n.len() as f64
     }
 
     /// A line without a label of ours at its start.
@@ -135,7 +166,9 @@ pub fn text(s: &str, echo: &Echo) -> String {
                 if n.chars().count() < ECHO_SENTENCE {
                     return true;
                 }
-                !echo.repeats(sentence, ECHO_SENTENCE) && seen.insert(n)
+                !echo.repeats(sentence, ECHO_SENTENCE)
+                    && !echo.starts_like_ours(sentence)
+                    && seen.insert(n)
             })
             .collect();
         let joined = kept.concat();
@@ -307,6 +340,19 @@ mod tests {
         assert_eq!(
             text(reply, &echo()),
             "Paris is the capital of France. It has been since the Middle Ages."
+        );
+    }
+
+    #[test]
+    fn an_instruction_echoed_with_its_own_ending_is_dropped() {
+        let e = Echo::new([
+            "Request: Write a report on the history of the printing press in Europe\n\n",
+            "Write it as connected paragraphs of complete, grammatical sentences in plain prose.",
+        ]);
+        let reply = "The history of the printing press in Europe began in Mainz around 1450. Write it as connected paragraphs of full text of part 2.";
+        assert_eq!(
+            text(reply, &e),
+            "The history of the printing press in Europe began in Mainz around 1450."
         );
     }
 
