@@ -13,8 +13,9 @@
 //! Each cell runs `BIN -i QUESTION` in a fresh temporary home and reports the
 //! wall time, the pipeline and parts, what happened to the synthesis, the HTTP
 //! 400 refusals the nodes sent, and whether the answer holds the checker's
-//! words or JSON. The model samples, so times vary from run to run: RUNS runs
-//! per cell, the median shown.
+//! words or JSON. Replies depend on sampling (the adapter fixes llama-server's
+//! seed) and on which node gets which request, so times vary from run to run:
+//! RUNS runs per cell, the median shown.
 //!
 //! bash scripts/install-llama-cpp.sh
 //! git archive 52cd698 | tar -x -C /tmp/before && (cd /tmp/before && cargo build --release --bin synapticllamas && cp $CARGO_TARGET_DIR/release/synapticllamas /tmp/synapticllamas-before)

@@ -62,7 +62,7 @@ pub struct LlamaNode {
 
 impl LlamaNode {
     /// Start `llama-server` on loopback with `ctx` tokens of context (one
-    /// thread, so two fit on a small machine) and the adapter on `rt`,
+    /// thread, so two fit on a small machine; a fixed sampling seed) and the adapter on `rt`,
     /// presenting the model as `model`. Waits until llama-server is ready.
     pub fn start(
         rt: &tokio::runtime::Runtime,
@@ -77,7 +77,9 @@ impl LlamaNode {
         let child = Command::new(server)
             .args(["-m"])
             .arg(gguf)
-            .args(["-c", &ctx.to_string(), "-t", "1", "--host", "127.0.0.1"])
+            // A fixed seed: the same prompt gets the same reply, run after run.
+            .args(["-c", &ctx.to_string(), "-t", "1", "--seed", "7"])
+            .args(["--host", "127.0.0.1"])
             .args(["--port", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log"))
