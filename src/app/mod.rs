@@ -233,6 +233,11 @@ impl App {
         Strategy::from_setting(self.settings.strategy.as_deref())
     }
 
+    /// The `longform` setting (auto when unset).
+    pub fn longform(&self) -> command::Longform {
+        command::Longform::from_setting(self.settings.longform.as_deref())
+    }
+
     /// The routing path (`distributed task|model|both|off`).
     pub fn route(&self) -> Route {
         Route::from_flags(
@@ -302,6 +307,7 @@ impl App {
             | C::Ast(_)
             | C::Quality(_)
             | C::QRetries(_)
+            | C::Longform(_)
             | C::Strategy(_)
             | C::Model(_)
             | C::Verbose(_) => Outcome::from(self.setting(cmd, sink).await),

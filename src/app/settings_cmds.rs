@@ -1,7 +1,7 @@
 //! Commands that change a setting and save the settings file.
 
 use super::{App, Captured, Sink};
-use crate::command::{Command, Mode, Strategy};
+use crate::command::{Command, Longform, Mode, Strategy};
 
 fn on_off(b: bool) -> &'static str {
     if b {
@@ -65,6 +65,11 @@ impl App {
                 s.max_quality_retries = n;
                 sink.out(&format!("✅ Max quality retries set to {n}"));
             }
+            Command::Longform(l) => {
+                s.longform = Some(l.word().to_string());
+                sink.out(&format!("✅ Long-form answers: {}", longform_label(l)));
+                sink.out("   `!long QUESTION` / `!short QUESTION` decide for one query");
+            }
             Command::Strategy(st) => {
                 s.strategy = st.setting().map(String::from);
                 sink.out(&format!("✅ Strategy: {}", strategy_label(st)));
@@ -120,6 +125,7 @@ fn setting_key(cmd: &Command) -> &'static str {
         Command::Ast(_) => "ast_voting_enabled",
         Command::Quality(_) => "quality_threshold",
         Command::QRetries(_) => "max_quality_retries",
+        Command::Longform(_) => "longform",
         Command::Strategy(_) => "strategy",
         Command::Model(_) => "model",
         Command::Redis(_) => "redis_logging_enabled",
@@ -137,5 +143,17 @@ pub fn strategy_label(s: Strategy) -> &'static str {
         }
         Strategy::Multi => "Parallel Multi-Node (work queue across physical hosts)",
         Strategy::Gpu => "GPU Routing (prefer nodes with the model loaded in VRAM)",
+    }
+}
+
+pub fn longform_label(l: Longform) -> &'static str {
+    match l {
+        Longform::Auto => {
+            "auto (in parts when the question asks for depth, breadth, a long form or a length; distributed mode)"
+        }
+        Longform::Always => {
+            "always (the original's rule: every question that scores for a content type; distributed mode)"
+        }
+        Longform::Never => "never (one part unless a query starts with !long)",
     }
 }

@@ -75,6 +75,9 @@ pub struct Settings {
     /// RAG: the embedding model (default mxbai-embed-large).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rag_model: Option<String>,
+    /// When an answer is written in parts: "auto" (default), "always", "never".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub longform: Option<String>,
     /// Keys this program does not know: kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -114,6 +117,7 @@ impl Default for Settings {
             coordinator_start_timeout_secs: None,
             rag_path: None,
             rag_model: None,
+            longform: None,
             extra: Map::new(),
         }
     }
@@ -128,6 +132,7 @@ pub const QRETRIES_MAX: u32 = 5;
 pub const TIMEOUT_MIN_SECS: u64 = 30;
 pub const TIMEOUT_MAX_SECS: u64 = 86_400;
 pub const MODES: &[&str] = &["standard", "distributed"];
+pub const LONGFORM: &[&str] = crate::pipeline::scope::Longform::WORDS;
 pub const STRATEGIES: &[&str] = &[
     "single_node",
     "parallel_same",
@@ -286,6 +291,7 @@ fn in_range(key: &str, s: &Settings) -> bool {
             .strategy
             .as_deref()
             .is_none_or(|x| STRATEGIES.contains(&x)),
+        "longform" => s.longform.as_deref().is_none_or(|x| LONGFORM.contains(&x)),
         _ => true,
     }
 }
@@ -312,6 +318,7 @@ fn rule(key: &str) -> String {
         ),
         "synthesis_model" => "a model name or null".into(),
         "strategy" => format!("one of {} or null (auto)", list(STRATEGIES)),
+        "longform" => format!("one of {} or null (auto)", list(LONGFORM)),
         "collaborative_mode"
         | "ast_voting_enabled"
         | "flockparser_enabled"
@@ -396,6 +403,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "coordinator_start_timeout_secs",
     "rag_path",
     "rag_model",
+    "longform",
 ];
 
 fn line_of_key(text: &str, key: &str) -> usize {

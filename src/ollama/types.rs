@@ -154,15 +154,17 @@ pub struct PsResponse {
 
 /// Ollama treats a model name without a tag as `:latest`.
 pub fn same_model(a: &str, b: &str) -> bool {
-    fn norm(s: &str) -> String {
-        let s = s.trim().to_ascii_lowercase();
-        if s.rsplit('/').next().is_some_and(|last| last.contains(':')) {
-            s
-        } else {
-            format!("{s}:latest")
-        }
+    model_key(a) == model_key(b)
+}
+
+/// A model name as Ollama resolves it: lower case, `:latest` when untagged.
+pub fn model_key(s: &str) -> String {
+    let s = s.trim().to_ascii_lowercase();
+    if s.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+        s
+    } else {
+        format!("{s}:latest")
     }
-    norm(a) == norm(b)
 }
 
 #[cfg(test)]

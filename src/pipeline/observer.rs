@@ -9,6 +9,8 @@ pub trait Observer: Send + Sync {
     fn started(&self, _task: &str, _node: &str) {}
     /// More text arrived for a task (characters so far).
     fn progress(&self, _task: &str, _chars: usize) {}
+    /// Tokens streamed so far for a task, and the rate since its first token.
+    fn streaming(&self, _task: &str, _tokens: u64, _per_sec: Option<f64>) {}
     /// A task ended (successfully or not).
     fn finished(&self, _task: &str) {}
 }

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use serde::Serialize;
 
+use crate::pipeline::prompts::Prompt;
+
 use super::context::{self, Excerpt, Listed, Sources, Verdict};
 use super::embed::Embedder;
 use super::index::Index;
@@ -77,16 +79,20 @@ pub struct Retrieved {
 impl Retrieved {
     /// The question as the Researcher, the Editor and part 1 get it: with the
     /// excerpts and the citation rules when there are excerpts.
-    pub fn question(&self, query: &str) -> String {
+    pub fn question(&self, query: &str) -> Prompt {
         match &self.main {
             Some(b) => context::research_prompt(query, b),
-            None => query.to_string(),
+            None => Prompt::from(query),
         }
     }
 
-    /// The excerpts to add below part `n`'s prompt (n ≥ 2), if any.
-    pub fn part(&self, n: usize) -> Option<String> {
-        self.parts.get(&n).map(context::part_context)
+    /// The excerpts to add below part `n`'s prompt, if any (part 1 gets the
+    /// question's own retrieval).
+    pub fn part(&self, n: usize) -> Option<Prompt> {
+        match n {
+            1 => self.main.as_ref().map(context::part_context),
+            _ => self.parts.get(&n).map(context::part_context),
+        }
     }
 
     /// Any excerpt went into any prompt.

@@ -68,10 +68,11 @@ impl TaskBars {
         let Some(m) = &self.multi else { return };
         let pb = m.add(ProgressBar::new_spinner());
         pb.set_style(
-            ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            ProgressStyle::with_template("{spinner} {prefix} {msg} ({elapsed})")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
-        pb.set_message(format!("{task} on {node}"));
+        pb.set_prefix(format!("{task} on {node}"));
+        pb.set_message("— waiting for the first token");
         pb.enable_steady_tick(Duration::from_millis(120));
         self.bars().insert(task.to_string(), pb);
     }
@@ -79,6 +80,13 @@ impl TaskBars {
     pub fn progress(&self, task: &str, chars: usize) {
         if let Some(pb) = self.bars().get(task) {
             pb.set_position(chars as u64);
+        }
+    }
+
+    /// Tokens streamed so far for a task and the node's rate since its first token.
+    pub fn streaming(&self, task: &str, tokens: u64, per_sec: Option<f64>) {
+        if let Some(pb) = self.bars().get(task) {
+            pb.set_message(streaming_line(tokens, per_sec));
         }
     }
 
@@ -100,5 +108,25 @@ impl TaskBars {
 impl Default for TaskBars {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// "— 412 tokens, 31.5 tokens/s" (the rate once it can be measured).
+pub fn streaming_line(tokens: u64, per_sec: Option<f64>) -> String {
+    match per_sec {
+        Some(r) => format!("— {tokens} tokens, {r:.1} tokens/s"),
+        None => format!("— {tokens} tokens"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn streaming_lines() {
+        assert_eq!(super::streaming_line(3, None), "— 3 tokens");
+        assert_eq!(
+            super::streaming_line(412, Some(31.54)),
+            "— 412 tokens, 31.5 tokens/s"
+        );
     }
 }

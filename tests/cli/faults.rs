@@ -18,7 +18,9 @@ use crate::durability::env_count;
 use crate::lab::{self, Lab};
 use crate::support::*;
 
-const LONG: &str = "Explain the history of the printing press in Europe";
+/// Long-form on purpose: `!long` asks for parts whatever `longform auto` decides
+/// (it answers this question in one part: it asks for no depth or length).
+const LONG: &str = "!long Explain the history of the printing press in Europe";
 const PORT: u16 = 11434;
 /// Slow enough that a query takes a few seconds and a kill lands mid-stream.
 const HOST_ARGS: &[&str] = &["--tps", "150", "--words", "60"];

@@ -126,7 +126,9 @@ fn home_for(sims: &[SimProc]) -> Home {
     home
 }
 
-const LONG: &str = "Explain the history of the printing press in Europe";
+/// Long-form on purpose: `!long` asks for parts whatever `longform auto` decides
+/// (it answers this question in one part: it asks for no depth or length).
+const LONG: &str = "!long Explain the history of the printing press in Europe";
 
 #[test]
 fn two_hundred_queries_in_one_session_leak_nothing() {

@@ -36,7 +36,9 @@ fn home_with(nodes: &[(String, &str)]) -> Home {
     home
 }
 
-const LONG: &str = "Explain the history of the printing press in Europe";
+/// Long-form on purpose: `!long` asks for parts whatever `longform auto` decides
+/// (it answers this question in one part: it asks for no depth or length).
+const LONG: &str = "!long Explain the history of the printing press in Europe";
 
 fn json_result(r: &Run) -> Value {
     serde_json::from_str(&r.stdout).unwrap_or_else(|e| {
@@ -202,13 +204,16 @@ fn standard_mode_uses_the_preferred_node() {
         json!({"url": a.url(), "name": "second-choice", "priority": 5, "host_id": "A"}),
         json!({"url": b.url(), "name": "first-choice", "priority": 1, "host_id": "B"}),
     ]));
-    let r = run(&home, &["-i", LONG], "");
+    // A question `longform auto` writes in parts in distributed mode.
+    let report = "Write a comprehensive report on the history of the printing press in Europe";
+    let r = run(&home, &["-i", report], "");
     r.ok();
     let v = json_result(&r);
     assert_eq!(
         v["metrics"]["pipeline"], "standard",
         "long-form is for distributed mode"
     );
+    assert_eq!(v["metrics"]["longform"]["longform"], false);
     assert!(v["attribution"]
         .as_array()
         .unwrap()

@@ -161,7 +161,10 @@ fn long_answers_retrieve_per_part_in_parallel_across_hosts() {
     let before: Vec<u64> = hosts.iter().map(|h| h.stats().embed_requests).collect();
     let r = run(
         &home,
-        &["-i", "Explain the history of the printing press in Europe"],
+        &[
+            "-i",
+            "!long Explain the history of the printing press in Europe",
+        ],
         "",
     );
     r.ok().err_has("Detected long-form research (est. 5 parts)");
@@ -249,7 +252,7 @@ fn nodes_without_the_embedding_model_are_not_asked() {
     home.write_settings(s.to_string().as_bytes());
     let r = run(
         &home,
-        &["-i", "Explain how the moon causes ocean tides"],
+        &["-i", "!long Explain how the moon causes ocean tides"],
         "",
     );
     r.ok();
