@@ -15,21 +15,15 @@ use crate::blocking::{self, Stopped};
 
 /// The lock could not be taken.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {what}: {source}", dir.display())]
-pub struct LockError {
-    pub dir: PathBuf,
-    what: &'static str,
-    source: io::Error,
-}
-
-impl From<Stopped> for LockError {
-    fn from(e: Stopped) -> LockError {
-        LockError {
-            dir: PathBuf::new(),
-            what: "cannot lock",
-            source: e.into(),
-        }
-    }
+pub enum LockError {
+    #[error("{}: {what}: {source}", dir.display())]
+    Io {
+        dir: PathBuf,
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("not saved: {0}")]
+    Stopped(#[from] Stopped),
 }
 
 /// Held while a file is re-read, merged and written; released on drop.
@@ -47,7 +41,7 @@ fn lock_dir(path: &Path) -> &Path {
 }
 
 fn open(dir: &Path) -> Result<std::fs::File, LockError> {
-    std::fs::File::open(dir).map_err(|source| LockError {
+    std::fs::File::open(dir).map_err(|source| LockError::Io {
         dir: dir.to_path_buf(),
         what: "cannot open for locking",
         source,
@@ -55,7 +49,7 @@ fn open(dir: &Path) -> Result<std::fs::File, LockError> {
 }
 
 fn lock_failed(dir: &Path) -> impl FnOnce(io::Error) -> LockError + '_ {
-    move |source| LockError {
+    move |source| LockError::Io {
         dir: dir.to_path_buf(),
         what: "cannot lock",
         source,
