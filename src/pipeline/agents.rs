@@ -185,20 +185,10 @@ fn key(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
-    /// A fresh, empty directory under the system temp dir.
-    fn temp_dir(tag: &str) -> PathBuf {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "pipeline-agents-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A fresh, empty directory, removed when the test ends.
+    fn temp_dir() -> tempfile::TempDir {
+        tempfile::tempdir().expect("a temporary directory")
     }
 
     fn names(agents: &[Agent]) -> Vec<&str> {
@@ -308,13 +298,15 @@ mod tests {
     #[test]
     fn load_without_dir_gives_builtins() {
         assert_eq!(load(None).agents.len(), 6);
-        let missing = std::env::temp_dir().join("pipeline-agents-definitely-missing-dir");
+        let dir = temp_dir();
+        let missing = dir.path().join("missing");
         assert_eq!(load(Some(&missing)).agents.len(), 6);
     }
 
     #[test]
     fn load_overrides_and_adds() {
-        let dir = temp_dir("override");
+        let tmp = temp_dir();
+        let dir = tmp.path().to_path_buf();
         // Matched by file stem, although the name differs in case.
         std::fs::write(
             dir.join("EDITOR.json"),
@@ -360,7 +352,8 @@ mod tests {
 
     #[test]
     fn malformed_file_is_named_and_the_builtin_kept() {
-        let dir = temp_dir("malformed");
+        let tmp = temp_dir();
+        let dir = tmp.path().to_path_buf();
         let path = dir.join("critic.json");
         std::fs::write(&path, "{\n  \"name\": \"Critic\",\n  oops\n}").unwrap();
         let loaded = load(Some(&dir));
@@ -376,7 +369,8 @@ mod tests {
 
     #[test]
     fn bad_field_type_is_reported() {
-        let dir = temp_dir("badtype");
+        let tmp = temp_dir();
+        let dir = tmp.path().to_path_buf();
         let path = dir.join("x.json");
         std::fs::write(
             &path,
@@ -394,7 +388,8 @@ mod tests {
 
     #[test]
     fn an_override_that_renames_its_role_is_refused() {
-        let dir = temp_dir("renamed");
+        let tmp = temp_dir();
+        let dir = tmp.path().to_path_buf();
         let path = dir.join("researcher.json");
         std::fs::write(
             &path,

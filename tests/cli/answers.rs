@@ -13,34 +13,20 @@ use synapticllamas::sim::{SimConfig, SimHost};
 use crate::support::*;
 
 const FRANCE: &str = "What is the capital of France?";
-const REPORT: &str = "Write a comprehensive report on the history of the printing press in Europe";
 
 fn paced() -> SimConfig {
-    SimConfig {
-        tokens_per_sec: 2000.0,
-        reply_words: 60,
-        ..Default::default()
-    }
+    paced_at(2000.0)
 }
 
 /// A home in distributed mode with one node per simulated host.
 fn home_with(sims: &[&Arc<SimHost>], settings: Value) -> Home {
-    let home = Home::new();
-    let entries: Vec<Value> = sims
-        .iter()
-        .enumerate()
-        .map(|(i, s)| entry(&s.url(), &format!("node-{}", i + 1), &format!("h{}", i + 1)))
-        .collect();
-    home.write_nodes(&node_file(&entries));
-    let mut s =
-        json!({"mode": "distributed", "agent_timeout": 60, "request_idle_timeout_ms": 5000});
-    if let (Some(s), Some(extra)) = (s.as_object_mut(), settings.as_object()) {
-        for (k, v) in extra {
-            s.insert(k.clone(), v.clone());
-        }
-    }
-    home.write_settings(s.to_string().as_bytes());
-    home
+    nodes_home(
+        sims,
+        with_keys(
+            json!({"mode": "distributed", "agent_timeout": 60, "request_idle_timeout_ms": 5000}),
+            settings,
+        ),
+    )
 }
 
 /// The JSON `metrics --json` printed (the last JSON object on stdout).

@@ -10,7 +10,6 @@ use std::io::Write;
 
 use synapticllamas::sim::SimConfig;
 
-use crate::durability::{env_count, Rng};
 use crate::support::*;
 
 /// Commands that are safe with random arguments: no scan, no file paths, no
