@@ -40,7 +40,7 @@ fn session(lab: &lab::Lab, home: &std::path::Path, script: &str) -> f64 {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 

@@ -20,7 +20,9 @@ use serde_json::{json, Value};
 
 const BIN: &str = "target/release/synapticllamas";
 /// A long-form question (research, 5 parts).
-const LONG: &str = "Explain the history of the printing press in Europe";
+/// Long-form on purpose: `!long` asks for parts whatever `longform auto` decides
+/// (it answers this question in one part: it asks for no depth or length).
+const LONG: &str = "!long Explain the history of the printing press in Europe";
 /// A one-chunk question (Researcher and Critic, then the Editor).
 const SHORT: &str = "hello there";
 const PORT: u16 = 11434;

@@ -332,9 +332,9 @@ async fn index_once(hosts: usize, files: &[PathBuf]) -> (f64, usize) {
     .await
     .unwrap();
     let kbdir = tempfile::tempdir().unwrap();
-    let mut writer = Writer::open(kbdir.path()).unwrap();
+    let writer = Writer::open(kbdir.path()).unwrap();
     let t = Instant::now();
-    let s = indexer::run(&mut writer, files, &embedder, &Quiet).await;
+    let s = indexer::run(writer, files, &embedder, &Quiet).await;
     let secs = t.elapsed().as_secs_f64();
     assert_eq!((s.added, s.failed), (files.len(), 0));
     (secs, s.chunks)

@@ -46,7 +46,7 @@ async fn tokens_per_second(client: &Client, url: &str) -> f64 {
             .unwrap();
         v.push(c.tokens_per_second().unwrap_or(0.0));
     }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     v[1]
 }
 

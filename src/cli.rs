@@ -75,7 +75,7 @@ fn node_url(s: &str) -> Result<String, String> {
 
 fn subnet(s: &str) -> Result<Ipv4Net, String> {
     let net = crate::nodes::scan::parse_cidr(s)?;
-    crate::nodes::scan::hosts(&net)?;
+    crate::nodes::scan::hosts(&net).map_err(|e| e.to_string())?;
     Ok(net)
 }
 
@@ -213,4 +213,14 @@ pub struct SimServe {
     /// Comma-separated model names
     #[arg(long)]
     pub models: Option<String>,
+    /// The models' context window in tokens: reported by /api/show and /api/ps;
+    /// a request that does not fit gets HTTP 400
+    #[arg(long = "context-length", value_name = "TOKENS")]
+    pub context_length: Option<u64>,
+    /// Repeat each request's prompt before the reply's text
+    #[arg(long = "echo-prompt")]
+    pub echo_prompt: bool,
+    /// Send JSON replies cut off before their end
+    #[arg(long = "broken-json")]
+    pub broken_json: bool,
 }

@@ -2,6 +2,7 @@
 //! completion and parsing, and a pure parser from a line to a `Command`.
 
 use crate::config::settings::{QRETRIES_MAX, REFINE_MAX, TIMEOUT_MAX_SECS, TIMEOUT_MIN_SECS};
+pub use crate::pipeline::scope::Longform;
 
 /// One row of the command table.
 pub struct Spec {
@@ -132,6 +133,13 @@ pub const COMMANDS: &[Spec] = &[
         usage: "qretries N (0-5)",
         help: "quality retries",
         keywords: &[],
+    },
+    Spec {
+        name: "longform",
+        aliases: &[],
+        usage: "longform auto|always|never",
+        help: "when an answer is written in parts (auto: when the question asks for depth, breadth or a length; always: the original's rule)",
+        keywords: &["auto", "always", "never"],
     },
     Spec {
         name: "strategy",
@@ -343,6 +351,7 @@ pub enum Command {
     Ast(bool),
     Quality(f64),
     QRetries(u32),
+    Longform(Longform),
     Strategy(Strategy),
     Model(String),
     Status,
@@ -592,6 +601,16 @@ pub fn parse(line: &str) -> Result<Command, Usage> {
         }),
         "qretries" => int_in(&args, "quality retries", 0, QRETRIES_MAX.into())
             .map(|n| Command::QRetries(n as u32)),
+        "longform" => keyword(
+            &args,
+            "long-form rule",
+            &[
+                ("auto", Longform::Auto),
+                ("always", Longform::Always),
+                ("never", Longform::Never),
+            ],
+        )
+        .map(Command::Longform),
         "strategy" => keyword(
             &args,
             "strategy",
@@ -1027,6 +1046,15 @@ mod tests {
             vec!["task", "model", "both", "off"]
         );
         assert_eq!(complete("collab o"), vec!["on", "off"]);
+        assert_eq!(complete("longform a"), vec!["auto", "always"]);
+        assert_eq!(
+            parse("longform NEVER").unwrap(),
+            Command::Longform(Longform::Never)
+        );
+        assert!(parse("longform sometimes")
+            .unwrap_err()
+            .message
+            .contains("use auto, always, never"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! know about the terminal.
 
 pub mod app;
+pub mod blocking;
 pub mod cli;
 pub mod command;
 pub mod config;

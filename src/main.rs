@@ -37,7 +37,7 @@ fn main() {
     // stop the dashboard and any coordinator this shell started.
     rt.block_on(app.shutdown());
     drop(app);
-    synapticllamas::sharding::coordinator::kill_owned();
+    rt.block_on(synapticllamas::sharding::coordinator::kill_owned());
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     std::process::exit(code);
 }

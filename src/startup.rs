@@ -64,7 +64,7 @@ pub async fn build(cli: &Cli, sink: &mut dyn Sink) -> App {
         let _ = app.run_line(&format!("add {url}"), sink).await;
     }
     if cli.enable_distributed_inference || !cli.rpc_backend.is_empty() {
-        apply_sharding_flags(&mut app, cli, sink);
+        apply_sharding_flags(&mut app, cli, sink).await;
     }
     for cidr in &cli.discover {
         let _ = app.run_line(&format!("discover {cidr}"), sink).await;
@@ -168,7 +168,7 @@ pub async fn start_simulated(app: &mut App, n: usize, sink: &mut dyn Sink) {
     }
 }
 
-fn apply_sharding_flags(app: &mut App, cli: &Cli, sink: &mut dyn Sink) {
+async fn apply_sharding_flags(app: &mut App, cli: &Cli, sink: &mut dyn Sink) {
     if cli.enable_distributed_inference {
         app.settings.model_sharding_enabled = true;
     }
@@ -192,8 +192,5 @@ fn apply_sharding_flags(app: &mut App, cli: &Cli, sink: &mut dyn Sink) {
     if !cli.rpc_backend.is_empty() {
         touched.push("rpc_backends");
     }
-    let settings = app.settings.clone();
-    if let Err(e) = app.settings_store.save(&settings, &touched) {
-        sink.err(&format!("❌ {e:#}"));
-    }
+    app.save_settings(&touched, sink).await;
 }

@@ -64,18 +64,30 @@ impl AgentCache {
     }
 
     fn reload(&mut self, sink: &mut dyn Sink) {
-        self.stamp = stamp(self.dir.as_deref());
-        let loaded = agents::load(self.dir.as_deref());
+        let dir = self.dir.as_deref();
+        self.take(stamp(dir), agents::load(dir), sink);
+    }
+
+    fn take(&mut self, stamp: Option<Stamp>, loaded: agents::Loaded, sink: &mut dyn Sink) {
         for p in &loaded.problems {
             sink.err(&format!("⚠️  {p}"));
         }
+        self.stamp = stamp;
         self.agents = loaded.agents;
     }
 
-    /// The agents for the next query (re-read if the directory changed).
-    pub fn current(&mut self, sink: &mut dyn Sink) -> Vec<Agent> {
-        if stamp(self.dir.as_deref()) != self.stamp {
-            self.reload(sink);
+    /// The agents for the next query, re-read if the directory changed (the
+    /// directory is looked at, and read, off the async threads).
+    pub async fn current(&mut self, sink: &mut dyn Sink) -> Vec<Agent> {
+        let dir = self.dir.clone();
+        let known = self.stamp.clone();
+        let changed = crate::blocking::run(move || {
+            let now = stamp(dir.as_deref());
+            (now != known).then(|| (now, agents::load(dir.as_deref())))
+        })
+        .await;
+        if let Ok(Some((stamp, loaded))) = changed {
+            self.take(stamp, loaded, sink);
         }
         self.agents.clone()
     }

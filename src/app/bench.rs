@@ -38,13 +38,14 @@ impl App {
         ]);
         let mut any_ok = false;
         for n in &nodes {
+            // The num_ctx queries use on this node, so the benchmark reloads nothing.
+            crate::nodes::context::learn(&self.client, n, self.model()).await;
+            let num_ctx = crate::nodes::context::pin_num_ctx(n, self.model());
             let req = ChatRequest {
                 model: self.model().to_string(),
                 messages: vec![Message::user(PROMPT)],
                 stream: true,
-                options: Some(
-                    serde_json::json!({ "num_predict": 128, "num_ctx": crate::pipeline::call::NUM_CTX }),
-                ),
+                options: Some(serde_json::json!({ "num_predict": 128, "num_ctx": num_ctx })),
                 ..Default::default()
             };
             let started = Instant::now();

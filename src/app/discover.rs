@@ -95,7 +95,7 @@ impl App {
             for url in &merge.new {
                 sink.out(&format!("   ✅ Found: {url}"));
             }
-            ok = self.save_nodes(sink);
+            ok = self.save_nodes(sink).await;
         }
         let hosts = self.registry.hosts().len();
         let nodes = self.registry.len();

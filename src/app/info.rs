@@ -1,6 +1,6 @@
 //! `help` and `status`.
 
-use super::settings_cmds::strategy_label;
+use super::settings_cmds::{longform_label, strategy_label};
 use super::{App, Sink};
 use crate::command::{Mode, COMMANDS};
 use crate::nodes::health::probe_all;
@@ -45,6 +45,7 @@ impl App {
             "ast" => on_off(s.ast_voting_enabled).into(),
             "quality" => format!("{:.2}", s.quality_threshold),
             "qretries" => s.max_quality_retries.to_string(),
+            "longform" => self.longform().word().into(),
             "strategy" => self.strategy().word().into(),
             "model" => self.model().to_string(),
             "rag" => format!(
@@ -78,6 +79,11 @@ impl App {
         sink.out("Strategies: auto/multi/parallel use the host-aware work queue (at most one request per");
         sink.out("physical host at a time unless host_capacity is raised); single pins the preferred node;");
         sink.out("gpu prefers nodes whose /api/ps shows the model in VRAM.");
+        sink.out("");
+        sink.out(
+            "Queries: `!long QUESTION` writes the answer in parts (in any mode), `!short QUESTION`",
+        );
+        sink.out("in one part, whatever `longform` says.");
     }
 
     pub(super) async fn status(&mut self, sink: &mut dyn Sink) -> bool {
@@ -92,7 +98,7 @@ impl App {
         let healthy = results.iter().filter(|r| r.ok).count();
         let health = health_summary(&nodes);
         let rag_line = self.rag_status(sink).await;
-        let (rag_place, rag_model) = self.rag_where();
+        let (rag_place, rag_model) = self.rag_where().await;
         let s = &self.settings;
         let mut t = ui::table(&["Property", "Value"]);
         let mut row = |k: &str, v: String| {
@@ -107,6 +113,7 @@ impl App {
                 .unwrap_or_else(|| "None (same as model)".into()),
         );
         row("Strategy", strategy_label(self.strategy()).into());
+        row("Long-form Answers", longform_label(self.longform()).into());
         row("Collaboration", on_off(s.collaborative_mode).into());
         row("Refinement Rounds", s.refinement_rounds.to_string());
         row("Agent Timeout", format!("{}s", s.agent_timeout));

@@ -82,6 +82,25 @@ pub(crate) fn confirm(sink: &mut dyn Sink, saved: bool, text: &str) {
     }
 }
 
+/// Another program holds the lock on the file a command saves.
+fn waiting_for(sink: &mut dyn Sink, path: &std::path::Path) {
+    sink.err(&format!(
+        "⏳ {}: another program is writing here; waiting for it (Ctrl-C gives up)",
+        path.display()
+    ));
+}
+
+/// True when saved; else the error is said.
+fn saved_or_said<T>(saved: anyhow::Result<T>, sink: &mut dyn Sink) -> bool {
+    match saved {
+        Ok(_) => true,
+        Err(e) => {
+            sink.err(&format!("❌ {e:#}"));
+            false
+        }
+    }
+}
+
 /// A replaceable callback for lines that arrive outside any command.
 pub type Notifier = Arc<std::sync::RwLock<Arc<dyn Fn(String) + Send + Sync>>>;
 
@@ -219,6 +238,11 @@ impl App {
         Strategy::from_setting(self.settings.strategy.as_deref())
     }
 
+    /// The `longform` setting (auto when unset).
+    pub fn longform(&self) -> command::Longform {
+        command::Longform::from_setting(self.settings.longform.as_deref())
+    }
+
     /// The routing path (`distributed task|model|both|off`).
     pub fn route(&self) -> Route {
         Route::from_flags(
@@ -228,26 +252,20 @@ impl App {
     }
 
     /// Save the settings this session changed (and `touched`, keys the user set
-    /// even to the value they had); a failure is reported and makes the command fail.
-    fn save_settings(&mut self, touched: &[&str], sink: &mut dyn Sink) -> bool {
-        match self.settings_store.save(&self.settings, touched) {
-            Ok(()) => true,
-            Err(e) => {
-                sink.err(&format!("❌ {e:#}"));
-                false
-            }
-        }
+    /// even to the value they had); a failure is reported and makes the command
+    /// fail. Waiting for another writer can be given up with Ctrl-C.
+    pub(crate) async fn save_settings(&mut self, touched: &[&str], sink: &mut dyn Sink) -> bool {
+        let saved = self
+            .settings_store
+            .save_async(&self.settings, touched, |p| waiting_for(sink, p))
+            .await;
+        saved_or_said(saved, sink)
     }
 
     /// Save the node file (if this registry has one).
-    fn save_nodes(&mut self, sink: &mut dyn Sink) -> bool {
-        match self.registry.save() {
-            Ok(_) => true,
-            Err(e) => {
-                sink.err(&format!("❌ {e:#}"));
-                false
-            }
-        }
+    async fn save_nodes(&mut self, sink: &mut dyn Sink) -> bool {
+        let saved = self.registry.save(|p| waiting_for(sink, p)).await;
+        saved_or_said(saved, sink)
     }
 
     /// Parse and run one line (not blank, not a comment).
@@ -265,7 +283,7 @@ impl App {
         self.redis.tap.set_model(self.model());
         let outcome = self.dispatch_inner(cmd, sink).await;
         self.sync_hub();
-        self.publish_gateway();
+        self.publish_gateway().await;
         outcome
     }
 
@@ -283,10 +301,10 @@ impl App {
             C::Status => Outcome::from(self.status(sink).await),
             C::Nodes => Outcome::from(self.nodes(sink).await),
             C::Add { url, force } => Outcome::from(self.add(&url, force, sink).await),
-            C::Remove(key) => Outcome::from(self.remove(&key, sink)),
+            C::Remove(key) => Outcome::from(self.remove(&key, sink).await),
             C::Health => Outcome::from(self.health(sink).await),
-            C::Save(path) => Outcome::from(self.save_to(&path, sink)),
-            C::Load(path) => Outcome::from(self.load_from(&path, sink)),
+            C::Save(path) => Outcome::from(self.save_to(&path, sink).await),
+            C::Load(path) => Outcome::from(self.load_from(&path, sink).await),
             C::Mode(m) => Outcome::from(self.set_mode(m, sink).await),
             C::Collab(_)
             | C::Refine(_)
@@ -295,9 +313,10 @@ impl App {
             | C::Ast(_)
             | C::Quality(_)
             | C::QRetries(_)
+            | C::Longform(_)
             | C::Strategy(_)
             | C::Model(_)
-            | C::Verbose(_) => Outcome::from(self.setting(cmd, sink)),
+            | C::Verbose(_) => Outcome::from(self.setting(cmd, sink).await),
             C::Redis(on) => Outcome::from(self.redis_cmd(on, sink).await),
             C::Discover { cidr, timeout_ms } => {
                 Outcome::from(self.discover_cmd(cidr, timeout_ms, sink).await)

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use super::{App, Sink};
+use crate::blocking;
 use crate::config::atomic::write_atomic;
-use crate::config::expand_tilde;
 use crate::config::nodes_file::{self, NodeEntry};
+use crate::config::{expand_tilde, FileError};
 use crate::nodes::health::{probe, probe_all};
 use crate::nodes::registry::{AddOutcome, Node, RemoveError};
 use crate::ollama::host;
@@ -153,7 +154,7 @@ impl App {
             sink.err(&format!("❌ Node already registered: {u}"));
             return false;
         }
-        let saved = self.save_nodes(sink);
+        let saved = self.save_nodes(sink).await;
         super::confirm(sink, saved, &format!("Added node: {name} ({url})"));
         let neighbours: Vec<String> = self
             .registry
@@ -171,10 +172,10 @@ impl App {
         saved
     }
 
-    pub(super) fn remove(&mut self, key: &str, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn remove(&mut self, key: &str, sink: &mut dyn Sink) -> bool {
         match self.registry.remove(key) {
             Ok(n) => {
-                let saved = self.save_nodes(sink);
+                let saved = self.save_nodes(sink).await;
                 super::confirm(
                     sink,
                     saved,
@@ -224,7 +225,7 @@ impl App {
         true
     }
 
-    pub(super) fn save_to(&mut self, path: &str, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn save_to(&mut self, path: &str, sink: &mut dyn Sink) -> bool {
         let mut file = self.registry.to_file();
         if self.registry.simulated {
             file.entries = self
@@ -235,7 +236,8 @@ impl App {
                 .collect();
         }
         let target = expand_tilde(path);
-        match write_atomic(&target, nodes_file::to_json(&file).as_bytes()) {
+        let (to, text) = (target.clone(), nodes_file::to_json(&file));
+        match blocking::try_run(move || write_atomic(&to, text.as_bytes())).await {
             Ok(()) => {
                 sink.out(&format!(
                     "✅ Saved {} node(s) to {}",
@@ -253,9 +255,11 @@ impl App {
 
     /// `load FILE`: merge FILE's nodes into the registry (as the original did),
     /// say what was added, updated and kept, and save.
-    pub(super) fn load_from(&mut self, path: &str, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn load_from(&mut self, path: &str, sink: &mut dyn Sink) -> bool {
         let target = expand_tilde(path);
-        match nodes_file::load(&target) {
+        let from = target.clone();
+        let loaded = blocking::run(move || nodes_file::load(&from)).await;
+        match loaded.unwrap_or_else(|e| Err(FileError::new(&target, e.to_string()))) {
             Ok(None) => {
                 sink.err(&format!("❌ load: {}: no such file", target.display()));
                 false
@@ -270,7 +274,7 @@ impl App {
                 }
                 let n = file.entries.len();
                 let r = self.registry.merge_file(file);
-                let saved = self.save_nodes(sink);
+                let saved = self.save_nodes(sink).await;
                 let mut what = vec![format!("{} added", r.added.len())];
                 if !r.updated.is_empty() {
                     what.push(format!(

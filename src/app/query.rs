@@ -76,6 +76,9 @@ impl Observer for AppObserver {
     fn progress(&self, task: &str, chars: usize) {
         self.bars.progress(task, chars);
     }
+    fn streaming(&self, task: &str, tokens: u64, per_sec: Option<f64>) {
+        self.bars.streaming(task, tokens, per_sec);
+    }
     fn finished(&self, task: &str) {
         self.hub.task_finished(task);
         self.bars.finish(task);
@@ -171,7 +174,7 @@ impl App {
         query: &str,
         sink: &mut dyn Sink,
     ) -> Result<QueryResult, QueryError> {
-        let agents = self.agents.current(sink);
+        let agents = self.agents.current(sink).await;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let observer = Arc::new(AppObserver {
             tx,
@@ -249,6 +252,7 @@ impl App {
             mode_label: self.mode().word().to_string(),
             strategy_label: self.strategy().word().to_string(),
             rag: self.rag_retriever(sink).await,
+            longform: self.longform(),
         };
         let fut = pipeline::run_query(&ctx, query, &plan);
         tokio::pin!(fut);
@@ -283,6 +287,10 @@ impl App {
 
     /// A query typed at the prompt: run it, print the answer and its summary.
     pub(super) async fn query(&mut self, text: &str, sink: &mut dyn Sink) -> bool {
+        if let (Some(o), "") = crate::pipeline::scope::split_override(text) {
+            sink.err(&format!("❌ `{}` needs a question after it", o.word()));
+            return false;
+        }
         match self.run_query(text, sink).await {
             Ok(r) => {
                 self.hub
@@ -308,7 +316,10 @@ impl App {
             return false;
         };
         if json {
-            sink.out(&serde_json::to_string_pretty(&r.metrics).expect("metrics serialize"));
+            sink.out(
+                &serde_json::to_string_pretty(&r.metrics)
+                    .expect("metrics (numbers and strings) always serialize"),
+            );
             return true;
         }
         let m = &r.metrics;
@@ -320,6 +331,17 @@ impl App {
         t.add_row(vec!["Mode".into(), m.mode.clone()]);
         t.add_row(vec!["Pipeline".into(), m.pipeline.clone()]);
         t.add_row(vec!["Content type".into(), m.content_type.clone()]);
+        if let Some(l) = &m.longform {
+            let decided = if l.longform {
+                format!("yes, {} parts", l.parts)
+            } else {
+                "no, one part".to_string()
+            };
+            t.add_row(vec![
+                "Long-form".into(),
+                format!("{decided} ({}): {}", l.rule, l.reason),
+            ]);
+        }
         t.add_row(vec!["Strategy".into(), m.strategy.clone()]);
         t.add_row(vec!["Chunks".into(), m.chunks_generated.to_string()]);
         t.add_row(vec!["Agent calls".into(), m.agent_count.to_string()]);

@@ -9,13 +9,14 @@ use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
 use super::{App, Sink};
+use crate::blocking;
 use crate::command::RagCmd;
 use crate::nodes::Node;
 use crate::rag::embed::Embedder;
 use crate::rag::index::Index;
 use crate::rag::remote::Remote;
 use crate::rag::writer::Writer;
-use crate::rag::{self, documents, indexer, Knowledge, Location, Retriever};
+use crate::rag::{self, documents, indexer, Knowledge, Location, LocationError, Retriever};
 use crate::ui;
 
 /// Longest wait for a query's embedding (a cold node loads the model first).
@@ -65,7 +66,7 @@ impl App {
             RagCmd::On | RagCmd::Off => {
                 let on = cmd == RagCmd::On;
                 self.settings.flockparser_enabled = on;
-                let saved = self.save_settings(&["flockparser_enabled"], sink);
+                let saved = self.save_settings(&["flockparser_enabled"], sink).await;
                 super::confirm(
                     sink,
                     saved,
@@ -87,7 +88,7 @@ impl App {
                 }
                 Ok(loc) => {
                     if let Location::Local(p) = &loc {
-                        if !p.exists() {
+                        if !tokio::fs::try_exists(p).await.unwrap_or(false) {
                             sink.err(&format!(
                                 "ℹ️  {} does not exist yet; `rag index PATH…` will create it",
                                 p.display()
@@ -96,7 +97,7 @@ impl App {
                     }
                     self.settings.rag_path = Some(loc.describe());
                     self.rag.clear();
-                    let saved = self.save_settings(&["rag_path"], sink);
+                    let saved = self.save_settings(&["rag_path"], sink).await;
                     super::confirm(
                         sink,
                         saved,
@@ -111,7 +112,7 @@ impl App {
             },
             RagCmd::Model(m) => {
                 self.settings.rag_model = Some(m.clone());
-                let saved = self.save_settings(&["rag_model"], sink);
+                let saved = self.save_settings(&["rag_model"], sink).await;
                 super::confirm(
                     sink,
                     saved,
@@ -126,8 +127,8 @@ impl App {
         }
     }
 
-    fn rag_location(&self) -> Option<Result<Location, String>> {
-        rag::configured(self.settings.rag_path.as_deref())
+    async fn rag_location(&self) -> Option<Result<Location, LocationError>> {
+        rag::configured(self.settings.rag_path.as_deref()).await
     }
 
     fn rag_model(&self) -> String {
@@ -160,7 +161,7 @@ impl App {
     /// The local index of `root`, loaded (with a bar on a terminal) if needed;
     /// what was skipped while loading is said once.
     async fn rag_load(&mut self, root: &std::path::Path, sink: &mut dyn Sink) -> Arc<Index> {
-        if let Some(idx) = self.rag.fresh(root) {
+        if let Some(idx) = self.rag.fresh(root).await {
             return idx;
         }
         let bar = ui::progress::bar(0, "📚 Loading the knowledge base");
@@ -179,7 +180,7 @@ impl App {
 
     /// After `rag on`: what the knowledge base holds.
     async fn rag_describe(&mut self, sink: &mut dyn Sink) {
-        match self.rag_location() {
+        match self.rag_location().await {
             None => sink.err(&format!(
                 "ℹ️  No knowledge base yet: `rag path DIR|URL` names one (a FlockParser folder or its API server), `rag index PATH…` builds one in {}",
                 rag::default_folder()
@@ -218,7 +219,7 @@ impl App {
         if !self.settings.flockparser_enabled {
             return "OFF".into();
         }
-        match self.rag_location() {
+        match self.rag_location().await {
             None => "ON (no documents)".into(),
             Some(Err(e)) => format!("ON ({e})"),
             Some(Ok(loc)) => format!("ON ({})", self.rag_counts(&loc, sink).await),
@@ -226,11 +227,11 @@ impl App {
     }
 
     /// What `status` shows about where the documents are and the model.
-    pub(super) fn rag_where(&self) -> (String, String) {
-        let place = match self.rag_location() {
+    pub(super) async fn rag_where(&self) -> (String, String) {
+        let place = match self.rag_location().await {
             None => "none (rag path DIR|URL)".to_string(),
             Some(Ok(l)) => l.describe(),
-            Some(Err(e)) => e,
+            Some(Err(e)) => e.to_string(),
         };
         (place, self.rag_model())
     }
@@ -242,7 +243,7 @@ impl App {
             return None;
         }
         let without = "answering without documents";
-        let loc = match self.rag_location() {
+        let loc = match self.rag_location().await {
             None => {
                 sink.err(&format!(
                     "ℹ️  RAG is on but no knowledge base is set (`rag path DIR|URL`, or `rag index PATH…`); {without}"
@@ -293,7 +294,7 @@ impl App {
     /// `rag index PATH…` into the configured local knowledge base (the
     /// FlockParser folder in the home directory when none is set).
     async fn rag_index(&mut self, args: &[String], sink: &mut dyn Sink) -> bool {
-        let root = match self.rag_location() {
+        let root = match self.rag_location().await {
             Some(Ok(Location::Local(r))) => r,
             Some(Ok(Location::Remote(u))) => {
                 sink.err(&format!(
@@ -316,7 +317,13 @@ impl App {
             }
         };
         let paths: Vec<PathBuf> = args.iter().map(|a| documents::expand_home(a)).collect();
-        let (files, problems) = documents::collect(&paths);
+        let (files, problems) = match blocking::run(move || documents::collect(&paths)).await {
+            Ok(found) => found,
+            Err(e) => {
+                sink.err(&format!("❌ rag index: {e}"));
+                return false;
+            }
+        };
         for p in &problems {
             sink.err(&format!("❌ {p}"));
         }
@@ -324,7 +331,7 @@ impl App {
             sink.err("❌ nothing to index (.txt, .md and .pdf files, or folders of them)");
             return false;
         }
-        let mut writer = match Writer::open(&root) {
+        let writer = match blocking::try_run(move || Writer::open(&root)).await {
             Ok(w) => w,
             Err(e) => {
                 sink.err(&format!("❌ {e}"));
@@ -359,7 +366,7 @@ impl App {
             }
         };
         let summary = {
-            let fut = indexer::run(&mut writer, &files, &embedder, &progress);
+            let fut = indexer::run(writer, &files, &embedder, &progress);
             tokio::pin!(fut);
             loop {
                 tokio::select! {

@@ -23,7 +23,7 @@ impl App {
     /// `redis on|off`: save the setting, then connect or disconnect at once.
     pub(super) async fn redis_cmd(&mut self, on: bool, sink: &mut dyn Sink) -> bool {
         self.settings.redis_logging_enabled = on;
-        let saved = self.save_settings(&["redis_logging_enabled"], sink);
+        let saved = self.save_settings(&["redis_logging_enabled"], sink).await;
         if !on {
             self.redis_stop().await;
             super::confirm(

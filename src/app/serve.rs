@@ -113,7 +113,7 @@ impl App {
     }
 
     /// The gateway's view of the cluster now.
-    fn gateway_view(&mut self, own: SocketAddr) -> View {
+    async fn gateway_view(&mut self, own: SocketAddr) -> View {
         self.apply_capacities();
         let nodes: Vec<Arc<Node>> = self
             .gateway_nodes()
@@ -142,7 +142,7 @@ impl App {
             .num_predict
             .unwrap_or(crate::pipeline::call::NUM_PREDICT);
         let mut quiet = Captured::default();
-        let agents = self.agents.current(&mut quiet);
+        let agents = self.agents.current(&mut quiet).await;
         let idle = self
             .settings
             .request_idle_timeout_ms
@@ -172,17 +172,18 @@ impl App {
                 mode_label: self.mode().word().to_string(),
                 strategy: self.strategy(),
                 task_distribution: self.settings.task_distribution_enabled,
+                longform: self.longform(),
                 rag_on: self.settings.flockparser_enabled,
             },
         }
     }
 
     /// Tell a running gateway what the last command changed.
-    pub(super) fn publish_gateway(&mut self) {
+    pub(super) async fn publish_gateway(&mut self) {
         let Some(own) = self.gateway.as_ref().map(Gateway::addr) else {
             return;
         };
-        let view = self.gateway_view(own);
+        let view = self.gateway_view(own).await;
         if let Some(g) = &self.gateway {
             g.set_view(view);
         }
@@ -264,7 +265,7 @@ impl App {
                 f(line)
             }
         });
-        let view = self.gateway_view(own);
+        let view = self.gateway_view(own).await;
         let parts = Parts {
             sched: self.sched.clone(),
             client: self.client.clone(),
@@ -277,7 +278,7 @@ impl App {
                 let url = g.url();
                 self.gateway = Some(g);
                 // The real address (port 0 picks one).
-                self.publish_gateway();
+                self.publish_gateway().await;
                 self.sync_hub();
                 sink.out(&format!(
                     "🦙 Gateway listening on {url} — Ollama API at /api, OpenAI API at /v1, \

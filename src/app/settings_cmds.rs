@@ -1,7 +1,7 @@
 //! Commands that change a setting and save the settings file.
 
 use super::{App, Captured, Sink};
-use crate::command::{Command, Mode, Strategy};
+use crate::command::{Command, Longform, Mode, Strategy};
 
 fn on_off(b: bool) -> &'static str {
     if b {
@@ -14,7 +14,7 @@ fn on_off(b: bool) -> &'static str {
 impl App {
     /// Apply one setting command, save, then print what changed (marked as
     /// not saved when the file could not be written).
-    pub(super) fn setting(&mut self, cmd: Command, out: &mut dyn Sink) -> bool {
+    pub(super) async fn setting(&mut self, cmd: Command, out: &mut dyn Sink) -> bool {
         let key = setting_key(&cmd);
         let mut buf = Captured::default();
         let sink = &mut buf;
@@ -65,6 +65,11 @@ impl App {
                 s.max_quality_retries = n;
                 sink.out(&format!("✅ Max quality retries set to {n}"));
             }
+            Command::Longform(l) => {
+                s.longform = Some(l.word().to_string());
+                sink.out(&format!("✅ Long-form answers: {}", longform_label(l)));
+                sink.out("   `!long QUESTION` / `!short QUESTION` decide for one query");
+            }
             Command::Strategy(st) => {
                 s.strategy = st.setting().map(String::from);
                 sink.out(&format!("✅ Strategy: {}", strategy_label(st)));
@@ -82,7 +87,7 @@ impl App {
             }
             other => unreachable!("not a setting command: {other:?}"),
         }
-        let saved = self.save_settings(&[key], out);
+        let saved = self.save_settings(&[key], out).await;
         super::report_change(out, saved, buf);
         saved
     }
@@ -94,14 +99,14 @@ impl App {
             Mode::Standard => {
                 self.settings.mode = Some("standard".into());
                 buf.out("✅ Switched to Standard Mode");
-                let saved = self.save_settings(&["mode"], sink);
+                let saved = self.save_settings(&["mode"], sink).await;
                 super::report_change(sink, saved, buf);
                 saved
             }
             Mode::Distributed => {
                 self.settings.mode = Some("distributed".into());
                 buf.out("✅ Switched to Distributed Mode");
-                let saved = self.save_settings(&["mode"], sink);
+                let saved = self.save_settings(&["mode"], sink).await;
                 super::report_change(sink, saved, buf);
                 let scanned = self.discover_for_mode(sink).await;
                 saved && scanned
@@ -120,6 +125,7 @@ fn setting_key(cmd: &Command) -> &'static str {
         Command::Ast(_) => "ast_voting_enabled",
         Command::Quality(_) => "quality_threshold",
         Command::QRetries(_) => "max_quality_retries",
+        Command::Longform(_) => "longform",
         Command::Strategy(_) => "strategy",
         Command::Model(_) => "model",
         Command::Redis(_) => "redis_logging_enabled",
@@ -137,5 +143,17 @@ pub fn strategy_label(s: Strategy) -> &'static str {
         }
         Strategy::Multi => "Parallel Multi-Node (work queue across physical hosts)",
         Strategy::Gpu => "GPU Routing (prefer nodes with the model loaded in VRAM)",
+    }
+}
+
+pub fn longform_label(l: Longform) -> &'static str {
+    match l {
+        Longform::Auto => {
+            "auto (in parts when the question asks for depth, breadth, a long form or a length; distributed mode)"
+        }
+        Longform::Always => {
+            "always (the original's rule: every question that scores for a content type; distributed mode)"
+        }
+        Longform::Never => "never (one part unless a query starts with !long)",
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{App, Captured, Sink};
+use crate::blocking;
 use crate::command::{Route, RpcCmd};
 use crate::config::settings::RpcBackendEntry;
 use crate::nodes::discovery;
@@ -108,10 +109,12 @@ impl App {
             }
         }
         sink.out("   Applied now (no restart needed).");
-        let saved = self.save_settings(
-            &["task_distribution_enabled", "model_sharding_enabled"],
-            out,
-        );
+        let saved = self
+            .save_settings(
+                &["task_distribution_enabled", "model_sharding_enabled"],
+                out,
+            )
+            .await;
         super::report_change(out, saved, buf);
         saved
     }
@@ -162,7 +165,7 @@ impl App {
                     st.up = Some(up);
                     st.checked = Some(std::time::Instant::now());
                     self.settings.rpc_backends.push(b);
-                    let saved = self.save_settings(&["rpc_backends"], sink);
+                    let saved = self.save_settings(&["rpc_backends"], sink).await;
                     super::confirm(sink, saved, &format!("Added RPC backend: {a}"));
                     saved
                 }
@@ -181,7 +184,7 @@ impl App {
                     sink.err(&format!("❌ Backend not found: {a}"));
                     return false;
                 }
-                let saved = self.save_settings(&["rpc_backends"], sink);
+                let saved = self.save_settings(&["rpc_backends"], sink).await;
                 super::confirm(sink, saved, &format!("Removed RPC backend: {a}"));
                 if self.settings.rpc_backends.is_empty() && self.settings.model_sharding_enabled {
                     sink.err("⚠️  No RPC backends remaining! Model sharding will fail.");
@@ -273,7 +276,7 @@ impl App {
             sink.out("ℹ️  All discovered backends already configured");
             return true;
         }
-        let saved = self.save_settings(&["rpc_backends"], sink);
+        let saved = self.save_settings(&["rpc_backends"], sink).await;
         super::confirm(
             sink,
             saved,
@@ -307,21 +310,21 @@ impl App {
         for d in &down {
             sink.err(&format!("⚠️  RPC backend {d} is down"));
         }
-        if let Some(c) = &mut self.sharding.coordinator {
-            let current = !c.ours() || (c.alive() && c.backends == up);
-            let url = c.url.clone();
+        if let Some(mut old) = self.sharding.coordinator.take() {
+            let current = !old.ours() || (old.alive() && old.backends == up);
+            let url = old.url.clone();
             if current
                 && matches!(
                     coordinator::health(&self.client, &url).await,
                     Health::Ready | Health::Busy
                 )
             {
+                self.sharding.coordinator = Some(old);
                 return Ok(self.coordinator_node(&url).await);
             }
-            if c.ours() {
+            if old.ours() {
                 sink.err("🔁 Restarting the coordinator on the backends that answer ...");
             }
-            let mut old = self.sharding.coordinator.take().expect("checked above");
             old.stop().await;
         }
         let (url, configured) =
@@ -350,8 +353,10 @@ impl App {
             .clone()
             .filter(|_| self.settings.task_distribution_enabled)
             .unwrap_or_else(|| self.model().to_string());
-        let gguf = gguf::resolve(&model)?;
-        let bin = coordinator::binary()?;
+        let (gguf, bin) = blocking::try_run(move || {
+            Ok::<_, ShardingError>((gguf::resolve(&model)?, coordinator::binary()?))
+        })
+        .await?;
         let log = self
             .home
             .join(format!(".synapticllamas_coordinator-{port}.log"));

@@ -2,6 +2,10 @@
 //! symbolic link is followed and its target replaced (temp file in the target's
 //! directory, fsync, rename), the target's mode and owner are kept, and a
 //! read-only file is refused instead of silently replaced.
+//!
+//! Many files written together (a RAG index run's chunk files) use
+//! [`write_staged`], the same replacement without the fsyncs, and are made
+//! durable all at once by [`flush`] before anything refers to them.
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -22,6 +26,8 @@ pub enum WriteError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("not saved: {0}")]
+    Stopped(#[from] crate::blocking::Stopped),
 }
 
 fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> WriteError {
@@ -51,9 +57,29 @@ pub fn resolve_links(path: &Path) -> Result<PathBuf, WriteError> {
     })
 }
 
+/// When a written file reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Before the write returns: the file and its directory are fsynced.
+    Now,
+    /// When the caller flushes a batch of files (`flush`).
+    Later,
+}
+
 /// Write `contents` to `path` so that a reader (or a crash) only ever sees the old
 /// file or the complete new one.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
+    write(path, contents, Durability::Now)
+}
+
+/// `write_atomic` without the fsyncs: a reader never sees a half-written file,
+/// but after a crash the file may be empty until [`flush`] has run. For many
+/// files written together, made durable at once before anything names them.
+pub fn write_staged(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
+    write(path, contents, Durability::Later)
+}
+
+fn write(path: &Path, contents: &[u8], durability: Durability) -> Result<(), WriteError> {
     let target = resolve_links(path)?;
     let existing = match std::fs::metadata(&target) {
         Ok(m) => Some(m),
@@ -91,7 +117,10 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
         .tempfile_in(&dir)
         .map_err(io(&dir, "cannot create a temporary file"))?;
     tmp.write_all(contents)
-        .and_then(|_| tmp.as_file().sync_all())
+        .and_then(|_| match durability {
+            Durability::Now => tmp.as_file().sync_all(),
+            Durability::Later => Ok(()),
+        })
         .map_err(io(&target, "cannot write"))?;
     if let Some(m) = &existing {
         // Keep the mode and the owner the user gave the file. Changing the owner
@@ -108,10 +137,40 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
     }
     tmp.persist(&target)
         .map_err(|e| io(&target, "cannot replace")(e.error))?;
-    if let Ok(d) = std::fs::File::open(&dir) {
+    if durability == Durability::Now {
+        sync_dir(&dir);
+        remove_stale_temp_files(&dir);
+    }
+    Ok(())
+}
+
+/// fsync a directory (its entries: names created or renamed in it).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    remove_stale_temp_files(&dir);
+}
+
+/// Make `files` (written by [`write_staged`], all on the file system of `dir`)
+/// durable: one `syncfs` on Linux, else one fsync per file and per directory.
+pub fn flush(dir: &Path, files: &[PathBuf]) -> Result<(), WriteError> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let d = std::fs::File::open(dir).map_err(io(dir, "cannot open"))?;
+        // SAFETY: syncfs only reads the descriptor, which `d` keeps open.
+        if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
+            return Ok(());
+        }
+    }
+    let mut dirs = std::collections::BTreeSet::new();
+    for f in files {
+        std::fs::File::open(f)
+            .and_then(|h| h.sync_all())
+            .map_err(io(f, "cannot flush"))?;
+        dirs.extend(f.parent().map(Path::to_path_buf));
+    }
+    dirs.iter().for_each(|d| sync_dir(d));
     Ok(())
 }
 
@@ -121,7 +180,7 @@ const TEMP_SUFFIX: &str = ".tmp";
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Remove temporary files of ours that a killed process left behind in `dir`.
-fn remove_stale_temp_files(dir: &Path) {
+pub fn remove_stale_temp_files(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

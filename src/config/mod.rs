@@ -40,16 +40,21 @@ pub fn expand_tilde(path: &str) -> PathBuf {
     PathBuf::from(path)
 }
 
-/// A load problem: one line naming the file and the place at fault.
-#[derive(Debug, Clone, PartialEq)]
+/// A problem with a file that only a person acts on: one line naming the file
+/// and the place at fault (callers never decide by its kind).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}: {message}", path.display())]
 pub struct FileError {
     pub path: PathBuf,
     pub message: String,
 }
 
-impl std::fmt::Display for FileError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.message)
+impl FileError {
+    pub fn new(path: &Path, message: impl Into<String>) -> FileError {
+        FileError {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
     }
 }
 
@@ -71,10 +76,7 @@ pub fn json_error(path: &Path, text: &str, err: &serde_json::Error) -> FileError
         };
         format!("line {}, column {}: {}", err.line(), err.column(), what)
     };
-    FileError {
-        path: path.to_path_buf(),
-        message,
-    }
+    FileError::new(path, message)
 }
 
 /// Read a file as UTF-8 text; a byte-order mark is reported, not silently accepted
@@ -83,12 +85,7 @@ pub fn read_text(path: &Path) -> Result<Option<String>, FileError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(FileError {
-                path: path.to_path_buf(),
-                message: format!("cannot read: {e}"),
-            })
-        }
+        Err(e) => return Err(FileError::new(path, format!("cannot read: {e}"))),
     };
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     match String::from_utf8(bytes.to_vec()) {
@@ -97,10 +94,10 @@ pub fn read_text(path: &Path) -> Result<Option<String>, FileError> {
             let upto = &bytes[..e.utf8_error().valid_up_to()];
             let line = upto.iter().filter(|&&b| b == b'\n').count() + 1;
             let col = upto.len() - upto.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
-            Err(FileError {
-                path: path.to_path_buf(),
-                message: format!("line {line}, column {col}: not valid UTF-8 text"),
-            })
+            Err(FileError::new(
+                path,
+                format!("line {line}, column {col}: not valid UTF-8 text"),
+            ))
         }
     }
 }

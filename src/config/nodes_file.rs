@@ -37,10 +37,7 @@ pub struct NodeFile {
 /// entry is a warning (the entry is kept aside, the others load).
 pub fn parse(path: &Path, text: &str) -> Result<(NodeFile, Vec<String>), FileError> {
     let value: Value = serde_json::from_str(text).map_err(|e| json_error(path, text, &e))?;
-    let err = |message: String| FileError {
-        path: path.to_path_buf(),
-        message,
-    };
+    let err = |message: String| FileError::new(path, message);
     let Value::Object(mut top) = value else {
         return Err(err(format!(
             "the top level is {} (expected an object with a \"nodes\" list)",
@@ -90,47 +87,73 @@ pub fn parse(path: &Path, text: &str) -> Result<(NodeFile, Vec<String>), FileErr
     Ok((file, warnings))
 }
 
-fn entry_from_value(raw: &Value) -> Result<NodeEntry, String> {
+/// Why one entry of a node file cannot be used (it is kept in the file).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EntryError {
+    #[error("is {0} (expected an object)")]
+    NotAnObject(&'static str),
+    #[error("has no \"url\"")]
+    NoUrl,
+    #[error("\"{field}\" is {found} (expected {expected})")]
+    WrongType {
+        field: &'static str,
+        found: &'static str,
+        expected: &'static str,
+    },
+    #[error("bad \"url\": {0}")]
+    Url(#[from] host::HostError),
+    /// The name validator's one-line message.
+    #[error("bad \"name\": {0}")]
+    Name(String),
+}
+
+/// `field`'s value when it is a string (or absent / null).
+fn optional_string(
+    obj: &mut Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, EntryError> {
+    match obj.shift_remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(v) => Err(EntryError::WrongType {
+            field,
+            found: kind_of(&v),
+            expected: "a string",
+        }),
+    }
+}
+
+fn entry_from_value(raw: &Value) -> Result<NodeEntry, EntryError> {
     let Value::Object(obj) = raw else {
-        return Err(format!("is {} (expected an object)", kind_of(raw)));
+        return Err(EntryError::NotAnObject(kind_of(raw)));
     };
-    let url = match obj.get("url") {
-        None => return Err("has no \"url\"".into()),
-        Some(Value::String(s)) => s.clone(),
-        Some(v) => return Err(format!("\"url\" is {} (expected a string)", kind_of(v))),
-    };
-    let spec = host::parse(&url).map_err(|e| format!("bad \"url\": {e}"))?;
     let mut obj = obj.clone();
-    obj.shift_remove("url");
-    let name = match obj.shift_remove("name") {
-        None | Some(Value::Null) => spec.default_name(),
-        Some(Value::String(s)) => {
+    if !obj.contains_key("url") {
+        return Err(EntryError::NoUrl);
+    }
+    let url = optional_string(&mut obj, "url")?.ok_or(EntryError::WrongType {
+        field: "url",
+        found: "null",
+        expected: "a string",
+    })?;
+    let spec = host::parse(&url)?;
+    let name = match optional_string(&mut obj, "name")? {
+        None => spec.default_name(),
+        Some(s) => {
             crate::command::check_name(crate::command::NameKind::Node, &s)
-                .map_err(|e| format!("bad \"name\": {e}"))?;
+                .map_err(EntryError::Name)?;
             s
         }
-        Some(v) => return Err(format!("\"name\" is {} (expected a string)", kind_of(&v))),
     };
     let priority = match obj.shift_remove("priority") {
         None | Some(Value::Null) => 0,
-        Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or(0),
-        Some(v) => {
-            return Err(format!(
-                "\"priority\" is {} (expected a whole number)",
-                kind_of(&v)
-            ))
-        }
+        Some(v) => v.as_i64().ok_or(EntryError::WrongType {
+            field: "priority",
+            found: kind_of(&v),
+            expected: "a whole number",
+        })?,
     };
-    let host_id = match obj.shift_remove("host_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(v) => {
-            return Err(format!(
-                "\"host_id\" is {} (expected a string)",
-                kind_of(&v)
-            ))
-        }
-    };
+    let host_id = optional_string(&mut obj, "host_id")?;
     Ok(NodeEntry {
         // The original stored URLs as typed; we store the canonical form.
         url: spec.base_url(),
@@ -145,7 +168,9 @@ pub fn to_json(file: &NodeFile) -> String {
     let mut nodes: Vec<Value> = file
         .entries
         .iter()
-        .map(|e| serde_json::to_value(e).expect("entry serializes"))
+        .map(|e| {
+            serde_json::to_value(e).expect("an entry (strings, a number, JSON values) serializes")
+        })
         .collect();
     nodes.extend(file.unusable.iter().cloned());
     let mut top = Map::new();
@@ -153,7 +178,8 @@ pub fn to_json(file: &NodeFile) -> String {
     for (k, v) in &file.extra {
         top.insert(k.clone(), v.clone());
     }
-    let mut s = serde_json::to_string_pretty(&Value::Object(top)).expect("serializes");
+    let mut s =
+        serde_json::to_string_pretty(&Value::Object(top)).expect("a JSON object always serializes");
     s.push('\n');
     s
 }

@@ -75,6 +75,9 @@ pub struct Settings {
     /// RAG: the embedding model (default mxbai-embed-large).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rag_model: Option<String>,
+    /// When an answer is written in parts: "auto" (default), "always", "never".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub longform: Option<String>,
     /// Keys this program does not know: kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -114,6 +117,7 @@ impl Default for Settings {
             coordinator_start_timeout_secs: None,
             rag_path: None,
             rag_model: None,
+            longform: None,
             extra: Map::new(),
         }
     }
@@ -128,6 +132,7 @@ pub const QRETRIES_MAX: u32 = 5;
 pub const TIMEOUT_MIN_SECS: u64 = 30;
 pub const TIMEOUT_MAX_SECS: u64 = 86_400;
 pub const MODES: &[&str] = &["standard", "distributed"];
+pub const LONGFORM: &[&str] = crate::pipeline::scope::Longform::WORDS;
 pub const STRATEGIES: &[&str] = &[
     "single_node",
     "parallel_same",
@@ -186,13 +191,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, FileError> {
     let mut notes = Vec::new();
     let value: Value = serde_json::from_str(text).map_err(|e| json_error(path, text, &e))?;
     let Value::Object(mut map) = value else {
-        return Err(FileError {
-            path: path.to_path_buf(),
-            message: format!(
+        return Err(FileError::new(
+            path,
+            format!(
                 "the top level is {} (expected a JSON object of settings)",
                 kind_of(&value)
             ),
-        });
+        ));
     };
     if migrate_legacy(&mut map) {
         notes.push(format!(
@@ -210,18 +215,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, FileError> {
                 invalid.push(InvalidKey {
                     line: line_of_key(text, &key),
                     key,
-                    problem,
+                    problem: problem.to_string(),
                 });
                 continue;
             }
         }
         usable.insert(key, val);
     }
-    let settings: Settings =
-        serde_json::from_value(Value::Object(usable)).map_err(|e| FileError {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    let settings: Settings = serde_json::from_value(Value::Object(usable))
+        .map_err(|e| FileError::new(path, e.to_string()))?;
     Ok(Parsed {
         settings,
         notes,
@@ -240,8 +242,17 @@ fn migrate_legacy(map: &mut Map<String, Value>) -> bool {
     true
 }
 
+/// A value a key cannot take: the value as shown (never a secret) and what
+/// the key takes, in the user's words.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{shown} is not {rule}")]
+pub struct BadValue {
+    shown: String,
+    rule: String,
+}
+
 /// Whether `val` can be used for `key`; the problem in user words when not.
-fn check_key(key: &str, val: &Value) -> Result<(), String> {
+fn check_key(key: &str, val: &Value) -> Result<(), BadValue> {
     let mut probe = Map::new();
     probe.insert(key.to_string(), val.clone());
     let ok = match serde_json::from_value::<Settings>(Value::Object(probe)) {
@@ -256,7 +267,10 @@ fn check_key(key: &str, val: &Value) -> Result<(), String> {
     } else {
         shown(val)
     };
-    Err(format!("{shown} is not {}", rule(key)))
+    Err(BadValue {
+        shown,
+        rule: rule(key),
+    })
 }
 
 /// The checks beyond the value's type.
@@ -277,6 +291,7 @@ fn in_range(key: &str, s: &Settings) -> bool {
             .strategy
             .as_deref()
             .is_none_or(|x| STRATEGIES.contains(&x)),
+        "longform" => s.longform.as_deref().is_none_or(|x| LONGFORM.contains(&x)),
         _ => true,
     }
 }
@@ -303,6 +318,7 @@ fn rule(key: &str) -> String {
         ),
         "synthesis_model" => "a model name or null".into(),
         "strategy" => format!("one of {} or null (auto)", list(STRATEGIES)),
+        "longform" => format!("one of {} or null (auto)", list(LONGFORM)),
         "collaborative_mode"
         | "ast_voting_enabled"
         | "flockparser_enabled"
@@ -387,6 +403,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "coordinator_start_timeout_secs",
     "rag_path",
     "rag_model",
+    "longform",
 ];
 
 fn line_of_key(text: &str, key: &str) -> usize {
@@ -486,16 +503,64 @@ impl SettingsStore {
     /// keys whose values differ from what was loaded (plus `touched`, keys the
     /// user set even to the value they had), write atomically. Keys another
     /// session changed meanwhile, unknown keys and values this program could
-    /// not use are left as they are on disk.
+    /// not use are left as they are on disk. Blocks the thread (start-up and
+    /// tests); commands use [`SettingsStore::save_async`].
     pub fn save(&mut self, settings: &Settings, touched: &[&str]) -> anyhow::Result<()> {
+        let change = self.change(settings, touched)?;
+        let _lock = super::lock::FileLock::acquire(&self.path)?;
+        self.baseline = change.write()?;
+        Ok(())
+    }
+
+    /// `save` from async code: the lock is waited for and the file written on
+    /// the blocking pool. `waiting` is told when another program holds the
+    /// lock; dropping the future then gives up the save (nothing is written).
+    pub async fn save_async(
+        &mut self,
+        settings: &Settings,
+        touched: &[&str],
+        waiting: impl FnOnce(&Path),
+    ) -> anyhow::Result<()> {
+        let change = self.change(settings, touched)?;
+        let path = &self.path;
+        self.baseline =
+            super::lock::with_lock(path, || waiting(path), move || change.write()).await?;
+        Ok(())
+    }
+
+    /// What a save is to write, or why the file must not be written.
+    fn change(&self, settings: &Settings, touched: &[&str]) -> anyhow::Result<Change> {
         if let Some(why) = &self.blocked {
             anyhow::bail!(
                 "{}: not saved, the file on disk could not be read ({why}); fix or remove it",
                 self.path.display()
             );
         }
-        let current = to_map(settings);
-        let _lock = super::lock::FileLock::acquire(&self.path)?;
+        Ok(Change {
+            path: self.path.clone(),
+            baseline: self.baseline.clone(),
+            current: to_map(settings),
+            touched: touched.iter().map(|t| t.to_string()).collect(),
+            whole: to_json(settings),
+        })
+    }
+}
+
+/// One save of the settings, ready to run under the lock.
+struct Change {
+    path: PathBuf,
+    /// The settings as loaded or last saved.
+    baseline: Map<String, Value>,
+    current: Map<String, Value>,
+    touched: Vec<String>,
+    /// Every setting, for a file that does not exist yet.
+    whole: String,
+}
+
+impl Change {
+    /// Re-read the file, apply the changed keys, write atomically; the new
+    /// baseline. Runs holding the lock.
+    fn write(self) -> anyhow::Result<Map<String, Value>> {
         let disk = match read_text(&self.path) {
             Ok(None) => None,
             Ok(Some(text)) if text.trim().is_empty() => None,
@@ -512,25 +577,24 @@ impl SettingsStore {
         };
         let Some(mut map) = disk else {
             // No file yet (or an empty one): write every setting, as the original does.
-            super::atomic::write_atomic(&self.path, to_json(settings).as_bytes())?;
-            self.baseline = current;
-            return Ok(());
+            super::atomic::write_atomic(&self.path, self.whole.as_bytes())?;
+            return Ok(self.current);
         };
         migrate_legacy(&mut map);
+        let current = self.current;
         let mut keys: Vec<&String> = current
             .iter()
             .filter(|(k, v)| self.baseline.get(*k) != Some(*v))
             .map(|(k, _)| k)
             .collect();
         // Optional keys this session unset.
-        let unset: Vec<String> = self
+        let unset: Vec<&String> = self
             .baseline
             .keys()
             .filter(|k| !current.contains_key(*k))
-            .cloned()
             .collect();
-        for t in touched {
-            if let Some((k, _)) = current.get_key_value(*t) {
+        for t in &self.touched {
+            if let Some((k, _)) = current.get_key_value(t) {
                 if !keys.contains(&k) {
                     keys.push(k);
                 }
@@ -539,14 +603,14 @@ impl SettingsStore {
         for k in keys {
             map.insert(k.clone(), current[k].clone());
         }
-        for k in &unset {
+        for k in unset {
             map.shift_remove(k);
         }
-        let mut text = serde_json::to_string_pretty(&Value::Object(map)).unwrap_or_default();
+        let mut text = serde_json::to_string_pretty(&Value::Object(map))
+            .expect("a JSON object always serializes");
         text.push('\n');
         super::atomic::write_atomic(&self.path, text.as_bytes())?;
-        self.baseline = current;
-        Ok(())
+        Ok(current)
     }
 }
 

@@ -198,6 +198,7 @@ fn prepare(
         mode_label: q.mode_label.clone(),
         strategy_label: strategy.word().to_string(),
         rag: None,
+        longform: q.longform,
     };
     if q.rag_on {
         ctx.observer.notice(

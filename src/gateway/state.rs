@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::metrics::Metrics;
 use super::Config;
-use crate::command::{Route, Strategy};
+use crate::command::{Longform, Route, Strategy};
 use crate::dashboard::Hub;
 use crate::nodes::Node;
 use crate::ollama::{Client, Timeouts};
@@ -37,6 +37,8 @@ pub struct QuerySetup {
     pub mode_label: String,
     pub strategy: Strategy,
     pub task_distribution: bool,
+    /// The `longform` setting.
+    pub longform: Longform,
     /// RAG is on in the shell (`/api/orchestrate` answers without documents yet).
     pub rag_on: bool,
 }
@@ -86,6 +88,7 @@ impl View {
                 mode_label: "distributed".into(),
                 strategy: Strategy::Auto,
                 task_distribution: true,
+                longform: Longform::Auto,
                 rag_on: false,
             },
         }

@@ -46,7 +46,7 @@ pub fn subnets(cidr: Option<&str>) -> Result<Vec<Ipv4Net>, SubnetError> {
 }
 
 /// Every address to probe in `nets`, each once, in order.
-pub fn addresses(nets: &[Ipv4Net]) -> Result<Vec<Ipv4Addr>, String> {
+pub fn addresses(nets: &[Ipv4Net]) -> Result<Vec<Ipv4Addr>, scan::TooLarge> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for n in nets {

@@ -1,5 +1,6 @@
 //! Nodes: the registry, physical-host locality, health probes and discovery.
 
+pub mod context;
 pub mod discovery;
 pub mod health;
 pub mod latency;

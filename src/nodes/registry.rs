@@ -2,7 +2,7 @@
 //! only) with their live state, and the rules for saving it back.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Result;
@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 
 use super::locality;
 pub use super::state::{Health, NodeState};
-use crate::config::atomic::write_atomic;
-use crate::config::lock::FileLock;
+use crate::config::atomic::{write_atomic, WriteError};
+use crate::config::lock::with_lock;
 use crate::config::nodes_file::{self, NodeEntry, NodeFile};
 
 /// The API a node speaks.
@@ -290,9 +290,12 @@ impl Registry {
     }
 
     /// Save to the node file: lock, re-read, merge in entries another process
-    /// added meanwhile (unless removed here), write atomically.
+    /// added meanwhile (unless removed here), write atomically — the lock
+    /// waited for and the file written on the blocking pool. `waiting` is told
+    /// when another program holds the lock; dropping the future then gives up
+    /// the save (nothing is written).
     /// Returns Ok(false) when there is nothing to save to (simulated registry).
-    pub fn save(&mut self) -> Result<bool> {
+    pub async fn save(&mut self, waiting: impl FnOnce(&Path)) -> Result<bool> {
         let Some(store) = self.store.clone() else {
             return Ok(false);
         };
@@ -302,26 +305,67 @@ impl Registry {
                 store.path.display()
             );
         }
-        let _lock = FileLock::acquire(&store.path)?;
-        match nodes_file::load(&store.path) {
+        let merge = Merge {
+            path: store.path.clone(),
+            mine: self.to_file(),
+            known: self.nodes.iter().map(|n| n.entry.url.clone()).collect(),
+            removed: self.removed.clone(),
+        };
+        let path = &store.path;
+        let (joined, written) = with_lock(path, || waiting(path), move || merge.run()).await?;
+        for e in joined.entries {
+            self.nodes.push(Arc::new(Node::new(e, false)));
+        }
+        self.unusable.extend(joined.unusable);
+        written?;
+        Ok(true)
+    }
+}
+
+/// One save of the node file, ready to run under the lock.
+struct Merge {
+    path: PathBuf,
+    /// What this registry holds, in the file's form.
+    mine: NodeFile,
+    /// Every registered URL (simulated nodes too).
+    known: BTreeSet<String>,
+    removed: BTreeSet<String>,
+}
+
+/// What another process wrote meanwhile that joins this registry.
+#[derive(Default)]
+struct Joined {
+    entries: Vec<NodeEntry>,
+    unusable: Vec<Value>,
+}
+
+impl Merge {
+    /// Re-read the file, take in what is new there, write the result: what
+    /// joined (even when the write failed) and the write's result. An error
+    /// when the file cannot be read (it is then left as it is).
+    fn run(mut self) -> Result<(Joined, Result<(), WriteError>)> {
+        let mut joined = Joined::default();
+        match nodes_file::load(&self.path) {
             Ok(None) => {}
             Ok(Some((disk, _))) => {
                 for e in disk.entries {
-                    if !self.removed.contains(&e.url) && self.find(&e.url).is_none() {
-                        self.nodes.push(Arc::new(Node::new(e, false)));
+                    if !self.removed.contains(&e.url) && self.known.insert(e.url.clone()) {
+                        joined.entries.push(e);
                     }
                 }
                 for u in disk.unusable {
-                    if !self.unusable.contains(&u) {
-                        self.unusable.push(u);
+                    if !self.mine.unusable.contains(&u) && !joined.unusable.contains(&u) {
+                        joined.unusable.push(u);
                     }
                 }
             }
             // Another program wrote something this one cannot read: leave it be.
             Err(e) => anyhow::bail!("not saved: {e}"),
         }
-        write_atomic(&store.path, nodes_file::to_json(&self.to_file()).as_bytes())?;
-        Ok(true)
+        self.mine.entries.extend(joined.entries.iter().cloned());
+        self.mine.unusable.extend(joined.unusable.iter().cloned());
+        let written = write_atomic(&self.path, nodes_file::to_json(&self.mine).as_bytes());
+        Ok((joined, written))
     }
 }
 

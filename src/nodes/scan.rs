@@ -46,17 +46,19 @@ pub fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
     Ok(net.trunc())
 }
 
+/// A subnet larger than [`hosts`] enumerates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("`{net}` is larger than a /{MIN_PREFIX} ({size} addresses); scan smaller subnets", net = .0, size = 1u64 << (32 - .0.prefix_len()))]
+pub struct TooLarge(pub Ipv4Net);
+
 /// The addresses to probe in `net`: for prefixes up to /30 the usable hosts
 /// (network and broadcast addresses excluded), for /31 both addresses, for /32
 /// the single address. Subnets larger than a /16 are refused.
-pub fn hosts(net: &Ipv4Net) -> Result<Vec<Ipv4Addr>, String> {
+pub fn hosts(net: &Ipv4Net) -> Result<Vec<Ipv4Addr>, TooLarge> {
     let net = net.trunc();
     let len = net.prefix_len();
     if len < MIN_PREFIX {
-        return Err(format!(
-            "`{net}` is larger than a /{MIN_PREFIX} ({} addresses); scan smaller subnets",
-            1u64 << (32 - len)
-        ));
+        return Err(TooLarge(net));
     }
     let (first, last) = (u32::from(net.network()), u32::from(net.broadcast()));
     let (lo, hi) = if len <= 30 {
@@ -224,7 +226,7 @@ mod tests {
         assert_eq!(h24.len(), 254);
         assert_eq!((h24[0], h24[253]), (ip("10.77.0.1"), ip("10.77.0.254")));
         assert_eq!(h("10.77.0.0/16").len(), 65534);
-        let e = hosts(&n("10.0.0.0/8")).unwrap_err();
+        let e = hosts(&n("10.0.0.0/8")).unwrap_err().to_string();
         assert!(e.contains("larger than a /16 (16777216 addresses)"), "{e}");
     }
 

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::context::ModelContext;
 use super::latency::Latency;
 use crate::ollama::types::LoadedModel;
 use crate::ollama::{ClientError, ErrorKind};
@@ -85,6 +86,8 @@ pub struct NodeState {
     pub recent_latency_ms: Option<f64>,
     pub tokens_per_sec: Option<f64>,
     pub latency: Latency,
+    /// What is known of each model's context window here, by model key.
+    pub contexts: std::collections::HashMap<String, ModelContext>,
 }
 
 impl Default for NodeState {
@@ -109,6 +112,7 @@ impl Default for NodeState {
             recent_latency_ms: None,
             tokens_per_sec: None,
             latency: Latency::default(),
+            contexts: Default::default(),
         }
     }
 }

@@ -7,14 +7,15 @@ use tokio::time::Instant;
 use super::client::{Client, ClientError, ErrorKind, Reader, Timeouts};
 use super::types::{Completion, Message};
 
-/// One `data:` payload's text, or the error it carries.
-fn piece(v: &Value) -> Result<&str, String> {
+/// One `data:` payload's text, or the model error it carries.
+fn piece(v: &Value) -> Result<&str, ErrorKind> {
     if let Some(e) = v.get("error") {
-        return Err(e
+        let message = e
             .get("message")
             .and_then(|m| m.as_str())
             .map(String::from)
-            .unwrap_or_else(|| e.to_string()));
+            .unwrap_or_else(|| e.to_string());
+        return Err(ErrorKind::Model { message });
     }
     let choice = &v["choices"][0];
     Ok(choice["delta"]["content"]
@@ -93,7 +94,7 @@ impl Client {
                 };
                 let p = match piece(&v) {
                     Ok(p) => p,
-                    Err(message) => return fail(ErrorKind::Model { message }),
+                    Err(kind) => return fail(kind),
                 };
                 if !p.is_empty() {
                     on_text(p);
@@ -125,7 +126,12 @@ mod tests {
         let v: Value = serde_json::from_str(r#"{"choices":[{"delta":{"content":"Hi"}}]}"#).unwrap();
         assert_eq!(piece(&v).unwrap(), "Hi");
         let e: Value = serde_json::from_str(r#"{"error":{"message":"boom","code":500}}"#).unwrap();
-        assert_eq!(piece(&e).unwrap_err(), "boom");
+        assert_eq!(
+            piece(&e).unwrap_err(),
+            ErrorKind::Model {
+                message: "boom".into()
+            }
+        );
         let mut c = Completion::default();
         let f: Value = serde_json::from_str(r#"{"choices":[{"delta":{},"finish_reason":"stop"}],"timings":{"predicted_n":12,"predicted_ms":100.0}}"#).unwrap();
         counts(&f, &mut c);

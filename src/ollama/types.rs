@@ -168,6 +168,16 @@ pub fn same_model(a: &str, b: &str) -> bool {
     an.eq_ignore_ascii_case(bn) && at.eq_ignore_ascii_case(bt)
 }
 
+/// A model name as Ollama resolves it: lower case, `:latest` when untagged.
+pub fn model_key(s: &str) -> String {
+    let s = s.trim().to_ascii_lowercase();
+    if s.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+        s
+    } else {
+        format!("{s}:latest")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

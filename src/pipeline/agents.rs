@@ -7,6 +7,8 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use std::path::Path;
 
+use crate::config::FileError;
+
 /// Built-in agent files, by file stem.
 const BUILTIN: &[(&str, &str)] = &[
     ("researcher", include_str!("../../agents/researcher.json")),
@@ -135,8 +137,7 @@ pub fn load(dir: Option<&Path>) -> Loaded {
         let agent = match read_agent(&path) {
             Ok(a) => a,
             Err(why) => {
-                out.problems
-                    .push(format!("{}: {why}; {fallback}", path.display()));
+                out.problems.push(format!("{why}; {fallback}"));
                 continue;
             }
         };
@@ -157,11 +158,12 @@ pub fn load(dir: Option<&Path>) -> Loaded {
     out
 }
 
-/// One agent file, or what is wrong with it (one line).
-fn read_agent(path: &Path) -> Result<Agent, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
-    let agent: Agent = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    crate::command::check_name(crate::command::NameKind::Agent, &agent.name)?;
+/// One agent file, or what is wrong with it (one line naming the file).
+fn read_agent(path: &Path) -> Result<Agent, FileError> {
+    let fault = |message: String| FileError::new(path, message);
+    let text = std::fs::read_to_string(path).map_err(|e| fault(format!("cannot read: {e}")))?;
+    let agent: Agent = serde_json::from_str(&text).map_err(|e| fault(e.to_string()))?;
+    crate::command::check_name(crate::command::NameKind::Agent, &agent.name).map_err(fault)?;
     Ok(agent)
 }
 
@@ -183,20 +185,10 @@ fn key(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
-    /// A fresh, empty directory under the system temp dir.
-    fn temp_dir(tag: &str) -> PathBuf {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "pipeline-agents-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A fresh, empty directory, removed when the test ends.
+    fn temp_dir() -> tempfile::TempDir {
+        tempfile::tempdir().expect("a temporary directory")
     }
 
     fn names(agents: &[Agent]) -> Vec<&str> {
@@ -306,13 +298,15 @@ mod tests {
     #[test]
     fn load_without_dir_gives_builtins() {
         assert_eq!(load(None).agents.len(), 6);
-        let missing = std::env::temp_dir().join("pipeline-agents-definitely-missing-dir");
+        let dir = temp_dir();
+        let missing = dir.path().join("missing");
         assert_eq!(load(Some(&missing)).agents.len(), 6);
     }
 
     #[test]
     fn load_overrides_and_adds() {
-        let dir = temp_dir("override");
+        let tmp = temp_dir();
+        let dir = tmp.path().to_path_buf();
         // Matched by file stem, although the name differs in case.
         std::fs::write(
             dir.join("EDITOR.json"),
@@ -358,7 +352,8 @@ mod tests {
 
     #[test]
     fn malformed_file_is_named_and_the_builtin_kept() {
-        let dir = temp_dir("malformed");
+        let tmp = temp_dir();
+        let dir = tmp.path().to_path_buf();
         let path = dir.join("critic.json");
         std::fs::write(&path, "{\n  \"name\": \"Critic\",\n  oops\n}").unwrap();
         let loaded = load(Some(&dir));
@@ -374,7 +369,8 @@ mod tests {
 
     #[test]
     fn bad_field_type_is_reported() {
-        let dir = temp_dir("badtype");
+        let tmp = temp_dir();
+        let dir = tmp.path().to_path_buf();
         let path = dir.join("x.json");
         std::fs::write(
             &path,
@@ -392,7 +388,8 @@ mod tests {
 
     #[test]
     fn an_override_that_renames_its_role_is_refused() {
-        let dir = temp_dir("renamed");
+        let tmp = temp_dir();
+        let dir = tmp.path().to_path_buf();
         let path = dir.join("researcher.json");
         std::fs::write(
             &path,

@@ -1,29 +1,30 @@
-//! Calling one agent: a streamed `/api/chat` request through the scheduler, the
-//! reply repaired into the agent's fields, one follow-up request when fields are
-//! missing, and the plain text kept (with a warning) when nothing else works.
+//! Calling one agent: a streamed `/api/chat` request through the scheduler, to
+//! a node whose context window the prompt fits (a request that fits none is
+//! not sent), with the node's fixed `num_ctx` and a reply no longer than the
+//! room left; the reply repaired into the agent's fields and cleaned of prompt
+//! text, one follow-up request when fields are missing, and the plain text kept
+//! (with a warning) when nothing else works.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
 use super::agents::{self, Agent};
 use super::observer::Observer;
-use super::prompts;
+use super::prompts::{self, Prompt};
 use super::repair::{self, FieldType};
+use super::{budget, clean};
 use crate::command::Route;
-use crate::nodes::Api;
+use crate::nodes::{context, Api, Node};
 use crate::ollama::types::{ChatRequest, Completion, Message};
-use crate::ollama::{Client, ClientError, Timeouts};
+use crate::ollama::{Client, ClientError, ErrorKind, Timeouts};
 use crate::scheduler::{Attempt, Attribution, Measured, Pool, Scheduler, Task, TaskFailed};
 use crate::sharding::route::{decide, Target};
 
 /// `num_predict` (Ollama) / `max_tokens` (llama-server) for every agent request,
-/// unless the `num_predict` setting says otherwise.
+/// unless the `num_predict` setting says otherwise (the room left in the
+/// node's context caps it).
 pub const NUM_PREDICT: u64 = 4096;
-/// One fixed context size for every node and model, so Ollama never reloads a
-/// model because a request asked for a different one.
-pub const NUM_CTX: u64 = 8192;
 
 /// Everything a query needs.
 pub struct Ctx {
@@ -45,6 +46,43 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The context window to plan a request for `model` with: the largest
+    /// any node of its pool gives (`widest`, for one big request, which then
+    /// goes to a node where it fits), or the smallest (for work every node
+    /// may take). A node whose context is unknown counts as `DEFAULT_CONTEXT`.
+    pub fn context(&self, model: &str, widest: bool) -> u64 {
+        let sizes = self
+            .pool_for(model)
+            .nodes()
+            .iter()
+            .map(|n| context::usable(n, model).unwrap_or(budget::DEFAULT_CONTEXT));
+        let pick = if widest { sizes.max() } else { sizes.min() };
+        pick.unwrap_or(budget::DEFAULT_CONTEXT)
+    }
+
+    /// Bytes of material a request to `agent` on `model` can quote beside its
+    /// own text (about `own` bytes) and a fair reply, on the widest node.
+    pub fn room(&self, agent: &Agent, model: &str, own: usize) -> usize {
+        let context = self.context(model, true);
+        let system = prompts::system(agent, &agent.required_fields);
+        let reply = budget::reply_reserve(context, self.num_predict);
+        budget::material_room(context, &system, reply).saturating_sub(own)
+    }
+
+    /// Learn every node's context for the models this query uses (once per
+    /// node and model in a session).
+    pub async fn learn_contexts(&self) {
+        let mut models = vec![self.model.as_str()];
+        if let Some(s) = &self.synthesis_model {
+            models.push(s);
+        }
+        let mut nodes = self.pool.nodes().to_vec();
+        if let Some(c) = &self.coordinator {
+            nodes.extend(c.nodes().iter().cloned());
+        }
+        context::learn_all(&self.client, &nodes, &models).await;
+    }
+
     /// The agent for a role; the built-in one when the loaded set lacks it.
     pub fn agent(&self, name: &str) -> &Agent {
         agents::find(&self.agents, name).unwrap_or_else(|| agents::builtin_role(name))
@@ -77,38 +115,50 @@ pub struct Reply {
     pub structured: bool,
 }
 
-/// Ask `agent` with `user`, on any node the scheduler picks; `fields` overrides
-/// the agent's required fields (e.g. a synthesis asks the Editor for one field).
+/// Ask `agent` with `user`, on any node the scheduler picks whose context
+/// the request fits; `fields` overrides the agent's required fields (e.g. a
+/// synthesis asks the Editor for one field). The reply is repaired into the
+/// fields and cleaned of prompt text it repeats.
 pub async fn call(
     ctx: &Ctx,
     agent: &Agent,
     label: &str,
-    user: String,
+    user: impl Into<Prompt>,
     model: &str,
     fields: Option<&[(String, FieldType)]>,
 ) -> Result<Reply, TaskFailed> {
+    let user: Prompt = user.into();
     let fields: Vec<(String, FieldType)> = fields
         .map(|f| f.to_vec())
         .unwrap_or_else(|| agent.required_fields.clone());
     let system = prompts::system(agent, &fields);
+    let need = budget::prompt_tokens(&system, &user.text);
     let notice = |line: String| ctx.observer.notice(line);
     let task = Task {
         label,
         model,
-        prompt_tokens: (system.len() + user.len()) / 4,
+        prompt_tokens: need as usize,
         limits: ctx.timeouts,
     };
     ctx.observer.queued(label);
+    let pool = fitting(ctx.pool_for(model), model, need);
+    let request = Request {
+        label,
+        model,
+        system: &system,
+        user: &user,
+        fields: &fields,
+    };
     let result = ctx
         .sched
         .run(
-            ctx.pool_for(model),
+            &pool,
             &task,
             |a: Attempt| {
-                let (system, user, fields) = (system.clone(), user.clone(), fields.clone());
+                let request = &request;
                 async move {
                     ctx.observer.attempt(label, &a.node, &a.kind);
-                    ask_with_repair(ctx, &a, label, &system, &user, model, &fields).await
+                    ask_with_repair(ctx, &a, request).await
                 }
             },
             &notice,
@@ -123,6 +173,35 @@ pub async fn call(
     })
 }
 
+/// One agent request, as sent to every node that tries it.
+struct Request<'a> {
+    label: &'a str,
+    model: &'a str,
+    system: &'a str,
+    user: &'a Prompt,
+    fields: &'a [(String, FieldType)],
+}
+
+/// The nodes of `pool` whose context `need` prompt tokens fit with room for a
+/// reply; the whole pool when none does (its attempts then fail at once as
+/// too large, without a request).
+fn fitting(pool: &Pool, model: &str, need: u64) -> Pool {
+    let fits: Vec<_> = pool
+        .nodes()
+        .iter()
+        .filter(|n| {
+            let c = context::usable(n, model).unwrap_or(budget::DEFAULT_CONTEXT);
+            budget::reply_room(c, need).is_some()
+        })
+        .cloned()
+        .collect();
+    if fits.is_empty() || fits.len() == pool.nodes().len() {
+        pool.clone()
+    } else {
+        Pool::new(fits, pool.policy)
+    }
+}
+
 /// What a finished request measured, for the node's latency model.
 pub fn measured(c: &Completion) -> Measured {
     Measured {
@@ -134,29 +213,60 @@ pub fn measured(c: &Completion) -> Measured {
     }
 }
 
+/// How a request to `node` must be sized: the `num_ctx` to send (Ollama) and
+/// the most tokens the reply may have; too large when the prompt leaves no
+/// room for a reply in the node's context.
+fn sizing(
+    ctx: &Ctx,
+    node: &Node,
+    model: &str,
+    need: u64,
+) -> Result<(Option<u64>, u64), ClientError> {
+    let known = context::usable(node, model);
+    let window = known.unwrap_or(budget::DEFAULT_CONTEXT);
+    let Some(room) = budget::reply_room(window, need) else {
+        return Err(ClientError::new(
+            node.url(),
+            ErrorKind::TooLarge {
+                message: format!(
+                    "about {need} tokens of prompt leave no room for a reply in {}'s context of {window} tokens (not sent)",
+                    node.name()
+                ),
+            },
+        ));
+    };
+    let num_ctx = (node.api == Api::Ollama).then(|| context::pin_num_ctx(node, model));
+    Ok((num_ctx, room.min(ctx.num_predict)))
+}
+
 async fn chat(
     ctx: &Ctx,
     a: &Attempt,
-    label: &str,
-    system: &str,
+    r: &Request<'_>,
     user: &str,
-    model: &str,
 ) -> Result<Completion, ClientError> {
-    let messages = vec![Message::system(system), Message::user(user)];
-    let chars = AtomicUsize::new(0);
+    let need = budget::prompt_tokens(r.system, user);
+    let (num_ctx, max_reply) = sizing(ctx, &a.node, r.model, need)?;
+    let messages = vec![Message::system(r.system), Message::user(user)];
+    let label = r.label;
     let on_text = |piece: &str| {
         a.progress.piece(piece);
-        let n = chars.fetch_add(piece.len(), Ordering::Relaxed) + piece.len();
-        ctx.observer.progress(label, n);
+        let tokens = a.progress.pieces();
+        let rate = a.progress.first_token_at().and_then(|t| {
+            let secs = t.elapsed().as_secs_f64();
+            (secs > 0.5).then(|| tokens.saturating_sub(1) as f64 / secs)
+        });
+        ctx.observer.progress(label, a.progress.chars() as usize);
+        ctx.observer.streaming(label, tokens, rate);
     };
-    match a.node.api {
+    let sent = match a.node.api {
         Api::OpenAi => {
             ctx.client
                 .openai_chat(
                     a.node.url(),
-                    model,
+                    r.model,
                     &messages,
-                    ctx.num_predict,
+                    max_reply,
                     a.timeouts,
                     on_text,
                 )
@@ -164,54 +274,78 @@ async fn chat(
         }
         Api::Ollama => {
             let req = ChatRequest {
-                model: model.to_string(),
+                model: r.model.to_string(),
                 messages,
                 stream: true,
                 format: Some(json!("json")),
-                options: Some(json!({ "num_predict": ctx.num_predict, "num_ctx": NUM_CTX })),
+                options: Some(json!({ "num_predict": max_reply, "num_ctx": num_ctx })),
                 keep_alive: None,
             };
             ctx.client
                 .chat(a.node.url(), &req, a.timeouts, on_text)
                 .await
         }
+    };
+    if let Err(ClientError {
+        kind: ErrorKind::TooLarge { message },
+        ..
+    }) = &sent
+    {
+        // The node says how big its context is (or it is the size sent).
+        context::record_refusal(&a.node, r.model, message, num_ctx);
     }
+    sent
 }
 
-/// One request, and a second stating the schema if the first lacked fields.
+/// One request; a second stating the schema if the first lacked fields and the
+/// node's context has room for it. A reply cut off by the length limit keeps
+/// the fields it completed. Every text is cleaned of the prompt's own words.
 async fn ask_with_repair(
     ctx: &Ctx,
     a: &Attempt,
-    label: &str,
-    system: &str,
-    user: &str,
-    model: &str,
-    fields: &[(String, FieldType)],
+    r: &Request<'_>,
 ) -> Result<((Map<String, Value>, bool), Measured), ClientError> {
-    let reply = chat(ctx, a, label, system, user, model).await?;
+    let echo =
+        clean::Echo::new(std::iter::once(r.system).chain(r.user.own.iter().map(String::as_str)));
+    let reply = chat(ctx, a, r, &r.user.text).await?;
     let m = measured(&reply);
+    let cut_off = reply.done_reason.as_deref() == Some("length");
     let text = reply.text;
-    let (first, problems) = usable(&text, fields);
+    let (first, problems) = usable(&text, r.fields, &echo);
     if let (Some(obj), true) = (&first, problems.is_empty()) {
         return Ok(((obj.clone(), true), m));
     }
-    let again = chat(
-        ctx,
-        a,
-        label,
-        system,
-        &prompts::fix_fields(user, &problems, fields),
-        model,
-    )
-    .await?;
-    let m = Measured {
-        tokens_per_sec: m.tokens_per_sec.or(again.tokens_per_second()),
-        ..m
-    };
-    let (second, problems2) = usable(&again.text, fields);
-    if let (Some(obj), true) = (&second, problems2.is_empty()) {
-        return Ok(((obj.clone(), true), m));
+    if let (Some(obj), true) = (&first, cut_off && complete_text(&problems, r.fields)) {
+        // Cut off by the length limit after its text: asking again for the same
+        // length would be cut off again.
+        ctx.observer.notice(format!(
+            "ℹ️  {}: the reply reached its length limit; the fields it completed are used",
+            r.label
+        ));
+        let mut obj = obj.clone();
+        fill_lists(&mut obj, r.fields);
+        return Ok(((obj, true), m));
     }
+    let follow_up = prompts::fix_fields(r.user, r.fields);
+    let fits = budget::reply_room(
+        context::usable(&a.node, r.model).unwrap_or(budget::DEFAULT_CONTEXT),
+        budget::prompt_tokens(r.system, &follow_up.text),
+    )
+    .is_some();
+    let (second, problems2, m) = if fits {
+        let again = chat(ctx, a, r, &follow_up.text).await?;
+        let m = Measured {
+            tokens_per_sec: m.tokens_per_sec.or(again.tokens_per_second()),
+            ..m
+        };
+        let (second, problems2) = usable(&again.text, r.fields, &echo);
+        if let (Some(obj), true) = (&second, problems2.is_empty()) {
+            return Ok(((obj.clone(), true), m));
+        }
+        (second, problems2, m)
+    } else {
+        (None, problems.clone(), m)
+    };
     // Keep what we have: the better object, else the first reply's text.
     let best = match (first, second) {
         (Some(a), Some(b)) => Some(if problems2.len() < problems.len() {
@@ -222,35 +356,84 @@ async fn ask_with_repair(
         (a, b) => a.or(b),
     };
     let kept = match best {
-        Some(obj)
+        Some(mut obj)
             if obj
                 .values()
                 .any(|v| v.as_str().is_some_and(|s| !s.trim().is_empty())) =>
         {
+            fill_main(&mut obj, r.fields);
             obj
         }
         _ => {
             let mut m = Map::new();
-            let main = fields
+            let main = r
+                .fields
                 .iter()
                 .find(|(_, t)| *t == FieldType::String)
                 .map(|(n, _)| n.clone())
                 .unwrap_or_else(|| "content".into());
-            m.insert(main, Value::String(text.trim().to_string()));
+            m.insert(main, Value::String(clean::text(&text, &echo)));
             m
         }
     };
     ctx.observer.notice(format!(
-        "⚠️  {label}: the reply did not match the agent's fields ({}); its text is used as it is",
+        "⚠️  {}: the reply did not match the agent's fields ({}); its text is used as it is",
+        r.label,
         problems2.join("; ")
     ));
     Ok(((kept, false), m))
 }
 
-fn usable(text: &str, fields: &[(String, FieldType)]) -> (Option<Map<String, Value>>, Vec<String>) {
-    match repair::extract_object(text) {
+/// A reply whose text went under keys of the model's own choosing (or into
+/// the keys themselves): the main text field (the first required one), when
+/// missing or empty, gets all of its text in order, so none of it is lost.
+fn fill_main(obj: &mut Map<String, Value>, fields: &[(String, FieldType)]) {
+    let Some((main, _)) = fields.iter().find(|(_, t)| *t == FieldType::String) else {
+        return;
+    };
+    if obj
+        .get(main)
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.trim().is_empty())
+    {
+        return;
+    }
+    let mut others = obj.clone();
+    others.remove(main);
+    let parts = clean::texts(&others);
+    if !parts.is_empty() {
+        obj.insert(main.clone(), Value::String(parts.join("\n\n")));
+    }
+}
+
+/// Every required text field is there: only lists (or numbers) were lost.
+fn complete_text(problems: &[String], fields: &[(String, FieldType)]) -> bool {
+    fields
+        .iter()
+        .filter(|(_, t)| *t == FieldType::String)
+        .all(|(name, _)| !problems.iter().any(|p| p.starts_with(&format!("{name}:"))))
+}
+
+/// Required lists a cut-off reply never reached become empty lists.
+fn fill_lists(obj: &mut Map<String, Value>, fields: &[(String, FieldType)]) {
+    for (name, t) in fields {
+        if *t == FieldType::List && !obj.get(name).is_some_and(Value::is_array) {
+            obj.insert(name.clone(), Value::Array(Vec::new()));
+        }
+    }
+}
+
+/// The reply as the agent's object (a cut-off one closed where it stops),
+/// cleaned, with what is still wrong with it.
+fn usable(
+    text: &str,
+    fields: &[(String, FieldType)],
+    echo: &clean::Echo,
+) -> (Option<Map<String, Value>>, Vec<String>) {
+    match repair::extract_object(text).or_else(|| repair::close_truncated(text)) {
         None => (None, vec!["the reply is not a JSON object".to_string()]),
         Some(mut obj) => {
+            clean::fields(&mut obj, echo);
             repair::coerce(&mut obj, fields);
             let problems = repair::check_fields(&obj, fields);
             (Some(obj), problems)

@@ -8,10 +8,11 @@ use futures_util::future::join_all;
 use serde_json::{Map, Value};
 
 use super::call::{call, Ctx, Reply};
-use super::prompts;
+use super::prompts::{self, Prompt};
 use super::quality;
 use super::render;
 use super::result::{Gap, NothingGenerated, Vote};
+use super::standard::OWN_TEXT;
 use crate::scheduler::TaskFailed;
 
 pub struct Settings {
@@ -38,6 +39,8 @@ fn length(obj: &Map<String, Value>) -> usize {
 struct Run<'a> {
     ctx: &'a Ctx,
     query: &'a str,
+    /// The question as the Researcher and the Editor get it (with RAG excerpts).
+    asked: Prompt,
     replies: Vec<Reply>,
     phases: Vec<(String, f64)>,
     gaps: Vec<Gap>,
@@ -58,7 +61,7 @@ impl Run<'_> {
         &mut self,
         agent: &str,
         label: &str,
-        prompt: String,
+        prompt: Prompt,
         model: &str,
         instead: &str,
     ) -> Option<Reply> {
@@ -83,6 +86,7 @@ impl Run<'_> {
         let (ctx, query) = (self.ctx, self.query);
         let model = ctx.model.clone();
         let hosts = ctx.hosts();
+        let room = ctx.room(ctx.agent("Researcher"), &model, query.len() + OWN_TEXT);
         if hosts > 1 {
             let n = (rounds as usize).min(hosts);
             ctx.observer.notice(format!(
@@ -95,7 +99,7 @@ impl Run<'_> {
                     ctx,
                     ctx.agent("Researcher"),
                     label,
-                    prompts::refine(query, &base, critique, i),
+                    prompts::refine(query, &base, critique, i, room),
                     &model,
                     None,
                 )
@@ -119,7 +123,7 @@ impl Run<'_> {
                 "🔁 Phase 3: {rounds} refinement round(s), one at a time (one host)"
             ));
             for i in 0..rounds as usize {
-                let prompt = prompts::refine(query, best, critique, i);
+                let prompt = prompts::refine(query, best, critique, i, room);
                 if let Some(r) = self
                     .ask(
                         "Researcher",
@@ -145,11 +149,16 @@ impl Run<'_> {
     ) -> String {
         let (ctx, query) = (self.ctx, self.query);
         let editor_model = ctx.synthesis_model().to_string();
+        let room = ctx.room(
+            ctx.agent("Editor"),
+            &editor_model,
+            self.asked.text.len() + OWN_TEXT,
+        );
         let Some(editor) = self
             .ask(
                 "Editor",
                 "Editor",
-                prompts::editor(query, Some(best), critique),
+                prompts::editor(self.asked.clone(), Some(best), critique, room),
                 &editor_model,
                 "the answer is the refined research, unedited",
             )
@@ -169,7 +178,7 @@ impl Run<'_> {
                 .ask(
                     "Editor",
                     "Editor (validation retry)",
-                    prompts::editor_retry(query, &markdown, &v.problems),
+                    prompts::editor_retry(query, &markdown, room),
                     &editor_model,
                     "the first edit is kept",
                 )
@@ -217,18 +226,12 @@ impl Run<'_> {
                 break;
             }
             attempt += 1;
-            let feedback: Vec<(f64, String)> = votes
-                .iter()
-                .map(|v| (v.score, v.reasoning.clone()))
-                .collect();
-            let mut issues: Vec<String> = votes.iter().flat_map(|v| v.issues.clone()).collect();
-            issues.sort();
-            issues.dedup();
+            let room = ctx.room(ctx.agent("Editor"), &editor_model, query.len() + OWN_TEXT);
             let Some(better) = self
                 .ask(
                     "Editor",
                     &format!("Editor (quality retry {attempt})"),
-                    prompts::improve(query, markdown, &feedback, &issues),
+                    prompts::improve(query, markdown, room),
                     &editor_model,
                     "the current answer is kept",
                 )
@@ -245,17 +248,18 @@ impl Run<'_> {
 
 pub async fn run(
     ctx: &Ctx,
-    plain: &str,
+    query: &str,
     s: &Settings,
     docs: Option<&crate::rag::Retrieved>,
 ) -> Result<Collab, NothingGenerated> {
-    // RAG: every phase but the Critic's sees the excerpts.
-    let asked = docs.map_or_else(|| plain.to_string(), |r| r.question(plain));
-    let query = asked.as_str();
+    // RAG: the Researcher and the Editor see the excerpts (quoted), the other
+    // phases work from their output.
+    let asked = docs.map_or_else(|| Prompt::from(query), |r| r.question(query));
     let model = ctx.model.clone();
     let mut w = Run {
         ctx,
         query,
+        asked: asked.clone(),
         replies: Vec::new(),
         phases: Vec::new(),
         gaps: Vec::new(),
@@ -268,7 +272,7 @@ pub async fn run(
         ctx,
         ctx.agent("Researcher"),
         "Researcher",
-        prompts::researcher(query),
+        prompts::researcher(asked.clone()),
         &model,
         None,
     )
@@ -278,11 +282,12 @@ pub async fn run(
     ctx.observer
         .notice("🔍 Phase 2: Critic - review and feedback".into());
     let t = Instant::now();
+    let room = ctx.room(ctx.agent("Critic"), &model, query.len() + OWN_TEXT);
     let critique = w
         .ask(
             "Critic",
             "Critic",
-            prompts::critic_of(plain, &research.fields),
+            prompts::critic_of(query, &research.fields, room),
             &model,
             "the answer goes on without a review (no refinement)",
         )
@@ -328,12 +333,13 @@ async fn vote(ctx: &Ctx, query: &str, answer: &str) -> Result<(Vec<Vote>, Vec<Re
         ("Voter 2 (clarity)", "for clarity, structure and formatting"),
     ];
     let model = ctx.synthesis_model().to_string();
+    let room = ctx.room(ctx.agent("QualityVoter"), &model, query.len() + OWN_TEXT);
     let results = join_all(perspectives.iter().map(|(label, p)| {
         call(
             ctx,
             ctx.agent("QualityVoter"),
             label,
-            prompts::voter(query, answer, p),
+            prompts::voter(query, answer, p, room),
             &model,
             None,
         )

@@ -1,23 +1,29 @@
 //! Long-form answers: chunk 1 (the fundamentals) first, then chunks 2..N with
 //! their focus areas and a summary of chunk 1, through the host-aware queue.
-//! Each chunk is quality-checked and retried once; chunks are assembled in
-//! chunk order, then synthesised by the Editor unless that would lose text.
+//! Each chunk asks for as many words as the nodes' context leaves room for,
+//! is quality-checked and retried once (the task restated, never the check's
+//! findings); chunks are assembled in chunk order, then synthesised
+//! (`synthesis.rs`). One line per finished part says where and how long.
 
 use futures_util::future::join_all;
 
-use super::call::{call, Ctx, Reply};
+use super::budget;
+use super::call::{call, Ctx};
 use super::detect::{focus_area, ContentType};
 use super::prompts;
 use super::quality;
 use super::render;
-use super::repair::FieldType;
 use super::result::{Chunk, Gap, NothingGenerated};
+use super::synthesis;
 use crate::scheduler::{Attribution, TaskFailed};
 
-/// Above this many characters the chunks are joined, not synthesised.
-pub const SYNTHESIS_LIMIT: usize = 15_000;
-/// A synthesis shorter than this share of its input lost content: join instead.
-pub const MIN_SYNTHESIS_RATIO: f64 = 0.8;
+/// Words a part asks for when the context leaves room: the first part, the
+/// others, a story's chapters (the original asked for "at least" these).
+const FIRST_WORDS: usize = 500;
+const PART_WORDS: usize = 400;
+const CHAPTER_WORDS: usize = 300;
+/// Fewest words a part asks for, however small the context.
+const MIN_WORDS: usize = 60;
 
 pub struct LongForm {
     pub text: String,
@@ -59,20 +65,15 @@ async fn chunk(
     docs: Option<&crate::rag::Retrieved>,
 ) -> Result<(Chunk, Vec<Attribution>), TaskFailed> {
     let focus = focus_area(ct, n, total);
-    // RAG: part 1 gets the question with its excerpts, later parts their own.
-    let prompt = match (docs, n) {
-        (Some(r), 1) => prompts::chunk(&r.question(query), ct, n, total, &focus, first),
-        (Some(r), _) => match r.part(n) {
-            Some(extra) => format!(
-                "{}\n\n{extra}",
-                prompts::chunk(query, ct, n, total, &focus, first)
-            ),
-            None => prompts::chunk(query, ct, n, total, &focus, first),
-        },
-        (None, _) => prompts::chunk(query, ct, n, total, &focus, first),
-    };
     let label = format!("chunk {n}/{total}");
     let agent = writer(ctx, ct);
+    // RAG: the part's own excerpts go below its request, quoted.
+    let excerpts = docs.and_then(|r| r.part(n)).unwrap_or_default();
+    let words = words_that_fit(ctx, agent, query, ct, n, total, &focus, first, &excerpts);
+    let prompt = with_excerpts(
+        prompts::chunk(query, ct, n, total, &focus, first, words),
+        &excerpts,
+    );
     let a = call(ctx, agent, &label, prompt.clone(), &ctx.model, None).await?;
     let text_a = render::narrative(&a.fields);
     let mut attribution = vec![a.attribution.clone()];
@@ -97,7 +98,7 @@ async fn chunk(
         ctx,
         agent,
         &retry_label,
-        prompts::chunk_retry(&prompt, &problems),
+        prompts::chunk_retry(&prompt),
         &ctx.model,
         None,
     )
@@ -154,6 +155,80 @@ async fn chunk(
     Ok((chunk, attribution))
 }
 
+/// Words part `n` can ask for: its usual length, or what the smallest
+/// context among the nodes leaves for the reply (every node may write it).
+#[allow(clippy::too_many_arguments)]
+fn words_that_fit(
+    ctx: &Ctx,
+    agent: &super::agents::Agent,
+    query: &str,
+    ct: ContentType,
+    n: usize,
+    total: usize,
+    focus: &str,
+    first: Option<&str>,
+    excerpts: &prompts::Prompt,
+) -> usize {
+    let usual = match (ct, first) {
+        (ContentType::Storytelling, _) => CHAPTER_WORDS,
+        (_, None) => FIRST_WORDS,
+        _ => PART_WORDS,
+    };
+    let probe = with_excerpts(
+        prompts::chunk(query, ct, n, total, focus, first, usual),
+        excerpts,
+    );
+    let system = prompts::system(agent, &agent.required_fields);
+    let window = ctx.context(&ctx.model, false);
+    let room = budget::reply_room(window, budget::prompt_tokens(&system, &probe.text))
+        .unwrap_or(budget::MIN_REPLY)
+        .min(ctx.num_predict);
+    budget::words_for(room).clamp(MIN_WORDS, usual)
+}
+
+/// A part's request with its excerpts (if any) below it.
+fn with_excerpts(request: prompts::Prompt, excerpts: &prompts::Prompt) -> prompts::Prompt {
+    if excerpts.text.is_empty() {
+        request
+    } else {
+        request.says("\n\n").then(excerpts)
+    }
+}
+
+/// A part, and one line when it is done: where, how long, how fast.
+async fn part(
+    ctx: &Ctx,
+    query: &str,
+    ct: ContentType,
+    n: usize,
+    total: usize,
+    first: Option<&str>,
+    docs: Option<&crate::rag::Retrieved>,
+) -> Result<(Chunk, Vec<Attribution>), TaskFailed> {
+    let r = chunk(ctx, query, ct, n, total, first, docs).await;
+    if let Ok((c, a)) = &r {
+        let unit = if ct == ContentType::Storytelling {
+            "chapter"
+        } else {
+            "part"
+        };
+        let secs: f64 = a.iter().map(|x| x.seconds).sum();
+        let rate = a
+            .iter()
+            .rev()
+            .find_map(|x| x.tokens_per_sec)
+            .map(|t| format!(", {t:.1} tokens/s"))
+            .unwrap_or_default();
+        let retried = if a.len() > 1 { ", after a retry" } else { "" };
+        ctx.observer.notice(format!(
+            "✅ {unit} {n}/{total} done on {} in {secs:.1}s ({} words{rate}{retried})",
+            c.node,
+            c.content.split_whitespace().count()
+        ));
+    }
+    r
+}
+
 pub async fn run(
     ctx: &Ctx,
     query: &str,
@@ -161,13 +236,13 @@ pub async fn run(
     total: usize,
     docs: Option<&crate::rag::Retrieved>,
 ) -> Result<LongForm, NothingGenerated> {
-    let first = chunk(ctx, query, ct, 1, total, None, docs).await;
+    let first = part(ctx, query, ct, 1, total, None, docs).await;
     let summary = first
         .as_ref()
         .ok()
         .map(|(c, _)| prompts::summary(&c.content, 300));
     let rest =
-        join_all((2..=total).map(|n| chunk(ctx, query, ct, n, total, summary.as_deref(), docs)))
+        join_all((2..=total).map(|n| part(ctx, query, ct, n, total, summary.as_deref(), docs)))
             .await;
     // join_all keeps the order it was given: chunk order, never completion order.
     let mut parts = Vec::new();
@@ -208,7 +283,6 @@ pub async fn run(
         });
     }
     let joined = join(&parts, ct);
-    let input: usize = chunks.iter().map(|c| c.content.len()).sum();
     let (text, synthesis) = if !gaps.is_empty() {
         (
             joined,
@@ -217,14 +291,9 @@ pub async fn run(
                 gaps.len()
             ),
         )
-    } else if joined.len() > SYNTHESIS_LIMIT {
-        (
-            joined,
-            format!("skipped: {input} characters is over {SYNTHESIS_LIMIT}; chunks joined"),
-        )
     } else {
-        let texts: Vec<String> = chunks.iter().map(|c| c.content.clone()).collect();
-        synthesise(ctx, query, ct, &texts, joined, &mut attribution).await
+        let s = synthesis::run(ctx, query, ct, &chunks, joined, &mut attribution).await;
+        (s.text, s.status)
     };
     Ok(LongForm {
         text,
@@ -233,54 +302,6 @@ pub async fn run(
         synthesis,
         gaps,
     })
-}
-
-/// The Editor (or Storyteller) turns the parts into one text, unless that
-/// would lose text; `joined` is the answer otherwise.
-async fn synthesise(
-    ctx: &Ctx,
-    query: &str,
-    ct: ContentType,
-    parts: &[String],
-    joined: String,
-    attribution: &mut Vec<Attribution>,
-) -> (String, String) {
-    let (agent, field) = if ct == ContentType::Storytelling {
-        ("Storyteller", "story")
-    } else {
-        ("Editor", "detailed_explanation")
-    };
-    let fields = vec![(field.to_string(), FieldType::String)];
-    match call(
-        ctx,
-        ctx.agent(agent),
-        "synthesis",
-        prompts::synthesis(query, ct, parts),
-        ctx.synthesis_model(),
-        Some(&fields),
-    )
-    .await
-    {
-        Ok(Reply {
-            fields: obj,
-            attribution: a,
-            ..
-        }) => {
-            attribution.push(a);
-            let s = render::narrative(&obj);
-            let input: usize = parts.iter().map(|p| p.len()).sum();
-            if (s.len() as f64) < MIN_SYNTHESIS_RATIO * input as f64 {
-                (joined, format!("discarded: {} characters for {input} of input (under {:.0}%); chunks joined", s.len(), MIN_SYNTHESIS_RATIO * 100.0))
-            } else {
-                (s, "used".to_string())
-            }
-        }
-        Err(e) => {
-            ctx.observer
-                .notice(format!("⚠️  synthesis failed ({e}); chunks joined"));
-            (joined, "failed; chunks joined".to_string())
-        }
-    }
 }
 
 /// The parts in order, each under a heading naming its part and focus; a

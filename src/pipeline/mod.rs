@@ -3,7 +3,9 @@
 //! and the Markdown answer. Knows the scheduler and the client, not the terminal.
 
 pub mod agents;
+pub mod budget;
 pub mod call;
+pub mod clean;
 pub mod collab;
 pub mod detect;
 pub mod longform;
@@ -13,7 +15,9 @@ pub mod quality;
 pub mod render;
 pub mod repair;
 pub mod result;
+pub mod scope;
 pub mod standard;
+pub mod synthesis;
 
 use std::time::Instant;
 
@@ -24,12 +28,14 @@ use crate::scheduler::{Attribution, TaskFailed};
 
 /// How a query should run.
 pub struct Plan {
-    /// Long-form (several chunks) is for distributed mode.
+    /// Distributed mode: where the `longform` setting applies.
     pub distributed: bool,
     pub collaborative: bool,
     pub collab: collab::Settings,
     pub mode_label: String,
     pub strategy_label: String,
+    /// The `longform` setting (`auto`, `always`, `never`).
+    pub longform: scope::Longform,
     /// Retrieval over the user's documents (`rag on`), if it can run.
     pub rag: Option<crate::rag::Retriever>,
 }
@@ -37,13 +43,13 @@ pub struct Plan {
 /// The later parts of a long answer that get their own retrieval, as (part
 /// number, focus); None when RAG does not apply (a story: the original used
 /// documents for research only, this port for every kind of answer but stories).
-fn rag_parts(d: &detect::Detection, long: bool) -> Option<Vec<(usize, String)>> {
-    match (long, d.content_type) {
+fn rag_parts(ct: detect::ContentType, parts: Option<usize>) -> Option<Vec<(usize, String)>> {
+    match (parts, ct) {
         (_, detect::ContentType::Storytelling) => None,
-        (false, _) => Some(Vec::new()),
-        (true, ct) => Some(
-            (2..=d.chunks)
-                .map(|n| (n, detect::focus_area(ct, n, d.chunks)))
+        (None, _) => Some(Vec::new()),
+        (Some(total), ct) => Some(
+            (2..=total)
+                .map(|n| (n, detect::focus_area(ct, n, total)))
                 .collect(),
         ),
     }
@@ -64,24 +70,30 @@ pub(crate) fn gap(ctx: &Ctx, failure: &TaskFailed, instead: impl Into<String>) -
     g
 }
 
+/// Answer `query`. A leading `!long` or `!short` decides the answer's size
+/// for this query; otherwise the `longform` setting does (see `scope.rs`).
 pub async fn run_query(
     ctx: &Ctx,
     query: &str,
     plan: &Plan,
 ) -> Result<QueryResult, NothingGenerated> {
     let started = Instant::now();
+    let (over, query) = scope::split_override(query);
     let d = detect::detect(query);
+    let scope = scope::decide(query, &d, plan.longform, over, plan.distributed);
+    ctx.learn_contexts().await;
     let mut metrics = Metrics {
         mode: plan.mode_label.clone(),
         strategy: plan.strategy_label.clone(),
         content_type: d.content_type.as_str().to_string(),
         physical_hosts: ctx.hosts(),
+        longform: Some(scope.clone()),
         ..Default::default()
     };
     let mut chunks = Vec::new();
     // RAG: retrieval for the question (and each later part) before any prompt.
-    let long = plan.distributed && d.multi_turn();
-    let mut docs = match rag_parts(&d, long) {
+    let long_parts = scope.longform.then_some(scope.parts);
+    let mut docs = match rag_parts(d.content_type, long_parts) {
         Some(parts) => {
             let notice = |l: String| ctx.observer.notice(l);
             crate::rag::augment(plan.rag.as_ref(), query, &parts, &notice).await
@@ -93,15 +105,16 @@ pub async fn run_query(
         }
         None => None,
     };
-    let (final_output, attribution, gaps) = if long {
+    let (final_output, attribution, gaps) = if scope.longform {
         ctx.observer.notice(format!(
-            "📚 Detected long-form {} (est. {} parts) — {} host(s)",
+            "📚 Detected long-form {} (est. {} parts) — {} host(s); {}",
             d.content_type.as_str(),
-            d.chunks,
-            ctx.hosts()
+            scope.parts,
+            ctx.hosts(),
+            scope.reason
         ));
         metrics.pipeline = "long-form".into();
-        let lf = longform::run(ctx, query, d.content_type, d.chunks, docs.as_ref()).await?;
+        let lf = longform::run(ctx, query, d.content_type, scope.parts, docs.as_ref()).await?;
         metrics.chunks_generated = lf.chunks.len();
         metrics.synthesis = Some(lf.synthesis);
         chunks = lf.chunks;
@@ -120,6 +133,10 @@ pub async fn run_query(
             c.gaps,
         )
     } else {
+        if plan.distributed && (d.multi_turn() || over.is_some()) {
+            ctx.observer
+                .notice(format!("ℹ️  One part: {}", scope.reason));
+        }
         ctx.observer.notice("⚡ Processing...".into());
         metrics.pipeline = "standard".into();
         let s = standard::run(ctx, query, docs.as_ref()).await?;

@@ -18,6 +18,8 @@ pub trait Observer: Send + Sync {
     }
     /// More text arrived for a task (characters so far).
     fn progress(&self, _task: &str, _chars: usize) {}
+    /// Tokens streamed so far for a task, and the rate since its first token.
+    fn streaming(&self, _task: &str, _tokens: u64, _per_sec: Option<f64>) {}
     /// A task ended (successfully or not).
     fn finished(&self, _task: &str) {}
 }
@@ -28,6 +30,6 @@ pub struct Collect(pub std::sync::Mutex<Vec<String>>);
 
 impl Observer for Collect {
     fn notice(&self, line: String) {
-        self.0.lock().unwrap().push(line);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
     }
 }

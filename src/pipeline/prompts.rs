@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::agents::Agent;
+use super::budget::cut;
 use super::detect::ContentType;
 use super::repair::FieldType;
 
@@ -34,46 +35,165 @@ pub fn system(agent: &Agent, fields: &[(String, FieldType)]) -> String {
     )
 }
 
-/// The follow-up when a reply lacked fields or had the wrong types.
-pub fn fix_fields(original: &str, problems: &[String], fields: &[(String, FieldType)]) -> String {
-    format!(
-        "Your previous reply could not be used: {}.\nAnswer the same request again as ONE JSON object of exactly this shape, with real content in every field and nothing outside the object:\n{}\n\nThe request was:\n{}",
-        problems.join("; "),
-        example(fields),
-        original
-    )
+/// A user message: its text, and the pieces of it this program wrote
+/// (instructions, labels, the question) as opposed to the material it quotes
+/// (findings, drafts, parts). A reply that repeats its own pieces is echoing
+/// the prompt (see `clean.rs`); one that repeats material may be doing its job.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Prompt {
+    pub text: String,
+    pub own: Vec<String>,
 }
 
-pub fn researcher(query: &str) -> String {
-    format!("Question: {query}\n\nResearch this question and explain the answer thoroughly.")
+impl Prompt {
+    /// Text this program wrote.
+    pub fn says(mut self, s: impl Into<String>) -> Prompt {
+        let s = s.into();
+        self.text.push_str(&s);
+        self.own.push(s);
+        self
+    }
+
+    /// Material the prompt quotes.
+    pub fn quotes(mut self, s: impl AsRef<str>) -> Prompt {
+        self.text.push_str(s.as_ref());
+        self
+    }
+
+    /// Another prompt after this one, its pieces as they were.
+    pub fn then(mut self, other: &Prompt) -> Prompt {
+        self.text.push_str(&other.text);
+        self.own.extend(other.own.iter().cloned());
+        self
+    }
 }
 
-pub fn critic(query: &str) -> String {
-    format!("Question: {query}\n\nReview how this question is usually answered: point out the common mistakes, biases and gaps, what a good answer must get right, and what you would recommend it include.")
+impl From<String> for Prompt {
+    fn from(text: String) -> Prompt {
+        Prompt::default().says(text)
+    }
 }
 
-pub fn critic_of(query: &str, research: &Map<String, Value>) -> String {
-    format!(
-        "Question: {query}\n\nThe Researcher's answer (JSON):\n{}\n\nReview this answer: list its factual issues, its biases, its strengths, and concrete recommendations to improve it.",
-        Value::Object(research.clone())
-    )
+impl From<&str> for Prompt {
+    fn from(text: &str) -> Prompt {
+        Prompt::default().says(text)
+    }
 }
 
-/// The Editor's request; a side that could not be produced is left out.
+/// The follow-up when a reply lacked fields or had the wrong types: the task
+/// and the format again, never what was wrong with the reply (a small model
+/// copies such findings into its answer).
+pub fn fix_fields(original: &Prompt, fields: &[(String, FieldType)]) -> Prompt {
+    Prompt::default()
+        .says(format!(
+            "Answer the request below as ONE JSON object of exactly this shape, with real content in every field and nothing outside the object:\n{}\n\nThe request:\n",
+            example(fields)
+        ))
+        .then(original)
+}
+
+/// The Researcher's request; `question` may carry quoted document excerpts (RAG).
+pub fn researcher(question: impl Into<Prompt>) -> Prompt {
+    Prompt::default()
+        .says("Question: ")
+        .then(&question.into())
+        .says("\n\nResearch this question and explain the answer thoroughly.")
+}
+
+pub fn critic(query: &str) -> Prompt {
+    format!("Question: {query}\n\nReview how this question is usually answered: point out the common mistakes, biases and gaps, what a good answer must get right, and what you would recommend it include.").into()
+}
+
+/// An agent's reply as plain text for another agent to read, within `max`
+/// bytes: one entry per field (`key facts:` then `- item` lines), each cut to
+/// its share of the room (what a short field leaves goes to the others). The
+/// field labels are the prompt's own words; the values are quoted material.
+pub fn material(obj: &Map<String, Value>, max: usize) -> Prompt {
+    let entries: Vec<(String, String)> = obj
+        .iter()
+        .filter_map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.trim().to_string(),
+                Value::Array(items) => items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Value::String(s) => Some(format!("- {}", s.trim())),
+                        Value::Number(n) => Some(format!("- {n}")),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                Value::Number(n) => n.to_string(),
+                _ => String::new(),
+            };
+            (!text.is_empty()).then(|| (k.replace('_', " "), text))
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by_key(|i| entries[*i].1.len());
+    let mut left = max;
+    let mut shares = vec![0usize; entries.len()];
+    for (done, &i) in order.iter().enumerate() {
+        let label = entries[i].0.len() + 3;
+        let share = (left / (entries.len() - done)).saturating_sub(label);
+        shares[i] = share;
+        left = left.saturating_sub(entries[i].1.len().min(share) + label);
+    }
+    let mut p = Prompt::default();
+    for (i, ((label, text), share)) in entries.iter().zip(shares).enumerate() {
+        if share == 0 {
+            continue;
+        }
+        let sep = if text.starts_with("- ") { "\n" } else { " " };
+        if i > 0 && !p.text.is_empty() {
+            p = p.quotes("\n");
+        }
+        p = p
+            .says(format!("{label}:"))
+            .quotes(sep)
+            .quotes(cut(text, share));
+    }
+    p
+}
+
+pub fn critic_of(query: &str, research: &Map<String, Value>, room: usize) -> Prompt {
+    Prompt::default()
+        .says(format!("Question: {query}\n\nThe Researcher's answer:\n"))
+        .then(&material(research, room))
+        .says("\n\nReview this answer: list its factual issues, its biases, its strengths, and concrete recommendations to improve it.")
+}
+
+/// The Editor's request; a side that could not be produced is left out. The
+/// sides share `room` bytes (the findings get the larger part).
 pub fn editor(
-    query: &str,
+    question: impl Into<Prompt>,
     research: Option<&Map<String, Value>>,
     critique: Option<&Map<String, Value>>,
-) -> String {
-    let side = |name: &str, v: Option<&Map<String, Value>>| match v {
-        Some(m) => format!("{name} (JSON):\n{}", Value::Object(m.clone())),
-        None => format!("{name}: not available (it could not be produced)."),
+    room: usize,
+) -> Prompt {
+    let research_room = match critique {
+        Some(_) => room * 3 / 5,
+        None => room,
     };
-    format!(
-        "Question to answer: {query}\n\n{}\n\n{}\n\nWrite the final answer for the person who asked: use the findings, fix what the review found, and fill every field.",
-        side("Researcher's findings", research),
-        side("Critic's review", critique)
-    )
+    let critique_room = room.saturating_sub(if research.is_some() { research_room } else { 0 });
+    let mut p = Prompt::default()
+        .says("Question to answer: ")
+        .then(&question.into())
+        .says("\n\n");
+    p = match research {
+        Some(m) => p
+            .says("Researcher's findings:\n")
+            .then(&material(m, research_room)),
+        None => p.says("Researcher's findings: not available (they could not be produced)."),
+    };
+    p = p.says("\n\n");
+    p = match critique {
+        Some(m) => p
+            .says("Critic's review:\n")
+            .then(&material(m, critique_room)),
+        None => p.says("Critic's review: not available (it could not be produced)."),
+    };
+    p.says("\n\nWrite the final answer for the person who asked: use the findings, fix what the review found, and fill every field.")
 }
 
 const REFINE_ANGLES: &[&str] = &[
@@ -89,40 +209,46 @@ pub fn refine(
     research: &Map<String, Value>,
     critique: &Map<String, Value>,
     variant: usize,
-) -> String {
-    format!(
-        "Question: {query}\n\nYour previous answer (JSON):\n{}\n\nThe Critic's review (JSON):\n{}\n\nRevise your answer to address the review. {}",
-        Value::Object(research.clone()),
-        Value::Object(critique.clone()),
-        REFINE_ANGLES[variant % REFINE_ANGLES.len()]
-    )
+    room: usize,
+) -> Prompt {
+    Prompt::default()
+        .says(format!("Question: {query}\n\nYour previous answer:\n"))
+        .then(&material(research, room * 3 / 5))
+        .says("\n\nThe Critic's review:\n")
+        .then(&material(critique, room * 2 / 5))
+        .says(format!(
+            "\n\nRevise your answer to address the review. {}",
+            REFINE_ANGLES[variant % REFINE_ANGLES.len()]
+        ))
 }
 
-pub fn editor_retry(query: &str, answer: &str, problems: &[String]) -> String {
-    format!(
-        "Question to answer: {query}\n\nA draft answer failed these checks: {}.\n\nDraft:\n{answer}\n\nRewrite the answer so that it passes, keeping everything correct in it.",
-        problems.join("; ")
-    )
+/// The Editor again after the output validation failed: the task and the
+/// format the answer must have, never the validator's findings.
+pub fn editor_retry(query: &str, answer: &str, room: usize) -> Prompt {
+    Prompt::default()
+        .says(format!("Question to answer: {query}\n\nDraft answer:\n"))
+        .quotes(cut(answer, room))
+        .says("\n\nRewrite the draft as the final answer to the question: between 150 and 1,200 words, each point made once, formulas in plain text. Keep everything correct in it and fill every field.")
 }
 
-pub fn voter(query: &str, answer: &str, perspective: &str) -> String {
-    format!("Question: {query}\n\nAnswer to judge:\n{answer}\n\nJudge it {perspective}.")
+pub fn voter(query: &str, answer: &str, perspective: &str, room: usize) -> Prompt {
+    Prompt::default()
+        .says(format!("Question: {query}\n\nAnswer to judge:\n"))
+        .quotes(cut(answer, room))
+        .says(format!("\n\nJudge it {perspective}."))
 }
 
-pub fn improve(query: &str, answer: &str, feedback: &[(f64, String)], issues: &[String]) -> String {
-    let votes: Vec<String> = feedback
-        .iter()
-        .map(|(s, r)| format!("- {s:.2}: {r}"))
-        .collect();
-    format!(
-        "Question to answer: {query}\n\nReviewers scored the current answer:\n{}\n\nProblems they found:\n{}\n\nCurrent answer:\n{answer}\n\nWrite an improved answer that fixes these problems.",
-        votes.join("\n"),
-        issues.iter().map(|i| format!("- {i}")).collect::<Vec<_>>().join("\n")
-    )
+/// The Editor again after a failed quality vote: the task and the format,
+/// never the voters' words.
+pub fn improve(query: &str, answer: &str, room: usize) -> Prompt {
+    Prompt::default()
+        .says(format!("Question to answer: {query}\n\nCurrent answer:\n"))
+        .quotes(cut(answer, room))
+        .says("\n\nWrite an improved answer to the question: accurate, complete and clearly structured, with every field filled.")
 }
 
-/// Chunk `n` of `total` of a long-form answer. The first words name the part,
-/// so each chunk's request is distinct.
+/// Chunk `n` of `total` of a long-form answer, about `words` words long. The
+/// first words name the part, so each chunk's request is distinct.
 pub fn chunk(
     query: &str,
     ct: ContentType,
@@ -130,7 +256,8 @@ pub fn chunk(
     total: usize,
     focus: &str,
     first_summary: Option<&str>,
-) -> String {
+    words: usize,
+) -> Prompt {
     let unit = if ct == ContentType::Storytelling {
         "Chapter"
     } else {
@@ -138,37 +265,81 @@ pub fn chunk(
     };
     let mut s = format!("{unit} {n} of {total}. Focus: {focus}\n\nRequest: {query}\n\n");
     match first_summary {
-        None if ct == ContentType::Storytelling => s.push_str("Open the story: introduce the setting and the characters. Write at least 300 words."),
-        None => s.push_str("Cover only the fundamental concepts and definitions, in depth. Write at least 500 words."),
+        None if ct == ContentType::Storytelling => s.push_str(&format!(
+            "Open the story: introduce the setting and the characters. Write about {words} words."
+        )),
+        None => s.push_str(&format!(
+            "Cover only the fundamental concepts and definitions, in depth. Write about {words} words."
+        )),
         Some(summary) => {
             s.push_str(&format!("{unit} 1 covered (summary): {summary}\n\n"));
             if ct == ContentType::Storytelling {
-                s.push_str("Continue the same story with the same characters. Write at least 300 words.");
+                s.push_str(&format!(
+                    "Continue the same story with the same characters. Write about {words} words."
+                ));
             } else {
-                s.push_str("Write only about this focus; do not repeat what part 1 covered. Write at least 400 words.");
+                s.push_str(&format!(
+                    "Write only about this focus; do not repeat what part 1 covered. Write about {words} words."
+                ));
             }
         }
     }
-    s
+    s.into()
 }
 
-pub fn chunk_retry(prompt: &str, problems: &[String]) -> String {
-    format!(
-        "{prompt}\n\nAn earlier attempt was rejected ({}). Write complete, grammatical sentences in connected paragraphs.",
-        problems.join("; ")
+/// A chunk asked again after its quality check: the same task, and the form
+/// the text must take; never the check's findings.
+pub fn chunk_retry(prompt: &Prompt) -> Prompt {
+    prompt.clone().says(
+        "\n\nWrite it as connected paragraphs of complete, grammatical sentences in plain prose: no lists, no headings, no notes about these instructions.",
     )
 }
 
-pub fn synthesis(query: &str, ct: ContentType, parts: &[String]) -> String {
-    let mut s = format!(
+/// One pass over every part: the whole answer rewritten as one text.
+pub fn synthesis(query: &str, ct: ContentType, parts: &[String]) -> Prompt {
+    let mut p = Prompt::default().says(format!(
         "Combine these {} parts into one coherent {} answering: {query}\n\nKeep all of their content: do not shorten or summarise; remove only repetition and add transitions.\n\n",
         parts.len(),
         if ct == ContentType::Storytelling { "story" } else { "text" }
-    );
-    for (i, p) in parts.iter().enumerate() {
-        s.push_str(&format!("## Part {}\n{p}\n\n", i + 1));
+    ));
+    for (i, part) in parts.iter().enumerate() {
+        p = p
+            .says(format!("## Part {}\n", i + 1))
+            .quotes(part)
+            .quotes("\n\n");
     }
-    s
+    p
+}
+
+/// First stage of a synthesis that does not fit one request: a summary of a
+/// group of parts (`(number, text)`), about `words` words.
+pub fn group_summary(query: &str, total: usize, parts: &[(usize, &str)], words: usize) -> Prompt {
+    let numbers: Vec<String> = parts.iter().map(|(n, _)| n.to_string()).collect();
+    let mut p = Prompt::default().says(format!(
+        "Below are part(s) {} of a {total}-part answer to: {query}\n\nSummarise them in about {words} words of plain prose: the main points, in order.\n\n",
+        numbers.join(", ")
+    ));
+    for (n, text) in parts {
+        p = p.says(format!("## Part {n}\n")).quotes(text).quotes("\n\n");
+    }
+    p
+}
+
+/// The final stage: an overview of the whole answer from the summaries of its
+/// parts (`(label, summary)`), about `words` words.
+pub fn overview(query: &str, summaries: &[(String, String)], words: usize) -> Prompt {
+    let mut p = Prompt::default().says(format!(
+        "Summaries of the parts of an answer to: {query}\n\n"
+    ));
+    for (label, summary) in summaries {
+        p = p
+            .says(format!("## {label}\n"))
+            .quotes(summary)
+            .quotes("\n\n");
+    }
+    p.says(format!(
+        "Write an overview of the whole answer in about {words} words of connected prose for the reader: what it covers, how the parts fit together and what follows from them."
+    ))
 }
 
 /// A short summary of a text: its first sentences up to about `chars` characters.
@@ -205,12 +376,99 @@ mod tests {
 
     #[test]
     fn chunk_prompts_start_with_their_part() {
-        let a = chunk("q", ContentType::Research, 2, 5, "formalism", Some("s"));
-        let b = chunk("q", ContentType::Research, 3, 5, "evidence", Some("s"));
+        let a = chunk(
+            "q",
+            ContentType::Research,
+            2,
+            5,
+            "formalism",
+            Some("s"),
+            400,
+        )
+        .text;
+        let b = chunk("q", ContentType::Research, 3, 5, "evidence", Some("s"), 400).text;
         assert!(a.starts_with("Part 2 of 5. Focus: formalism"));
+        assert!(a.ends_with("Write about 400 words."));
         assert_ne!(&a[..20], &b[..20]);
-        assert!(chunk("q", ContentType::Storytelling, 1, 5, "opening", None)
-            .starts_with("Chapter 1 of 5"));
+        assert!(
+            chunk("q", ContentType::Storytelling, 1, 5, "opening", None, 300)
+                .text
+                .starts_with("Chapter 1 of 5")
+        );
+    }
+
+    /// Words the quality checks and the field checks use: never in a prompt.
+    const FINDINGS: &[&str] = &[
+        "too short",
+        "too few",
+        "rejected",
+        "failed",
+        "missing",
+        "placeholder",
+        "expected list",
+        "repetitive",
+        "could not be used",
+        "duplicates",
+        "LaTeX",
+    ];
+
+    #[test]
+    fn retry_prompts_restate_the_task_never_the_findings() {
+        let fields = vec![("context".to_string(), FieldType::String)];
+        let first = chunk(
+            "Why is the sky blue?",
+            ContentType::Research,
+            1,
+            3,
+            "basics",
+            None,
+            300,
+        );
+        let research = serde_json::json!({"context": "Light scatters.", "key_facts": ["Rayleigh"]});
+        let research = research.as_object().unwrap();
+        let prompts = [
+            chunk_retry(&first),
+            fix_fields(&first, &fields),
+            editor_retry("Why is the sky blue?", "## Summary\nLight scatters.", 2000),
+            improve("Why is the sky blue?", "## Summary\nLight scatters.", 2000),
+        ];
+        for p in &prompts {
+            for word in FINDINGS {
+                assert!(!p.text.contains(word), "{word:?} in {}", p.text);
+            }
+            assert!(
+                p.text.contains("Why is the sky blue?"),
+                "the task: {}",
+                p.text
+            );
+        }
+        assert!(prompts[0].text.starts_with(&first.text));
+        assert!(prompts[1].text.contains(&example(&fields)), "the format");
+        assert!(prompts[2].text.contains("between 150 and 1,200 words"));
+        // The quoted draft is material, not the prompt's own words.
+        assert!(!prompts[2].own.concat().contains("Light scatters"));
+        assert!(editor("q", Some(research), None, 500)
+            .text
+            .contains("- Rayleigh"));
+    }
+
+    #[test]
+    fn material_fits_its_room() {
+        let long = serde_json::json!({
+            "context": "A sentence of the findings. ".repeat(200),
+            "key_facts": ["one", "two"],
+            "sources": []
+        });
+        let p = material(long.as_object().unwrap(), 600);
+        let m = p.text;
+        assert!(m.len() <= 600, "{}", m.len());
+        assert_eq!(
+            p.own,
+            ["context:", "key facts:"],
+            "the labels are the prompt's own"
+        );
+        assert!(m.contains("key facts:\n- one\n- two"), "{m}");
+        assert!(m.starts_with("context: A sentence of the findings."), "{m}");
     }
 
     #[test]

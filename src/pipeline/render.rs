@@ -103,7 +103,8 @@ fn field_items(obj: &Map<String, Value>, key: &str) -> Vec<String> {
 }
 
 /// Text for one value: strings as is, objects as their string values joined
-/// with ": " (compact JSON if they have none), other values as JSON.
+/// with ": " (or, with none, "key: value" pairs), lists as their items joined
+/// with ", ", numbers and booleans as written. Never JSON syntax.
 fn item_text(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
@@ -116,11 +117,22 @@ fn item_text(v: &Value) -> String {
                 .filter(|s| !s.is_empty())
                 .collect();
             if parts.is_empty() {
-                v.to_string()
+                map.iter()
+                    .map(|(k, v)| (k.replace('_', " "), item_text(v)))
+                    .filter(|(_, t)| !t.is_empty())
+                    .map(|(k, t)| format!("{k}: {t}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             } else {
                 parts.join(": ")
             }
         }
+        Value::Array(items) => items
+            .iter()
+            .map(item_text)
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join(", "),
         other => other.to_string(),
     }
 }
@@ -189,6 +201,17 @@ mod tests {
     }
 
     #[test]
+    fn items_without_text_never_show_json() {
+        let md = editor_markdown(&obj(json!({
+            "summary": "S.",
+            "examples": [{"year": 1450, "place": {"city_id": 7}}, ["a", 2], true]
+        })));
+        assert!(md.contains("1. year: 1450, place: city id: 7"), "{md}");
+        assert!(md.contains("2. a, 2"), "{md}");
+        assert!(!md.contains("\":") && !md.contains('{'), "{md}");
+    }
+
+    #[test]
     fn full_editor_output() {
         let md = editor_markdown(&obj(json!({
             "summary": "Short summary.",
@@ -232,7 +255,7 @@ mod tests {
         })));
         assert_eq!(
             md,
-            "## Key Points\n- **only one**\n\n## Examples\n1. {\"n\":1}\n2. 42\n3. numbered"
+            "## Key Points\n- **only one**\n\n## Examples\n1. n: 1\n2. 42\n3. numbered"
         );
     }
 

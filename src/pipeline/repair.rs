@@ -71,6 +71,103 @@ pub fn extract_object(text: &str) -> Option<Map<String, Value>> {
     None
 }
 
+/// An object cut off before its end (a reply stopped by a length limit),
+/// closed where it stops: an open string is ended (its unfinished last
+/// sentence dropped) and open lists and objects are closed; a dangling key or
+/// a value cut inside a number or word is left out. None when `text` holds no
+/// object start, or nothing readable follows it.
+pub fn close_truncated(text: &str) -> Option<Map<String, Value>> {
+    let start = text.find('{')?;
+    let body = &text[start..];
+    // Positions after which the object can be closed, with the closers needed there.
+    let mut safe: Vec<(usize, String)> = Vec::new();
+    let mut closers: Vec<char> = Vec::new();
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in body.char_indices() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '{' => closers.push('}'),
+            '[' => closers.push(']'),
+            '}' | ']' => {
+                closers.pop();
+                if closers.is_empty() {
+                    // The object is complete after all: the ordinary parser's case.
+                    return None;
+                }
+            }
+            ',' => safe.push((i, closers.iter().rev().collect())),
+            _ => {}
+        }
+    }
+    let mut attempts: Vec<String> = Vec::new();
+    if in_string {
+        // End the open string where it stops, without a half escape.
+        let mut cut = body.trim_end_matches('\\').to_string();
+        if let Some(u) = cut.rfind("\\u") {
+            if cut.len() - u < 6 {
+                cut.truncate(u);
+            }
+        }
+        attempts.push(format!(
+            "{cut}\"{}",
+            closers.iter().rev().collect::<String>()
+        ));
+    } else {
+        attempts.push(format!(
+            "{}{}",
+            body.trim_end().trim_end_matches(','),
+            closers.iter().rev().collect::<String>()
+        ));
+    }
+    for (at, closing) in safe.iter().rev().take(8) {
+        attempts.push(format!("{}{closing}", &body[..*at]));
+    }
+    let cut_string = in_string;
+    attempts.iter().enumerate().find_map(|(n, a)| {
+        let mut obj = parse_object(a).or_else(|| parse_object(&fix_json(a)))?;
+        if n == 0 && cut_string {
+            drop_unfinished_sentence(&mut obj);
+        }
+        (!obj.is_empty()).then(|| unwrap_data(obj))
+    })
+}
+
+/// The last string in `obj` (in document order) was cut off: keep its whole
+/// sentences, or mark the cut when it has none.
+fn drop_unfinished_sentence(obj: &mut Map<String, Value>) {
+    fn last_string(v: &mut Value) -> Option<&mut String> {
+        match v {
+            Value::String(s) => Some(s),
+            Value::Array(items) => items.last_mut().and_then(last_string),
+            Value::Object(m) => m.values_mut().last().and_then(last_string),
+            _ => None,
+        }
+    }
+    let Some(s) = obj.values_mut().last().and_then(last_string) else {
+        return;
+    };
+    let end = s.trim_end().rfind(['.', '!', '?']).map(|i| i + 1);
+    match end {
+        Some(i) if i * 2 >= s.trim_end().len() => s.truncate(i),
+        _ if !s.trim().is_empty() => {
+            let t = s.trim_end().to_string();
+            *s = format!("{t}…");
+        }
+        _ => {}
+    }
+}
+
 /// Problems with `obj` against `required`, one line each, starting with the
 /// field name: missing, wrong type, empty text, or a copied schema word.
 pub fn check_fields(obj: &Map<String, Value>, required: &[(String, FieldType)]) -> Vec<String> {
@@ -201,7 +298,7 @@ fn fenced_blocks(text: &str) -> Vec<&str> {
 
 /// Byte length of the balanced `{...}` at the start of `text`, honouring
 /// strings and escapes; `None` if it never closes.
-fn balanced_end(text: &str) -> Option<usize> {
+pub(crate) fn balanced_end(text: &str) -> Option<usize> {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -321,6 +418,31 @@ mod tests {
         // A comma inside a string is left alone.
         let obj = extract_object("{\"a\": \"x,}\", \"b\": 1,}").unwrap();
         assert_eq!(obj["a"], "x,}");
+    }
+
+    #[test]
+    fn truncated_objects_are_closed() {
+        let obj =
+            close_truncated("{\"context\": \"The press spread. It changed Europe. Printers mov")
+                .unwrap();
+        assert_eq!(obj["context"], "The press spread. It changed Europe.");
+        let obj = close_truncated("{\"context\": \"abc.\", \"key_facts\": [\"x\", \"y").unwrap();
+        assert_eq!(obj["key_facts"], json!(["x", "y…"]));
+        let obj = close_truncated("Sure: {\"context\": \"abc.\", \"key_fa").unwrap();
+        assert_eq!(obj.len(), 1);
+        assert_eq!(obj["context"], "abc.");
+        let obj = close_truncated("{\"context\": \"abc.\", \"n\": 12").unwrap();
+        assert_eq!(obj["n"], 12);
+        let obj = close_truncated("{\"context\": \"caf\\u00").unwrap();
+        assert_eq!(obj["context"], "caf…");
+        let obj = close_truncated("{\"data\": {\"story\": \"Once. Tw").unwrap();
+        assert_eq!(obj["story"], "Once.");
+        assert!(
+            close_truncated("{\"a\": 1}").is_none(),
+            "complete: not this function's case"
+        );
+        assert!(close_truncated("no json").is_none());
+        assert!(close_truncated("{\"ke").is_none());
     }
 
     #[test]

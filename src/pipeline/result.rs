@@ -91,6 +91,8 @@ pub struct Metrics {
     pub hedges: usize,
     /// Tasks that could not be done (see `failed` in the result).
     pub failed_tasks: usize,
+    /// Whether the answer was written in parts, and why (or why not).
+    pub longform: Option<super::scope::Scope>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -4,9 +4,13 @@
 //! on the other's output, with a note; a failed Editor leaves the findings.
 
 use super::call::{call, Ctx, Reply};
-use super::prompts;
+use super::prompts::{self, Prompt};
 use super::render;
 use super::result::{Gap, NothingGenerated};
+
+/// About how many bytes of its own text (labels, instructions) a prompt
+/// that quotes other agents' work has besides the question.
+pub(crate) const OWN_TEXT: usize = 500;
 
 pub struct Standard {
     pub markdown: String,
@@ -21,13 +25,13 @@ pub async fn run(
 ) -> Result<Standard, NothingGenerated> {
     let model = ctx.model.clone();
     // RAG: the Researcher and the Editor see the excerpts; the Critic does not.
-    let asked = docs.map_or_else(|| query.to_string(), |r| r.question(query));
+    let asked = docs.map_or_else(|| Prompt::from(query), |r| r.question(query));
     let (research, critique) = tokio::join!(
         call(
             ctx,
             ctx.agent("Researcher"),
             "Researcher",
-            prompts::researcher(&asked),
+            prompts::researcher(asked.clone()),
             &model,
             None
         ),
@@ -72,14 +76,20 @@ pub async fn run(
         (None, Some(c)) => ("Critic's review", render::narrative(&c.fields)),
         (None, None) => ("answer", String::new()),
     };
+    let room = ctx.room(
+        ctx.agent("Editor"),
+        ctx.synthesis_model(),
+        asked.text.len() + OWN_TEXT,
+    );
     let editor = call(
         ctx,
         ctx.agent("Editor"),
         "Editor",
         prompts::editor(
-            &asked,
+            asked,
             research.as_ref().map(|r| &r.fields),
             critique.as_ref().map(|c| &c.fields),
+            room,
         ),
         ctx.synthesis_model(),
         None,

@@ -12,6 +12,8 @@
 use std::sync::OnceLock;
 
 use regex::Regex;
+
+use crate::pipeline::prompts::Prompt;
 use serde::Serialize;
 
 pub const MIN_SIMILARITY: f32 = 0.5;
@@ -184,19 +186,30 @@ IMPORTANT:
 
 /// The question with the retrieved excerpts and the citation rules, in the
 /// original's layout: what the Researcher, the Editor and part 1 are given.
-pub fn research_prompt(query: &str, b: &Block) -> String {
-    format!(
-        "Research topic: {query}\n\nRELEVANT DOCUMENT EXCERPTS:\n{}\n\nAVAILABLE SOURCES FOR CITATION:\n{}\n\n---\n\nUsing the excerpts above together with what you know, explain in depth: {query}\n\n{CITATION_RULES}",
-        b.excerpts, b.list
-    )
+pub fn research_prompt(query: &str, b: &Block) -> Prompt {
+    Prompt::default()
+        .says(format!(
+            "Research topic: {query}\n\nRELEVANT DOCUMENT EXCERPTS:\n"
+        ))
+        .quotes(&b.excerpts)
+        .says("\n\nAVAILABLE SOURCES FOR CITATION:\n")
+        .quotes(&b.list)
+        .says(format!(
+            "\n\n---\n\nUsing the excerpts above together with what you know, explain in depth: {query}\n\n{CITATION_RULES}"
+        ))
 }
 
 /// The excerpts for one part of a long answer, added below that part's prompt.
-pub fn part_context(b: &Block) -> String {
-    format!(
-        "📚 Relevant Knowledge Base Context:\n\nRELEVANT DOCUMENT EXCERPTS:\n{}\n\nAVAILABLE SOURCES FOR CITATION:\n{}\n\nWhere you use these excerpts, cite them inline with the numbers above, like [1].",
-        b.excerpts, b.list
-    )
+/// The excerpts are quoted material: a reply may repeat them.
+pub fn part_context(b: &Block) -> Prompt {
+    Prompt::default()
+        .says("📚 Relevant Knowledge Base Context:\n\nRELEVANT DOCUMENT EXCERPTS:\n")
+        .quotes(&b.excerpts)
+        .says("\n\nAVAILABLE SOURCES FOR CITATION:\n")
+        .quotes(&b.list)
+        .says(
+            "\n\nWhere you use these excerpts, cite them inline with the numbers above, like [1].",
+        )
 }
 
 /// A source in the final list.
@@ -214,7 +227,9 @@ pub struct Listed {
 fn marker() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     // [3] or [1, 2]; not a Markdown link ([1](…)) — checked by the caller.
-    RE.get_or_init(|| Regex::new(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]").expect("valid regex"))
+    RE.get_or_init(|| {
+        Regex::new(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]").expect("a valid regex literal")
+    })
 }
 
 fn numbers_in(inner: &str) -> Vec<usize> {
@@ -251,7 +266,9 @@ pub fn cite(answer: &str, sources: &Sources) -> (String, Vec<Listed>) {
     let new_number = |old: usize| order.iter().position(|&o| o == old).map(|i| i + 1);
     let text = marker()
         .replace_all(answer, |c: &regex::Captures| {
-            let m = c.get(0).expect("whole match");
+            let m = c
+                .get(0)
+                .expect("group 0 is the whole match, always present");
             if is_link(m.end()) {
                 return m.as_str().to_string();
             }
@@ -356,11 +373,16 @@ mod tests {
         assert_eq!(s.0[1].parts, vec![1, 3]);
         assert_eq!(s.0[1].similarity, 0.75);
         let p = research_prompt("Why tides?", &main);
+        // The excerpts and the list are quoted material, not this program's words.
+        assert!(!p.own.iter().any(|o| o.contains("[Source: a.pdf")));
+        let p = p.text;
         assert!(p.starts_with(
             "Research topic: Why tides?\n\nRELEVANT DOCUMENT EXCERPTS:\n[Source: a.pdf"
         ));
         assert!(p.contains("\n\nAVAILABLE SOURCES FOR CITATION:\n[1] a.pdf\n[2] b.pdf\n\n---\n\n"));
-        assert!(part_context(&part).starts_with("📚 Relevant Knowledge Base Context:"));
+        assert!(part_context(&part)
+            .text
+            .starts_with("📚 Relevant Knowledge Base Context:"));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
+use crate::config::FileError;
+
 pub const EXTENSIONS: &[&str] = &["txt", "md", "pdf"];
 
 fn kind(path: &Path) -> Option<String> {
@@ -79,32 +81,30 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<String>) {
 }
 
 /// The text of a file (its bytes already read); an error names the file.
-pub fn text_of(path: &Path, bytes: &[u8]) -> Result<String, String> {
-    let text = match kind(path).as_deref() {
-        Some("pdf") => pdf_text(path, bytes)?,
-        _ => {
-            let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-            match std::str::from_utf8(bytes) {
-                Ok(s) => s.to_string(),
-                Err(e) => {
-                    return Err(format!(
-                        "{}: not UTF-8 text (byte {})",
-                        path.display(),
-                        e.valid_up_to() + 1
-                    ))
-                }
+pub fn text_of(path: &Path, bytes: &[u8]) -> Result<String, FileError> {
+    let pdf = kind(path).as_deref() == Some("pdf");
+    let text = if pdf {
+        pdf_text(path, bytes)?
+    } else {
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        match std::str::from_utf8(bytes) {
+            Ok(s) => s.to_string(),
+            Err(e) => {
+                return Err(FileError::new(
+                    path,
+                    format!("not UTF-8 text (byte {})", e.valid_up_to() + 1),
+                ))
             }
         }
     };
     if text.trim().is_empty() {
-        return Err(format!(
-            "{}: no text{}",
-            path.display(),
-            if kind(path).as_deref() == Some("pdf") {
-                " could be extracted (a scanned PDF needs OCR first)"
+        return Err(FileError::new(
+            path,
+            if pdf {
+                "no text could be extracted (a scanned PDF needs OCR first)"
             } else {
-                " in the file"
-            }
+                "no text in the file"
+            },
         ));
     }
     Ok(text)
@@ -126,21 +126,21 @@ fn quiet_pdf_panics() {
     });
 }
 
-fn pdf_text(path: &Path, bytes: &[u8]) -> Result<String, String> {
+fn pdf_text(path: &Path, bytes: &[u8]) -> Result<String, FileError> {
     quiet_pdf_panics();
     let owned = bytes.to_vec();
     let result = std::thread::Builder::new()
         .name(PDF_THREAD.into())
         .spawn(move || pdf_extract::extract_text_from_mem(&owned))
-        .map_err(|e| format!("{}: cannot start the PDF reader: {e}", path.display()))?
+        .map_err(|e| FileError::new(path, format!("cannot start the PDF reader: {e}")))?
         .join();
     let text = match result {
         Ok(Ok(t)) => t,
-        Ok(Err(e)) => return Err(format!("{}: not a readable PDF ({e})", path.display())),
+        Ok(Err(e)) => return Err(FileError::new(path, format!("not a readable PDF ({e})"))),
         Err(_) => {
-            return Err(format!(
-                "{}: the PDF reader failed on this file (malformed or unsupported PDF)",
-                path.display()
+            return Err(FileError::new(
+                path,
+                "the PDF reader failed on this file (malformed or unsupported PDF)",
             ))
         }
     };
@@ -186,11 +186,15 @@ mod tests {
         assert_eq!(text_of(p, b"\xEF\xBB\xBFhello").unwrap(), "hello");
         assert!(text_of(p, b"ab\xFFcd")
             .unwrap_err()
+            .to_string()
             .contains("notes.txt: not UTF-8 text (byte 3)"));
         assert!(text_of(p, b"  \n")
             .unwrap_err()
+            .to_string()
             .contains("no text in the file"));
-        let e = text_of(Path::new("/d/paper.pdf"), b"%PDF-1.4 garbage").unwrap_err();
+        let e = text_of(Path::new("/d/paper.pdf"), b"%PDF-1.4 garbage")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("/d/paper.pdf: "), "{e}");
     }
 }

@@ -4,7 +4,8 @@
 //! document staged as soon as all its chunks are embedded, in the order the
 //! files were given, and committed with the others staged in the last second.
 //! A document whose content is already in the knowledge base is skipped, so an
-//! interrupted run picks up where it stopped.
+//! interrupted run picks up where it stopped. Files are read, and the
+//! knowledge base written, on the blocking pool, never on the async threads.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,7 +16,8 @@ use sha2::{Digest, Sha256};
 use super::chunking::chunk_text;
 use super::documents::text_of;
 use super::embed::Embedder;
-use super::writer::Writer;
+use super::writer::{KbError, Writer};
+use crate::blocking::{self, Stopped};
 
 /// The most chunks in one `/api/embed` request.
 pub const MAX_BATCH: usize = 16;
@@ -79,28 +81,66 @@ pub fn batch_size(chunks: usize, hosts: usize) -> usize {
     chunks.div_ceil(batches).clamp(1, MAX_BATCH)
 }
 
-/// Index `files` into the knowledge base `writer` holds.
+/// The writer, lent to the blocking pool for each write (it writes and
+/// flushes files) and back in between; lost only if the runtime stops.
+struct Lent(Option<Writer>);
+
+impl Lent {
+    fn known(&self, hash: &str) -> Option<&str> {
+        self.0.as_ref()?.known(hash)
+    }
+
+    async fn with<T: Send + 'static>(
+        &mut self,
+        op: impl FnOnce(&mut Writer) -> Result<T, KbError> + Send + 'static,
+    ) -> Result<T, KbError> {
+        let mut w = self.0.take().ok_or(Stopped)?;
+        let (w, out) = blocking::run(move || {
+            let out = op(&mut w);
+            (w, out)
+        })
+        .await?;
+        self.0 = Some(w);
+        out
+    }
+
+    /// Close the knowledge base (a writer commits what is left when dropped).
+    async fn close(mut self) {
+        if let Some(w) = self.0.take() {
+            let _ = blocking::run(move || drop(w)).await;
+        }
+    }
+}
+
+/// Index `files` into the knowledge base `writer` holds (and close it).
 pub async fn run(
-    writer: &mut Writer,
+    writer: Writer,
     files: &[PathBuf],
     embedder: &Embedder,
     progress: &dyn Progress,
 ) -> Summary {
     let started = Instant::now();
-    let mut summary = Summary::default();
+    let mut out = Out {
+        writer: Lent(Some(writer)),
+        staged: Vec::new(),
+        summary: Summary::default(),
+        progress,
+    };
+    let summary = &mut out.summary;
     let mut docs: Vec<Pending> = Vec::new();
     let mut hashes_this_run: Vec<(String, PathBuf)> = Vec::new();
     for path in files {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
+        let p = path.clone();
+        let read = blocking::try_run(move || std::fs::read(&p).map(|b| (sha256_hex(&b), b))).await;
+        let (hash, bytes) = match read {
+            Ok(r) => r,
             Err(e) => {
                 progress.line(format!("❌ {}: cannot read: {e}", path.display()));
                 summary.failed += 1;
                 continue;
             }
         };
-        let hash = sha256_hex(&bytes);
-        if let Some(id) = writer.known(&hash) {
+        if let Some(id) = out.writer.known(&hash) {
             progress.line(format!("⏭️  {}: already indexed as {id}", path.display()));
             summary.skipped += 1;
             continue;
@@ -170,7 +210,6 @@ pub async fn run(
         });
     let mut results = stream::iter(requests).buffer_unordered(embedder.hosts().max(1) * 4);
     let mut next = 0;
-    let mut staged: Vec<(String, usize)> = Vec::new();
     let mut last_commit = Instant::now();
     while let Some((batch, result)) = results.next().await {
         progress.embedded(batch.len());
@@ -188,11 +227,11 @@ pub async fn run(
         }
         // Stage every document that is complete, in file order.
         while next < docs.len() && docs[next].complete() {
-            stage(writer, &mut docs[next], progress, &mut summary, &mut staged);
+            out.stage(&mut docs[next]).await;
             next += 1;
         }
         if last_commit.elapsed() >= COMMIT_EVERY {
-            if !commit(writer, &mut staged, progress, &mut summary) {
+            if !out.commit().await {
                 break;
             }
             last_commit = Instant::now();
@@ -201,80 +240,95 @@ pub async fn run(
     drop(results);
     // Documents with no chunks, after the last batch.
     while next < docs.len() {
-        stage(writer, &mut docs[next], progress, &mut summary, &mut staged);
+        out.stage(&mut docs[next]).await;
         next += 1;
     }
-    commit(writer, &mut staged, progress, &mut summary);
-    summary.seconds = started.elapsed().as_secs_f64();
-    summary
+    out.commit().await;
+    out.writer.close().await;
+    out.summary.seconds = started.elapsed().as_secs_f64();
+    out.summary
 }
 
-/// Write the staged documents' index entries; say which are in. False when
-/// the knowledge base could not be written (nothing more should be tried).
-fn commit(
-    writer: &mut Writer,
-    staged: &mut Vec<(String, usize)>,
-    progress: &dyn Progress,
-    s: &mut Summary,
-) -> bool {
-    if staged.is_empty() {
-        return true;
-    }
-    match writer.commit() {
-        Ok(_) => {
-            for (line, chunks) in staged.drain(..) {
-                progress.line(line);
-                s.added += 1;
-                s.chunks += chunks;
+/// Where embedded documents go: staged in the knowledge base, committed in
+/// groups, counted and reported.
+struct Out<'a> {
+    writer: Lent,
+    /// (the line to show once committed, chunks) per staged document.
+    staged: Vec<(String, usize)>,
+    summary: Summary,
+    progress: &'a dyn Progress,
+}
+
+impl Out<'_> {
+    /// Write the staged documents' index entries; say which are in. False
+    /// when the knowledge base could not be written (nothing more should be
+    /// tried).
+    async fn commit(&mut self) -> bool {
+        if self.staged.is_empty() {
+            return true;
+        }
+        let s = &mut self.summary;
+        match self.writer.with(Writer::commit).await {
+            Ok(_) => {
+                for (line, chunks) in self.staged.drain(..) {
+                    self.progress.line(line);
+                    s.added += 1;
+                    s.chunks += chunks;
+                }
+                true
             }
-            true
-        }
-        Err(e) => {
-            progress.line(format!("❌ {e}; {} document(s) not saved", staged.len()));
-            s.failed += staged.len();
-            staged.clear();
-            false
+            Err(e) => {
+                let n = self.staged.len();
+                self.progress
+                    .line(format!("❌ {e}; {n} document(s) not saved"));
+                s.failed += n;
+                self.staged.clear();
+                false
+            }
         }
     }
-}
 
-fn stage(
-    writer: &mut Writer,
-    doc: &mut Pending,
-    progress: &dyn Progress,
-    s: &mut Summary,
-    staged: &mut Vec<(String, usize)>,
-) {
-    if let Some(e) = &doc.failed {
-        progress.line(format!(
-            "❌ {}: not indexed: could not embed its chunks ({e})",
-            doc.path.display()
-        ));
-        s.failed += 1;
-        return;
-    }
-    if doc.chunks.is_empty() {
-        progress.line(format!("❌ {}: no text to index", doc.path.display()));
-        s.failed += 1;
-        return;
-    }
-    let vectors: Vec<Vec<f32>> = doc.vectors.iter_mut().filter_map(Option::take).collect();
-    match writer.stage(&doc.path, &doc.text, &doc.chunks, &vectors, &doc.hash) {
-        Ok(id) => {
-            let n = doc.chunks.len();
-            let line = format!(
-                "📄 {} → {id} ({n} chunk{})",
-                doc.path.display(),
-                if n == 1 { "" } else { "s" }
-            );
-            staged.push((line, n));
-        }
-        Err(e) => {
-            progress.line(format!("❌ {}: not indexed: {e}", doc.path.display()));
+    /// Stage one document whose chunks are all embedded (or say why not).
+    async fn stage(&mut self, doc: &mut Pending) {
+        let failed = |s: &mut Summary, line: String| {
+            self.progress.line(line);
             s.failed += 1;
+        };
+        if let Some(e) = &doc.failed {
+            let line = format!(
+                "❌ {}: not indexed: could not embed its chunks ({e})",
+                doc.path.display()
+            );
+            return failed(&mut self.summary, line);
+        }
+        if doc.chunks.is_empty() {
+            let line = format!("❌ {}: no text to index", doc.path.display());
+            return failed(&mut self.summary, line);
+        }
+        let vectors: Vec<Vec<f32>> = doc.vectors.iter_mut().filter_map(Option::take).collect();
+        let (path, hash) = (doc.path.clone(), doc.hash.clone());
+        let text = std::mem::take(&mut doc.text);
+        let chunks = std::mem::take(&mut doc.chunks);
+        let n = chunks.len();
+        let staged_as = self
+            .writer
+            .with(move |w| w.stage(&path, &text, &chunks, &vectors, &hash))
+            .await;
+        match staged_as {
+            Ok(id) => {
+                let line = format!(
+                    "📄 {} → {id} ({n} chunk{})",
+                    doc.path.display(),
+                    if n == 1 { "" } else { "s" }
+                );
+                self.staged.push((line, n));
+            }
+            Err(e) => {
+                let line = format!("❌ {}: not indexed: {e}", doc.path.display());
+                failed(&mut self.summary, line);
+            }
         }
     }
-    doc.text = String::new();
 }
 
 #[cfg(test)]

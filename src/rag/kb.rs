@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{json_error, read_text};
+use crate::config::{json_error, read_text, FileError};
 
 pub const KB_DIR: &str = "knowledge_base";
 pub const INDEX_FILE: &str = "document_index.json";
@@ -196,24 +196,23 @@ struct ChunkText {
     text: String,
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        let text = String::from_utf8_lossy(&bytes);
-        json_error(path, &text, &e).to_string()
-    })
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, FileError> {
+    let bytes =
+        std::fs::read(path).map_err(|e| FileError::new(path, format!("cannot read: {e}")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| json_error(path, &String::from_utf8_lossy(&bytes), &e))
 }
 
 /// A chunk file's embedding; an error names the file and what is wrong.
-pub fn read_vector(path: &Path) -> Result<Vec<f32>, String> {
+pub fn read_vector(path: &Path) -> Result<Vec<f32>, FileError> {
     let c: ChunkVector = read_json(path)?;
     if c.embedding.is_empty() {
-        return Err(format!("{}: the embedding is empty", path.display()));
+        return Err(FileError::new(path, "the embedding is empty"));
     }
     if c.embedding.iter().any(|x| !x.is_finite()) {
-        return Err(format!(
-            "{}: the embedding holds a value that is not a finite number",
-            path.display()
+        return Err(FileError::new(
+            path,
+            "the embedding holds a value that is not a finite number",
         ));
     }
     Ok(c.embedding)
@@ -221,7 +220,7 @@ pub fn read_vector(path: &Path) -> Result<Vec<f32>, String> {
 
 /// A chunk file's text, with literal `\uXXXX` sequences (left by some PDF
 /// converters) turned into the characters they name.
-pub fn read_text_of(path: &Path) -> Result<String, String> {
+pub fn read_text_of(path: &Path) -> Result<String, FileError> {
     let c: ChunkText = read_json(path)?;
     Ok(unescape_u(&c.text))
 }
@@ -333,9 +332,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let bad = d.path().join("bad.json");
         std::fs::write(&bad, r#"{"text": "x"}"#).unwrap();
-        assert!(read_vector(&bad).unwrap_err().contains("bad.json"));
+        assert!(read_vector(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("bad.json"));
         std::fs::write(&bad, r#"{"text": "x", "embedding": []}"#).unwrap();
-        assert!(read_vector(&bad).unwrap_err().contains("empty"));
+        assert!(read_vector(&bad).unwrap_err().to_string().contains("empty"));
         std::fs::write(&bad, r#"{"text": "caf\\u00e9 \\uZZZZ", "embedding": [1]}"#).unwrap();
         assert_eq!(read_text_of(&bad).unwrap(), "café \\uZZZZ");
     }

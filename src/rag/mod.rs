@@ -23,6 +23,17 @@ pub use retrieve::{Knowledge, Report, Retrieved, Retriever};
 
 use index::{Fingerprint, Index};
 
+/// A `rag path` (or `rag_path` setting) that names no usable place.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LocationError {
+    #[error("missing folder or URL")]
+    Missing,
+    #[error("`{0}`: only http:// and https:// URLs are supported")]
+    Scheme(String),
+    #[error(transparent)]
+    Url(#[from] remote::UrlError),
+}
+
 /// Where a knowledge base is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Location {
@@ -35,19 +46,17 @@ pub enum Location {
 impl Location {
     /// A `rag path` argument: an http(s) URL (port 8765 unless given) or a
     /// folder (`~/` expanded, made absolute).
-    pub fn parse(text: &str) -> Result<Location, String> {
+    pub fn parse(text: &str) -> Result<Location, LocationError> {
         let t = text.trim();
         if t.is_empty() {
-            return Err("missing folder or URL".into());
+            return Err(LocationError::Missing);
         }
         let lower = t.to_ascii_lowercase();
         if lower.starts_with("http://") || lower.starts_with("https://") {
-            return remote::base_url(t).map(Location::Remote);
+            return Ok(Location::Remote(remote::base_url(t)?));
         }
         if lower.contains("://") {
-            return Err(format!(
-                "`{t}`: only http:// and https:// URLs are supported"
-            ));
+            return Err(LocationError::Scheme(t.to_string()));
         }
         let p = documents::expand_home(t);
         Ok(Location::Local(std::path::absolute(&p).unwrap_or(p)))
@@ -68,12 +77,14 @@ pub fn default_folder() -> Option<PathBuf> {
 
 /// The knowledge base the settings name: `rag_path`, else the FlockParser
 /// folder in the home directory when it exists.
-pub fn configured(rag_path: Option<&str>) -> Option<Result<Location, String>> {
+pub async fn configured(rag_path: Option<&str>) -> Option<Result<Location, LocationError>> {
     match rag_path {
         Some(p) => Some(Location::parse(p)),
-        None => default_folder()
-            .filter(|d| d.is_dir())
-            .map(|d| Ok(Location::Local(d))),
+        None => {
+            let d = default_folder()?;
+            let is_dir = tokio::fs::metadata(&d).await.is_ok_and(|m| m.is_dir());
+            is_dir.then_some(Ok(Location::Local(d)))
+        }
     }
 }
 
@@ -92,12 +103,16 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// The index of `root` if it is loaded and its files have not changed.
-    pub fn fresh(&self, root: &Path) -> Option<Arc<Index>> {
-        match &self.loaded {
-            Some((r, idx, fp)) if r == root && *fp == Fingerprint::of(root) => Some(idx.clone()),
-            _ => None,
+    /// The index of `root` if it is loaded and its files have not changed
+    /// (looked at off the async threads).
+    pub async fn fresh(&self, root: &Path) -> Option<Arc<Index>> {
+        let (r, idx, fp) = self.loaded.as_ref()?;
+        if r != root {
+            return None;
         }
+        let root = root.to_path_buf();
+        let now = crate::blocking::run(move || Fingerprint::of(&root)).await;
+        (now.ok().as_ref() == Some(fp)).then(|| idx.clone())
     }
 
     /// The index of `root`, loading it (off the async threads) when it is not
@@ -108,7 +123,7 @@ impl Cache {
         root: &Path,
         progress: Arc<dyn Fn(usize, usize) + Send + Sync>,
     ) -> (Arc<Index>, Vec<String>) {
-        if let Some(idx) = self.fresh(root) {
+        if let Some(idx) = self.fresh(root).await {
             return (idx, Vec::new());
         }
         let r = root.to_path_buf();

@@ -25,6 +25,20 @@ pub enum RemoteError {
     Unavailable { url: String },
 }
 
+/// A `rag path` URL that cannot be used.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum UrlError {
+    #[error("`{text}` is not a URL ({source})")]
+    NotAUrl {
+        text: String,
+        source: url::ParseError,
+    },
+    #[error("`{0}`: only http:// and https:// are supported")]
+    Scheme(String),
+    #[error("`{0}` names no host")]
+    NoHost(String),
+}
+
 /// `/stats`, as FlockParser sends it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Stats {
@@ -65,14 +79,16 @@ pub struct Remote {
 }
 
 /// `http(s)://host[:port][/path]`, with FlockParser's port when none is given.
-pub fn base_url(text: &str) -> Result<String, String> {
-    let mut url =
-        reqwest::Url::parse(text.trim()).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
+pub fn base_url(text: &str) -> Result<String, UrlError> {
+    let mut url = reqwest::Url::parse(text.trim()).map_err(|source| UrlError::NotAUrl {
+        text: text.to_string(),
+        source,
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("`{text}`: only http:// and https:// are supported"));
+        return Err(UrlError::Scheme(text.to_string()));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("`{text}` names no host"));
+        return Err(UrlError::NoHost(text.to_string()));
     }
     if url.port().is_none() {
         let _ = url.set_port(Some(DEFAULT_PORT));

@@ -9,10 +9,26 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use serde::Serialize;
 
+use crate::pipeline::prompts::Prompt;
+
 use super::context::{self, Excerpt, Listed, Sources, Verdict};
 use super::embed::Embedder;
 use super::index::Index;
-use super::remote::Remote;
+use super::remote::{Remote, RemoteError};
+use crate::scheduler::TaskFailed;
+
+/// Why one retrieval went without documents.
+#[derive(Debug, thiserror::Error)]
+enum Skipped {
+    #[error("could not embed it ({0})")]
+    Embed(TaskFailed),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("the embedding model gives {got} dimensions but the knowledge base holds {want}-dimension vectors; set `rag model` to the model that built it")]
+    Dimensions { got: usize, want: usize },
+    #[error("the search stopped ({0})")]
+    Search(tokio::task::JoinError),
+}
 
 /// Where the chunks are.
 pub enum Knowledge {
@@ -63,16 +79,20 @@ pub struct Retrieved {
 impl Retrieved {
     /// The question as the Researcher, the Editor and part 1 get it: with the
     /// excerpts and the citation rules when there are excerpts.
-    pub fn question(&self, query: &str) -> String {
+    pub fn question(&self, query: &str) -> Prompt {
         match &self.main {
             Some(b) => context::research_prompt(query, b),
-            None => query.to_string(),
+            None => Prompt::from(query),
         }
     }
 
-    /// The excerpts to add below part `n`'s prompt (n ≥ 2), if any.
-    pub fn part(&self, n: usize) -> Option<String> {
-        self.parts.get(&n).map(context::part_context)
+    /// The excerpts to add below part `n`'s prompt, if any (part 1 gets the
+    /// question's own retrieval).
+    pub fn part(&self, n: usize) -> Option<Prompt> {
+        match n {
+            1 => self.main.as_ref().map(context::part_context),
+            _ => self.parts.get(&n).map(context::part_context),
+        }
     }
 
     /// Any excerpt went into any prompt.
@@ -185,7 +205,7 @@ impl Retriever {
                     say_once(format!("📚 RAG skipped for {what}: {why}"));
                     r.skipped = Some(why);
                 }
-                Err(why) => r.skipped = Some(why),
+                Err(why) => r.skipped = Some(why.to_string()),
             }
             retrievals.push(r);
         }
@@ -203,7 +223,7 @@ impl Retriever {
     }
 
     /// Embed, search, gate and pack one retrieval: (verdict or why not, the
-    /// node that embedded it, mean of the top 5).
+    /// node that embedded it, mean of the top 5). Why not is also a notice.
     async fn one(
         &self,
         part: usize,
@@ -211,7 +231,32 @@ impl Retriever {
         k: usize,
         budget: usize,
         notice: &(dyn Fn(String) + Sync),
-    ) -> (Result<Verdict, String>, Option<String>, Option<f32>) {
+    ) -> (Result<Verdict, Skipped>, Option<String>, Option<f32>) {
+        let (found, node) = self.search(part, text, k, notice).await;
+        match found {
+            Ok((excerpts, problems)) => {
+                for p in problems {
+                    notice(format!("⚠️  RAG: {p}"));
+                }
+                let mean = (!excerpts.is_empty()).then(|| context::mean_top(&excerpts));
+                (Ok(context::judge(excerpts, budget)), node, mean)
+            }
+            Err(why) => {
+                notice(format!("⚠️  RAG: {why}; going on without documents"));
+                (Err(why), node, None)
+            }
+        }
+    }
+
+    /// Embed `text` and search for its `k` nearest excerpts: (the excerpts
+    /// and the chunk files that could not be read, the node that embedded it).
+    async fn search(
+        &self,
+        part: usize,
+        text: &str,
+        k: usize,
+        notice: &(dyn Fn(String) + Sync),
+    ) -> (Result<(Vec<Excerpt>, Vec<String>), Skipped>, Option<String>) {
         let label = if part == 1 {
             "embed question".to_string()
         } else {
@@ -220,11 +265,7 @@ impl Retriever {
         let input = [text.to_string()];
         let (vector, node) = match self.embedder.embed(&label, &input, notice).await {
             Ok((mut v, a)) => (v.pop().unwrap_or_default(), a.node),
-            Err(e) => {
-                let why = format!("could not embed it ({e})");
-                notice(format!("⚠️  RAG: {why}; going on without documents"));
-                return (Err(why), None, None);
-            }
+            Err(e) => return (Err(Skipped::Embed(e)), None),
         };
         let found = match &self.knowledge {
             Knowledge::Local(index) => search_local(index.clone(), vector, k).await,
@@ -232,21 +273,9 @@ impl Retriever {
                 .query(text, &vector, k, context::MIN_SIMILARITY)
                 .await
                 .map(|ex| (ex, Vec::new()))
-                .map_err(|e| e.to_string()),
+                .map_err(Skipped::from),
         };
-        match found {
-            Ok((excerpts, problems)) => {
-                for p in problems {
-                    notice(format!("⚠️  RAG: {p}"));
-                }
-                let mean = (!excerpts.is_empty()).then(|| context::mean_top(&excerpts));
-                (Ok(context::judge(excerpts, budget)), Some(node), mean)
-            }
-            Err(why) => {
-                notice(format!("⚠️  RAG: {why}; going on without documents"));
-                (Err(why), Some(node), None)
-            }
-        }
+        (found, Some(node))
     }
 }
 
@@ -256,13 +285,12 @@ async fn search_local(
     index: Arc<Index>,
     vector: Vec<f32>,
     k: usize,
-) -> Result<(Vec<Excerpt>, Vec<String>), String> {
+) -> Result<(Vec<Excerpt>, Vec<String>), Skipped> {
     if vector.len() != index.dims() {
-        return Err(format!(
-            "the embedding model gives {} dimensions but the knowledge base holds {}-dimension vectors; set `rag model` to the model that built it",
-            vector.len(),
-            index.dims()
-        ));
+        return Err(Skipped::Dimensions {
+            got: vector.len(),
+            want: index.dims(),
+        });
     }
     tokio::task::spawn_blocking(move || {
         let mut problems = Vec::new();
@@ -288,5 +316,5 @@ async fn search_local(
         (excerpts, problems)
     })
     .await
-    .map_err(|e| format!("the search stopped ({e})"))
+    .map_err(Skipped::Search)
 }

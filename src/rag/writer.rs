@@ -19,95 +19,72 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use fs4::fs_std::FileExt;
 use serde_json::{json, Map, Value};
 
 use super::kb::{self, KB_DIR};
-use crate::config::{json_error, read_text};
+use crate::config::atomic::{self, write_atomic, write_staged, WriteError};
+use crate::config::{json_error, read_text, FileError};
 
 pub const CONVERTED_DIR: &str = "converted_files";
 const LOCK_FILE: &str = ".synapticllamas-rag-index.lock";
 pub const HASH_KEY: &str = "content_sha256";
 
-/// Write `bytes` to `path` atomically and durably.
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    replace(path, bytes, true)
+/// Why a knowledge base could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum KbError {
+    #[error("{}: cannot create: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: cannot open: {source}", path.display())]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: another `rag index` is writing to this knowledge base", .0.display())]
+    Busy(PathBuf),
+    /// An index that cannot be read (it is never overwritten).
+    #[error(transparent)]
+    Unreadable(#[from] FileError),
+    #[error("{}: no \"documents\" list (not a FlockParser index)", .0.display())]
+    NotAnIndex(PathBuf),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(transparent)]
+    Stopped(#[from] crate::blocking::Stopped),
+    #[error("the embedding model gives {got} dimensions but {} holds {want}-dimension vectors; use `rag model` with the model that built it", root.display())]
+    Dimensions {
+        got: usize,
+        want: usize,
+        root: PathBuf,
+    },
 }
 
-/// Write `bytes` to `path` by rename (never half-written), flushed later.
-fn write_staged(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    replace(path, bytes, false)
-}
-
-fn replace(path: &Path, bytes: &[u8], sync: bool) -> Result<(), String> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let fail = |e: &dyn std::fmt::Display| format!("{}: cannot write: {e}", path.display());
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".synapticllamas-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| fail(&e))?;
-    tmp.write_all(bytes)
-        .and_then(|_| {
-            if sync {
-                tmp.as_file().sync_all()
-            } else {
-                Ok(())
-            }
-        })
-        .map_err(|e| fail(&e))?;
-    tmp.persist(path).map_err(|e| fail(&e.error))?;
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-/// Flush `files` (all on the file system of `dir`) to disk: one `syncfs` on
-/// Linux, else one fsync per file.
-fn flush(dir: &Path, files: &[PathBuf]) -> Result<(), String> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let d = File::open(dir).map_err(|e| format!("{}: cannot open: {e}", dir.display()))?;
-        // SAFETY: syncfs only reads the descriptor, which `d` keeps open.
-        if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
-            return Ok(());
-        }
-    }
-    for f in files {
-        File::open(f)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| format!("{}: cannot flush: {e}", f.display()))?;
-    }
-    Ok(())
-}
-
-fn read_index(path: &Path) -> Result<Option<Value>, String> {
-    let Some(text) = read_text(path).map_err(|e| e.to_string())? else {
+fn read_index(path: &Path) -> Result<Option<Value>, KbError> {
+    let Some(text) = read_text(path)? else {
         return Ok(None);
     };
-    let v: Value =
-        serde_json::from_str(&text).map_err(|e| json_error(path, &text, &e).to_string())?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| json_error(path, &text, &e))?;
     if !v.get("documents").is_some_and(Value::is_array) {
-        return Err(format!(
-            "{}: no \"documents\" list (not a FlockParser index)",
-            path.display()
-        ));
+        return Err(KbError::NotAnIndex(path.to_path_buf()));
     }
     Ok(Some(v))
+}
+
+/// An index as written: pretty JSON, atomically and durably.
+fn write_index(path: &Path, index: &Value) -> Result<(), KbError> {
+    let text = serde_json::to_string_pretty(index).expect("a JSON value always serializes");
+    Ok(write_atomic(path, text.as_bytes())?)
 }
 
 fn docs_mut(v: &mut Value) -> &mut Vec<Value> {
     v["documents"]
         .as_array_mut()
-        .expect("checked when the index was read")
+        .expect("an index is read or built with a \"documents\" list")
 }
 
 fn doc_number(id: &str) -> Option<usize> {
@@ -167,25 +144,31 @@ impl Drop for Writer {
 impl Writer {
     /// Open the knowledge base at `root` (created if missing) for adding.
     /// An index that cannot be read stops everything: it is never overwritten.
-    pub fn open(root: &Path) -> Result<Writer, String> {
+    pub fn open(root: &Path) -> Result<Writer, KbError> {
         let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
         let kb_dir = root.join(KB_DIR);
         std::fs::create_dir_all(&kb_dir)
             .and_then(|_| std::fs::create_dir_all(root.join(CONVERTED_DIR)))
-            .map_err(|e| format!("{}: cannot create: {e}", kb_dir.display()))?;
+            .map_err(|source| KbError::Create {
+                path: kb_dir.clone(),
+                source,
+            })?;
         let lock_path = kb_dir.join(LOCK_FILE);
+        let lock_error = |source| KbError::Lock {
+            path: lock_path.clone(),
+            source,
+        };
         let lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| format!("{}: cannot open: {e}", lock_path.display()))?;
-        if !lock.try_lock_exclusive().unwrap_or(false) {
-            return Err(format!(
-                "{}: another `rag index` is writing to this knowledge base",
-                root.display()
-            ));
+            .map_err(lock_error)?;
+        if !lock.try_lock_exclusive().map_err(lock_error)? {
+            return Err(KbError::Busy(root));
         }
+        // Temporary files of a run that was killed while staging.
+        atomic::remove_stale_temp_files(&root.join(CONVERTED_DIR));
         let cli_path = kb::cli_index(&root);
         let root_path = kb::root_index(&root);
         let cli = read_index(&cli_path)?.unwrap_or_else(|| json!({"documents": []}));
@@ -255,13 +238,8 @@ impl Writer {
         self.dims
     }
 
-    fn save_root(&self) -> Result<(), String> {
-        write_file(
-            &kb::root_index(&self.root),
-            serde_json::to_string_pretty(&self.root_index)
-                .expect("JSON values serialize")
-                .as_bytes(),
-        )
+    fn save_root(&self) -> Result<(), KbError> {
+        write_index(&kb::root_index(&self.root), &self.root_index)
     }
 
     /// A `converted_files/` name for `original` no other document uses.
@@ -292,7 +270,7 @@ impl Writer {
         chunks: &[String],
         vectors: &[Vec<f32>],
         hash: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, KbError> {
         let id = self.stage(original, text, chunks, vectors, hash)?;
         self.commit()?;
         Ok(id)
@@ -305,22 +283,13 @@ impl Writer {
 
     /// Flush the staged documents' files, then write both indexes. Returns the
     /// ids committed.
-    pub fn commit(&mut self) -> Result<Vec<String>, String> {
+    pub fn commit(&mut self) -> Result<Vec<String>, KbError> {
         if self.staged.is_empty() {
             return Ok(Vec::new());
         }
-        let kb_dir = self.root.join(KB_DIR);
-        flush(&kb_dir, &self.staged_files)?;
-        sync_dir(&kb_dir);
-        sync_dir(&self.root.join(CONVERTED_DIR));
-        write_file(
-            &kb::cli_index(&self.root),
-            serde_json::to_string_pretty(&self.cli)
-                .expect("JSON values serialize")
-                .as_bytes(),
-        )?;
+        atomic::flush(&self.root.join(KB_DIR), &self.staged_files)?;
+        write_index(&kb::cli_index(&self.root), &self.cli)?;
         self.save_root()?;
-        sync_dir(&self.root);
         self.staged_files.clear();
         Ok(std::mem::take(&mut self.staged))
     }
@@ -334,15 +303,15 @@ impl Writer {
         chunks: &[String],
         vectors: &[Vec<f32>],
         hash: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, KbError> {
         assert_eq!(chunks.len(), vectors.len(), "one vector per chunk");
         if let (Some(want), Some(v)) = (self.dims, vectors.first()) {
             if v.len() != want {
-                return Err(format!(
-                    "the embedding model gives {} dimensions but {} holds {want}-dimension vectors; use `rag model` with the model that built it",
-                    v.len(),
-                    self.root.display()
-                ));
+                return Err(KbError::Dimensions {
+                    got: v.len(),
+                    want,
+                    root: self.root.clone(),
+                });
             }
         }
         let id = format!("doc_{}", self.next);
@@ -404,6 +373,7 @@ mod tests {
         assert!(Writer::open(root)
             .err()
             .unwrap()
+            .to_string()
             .contains("another `rag index`"));
         let id = w
             .add(
@@ -454,7 +424,7 @@ mod tests {
                 "def",
             )
             .unwrap_err();
-        assert!(e.contains("3 dimensions"), "{e}");
+        assert!(e.to_string().contains("3 dimensions"), "{e}");
     }
 
     #[test]
@@ -502,7 +472,7 @@ mod tests {
     fn an_unreadable_index_is_never_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(kb::root_index(dir.path()), "{oops").unwrap();
-        let e = Writer::open(dir.path()).err().unwrap();
+        let e = Writer::open(dir.path()).err().unwrap().to_string();
         assert!(e.contains("document_index.json: line 1"), "{e}");
         assert_eq!(
             std::fs::read_to_string(kb::root_index(dir.path())).unwrap(),

@@ -327,42 +327,62 @@ impl Drop for Link {
     }
 }
 
+/// Why the link could not connect, or a PING went unanswered.
+#[derive(Debug, thiserror::Error)]
+enum Unreachable {
+    #[error("no answer within {} ms", .0.as_millis())]
+    Silent(Duration),
+    #[error("{}", one_line(.0))]
+    Redis(#[from] RedisError),
+}
+
+impl Unreachable {
+    /// The server answered but refused us: a password problem, not an outage.
+    fn refused_by_server(&self) -> bool {
+        let Unreachable::Redis(e) = self else {
+            return false;
+        };
+        let w = one_line(e).to_ascii_uppercase();
+        w.contains("NOAUTH")
+            || w.contains("WRONGPASS")
+            || w.contains("AUTH")
+            || w.contains("NOPERM")
+    }
+}
+
+/// `f` within `limit`, a silence as an error.
+async fn within<T>(
+    limit: Duration,
+    f: impl Future<Output = Result<T, RedisError>>,
+) -> Result<T, Unreachable> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(Unreachable::Silent(limit)),
+    }
+}
+
 /// Connect and check with a PING (which also catches a missing password).
-async fn connect(client: &Client) -> Result<ConnectionManager, String> {
+async fn connect(client: &Client) -> Result<ConnectionManager, Unreachable> {
     let config = ConnectionManagerConfig::new()
         .set_number_of_retries(0)
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(CONNECT_TIMEOUT));
-    let attempt = async {
+    within(CONNECT_TIMEOUT * 2, async {
         let mut m = ConnectionManager::new_with_config(client.clone(), config).await?;
         redis::cmd("PING").query_async::<String>(&mut m).await?;
-        Ok::<_, RedisError>(m)
-    };
-    match tokio::time::timeout(CONNECT_TIMEOUT * 2, attempt).await {
-        Ok(Ok(m)) => Ok(m),
-        Ok(Err(e)) => Err(one_line(&e)),
-        Err(_) => Err(format!(
-            "no answer within {} ms",
-            (CONNECT_TIMEOUT * 2).as_millis()
-        )),
-    }
+        Ok(m)
+    })
+    .await
 }
 
-async fn ping(m: &ConnectionManager) -> Result<(), String> {
+async fn ping(m: &ConnectionManager) -> Result<(), Unreachable> {
     let mut m = m.clone();
-    match tokio::time::timeout(
+    within(
         CONNECT_TIMEOUT,
         redis::cmd("PING").query_async::<String>(&mut m),
     )
     .await
-    {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(one_line(&e)),
-        Err(_) => Err(format!(
-            "no answer within {} ms",
-            CONNECT_TIMEOUT.as_millis()
-        )),
-    }
+    .map(drop)
 }
 
 /// Keep the link connected for as long as `generation` is current (and the
@@ -392,11 +412,12 @@ async fn supervise(link: Weak<Link>, client: Client, generation: u64) {
                     conn = None;
                 }
             }
-            Err(why) => {
+            Err(e) => {
                 conn = None;
+                let why = e.to_string();
                 let next = match link.state() {
                     LinkState::Connected => LinkState::Reconnecting(why),
-                    LinkState::Reconnecting(_) if !refused_by_server(&why) => {
+                    LinkState::Reconnecting(_) if !e.refused_by_server() => {
                         LinkState::Reconnecting(why)
                     }
                     _ => LinkState::Failed(why),
@@ -411,12 +432,6 @@ async fn supervise(link: Weak<Link>, client: Client, generation: u64) {
             }
         }
     }
-}
-
-/// The server answered but refused us: a password problem, not an outage.
-fn refused_by_server(why: &str) -> bool {
-    let w = why.to_ascii_uppercase();
-    w.contains("NOAUTH") || w.contains("WRONGPASS") || w.contains("AUTH") || w.contains("NOPERM")
 }
 
 /// Listen for released host leases (any instance) and bump the counter.

@@ -112,7 +112,7 @@ fn from_settings(s: &Settings) -> Target {
     };
     let info = ConnectionAddr::Tcp(host, s.redis_port)
         .into_connection_info()
-        .expect("a TCP address always converts")
+        .expect("a TCP address converts whatever its host (redis does not check it)")
         .set_redis_settings(redis);
     let shown = shown(&info).unwrap_or_default();
     Target {

@@ -1075,6 +1075,82 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_too_large_is_retried_only_where_the_context_is_larger() {
+        use crate::nodes::context::ModelContext;
+        use crate::ollama::types::model_key;
+        use crate::ollama::{ClientError, ErrorKind, Timeouts};
+        let with_context = |url: &str, host: &str, priority: i64, ctx: Option<u64>| {
+            let n = node(url, host, priority);
+            if let Some(c) = ctx {
+                n.state().contexts.insert(
+                    model_key("m"),
+                    ModelContext {
+                        loaded: Some(c),
+                        ..Default::default()
+                    },
+                );
+            }
+            n
+        };
+        let task = Task {
+            label: "synthesis",
+            model: "m",
+            prompt_tokens: 10,
+            limits: Timeouts::generation(Duration::from_secs(5)),
+        };
+        // Every node refuses but C, which has the larger context.
+        let run = |nodes: Vec<Arc<Node>>| async move {
+            let s = Scheduler::new(Client::default());
+            let pool = Pool::new(nodes, Policy::Pool);
+            let tried = Mutex::new(Vec::new());
+            let r = s
+                .run(
+                    &pool,
+                    &task,
+                    |a: Attempt| {
+                        tried.lock().unwrap().push(a.node.host.clone());
+                        let url = a.node.url().to_string();
+                        let host = a.node.host.clone();
+                        async move {
+                            if host == "C" {
+                                Ok(((), Measured::default()))
+                            } else {
+                                Err(ClientError::new(
+                                    url,
+                                    ErrorKind::TooLarge {
+                                        message: "request (1794 tokens) exceeds the available context size (1024 tokens)".into(),
+                                    },
+                                ))
+                            }
+                        }
+                    },
+                    &|_| {},
+                )
+                .await;
+            let tried = tried.into_inner().unwrap();
+            (r.is_ok(), tried)
+        };
+        let a = || with_context("http://a:1", "A", 0, Some(1024));
+        let b = || with_context("http://b:1", "B", 1, Some(1024));
+        let c = || with_context("http://c:1", "C", 2, Some(4096));
+        assert_eq!(
+            run(vec![a(), b(), c()]).await,
+            (true, vec!["A".into(), "C".into()])
+        );
+        assert_eq!(
+            run(vec![a(), b()]).await,
+            (false, vec!["A".into()]),
+            "same context: not retried"
+        );
+        let unknown = with_context("http://a:1", "A", 0, None);
+        assert_eq!(
+            run(vec![unknown, c()]).await,
+            (false, vec!["A".into()]),
+            "nothing known about the refusing node: not retried"
+        );
+    }
+
+    #[tokio::test]
     async fn every_host_excluded_means_nobody() {
         let s = Scheduler::new(Client::default());
         let p = Pool::new(vec![node("http://a:1", "A", 0)], Policy::Pool);

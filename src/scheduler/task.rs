@@ -15,6 +15,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use super::estimate::{self, ClusterView};
 use super::progress::Progress;
 use super::{Lease, NoSlot, Pool, Scheduler};
+use crate::nodes::context;
 use crate::nodes::latency::Sample;
 use crate::nodes::state::Transition;
 use crate::nodes::Node;
@@ -281,12 +282,17 @@ impl Scheduler {
         let mut running: Vec<Option<Running>> = Vec::new();
         let mut futs = FuturesUnordered::new();
         let mut hedges = 0usize;
+        // After a "does not fit" refusal: the largest context known to be too small.
+        let mut too_small: Option<u64> = None;
         loop {
-            let excluded: HashSet<String> = failures
+            let mut excluded: HashSet<String> = failures
                 .iter()
                 .filter(|(_, n)| **n >= per_host)
                 .map(|(h, _)| h.clone())
                 .collect();
+            if let Some(limit) = too_small {
+                excluded.extend(no_larger_context(pool, task.model, limit));
+            }
             if futs.is_empty() {
                 // Only the first wait counts against the queue limit: an
                 // admitted task is never turned away later.
@@ -368,7 +374,7 @@ impl Scheduler {
                         Err(e) => {
                             let still_running = !futs.is_empty();
                             let then = if matches!(e.kind, ErrorKind::TooLarge { .. }) {
-                                "; the request does not fit the model's context"
+                                "; the request does not fit that node's context for the model"
                             } else if still_running {
                                 "; the copy on another host goes on"
                             } else {
@@ -380,11 +386,10 @@ impl Scheduler {
                                 && failed.iter().any(|f: &FailedAttempt| {
                                     f.host != node.host && f.error.kind.name() == e.kind.name()
                                 }));
-                            let line = self.failed(&node, task.label, &e, elapsed, then, blame);
+                            let mut line = self.failed(&node, task.label, &e, elapsed, then, blame);
                             // The failure is recorded before the slot is handed on (a
                             // freed slot goes straight to the next waiter).
                             drop(done.lease);
-                            notice(line);
                             *failures.entry(node.host.clone()).or_insert(0) += 1;
                             let too_large = matches!(e.kind, ErrorKind::TooLarge { .. });
                             failed.push(FailedAttempt {
@@ -393,14 +398,26 @@ impl Scheduler {
                                 error: e,
                             });
                             if too_large && !still_running {
-                                // Another node would get the same request: it does not fit.
-                                return Err(TaskFailed {
-                                    label: task.label.to_string(),
-                                    attempts: failed,
-                                    stopped: NoSlot::NoUsableHost,
-                                    pool_health: None,
+                                // Never again on a node with the same or a smaller
+                                // context: only one known to give the model more.
+                                let limit = context::usable(&node, task.model)
+                                    .map(|l| too_small.map_or(l, |t| t.max(l)));
+                                let elsewhere = limit.is_some_and(|l| {
+                                    no_larger_context(pool, task.model, l).len() < pool.hosts()
                                 });
+                                if !elsewhere {
+                                    notice(line);
+                                    return Err(TaskFailed {
+                                        label: task.label.to_string(),
+                                        attempts: failed,
+                                        stopped: NoSlot::NoUsableHost,
+                                        pool_health: None,
+                                    });
+                                }
+                                too_small = limit;
+                                line.push_str("; trying a node with a larger context");
                             }
+                            notice(line);
                         }
                     }
                 }
@@ -588,6 +605,22 @@ fn request_error(e: &ClientError) -> bool {
         e.kind,
         ErrorKind::Http { .. } | ErrorKind::Model { .. } | ErrorKind::BadReply { .. }
     )
+}
+
+/// Hosts none of whose nodes is known to give `model` more than `limit`
+/// tokens of context.
+fn no_larger_context(pool: &Pool, model: &str, limit: u64) -> HashSet<String> {
+    let larger: HashSet<&str> = pool
+        .nodes()
+        .iter()
+        .filter(|n| context::usable(n, model).is_some_and(|c| c > limit))
+        .map(|n| n.host.as_str())
+        .collect();
+    pool.nodes()
+        .iter()
+        .filter(|n| !larger.contains(n.host.as_str()))
+        .map(|n| n.host.clone())
+        .collect()
 }
 
 /// What a failure did to a node, as the end of a notice.

@@ -18,14 +18,14 @@ pub const CTX_SIZE: u32 = 8192;
 static OWNED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 /// Stop every coordinator this process started (SIGTERM, then SIGKILL).
-pub fn kill_owned() {
+pub async fn kill_owned() {
     let pids: Vec<u32> = std::mem::take(&mut *OWNED.lock().unwrap_or_else(|e| e.into_inner()));
     for pid in &pids {
         // SAFETY: signalling a child this process spawned and still owns.
         unsafe { libc::kill(*pid as i32, libc::SIGTERM) };
     }
     if !pids.is_empty() {
-        std::thread::sleep(Duration::from_millis(300));
+        tokio::time::sleep(Duration::from_millis(300)).await;
         for pid in &pids {
             // SAFETY: as above; a process already gone makes this a no-op.
             unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
@@ -195,7 +195,11 @@ impl Coordinator {
             path: log_path.to_path_buf(),
             source,
         };
-        let log = std::fs::File::create(log_path).map_err(log_error)?;
+        let log = tokio::fs::File::create(log_path)
+            .await
+            .map_err(log_error)?
+            .into_std()
+            .await;
         let log2 = log.try_clone().map_err(log_error)?;
         let mut cmd = tokio::process::Command::new(binary);
         cmd.args(argv(model, DEFAULT_HOST, port, backends, extra))
@@ -218,7 +222,7 @@ impl Coordinator {
                 forget(pid);
                 return Err(ShardingError::Exited {
                     status: status.to_string(),
-                    log: tail(log_path),
+                    log: tail(log_path).await,
                 });
             }
             if health(client, &url).await == Health::Ready {
@@ -229,7 +233,7 @@ impl Coordinator {
                 forget(pid);
                 return Err(ShardingError::NotReady {
                     secs: wait.as_secs(),
-                    log: tail(log_path),
+                    log: tail(log_path).await,
                 });
             }
             on_wait(started.elapsed());
@@ -281,8 +285,8 @@ fn forget(pid: Option<u32>) {
 }
 
 /// The last lines of a log, for an error message.
-pub fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+pub async fn tail(path: &Path) -> String {
+    let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let last = &lines[lines.len().saturating_sub(5)..];
     format!("last log lines ({}): {}", path.display(), last.join(" | "))

@@ -33,4 +33,6 @@ pub enum ShardingError {
         "the configured coordinator at {0} is not answering and no RPC backends are configured"
     )]
     CoordinatorDown(String),
+    #[error(transparent)]
+    Stopped(#[from] crate::blocking::Stopped),
 }

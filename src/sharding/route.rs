@@ -12,7 +12,7 @@ pub const LARGE_MODEL_BILLIONS: u64 = 8;
 /// The parameter count in billions a model name implies (first `(\d+)b`).
 pub fn billions(model: &str) -> Option<u64> {
     static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| Regex::new(r"(\d+)b").unwrap());
+    let re = RE.get_or_init(|| Regex::new(r"(\d+)b").expect("a valid regex literal"));
     re.captures(&model.to_ascii_lowercase())
         .and_then(|c| c[1].parse().ok())
 }

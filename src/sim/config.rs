@@ -66,6 +66,19 @@ pub struct SimConfig {
     pub plain_replies: bool,
     /// Length of the vectors `/api/embed` returns (for models in `models`).
     pub embed_dims: usize,
+    /// The model's context window in tokens (None = unlimited): reported in
+    /// `/api/show` (`model_info`) and `/api/ps`; a request whose prompt does
+    /// not fit gets llama-server's HTTP 400, and a reply stops where the
+    /// context ends (`done_reason: "length"`).
+    pub context_length: Option<u64>,
+    /// The context the model was trained for, reported by `/api/show` and the
+    /// most a request's `num_ctx` loads it with (default: `context_length`).
+    pub trained_context: Option<u64>,
+    /// Repeat the whole request (the last user message) before the reply's text.
+    pub echo_prompt: bool,
+    /// Send JSON replies cut off before their end (the last quarter, at most
+    /// 80 bytes), as a model stopped by a length limit.
+    pub broken_json: bool,
 }
 
 impl Default for SimConfig {
@@ -84,6 +97,10 @@ impl Default for SimConfig {
             vram_fraction: 0.0,
             plain_replies: false,
             embed_dims: 1024,
+            context_length: None,
+            trained_context: None,
+            echo_prompt: false,
+            broken_json: false,
         }
     }
 }
@@ -126,6 +143,21 @@ impl SimConfig {
         } else {
             Fault::None
         }
+    }
+
+    /// The model's trained context, when known.
+    pub fn trained(&self) -> Option<u64> {
+        self.trained_context.or(self.context_length)
+    }
+
+    /// Tokens of a prompt as this host counts them (about 4 bytes a token,
+    /// as a Llama-style tokenizer does for English, plus the chat template).
+    pub fn prompt_tokens(messages: &[&str]) -> u64 {
+        messages
+            .iter()
+            .map(|m| (m.len() as u64).div_ceil(4) + 4)
+            .sum::<u64>()
+            + 8
     }
 
     /// Slow-down factor with `in_flight` requests on the host.

@@ -13,6 +13,9 @@ pub async fn run(args: &SimServe) -> i32 {
         fault: args.fault,
         fault_after: args.fault_after,
         fault_every: args.fault_every,
+        context_length: args.context_length,
+        echo_prompt: args.echo_prompt,
+        broken_json: args.broken_json,
         ..SimConfig::default()
     };
     if let Some(m) = &args.models {

@@ -35,6 +35,11 @@ pub struct SimStats {
     /// Embedding requests (`/api/embed`, `/api/embeddings`) and the inputs they held.
     pub embed_requests: u64,
     pub embed_inputs: u64,
+    /// Times a request asked for another `num_ctx` than the model was loaded
+    /// with, so the model was loaded again (as Ollama does).
+    pub reloads: u64,
+    /// Requests refused with HTTP 400 because they did not fit the context.
+    pub too_large: u64,
 }
 
 pub struct SimHost {
@@ -48,6 +53,10 @@ pub struct SimHost {
     max_in_flight: AtomicU64,
     dead: AtomicBool,
     loaded: Mutex<Vec<String>>,
+    /// The context each loaded model was loaded with.
+    loaded_ctx: Mutex<std::collections::HashMap<String, u64>>,
+    reloads: AtomicU64,
+    too_large: AtomicU64,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     embeds: EmbedLog,
 }
@@ -85,6 +94,15 @@ impl SimHost {
             .iter()
             .map(|l| l.local_addr())
             .collect::<Result<Vec<_>, _>>()?;
+        // With a context length the models are loaded from the start, with it.
+        let preloaded: Vec<String> = match config.context_length {
+            Some(_) => config.models.clone(),
+            None => Vec::new(),
+        };
+        let preloaded_ctx = preloaded
+            .iter()
+            .map(|m| (m.clone(), config.context_length.unwrap_or(DEFAULT_CTX)))
+            .collect();
         let host = Arc::new(SimHost {
             name: name.into(),
             config: Mutex::new(config),
@@ -95,7 +113,10 @@ impl SimHost {
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
             dead: AtomicBool::new(false),
-            loaded: Mutex::new(Vec::new()),
+            loaded: Mutex::new(preloaded),
+            loaded_ctx: Mutex::new(preloaded_ctx),
+            reloads: AtomicU64::new(0),
+            too_large: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
             embeds: EmbedLog::default(),
         });
@@ -126,6 +147,8 @@ impl SimHost {
             dead: self.dead.load(Ordering::SeqCst),
             embed_requests: self.embeds.requests.load(Ordering::SeqCst),
             embed_inputs: self.embeds.inputs.load(Ordering::SeqCst),
+            reloads: self.reloads.load(Ordering::SeqCst),
+            too_large: self.too_large.load(Ordering::SeqCst),
         }
     }
 
@@ -185,7 +208,40 @@ impl SimHost {
             }));
         }
     }
+
+    /// Load `model` for a request that asked for `num_ctx` (capped at the
+    /// model's context length): a different size than it is loaded with
+    /// loads it again. Returns the context it is loaded with.
+    fn load(&self, model: &str, num_ctx: Option<u64>, trained: Option<u64>) -> u64 {
+        let cap = |n: u64| trained.map_or(n, |t| n.min(t));
+        {
+            let mut loaded = self.loaded.lock().unwrap();
+            if !loaded.iter().any(|m| m == model) {
+                loaded.push(model.to_string());
+            }
+        }
+        let mut ctx = self.loaded_ctx.lock().unwrap();
+        match (ctx.get(model).copied(), num_ctx.map(cap)) {
+            (Some(cur), None) => cur,
+            (Some(cur), Some(asked)) => {
+                if asked != cur {
+                    self.reloads.fetch_add(1, Ordering::SeqCst);
+                    ctx.insert(model.to_string(), asked);
+                }
+                asked
+            }
+            (None, asked) => {
+                let n = asked.or(trained).unwrap_or(DEFAULT_CTX);
+                ctx.insert(model.to_string(), n);
+                n
+            }
+        }
+    }
 }
+
+/// The context a model is loaded with when neither the request nor the
+/// configuration says (Ollama's default).
+const DEFAULT_CTX: u64 = 4096;
 
 impl Drop for SimHost {
     fn drop(&mut self) {
@@ -272,6 +328,7 @@ async fn ps(State(h): Host) -> Response {
         return r;
     }
     let frac = h.config().vram_fraction.clamp(0.0, 1.0);
+    let contexts = h.loaded_ctx.lock().unwrap().clone();
     let models: Vec<Value> = h
         .loaded
         .lock()
@@ -279,8 +336,9 @@ async fn ps(State(h): Host) -> Response {
         .iter()
         .map(|m| {
             let size = model_size(m);
+            let ctx = contexts.get(m).copied().unwrap_or(DEFAULT_CTX);
             json!({"name": m, "model": m, "size": size, "size_vram": (size as f64 * frac) as u64,
-                   "context_length": 4096, "expires_at": "2099-01-01T00:00:00Z"})
+                   "context_length": ctx, "expires_at": "2099-01-01T00:00:00Z"})
         })
         .collect();
     Json(json!({ "models": models })).into_response()
@@ -305,12 +363,18 @@ async fn show(State(h): Host, body: Bytes) -> Response {
         .unwrap_or("");
     match find_model(&h, name) {
         None => error(StatusCode::NOT_FOUND, format!("model '{name}' not found")),
-        Some(m) => Json(json!({
-            "modelfile": format!("FROM {m}"), "parameters": "", "template": "{{ .Prompt }}",
-            "details": {"format": "gguf", "family": "simulated", "parameter_size": "1B"},
-            "model_info": {"general.architecture": "simulated"}
-        }))
-        .into_response(),
+        Some(m) => {
+            let mut info = json!({"general.architecture": "simulated"});
+            if let Some(n) = h.config().trained() {
+                info["simulated.context_length"] = json!(n);
+            }
+            Json(json!({
+                "modelfile": format!("FROM {m}"), "parameters": "", "template": "{{ .Prompt }}",
+                "details": {"format": "gguf", "family": "simulated", "parameter_size": "1B"},
+                "model_info": info
+            }))
+            .into_response()
+        }
     }
 }
 
@@ -387,8 +451,19 @@ fn field_regex() -> &'static Regex {
     })
 }
 
-/// A JSON reply whose fields follow the example object found in the prompt.
-fn json_reply(model: &str, prompt: &str, schema_text: &str, words: usize) -> String {
+/// A JSON reply whose fields follow the example object found in the prompt;
+/// `echo` goes before the main text.
+fn json_reply(
+    model: &str,
+    prompt: &str,
+    schema_text: &str,
+    words: usize,
+    echo: Option<&str>,
+) -> String {
+    let main = || match echo {
+        Some(e) => format!("{e}\n\n{}", text::prose(model, prompt, words)),
+        None => text::prose(model, prompt, words),
+    };
     let mut rng = text::Rng::new(text::hash(&[model, prompt, "json"]));
     let mut obj = Map::new();
     let mut main_done = false;
@@ -405,7 +480,7 @@ fn json_reply(model: &str, prompt: &str, schema_text: &str, words: usize) -> Str
             ),
             "\"" if !main_done => {
                 main_done = true;
-                Value::String(text::prose(model, prompt, words))
+                Value::String(main())
             }
             "\"" => Value::String(text::sentence(&mut rng)),
             "{" => Value::Object(Map::new()),
@@ -415,10 +490,7 @@ fn json_reply(model: &str, prompt: &str, schema_text: &str, words: usize) -> Str
         obj.insert(name, v);
     }
     if obj.is_empty() {
-        obj.insert(
-            "response".into(),
-            Value::String(text::prose(model, prompt, words)),
-        );
+        obj.insert("response".into(), Value::String(main()));
     }
     Value::Object(obj).to_string()
 }
@@ -439,13 +511,14 @@ fn final_value(
     kind: Kind,
     model: &str,
     text: Option<&str>,
-    prompt_tokens: usize,
+    prompt_tokens: u64,
     eval: usize,
     elapsed: Duration,
+    done_reason: &str,
 ) -> Value {
     let ns = elapsed.as_nanos() as u64;
     let mut v = json!({
-        "model": model, "created_at": "2026-01-01T00:00:00Z", "done": true, "done_reason": "stop",
+        "model": model, "created_at": "2026-01-01T00:00:00Z", "done": true, "done_reason": done_reason,
         "total_duration": ns, "load_duration": 0, "prompt_eval_count": prompt_tokens,
         "prompt_eval_duration": 0, "eval_count": eval, "eval_duration": ns.max(1)
     });
@@ -497,27 +570,58 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
         let _guard = guard;
         return std::future::pending::<Response>().await;
     }
-    {
-        let mut loaded = h.loaded.lock().unwrap();
-        if !loaded.contains(&model) {
-            loaded.push(model.clone());
+    let options = &req["options"];
+    let loaded_ctx = h.load(&model, options["num_ctx"].as_u64(), cfg.trained());
+    let prompt_tokens = SimConfig::prompt_tokens(&[prompt.as_str(), schema_text.as_str()]);
+    // Tokens the reply may have: `num_predict`, and what is left of the context.
+    let mut room = options["num_predict"]
+        .as_u64()
+        .filter(|n| *n > 0)
+        .unwrap_or(u64::MAX);
+    if cfg.context_length.is_some() {
+        if prompt_tokens >= loaded_ctx {
+            h.too_large.fetch_add(1, Ordering::SeqCst);
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("request ({prompt_tokens} tokens) exceeds the available context size ({loaded_ctx} tokens), try increasing it"),
+            );
         }
+        room = room.min(loaded_ctx - prompt_tokens - 1);
     }
     let asks_json =
         matches!(&req["format"], Value::String(s) if s == "json") || req["format"].is_object();
     let wants_json = asks_json && !cfg.plain_replies;
-    let reply = if wants_json {
+    let echo = cfg.echo_prompt.then_some(prompt.as_str());
+    let mut reply = if wants_json {
         let fields_from = if field_regex().is_match(&schema_text) {
             &schema_text
         } else {
             &prompt
         };
-        json_reply(&model, &prompt, fields_from, cfg.reply_words)
+        json_reply(&model, &prompt, fields_from, cfg.reply_words, echo)
     } else {
-        text::prose(&model, &prompt, cfg.reply_words)
+        let prose = text::prose(&model, &prompt, cfg.reply_words);
+        match echo {
+            Some(e) => format!("{e}\n\n{prose}"),
+            None => prose,
+        }
     };
-    let tokens = text::tokens(&reply);
-    let prompt_tokens = prompt.split_whitespace().count() + schema_text.split_whitespace().count();
+    if wants_json && cfg.broken_json {
+        // Stop before the end (its last quarter, at most 80 bytes), as a length limit would.
+        let mut at = reply.len() - (reply.len() / 4).min(80);
+        while !reply.is_char_boundary(at) {
+            at -= 1;
+        }
+        reply.truncate(at);
+    }
+    let mut tokens = text::tokens(&reply);
+    let done_reason = if tokens.len() as u64 > room {
+        tokens.truncate(room as usize);
+        reply = tokens.concat();
+        "length"
+    } else {
+        "stop"
+    };
     let stream = req.get("stream").and_then(|v| v.as_bool()).unwrap_or(true);
     let started = Instant::now();
 
@@ -530,6 +634,7 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
             prompt_tokens,
             tokens.len(),
             started.elapsed(),
+            done_reason,
         );
         h.completed.fetch_add(1, Ordering::SeqCst);
         drop(guard);
@@ -589,6 +694,7 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
             prompt_tokens,
             tokens.len(),
             started.elapsed(),
+            done_reason,
         );
         let mut s = fin.to_string();
         s.push('\n');
@@ -725,7 +831,7 @@ mod tests {
     fn json_reply_follows_the_example_in_the_prompt() {
         let schema = r#"Reply with {"context": "<text>", "key_facts": ["<fact>"], "score": 0.5}"#;
         let v: Value =
-            serde_json::from_str(&json_reply("m", "What is a tide", schema, 30)).unwrap();
+            serde_json::from_str(&json_reply("m", "What is a tide", schema, 30, None)).unwrap();
         assert!(v["context"].as_str().unwrap().starts_with("What is a tide"));
         assert_eq!(v["key_facts"].as_array().unwrap().len(), 3);
         assert!(v["score"].is_number());

@@ -52,6 +52,11 @@ pub struct TaskBars {
 }
 
 impl TaskBars {
+    /// The bars (a panic elsewhere while they were held leaves them usable).
+    fn bars(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, ProgressBar>> {
+        self.bars.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn new() -> TaskBars {
         TaskBars {
             multi: super::stderr_is_terminal().then(indicatif::MultiProgress::new),
@@ -63,22 +68,30 @@ impl TaskBars {
         let Some(m) = &self.multi else { return };
         let pb = m.add(ProgressBar::new_spinner());
         pb.set_style(
-            ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            ProgressStyle::with_template("{spinner} {prefix} {msg} ({elapsed})")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
-        pb.set_message(format!("{task} on {node}"));
+        pb.set_prefix(format!("{task} on {node}"));
+        pb.set_message("— waiting for the first token");
         pb.enable_steady_tick(Duration::from_millis(120));
-        self.bars.lock().unwrap().insert(task.to_string(), pb);
+        self.bars().insert(task.to_string(), pb);
     }
 
     pub fn progress(&self, task: &str, chars: usize) {
-        if let Some(pb) = self.bars.lock().unwrap().get(task) {
+        if let Some(pb) = self.bars().get(task) {
             pb.set_position(chars as u64);
         }
     }
 
+    /// Tokens streamed so far for a task and the node's rate since its first token.
+    pub fn streaming(&self, task: &str, tokens: u64, per_sec: Option<f64>) {
+        if let Some(pb) = self.bars().get(task) {
+            pb.set_message(streaming_line(tokens, per_sec));
+        }
+    }
+
     pub fn finish(&self, task: &str) {
-        if let Some(pb) = self.bars.lock().unwrap().remove(task) {
+        if let Some(pb) = self.bars().remove(task) {
             pb.finish_and_clear();
         }
     }
@@ -95,5 +108,25 @@ impl TaskBars {
 impl Default for TaskBars {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// "— 412 tokens, 31.5 tokens/s" (the rate once it can be measured).
+pub fn streaming_line(tokens: u64, per_sec: Option<f64>) -> String {
+    match per_sec {
+        Some(r) => format!("— {tokens} tokens, {r:.1} tokens/s"),
+        None => format!("— {tokens} tokens"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn streaming_lines() {
+        assert_eq!(super::streaming_line(3, None), "— 3 tokens");
+        assert_eq!(
+            super::streaming_line(412, Some(31.54)),
+            "— 412 tokens, 31.5 tokens/s"
+        );
     }
 }

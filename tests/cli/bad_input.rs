@@ -10,7 +10,6 @@ use std::io::Write;
 
 use synapticllamas::sim::SimConfig;
 
-use crate::durability::{env_count, Rng};
 use crate::support::*;
 
 /// Commands that are safe with random arguments: no scan, no file paths, no
@@ -234,6 +233,8 @@ fn random_bytes_and_huge_lines_do_not_stop_the_session() {
     let mut counts: BTreeMap<Kind, usize> = BTreeMap::new();
     let mut parse_errors = 0;
     let mut queries = 0;
+    // A question of a megabyte fits no model's context: it fails, saying so.
+    let mut too_large = 0;
     for (i, (k, b)) in kinds.iter().enumerate() {
         *counts.entry(*k).or_default() += 1;
         let lineno = i + 1;
@@ -248,6 +249,9 @@ fn random_bytes_and_huge_lines_do_not_stop_the_session() {
             let text = std::str::from_utf8(b).unwrap().trim();
             match synapticllamas::command::parse(text) {
                 Err(_) => parse_errors += 1,
+                Ok(synapticllamas::command::Command::Query(q)) if q.len() > 100_000 => {
+                    too_large += 1
+                }
                 Ok(synapticllamas::command::Command::Query(_)) => queries += 1,
                 Ok(_) => {}
             }
@@ -262,7 +266,12 @@ fn random_bytes_and_huge_lines_do_not_stop_the_session() {
         "one usage line per argument error"
     );
     let answers = stdout.matches("FINAL ANSWER").count();
-    assert_eq!(answers, queries, "every query was answered");
+    assert_eq!(answers, queries, "every query that fits was answered");
+    let refused = stderr
+        .lines()
+        .filter(|l| l.starts_with("❌ Query failed:") && l.contains("request too large: about"))
+        .count();
+    assert_eq!(refused, too_large, "{}", tail(&stderr));
     let big = input.len() - kinds.iter().map(|(_, b)| b.len().min(100)).sum::<usize>();
     eprintln!(
         "bad input: {} lines ({} bytes, {big} of them in long lines): {counts:?}; \

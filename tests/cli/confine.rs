@@ -67,12 +67,8 @@ fn capture(lab: &Lab, home: &Home, script: &str) -> Capture {
     });
 
     let mut c = lab.command_in(lab.lan_ns(), BIN);
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("SYNAPTICLLAMAS_HOME", home.path())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
+    scrub_env(&mut c, home);
+    c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let run = run_with(c, script);

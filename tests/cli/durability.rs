@@ -17,37 +17,6 @@ use synapticllamas::config::settings;
 
 use crate::support::*;
 
-pub fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// xorshift64*: a small deterministic generator for test schedules.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn seeded(default: u64) -> Rng {
-        let seed = std::env::var("SYNAPTICLLAMAS_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default);
-        Rng(seed.max(1))
-    }
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 fn temp_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()

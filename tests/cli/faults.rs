@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::durability::env_count;
 use crate::lab::{self, Lab};
 use crate::support::*;
 
-const LONG: &str = "Explain the history of the printing press in Europe";
+/// Long-form on purpose: `!long` asks for parts whatever `longform auto` decides
+/// (it answers this question in one part: it asks for no depth or length).
 const PORT: u16 = 11434;
 /// Slow enough that a query takes a few seconds and a kill lands mid-stream.
 const HOST_ARGS: &[&str] = &["--tps", "150", "--words", "60"];
@@ -99,13 +99,8 @@ impl Cluster {
     /// Start the shell in the LAN namespace on `script`; the output comes from the handle.
     fn shell(&self, script: &str) -> std::thread::JoinHandle<(Run, Instant)> {
         let mut c = self.lab.command_in(self.lab.lan_ns(), BIN);
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.home.path())
-            .env("SYNAPTICLLAMAS_HOME", self.home.path())
-            .env("NO_COLOR", "1")
-            .env("SOLLOL_AUTO_DISCOVER", "false")
-            .stdin(Stdio::piped())
+        scrub_env(&mut c, &self.home);
+        c.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = c.spawn().expect("the shell starts in the lab");

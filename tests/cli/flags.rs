@@ -126,7 +126,7 @@ fn input_json_keeps_the_originals_keys() {
             "--simulate",
             "2",
             "-i",
-            "Explain the history of the printing press in Europe",
+            "!long Explain the history of the printing press in Europe",
         ],
         "",
     );

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::durability::env_count;
 use crate::security::tcp_sockets;
 use crate::support::*;
 
@@ -126,7 +125,8 @@ fn home_for(sims: &[SimProc]) -> Home {
     home
 }
 
-const LONG: &str = "Explain the history of the printing press in Europe";
+/// Long-form on purpose: `!long` asks for parts whatever `longform auto` decides
+/// (it answers this question in one part: it asks for no depth or length).
 
 #[test]
 fn two_hundred_queries_in_one_session_leak_nothing() {

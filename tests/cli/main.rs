@@ -2,6 +2,7 @@
 //! piped command files, with a temporary home and simulated Ollama hosts.
 
 mod agents;
+mod answers;
 mod bad_input;
 mod client;
 mod commands;
@@ -23,8 +24,10 @@ mod identity;
 mod lab;
 mod llama;
 mod load;
+mod lock_wait;
 mod messages;
 mod official_clients;
+mod ollama_adapter;
 mod piped;
 mod pipeline;
 mod rag;

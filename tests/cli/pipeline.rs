@@ -10,14 +10,6 @@ use synapticllamas::sim::{Fault, SimConfig, SimHost};
 use crate::support::*;
 
 /// Simulated hosts slow enough that overlapping requests would show.
-fn paced() -> SimConfig {
-    SimConfig {
-        tokens_per_sec: 400.0,
-        reply_words: 60,
-        ..Default::default()
-    }
-}
-
 /// A home whose node file lists `nodes` as (url, host id), in distributed mode,
 /// with short request timeouts for fault tests.
 fn home_with(nodes: &[(String, &str)]) -> Home {
@@ -36,16 +28,8 @@ fn home_with(nodes: &[(String, &str)]) -> Home {
     home
 }
 
-const LONG: &str = "Explain the history of the printing press in Europe";
-
-fn json_result(r: &Run) -> Value {
-    serde_json::from_str(&r.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            r.stdout, r.stderr
-        )
-    })
-}
+/// Long-form on purpose: `!long` asks for parts whatever `longform auto` decides
+/// (it answers this question in one part: it asks for no depth or length).
 
 #[test]
 fn long_form_on_three_hosts_runs_every_chunk_once_in_order() {
@@ -177,7 +161,7 @@ fn standard_one_chunk_researcher_and_critic_on_two_hosts() {
     let home = home_with(&[(a.url(), "A"), (b.url(), "B")]);
     let r = run(&home, &["-i", "hello there"], "");
     r.ok();
-    let v = json_result(&r);
+    let v = json_of(&r);
     let att = v["attribution"].as_array().unwrap();
     let host_of = |task: &str| {
         att.iter().find(|x| x["task"] == task).unwrap()["host"]
@@ -202,13 +186,16 @@ fn standard_mode_uses_the_preferred_node() {
         json!({"url": a.url(), "name": "second-choice", "priority": 5, "host_id": "A"}),
         json!({"url": b.url(), "name": "first-choice", "priority": 1, "host_id": "B"}),
     ]));
-    let r = run(&home, &["-i", LONG], "");
+    // A question `longform auto` writes in parts in distributed mode.
+    let report = "Write a comprehensive report on the history of the printing press in Europe";
+    let r = run(&home, &["-i", report], "");
     r.ok();
-    let v = json_result(&r);
+    let v = json_of(&r);
     assert_eq!(
         v["metrics"]["pipeline"], "standard",
         "long-form is for distributed mode"
     );
+    assert_eq!(v["metrics"]["longform"]["longform"], false);
     assert!(v["attribution"]
         .as_array()
         .unwrap()
@@ -274,7 +261,7 @@ fn input_flag_json_shape_and_failure() {
     let home = home_with(&[(a.url(), "A"), (b.url(), "B"), (c.url(), "C")]);
     let r = run(&home, &["-i", LONG], "");
     r.ok();
-    let v = json_result(&r);
+    let v = json_of(&r);
     for k in ["final_output", "chunks", "attribution", "metrics"] {
         assert!(v.get(k).is_some(), "missing {k}");
     }
@@ -292,10 +279,7 @@ fn input_flag_json_shape_and_failure() {
     let home = home_with(&[(dead, "X")]);
     let r = run(&home, &["-i", "hello"], "");
     r.failed().err_has("Query failed");
-    assert!(json_result(&r)["error"]
-        .as_str()
-        .unwrap()
-        .contains("node-1"));
+    assert!(json_of(&r)["error"].as_str().unwrap().contains("node-1"));
 }
 
 #[test]
@@ -366,7 +350,7 @@ fn simulate_flag_runs_queries_across_its_hosts() {
     let home = Home::new();
     let r = run(&home, &["--simulate", "3", "-i", LONG], "");
     r.ok();
-    let v = json_result(&r);
+    let v = json_of(&r);
     assert_eq!(v["metrics"]["hosts_used"], 3);
     assert!(!home.nodes_path().exists());
 }

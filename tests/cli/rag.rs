@@ -38,15 +38,7 @@ fn host(embeds: bool, ttft_ms: u64) -> Arc<SimHost> {
 
 /// A home with `hosts` as its nodes (each its own machine) and `settings`.
 fn home_with(hosts: &[&Arc<SimHost>], settings: Value) -> Home {
-    let home = Home::new();
-    let entries: Vec<Value> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| entry(&h.url(), &format!("node-{}", i + 1), &format!("h{}", i + 1)))
-        .collect();
-    home.write_nodes(&node_file(&entries));
-    home.write_settings(settings.to_string().as_bytes());
-    home
+    nodes_home(hosts, settings)
 }
 
 fn write_files(dir: &Path, files: &[(&str, &str)]) {
@@ -59,15 +51,6 @@ fn write_files(dir: &Path, files: &[(&str, &str)]) {
 /// The knowledge base `rag index` writes when no `rag path` is set.
 fn default_kb(home: &Home) -> PathBuf {
     home.path().join("FlockParser")
-}
-
-fn json_of(r: &Run) -> Value {
-    serde_json::from_str(&r.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            r.stdout, r.stderr
-        )
-    })
 }
 
 fn read_json(p: &Path) -> Value {
@@ -161,7 +144,10 @@ fn long_answers_retrieve_per_part_in_parallel_across_hosts() {
     let before: Vec<u64> = hosts.iter().map(|h| h.stats().embed_requests).collect();
     let r = run(
         &home,
-        &["-i", "Explain the history of the printing press in Europe"],
+        &[
+            "-i",
+            "!long Explain the history of the printing press in Europe",
+        ],
         "",
     );
     r.ok().err_has("Detected long-form research (est. 5 parts)");
@@ -249,7 +235,7 @@ fn nodes_without_the_embedding_model_are_not_asked() {
     home.write_settings(s.to_string().as_bytes());
     let r = run(
         &home,
-        &["-i", "Explain how the moon causes ocean tides"],
+        &["-i", "!long Explain how the moon causes ocean tides"],
         "",
     );
     r.ok();
@@ -421,10 +407,8 @@ async fn fp_query(State(fp): State<Arc<FakeFlockParser>>, Json(q): Json<Value>) 
         })
         .collect();
     found.sort_by(|a, b| {
-        b["similarity"]
-            .as_f64()
-            .partial_cmp(&a["similarity"].as_f64())
-            .unwrap()
+        let sim = |v: &Value| v["similarity"].as_f64().unwrap_or(f64::NAN);
+        sim(b).total_cmp(&sim(a))
     });
     let total = found.len();
     found.truncate(q["top_k"].as_u64().unwrap_or(15) as usize);

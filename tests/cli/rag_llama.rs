@@ -194,10 +194,8 @@ fn rag_index_and_retrieval_with_a_real_embedding_model() {
         let best = sources
             .iter()
             .max_by(|a, b| {
-                a["similarity"]
-                    .as_f64()
-                    .partial_cmp(&b["similarity"].as_f64())
-                    .unwrap()
+                let sim = |v: &Value| v["similarity"].as_f64().unwrap_or(f64::NAN);
+                sim(a).total_cmp(&sim(b))
             })
             .unwrap();
         assert_eq!(best["name"], want, "{question}: {sources:#?}");

@@ -8,34 +8,15 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use synapticllamas::sim::{Fault, SimConfig, SimHost};
 
 use crate::redis_support::{wait_until, RedisServer};
 use crate::support::*;
 
-/// A question that clearly asks for a long answer (five parts).
-const REPORT: &str =
-    "Write a comprehensive detailed research report on the history of the printing press";
-
-fn paced(tokens_per_sec: f64) -> SimConfig {
-    SimConfig {
-        tokens_per_sec,
-        reply_words: 60,
-        ..Default::default()
-    }
-}
-
 /// A home listing `hosts` (node-1.. on h1..), distributed mode, Redis on when
 /// `redis` is given.
 fn home_for(hosts: &[Arc<SimHost>], redis: Option<&RedisServer>) -> Home {
-    let home = Home::new();
-    let entries: Vec<Value> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| entry(&h.url(), &format!("node-{}", i + 1), &format!("h{}", i + 1)))
-        .collect();
-    home.write_nodes(&node_file(&entries));
     let mut s = json!({"mode": "distributed", "agent_timeout": 60});
     if let Some(r) = redis {
         s["redis_logging_enabled"] = json!(true);
@@ -43,8 +24,7 @@ fn home_for(hosts: &[Arc<SimHost>], redis: Option<&RedisServer>) -> Home {
         s["redis_port"] = json!(r.port);
         s["redis_password"] = json!(r.password);
     }
-    home.write_settings(s.to_string().as_bytes());
-    home
+    nodes_home(&hosts.iter().collect::<Vec<_>>(), s)
 }
 
 /// The shell, with Redis taken from the settings file only.
@@ -75,7 +55,7 @@ fn two_shells_on_one_redis_keep_one_request_per_host_and_without_redis_they_do_n
     let server = RedisServer::start();
     let script = format!("{REPORT}\n{REPORT}\n");
     // With Redis: two shells, the same three hosts, the same moment.
-    let hosts: Vec<_> = (0..3).map(|_| sim(paced(300.0))).collect();
+    let hosts: Vec<_> = (0..3).map(|_| sim(paced_at(300.0))).collect();
     let (a, b) = (
         home_for(&hosts, Some(&server)),
         home_for(&hosts, Some(&server)),
@@ -89,7 +69,7 @@ fn two_shells_on_one_redis_keep_one_request_per_host_and_without_redis_they_do_n
         "with Redis, a host ran two requests at once: max in flight {shared:?}"
     );
     // Without Redis: the same run on fresh hosts overlaps on some host.
-    let hosts: Vec<_> = (0..3).map(|_| sim(paced(300.0))).collect();
+    let hosts: Vec<_> = (0..3).map(|_| sim(paced_at(300.0))).collect();
     let (a, b) = (home_for(&hosts, None), home_for(&hosts, None));
     two_shells_at_once(&a, &b, &script);
     let alone: Vec<u64> = hosts.iter().map(|h| h.stats().max_in_flight).collect();
@@ -103,7 +83,7 @@ fn two_shells_on_one_redis_keep_one_request_per_host_and_without_redis_they_do_n
 fn a_killed_shells_host_is_used_again_within_the_lease_ttl() {
     let server = RedisServer::start();
     // One slow host: the first shell holds its only slot for a long time.
-    let host = sim(paced(20.0));
+    let host = sim(paced_at(20.0));
     let hosts = vec![host.clone()];
     let a = home_for(&hosts, Some(&server));
     let mut holder = shell(&a, &[]).spawn().expect("the first shell starts");
@@ -120,7 +100,7 @@ fn a_killed_shells_host_is_used_again_within_the_lease_ttl() {
     drop(stdin);
     let before = host.stats().requests;
     let b = home_for(&hosts, Some(&server));
-    host.set_config(paced(2000.0));
+    host.set_config(paced_at(2000.0));
     let second = std::thread::spawn(move || run_with(shell(&b, &["-i", "hello there"]), ""));
     wait_until(
         "the second shell's first request on the host",
@@ -140,7 +120,7 @@ fn a_killed_shells_host_is_used_again_within_the_lease_ttl() {
 #[test]
 fn redis_going_away_mid_session_costs_no_query_and_sharing_resumes() {
     let mut server = RedisServer::start();
-    let hosts: Vec<_> = (0..3).map(|_| sim(paced(600.0))).collect();
+    let hosts: Vec<_> = (0..3).map(|_| sim(paced_at(600.0))).collect();
     let home = home_for(&hosts, Some(&server));
     let mut s = Session::spawn(shell(&home, &[]));
     s.until_err("Redis connected", Duration::from_secs(10));
@@ -168,7 +148,7 @@ fn a_node_one_shell_cooled_is_cooling_for_another() {
     let server = RedisServer::start();
     let bad = sim(SimConfig {
         fault: Fault::Http500,
-        ..paced(800.0)
+        ..paced_at(800.0)
     });
     // The first shell knows only node-1: two errors in a row cool it.
     let a = home_for(std::slice::from_ref(&bad), Some(&server));
@@ -180,9 +160,9 @@ fn a_node_one_shell_cooled_is_cooling_for_another() {
     );
     // node-1 works again, but another shell started within its cool-down (5 s)
     // leaves it alone: the cooling is shared.
-    bad.set_config(paced(800.0));
+    bad.set_config(paced_at(800.0));
     let before = bad.stats().requests;
-    let b = home_for(&[bad.clone(), sim(paced(800.0))], Some(&server));
+    let b = home_for(&[bad.clone(), sim(paced_at(800.0))], Some(&server));
     let started = Instant::now();
     let r2 = run_with(shell(&b, &[]), &format!("{REPORT}\n"));
     r2.ok().out_has("FINAL ANSWER");

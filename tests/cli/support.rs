@@ -64,6 +64,7 @@ pub struct Run {
 }
 
 impl Run {
+    #[track_caller]
     pub fn ok(&self) -> &Self {
         assert_eq!(
             self.code, 0,
@@ -72,6 +73,7 @@ impl Run {
         );
         self
     }
+    #[track_caller]
     pub fn failed(&self) -> &Self {
         assert_eq!(
             self.code, 1,
@@ -80,6 +82,7 @@ impl Run {
         );
         self
     }
+    #[track_caller]
     pub fn out_has(&self, s: &str) -> &Self {
         assert!(
             self.stdout.contains(s),
@@ -89,6 +92,7 @@ impl Run {
         );
         self
     }
+    #[track_caller]
     pub fn err_has(&self, s: &str) -> &Self {
         assert!(
             self.stderr.contains(s),
@@ -111,6 +115,16 @@ pub fn command(home: &Home, args: &[&str]) -> Command {
 /// A clean environment for the binary: a temporary home, no colour, no
 /// start-up scan, and loopback as the only subnet to scan.
 pub fn scrub(c: &mut Command, home: &Home) {
+    scrub_env(c, home);
+    c.env("SYNAPTICLLAMAS_SUBNETS", "127.77.77.0/30")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+}
+
+/// The environment part of [`scrub`] (the lab tests name their own subnet and
+/// set up the standard streams themselves).
+pub fn scrub_env(c: &mut Command, home: &Home) {
     c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home.path())
@@ -119,11 +133,7 @@ pub fn scrub(c: &mut Command, home: &Home) {
         // Never let a test scan anything but what it names.
         .env("SOLLOL_AUTO_DISCOVER", "false")
         // Nor reach a Redis it did not start (port 1: nothing listens there).
-        .env("SYNAPTICLLAMAS_REDIS_URL", "redis://127.0.0.1:1/0")
-        .env("SYNAPTICLLAMAS_SUBNETS", "127.77.77.0/30")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("SYNAPTICLLAMAS_REDIS_URL", "redis://127.0.0.1:1/0");
 }
 
 /// Run the binary with `script` piped into it.
@@ -336,4 +346,91 @@ pub fn pyenv_python() -> PathBuf {
         python.display()
     );
     python
+}
+
+/// The five-part research question, long-form whatever the `longform` setting says.
+pub const LONG: &str = "!long Explain the history of the printing press in Europe";
+/// A question that asks for depth: `longform auto` writes it in parts.
+pub const REPORT: &str =
+    "Write a comprehensive report on the history of the printing press in Europe";
+
+/// A simulated host that streams `tokens_per_sec` with replies of about 60 words.
+pub fn paced_at(tokens_per_sec: f64) -> SimConfig {
+    SimConfig {
+        tokens_per_sec,
+        reply_words: 60,
+        ..Default::default()
+    }
+}
+
+/// A host fast enough for many queries, slow enough to overlap requests.
+pub fn paced() -> SimConfig {
+    paced_at(400.0)
+}
+
+/// A home whose node file lists `hosts` as node-1.. on physical hosts h1..,
+/// with `settings` as the settings file.
+pub fn nodes_home(hosts: &[&Arc<SimHost>], settings: Value) -> Home {
+    let home = Home::new();
+    let entries: Vec<Value> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| entry(&h.url(), &format!("node-{}", i + 1), &format!("h{}", i + 1)))
+        .collect();
+    home.write_nodes(&node_file(&entries));
+    home.write_settings(settings.to_string().as_bytes());
+    home
+}
+
+/// `settings` with the keys of `extra` added (or replaced).
+pub fn with_keys(mut settings: Value, extra: Value) -> Value {
+    if let (Some(s), Some(extra)) = (settings.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    settings
+}
+
+/// The JSON a run printed on stdout (`-i`), or a failure that shows both streams.
+#[track_caller]
+pub fn json_of(r: &Run) -> Value {
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            r.stdout, r.stderr
+        )
+    })
+}
+
+/// A count from the environment (how many runs, trials, lines), else `default`.
+pub fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// xorshift64*: a small deterministic generator for test schedules.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn seeded(default: u64) -> Rng {
+        let seed = std::env::var("SYNAPTICLLAMAS_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default);
+        Rng(seed.max(1))
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
 }

@@ -173,3 +173,36 @@ fn the_nodes_table_fits_an_80_column_terminal() {
     }
     assert!(screen.contains("kitchen"), "names not shown:\n{screen}");
 }
+
+/// On a terminal each part being written shows the tokens streamed so far and
+/// the node's tokens per second; a finished part leaves one line.
+#[test]
+fn a_part_in_progress_shows_its_tokens_and_rate() {
+    let slow = sim(synapticllamas::sim::SimConfig {
+        tokens_per_sec: 25.0,
+        reply_words: 60,
+        ..Default::default()
+    });
+    let home = Home::new();
+    home.write_nodes(&node_file(&[entry(&slow.url(), "slowpoke", "h1")]));
+    home.write_settings(br#"{"mode": "distributed"}"#);
+    let mut t = Pty::spawn(&home, &[], 120);
+    t.wait_for(PROMPT, 1, Duration::from_secs(20));
+    t.send(b"!long Explain tides\r");
+    let screen = t.wait_for(" tokens/s", 1, Duration::from_secs(60));
+    let line = screen
+        .lines()
+        .find(|l| l.contains("chunk 1/") && l.contains(" tokens/s"))
+        .unwrap_or_else(|| panic!("no progress line:\n{screen}"));
+    assert!(line.contains("on slowpoke — "), "{line}");
+    assert!(
+        regex::Regex::new(r"— \d+ tokens, \d+\.\d tokens/s")
+            .unwrap()
+            .is_match(line),
+        "{line}"
+    );
+    t.wait_for("✅ part 1/", 1, Duration::from_secs(60));
+    t.send(b"\x03");
+    t.send(b"exit\r");
+    t.exit_status(Duration::from_secs(20));
+}
