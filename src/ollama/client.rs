@@ -366,6 +366,8 @@ impl Client {
             .await
     }
 
+    /// POST `body` to `base+path` and read the reply (a stream when `stream`)
+    /// into a completion; `on_text` sees each piece of text as it arrives.
     async fn complete<B: Serialize>(
         &self,
         base: &str,
@@ -373,7 +375,7 @@ impl Client {
         body: &B,
         stream: bool,
         t: Timeouts,
-        mut on_text: impl FnMut(&str),
+        on_text: impl FnMut(&str),
     ) -> Result<Completion, ClientError> {
         let url = join(base, path);
         let started = Instant::now();
@@ -385,62 +387,72 @@ impl Client {
         };
         let req = self.http.post(&url).header("Accept", accept).json(body);
         let resp = self.send(req, &url, &t, deadline).await?;
-        let fail = |kind| Err(ClientError::new(&url, kind));
         let mut reader = Reader::new(resp, t, started);
-        let mut out = Completion::default();
-        loop {
-            let lines = match reader.next_lines().await {
-                Ok(lines) => lines,
-                Err(kind) => return fail(kind),
-            };
-            for line in lines {
-                let chunk: StreamChunk = match serde_json::from_slice(&line) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        return fail(ErrorKind::BadReply {
-                            message: format!(
-                                "a reply line is not JSON ({e}): {}",
-                                String::from_utf8_lossy(&line)
-                                    .chars()
-                                    .take(120)
-                                    .collect::<String>()
-                            ),
-                        })
-                    }
-                };
-                if let Some(message) = chunk.error {
-                    return fail(ErrorKind::Model { message });
-                }
-                let text = chunk.text();
-                if !text.is_empty() {
-                    on_text(text);
-                    out.text.push_str(text);
-                }
-                if chunk.done {
-                    out.done_reason = chunk.done_reason;
-                    out.prompt_eval_count = chunk.prompt_eval_count.unwrap_or(0);
-                    out.prompt_eval_duration = chunk.prompt_eval_duration.unwrap_or(0);
-                    out.eval_count = chunk.eval_count.unwrap_or(0);
-                    out.eval_duration = chunk.eval_duration.unwrap_or(0);
-                    out.total_duration = chunk.total_duration.unwrap_or(0);
-                    out.load_duration = chunk.load_duration.unwrap_or(0);
-                    out.first_token_ms = reader.first_token_ms();
-                    return Ok(out);
-                }
-                if !stream {
-                    // A non-streamed reply without done:true is still the whole reply.
-                    out.first_token_ms = reader.first_token_ms();
-                    return Ok(out);
-                }
+        read_completion(&mut reader, stream, on_text)
+            .await
+            .map_err(|kind| ClientError::new(&url, kind))
+    }
+}
+
+/// Read a reply to its end: each piece of text goes to `on_text` and into the
+/// completion, the counts come from its final (`done`) line. A non-streamed
+/// reply is whole in its first line, `done` or not; a stream that ends
+/// without a final line was cut off.
+async fn read_completion(
+    reader: &mut Reader,
+    stream: bool,
+    mut on_text: impl FnMut(&str),
+) -> Result<Completion, ErrorKind> {
+    let mut out = Completion::default();
+    loop {
+        for line in reader.next_lines().await? {
+            let chunk: StreamChunk = parse_line(&line)?;
+            if let Some(message) = chunk.error {
+                return Err(ErrorKind::Model { message });
             }
-            if reader.ended {
-                return fail(ErrorKind::Reset {
-                    after_first_token: reader.first_at.is_some(),
-                    detail: " (the stream ended without a final `done` line)".into(),
-                });
+            let text = chunk.text();
+            if !text.is_empty() {
+                on_text(text);
+                out.text.push_str(text);
+            }
+            if chunk.done {
+                out.done_reason = chunk.done_reason;
+                out.prompt_eval_count = chunk.prompt_eval_count.unwrap_or(0);
+                out.prompt_eval_duration = chunk.prompt_eval_duration.unwrap_or(0);
+                out.eval_count = chunk.eval_count.unwrap_or(0);
+                out.eval_duration = chunk.eval_duration.unwrap_or(0);
+                out.total_duration = chunk.total_duration.unwrap_or(0);
+                out.load_duration = chunk.load_duration.unwrap_or(0);
+                out.first_token_ms = reader.first_token_ms();
+                return Ok(out);
+            }
+            if !stream {
+                // A non-streamed reply without done:true is still the whole reply.
+                out.first_token_ms = reader.first_token_ms();
+                return Ok(out);
             }
         }
+        if reader.ended {
+            return Err(ErrorKind::Reset {
+                after_first_token: reader.first_at.is_some(),
+                detail: " (the stream ended without a final `done` line)".into(),
+            });
+        }
     }
+}
+
+/// One line of a reply as JSON; a bad reply (quoting the line's start) when
+/// it is not.
+fn parse_line<T: DeserializeOwned>(line: &[u8]) -> Result<T, ErrorKind> {
+    serde_json::from_slice(line).map_err(|e| ErrorKind::BadReply {
+        message: format!(
+            "a reply line is not JSON ({e}): {}",
+            String::from_utf8_lossy(line)
+                .chars()
+                .take(120)
+                .collect::<String>()
+        ),
+    })
 }
 
 /// Reads a streamed body line by line under the first-token, stall and total

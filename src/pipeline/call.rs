@@ -106,6 +106,37 @@ impl Ctx {
     }
 }
 
+/// An agent on a model: what every call of one phase shares. `ask` is `call`
+/// with the agent's own fields, `room` is `Ctx::room` for this agent and model.
+#[derive(Clone, Copy)]
+pub struct Role<'a> {
+    ctx: &'a Ctx,
+    agent: &'a Agent,
+    model: &'a str,
+}
+
+impl<'a> Role<'a> {
+    /// The agent for `name` (see `Ctx::agent`) on `model`.
+    pub fn new(ctx: &'a Ctx, name: &str, model: &'a str) -> Role<'a> {
+        Role {
+            ctx,
+            agent: ctx.agent(name),
+            model,
+        }
+    }
+
+    /// Ask the agent with `prompt`, for its own required fields.
+    pub async fn ask(self, label: &str, prompt: impl Into<Prompt>) -> Result<Reply, TaskFailed> {
+        call(self.ctx, self.agent, label, prompt, self.model, None).await
+    }
+
+    /// Bytes of material a request to this agent can quote beside about `own`
+    /// bytes of its own text.
+    pub fn room(self, own: usize) -> usize {
+        self.ctx.room(self.agent, self.model, own)
+    }
+}
+
 /// An agent's answer.
 #[derive(Debug, Clone)]
 pub struct Reply {

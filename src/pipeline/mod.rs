@@ -22,7 +22,7 @@ pub mod synthesis;
 use std::time::Instant;
 
 use call::Ctx;
-use result::{Gap, Metrics, NothingGenerated, QueryResult};
+use result::{Chunk, Gap, Metrics, NothingGenerated, QueryResult};
 
 use crate::scheduler::{Attribution, TaskFailed};
 
@@ -82,18 +82,73 @@ pub async fn run_query(
     let d = detect::detect(query);
     let scope = scope::decide(query, &d, plan.longform, over, plan.distributed);
     ctx.learn_contexts().await;
-    let mut metrics = Metrics {
+    let mut metrics = first_metrics(ctx, plan, &d, &scope);
+    let mut docs = retrieve(ctx, plan, query, d.content_type, &scope).await;
+    let answer = if scope.longform {
+        long_form(ctx, query, &d, &scope, docs.as_ref(), &mut metrics).await?
+    } else if plan.collaborative {
+        collaborative(ctx, query, plan, docs.as_ref(), &mut metrics).await?
+    } else {
+        if plan.distributed && (d.multi_turn() || over.is_some()) {
+            ctx.observer
+                .notice(format!("ℹ️  One part: {}", scope.reason));
+        }
+        standard(ctx, query, docs.as_ref(), &mut metrics).await?
+    };
+    // RAG: citations renumbered in first-cited order, the source list appended.
+    let final_output = match docs.as_mut() {
+        Some(r) if r.used() => r.finish(&answer.text),
+        _ => answer.text,
+    };
+    count(
+        &mut metrics,
+        &answer.attribution,
+        answer.gaps.len(),
+        started,
+    );
+    Ok(QueryResult {
+        query: query.to_string(),
+        final_output,
+        chunks: answer.chunks,
+        attribution: answer.attribution,
+        metrics,
+        gaps: answer.gaps,
+        rag: docs.map(|r| r.report),
+    })
+}
+
+/// What one of the pipelines produced, before RAG's citations are finished.
+struct Answer {
+    text: String,
+    /// The long-form parts (empty for the other pipelines).
+    chunks: Vec<Chunk>,
+    attribution: Vec<Attribution>,
+    gaps: Vec<Gap>,
+}
+
+/// The metrics known before any work: how the query runs and what it is.
+fn first_metrics(ctx: &Ctx, plan: &Plan, d: &detect::Detection, scope: &scope::Scope) -> Metrics {
+    Metrics {
         mode: plan.mode_label.clone(),
         strategy: plan.strategy_label.clone(),
         content_type: d.content_type.as_str().to_string(),
         physical_hosts: ctx.hosts(),
         longform: Some(scope.clone()),
         ..Default::default()
-    };
-    let mut chunks = Vec::new();
-    // RAG: retrieval for the question (and each later part) before any prompt.
+    }
+}
+
+/// RAG: retrieval for the question (and each later part of a long answer)
+/// before any prompt; None when RAG is off or the answer is a story.
+async fn retrieve(
+    ctx: &Ctx,
+    plan: &Plan,
+    query: &str,
+    ct: detect::ContentType,
+    scope: &scope::Scope,
+) -> Option<crate::rag::Retrieved> {
     let long_parts = scope.longform.then_some(scope.parts);
-    let mut docs = match rag_parts(d.content_type, long_parts) {
+    match rag_parts(ct, long_parts) {
         Some(parts) => {
             let notice = |l: String| ctx.observer.notice(l);
             crate::rag::augment(plan.rag.as_ref(), query, &parts, &notice).await
@@ -104,70 +159,86 @@ pub async fn run_query(
             None
         }
         None => None,
-    };
-    let (final_output, attribution, gaps) = if scope.longform {
-        ctx.observer.notice(format!(
-            "📚 Detected long-form {} (est. {} parts) — {} host(s); {}",
-            d.content_type.as_str(),
-            scope.parts,
-            ctx.hosts(),
-            scope.reason
-        ));
-        metrics.pipeline = "long-form".into();
-        let lf = longform::run(ctx, query, d.content_type, scope.parts, docs.as_ref()).await?;
-        metrics.chunks_generated = lf.chunks.len();
-        metrics.synthesis = Some(lf.synthesis);
-        chunks = lf.chunks;
-        (lf.text, lf.attribution, lf.gaps)
-    } else if plan.collaborative {
-        ctx.observer
-            .notice("🤝 Processing with the collaborative workflow...".into());
-        metrics.pipeline = "collaborative".into();
-        let c = collab::run(ctx, query, &plan.collab, docs.as_ref()).await?;
-        metrics.phase_timings = c.phases;
-        metrics.quality_scores = c.votes;
-        metrics.quality_passed = c.quality_passed;
-        (
-            c.markdown,
-            c.replies.into_iter().map(|r| r.attribution).collect(),
-            c.gaps,
-        )
-    } else {
-        if plan.distributed && (d.multi_turn() || over.is_some()) {
-            ctx.observer
-                .notice(format!("ℹ️  One part: {}", scope.reason));
-        }
-        ctx.observer.notice("⚡ Processing...".into());
-        metrics.pipeline = "standard".into();
-        let s = standard::run(ctx, query, docs.as_ref()).await?;
-        (
-            s.markdown,
-            s.replies
-                .into_iter()
-                .map(|r| r.attribution)
-                .collect::<Vec<_>>(),
-            s.gaps,
-        )
-    };
-    // RAG: citations renumbered in first-cited order, the source list appended.
-    let final_output = match docs.as_mut() {
-        Some(r) if r.used() => r.finish(&final_output),
-        _ => final_output,
-    };
+    }
+}
+
+/// The long-form pipeline: the answer in `scope.parts` parts, then synthesised.
+async fn long_form(
+    ctx: &Ctx,
+    query: &str,
+    d: &detect::Detection,
+    scope: &scope::Scope,
+    docs: Option<&crate::rag::Retrieved>,
+    metrics: &mut Metrics,
+) -> Result<Answer, NothingGenerated> {
+    ctx.observer.notice(format!(
+        "📚 Detected long-form {} (est. {} parts) — {} host(s); {}",
+        d.content_type.as_str(),
+        scope.parts,
+        ctx.hosts(),
+        scope.reason
+    ));
+    metrics.pipeline = "long-form".into();
+    let lf = longform::run(ctx, query, d.content_type, scope.parts, docs).await?;
+    metrics.chunks_generated = lf.chunks.len();
+    metrics.synthesis = Some(lf.synthesis);
+    Ok(Answer {
+        text: lf.text,
+        chunks: lf.chunks,
+        attribution: lf.attribution,
+        gaps: lf.gaps,
+    })
+}
+
+/// The collaborative workflow (see `collab.rs`), with its phase timings and votes.
+async fn collaborative(
+    ctx: &Ctx,
+    query: &str,
+    plan: &Plan,
+    docs: Option<&crate::rag::Retrieved>,
+    metrics: &mut Metrics,
+) -> Result<Answer, NothingGenerated> {
+    ctx.observer
+        .notice("🤝 Processing with the collaborative workflow...".into());
+    metrics.pipeline = "collaborative".into();
+    let c = collab::run(ctx, query, &plan.collab, docs).await?;
+    metrics.phase_timings = c.phases;
+    metrics.quality_scores = c.votes;
+    metrics.quality_passed = c.quality_passed;
+    Ok(Answer {
+        text: c.markdown,
+        chunks: Vec::new(),
+        attribution: c.replies.into_iter().map(|r| r.attribution).collect(),
+        gaps: c.gaps,
+    })
+}
+
+/// The standard pipeline: one answer from the Researcher, the Critic and the Editor.
+async fn standard(
+    ctx: &Ctx,
+    query: &str,
+    docs: Option<&crate::rag::Retrieved>,
+    metrics: &mut Metrics,
+) -> Result<Answer, NothingGenerated> {
+    ctx.observer.notice("⚡ Processing...".into());
+    metrics.pipeline = "standard".into();
+    let s = standard::run(ctx, query, docs).await?;
+    Ok(Answer {
+        text: s.markdown,
+        chunks: Vec::new(),
+        attribution: s.replies.into_iter().map(|r| r.attribution).collect(),
+        gaps: s.gaps,
+    })
+}
+
+/// The metrics counted once the work is done: time, tasks, hosts, retries,
+/// hedges and failures.
+fn count(metrics: &mut Metrics, attribution: &[Attribution], failed: usize, started: Instant) {
     metrics.total_execution_time = started.elapsed().as_secs_f64();
     metrics.agent_count = attribution.len();
-    metrics.hosts_used = hosts_used(&attribution);
+    metrics.hosts_used = hosts_used(attribution);
     metrics.retries = attribution.iter().map(|a| a.retries).sum();
     metrics.hedges = attribution.iter().map(|a| a.hedges).sum();
-    metrics.failed_tasks = gaps.len();
-    metrics.node_attribution = attribution.clone();
-    Ok(QueryResult {
-        query: query.to_string(),
-        final_output,
-        chunks,
-        attribution,
-        metrics,
-        gaps,
-        rag: docs.map(|r| r.report),
-    })
+    metrics.failed_tasks = failed;
+    metrics.node_attribution = attribution.to_vec();
 }

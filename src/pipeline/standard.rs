@@ -3,10 +3,11 @@
 //! A failed Critic (or Researcher) does not lose the answer: the Editor works
 //! on the other's output, with a note; a failed Editor leaves the findings.
 
-use super::call::{call, Ctx, Reply};
+use super::call::{Ctx, Reply, Role};
 use super::prompts::{self, Prompt};
 use super::render;
 use super::result::{Gap, NothingGenerated};
+use crate::scheduler::TaskFailed;
 
 /// About how many bytes of its own text (labels, instructions) a prompt
 /// that quotes other agents' work has besides the question.
@@ -23,43 +24,62 @@ pub async fn run(
     query: &str,
     docs: Option<&crate::rag::Retrieved>,
 ) -> Result<Standard, NothingGenerated> {
-    let model = ctx.model.clone();
     // RAG: the Researcher and the Editor see the excerpts; the Critic does not.
     let asked = docs.map_or_else(|| Prompt::from(query), |r| r.question(query));
-    let (research, critique) = tokio::join!(
-        call(
-            ctx,
-            ctx.agent("Researcher"),
-            "Researcher",
-            prompts::researcher(asked.clone()),
-            &model,
-            None
-        ),
-        call(
-            ctx,
-            ctx.agent("Critic"),
-            "Critic",
-            prompts::critic(query),
-            &model,
-            None
-        ),
-    );
     let mut gaps = Vec::new();
-    let (research, critique) = match (research, critique) {
-        (Err(r), Err(_)) => {
-            return Err(NothingGenerated {
-                first: r,
-                others: 1,
-            })
+    let (research, critique) = research_and_critique(ctx, query, &asked, &mut gaps).await?;
+    let fallback = Fallback::of(research.as_ref(), critique.as_ref());
+    let editor = Role::new(ctx, "Editor", ctx.synthesis_model());
+    let room = editor.room(asked.text.len() + OWN_TEXT);
+    let prompt = prompts::editor(
+        asked,
+        research.as_ref().map(|r| &r.fields),
+        critique.as_ref().map(|c| &c.fields),
+        room,
+    );
+    let edited = editor.ask("Editor", prompt).await;
+    let mut replies: Vec<Reply> = research.into_iter().chain(critique).collect();
+    let markdown = match edited {
+        Ok(e) => {
+            let md = render::editor_markdown(&e.fields);
+            replies.push(e);
+            md
         }
-        (Ok(r), Ok(c)) => (Some(r), Some(c)),
+        Err(e) => fallback.unedited(ctx, &e, &mut gaps),
+    };
+    Ok(Standard {
+        markdown,
+        replies,
+        gaps,
+    })
+}
+
+/// The Researcher and the Critic at once. One of them failing is a gap (the
+/// Editor works from the other); both failing is no answer at all.
+async fn research_and_critique(
+    ctx: &Ctx,
+    query: &str,
+    asked: &Prompt,
+    gaps: &mut Vec<Gap>,
+) -> Result<(Option<Reply>, Option<Reply>), NothingGenerated> {
+    let model = &ctx.model;
+    let (research, critique) = tokio::join!(
+        Role::new(ctx, "Researcher", model).ask("Researcher", prompts::researcher(asked.clone())),
+        Role::new(ctx, "Critic", model).ask("Critic", prompts::critic(query)),
+    );
+    match (research, critique) {
+        (Err(r), Err(_)) => Err(NothingGenerated {
+            first: r,
+            others: 1,
+        }),
+        (Ok(r), Ok(c)) => Ok((Some(r), Some(c))),
         (Ok(r), Err(e)) => {
             gaps.push(super::gap(
                 ctx,
                 &e,
                 "the Editor works from the Researcher's findings alone",
             ));
-            (Some(r), None)
+            Ok((Some(r), None))
         }
         (Err(e), Ok(c)) => {
             gaps.push(super::gap(
@@ -67,60 +87,45 @@ pub async fn run(
                 &e,
                 "the Editor works from the Critic's review alone",
             ));
-            (None, Some(c))
+            Ok((None, Some(c)))
         }
-    };
-    // What the answer is when the Editor cannot run.
-    let (source, fallback) = match (&research, &critique) {
-        (Some(r), _) => ("Researcher's findings", render::narrative(&r.fields)),
-        (None, Some(c)) => ("Critic's review", render::narrative(&c.fields)),
-        (None, None) => ("answer", String::new()),
-    };
-    let room = ctx.room(
-        ctx.agent("Editor"),
-        ctx.synthesis_model(),
-        asked.text.len() + OWN_TEXT,
-    );
-    let editor = call(
-        ctx,
-        ctx.agent("Editor"),
-        "Editor",
-        prompts::editor(
-            asked,
-            research.as_ref().map(|r| &r.fields),
-            critique.as_ref().map(|c| &c.fields),
-            room,
-        ),
-        ctx.synthesis_model(),
-        None,
-    )
-    .await;
-    let mut replies: Vec<Reply> = research.into_iter().chain(critique).collect();
-    let markdown = match editor {
-        Ok(e) => {
-            let md = render::editor_markdown(&e.fields);
-            replies.push(e);
-            md
-        }
-        Err(e) => {
-            gaps.push(super::gap(
-                ctx,
-                &e,
-                format!("the answer is the {source}, unedited"),
-            ));
-            format!(
-                "> ⚠️ The Editor could not run ({}); below is the {source}, unedited.\n\n{}",
-                e.attempts
-                    .last()
-                    .map(|a| a.error.short())
-                    .unwrap_or_else(|| e.stopped.to_string()),
-                fallback.trim()
-            )
-        }
-    };
-    Ok(Standard {
-        markdown,
-        replies,
-        gaps,
-    })
+    }
+}
+
+/// What the answer is when the Editor cannot run: the Researcher's findings,
+/// else the Critic's review.
+struct Fallback {
+    /// What the text is, for the note above it.
+    source: &'static str,
+    text: String,
+}
+
+impl Fallback {
+    fn of(research: Option<&Reply>, critique: Option<&Reply>) -> Fallback {
+        let (source, text) = match (research, critique) {
+            (Some(r), _) => ("Researcher's findings", render::narrative(&r.fields)),
+            (None, Some(c)) => ("Critic's review", render::narrative(&c.fields)),
+            (None, None) => ("answer", String::new()),
+        };
+        Fallback { source, text }
+    }
+
+    /// The answer after the Editor failed (`e`): the text under a note saying
+    /// why; a gap records it.
+    fn unedited(self, ctx: &Ctx, e: &TaskFailed, gaps: &mut Vec<Gap>) -> String {
+        let source = self.source;
+        gaps.push(super::gap(
+            ctx,
+            e,
+            format!("the answer is the {source}, unedited"),
+        ));
+        format!(
+            "> ⚠️ The Editor could not run ({}); below is the {source}, unedited.\n\n{}",
+            e.attempts
+                .last()
+                .map(|a| a.error.short())
+                .unwrap_or_else(|| e.stopped.to_string()),
+            self.text.trim()
+        )
+    }
 }
