@@ -386,33 +386,44 @@ async fn ask_with_repair(
         }),
         (a, b) => a.or(b),
     };
-    let kept = match best {
-        Some(mut obj)
-            if obj
-                .values()
-                .any(|v| v.as_str().is_some_and(|s| !s.trim().is_empty())) =>
-        {
-            fill_main(&mut obj, r.fields);
-            obj
-        }
-        _ => {
-            let mut m = Map::new();
-            let main = r
-                .fields
-                .iter()
-                .find(|(_, t)| *t == FieldType::String)
-                .map(|(n, _)| n.clone())
-                .unwrap_or_else(|| "content".into());
-            m.insert(main, Value::String(clean::text(&text, &echo)));
-            m
-        }
-    };
+    let kept = keep(best, &text, &echo, r.fields);
     ctx.observer.notice(format!(
         "⚠️  {}: the reply did not match the agent's fields ({}); its text is used as it is",
         r.label,
         problems2.join("; ")
     ));
     Ok(((kept, false), m))
+}
+
+/// What is kept of a reply that never matched the fields: the better object
+/// (its text gathered into the main field) when it has any text, else the
+/// first reply's `text`, cleaned, as the main field.
+fn keep(
+    best: Option<Map<String, Value>>,
+    text: &str,
+    echo: &clean::Echo,
+    fields: &[(String, FieldType)],
+) -> Map<String, Value> {
+    match best {
+        Some(mut obj)
+            if obj
+                .values()
+                .any(|v| v.as_str().is_some_and(|s| !s.trim().is_empty())) =>
+        {
+            fill_main(&mut obj, fields);
+            obj
+        }
+        _ => {
+            let mut m = Map::new();
+            let main = fields
+                .iter()
+                .find(|(_, t)| *t == FieldType::String)
+                .map(|(n, _)| n.clone())
+                .unwrap_or_else(|| "content".into());
+            m.insert(main, Value::String(clean::text(text, echo)));
+            m
+        }
+    }
 }
 
 /// A reply whose text went under keys of the model's own choosing (or into

@@ -8,7 +8,7 @@
 use futures_util::future::join_all;
 
 use super::budget;
-use super::call::{call, Ctx};
+use super::call::{call, Ctx, Reply};
 use super::detect::{focus_area, ContentType};
 use super::prompts;
 use super::quality;
@@ -74,19 +74,10 @@ async fn chunk(
         prompts::chunk(query, ct, n, total, &focus, first, words),
         &excerpts,
     );
-    let a = call(ctx, agent, &label, prompt.clone(), &ctx.model, None).await?;
-    let text_a = render::narrative(&a.fields);
+    let a = Draft::of(call(ctx, agent, &label, prompt.clone(), &ctx.model, None).await?);
     let mut attribution = vec![a.attribution.clone()];
-    let keep_a = |warning: Option<String>| Chunk {
-        chunk: n,
-        focus: focus.clone(),
-        content: text_a.clone(),
-        node: a.attribution.node.clone(),
-        seconds: a.attribution.seconds,
-        quality_warning: warning,
-    };
-    let problems = match quality::chunk_check(&text_a) {
-        Ok(()) => return Ok((keep_a(None), attribution)),
+    let problems = match quality::chunk_check(&a.text) {
+        Ok(()) => return Ok((a.chunk(n, &focus, None), attribution)),
         Err(p) => p,
     };
     ctx.observer.notice(format!(
@@ -94,43 +85,63 @@ async fn chunk(
         problems.join("; ")
     ));
     let retry_label = format!("{label} (retry)");
-    let b = match call(
-        ctx,
-        agent,
-        &retry_label,
-        prompts::chunk_retry(&prompt),
-        &ctx.model,
-        None,
-    )
-    .await
-    {
-        Ok(b) => b,
+    let retry = prompts::chunk_retry(&prompt);
+    let b = match call(ctx, agent, &retry_label, retry, &ctx.model, None).await {
+        Ok(b) => Draft::of(b),
         Err(e) => {
             let why = format!("its quality retry failed ({e}); the first attempt is kept");
             ctx.observer.notice(format!("⚠️  {label}: {why}"));
-            return Ok((keep_a(Some(why)), attribution));
+            return Ok((a.chunk(n, &focus, Some(why)), attribution));
         }
     };
     attribution.push(b.attribution.clone());
-    let text_b = render::narrative(&b.fields);
-    let problems_b = match quality::chunk_check(&text_b) {
-        Ok(()) => {
-            return Ok((
-                Chunk {
-                    chunk: n,
-                    focus: focus.clone(),
-                    content: text_b,
-                    node: b.attribution.node.clone(),
-                    seconds: b.attribution.seconds,
-                    quality_warning: None,
-                },
-                attribution,
-            ))
+    let chunk = better(ctx, &label, (n, &focus), (a, problems), b);
+    Ok((chunk, attribution))
+}
+
+/// One attempt at a chunk: its text and where it was written.
+struct Draft {
+    text: String,
+    attribution: Attribution,
+}
+
+impl Draft {
+    fn of(reply: Reply) -> Draft {
+        Draft {
+            text: render::narrative(&reply.fields),
+            attribution: reply.attribution,
         }
+    }
+
+    /// This attempt as chunk `n` on `focus`, with a quality warning if any.
+    fn chunk(&self, n: usize, focus: &str, warning: Option<String>) -> Chunk {
+        Chunk {
+            chunk: n,
+            focus: focus.to_string(),
+            content: self.text.clone(),
+            node: self.attribution.node.clone(),
+            seconds: self.attribution.seconds,
+            quality_warning: warning,
+        }
+    }
+}
+
+/// Chunk `n` (on `focus`) after its first attempt `a` failed the quality
+/// check with `problems`: the retry `b` if it passes; else the attempt with
+/// fewer problems (the longer on a tie), with a warning saying so.
+fn better(
+    ctx: &Ctx,
+    label: &str,
+    (n, focus): (usize, &str),
+    (a, problems): (Draft, Vec<String>),
+    b: Draft,
+) -> Chunk {
+    let problems_b = match quality::chunk_check(&b.text) {
+        Ok(()) => return b.chunk(n, focus, None),
         Err(p) => p,
     };
     let keep_b = problems_b.len() < problems.len()
-        || (problems_b.len() == problems.len() && text_b.len() > text_a.len());
+        || (problems_b.len() == problems.len() && b.text.len() > a.text.len());
     let why = format!(
         "failed its quality check twice ({}); the better attempt is kept",
         if keep_b {
@@ -140,19 +151,8 @@ async fn chunk(
         }
     );
     ctx.observer.notice(format!("⚠️  {label} {why}"));
-    let chunk = if keep_b {
-        Chunk {
-            chunk: n,
-            focus: focus.clone(),
-            content: text_b,
-            node: b.attribution.node.clone(),
-            seconds: b.attribution.seconds,
-            quality_warning: Some(why),
-        }
-    } else {
-        keep_a(Some(why))
-    };
-    Ok((chunk, attribution))
+    let kept = if keep_b { b } else { a };
+    kept.chunk(n, focus, Some(why))
 }
 
 /// Words part `n` can ask for: its usual length, or what the smallest

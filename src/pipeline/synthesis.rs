@@ -63,14 +63,13 @@ pub async fn run(
     } else {
         ("Editor", "detailed_explanation")
     };
-    let fields = vec![(field.to_string(), FieldType::String)];
+    let fields = only(field);
     let prompt = prompts::synthesis(query, ct, &texts);
     let need = budget::prompt_tokens(&prompts::system(ctx.agent(agent), &fields), &prompt.text)
         + budget::tokens(&joined)
         + budget::MARGIN;
-    let (one, many) = unit(ct);
     if joined.len() <= SYNTHESIS_LIMIT && need <= widest {
-        match call(
+        let reply = call(
             ctx,
             ctx.agent(agent),
             "synthesis",
@@ -78,51 +77,12 @@ pub async fn run(
             model,
             Some(&fields),
         )
-        .await
-        {
-            Ok(Reply {
-                fields: obj,
-                attribution: a,
-                ..
-            }) => {
-                attribution.push(a);
-                let s = render::narrative(&obj);
-                let input: usize = texts.iter().map(|p| p.len()).sum();
-                return if (s.len() as f64) < MIN_SYNTHESIS_RATIO * input as f64 {
-                    Synthesis {
-                        text: joined,
-                        status: format!(
-                            "discarded: {} characters for {input} of input (under {:.0}%); chunks joined",
-                            s.len(),
-                            MIN_SYNTHESIS_RATIO * 100.0
-                        ),
-                    }
-                } else {
-                    Synthesis {
-                        text: s,
-                        status: "used".to_string(),
-                    }
-                };
-            }
-            Err(e) if e.too_large() && ct != ContentType::Storytelling => {
-                ctx.observer.notice(format!(
-                    "ℹ️  synthesis: the {many} do not fit one request after all ({}); staging it",
-                    e.attempts
-                        .last()
-                        .map(|a| a.error.short())
-                        .unwrap_or_default()
-                ));
-            }
-            Err(e) => {
-                ctx.observer
-                    .notice(format!("⚠️  synthesis failed ({e}); chunks joined"));
-                return Synthesis {
-                    text: joined,
-                    status: "failed; chunks joined".to_string(),
-                };
-            }
+        .await;
+        if let Some(done) = one_pass(ctx, ct, reply, &texts, &joined, attribution) {
+            return done;
         }
     } else if ct == ContentType::Storytelling {
+        let (one, many) = unit(ct);
         return Synthesis {
             text: joined,
             status: format!(
@@ -134,6 +94,69 @@ pub async fn run(
     staged(ctx, query, chunks, joined, attribution).await
 }
 
+/// The one-pass rewrite's outcome: the rewrite, unless it lost text (then
+/// the parts `joined`) or failed (the same); None when the parts turned out
+/// not to fit one request (and are not a story), so the synthesis is staged.
+fn one_pass(
+    ctx: &Ctx,
+    ct: ContentType,
+    reply: Result<Reply, TaskFailed>,
+    texts: &[String],
+    joined: &str,
+    attribution: &mut Vec<Attribution>,
+) -> Option<Synthesis> {
+    match reply {
+        Ok(Reply {
+            fields: obj,
+            attribution: a,
+            ..
+        }) => {
+            attribution.push(a);
+            let s = render::narrative(&obj);
+            let input: usize = texts.iter().map(|p| p.len()).sum();
+            Some(if (s.len() as f64) < MIN_SYNTHESIS_RATIO * input as f64 {
+                Synthesis {
+                    text: joined.to_string(),
+                    status: format!(
+                        "discarded: {} characters for {input} of input (under {:.0}%); chunks joined",
+                        s.len(),
+                        MIN_SYNTHESIS_RATIO * 100.0
+                    ),
+                }
+            } else {
+                Synthesis {
+                    text: s,
+                    status: "used".to_string(),
+                }
+            })
+        }
+        Err(e) if e.too_large() && ct != ContentType::Storytelling => {
+            let (_, many) = unit(ct);
+            ctx.observer.notice(format!(
+                "ℹ️  synthesis: the {many} do not fit one request after all ({}); staging it",
+                e.attempts
+                    .last()
+                    .map(|a| a.error.short())
+                    .unwrap_or_default()
+            ));
+            None
+        }
+        Err(e) => {
+            ctx.observer
+                .notice(format!("⚠️  synthesis failed ({e}); chunks joined"));
+            Some(Synthesis {
+                text: joined.to_string(),
+                status: "failed; chunks joined".to_string(),
+            })
+        }
+    }
+}
+
+/// One text field named `name`: what each synthesis request asks for.
+fn only(name: &str) -> Vec<(String, FieldType)> {
+    vec![(name.to_string(), FieldType::String)]
+}
+
 /// Group summaries, then an overview from them, above the parts.
 async fn staged(
     ctx: &Ctx,
@@ -143,87 +166,16 @@ async fn staged(
     attribution: &mut Vec<Attribution>,
 ) -> Synthesis {
     let model = ctx.synthesis_model();
-    let editor = ctx.agent("Editor");
     let narrowest = ctx.context(model, false);
     let widest = ctx.context(model, true);
-    let summary_fields = vec![("summary".to_string(), FieldType::String)];
-    let summary_reply = (budget::MIN_REPLY * 2)
-        .min(narrowest / 4)
-        .max(budget::MIN_REPLY);
-    let fixed = budget::prompt_tokens(&prompts::system(editor, &summary_fields), query)
-        + SUMMARY_INSTRUCTIONS
-        + summary_reply
-        + budget::MARGIN;
-    let room = budget::bytes_for(narrowest.saturating_sub(fixed)).max(200);
-    let groups = group(chunks, room);
+    let (groups, words) = summary_groups(ctx, query, chunks, narrowest);
     let total = chunks.len();
     ctx.observer.notice(format!(
         "🧩 synthesis in stages: the {total} parts do not fit one request (context {widest} tokens); summarising them in {} group(s), then an overview",
         groups.len()
     ));
-    let words = budget::words_for(summary_reply).clamp(30, SUMMARY_WORDS);
-    let requests = groups.iter().map(|g| {
-        let parts: Vec<(usize, &str)> = g.iter().map(|(n, t)| (*n, t.as_str())).collect();
-        let label = format!("synthesis: summary of {}", span(g));
-        let prompt = prompts::group_summary(query, total, &parts, words);
-        let fields = summary_fields.clone();
-        async move {
-            let r = call(ctx, editor, &label, prompt, model, Some(&fields)).await;
-            (label, r)
-        }
-    });
-    let results: Vec<(String, Result<Reply, TaskFailed>)> = join_all(requests).await;
-    let mut summaries: Vec<(String, String)> = Vec::new();
-    for (g, (label, r)) in groups.iter().zip(results) {
-        let text = match r {
-            Ok(reply) => {
-                attribution.push(reply.attribution);
-                render::narrative(&reply.fields)
-            }
-            Err(e) => {
-                ctx.observer.notice(format!(
-                    "⚠️  {label} failed ({e}); its first sentences stand in for it"
-                ));
-                String::new()
-            }
-        };
-        let text = if text.trim().is_empty() {
-            prompts::summary(
-                &g.iter()
-                    .map(|(_, t)| t.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                400,
-            )
-        } else {
-            text
-        };
-        summaries.push((capitalised(&span(g)), text));
-    }
-    let overview_fields = vec![("overview".to_string(), FieldType::String)];
-    let overview_reply = (widest / 3)
-        .clamp(budget::MIN_REPLY, 600)
-        .min(ctx.num_predict);
-    let fixed = budget::prompt_tokens(&prompts::system(editor, &overview_fields), query)
-        + SUMMARY_INSTRUCTIONS
-        + overview_reply
-        + budget::MARGIN;
-    let share = budget::bytes_for(widest.saturating_sub(fixed)) / summaries.len().max(1);
-    for (_, s) in summaries.iter_mut() {
-        *s = budget::cut(s, share.saturating_sub(16).max(80));
-    }
-    let words = budget::words_for(overview_reply).clamp(40, OVERVIEW_WORDS);
-    let prompt = prompts::overview(query, &summaries, words);
-    match call(
-        ctx,
-        editor,
-        "synthesis: overview",
-        prompt,
-        model,
-        Some(&overview_fields),
-    )
-    .await
-    {
+    let summaries = summarise(ctx, query, &groups, total, words, attribution).await;
+    match overview(ctx, query, summaries, widest).await {
         Ok(reply) => {
             attribution.push(reply.attribution);
             let overview = render::narrative(&reply.fields);
@@ -252,6 +204,120 @@ async fn staged(
             }
         }
     }
+}
+
+/// The parts in groups that each fit one summary request on any node (whose
+/// context is at least `narrowest`), and the words a summary may have.
+fn summary_groups(
+    ctx: &Ctx,
+    query: &str,
+    chunks: &[Chunk],
+    narrowest: u64,
+) -> (Vec<Vec<(usize, String)>>, usize) {
+    let summary_reply = (budget::MIN_REPLY * 2)
+        .min(narrowest / 4)
+        .max(budget::MIN_REPLY);
+    let system = prompts::system(ctx.agent("Editor"), &only("summary"));
+    let fixed = budget::prompt_tokens(&system, query)
+        + SUMMARY_INSTRUCTIONS
+        + summary_reply
+        + budget::MARGIN;
+    let room = budget::bytes_for(narrowest.saturating_sub(fixed)).max(200);
+    let words = budget::words_for(summary_reply).clamp(30, SUMMARY_WORDS);
+    (group(chunks, room), words)
+}
+
+/// The Editor summarises every group at once (in `words` words); a failed or
+/// empty summary is replaced by the group's first sentences. Each summary is
+/// returned with the span it covers ("Parts 1–2").
+async fn summarise(
+    ctx: &Ctx,
+    query: &str,
+    groups: &[Vec<(usize, String)>],
+    total: usize,
+    words: usize,
+    attribution: &mut Vec<Attribution>,
+) -> Vec<(String, String)> {
+    let (model, editor) = (ctx.synthesis_model(), ctx.agent("Editor"));
+    let summary_fields = only("summary");
+    let requests = groups.iter().map(|g| {
+        let parts: Vec<(usize, &str)> = g.iter().map(|(n, t)| (*n, t.as_str())).collect();
+        let label = format!("synthesis: summary of {}", span(g));
+        let prompt = prompts::group_summary(query, total, &parts, words);
+        let fields = summary_fields.clone();
+        async move {
+            let r = call(ctx, editor, &label, prompt, model, Some(&fields)).await;
+            (label, r)
+        }
+    });
+    let results: Vec<(String, Result<Reply, TaskFailed>)> = join_all(requests).await;
+    let mut summaries: Vec<(String, String)> = Vec::new();
+    for (g, (label, r)) in groups.iter().zip(results) {
+        let text = match r {
+            Ok(reply) => {
+                attribution.push(reply.attribution);
+                render::narrative(&reply.fields)
+            }
+            Err(e) => {
+                ctx.observer.notice(format!(
+                    "⚠️  {label} failed ({e}); its first sentences stand in for it"
+                ));
+                String::new()
+            }
+        };
+        let text = if text.trim().is_empty() {
+            first_sentences(g)
+        } else {
+            text
+        };
+        summaries.push((capitalised(&span(g)), text));
+    }
+    summaries
+}
+
+/// What stands in for a group's summary: the start of its text.
+fn first_sentences(g: &[(usize, String)]) -> String {
+    prompts::summary(
+        &g.iter()
+            .map(|(_, t)| t.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        400,
+    )
+}
+
+/// The Editor's overview of the whole from the group summaries, each cut to
+/// its share of the widest node's context.
+async fn overview(
+    ctx: &Ctx,
+    query: &str,
+    mut summaries: Vec<(String, String)>,
+    widest: u64,
+) -> Result<Reply, TaskFailed> {
+    let (model, editor) = (ctx.synthesis_model(), ctx.agent("Editor"));
+    let overview_fields = only("overview");
+    let overview_reply = (widest / 3)
+        .clamp(budget::MIN_REPLY, 600)
+        .min(ctx.num_predict);
+    let fixed = budget::prompt_tokens(&prompts::system(editor, &overview_fields), query)
+        + SUMMARY_INSTRUCTIONS
+        + overview_reply
+        + budget::MARGIN;
+    let share = budget::bytes_for(widest.saturating_sub(fixed)) / summaries.len().max(1);
+    for (_, s) in summaries.iter_mut() {
+        *s = budget::cut(s, share.saturating_sub(16).max(80));
+    }
+    let words = budget::words_for(overview_reply).clamp(40, OVERVIEW_WORDS);
+    let prompt = prompts::overview(query, &summaries, words);
+    call(
+        ctx,
+        editor,
+        "synthesis: overview",
+        prompt,
+        model,
+        Some(&overview_fields),
+    )
+    .await
 }
 
 /// Adjacent parts in groups of at most `room` bytes; a part larger than
