@@ -148,15 +148,13 @@ impl Metrics {
 
     /// Prometheus text (version 0.0.4) for the gateway's own series.
     pub fn prometheus(&self, queue_depth: usize, out: &mut String) {
-        let esc = |s: &str| {
-            s.replace('\\', r"\\")
-                .replace('"', "\\\"")
-                .replace('\n', r"\n")
-        };
-        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-        };
+        self.requests_text(out);
+        self.gauges_and_counters_text(queue_depth, out);
+        self.wait_text(out);
+    }
+
+    /// The requests counter, one series per label set.
+    fn requests_text(&self, out: &mut String) {
         let name = "synapticllamas_gateway_requests_total";
         head(out, name, "counter", "Requests the gateway answered.");
         for (k, n) in self
@@ -174,6 +172,11 @@ impl Metrics {
                 k.status
             );
         }
+    }
+
+    /// The queue depth and requests in flight (gauges), then the retry,
+    /// hedge, broken-stream, disconnect and rejection counters.
+    fn gauges_and_counters_text(&self, queue_depth: usize, out: &mut String) {
         let gauges = [
             (
                 "synapticllamas_gateway_queue_depth",
@@ -221,6 +224,10 @@ impl Metrics {
             head(out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", c.load(Ordering::Relaxed));
         }
+    }
+
+    /// The queue-wait histogram (cumulative buckets, sum and count).
+    fn wait_text(&self, out: &mut String) {
         let name = "synapticllamas_gateway_queue_wait_seconds";
         head(
             out,
@@ -238,6 +245,19 @@ impl Metrics {
         let _ = writeln!(out, "{name}_sum {}", w.sum);
         let _ = writeln!(out, "{name}_count {}", w.count);
     }
+}
+
+/// A label value escaped for Prometheus text.
+fn esc(s: &str) -> String {
+    s.replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', r"\n")
+}
+
+/// A series' HELP and TYPE lines.
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 #[cfg(test)]

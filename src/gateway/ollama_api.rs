@@ -448,75 +448,14 @@ pub async fn embed_batch(
                 prompt_tokens: body.len() / 4,
                 limits: shared.limits(),
             };
-            shared
-                .sched
-                .run(
-                    pool,
-                    &task,
-                    |a: Attempt| {
-                        let body = body.clone();
-                        async move {
-                            let raw = shared
-                                .client
-                                .post_raw(a.node.url(), "/api/embed", body, a.timeouts)
-                                .await;
-                            let raw = match raw {
-                                Ok(b) => b,
-                                Err(ClientError {
-                                    kind: ErrorKind::Http { status, message },
-                                    ..
-                                }) if matches!(status, 400 | 404 | 413 | 422) => {
-                                    return Ok((Err((status, message)), Measured::default()))
-                                }
-                                Err(e) => return Err(e),
-                            };
-                            let v: Value = serde_json::from_slice(&raw).map_err(|e| {
-                                ClientError::new(
-                                    a.node.url(),
-                                    ErrorKind::BadReply {
-                                        message: format!("not an embedding reply ({e})"),
-                                    },
-                                )
-                            })?;
-                            a.progress.piece("");
-                            Ok((
-                                Ok(PartReply {
-                                    embeddings: v["embeddings"]
-                                        .as_array()
-                                        .cloned()
-                                        .unwrap_or_default(),
-                                    prompt_eval_count: v["prompt_eval_count"].as_u64().unwrap_or(0),
-                                    load_duration: v["load_duration"].as_u64().unwrap_or(0),
-                                    node: a.node.clone(),
-                                    waited: a.waited,
-                                }),
-                                Measured::default(),
-                            ))
-                        }
-                    },
-                    say,
-                )
-                .await
+            let attempt = |a: Attempt| embed_part(shared, a, body.clone());
+            shared.sched.run(pool, &task, attempt, say).await
         }
     });
-    let mut embeddings = Vec::with_capacity(inputs.len());
-    let (mut prompt_eval_count, mut load_duration) = (0, 0);
-    let mut used: Vec<Arc<Node>> = Vec::new();
-    let mut waited = std::time::Duration::ZERO;
-    let (mut retries, mut hedges) = (0, 0);
+    let mut all = Gathered::with_capacity(inputs.len());
     for r in join_all(parts).await {
         match r {
-            Ok((Ok(p), attr)) => {
-                embeddings.extend(p.embeddings);
-                prompt_eval_count += p.prompt_eval_count;
-                load_duration = load_duration.max(p.load_duration);
-                waited = waited.max(p.waited);
-                retries += attr.retries;
-                hedges += attr.hedges;
-                if !used.iter().any(|n| Arc::ptr_eq(n, &p.node)) {
-                    used.push(p.node);
-                }
-            }
+            Ok((Ok(p), attr)) => all.add(p, attr.retries, attr.hedges),
             Ok((Err((status, message)), _)) => {
                 return Err(ApiError::new(
                     StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
@@ -533,8 +472,90 @@ pub async fn embed_batch(
             }
         }
     }
-    tally.ran_on(&used, waited, retries, hedges);
-    Ok((embeddings, prompt_eval_count, load_duration))
+    tally.ran_on(&all.used, all.waited, all.retries, all.hedges);
+    Ok((all.embeddings, all.prompt_eval_count, all.load_duration))
+}
+
+/// One attempt at a part of a batch on the attempt's node: its reply, or the
+/// node's refusal of the request itself (status 400, 404, 413 or 422, which
+/// another node would give too) as (status, message).
+async fn embed_part(
+    shared: &Shared,
+    a: Attempt,
+    body: Bytes,
+) -> Result<(Result<PartReply, (u16, String)>, Measured), ClientError> {
+    let raw = shared
+        .client
+        .post_raw(a.node.url(), "/api/embed", body, a.timeouts)
+        .await;
+    let raw = match raw {
+        Ok(b) => b,
+        Err(ClientError {
+            kind: ErrorKind::Http { status, message },
+            ..
+        }) if matches!(status, 400 | 404 | 413 | 422) => {
+            return Ok((Err((status, message)), Measured::default()))
+        }
+        Err(e) => return Err(e),
+    };
+    let v: Value = serde_json::from_slice(&raw).map_err(|e| {
+        ClientError::new(
+            a.node.url(),
+            ErrorKind::BadReply {
+                message: format!("not an embedding reply ({e})"),
+            },
+        )
+    })?;
+    a.progress.piece("");
+    Ok((
+        Ok(PartReply {
+            embeddings: v["embeddings"].as_array().cloned().unwrap_or_default(),
+            prompt_eval_count: v["prompt_eval_count"].as_u64().unwrap_or(0),
+            load_duration: v["load_duration"].as_u64().unwrap_or(0),
+            node: a.node.clone(),
+            waited: a.waited,
+        }),
+        Measured::default(),
+    ))
+}
+
+/// The parts of a batch put back together, in order: the embeddings, the
+/// prompt tokens (summed), the longest load, the nodes used, the longest
+/// wait, and the retries and hedges.
+struct Gathered {
+    embeddings: Vec<Value>,
+    prompt_eval_count: u64,
+    load_duration: u64,
+    used: Vec<Arc<Node>>,
+    waited: std::time::Duration,
+    retries: usize,
+    hedges: usize,
+}
+
+impl Gathered {
+    fn with_capacity(n: usize) -> Gathered {
+        Gathered {
+            embeddings: Vec::with_capacity(n),
+            prompt_eval_count: 0,
+            load_duration: 0,
+            used: Vec::new(),
+            waited: std::time::Duration::ZERO,
+            retries: 0,
+            hedges: 0,
+        }
+    }
+
+    fn add(&mut self, p: PartReply, retries: usize, hedges: usize) {
+        self.embeddings.extend(p.embeddings);
+        self.prompt_eval_count += p.prompt_eval_count;
+        self.load_duration = self.load_duration.max(p.load_duration);
+        self.waited = self.waited.max(p.waited);
+        self.retries += retries;
+        self.hedges += hedges;
+        if !self.used.iter().any(|n| Arc::ptr_eq(n, &p.node)) {
+            self.used.push(p.node);
+        }
+    }
 }
 
 /// `/api/embed`: `input` a string or a list of strings.

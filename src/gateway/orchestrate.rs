@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use super::auth::Caller;
 use super::errors::ApiError;
 use super::observe::{End, Tally};
-use super::state::Shared;
+use super::state::{QuerySetup, Shared, View};
 use crate::command::{check_name, NameKind, Strategy};
 use crate::config::settings::REFINE_MAX;
 use crate::dashboard::Hub;
@@ -115,57 +115,15 @@ fn prepare(
     req: Request,
     caller: &Caller,
 ) -> Result<(Run, mpsc::UnboundedReceiver<Value>), ApiError> {
-    if req.query.trim().is_empty() {
-        return Err(ApiError::bad_request("query is empty").with_param("query"));
-    }
-    if let Some(m) = &req.model {
-        check_name(NameKind::Model, m).map_err(|e| ApiError::bad_request(format!("model: {e}")))?;
-    }
-    if let Some(r) = req.refine.filter(|r| *r > REFINE_MAX) {
-        return Err(ApiError::bad_request(format!(
-            "refine must be from 0 to {REFINE_MAX}, got {r}"
-        )));
-    }
+    check(&req)?;
     let view = shared.view();
     let q = &view.query;
-    let strategy = match &req.strategy {
-        None => q.strategy,
-        Some(w) => STRATEGIES
-            .into_iter()
-            .find(|s| s.word().eq_ignore_ascii_case(w))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "strategy `{w}` is not one of auto, single, parallel, multi, gpu"
-                ))
-            })?,
-    };
+    let strategy = strategy(&req, q)?;
     if shared.sched.queue_depth() >= shared.config.max_queue {
         return Err(ApiError::busy(shared.retry_after(&q.nodes)));
     }
-    let policy = match strategy {
-        Strategy::Single => Policy::Single,
-        Strategy::Gpu => Policy::Gpu,
-        _ if !q.task_distribution => Policy::Single,
-        _ => Policy::Pool,
-    };
     let model = req.model.clone().unwrap_or_else(|| q.model.clone());
-    let needs_coordinator = std::iter::once(&model)
-        .chain(q.synthesis_model.iter())
-        .any(|m| decide(view.route, m).0 == Target::Coordinator);
-    let coordinator = match (needs_coordinator, &view.coordinator) {
-        (false, _) => None,
-        (true, Some(c)) => Some(Pool::new(vec![c.clone()], Policy::Pool).for_client(caller.0.clone())),
-        (true, None) => {
-            return Err(ApiError {
-                retry_after: Some(30),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "this query needs the llama.cpp coordinator (model sharding), and none is running: \
-                     a query in the shell starts it, or set coordinator_url",
-                )
-            })
-        }
-    };
+    let coordinator = coordinator(&view, &model, caller)?;
     static RUNS: AtomicU64 = AtomicU64::new(0);
     let (tx, rx) = mpsc::unbounded_channel();
     let observer = Arc::new(Events {
@@ -176,7 +134,7 @@ fn prepare(
     let ctx = Ctx {
         client: shared.client.clone(),
         sched: shared.sched.clone(),
-        pool: Pool::new(q.nodes.clone(), policy).for_client(caller.0.clone()),
+        pool: Pool::new(q.nodes.clone(), policy(strategy, q)).for_client(caller.0.clone()),
         coordinator,
         route: view.route,
         num_predict: q.num_predict,
@@ -186,20 +144,7 @@ fn prepare(
         agents: q.agents.clone(),
         observer,
     };
-    let plan = Plan {
-        distributed: q.distributed,
-        collaborative: req.collab.unwrap_or(q.collaborative),
-        collab: collab::Settings {
-            refinement_rounds: req.refine.unwrap_or(q.refinement_rounds),
-            ast_voting: req.ast.unwrap_or(q.ast_voting),
-            quality_threshold: q.quality_threshold,
-            max_quality_retries: q.max_quality_retries,
-        },
-        mode_label: q.mode_label.clone(),
-        strategy_label: strategy.word().to_string(),
-        rag: None,
-        longform: q.longform,
-    };
+    let plan = plan(&req, q, strategy);
     if q.rag_on {
         ctx.observer.notice(
             "ℹ️  RAG is on in the shell, but /api/orchestrate answers without documents (not wired to the gateway yet)"
@@ -216,6 +161,89 @@ fn prepare(
         r
     });
     Ok((run, rx))
+}
+
+/// A request's own values: a question, a model name that is a name, a
+/// number of refinements in range.
+fn check(req: &Request) -> Result<(), ApiError> {
+    if req.query.trim().is_empty() {
+        return Err(ApiError::bad_request("query is empty").with_param("query"));
+    }
+    if let Some(m) = &req.model {
+        check_name(NameKind::Model, m).map_err(|e| ApiError::bad_request(format!("model: {e}")))?;
+    }
+    if let Some(r) = req.refine.filter(|r| *r > REFINE_MAX) {
+        return Err(ApiError::bad_request(format!(
+            "refine must be from 0 to {REFINE_MAX}, got {r}"
+        )));
+    }
+    Ok(())
+}
+
+/// The request's strategy (a word, any case), else the shell's.
+fn strategy(req: &Request, q: &QuerySetup) -> Result<Strategy, ApiError> {
+    match &req.strategy {
+        None => Ok(q.strategy),
+        Some(w) => STRATEGIES
+            .into_iter()
+            .find(|s| s.word().eq_ignore_ascii_case(w))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "strategy `{w}` is not one of auto, single, parallel, multi, gpu"
+                ))
+            }),
+    }
+}
+
+/// How the query's nodes are used under `strategy`.
+fn policy(strategy: Strategy, q: &QuerySetup) -> Policy {
+    match strategy {
+        Strategy::Single => Policy::Single,
+        Strategy::Gpu => Policy::Gpu,
+        _ if !q.task_distribution => Policy::Single,
+        _ => Policy::Pool,
+    }
+}
+
+/// The llama.cpp coordinator, when `model` or the synthesis model is routed
+/// to it; unavailable (503) when it is needed and none is running.
+fn coordinator(view: &View, model: &str, caller: &Caller) -> Result<Option<Pool>, ApiError> {
+    let needs_coordinator = std::iter::once(model)
+        .chain(view.query.synthesis_model.as_deref())
+        .any(|m| decide(view.route, m).0 == Target::Coordinator);
+    match (needs_coordinator, &view.coordinator) {
+        (false, _) => Ok(None),
+        (true, Some(c)) => Ok(Some(
+            Pool::new(vec![c.clone()], Policy::Pool).for_client(caller.0.clone()),
+        )),
+        (true, None) => Err(ApiError {
+            retry_after: Some(30),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this query needs the llama.cpp coordinator (model sharding), and none is running: \
+                 a query in the shell starts it, or set coordinator_url",
+            )
+        }),
+    }
+}
+
+/// The shell's plan for a query with the request's overrides (collaborative,
+/// refinement rounds, AST voting, strategy); no RAG.
+fn plan(req: &Request, q: &QuerySetup, strategy: Strategy) -> Plan {
+    Plan {
+        distributed: q.distributed,
+        collaborative: req.collab.unwrap_or(q.collaborative),
+        collab: collab::Settings {
+            refinement_rounds: req.refine.unwrap_or(q.refinement_rounds),
+            ast_voting: req.ast.unwrap_or(q.ast_voting),
+            quality_threshold: q.quality_threshold,
+            max_quality_retries: q.max_quality_retries,
+        },
+        mode_label: q.mode_label.clone(),
+        strategy_label: strategy.word().to_string(),
+        rag: None,
+        longform: q.longform,
+    }
 }
 
 /// The object `-i` prints for a result (or its error).

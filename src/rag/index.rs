@@ -102,6 +102,130 @@ fn threads() -> usize {
         .clamp(1, 8)
 }
 
+/// The number of dimensions: the first readable chunk's (0 when none is).
+fn first_dims(files: &[(u32, PathBuf)]) -> usize {
+    for (_, f) in files {
+        if let Ok(v) = kb::read_vector(f) {
+            return v.len();
+        }
+    }
+    0
+}
+
+/// Read every file's vector into its row of one matrix, normalised, on all
+/// cores: (the matrix, which rows loaded, why the others did not). Without
+/// `dims` (no readable chunk) each file is only read for its error.
+fn read_all(
+    files: &[(u32, PathBuf)],
+    dims: usize,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> (Vec<f32>, Vec<bool>, Vec<String>) {
+    let total = files.len();
+    let mut vectors = vec![0.0f32; total * dims.max(1)];
+    let mut ok = vec![false; total];
+    let mut errors: Vec<Vec<String>> = Vec::new();
+    if dims > 0 && total > 0 {
+        let done = AtomicUsize::new(0);
+        let n = threads().min(total);
+        let per = total.div_ceil(n);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = vectors
+                .chunks_mut(per * dims)
+                .zip(ok.chunks_mut(per))
+                .zip(files.chunks(per))
+                .map(|((out, ok), files)| {
+                    let done = &done;
+                    s.spawn(move || {
+                        let mut errs = Vec::new();
+                        for (j, (_, f)) in files.iter().enumerate() {
+                            match read_row(f, dims, &mut out[j * dims..(j + 1) * dims]) {
+                                Ok(()) => ok[j] = true,
+                                Err(e) => errs.push(e),
+                            }
+                            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                            if d.is_multiple_of(256) || d == total {
+                                progress(d, total);
+                            }
+                        }
+                        errs
+                    })
+                })
+                .collect();
+            for h in handles {
+                errors.push(h.join().unwrap_or_default());
+            }
+        });
+    } else {
+        for (_, f) in files {
+            if let Err(e) = kb::read_vector(f) {
+                errors.push(vec![format!("{e}; skipped")]);
+            }
+        }
+    }
+    (vectors, ok, errors.into_iter().flatten().collect())
+}
+
+/// Read chunk file `f`'s vector into `row`, normalised; why not when it is
+/// unreadable or has other than `dims` dimensions.
+fn read_row(f: &Path, dims: usize, row: &mut [f32]) -> Result<(), String> {
+    match kb::read_vector(f) {
+        Ok(v) if v.len() == dims => {
+            row.copy_from_slice(&v);
+            normalise(row);
+            Ok(())
+        }
+        Ok(v) => Err(format!(
+            "{}: {} dimensions where the knowledge base has {dims}; skipped",
+            f.display(),
+            v.len()
+        )),
+        Err(e) => Err(format!("{e}; skipped")),
+    }
+}
+
+/// The rows that loaded (`ok`), in order: moved up in `vectors` (without a
+/// second copy of the matrix), which is cut to them.
+fn keep_loaded(
+    vectors: &mut Vec<f32>,
+    files: Vec<(u32, PathBuf)>,
+    ok: &[bool],
+    dims: usize,
+) -> Vec<Row> {
+    let mut rows = Vec::with_capacity(files.len());
+    let mut kept = 0;
+    for (i, (doc, file)) in files.into_iter().enumerate() {
+        if !ok[i] {
+            continue;
+        }
+        if kept != i {
+            vectors.copy_within(i * dims..(i + 1) * dims, kept * dims);
+        }
+        rows.push(Row { doc, file });
+        kept += 1;
+    }
+    vectors.truncate(kept * dims);
+    vectors.shrink_to_fit();
+    rows.shrink_to_fit();
+    rows
+}
+
+/// The documents some row belongs to (one none of whose chunks loaded is not
+/// counted), with the rows' document numbers changed to match.
+fn keep_used(docs: Vec<Doc>, rows: &mut [Row]) -> Vec<Doc> {
+    let mut used = vec![false; docs.len()];
+    rows.iter().for_each(|r| used[r.doc as usize] = true);
+    let mut remap = vec![0u32; docs.len()];
+    let mut kept_docs = Vec::new();
+    for (i, d) in docs.into_iter().enumerate() {
+        if used[i] {
+            remap[i] = kept_docs.len() as u32;
+            kept_docs.push(d);
+        }
+    }
+    rows.iter_mut().for_each(|r| r.doc = remap[r.doc as usize]);
+    kept_docs
+}
+
 impl Index {
     /// Read every chunk file the catalog lists, on all cores. `progress(done,
     /// total)` is called as files are read.
@@ -121,107 +245,17 @@ impl Index {
             });
             files.extend(d.chunks.into_iter().map(|f| (i as u32, f)));
         }
-        let total = files.len();
-        // The first readable chunk decides the number of dimensions.
-        let mut dims = 0;
-        for (_, f) in &files {
-            match kb::read_vector(f) {
-                Ok(v) => {
-                    dims = v.len();
-                    break;
-                }
-                Err(_) => continue,
-            }
-        }
-        let mut vectors = vec![0.0f32; total * dims.max(1)];
-        let mut ok = vec![false; total];
-        let mut errors: Vec<Vec<(usize, String)>> = Vec::new();
-        if dims > 0 && total > 0 {
-            let done = AtomicUsize::new(0);
-            let n = threads().min(total);
-            let per = total.div_ceil(n);
-            std::thread::scope(|s| {
-                let handles: Vec<_> = vectors
-                    .chunks_mut(per * dims)
-                    .zip(ok.chunks_mut(per))
-                    .zip(files.chunks(per))
-                    .map(|((out, ok), files)| {
-                        let done = &done;
-                        s.spawn(move || {
-                            let mut errs = Vec::new();
-                            for (j, (_, f)) in files.iter().enumerate() {
-                                match kb::read_vector(f) {
-                                    Ok(v) if v.len() == dims => {
-                                        let row = &mut out[j * dims..(j + 1) * dims];
-                                        row.copy_from_slice(&v);
-                                        normalise(row);
-                                        ok[j] = true;
-                                    }
-                                    Ok(v) => errs.push((
-                                        j,
-                                        format!(
-                                            "{}: {} dimensions where the knowledge base has {dims}; skipped",
-                                            f.display(),
-                                            v.len()
-                                        ),
-                                    )),
-                                    Err(e) => errs.push((j, format!("{e}; skipped"))),
-                                }
-                                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                                if d.is_multiple_of(256) || d == total {
-                                    progress(d, total);
-                                }
-                            }
-                            errs
-                        })
-                    })
-                    .collect();
-                for h in handles {
-                    errors.push(h.join().unwrap_or_default());
-                }
-            });
-        } else {
-            for (_, f) in &files {
-                if let Err(e) = kb::read_vector(f) {
-                    problems.push(format!("{e}; skipped"));
-                }
-            }
-        }
-        problems.extend(errors.into_iter().flatten().map(|(_, e)| e));
-        // Keep the rows that loaded, in order, without a second copy of the matrix.
-        let mut rows = Vec::with_capacity(total);
-        let mut kept = 0;
-        for (i, (doc, file)) in files.into_iter().enumerate() {
-            if !ok[i] {
-                continue;
-            }
-            if kept != i {
-                vectors.copy_within(i * dims..(i + 1) * dims, kept * dims);
-            }
-            rows.push(Row { doc, file });
-            kept += 1;
-        }
-        vectors.truncate(kept * dims);
-        vectors.shrink_to_fit();
-        rows.shrink_to_fit();
-        // Documents none of whose chunks loaded are not counted.
-        let mut used = vec![false; docs.len()];
-        rows.iter().for_each(|r| used[r.doc as usize] = true);
-        let mut remap = vec![0u32; docs.len()];
-        let mut kept_docs = Vec::new();
-        for (i, d) in docs.into_iter().enumerate() {
-            if used[i] {
-                remap[i] = kept_docs.len() as u32;
-                kept_docs.push(d);
-            }
-        }
-        rows.iter_mut().for_each(|r| r.doc = remap[r.doc as usize]);
+        let dims = first_dims(&files);
+        let (mut vectors, ok, errors) = read_all(&files, dims, progress);
+        problems.extend(errors);
+        let mut rows = keep_loaded(&mut vectors, files, &ok, dims);
+        let docs = keep_used(docs, &mut rows);
         Loaded {
             index: Index {
                 dims,
                 vectors,
                 rows,
-                docs: kept_docs,
+                docs,
             },
             problems,
             fingerprint,

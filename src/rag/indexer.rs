@@ -7,7 +7,7 @@
 //! interrupted run picks up where it stopped. Files are read, and the
 //! knowledge base written, on the blocking pool, never on the async threads.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use futures_util::stream::{self, StreamExt};
@@ -18,6 +18,7 @@ use super::documents::text_of;
 use super::embed::Embedder;
 use super::writer::{KbError, Writer};
 use crate::blocking::{self, Stopped};
+use crate::scheduler::TaskFailed;
 
 /// The most chunks in one `/api/embed` request.
 pub const MAX_BATCH: usize = 16;
@@ -126,77 +127,14 @@ pub async fn run(
         summary: Summary::default(),
         progress,
     };
-    let summary = &mut out.summary;
     let mut docs: Vec<Pending> = Vec::new();
-    let mut hashes_this_run: Vec<(String, PathBuf)> = Vec::new();
     for path in files {
-        let p = path.clone();
-        let read = blocking::try_run(move || std::fs::read(&p).map(|b| (sha256_hex(&b), b))).await;
-        let (hash, bytes) = match read {
-            Ok(r) => r,
-            Err(e) => {
-                progress.line(format!("❌ {}: cannot read: {e}", path.display()));
-                summary.failed += 1;
-                continue;
-            }
-        };
-        if let Some(id) = out.writer.known(&hash) {
-            progress.line(format!("⏭️  {}: already indexed as {id}", path.display()));
-            summary.skipped += 1;
-            continue;
+        if let Some(doc) = out.read(path, &docs).await {
+            docs.push(doc);
         }
-        if let Some((_, first)) = hashes_this_run.iter().find(|(h, _)| *h == hash) {
-            progress.line(format!(
-                "⏭️  {}: same content as {}",
-                path.display(),
-                first.display()
-            ));
-            summary.skipped += 1;
-            continue;
-        }
-        let p = path.clone();
-        let text = match tokio::task::spawn_blocking(move || text_of(&p, &bytes)).await {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => {
-                progress.line(format!("❌ {e}"));
-                summary.failed += 1;
-                continue;
-            }
-            Err(e) => {
-                progress.line(format!("❌ {}: {e}", path.display()));
-                summary.failed += 1;
-                continue;
-            }
-        };
-        let chunks = chunk_text(&text);
-        hashes_this_run.push((hash.clone(), path.clone()));
-        docs.push(Pending {
-            path: path.clone(),
-            text,
-            hash,
-            vectors: vec![None; chunks.len()],
-            chunks,
-            failed: None,
-        });
     }
-    // (document, chunk) pairs in batches across document boundaries.
-    let pairs: Vec<(usize, usize)> = docs
-        .iter()
-        .enumerate()
-        .flat_map(|(d, p)| (0..p.chunks.len()).map(move |c| (d, c)))
-        .collect();
-    progress.planned(pairs.len());
-    let size = batch_size(pairs.len(), embedder.hosts());
-    let jobs: Vec<(Batch, Vec<String>)> = pairs
-        .chunks(size)
-        .map(|batch| {
-            let inputs = batch
-                .iter()
-                .map(|&(d, c)| docs[d].chunks[c].clone())
-                .collect();
-            (batch.to_vec(), inputs)
-        })
-        .collect();
+    progress.planned(docs.iter().map(|p| p.chunks.len()).sum());
+    let jobs = jobs(&docs, embedder.hosts());
     let count = jobs.len();
     let requests = jobs
         .into_iter()
@@ -213,18 +151,7 @@ pub async fn run(
     let mut last_commit = Instant::now();
     while let Some((batch, result)) = results.next().await {
         progress.embedded(batch.len());
-        match result {
-            Ok((vectors, _)) => {
-                for (&(d, c), v) in batch.iter().zip(vectors) {
-                    docs[d].vectors[c] = Some(v);
-                }
-            }
-            Err(e) => {
-                for &(d, _) in &batch {
-                    docs[d].failed.get_or_insert_with(|| e.to_string());
-                }
-            }
-        }
+        take_batch(&mut docs, &batch, result.map(|(vectors, _)| vectors));
         // Stage every document that is complete, in file order.
         while next < docs.len() && docs[next].complete() {
             out.stage(&mut docs[next]).await;
@@ -249,6 +176,45 @@ pub async fn run(
     out.summary
 }
 
+/// The embedding requests: every document's (document, chunk) pairs in
+/// batches (across document boundaries) sized for `hosts`, each with its
+/// chunks' texts.
+fn jobs(docs: &[Pending], hosts: usize) -> Vec<(Batch, Vec<String>)> {
+    let pairs: Vec<(usize, usize)> = docs
+        .iter()
+        .enumerate()
+        .flat_map(|(d, p)| (0..p.chunks.len()).map(move |c| (d, c)))
+        .collect();
+    let size = batch_size(pairs.len(), hosts);
+    pairs
+        .chunks(size)
+        .map(|batch| {
+            let inputs = batch
+                .iter()
+                .map(|&(d, c)| docs[d].chunks[c].clone())
+                .collect();
+            (batch.to_vec(), inputs)
+        })
+        .collect()
+}
+
+/// A finished batch: its vectors go to their chunks; a failure marks every
+/// document it touched as failed (the first failure is kept).
+fn take_batch(docs: &mut [Pending], batch: &Batch, result: Result<Vec<Vec<f32>>, TaskFailed>) {
+    match result {
+        Ok(vectors) => {
+            for (&(d, c), v) in batch.iter().zip(vectors) {
+                docs[d].vectors[c] = Some(v);
+            }
+        }
+        Err(e) => {
+            for &(d, _) in batch {
+                docs[d].failed.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
 /// Where embedded documents go: staged in the knowledge base, committed in
 /// groups, counted and reported.
 struct Out<'a> {
@@ -260,6 +226,61 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
+    /// Read `path` and cut its text into chunks, unless it cannot be read
+    /// (a failure), or its content is in the knowledge base already or among
+    /// the documents of this run (`earlier`) (skipped); each is said.
+    async fn read(&mut self, path: &Path, earlier: &[Pending]) -> Option<Pending> {
+        let p = path.to_path_buf();
+        let read = blocking::try_run(move || std::fs::read(&p).map(|b| (sha256_hex(&b), b))).await;
+        let (hash, bytes) = match read {
+            Ok(r) => r,
+            Err(e) => {
+                return self.failed(format!("❌ {}: cannot read: {e}", path.display()));
+            }
+        };
+        if let Some(id) = self.writer.known(&hash) {
+            let line = format!("⏭️  {}: already indexed as {id}", path.display());
+            return self.skipped(line);
+        }
+        if let Some(first) = earlier.iter().find(|d| d.hash == hash) {
+            let line = format!(
+                "⏭️  {}: same content as {}",
+                path.display(),
+                first.path.display()
+            );
+            return self.skipped(line);
+        }
+        let p = path.to_path_buf();
+        let text = match tokio::task::spawn_blocking(move || text_of(&p, &bytes)).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return self.failed(format!("❌ {e}")),
+            Err(e) => return self.failed(format!("❌ {}: {e}", path.display())),
+        };
+        let chunks = chunk_text(&text);
+        Some(Pending {
+            path: path.to_path_buf(),
+            text,
+            hash,
+            vectors: vec![None; chunks.len()],
+            chunks,
+            failed: None,
+        })
+    }
+
+    /// A file that could not be read: said and counted.
+    fn failed(&mut self, line: String) -> Option<Pending> {
+        self.progress.line(line);
+        self.summary.failed += 1;
+        None
+    }
+
+    /// A file whose content is indexed already: said and counted.
+    fn skipped(&mut self, line: String) -> Option<Pending> {
+        self.progress.line(line);
+        self.summary.skipped += 1;
+        None
+    }
+
     /// Write the staged documents' index entries; say which are in. False
     /// when the knowledge base could not be written (nothing more should be
     /// tried).

@@ -112,6 +112,91 @@ fn fmt_sim(x: f32) -> String {
     format!("{x:.2}")
 }
 
+/// What one retrieval came to: the verdict (or why there is none), the node
+/// that embedded it and the mean similarity of the best five.
+type Outcome = (Result<Verdict, Skipped>, Option<String>, Option<f32>);
+
+/// The retrievals of a query, as (part, text, top k, token budget): the
+/// question, then each of `parts` as "question focus".
+fn asks(query: &str, parts: &[(usize, String)]) -> Vec<(usize, String, usize, usize)> {
+    let mut asks = vec![(1, query.to_string(), context::TOP_K, context::BUDGET)];
+    asks.extend(parts.iter().map(|(n, focus)| {
+        (
+            *n,
+            format!("{query} {focus}"),
+            context::TOP_K_PART,
+            context::BUDGET_PART,
+        )
+    }));
+    asks
+}
+
+impl Retrieved {
+    /// Take in retrieval `n` (of `text`): its excerpts become part `n`'s block
+    /// (the question's for 1) with the query's one numbering of sources, or
+    /// the report says why it was skipped. `say` tells the user.
+    fn add(&mut self, n: usize, text: &str, outcome: Outcome, say: &dyn Fn(String)) {
+        let (verdict, node, mean) = outcome;
+        let what = if n == 1 {
+            "the question".to_string()
+        } else {
+            format!("part {n}")
+        };
+        let mut r = Retrieval {
+            part: n,
+            query: text.to_string(),
+            node: node.clone(),
+            excerpts: 0,
+            mean_top5: mean,
+            skipped: None,
+        };
+        match verdict {
+            Ok(Verdict::Use(ex)) => {
+                let b = context::block(&ex, &mut self.sources, n);
+                let docs: std::collections::HashSet<&str> =
+                    ex.iter().map(|e| e.doc_name.as_str()).collect();
+                say(format!(
+                    "📚 RAG for {what}: {} excerpt(s) from {} document(s) (top-5 similarity {}; embedded on {})",
+                    ex.len(),
+                    docs.len(),
+                    fmt_sim(mean.unwrap_or(0.0)),
+                    node.as_deref().unwrap_or("?")
+                ));
+                r.excerpts = ex.len();
+                if n == 1 {
+                    self.main = Some(b);
+                } else {
+                    self.parts.insert(n, b);
+                }
+            }
+            Ok(Verdict::NoMatch) => {
+                let why = format!(
+                    "no excerpt reaches similarity {}",
+                    fmt_sim(context::MIN_SIMILARITY)
+                );
+                say(format!("📚 RAG skipped for {what}: {why}"));
+                r.skipped = Some(why);
+            }
+            Ok(Verdict::TooWeak {
+                mean,
+                best,
+                best_sim,
+            }) => {
+                let why = format!(
+                    "the documents are not relevant enough (top-5 similarity {} < {}; best: {best} at {})",
+                    fmt_sim(mean),
+                    fmt_sim(context::GATE),
+                    fmt_sim(best_sim)
+                );
+                say(format!("📚 RAG skipped for {what}: {why}"));
+                r.skipped = Some(why);
+            }
+            Err(why) => r.skipped = Some(why.to_string()),
+        }
+        self.report.retrievals.push(r);
+    }
+}
+
 impl Retriever {
     /// Retrieve for the question (top 15, 2,000 tokens) and for each of
     /// `parts` — (part number, focus) — with "question focus" (top 10, 1,000
@@ -123,16 +208,7 @@ impl Retriever {
         parts: &[(usize, String)],
         notice: &(dyn Fn(String) + Sync),
     ) -> Retrieved {
-        let mut asks: Vec<(usize, String, usize, usize)> =
-            vec![(1, query.to_string(), context::TOP_K, context::BUDGET)];
-        asks.extend(parts.iter().map(|(n, focus)| {
-            (
-                *n,
-                format!("{query} {focus}"),
-                context::TOP_K_PART,
-                context::BUDGET_PART,
-            )
-        }));
+        let asks = asks(query, parts);
         let notices = std::sync::Mutex::new(Vec::<String>::new());
         let say_once = |line: String| {
             let mut seen = notices.lock().unwrap_or_else(|e| e.into_inner());
@@ -146,80 +222,21 @@ impl Retriever {
                 .map(|(n, text, k, budget)| self.one(*n, text, *k, *budget, &say_once)),
         )
         .await;
-        let mut sources = Sources::default();
-        let mut main = None;
-        let mut blocks = BTreeMap::new();
-        let mut retrievals = Vec::new();
-        for ((n, text, _, _), (verdict, node, mean)) in asks.iter().zip(outcomes) {
-            let what = if *n == 1 {
-                "the question".to_string()
-            } else {
-                format!("part {n}")
-            };
-            let mut r = Retrieval {
-                part: *n,
-                query: text.clone(),
-                node: node.clone(),
-                excerpts: 0,
-                mean_top5: mean,
-                skipped: None,
-            };
-            match verdict {
-                Ok(Verdict::Use(ex)) => {
-                    let b = context::block(&ex, &mut sources, *n);
-                    let docs: std::collections::HashSet<&str> =
-                        ex.iter().map(|e| e.doc_name.as_str()).collect();
-                    say_once(format!(
-                        "📚 RAG for {what}: {} excerpt(s) from {} document(s) (top-5 similarity {}; embedded on {})",
-                        ex.len(),
-                        docs.len(),
-                        fmt_sim(mean.unwrap_or(0.0)),
-                        node.as_deref().unwrap_or("?")
-                    ));
-                    r.excerpts = ex.len();
-                    if *n == 1 {
-                        main = Some(b);
-                    } else {
-                        blocks.insert(*n, b);
-                    }
-                }
-                Ok(Verdict::NoMatch) => {
-                    let why = format!(
-                        "no excerpt reaches similarity {}",
-                        fmt_sim(context::MIN_SIMILARITY)
-                    );
-                    say_once(format!("📚 RAG skipped for {what}: {why}"));
-                    r.skipped = Some(why);
-                }
-                Ok(Verdict::TooWeak {
-                    mean,
-                    best,
-                    best_sim,
-                }) => {
-                    let why = format!(
-                        "the documents are not relevant enough (top-5 similarity {} < {}; best: {best} at {})",
-                        fmt_sim(mean),
-                        fmt_sim(context::GATE),
-                        fmt_sim(best_sim)
-                    );
-                    say_once(format!("📚 RAG skipped for {what}: {why}"));
-                    r.skipped = Some(why);
-                }
-                Err(why) => r.skipped = Some(why.to_string()),
-            }
-            retrievals.push(r);
-        }
-        Retrieved {
-            main,
-            parts: blocks,
-            sources,
+        let mut got = Retrieved {
+            main: None,
+            parts: BTreeMap::new(),
+            sources: Sources::default(),
             report: Report {
                 knowledge_base: self.location.clone(),
                 model: self.embedder.model().to_string(),
-                retrievals,
+                retrievals: Vec::new(),
                 sources: Vec::new(),
             },
+        };
+        for ((n, text, _, _), outcome) in asks.iter().zip(outcomes) {
+            got.add(*n, text, outcome, &say_once);
         }
+        got
     }
 
     /// Embed, search, gate and pack one retrieval: (verdict or why not, the

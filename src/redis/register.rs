@@ -10,8 +10,10 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::link::{CallError, Link, LinkState};
 use super::registry::{available_ram_mb, node_key, registration_value};
+use super::target::Target;
 use crate::cli::RpcRegister;
 use crate::config::settings;
+use crate::config::settings::RpcBackendEntry;
 use crate::config::{home_dir, SETTINGS_FILE};
 use crate::sharding::backends;
 
@@ -20,24 +22,9 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Run until a signal; the process exit status.
 pub async fn run(args: &RpcRegister) -> i32 {
-    let backend = match backends::parse(&args.addr) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("❌ rpc-register: {e}");
-            eprintln!("   Usage: synapticllamas rpc-register HOST:PORT [--ttl SECS]");
-            return 2;
-        }
-    };
-    let loaded = settings::load(&home_dir().join(SETTINGS_FILE));
-    if let Some(e) = &loaded.error {
-        eprintln!("⚠️  {e} — using the default Redis settings");
-    }
-    let target = match super::target::resolve_env(&loaded.settings) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("❌ rpc-register: {e}");
-            return 2;
-        }
+    let (backend, target) = match configured(args) {
+        Ok(c) => c,
+        Err(status) => return status,
     };
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
@@ -49,18 +36,11 @@ pub async fn run(args: &RpcRegister) -> i32 {
             return 1;
         }
     };
-    let ttl = Duration::from_secs(args.ttl.max(1));
-    let every = ttl / 3;
-    let addr = backends::addr(&backend);
-    let key = node_key(&backend.host, backend.port);
-    let value = registration_value(
-        args.ram_mb.unwrap_or_else(available_ram_mb),
-        &args.gpu_vram_mb,
-    )
-    .to_string();
+    let reg = Registration::new(args, &backend);
     if !backends::reachable(&backend, Duration::from_millis(500)).await {
         eprintln!(
-            "⚠️  {addr} does not accept connections now (is rpc-server running?); registering anyway"
+            "⚠️  {} does not accept connections now (is rpc-server running?); registering anyway",
+            reg.addr
         );
     }
     let link = Link::new(|line| eprintln!("{line}"));
@@ -69,45 +49,18 @@ pub async fn run(args: &RpcRegister) -> i32 {
         eprintln!("❌ Redis at {shown}: {why} — retrying in the background");
     }
     eprintln!(
-        "📡 Registering {addr} as {key} (TTL {} s, refreshed every {:.1} s); SIGTERM or Ctrl-C removes it",
-        ttl.as_secs(),
-        every.as_secs_f64()
+        "📡 Registering {} as {} (TTL {} s, refreshed every {:.1} s); SIGTERM or Ctrl-C removes it",
+        reg.addr,
+        reg.key,
+        reg.ttl.as_secs(),
+        reg.every.as_secs_f64()
     );
     let mut state = link.watch();
     let mut written = false;
     loop {
-        if link.is_connected() {
-            let (k, v) = (key.clone(), value.clone());
-            let ttl_ms = ttl.as_millis() as u64;
-            let ok = link
-                .call(OP_TIMEOUT, |mut c| async move {
-                    redis::cmd("SET")
-                        .arg(k)
-                        .arg(v)
-                        .arg("PX")
-                        .arg(ttl_ms)
-                        .query_async::<()>(&mut c)
-                        .await
-                })
-                .await;
-            match ok {
-                Ok(()) if !written => {
-                    eprintln!("✅ Registered {addr} in Redis");
-                    written = true;
-                }
-                Ok(()) => {}
-                Err(e) => {
-                    if written {
-                        eprintln!("⚠️  Could not refresh {key}: {e}");
-                    }
-                    written = false;
-                }
-            }
-        } else {
-            written = false;
-        }
+        written = link.is_connected() && reg.write(&link, written).await;
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(reg.every) => {}
             changed = state.changed() => {
                 if changed.is_err() { break; }
             }
@@ -115,20 +68,111 @@ pub async fn run(args: &RpcRegister) -> i32 {
             _ = int.recv() => break,
         }
     }
-    let k = key.clone();
-    match link
-        .call(OP_TIMEOUT, |mut c| async move {
-            redis::cmd("DEL").arg(k).query_async::<i64>(&mut c).await
-        })
-        .await
-    {
-        Ok(_) => eprintln!("🛑 Unregistered {addr} ({key} deleted)"),
-        Err(CallError::Offline) => eprintln!(
-            "⚠️  Redis is away: {key} could not be deleted and expires by itself within {} s",
-            ttl.as_secs()
-        ),
-        Err(e) => eprintln!("⚠️  {key} could not be deleted ({e}); it expires by itself"),
-    }
+    reg.remove(&link).await;
     link.disable();
     0
+}
+
+/// The worker's address (the argument) and the Redis to register it in
+/// (the settings file and the environment); the exit status when either is
+/// wrong, said on stderr.
+fn configured(args: &RpcRegister) -> Result<(RpcBackendEntry, Target), i32> {
+    let backend = match backends::parse(&args.addr) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("❌ rpc-register: {e}");
+            eprintln!("   Usage: synapticllamas rpc-register HOST:PORT [--ttl SECS]");
+            return Err(2);
+        }
+    };
+    let loaded = settings::load(&home_dir().join(SETTINGS_FILE));
+    if let Some(e) = &loaded.error {
+        eprintln!("⚠️  {e} — using the default Redis settings");
+    }
+    match super::target::resolve_env(&loaded.settings) {
+        Ok(t) => Ok((backend, t)),
+        Err(e) => {
+            eprintln!("❌ rpc-register: {e}");
+            Err(2)
+        }
+    }
+}
+
+/// The registration key of one worker, its value and how long it lives.
+struct Registration {
+    /// HOST:PORT, for messages.
+    addr: String,
+    key: String,
+    value: String,
+    ttl: Duration,
+    /// How often the key is written again (a third of its TTL).
+    every: Duration,
+}
+
+impl Registration {
+    fn new(args: &RpcRegister, backend: &RpcBackendEntry) -> Registration {
+        let ttl = Duration::from_secs(args.ttl.max(1));
+        Registration {
+            addr: backends::addr(backend),
+            key: node_key(&backend.host, backend.port),
+            value: registration_value(
+                args.ram_mb.unwrap_or_else(available_ram_mb),
+                &args.gpu_vram_mb,
+            )
+            .to_string(),
+            ttl,
+            every: ttl / 3,
+        }
+    }
+
+    /// Write the key with its TTL; whether it is written now. The first
+    /// write (and the first after a failure) is said, and so is a failed
+    /// refresh of a written key.
+    async fn write(&self, link: &Link, written: bool) -> bool {
+        let (k, v) = (self.key.clone(), self.value.clone());
+        let ttl_ms = self.ttl.as_millis() as u64;
+        let ok = link
+            .call(OP_TIMEOUT, |mut c| async move {
+                redis::cmd("SET")
+                    .arg(k)
+                    .arg(v)
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await;
+        match ok {
+            Ok(()) if !written => {
+                eprintln!("✅ Registered {} in Redis", self.addr);
+                true
+            }
+            Ok(()) => true,
+            Err(e) => {
+                if written {
+                    eprintln!("⚠️  Could not refresh {}: {e}", self.key);
+                }
+                false
+            }
+        }
+    }
+
+    /// Delete the key on the way out; when Redis is away it expires by itself.
+    async fn remove(&self, link: &Link) {
+        let (addr, key) = (&self.addr, &self.key);
+        let k = key.clone();
+        match link
+            .call(OP_TIMEOUT, |mut c| async move {
+                redis::cmd("DEL").arg(k).query_async::<i64>(&mut c).await
+            })
+            .await
+        {
+            Ok(_) => eprintln!("🛑 Unregistered {addr} ({key} deleted)"),
+            Err(CallError::Offline) => eprintln!(
+                "⚠️  Redis is away: {key} could not be deleted and expires by itself within {} s",
+                self.ttl.as_secs()
+            ),
+            Err(e) => eprintln!("⚠️  {key} could not be deleted ({e}); it expires by itself"),
+        }
+    }
 }
