@@ -508,126 +508,38 @@ impl Scheduler {
         let began = Instant::now();
         self.merge_shared_health(pool).await;
         let patience_at = began + self.patience(pool);
-        let leases = self.shared().leases;
-        let mut released = leases.releases();
+        let mut rel = Releases::of(self.shared().leases);
         // A host whose every slot another instance holds (Redis) counts as
-        // busy for this task until a release is seen; the release count seen
-        // before the first such refusal.
+        // busy for this task until a release is seen.
         let mut busy_elsewhere: HashSet<String> = HashSet::new();
-        let mut refused_at: Option<u64> = None;
         // Nobody is in line: take a free slot at once.
-        let picked = {
-            let mut reprobes = Vec::new();
-            let picked = {
-                let mut guard = self.slots();
-                let slots = &mut *guard;
-                slots.queue.waiters.is_empty().then(|| {
-                    pick(
-                        &mut slots.counts,
-                        pool,
-                        model,
-                        excluded,
-                        &busy_elsewhere,
-                        false,
-                        &mut reprobes,
-                    )
-                })
-            };
-            for n in reprobes {
-                self.reprobe(n);
-            }
-            picked
-        };
-        match picked {
-            Some(Pick::Got(node)) => {
-                let seen = *released.borrow_and_update();
-                match self.claim_shared(&node).await {
-                    Ok(shared) => {
-                        return Ok(Lease {
-                            node,
-                            waited: Duration::ZERO,
-                            sched: self.clone(),
-                            _shared: shared,
-                        })
-                    }
-                    Err(()) => {
-                        self.release(&node);
-                        busy_elsewhere.insert(node.host.clone());
-                        refused_at = Some(seen);
-                    }
-                }
-            }
-            Some(Pick::Nobody) => return Err(NoSlot::NoUsableHost),
-            _ => {}
+        let at_once = self.take_at_once(pool, model, excluded, &mut busy_elsewhere, &mut rel);
+        if let Some(lease) = at_once.await? {
+            return Ok(lease);
         }
         let wake = Arc::new(Notify::new());
-        let id = {
-            let mut slots = self.slots();
-            if candidates(pool, model, excluded).is_empty() {
-                return Err(NoSlot::NoUsableHost);
-            }
-            if bounded
-                && pool
-                    .queue_limit
-                    .is_some_and(|l| slots.queue.waiters.len() >= l)
-            {
-                return Err(NoSlot::QueueFull);
-            }
-            slots.queue.push(Waiter {
-                id: 0,
-                client: pool.client.clone(),
-                pool: pool.clone(),
-                model: model.to_string(),
-                excluded: excluded.clone(),
-                busy_elsewhere: busy_elsewhere.clone(),
-                patience_at,
-                state: WaitState::Waiting,
-                wake: wake.clone(),
-            })
-        };
+        let waiter = Waiter::new(pool, model, excluded, busy_elsewhere, patience_at, &wake);
+        let id = self.join_line(waiter, bounded)?;
         let in_line = InLine { sched: self, id };
         self.dispatch();
         let mut recovering_since: Option<Instant> = None;
         loop {
-            let state = {
-                let slots = self.slots();
-                match slots.queue.position(id) {
-                    Some(i) => slots.queue.waiters[i].state.clone(),
-                    None => WaitState::Nobody,
-                }
-            };
+            let state = self.wait_state(id);
             let now = Instant::now();
             let wake_at = match state {
                 WaitState::Granted(node) => {
-                    let seen = *released.borrow_and_update();
-                    match self.claim_shared(&node).await {
-                        Ok(shared) => {
-                            // Picked up: out of the line without giving the slot back.
-                            self.slots().queue.remove(id);
-                            std::mem::forget(in_line);
-                            return Ok(Lease {
-                                node,
-                                waited: began.elapsed(),
-                                sched: self.clone(),
-                                _shared: shared,
-                            });
-                        }
-                        Err(()) => {
-                            // Other instances hold every slot of that host: hand
-                            // the local slot on and wait for a release.
-                            {
-                                let mut slots = self.slots();
-                                if let Some(i) = slots.queue.position(id) {
-                                    let w = &mut slots.queue.waiters[i];
-                                    w.state = WaitState::Waiting;
-                                    w.busy_elsewhere.insert(node.host.clone());
-                                }
-                            }
-                            refused_at.get_or_insert(seen);
-                            self.release(&node);
-                            continue;
-                        }
-                    }
+                    let Ok(shared) = self.claim_granted(id, &node, &mut rel).await else {
+                        continue;
+                    };
+                    // Picked up: out of the line without giving the slot back.
+                    self.slots().queue.remove(id);
+                    std::mem::forget(in_line);
+                    return Ok(Lease {
+                        node,
+                        waited: began.elapsed(),
+                        sched: self.clone(),
+                        _shared: shared,
+                    });
                 }
                 WaitState::Nobody => return Err(NoSlot::NoUsableHost),
                 WaitState::Recovering(due) => {
@@ -638,12 +550,7 @@ impl Scheduler {
                     if now >= since + RECOVERY_WAIT {
                         return Err(NoSlot::AllCooling);
                     }
-                    // Look again when an early re-probe may run, or the backoff ends.
-                    let next_probe = now + crate::nodes::state::URGENT_EVERY;
-                    due.unwrap_or(next_probe)
-                        .min(next_probe)
-                        .max(now + Duration::from_millis(50))
-                        .min(since + RECOVERY_WAIT)
+                    recovery_wake(due, now, since)
                 }
                 WaitState::Waiting => {
                     recovering_since = None;
@@ -657,31 +564,149 @@ impl Scheduler {
             if now >= deadline {
                 return Err(NoSlot::Deadline);
             }
-            // A release since a refusal (ours, still on its way when we asked,
-            // or another instance's): look again at once.
-            let released_since = refused_at.is_some_and(|v| *released.borrow() > v);
-            let mut released_now = false;
-            if !released_since {
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep_until(wake_at.min(deadline).into()) => self.dispatch(),
-                    _ = leases.wait_for_release(&mut released), if leases.is_shared() => {
-                        released_now = true;
-                    }
-                }
-            }
-            // After a refusal, or whenever Redis says a slot was released (or its
-            // poll says nothing did), look at every host again.
-            if refused_at.take().is_some() || released_since || released_now {
-                {
-                    let mut slots = self.slots();
-                    if let Some(i) = slots.queue.position(id) {
-                        slots.queue.waiters[i].busy_elsewhere.clear();
-                    }
-                }
-                self.dispatch();
+            if rel
+                .wait(&wake, wake_at.min(deadline), || self.dispatch())
+                .await
+            {
+                self.look_again(id);
             }
         }
+    }
+
+    /// With nobody in line, a free slot at once. None when the task must
+    /// queue: others wait, no slot is free, or other instances hold every
+    /// slot of the host picked (it joins `busy_elsewhere`). No usable host
+    /// is an error.
+    async fn take_at_once(
+        self: &Arc<Self>,
+        pool: &Pool,
+        model: &str,
+        excluded: &HashSet<String>,
+        busy_elsewhere: &mut HashSet<String>,
+        rel: &mut Releases,
+    ) -> Result<Option<Lease>, NoSlot> {
+        match self.pick_at_once(pool, model, excluded, busy_elsewhere) {
+            Some(Pick::Got(node)) => {
+                let seen = rel.seen();
+                match self.claim_shared(&node).await {
+                    Ok(shared) => Ok(Some(Lease {
+                        node,
+                        waited: Duration::ZERO,
+                        sched: self.clone(),
+                        _shared: shared,
+                    })),
+                    Err(()) => {
+                        self.release(&node);
+                        busy_elsewhere.insert(node.host.clone());
+                        rel.refused(seen);
+                        Ok(None)
+                    }
+                }
+            }
+            Some(Pick::Nobody) => Err(NoSlot::NoUsableHost),
+            _ => Ok(None),
+        }
+    }
+
+    /// With nobody in line, a pick from `pool` at once (None when others
+    /// wait: the newcomer queues behind them).
+    fn pick_at_once(
+        self: &Arc<Self>,
+        pool: &Pool,
+        model: &str,
+        excluded: &HashSet<String>,
+        busy_elsewhere: &HashSet<String>,
+    ) -> Option<Pick> {
+        let mut reprobes = Vec::new();
+        let picked = {
+            let mut guard = self.slots();
+            let slots = &mut *guard;
+            slots.queue.waiters.is_empty().then(|| {
+                pick(
+                    &mut slots.counts,
+                    pool,
+                    model,
+                    excluded,
+                    busy_elsewhere,
+                    false,
+                    &mut reprobes,
+                )
+            })
+        };
+        for n in reprobes {
+            self.reprobe(n);
+        }
+        picked
+    }
+
+    /// Waiter `id` was granted a slot on `node`: claim the host's shared
+    /// lease (Redis). When other instances hold every slot of that host, the
+    /// waiter waits again, counting it busy until a release, and the local
+    /// slot is handed on.
+    async fn claim_granted(
+        self: &Arc<Self>,
+        id: u64,
+        node: &Arc<Node>,
+        rel: &mut Releases,
+    ) -> Result<Option<RemoteLease>, ()> {
+        let seen = rel.seen();
+        let claimed = self.claim_shared(node).await;
+        if claimed.is_err() {
+            self.refused_in_line(id, node);
+            rel.refused(seen);
+            self.release(node);
+        }
+        claimed
+    }
+
+    /// Take a place in line; its id. No usable host in the waiter's pool, or
+    /// (when `bounded`) a line as long as the pool's queue limit, is refused.
+    fn join_line(&self, w: Waiter, bounded: bool) -> Result<u64, NoSlot> {
+        let mut slots = self.slots();
+        if candidates(&w.pool, &w.model, &w.excluded).is_empty() {
+            return Err(NoSlot::NoUsableHost);
+        }
+        if bounded
+            && w.pool
+                .queue_limit
+                .is_some_and(|l| slots.queue.waiters.len() >= l)
+        {
+            return Err(NoSlot::QueueFull);
+        }
+        Ok(slots.queue.push(w))
+    }
+
+    /// Where waiter `id` stands (Nobody once it has left the line).
+    fn wait_state(&self, id: u64) -> WaitState {
+        let slots = self.slots();
+        match slots.queue.position(id) {
+            Some(i) => slots.queue.waiters[i].state.clone(),
+            None => WaitState::Nobody,
+        }
+    }
+
+    /// Other instances hold every slot of `node`'s host: waiter `id` waits
+    /// again, counting that host busy until a release (the caller hands the
+    /// local slot on).
+    fn refused_in_line(&self, id: u64, node: &Node) {
+        let mut slots = self.slots();
+        if let Some(i) = slots.queue.position(id) {
+            let w = &mut slots.queue.waiters[i];
+            w.state = WaitState::Waiting;
+            w.busy_elsewhere.insert(node.host.clone());
+        }
+    }
+
+    /// Waiter `id` may use every host again (a slot was released somewhere):
+    /// forget which were busy elsewhere and hand out slots.
+    fn look_again(self: &Arc<Self>, id: u64) {
+        {
+            let mut slots = self.slots();
+            if let Some(i) = slots.queue.position(id) {
+                slots.queue.waiters[i].busy_elsewhere.clear();
+            }
+        }
+        self.dispatch();
     }
 
     /// A slot on a free, healthy host other than `busy` and the `excluded`
@@ -901,6 +926,67 @@ fn pick(
     };
     take(counts, &best);
     Pick::Got(best)
+}
+
+/// What a waiter knows of slots released by other instances (Redis): a host
+/// whose every slot they held is looked at again after a release.
+struct Releases {
+    leases: SharedLeases,
+    released: tokio::sync::watch::Receiver<u64>,
+    /// The release count seen before the first refusal since the last look.
+    refused_at: Option<u64>,
+}
+
+impl Releases {
+    fn of(leases: SharedLeases) -> Releases {
+        Releases {
+            released: leases.releases(),
+            leases,
+            refused_at: None,
+        }
+    }
+
+    /// The release count now, marked seen.
+    fn seen(&mut self) -> u64 {
+        *self.released.borrow_and_update()
+    }
+
+    /// A claim made after `seen` releases was refused.
+    fn refused(&mut self, seen: u64) {
+        self.refused_at.get_or_insert(seen);
+    }
+
+    /// Wait to be woken, for `until` (then `on_time` runs) or for a release
+    /// (Redis); whether to look at every host again.
+    async fn wait(&mut self, wake: &Notify, until: Instant, on_time: impl FnOnce()) -> bool {
+        // A release since a refusal (ours, still on its way when we asked,
+        // or another instance's): look again at once.
+        let released_since = self.refused_at.is_some_and(|v| *self.released.borrow() > v);
+        let mut released_now = false;
+        if !released_since {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep_until(until.into()) => on_time(),
+                _ = self.leases.wait_for_release(&mut self.released), if self.leases.is_shared() => {
+                    released_now = true;
+                }
+            }
+        }
+        // After a refusal, or whenever Redis says a slot was released (or its
+        // poll says nothing did), look at every host again.
+        self.refused_at.take().is_some() || released_since || released_now
+    }
+}
+
+/// When a waiter whose hosts are all recovering (since `since`) looks
+/// again: when an early re-probe may run or the backoff ends (`due`), at
+/// least 50 ms on, at most when the recovery wait is over.
+fn recovery_wake(due: Option<Instant>, now: Instant, since: Instant) -> Instant {
+    let next_probe = now + crate::nodes::state::URGENT_EVERY;
+    due.unwrap_or(next_probe)
+        .min(next_probe)
+        .max(now + Duration::from_millis(50))
+        .min(since + RECOVERY_WAIT)
 }
 
 /// The pool's nodes on hosts not excluded, leaving out those known to lack the

@@ -39,6 +39,32 @@ pub(super) struct Waiter {
     pub wake: Arc<Notify>,
 }
 
+impl Waiter {
+    /// A waiter for a slot in `pool` for `model`, on a host neither
+    /// `excluded` nor `busy_elsewhere`, woken through `wake`; it takes a
+    /// suspect node from `patience_at` on.
+    pub fn new(
+        pool: &Pool,
+        model: &str,
+        excluded: &HashSet<String>,
+        busy_elsewhere: HashSet<String>,
+        patience_at: Instant,
+        wake: &Arc<Notify>,
+    ) -> Waiter {
+        Waiter {
+            id: 0,
+            client: pool.client.clone(),
+            pool: pool.clone(),
+            model: model.to_string(),
+            excluded: excluded.clone(),
+            busy_elsewhere,
+            patience_at,
+            state: WaitState::Waiting,
+            wake: wake.clone(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Queue {
     /// In arrival order.

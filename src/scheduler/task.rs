@@ -224,6 +224,83 @@ impl Running {
     }
 }
 
+/// A task's attempts so far: those that failed (and how often on each
+/// host), those running, the hedges started.
+struct Tries {
+    failed: Vec<FailedAttempt>,
+    failures: HashMap<String, u32>,
+    /// Failures on a host after which the task avoids it.
+    per_host: u32,
+    /// Every attempt started, by index; None once it has ended.
+    running: Vec<Option<Running>>,
+    hedges: usize,
+    /// After a "does not fit" refusal: the largest context known to be too small.
+    too_small: Option<u64>,
+}
+
+impl Tries {
+    fn new(pool: &Pool) -> Tries {
+        Tries {
+            failed: Vec::new(),
+            failures: HashMap::new(),
+            // A task may fail twice on a host only when the pool has no other host.
+            per_host: if pool.hosts() == 1 { 2 } else { 1 },
+            running: Vec::new(),
+            hedges: 0,
+            too_small: None,
+        }
+    }
+
+    /// The hosts the next attempt must not use: those that failed the task
+    /// too often and, after a "does not fit", those with no larger context.
+    fn excluded(&self, pool: &Pool, model: &str) -> HashSet<String> {
+        let mut excluded: HashSet<String> = self
+            .failures
+            .iter()
+            .filter(|(_, n)| **n >= self.per_host)
+            .map(|(h, _)| h.clone())
+            .collect();
+        if let Some(limit) = self.too_small {
+            excluded.extend(no_larger_context(pool, model, limit));
+        }
+        excluded
+    }
+
+    /// The first attempt, or a retry after the last failure.
+    fn next_kind(&self) -> AttemptKind {
+        match self.failed.last() {
+            None => AttemptKind::First,
+            Some(f) => AttemptKind::Retry {
+                after: f.error.short(),
+            },
+        }
+    }
+
+    /// Keep a started attempt; its index.
+    fn start(&mut self, r: Running) -> usize {
+        self.running.push(Some(r));
+        self.running.len() - 1
+    }
+
+    /// No slot for another attempt (`stopped` says why): the task fails with
+    /// the attempts so far and, unless no host was usable, the pool's health.
+    fn no_slot(self, pool: &Pool, task: &Task<'_>, stopped: NoSlot) -> TaskFailed {
+        let pool_health = (stopped != NoSlot::NoUsableHost).then(|| {
+            pool.nodes()
+                .iter()
+                .map(|n| format!("{}: {}", n.name(), n.state().describe()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        TaskFailed {
+            label: task.label.to_string(),
+            attempts: self.failed,
+            stopped,
+            pool_health,
+        }
+    }
+}
+
 impl Scheduler {
     /// Run `task`: `attempt` is called once per try with a node and its
     /// deadlines. `notice` gets one line per retry, hedge and abandoned copy.
@@ -262,6 +339,8 @@ impl Scheduler {
         Ok((v, a, held.expect("held when asked")))
     }
 
+    /// `run` and `run_held`: attempts until one answers; a failed one is
+    /// retried on another host, a slow one hedged while it is the only one.
     async fn run_inner<T, F, Fut>(
         self: &Arc<Self>,
         pool: &Pool,
@@ -275,180 +354,199 @@ impl Scheduler {
         Fut: Future<Output = Result<(T, Measured), ClientError>>,
     {
         let deadline = Instant::now() + task.limits.total;
-        let mut failed: Vec<FailedAttempt> = Vec::new();
-        let mut failures: HashMap<String, u32> = HashMap::new();
-        // A task may fail twice on a host only when the pool has no other host.
-        let per_host = if pool.hosts() == 1 { 2 } else { 1 };
-        let mut running: Vec<Option<Running>> = Vec::new();
+        let mut tries = Tries::new(pool);
         let mut futs = FuturesUnordered::new();
-        let mut hedges = 0usize;
-        // After a "does not fit" refusal: the largest context known to be too small.
-        let mut too_small: Option<u64> = None;
         loop {
-            let mut excluded: HashSet<String> = failures
-                .iter()
-                .filter(|(_, n)| **n >= per_host)
-                .map(|(h, _)| h.clone())
-                .collect();
-            if let Some(limit) = too_small {
-                excluded.extend(no_larger_context(pool, task.model, limit));
-            }
+            let excluded = tries.excluded(pool, task.model);
             if futs.is_empty() {
                 // Only the first wait counts against the queue limit: an
                 // admitted task is never turned away later.
-                let first = running.is_empty();
+                let first = tries.running.is_empty();
                 let lease = match self
                     .acquire_with(pool, task.model, &excluded, deadline, first)
                     .await
                 {
                     Ok(l) => l,
-                    Err(stopped) => {
-                        let pool_health = (stopped != NoSlot::NoUsableHost).then(|| {
-                            pool.nodes()
-                                .iter()
-                                .map(|n| format!("{}: {}", n.name(), n.state().describe()))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        });
-                        return Err(TaskFailed {
-                            label: task.label.to_string(),
-                            attempts: failed,
-                            stopped,
-                            pool_health,
-                        });
-                    }
+                    Err(stopped) => return Err(tries.no_slot(pool, task, stopped)),
                 };
                 let reason = self.reason(&lease.node, task.model, pool, &excluded);
-                let kind = match failed.last() {
-                    None => AttemptKind::First,
-                    Some(f) => AttemptKind::Retry {
-                        after: f.error.short(),
-                    },
-                };
+                let kind = tries.next_kind();
                 let (a, r) = self.prepare(pool, task, lease, deadline, kind, &reason);
-                futs.push(tagged(running.len(), attempt(a)));
-                running.push(Some(r));
+                let fut = attempt(a);
+                futs.push(tagged(tries.start(r), fut));
             }
-            let can_hedge = futs.len() == 1 && hedges == 0;
+            let can_hedge = futs.len() == 1 && tries.hedges == 0;
             tokio::select! {
                 biased;
                 Some((i, result)) = futs.next() => {
-                    let Some(done) = running[i].take() else { continue };
-                    let node = done.lease.node.clone();
-                    let elapsed = done.progress.started.elapsed();
+                    let Some(done) = tries.running[i].take() else { continue };
                     match result {
-                        Ok((value, mut measured)) => {
-                            if done.ttft_recorded {
-                                measured.first_token_ms = None;
-                            }
-                            let held = if hold {
-                                Some(Held {
-                                    lease: Some(done.lease),
-                                    model: task.model.to_string(),
-                                    label: task.label.to_string(),
-                                    started: done.progress.started,
-                                    first: measured,
-                                })
-                            } else {
-                                // Recorded before the slot is handed on, so the
-                                // next task sees the node as it is now.
-                                self.succeeded(&node, task.model, elapsed, &measured);
-                                drop(done.lease);
-                                None
-                            };
-                            for other in running.iter().flatten() {
-                                self.abandon(other, &node, task.label, notice);
-                            }
-                            return Ok((value, Attribution {
-                                task: task.label.to_string(),
-                                node: node.name().to_string(),
-                                url: node.url().to_string(),
-                                host: node.host.clone(),
-                                seconds: elapsed.as_secs_f64(),
-                                tokens_per_sec: measured.tokens_per_sec,
-                                retries: failed.len(),
-                                hedged: done.hedge,
-                                hedges,
-                            }, held));
+                        Ok((value, measured)) => {
+                            let (a, held) = self.answered(&tries, done, measured, task, hold, notice);
+                            return Ok((value, a, held));
                         }
                         Err(e) => {
                             let still_running = !futs.is_empty();
-                            let then = if matches!(e.kind, ErrorKind::TooLarge { .. }) {
-                                "; the request does not fit that node's context for the model"
-                            } else if still_running {
-                                "; the copy on another host goes on"
-                            } else {
-                                "; retrying from scratch on another host"
-                            };
-                            // The same error from another host: the request is the likely
-                            // culprit, not this node.
-                            let blame = !(request_error(&e)
-                                && failed.iter().any(|f: &FailedAttempt| {
-                                    f.host != node.host && f.error.kind.name() == e.kind.name()
-                                }));
-                            let mut line = self.failed(&node, task.label, &e, elapsed, then, blame);
-                            // The failure is recorded before the slot is handed on (a
-                            // freed slot goes straight to the next waiter).
-                            drop(done.lease);
-                            *failures.entry(node.host.clone()).or_insert(0) += 1;
-                            let too_large = matches!(e.kind, ErrorKind::TooLarge { .. });
-                            failed.push(FailedAttempt {
-                                node: node.name().to_string(),
-                                host: node.host.clone(),
-                                error: e,
-                            });
-                            if too_large && !still_running {
-                                // Never again on a node with the same or a smaller
-                                // context: only one known to give the model more.
-                                let limit = context::usable(&node, task.model)
-                                    .map(|l| too_small.map_or(l, |t| t.max(l)));
-                                let elsewhere = limit.is_some_and(|l| {
-                                    no_larger_context(pool, task.model, l).len() < pool.hosts()
-                                });
-                                if !elsewhere {
-                                    notice(line);
-                                    return Err(TaskFailed {
-                                        label: task.label.to_string(),
-                                        attempts: failed,
-                                        stopped: NoSlot::NoUsableHost,
-                                        pool_health: None,
-                                    });
-                                }
-                                too_small = limit;
-                                line.push_str("; trying a node with a larger context");
-                            }
-                            notice(line);
+                            self.attempt_failed(&mut tries, done, e, still_running, pool, task, notice)?;
                         }
                     }
                 }
                 _ = tokio::time::sleep(CHECK_EVERY) => {
-                    for r in running.iter_mut().flatten() {
+                    for r in tries.running.iter_mut().flatten() {
                         r.note_first_token();
                     }
                     if !can_hedge {
                         continue;
                     }
-                    let Some(current) = running.iter().flatten().next() else { continue };
-                    let mut avoid = excluded.clone();
-                    avoid.insert(current.lease.node.host.clone());
-                    if let Some((lease, why)) = self.hedge_slot(pool, task, current, &avoid).await {
-                        notice(format!(
-                            "⚡ {}: also started on {} — {} on {}",
-                            task.label,
-                            lease.node.name(),
-                            why,
-                            current.lease.node.name()
-                        ));
-                        hedges += 1;
-                        let reason = format!("hedge: {why}");
-                        let kind = AttemptKind::Hedge { why };
-                        let (a, r) = self.prepare(pool, task, lease, deadline, kind, &reason);
-                        futs.push(tagged(running.len(), attempt(a)));
-                        running.push(Some(r));
+                    let hedge = self.hedge(&mut tries, pool, task, &excluded, deadline, notice);
+                    if let Some((a, r)) = hedge.await {
+                        let fut = attempt(a);
+                        futs.push(tagged(tries.start(r), fut));
                     }
                 }
             }
         }
+    }
+
+    /// An attempt answered: the node's success is recorded and its slot
+    /// handed on (or, with `hold`, kept in the `Held` while the reply is
+    /// relayed); the other copies are given up. Where and how it ran.
+    fn answered(
+        &self,
+        tries: &Tries,
+        done: Running,
+        mut measured: Measured,
+        task: &Task<'_>,
+        hold: bool,
+        notice: &(dyn Fn(String) + Sync),
+    ) -> (Attribution, Option<Held>) {
+        let node = done.lease.node.clone();
+        let elapsed = done.progress.started.elapsed();
+        if done.ttft_recorded {
+            measured.first_token_ms = None;
+        }
+        let held = if hold {
+            Some(Held {
+                lease: Some(done.lease),
+                model: task.model.to_string(),
+                label: task.label.to_string(),
+                started: done.progress.started,
+                first: measured,
+            })
+        } else {
+            // Recorded before the slot is handed on, so the
+            // next task sees the node as it is now.
+            self.succeeded(&node, task.model, elapsed, &measured);
+            drop(done.lease);
+            None
+        };
+        for other in tries.running.iter().flatten() {
+            self.abandon(other, &node, task.label, notice);
+        }
+        let attribution = Attribution {
+            task: task.label.to_string(),
+            node: node.name().to_string(),
+            url: node.url().to_string(),
+            host: node.host.clone(),
+            seconds: elapsed.as_secs_f64(),
+            tokens_per_sec: measured.tokens_per_sec,
+            retries: tries.failed.len(),
+            hedged: done.hedge,
+            hedges: tries.hedges,
+        };
+        (attribution, held)
+    }
+
+    /// An attempt failed with `e`: recorded (against the node unless the
+    /// request is the likely culprit) before its slot is handed on, and said.
+    /// A request too large for the node goes on only to a node known to give
+    /// the model a larger context; the task fails when there is none.
+    #[allow(clippy::too_many_arguments)]
+    fn attempt_failed(
+        &self,
+        tries: &mut Tries,
+        done: Running,
+        e: ClientError,
+        still_running: bool,
+        pool: &Pool,
+        task: &Task<'_>,
+        notice: &(dyn Fn(String) + Sync),
+    ) -> Result<(), TaskFailed> {
+        let node = done.lease.node.clone();
+        let elapsed = done.progress.started.elapsed();
+        let then = if matches!(e.kind, ErrorKind::TooLarge { .. }) {
+            "; the request does not fit that node's context for the model"
+        } else if still_running {
+            "; the copy on another host goes on"
+        } else {
+            "; retrying from scratch on another host"
+        };
+        // The same error from another host: the request is the likely
+        // culprit, not this node.
+        let blame = !(request_error(&e)
+            && tries.failed.iter().any(|f: &FailedAttempt| {
+                f.host != node.host && f.error.kind.name() == e.kind.name()
+            }));
+        let mut line = self.failed(&node, task.label, &e, elapsed, then, blame);
+        // The failure is recorded before the slot is handed on (a
+        // freed slot goes straight to the next waiter).
+        drop(done.lease);
+        *tries.failures.entry(node.host.clone()).or_insert(0) += 1;
+        let too_large = matches!(e.kind, ErrorKind::TooLarge { .. });
+        tries.failed.push(FailedAttempt {
+            node: node.name().to_string(),
+            host: node.host.clone(),
+            error: e,
+        });
+        if too_large && !still_running {
+            // Never again on a node with the same or a smaller
+            // context: only one known to give the model more.
+            let limit =
+                context::usable(&node, task.model).map(|l| tries.too_small.map_or(l, |t| t.max(l)));
+            let elsewhere =
+                limit.is_some_and(|l| no_larger_context(pool, task.model, l).len() < pool.hosts());
+            if !elsewhere {
+                notice(line);
+                return Err(TaskFailed {
+                    label: task.label.to_string(),
+                    attempts: std::mem::take(&mut tries.failed),
+                    stopped: NoSlot::NoUsableHost,
+                    pool_health: None,
+                });
+            }
+            tries.too_small = limit;
+            line.push_str("; trying a node with a larger context");
+        }
+        notice(line);
+        Ok(())
+    }
+
+    /// A copy of the running attempt on an idle host (not one of `excluded`)
+    /// when it is slow there, said by `notice`; the attempt to start.
+    async fn hedge(
+        self: &Arc<Self>,
+        tries: &mut Tries,
+        pool: &Pool,
+        task: &Task<'_>,
+        excluded: &HashSet<String>,
+        deadline: Instant,
+        notice: &(dyn Fn(String) + Sync),
+    ) -> Option<(Attempt, Running)> {
+        let current = tries.running.iter().flatten().next()?;
+        let mut avoid = excluded.clone();
+        avoid.insert(current.lease.node.host.clone());
+        let (lease, why) = self.hedge_slot(pool, task, current, &avoid).await?;
+        notice(format!(
+            "⚡ {}: also started on {} — {} on {}",
+            task.label,
+            lease.node.name(),
+            why,
+            current.lease.node.name()
+        ));
+        tries.hedges += 1;
+        let reason = format!("hedge: {why}");
+        let kind = AttemptKind::Hedge { why };
+        Some(self.prepare(pool, task, lease, deadline, kind, &reason))
     }
 
     /// Deadlines for an attempt on the lease's node, and its bookkeeping.
