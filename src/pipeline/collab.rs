@@ -76,6 +76,7 @@ impl<'a> Run<'a> {
         Instant::now()
     }
 
+    /// Say how long phase `name` took, and keep it for the metrics.
     fn phase_done(&mut self, name: &str, started: Instant) {
         let secs = started.elapsed().as_secs_f64();
         self.ctx
@@ -324,6 +325,9 @@ impl<'a> Run<'a> {
     }
 }
 
+/// Answer `query` through the phases: research, critique, refinement (when
+/// there is a review and rounds to do), editing, quality voting (when on).
+/// Only a failed research fails the query; any other failure is a gap.
 pub async fn run(
     ctx: &Ctx,
     query: &str,

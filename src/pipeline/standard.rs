@@ -19,6 +19,8 @@ pub struct Standard {
     pub gaps: Vec<Gap>,
 }
 
+/// Answer `query`: the Researcher and the Critic at once, then the Editor on
+/// both (the excerpts of `docs` go to the Researcher and the Editor).
 pub async fn run(
     ctx: &Ctx,
     query: &str,
