@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{App, Sink};
-use crate::ollama::types::{ChatRequest, Message};
+use crate::ollama::types::{ChatRequest, Message, Options};
 use crate::ollama::Timeouts;
 use crate::ui;
 
@@ -45,7 +45,14 @@ impl App {
                 model: self.model().to_string(),
                 messages: vec![Message::user(PROMPT)],
                 stream: true,
-                options: Some(serde_json::json!({ "num_predict": 128, "num_ctx": num_ctx })),
+                options: Some(
+                    Options {
+                        num_predict: Some(128),
+                        num_ctx: Some(num_ctx),
+                        ..Options::default()
+                    }
+                    .to_value(),
+                ),
                 ..Default::default()
             };
             let started = Instant::now();

@@ -11,11 +11,11 @@ use std::sync::{Arc, OnceLock};
 
 use futures_util::future::join_all;
 use regex::Regex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::registry::{Api, Node};
-use crate::ollama::types::{model_key, same_model};
+use crate::ollama::types::{model_key, same_model, ShowResponse};
 use crate::ollama::{Client, Timeouts};
 
 /// The `num_ctx` sent when nothing is known about a model (and the most
@@ -113,11 +113,7 @@ pub fn pin_num_ctx(node: &Node, model: &str) -> u64 {
 
 /// The context-length entry of Ollama's `model_info` (`<arch>.context_length`).
 fn trained_from_show(show: &Value) -> Option<u64> {
-    show.get("model_info")?
-        .as_object()?
-        .iter()
-        .find(|(k, _)| k.ends_with(".context_length"))
-        .and_then(|(_, v)| v.as_u64())
+    ShowResponse::deserialize(show).ok()?.context_length()
 }
 
 /// Ask `node` about `model`'s context, once per session.

@@ -148,10 +148,10 @@ impl Client {
     }
 
     /// POST a JSON body; the response once its status is a success.
-    pub(crate) async fn send_json(
+    pub(crate) async fn send_json<B: Serialize + ?Sized>(
         &self,
         url: &str,
-        body: &Value,
+        body: &B,
         t: &Timeouts,
         deadline: Instant,
     ) -> Result<reqwest::Response, ClientError> {
@@ -302,11 +302,8 @@ impl Client {
     }
 
     pub async fn version(&self, base: &str, t: Timeouts) -> Result<String, ClientError> {
-        let v: Value = self.get_json(base, "/api/version", t).await?;
-        Ok(v.get("version")
-            .and_then(|v| v.as_str())
-            .unwrap_or("?")
-            .to_string())
+        let v: VersionResponse = self.get_json(base, "/api/version", t).await?;
+        Ok(v.version.unwrap_or_else(|| "?".to_string()))
     }
 
     /// `GET /api/tags`: the models a node has installed.
@@ -325,11 +322,10 @@ impl Client {
     pub async fn show(&self, base: &str, model: &str, t: Timeouts) -> Result<Value, ClientError> {
         let url = join(base, "/api/show");
         let deadline = Instant::now() + t.total;
-        let req = self
-            .http
-            .post(&url)
-            .timeout(t.total)
-            .json(&serde_json::json!({ "model": model }));
+        let req = self.http.post(&url).timeout(t.total).json(&ShowRequest {
+            model: model.to_string(),
+            name: None,
+        });
         let resp = self.send(req, &url, &t, deadline).await?;
         let bytes = Self::body(resp, &url, &t, deadline).await?;
         serde_json::from_slice(&bytes).map_err(|e| {

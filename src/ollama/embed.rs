@@ -2,24 +2,15 @@
 //! with the older `POST /api/embeddings` (one `prompt` per request) as a
 //! fallback for servers that predate `/api/embed`.
 
-use serde::Deserialize;
-use serde_json::json;
 use tokio::time::{timeout_at, Instant};
 
+use super::types::{
+    EmbedInput, EmbedRequest, EmbedResponse, EmbeddingsRequest, EmbeddingsResponse,
+};
 use super::{Client, ClientError, ErrorKind, Timeouts};
 
 fn bad_reply(url: &str, message: String) -> ClientError {
     ClientError::new(url, ErrorKind::BadReply { message })
-}
-
-#[derive(Deserialize)]
-struct EmbedReply {
-    embeddings: Vec<Vec<f32>>,
-}
-
-#[derive(Deserialize)]
-struct LegacyReply {
-    embedding: Vec<f32>,
 }
 
 impl Client {
@@ -37,11 +28,15 @@ impl Client {
         }
         let url = format!("{}/api/embed", base.trim_end_matches('/'));
         let deadline = Instant::now() + t.total;
-        let body = json!({ "model": model, "input": inputs, "truncate": true });
+        let body = EmbedRequest {
+            model: model.to_string(),
+            input: Some(EmbedInput::Many(inputs.to_vec())),
+            truncate: Some(true),
+        };
         let vectors = match self.send_json(&url, &body, &t, deadline).await {
             Ok(resp) => {
                 let bytes = read_body(&url, resp, &t, deadline).await?;
-                let reply: EmbedReply = serde_json::from_slice(&bytes)
+                let reply: EmbedResponse = serde_json::from_slice(&bytes)
                     .map_err(|e| bad_reply(&url, format!("not an /api/embed reply ({e})")))?;
                 reply.embeddings
             }
@@ -73,10 +68,13 @@ impl Client {
         let url = format!("{}/api/embeddings", base.trim_end_matches('/'));
         let mut out = Vec::with_capacity(inputs.len());
         for input in inputs {
-            let body = json!({ "model": model, "prompt": input });
+            let body = EmbeddingsRequest {
+                model: model.to_string(),
+                prompt: Some(input.clone()),
+            };
             let resp = self.send_json(&url, &body, t, deadline).await?;
             let bytes = read_body(&url, resp, t, deadline).await?;
-            let reply: LegacyReply = serde_json::from_slice(&bytes)
+            let reply: EmbeddingsResponse = serde_json::from_slice(&bytes)
                 .map_err(|e| bad_reply(&url, format!("not an /api/embeddings reply ({e})")))?;
             out.push(reply.embedding);
         }
@@ -140,7 +138,7 @@ mod tests {
     use super::*;
     use axum::routing::post;
     use axum::{Json, Router};
-    use serde_json::Value;
+    use serde_json::{json, Value};
 
     async fn serve(app: Router) -> String {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,11 +1,23 @@
-//! The parts of Ollama's API this program sends and reads.
+//! The parts of Ollama's API this program sends and reads, and the simulated
+//! hosts (`crate::sim`) serve: the client serialises requests and reads
+//! replies with these structs, the simulator reads requests and writes replies
+//! with the same ones, so a change on one side breaks the other at compile
+//! time. Fields Ollama has and neither side uses are left out: unknown fields
+//! are ignored when reading, and absent ones take their default.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+/// Ollama streams unless a request says `"stream": false`.
+fn streams_by_default() -> bool {
+    true
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Message {
+    #[serde(default)]
     pub role: String,
+    #[serde(default)]
     pub content: String,
 }
 
@@ -22,61 +34,131 @@ impl Message {
             content: c.into(),
         }
     }
+    pub fn assistant(c: impl Into<String>) -> Self {
+        Message {
+            role: "assistant".into(),
+            content: c.into(),
+        }
+    }
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+/// `POST /api/chat`. `Default` does not stream; a body without `stream` does
+/// (as Ollama reads it).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct ChatRequest {
+    #[serde(default)]
     pub model: String,
+    #[serde(default)]
     pub messages: Vec<Message>,
+    #[serde(default = "streams_by_default")]
     pub stream: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `"json"` or a JSON schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// An `Options` object (kept as JSON so any option passes through).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive: Option<Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+/// `POST /api/generate`. `Default` does not stream; a body without `stream`
+/// does (as Ollama reads it).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct GenerateRequest {
+    #[serde(default)]
     pub model: String,
+    #[serde(default)]
     pub prompt: String,
+    #[serde(default = "streams_by_default")]
     pub stream: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `"json"` or a JSON schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// An `Options` object (kept as JSON so any option passes through).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<Value>,
 }
 
-/// One NDJSON line of a generate or chat stream (or the whole non-streamed reply).
-#[derive(Debug, Clone, Deserialize, Default)]
+/// Whether a request's `format` asks for JSON (`"json"` or a schema object).
+pub fn asks_json(format: Option<&Value>) -> bool {
+    match format {
+        Some(Value::String(s)) => s == "json",
+        Some(v) => v.is_object(),
+        None => false,
+    }
+}
+
+/// The request `options` this program sets and the simulator reads; any
+/// other option passes through in `other`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Options {
+    /// Most tokens to generate (Ollama: -1 = no limit, -2 = fill the context).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_predict: Option<i64>,
+    /// The context window to load the model with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_ctx: Option<u64>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+impl Options {
+    /// The `options` of a request as read (none at all reads as empty).
+    pub fn read(options: Option<&Value>) -> Result<Options, serde_json::Error> {
+        match options {
+            None | Some(Value::Null) => Ok(Options::default()),
+            Some(v) => Options::deserialize(v),
+        }
+    }
+
+    /// As the JSON object a request carries.
+    pub fn to_value(&self) -> Value {
+        let mut map = self.other.clone();
+        if let Some(n) = self.num_predict {
+            map.insert("num_predict".into(), n.into());
+        }
+        if let Some(n) = self.num_ctx {
+            map.insert("num_ctx".into(), n.into());
+        }
+        Value::Object(map)
+    }
+}
+
+/// One NDJSON line of a generate or chat stream (or the whole non-streamed
+/// reply): `response` for generate, `message` for chat; the counts on the
+/// last line (`done: true`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct StreamChunk {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<Message>,
     #[serde(default)]
     pub done: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub done_reason: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_duration: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_duration: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_eval_count: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_eval_duration: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_count: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_duration: Option<u64>,
 }
-
 impl StreamChunk {
     pub fn text(&self) -> &str {
         if let Some(m) = &self.message {
@@ -115,22 +197,44 @@ impl Completion {
     }
 }
 
+/// A model's `details` in `/api/tags` and `/api/show`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+pub struct ModelDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter_size: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization_level: Option<String>,
+    /// Whatever else the server says (`families`, `parent_model`, ...).
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// A model in `/api/tags`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 pub struct ModelInfo {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_at: Option<String>,
     #[serde(default)]
     pub size: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
-    #[serde(default)]
-    pub details: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<ModelDetails>,
 }
 
+/// A model in `/api/ps`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 pub struct LoadedModel {
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     #[serde(default)]
     pub size: u64,
     #[serde(default)]
@@ -141,15 +245,151 @@ pub struct LoadedModel {
     pub expires_at: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /api/tags`.
+#[derive(Debug, Deserialize, Serialize)]
 pub struct TagsResponse {
     pub models: Vec<ModelInfo>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /api/ps`.
+#[derive(Debug, Deserialize, Serialize)]
 pub struct PsResponse {
     #[serde(default)]
     pub models: Vec<LoadedModel>,
+}
+
+/// `GET /api/version`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct VersionResponse {
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// `POST /api/show`: `model`, or the older `name`.
+#[derive(Debug, Deserialize, Serialize, Default)]
+pub struct ShowRequest {
+    #[serde(default)]
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ShowRequest {
+    /// The model asked about, whichever field names it.
+    pub fn model(&self) -> &str {
+        match (&self.model, &self.name) {
+            (m, Some(n)) if m.is_empty() => n,
+            (m, _) => m,
+        }
+    }
+}
+
+/// `POST /api/show`'s reply.
+#[derive(Debug, Deserialize, Serialize, Default)]
+pub struct ShowResponse {
+    #[serde(default)]
+    pub modelfile: String,
+    #[serde(default)]
+    pub parameters: String,
+    #[serde(default)]
+    pub template: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<ModelDetails>,
+    /// GGUF metadata: `general.architecture`, `<arch>.context_length`, ...
+    #[serde(default)]
+    pub model_info: Map<String, Value>,
+}
+
+impl ShowResponse {
+    /// The context the model was trained for (`<arch>.context_length`).
+    pub fn context_length(&self) -> Option<u64> {
+        self.model_info
+            .iter()
+            .find(|(k, _)| k.ends_with(".context_length"))
+            .and_then(|(_, v)| v.as_u64())
+    }
+}
+
+/// `POST /api/embed`'s `input`: one text or a list.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged, try_from = "Value")]
+pub enum EmbedInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl TryFrom<Value> for EmbedInput {
+    type Error = &'static str;
+    fn try_from(v: Value) -> Result<Self, Self::Error> {
+        match v {
+            Value::String(s) => Ok(EmbedInput::One(s)),
+            Value::Array(a) => a
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    _ => Err("invalid input type"),
+                })
+                .collect::<Result<_, _>>()
+                .map(EmbedInput::Many),
+            _ => Err("invalid input type"),
+        }
+    }
+}
+
+impl EmbedInput {
+    pub fn into_texts(self) -> Vec<String> {
+        match self {
+            EmbedInput::One(s) => vec![s],
+            EmbedInput::Many(v) => v,
+        }
+    }
+}
+
+/// `POST /api/embed`: a batch of inputs in one request.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct EmbedRequest {
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub input: Option<EmbedInput>,
+    /// Cut inputs that do not fit the context instead of failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate: Option<bool>,
+}
+
+/// `POST /api/embed`'s reply: one vector per input, in order.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct EmbedResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub embeddings: Vec<Vec<f32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_duration: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_duration: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_eval_count: Option<u64>,
+}
+
+/// `POST /api/embeddings` (older): one `prompt` per request.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct EmbeddingsRequest {
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub prompt: Option<String>,
+}
+
+/// `POST /api/embeddings`' reply.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct EmbeddingsResponse {
+    pub embedding: Vec<f32>,
+}
+
+/// Ollama's error body, `{"error": "..."}`, for any status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    pub error: String,
 }
 
 /// Ollama treats a model name without a tag as `:latest` (and names ignore case).
@@ -181,6 +421,72 @@ pub fn model_key(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn requests_read_as_ollama_reads_them() {
+        let r: ChatRequest = serde_json::from_value(json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi", "images": []}],
+            "think": true, "tools": []
+        }))
+        .unwrap();
+        assert!(r.stream, "a body without `stream` streams");
+        assert_eq!(r.messages, vec![Message::user("hi")]);
+        let sent = ChatRequest {
+            options: Some(
+                Options {
+                    num_ctx: Some(2048),
+                    ..Options::default()
+                }
+                .to_value(),
+            ),
+            ..r
+        };
+        let back: ChatRequest =
+            serde_json::from_str(&serde_json::to_string(&sent).unwrap()).unwrap();
+        let o = Options::read(back.options.as_ref()).unwrap();
+        assert_eq!((o.num_ctx, o.num_predict), (Some(2048), None));
+        let g: GenerateRequest =
+            serde_json::from_str(r#"{"prompt": "p", "stream": false}"#).unwrap();
+        assert_eq!((g.model.as_str(), g.stream), ("", false));
+    }
+
+    #[test]
+    fn options_keep_what_they_do_not_name() {
+        let v = json!({"temperature": 0.2, "num_predict": -1, "num_ctx": 4096});
+        let o = Options::read(Some(&v)).unwrap();
+        assert_eq!((o.num_predict, o.num_ctx), (Some(-1), Some(4096)));
+        assert_eq!(o.to_value(), v);
+        assert!(Options::read(Some(&json!({"num_ctx": "big"}))).is_err());
+        assert_eq!(Options::read(None).unwrap(), Options::default());
+    }
+
+    #[test]
+    fn embed_input_is_a_text_or_a_list_of_texts() {
+        let read = |v: Value| serde_json::from_value::<EmbedRequest>(json!({"input": v}));
+        let texts = |v: Value| read(v).unwrap().input.map(EmbedInput::into_texts);
+        assert_eq!(texts(json!("a")), Some(vec!["a".to_string()]));
+        assert_eq!(texts(json!(["a", "b"])).map(|t| t.len()), Some(2));
+        assert_eq!(texts(Value::Null), None);
+        let e = read(json!([1, 2])).unwrap_err().to_string();
+        assert!(e.starts_with("invalid input type"), "{e}");
+    }
+
+    #[test]
+    fn show_names_the_model_either_way_and_reports_its_context() {
+        let r: ShowRequest = serde_json::from_str(r#"{"name": "old"}"#).unwrap();
+        assert_eq!(r.model(), "old");
+        let r: ShowRequest = serde_json::from_str(r#"{"model": "new", "name": "old"}"#).unwrap();
+        assert_eq!(r.model(), "new");
+        let s: ShowResponse = serde_json::from_value(json!({
+            "license": "x", "capabilities": ["completion"],
+            "details": {"family": "llama", "families": ["llama"]},
+            "model_info": {"general.architecture": "llama", "llama.context_length": 131072}
+        }))
+        .unwrap();
+        assert_eq!(s.context_length(), Some(131_072));
+        assert_eq!(s.details.unwrap().other["families"], json!(["llama"]));
+    }
 
     #[test]
     fn model_names() {

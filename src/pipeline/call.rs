@@ -16,7 +16,7 @@ use super::repair::{self, FieldType};
 use super::{budget, clean};
 use crate::command::Route;
 use crate::nodes::{context, Api, Node};
-use crate::ollama::types::{ChatRequest, Completion, Message};
+use crate::ollama::types::{ChatRequest, Completion, Message, Options};
 use crate::ollama::{Client, ClientError, ErrorKind, Timeouts};
 use crate::scheduler::{Attempt, Attribution, Measured, Pool, Scheduler, Task, TaskFailed};
 use crate::sharding::route::{decide, Target};
@@ -309,7 +309,14 @@ async fn chat(
                 messages,
                 stream: true,
                 format: Some(json!("json")),
-                options: Some(json!({ "num_predict": max_reply, "num_ctx": num_ctx })),
+                options: Some(
+                    Options {
+                        num_predict: i64::try_from(max_reply).ok(),
+                        num_ctx,
+                        ..Options::default()
+                    }
+                    .to_value(),
+                ),
                 keep_alive: None,
             };
             ctx.client

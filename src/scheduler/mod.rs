@@ -256,6 +256,9 @@ impl Scheduler {
         })
     }
 
+    /// The slot table. A panic while it was locked would be a bug in this
+    /// module; the table is still used rather than fail every later request
+    /// (the other locks here recover the same way).
     fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }

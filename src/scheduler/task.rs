@@ -70,6 +70,8 @@ pub struct Attempt {
 /// went away, which is no fault of the node.
 pub struct Held {
     lease: Option<Lease>,
+    /// The lease's node (kept apart, as the lease goes when consumed).
+    node: Arc<Node>,
     model: String,
     label: String,
     started: Instant,
@@ -78,7 +80,7 @@ pub struct Held {
 
 impl Held {
     pub fn node(&self) -> &Arc<Node> {
-        &self.lease.as_ref().expect("held until consumed").node
+        &self.node
     }
 
     /// The whole reply arrived: the node did well (its latency model learns from `m`).
@@ -336,7 +338,9 @@ impl Scheduler {
         Fut: Future<Output = Result<(T, Measured), ClientError>>,
     {
         let (v, a, held) = self.run_inner(pool, task, attempt, notice, true).await?;
-        Ok((v, a, held.expect("held when asked")))
+        // `run_inner` returns the slot whenever it is asked to hold it: only a
+        // bug there could land on this expect, nothing a node or user sends.
+        Ok((v, a, held.expect("run_inner holds the slot when asked")))
     }
 
     /// `run` and `run_held`: attempts until one answers; a failed one is
@@ -427,6 +431,7 @@ impl Scheduler {
         }
         let held = if hold {
             Some(Held {
+                node: done.lease.node.clone(),
                 lease: Some(done.lease),
                 model: task.model.to_string(),
                 label: task.label.to_string(),

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -14,13 +14,19 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use regex::Regex;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio::task::JoinHandle;
 
 use super::config::{Fault, SimConfig};
 use super::text;
-use crate::ollama::types::same_model;
+use crate::ollama::types::{
+    asks_json, same_model, ChatRequest, EmbedInput, EmbedRequest, EmbedResponse, EmbeddingsRequest,
+    EmbeddingsResponse, ErrorResponse, GenerateRequest, LoadedModel, Message, ModelDetails,
+    ModelInfo, Options, PsResponse, ShowRequest, ShowResponse, StreamChunk, TagsResponse,
+    VersionResponse,
+};
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct SimStats {
@@ -59,6 +65,13 @@ pub struct SimHost {
     too_large: AtomicU64,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     embeds: EmbedLog,
+}
+
+/// A lock on part of the host's state. A panic while one was held (a bug in
+/// the simulator) leaves plain data behind, still fit to use, so the host
+/// carries on rather than fail every later request.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Counts a request in flight for as long as it lives.
@@ -154,19 +167,19 @@ impl SimHost {
 
     /// When each embedding request that was answered started and ended.
     pub fn embed_spans(&self) -> Vec<(Instant, Instant)> {
-        self.embeds.spans.lock().unwrap().clone()
+        lock(&self.embeds.spans).clone()
     }
 
     pub fn config(&self) -> SimConfig {
-        self.config.lock().unwrap().clone()
+        lock(&self.config).clone()
     }
 
     pub fn set_config(&self, c: SimConfig) {
-        *self.config.lock().unwrap() = c;
+        *lock(&self.config) = c;
     }
 
     pub fn set_fault(&self, fault: Fault, after: u64) {
-        let mut c = self.config.lock().unwrap();
+        let mut c = lock(&self.config);
         c.fault = fault;
         c.fault_after = after;
     }
@@ -174,7 +187,7 @@ impl SimHost {
     /// The host goes away: no new connections, open ones break.
     pub fn kill(&self) {
         self.dead.store(true, Ordering::SeqCst);
-        for t in self.tasks.lock().unwrap().drain(..) {
+        for t in lock(&self.tasks).drain(..) {
             t.abort();
         }
     }
@@ -196,7 +209,7 @@ impl SimHost {
 
     fn serve(self: &Arc<Self>, listeners: Vec<tokio::net::TcpListener>) {
         let app = router(self.clone());
-        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tasks = lock(&self.tasks);
         for l in listeners {
             let app = app.clone();
             // Like Ollama's Go server: no Nagle delay on small NDJSON lines.
@@ -215,12 +228,12 @@ impl SimHost {
     fn load(&self, model: &str, num_ctx: Option<u64>, trained: Option<u64>) -> u64 {
         let cap = |n: u64| trained.map_or(n, |t| n.min(t));
         {
-            let mut loaded = self.loaded.lock().unwrap();
+            let mut loaded = lock(&self.loaded);
             if !loaded.iter().any(|m| m == model) {
                 loaded.push(model.to_string());
             }
         }
-        let mut ctx = self.loaded_ctx.lock().unwrap();
+        let mut ctx = lock(&self.loaded_ctx);
         match (ctx.get(model).copied(), num_ctx.map(cap)) {
             (Some(cur), None) => cur,
             (Some(cur), Some(asked)) => {
@@ -245,7 +258,7 @@ const DEFAULT_CTX: u64 = 4096;
 
 impl Drop for SimHost {
     fn drop(&mut self) {
-        for t in self.tasks.lock().unwrap().drain(..) {
+        for t in lock(&self.tasks).drain(..) {
             t.abort();
         }
     }
@@ -269,20 +282,73 @@ fn router(host: Arc<SimHost>) -> Router {
         .with_state(host)
 }
 
+/// A 200 NDJSON response whose body is `body`.
+fn ndjson_response(body: Body) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        body,
+    )
+        .into_response()
+}
+
 /// A response whose body fails at once: the client sees a broken connection.
 fn broken() -> Response {
     let s = futures_util::stream::once(async {
         Err::<Bytes, std::io::Error>(std::io::Error::other("simulated host is gone"))
     });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(s))
-        .unwrap()
+    ndjson_response(Body::from_stream(s))
 }
 
+/// Ollama's error reply: `status` with `{"error": msg}`.
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": msg.into() }))).into_response()
+    (status, Json(ErrorResponse { error: msg.into() })).into_response()
+}
+
+/// Why a request gets no reply: an error Ollama would send, or a fault that
+/// breaks the connection.
+enum Refusal {
+    /// `{"error": message}` with this status.
+    Error(StatusCode, String),
+    /// The connection breaks (a reset, or the host died).
+    Broken,
+}
+
+impl Refusal {
+    fn bad_request(message: impl Into<String>) -> Refusal {
+        Refusal::Error(StatusCode::BAD_REQUEST, message.into())
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Error(status, message) => error(status, message),
+            Refusal::Broken => broken(),
+        }
+    }
+}
+
+/// A request body read as `T`, or the HTTP 400 Ollama answers a missing or
+/// malformed body with (unknown fields are ignored, as Ollama does).
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Refusal> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Refusal::bad_request("missing request body"));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| Refusal::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// One NDJSON line.
+fn ndjson_line<T: Serialize>(v: &T) -> Bytes {
+    let mut out = serde_json::to_vec(v).unwrap_or_else(|e| {
+        // Only a bug could make these structs fail to serialise; say so in
+        // Ollama's words rather than panic in the middle of a stream.
+        let error = format!("the simulator cannot write its reply: {e}");
+        serde_json::to_vec(&ErrorResponse { error }).unwrap_or_default()
+    });
+    out.push(b'\n');
+    Bytes::from(out)
 }
 
 /// Count the request; a dead host answers nothing useful.
@@ -296,31 +362,47 @@ async fn root(State(h): Host) -> Response {
 }
 
 async fn version(State(h): Host) -> Response {
-    enter(&h).unwrap_or_else(|| Json(json!({"version": "0.0.0-simulated"})).into_response())
+    enter(&h).unwrap_or_else(|| {
+        Json(VersionResponse {
+            version: Some("0.0.0-simulated".into()),
+        })
+        .into_response()
+    })
 }
 
 fn model_size(name: &str) -> u64 {
     1_000_000_000 + text::hash(&[name]) % 1_000_000_000
 }
 
+/// What `/api/tags` and `/api/show` say of every simulated model.
+fn model_details(quantization: bool) -> ModelDetails {
+    ModelDetails {
+        format: Some("gguf".into()),
+        family: Some("simulated".into()),
+        parameter_size: Some("1B".into()),
+        quantization_level: quantization.then(|| "Q4_0".into()),
+        other: Map::new(),
+    }
+}
+
 async fn tags(State(h): Host) -> Response {
     if let Some(r) = enter(&h) {
         return r;
     }
-    let models: Vec<Value> = h
+    let models = h
         .config()
         .models
         .iter()
-        .map(|m| {
-            json!({
-                "name": m, "model": m, "modified_at": "2026-01-01T00:00:00Z",
-                "size": model_size(m), "digest": format!("{:016x}", text::hash(&[m])),
-                "details": {"format": "gguf", "family": "simulated", "parameter_size": "1B",
-                            "quantization_level": "Q4_0"}
-            })
+        .map(|m| ModelInfo {
+            name: m.clone(),
+            model: Some(m.clone()),
+            modified_at: Some(CREATED_AT.into()),
+            size: model_size(m),
+            digest: Some(format!("{:016x}", text::hash(&[m]))),
+            details: Some(model_details(true)),
         })
         .collect();
-    Json(json!({ "models": models })).into_response()
+    Json(TagsResponse { models }).into_response()
 }
 
 async fn ps(State(h): Host) -> Response {
@@ -328,20 +410,22 @@ async fn ps(State(h): Host) -> Response {
         return r;
     }
     let frac = h.config().vram_fraction.clamp(0.0, 1.0);
-    let contexts = h.loaded_ctx.lock().unwrap().clone();
-    let models: Vec<Value> = h
-        .loaded
-        .lock()
-        .unwrap()
+    let contexts = lock(&h.loaded_ctx).clone();
+    let models = lock(&h.loaded)
         .iter()
         .map(|m| {
             let size = model_size(m);
-            let ctx = contexts.get(m).copied().unwrap_or(DEFAULT_CTX);
-            json!({"name": m, "model": m, "size": size, "size_vram": (size as f64 * frac) as u64,
-                   "context_length": ctx, "expires_at": "2099-01-01T00:00:00Z"})
+            LoadedModel {
+                name: m.clone(),
+                model: Some(m.clone()),
+                size,
+                size_vram: (size as f64 * frac) as u64,
+                context_length: Some(contexts.get(m).copied().unwrap_or(DEFAULT_CTX)),
+                expires_at: Some("2099-01-01T00:00:00Z".into()),
+            }
         })
         .collect();
-    Json(json!({ "models": models })).into_response()
+    Json(PsResponse { models }).into_response()
 }
 
 fn find_model(h: &SimHost, requested: &str) -> Option<String> {
@@ -355,27 +439,27 @@ async fn show(State(h): Host, body: Bytes) -> Response {
     if let Some(r) = enter(&h) {
         return r;
     }
-    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let name = req
-        .get("model")
-        .or_else(|| req.get("name"))
-        .and_then(|v| v.as_str())
-        .unwrap_or("");
-    match find_model(&h, name) {
-        None => error(StatusCode::NOT_FOUND, format!("model '{name}' not found")),
-        Some(m) => {
-            let mut info = json!({"general.architecture": "simulated"});
-            if let Some(n) = h.config().trained() {
-                info["simulated.context_length"] = json!(n);
-            }
-            Json(json!({
-                "modelfile": format!("FROM {m}"), "parameters": "", "template": "{{ .Prompt }}",
-                "details": {"format": "gguf", "family": "simulated", "parameter_size": "1B"},
-                "model_info": info
-            }))
-            .into_response()
-        }
+    let req: ShowRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    let name = req.model();
+    let Some(m) = find_model(&h, name) else {
+        return error(StatusCode::NOT_FOUND, format!("model '{name}' not found"));
+    };
+    let mut model_info = Map::new();
+    model_info.insert("general.architecture".into(), "simulated".into());
+    if let Some(n) = h.config().trained() {
+        model_info.insert("simulated.context_length".into(), n.into());
     }
+    Json(ShowResponse {
+        modelfile: format!("FROM {m}"),
+        parameters: String::new(),
+        template: "{{ .Prompt }}".into(),
+        details: Some(model_details(false)),
+        model_info,
+    })
+    .into_response()
 }
 
 async fn stats(State(h): Host) -> Response {
@@ -386,15 +470,20 @@ async fn get_config(State(h): Host) -> Response {
     Json(h.config()).into_response()
 }
 
-/// Change the host's behaviour at run time (tests use this across processes).
-async fn set_config(State(h): Host, Json(patch): Json<Value>) -> Response {
-    let mut cur = serde_json::to_value(h.config()).unwrap();
-    if let (Some(cur), Some(patch)) = (cur.as_object_mut(), patch.as_object()) {
-        for (k, v) in patch {
-            cur.insert(k.clone(), v.clone());
-        }
-    }
-    match serde_json::from_value::<SimConfig>(cur) {
+/// Change the host's behaviour at run time (tests use this across processes):
+/// the body is an object of the `SimConfig` fields to change.
+async fn set_config(State(h): Host, body: Bytes) -> Response {
+    let patch: Map<String, Value> = match parse(&body) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    let mut cur = match serde_json::to_value(h.config()) {
+        Ok(Value::Object(m)) => m,
+        // Only a bug in `SimConfig`'s serialisation could land here.
+        _ => return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the config"),
+    };
+    cur.extend(patch);
+    match serde_json::from_value::<SimConfig>(Value::Object(cur)) {
         Ok(c) => {
             h.set_config(c.clone());
             Json(c).into_response()
@@ -402,6 +491,9 @@ async fn set_config(State(h): Host, Json(patch): Json<Value>) -> Response {
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
+
+/// The `created_at` of every reply line.
+const CREATED_AT: &str = "2026-01-01T00:00:00Z";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -417,37 +509,243 @@ async fn chat(State(h): Host, body: Bytes) -> Response {
     inference(h, Kind::Chat, body).await
 }
 
-/// The prompt the reply is about, and the text that describes the reply's fields.
-fn prompt_parts(kind: Kind, req: &Value) -> (String, String) {
-    match kind {
-        Kind::Generate => (
-            req["prompt"].as_str().unwrap_or("").to_string(),
-            req["system"].as_str().unwrap_or("").to_string(),
-        ),
-        Kind::Chat => {
-            let msgs = req["messages"].as_array().cloned().unwrap_or_default();
-            let last_user = msgs
-                .iter()
-                .rev()
-                .find(|m| m["role"] == "user")
-                .and_then(|m| m["content"].as_str())
-                .unwrap_or("")
-                .to_string();
-            let system = msgs
-                .iter()
-                .filter(|m| m["role"] == "system")
-                .filter_map(|m| m["content"].as_str())
-                .collect::<Vec<_>>()
-                .join("\n");
-            (last_user, system)
-        }
+/// An inference request as the simulator reads it, from either endpoint.
+struct Ask {
+    kind: Kind,
+    model: String,
+    /// What the reply is about: the prompt, or the last user message.
+    prompt: String,
+    /// The text that describes the reply's fields: the system prompt(s).
+    schema_text: String,
+    stream: bool,
+    asks_json: bool,
+    options: Options,
+}
+
+impl Ask {
+    /// The request in `body`, or the HTTP 400 a malformed one gets.
+    fn read(kind: Kind, body: &Bytes) -> Result<Ask, Refusal> {
+        let options = |o: Option<&Value>| {
+            Options::read(o).map_err(|e| Refusal::bad_request(format!("invalid options: {e}")))
+        };
+        Ok(match kind {
+            Kind::Generate => {
+                let r: GenerateRequest = parse(body)?;
+                Ask {
+                    kind,
+                    options: options(r.options.as_ref())?,
+                    asks_json: asks_json(r.format.as_ref()),
+                    stream: r.stream,
+                    schema_text: r.system.unwrap_or_default(),
+                    prompt: r.prompt,
+                    model: r.model,
+                }
+            }
+            Kind::Chat => {
+                let r: ChatRequest = parse(body)?;
+                let prompt = r
+                    .messages
+                    .iter()
+                    .rev()
+                    .find(|m| m.role == "user")
+                    .map(|m| m.content.clone())
+                    .unwrap_or_default();
+                let schema_text = r
+                    .messages
+                    .iter()
+                    .filter(|m| m.role == "system")
+                    .map(|m| m.content.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                Ask {
+                    kind,
+                    options: options(r.options.as_ref())?,
+                    asks_json: asks_json(r.format.as_ref()),
+                    stream: r.stream,
+                    schema_text,
+                    prompt,
+                    model: r.model,
+                }
+            }
+        })
     }
+}
+
+/// `/api/generate` and `/api/chat`: read the request, let the faults that
+/// strike before a reply strike, find the model, then reply.
+async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
+    if let Some(r) = enter(&h) {
+        return r;
+    }
+    let n = h.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let cfg = h.config();
+    let ask = match Ask::read(kind, &body) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
+    let fault = cfg.fault_for(n, &ask.prompt);
+    match admit(&h, &ask, fault) {
+        Ok(model) => respond(h, cfg, ask, model, fault).await,
+        Err(r) => r.into_response(),
+    }
+}
+
+/// The installed model the request names, unless a fault that strikes before
+/// any reply (death, a reset, an HTTP 500) or a missing model answers first.
+fn admit(h: &SimHost, ask: &Ask, fault: Fault) -> Result<String, Refusal> {
+    match fault {
+        Fault::Die => {
+            h.kill();
+            return Err(Refusal::Broken);
+        }
+        Fault::Reset => return Err(Refusal::Broken),
+        _ => {}
+    }
+    if ask.model.is_empty() {
+        return Err(Refusal::bad_request("model is required"));
+    }
+    let Some(model) = find_model(h, &ask.model) else {
+        return Err(Refusal::Error(
+            StatusCode::NOT_FOUND,
+            format!("model '{}' not found", ask.model),
+        ));
+    };
+    if fault == Fault::Http500 {
+        return Err(Refusal::Error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "simulated internal server error".into(),
+        ));
+    }
+    Ok(model)
+}
+
+/// Work on an admitted request: load the model, write the reply, send it
+/// whole or as a stream (a hang never answers).
+async fn respond(
+    h: Arc<SimHost>,
+    cfg: SimConfig,
+    ask: Ask,
+    model: String,
+    fault: Fault,
+) -> Response {
+    let guard = InFlight::new(&h);
+    if fault == Fault::Hang {
+        let _guard = guard;
+        return std::future::pending::<Response>().await;
+    }
+    let reply = match Reply::compose(&h, &cfg, &ask, &model) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    let out = Out {
+        kind: ask.kind,
+        model,
+        reply,
+        fault,
+        started: Instant::now(),
+    };
+    if ask.stream {
+        stream_reply(h, cfg, out, guard)
+    } else {
+        whole_reply(&h, &cfg, out, guard).await
+    }
+}
+
+/// A reply's text, cut to the room it has.
+struct Reply {
+    text: String,
+    tokens: Vec<String>,
+    prompt_tokens: u64,
+    done_reason: &'static str,
+}
+
+impl Reply {
+    /// Load the model with the context asked for, check the prompt fits, write
+    /// the text and cut it where `num_predict` or the context ends.
+    fn compose(h: &SimHost, cfg: &SimConfig, ask: &Ask, model: &str) -> Result<Reply, Refusal> {
+        let loaded_ctx = h.load(model, ask.options.num_ctx, cfg.trained());
+        let prompt_tokens = SimConfig::prompt_tokens(&[&ask.prompt, &ask.schema_text]);
+        let room = room(h, cfg, ask.options.num_predict, loaded_ctx, prompt_tokens)?;
+        let text = reply_text(cfg, ask, model);
+        let mut tokens = text::tokens(&text);
+        let fits = usize::try_from(room).is_ok_and(|room| tokens.len() <= room);
+        Ok(if fits {
+            Reply {
+                text,
+                tokens,
+                prompt_tokens,
+                done_reason: "stop",
+            }
+        } else {
+            tokens.truncate(usize::try_from(room).unwrap_or(usize::MAX));
+            Reply {
+                text: tokens.concat(),
+                tokens,
+                prompt_tokens,
+                done_reason: "length",
+            }
+        })
+    }
+}
+
+/// Tokens the reply may have: `num_predict`, and what is left of the context.
+/// A prompt that does not fit gets the HTTP 400 llama.cpp-backed Ollama sends.
+fn room(
+    h: &SimHost,
+    cfg: &SimConfig,
+    num_predict: Option<i64>,
+    loaded_ctx: u64,
+    prompt_tokens: u64,
+) -> Result<u64, Refusal> {
+    let room = num_predict
+        .and_then(|n| u64::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(u64::MAX);
+    if cfg.context_length.is_none() {
+        return Ok(room);
+    }
+    if prompt_tokens >= loaded_ctx {
+        h.too_large.fetch_add(1, Ordering::SeqCst);
+        return Err(Refusal::bad_request(format!(
+            "request ({prompt_tokens} tokens) exceeds the available context size ({loaded_ctx} tokens), try increasing it"
+        )));
+    }
+    Ok(room.min(loaded_ctx - prompt_tokens - 1))
+}
+
+/// The whole text of the reply: prose, or JSON when asked (and the host does
+/// not answer in plain prose), cut short when the host breaks its JSON.
+fn reply_text(cfg: &SimConfig, ask: &Ask, model: &str) -> String {
+    let echo = cfg.echo_prompt.then_some(ask.prompt.as_str());
+    if !ask.asks_json || cfg.plain_replies {
+        let prose = text::prose(model, &ask.prompt, cfg.reply_words);
+        return match echo {
+            Some(e) => format!("{e}\n\n{prose}"),
+            None => prose,
+        };
+    }
+    let fields_from = if field_regex().is_match(&ask.schema_text) {
+        &ask.schema_text
+    } else {
+        &ask.prompt
+    };
+    let mut reply = json_reply(model, &ask.prompt, fields_from, cfg.reply_words, echo);
+    if cfg.broken_json {
+        // Stop before the end (its last quarter, at most 80 bytes), as a length limit would.
+        let mut at = reply.len() - (reply.len() / 4).min(80);
+        while !reply.is_char_boundary(at) {
+            at -= 1;
+        }
+        reply.truncate(at);
+    }
+    reply
 }
 
 fn field_regex() -> &'static Regex {
     static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
     RE.get_or_init(|| {
-        Regex::new(r#""([A-Za-z_][A-Za-z0-9_]*)"\s*:\s*(\[|"|[0-9.]+|\{|true|false)"#).unwrap()
+        Regex::new(r#""([A-Za-z_][A-Za-z0-9_]*)"\s*:\s*(\[|"|[0-9.]+|\{|true|false)"#)
+            .expect("the field pattern is a valid regex")
     })
 }
 
@@ -495,220 +793,126 @@ fn json_reply(
     Value::Object(obj).to_string()
 }
 
-fn line(kind: Kind, model: &str, piece: &str) -> Bytes {
-    let v = match kind {
-        Kind::Generate => json!({"model": model, "created_at": "2026-01-01T00:00:00Z",
-                                 "response": piece, "done": false}),
-        Kind::Chat => json!({"model": model, "created_at": "2026-01-01T00:00:00Z",
-                             "message": {"role": "assistant", "content": piece}, "done": false}),
-    };
-    let mut s = v.to_string();
-    s.push('\n');
-    Bytes::from(s)
-}
-
-fn final_value(
+/// A reply on its way out.
+struct Out {
     kind: Kind,
-    model: &str,
-    text: Option<&str>,
-    prompt_tokens: u64,
-    eval: usize,
-    elapsed: Duration,
-    done_reason: &str,
-) -> Value {
-    let ns = elapsed.as_nanos() as u64;
-    let mut v = json!({
-        "model": model, "created_at": "2026-01-01T00:00:00Z", "done": true, "done_reason": done_reason,
-        "total_duration": ns, "load_duration": 0, "prompt_eval_count": prompt_tokens,
-        "prompt_eval_duration": 0, "eval_count": eval, "eval_duration": ns.max(1)
-    });
-    let t = text.unwrap_or("");
-    match kind {
-        Kind::Generate => v["response"] = json!(t),
-        Kind::Chat => v["message"] = json!({"role": "assistant", "content": t}),
-    }
-    v
+    model: String,
+    reply: Reply,
+    fault: Fault,
+    started: Instant,
 }
 
-async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
-    if let Some(r) = enter(&h) {
-        return r;
-    }
-    let n = h.requests.fetch_add(1, Ordering::SeqCst) + 1;
-    let cfg = h.config();
-    let req: Value = match serde_json::from_slice(&body) {
-        Ok(v @ Value::Object(_)) => v,
-        Ok(_) | Err(_) => return error(StatusCode::BAD_REQUEST, "invalid JSON body"),
-    };
-    let (prompt, schema_text) = prompt_parts(kind, &req);
-    let fault = cfg.fault_for(n, &prompt);
-    if fault == Fault::Die {
-        h.kill();
-        return broken();
-    }
-    if fault == Fault::Reset {
-        return broken();
-    }
-    let requested = req["model"].as_str().unwrap_or("").to_string();
-    if requested.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "model is required");
-    }
-    let Some(model) = find_model(&h, &requested) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("model '{requested}' not found"),
-        );
-    };
-    if fault == Fault::Http500 {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "simulated internal server error",
-        );
-    }
-    let guard = InFlight::new(&h);
-    if fault == Fault::Hang {
-        let _guard = guard;
-        return std::future::pending::<Response>().await;
-    }
-    let options = &req["options"];
-    let loaded_ctx = h.load(&model, options["num_ctx"].as_u64(), cfg.trained());
-    let prompt_tokens = SimConfig::prompt_tokens(&[prompt.as_str(), schema_text.as_str()]);
-    // Tokens the reply may have: `num_predict`, and what is left of the context.
-    let mut room = options["num_predict"]
-        .as_u64()
-        .filter(|n| *n > 0)
-        .unwrap_or(u64::MAX);
-    if cfg.context_length.is_some() {
-        if prompt_tokens >= loaded_ctx {
-            h.too_large.fetch_add(1, Ordering::SeqCst);
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("request ({prompt_tokens} tokens) exceeds the available context size ({loaded_ctx} tokens), try increasing it"),
-            );
-        }
-        room = room.min(loaded_ctx - prompt_tokens - 1);
-    }
-    let asks_json =
-        matches!(&req["format"], Value::String(s) if s == "json") || req["format"].is_object();
-    let wants_json = asks_json && !cfg.plain_replies;
-    let echo = cfg.echo_prompt.then_some(prompt.as_str());
-    let mut reply = if wants_json {
-        let fields_from = if field_regex().is_match(&schema_text) {
-            &schema_text
-        } else {
-            &prompt
+impl Out {
+    /// `text` as generate's `response` or chat's assistant `message`.
+    fn chunk(&self, text: &str) -> StreamChunk {
+        let (response, message) = match self.kind {
+            Kind::Generate => (Some(text.to_string()), None),
+            Kind::Chat => (None, Some(Message::assistant(text))),
         };
-        json_reply(&model, &prompt, fields_from, cfg.reply_words, echo)
-    } else {
-        let prose = text::prose(&model, &prompt, cfg.reply_words);
-        match echo {
-            Some(e) => format!("{e}\n\n{prose}"),
-            None => prose,
+        StreamChunk {
+            model: Some(self.model.clone()),
+            created_at: Some(CREATED_AT.into()),
+            response,
+            message,
+            ..StreamChunk::default()
         }
-    };
-    if wants_json && cfg.broken_json {
-        // Stop before the end (its last quarter, at most 80 bytes), as a length limit would.
-        let mut at = reply.len() - (reply.len() / 4).min(80);
-        while !reply.is_char_boundary(at) {
-            at -= 1;
-        }
-        reply.truncate(at);
-    }
-    let mut tokens = text::tokens(&reply);
-    let done_reason = if tokens.len() as u64 > room {
-        tokens.truncate(room as usize);
-        reply = tokens.concat();
-        "length"
-    } else {
-        "stop"
-    };
-    let stream = req.get("stream").and_then(|v| v.as_bool()).unwrap_or(true);
-    let started = Instant::now();
-
-    if !stream {
-        pace(&h, &cfg, tokens.len()).await;
-        let v = final_value(
-            kind,
-            &model,
-            Some(&reply),
-            prompt_tokens,
-            tokens.len(),
-            started.elapsed(),
-            done_reason,
-        );
-        h.completed.fetch_add(1, Ordering::SeqCst);
-        drop(guard);
-        return match fault {
-            Fault::Stall => std::future::pending::<Response>().await,
-            Fault::Drop => broken(),
-            Fault::ErrorLine => error(StatusCode::INTERNAL_SERVER_ERROR, "simulated failure"),
-            _ => Json(v).into_response(),
-        };
     }
 
+    /// The last line (or the whole non-streamed reply), with the counts.
+    fn last(&self, text: &str) -> StreamChunk {
+        let ns = self.started.elapsed().as_nanos() as u64;
+        StreamChunk {
+            done: true,
+            done_reason: Some(self.reply.done_reason.into()),
+            total_duration: Some(ns),
+            load_duration: Some(0),
+            prompt_eval_count: Some(self.reply.prompt_tokens),
+            prompt_eval_duration: Some(0),
+            eval_count: Some(self.reply.tokens.len() as u64),
+            eval_duration: Some(ns.max(1)),
+            ..self.chunk(text)
+        }
+    }
+}
+
+/// `"stream": false`: the whole reply once it would have been generated (a
+/// fault shows as a stall, a dropped connection or an HTTP 500).
+async fn whole_reply(h: &SimHost, cfg: &SimConfig, out: Out, guard: InFlight) -> Response {
+    pace(h, cfg, out.reply.tokens.len()).await;
+    let last = out.last(&out.reply.text);
+    h.completed.fetch_add(1, Ordering::SeqCst);
+    drop(guard);
+    match out.fault {
+        Fault::Stall => std::future::pending::<Response>().await,
+        Fault::Drop => broken(),
+        Fault::ErrorLine => error(StatusCode::INTERNAL_SERVER_ERROR, "simulated failure"),
+        _ => Json(last).into_response(),
+    }
+}
+
+/// A streamed reply: one NDJSON line per token, paced, then the last line.
+fn stream_reply(h: Arc<SimHost>, cfg: SimConfig, out: Out, guard: InFlight) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
-    let host = h.clone();
     tokio::spawn(async move {
         let _guard = guard;
-        let half = tokens.len() / 2;
-        let mut clock = tokio::time::Instant::now();
-        let mut first = true;
-        for (i, tok) in tokens.iter().enumerate() {
-            if i == half && fault == Fault::ErrorLine {
-                let _ = tx
-                    .send(Ok(Bytes::from(
-                        "{\"error\":\"simulated failure in the middle of the stream\"}\n",
-                    )))
-                    .await;
-                return;
-            }
-            if i == half && fault == Fault::Drop {
-                let _ = tx
-                    .send(Err(std::io::Error::other("simulated connection drop")))
-                    .await;
-                return;
-            }
-            if i == half && fault == Fault::Stall {
-                // Silent from here on, the connection left open until the client goes.
-                tx.closed().await;
-                return;
-            }
-            let factor = cfg.contention(host.in_flight.load(Ordering::SeqCst));
-            let mut wait = cfg.token_delay().mul_f64(factor);
-            if first {
-                wait += Duration::from_millis(cfg.ttft_ms).mul_f64(factor);
-                first = false;
-            }
-            if !wait.is_zero() {
-                clock += wait;
-                tokio::time::sleep_until(clock).await;
-            }
-            if tx.send(Ok(line(kind, &model, tok))).await.is_err() {
-                return; // the client went away
-            }
-        }
-        let fin = final_value(
-            kind,
-            &model,
-            None,
-            prompt_tokens,
-            tokens.len(),
-            started.elapsed(),
-            done_reason,
-        );
-        let mut s = fin.to_string();
-        s.push('\n');
-        if tx.send(Ok(Bytes::from(s))).await.is_ok() {
-            host.completed.fetch_add(1, Ordering::SeqCst);
+        if send_tokens(&h, &cfg, &out, &tx).await
+            && tx.send(Ok(ndjson_line(&out.last("")))).await.is_ok()
+        {
+            h.completed.fetch_add(1, Ordering::SeqCst);
         }
     });
     let body =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(body))
-        .unwrap()
+    ndjson_response(Body::from_stream(body))
+}
+
+/// Send the reply's tokens at the host's pace; false when the stream ended
+/// early (a fault halfway, or the client went away).
+async fn send_tokens(
+    h: &SimHost,
+    cfg: &SimConfig,
+    out: &Out,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+) -> bool {
+    let tokens = &out.reply.tokens;
+    let half = tokens.len() / 2;
+    let mut clock = tokio::time::Instant::now();
+    for (i, tok) in tokens.iter().enumerate() {
+        if i == half {
+            match out.fault {
+                Fault::ErrorLine => {
+                    let error = "simulated failure in the middle of the stream".to_string();
+                    let _ = tx.send(Ok(ndjson_line(&ErrorResponse { error }))).await;
+                    return false;
+                }
+                Fault::Drop => {
+                    let _ = tx
+                        .send(Err(std::io::Error::other("simulated connection drop")))
+                        .await;
+                    return false;
+                }
+                Fault::Stall => {
+                    // Silent from here on, the connection left open until the client goes.
+                    tx.closed().await;
+                    return false;
+                }
+                _ => {}
+            }
+        }
+        let factor = cfg.contention(h.in_flight.load(Ordering::SeqCst));
+        let mut wait = cfg.token_delay().mul_f64(factor);
+        if i == 0 {
+            wait += Duration::from_millis(cfg.ttft_ms).mul_f64(factor);
+        }
+        if !wait.is_zero() {
+            clock += wait;
+            tokio::time::sleep_until(clock).await;
+        }
+        if tx.send(Ok(ndjson_line(&out.chunk(tok)))).await.is_err() {
+            return false; // the client went away
+        }
+    }
+    true
 }
 
 /// Wait as long as producing `count` tokens takes on this host right now.
@@ -741,6 +945,19 @@ async fn embeddings(State(h): Host, body: Bytes) -> Response {
     embedding(h, body, true).await
 }
 
+/// The model an embedding request names and its inputs (`None`: the legacy
+/// endpoint without a `prompt`).
+fn read_embedding(body: &Bytes, legacy: bool) -> Result<(String, Option<Vec<String>>), Refusal> {
+    if legacy {
+        let r: EmbeddingsRequest = parse(body)?;
+        Ok((r.model, r.prompt.map(|p| vec![p])))
+    } else {
+        let r: EmbedRequest = parse(body)?;
+        let inputs = r.input.map(EmbedInput::into_texts).unwrap_or_default();
+        Ok((r.model, Some(inputs)))
+    }
+}
+
 /// `/api/embed` (`input`: a string or a list) or, with `legacy`, the older
 /// `/api/embeddings` (`prompt`). Paced like prompt processing: `ttft_ms` plus
 /// one token time per 16 input words, slowed by contention like inference.
@@ -751,25 +968,18 @@ async fn embedding(h: Arc<SimHost>, body: Bytes, legacy: bool) -> Response {
     let started = Instant::now();
     let n = h.embeds.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let cfg = h.config();
-    let req: Value = match serde_json::from_slice(&body) {
-        Ok(v @ Value::Object(_)) => v,
-        Ok(_) | Err(_) => return error(StatusCode::BAD_REQUEST, "invalid JSON body"),
+    let (requested, inputs) = match read_embedding(&body, legacy) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
     };
-    let requested = req["model"].as_str().unwrap_or("");
-    let Some(model) = find_model(&h, requested) else {
+    let Some(model) = find_model(&h, &requested) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("model \"{requested}\" not found, try pulling it first"),
         );
     };
-    let inputs: Vec<String> = match (legacy, &req[if legacy { "prompt" } else { "input" }]) {
-        (_, Value::String(s)) => vec![s.clone()],
-        (false, Value::Array(a)) if a.iter().all(Value::is_string) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect(),
-        (false, Value::Null) => Vec::new(),
-        _ => return error(StatusCode::BAD_REQUEST, "invalid input type"),
+    let Some(inputs) = inputs else {
+        return error(StatusCode::BAD_REQUEST, "invalid input type");
     };
     h.embeds
         .inputs
@@ -806,20 +1016,19 @@ async fn embedding(h: Arc<SimHost>, body: Bytes, legacy: bool) -> Response {
     if fault == Fault::Drop {
         return broken();
     }
-    h.embeds
-        .spans
-        .lock()
-        .unwrap()
-        .push((started, Instant::now()));
+    lock(&h.embeds.spans).push((started, Instant::now()));
     let ns = started.elapsed().as_nanos() as u64;
     if legacy {
-        let v = vectors.into_iter().next().unwrap_or_default();
-        return Json(json!({ "embedding": v })).into_response();
+        let embedding = vectors.into_iter().next().unwrap_or_default();
+        return Json(EmbeddingsResponse { embedding }).into_response();
     }
-    Json(json!({
-        "model": model, "embeddings": vectors, "total_duration": ns,
-        "load_duration": 0, "prompt_eval_count": words
-    }))
+    Json(EmbedResponse {
+        model: Some(model),
+        embeddings: vectors,
+        total_duration: Some(ns),
+        load_duration: Some(0),
+        prompt_eval_count: Some(words as u64),
+    })
     .into_response()
 }
 

@@ -138,6 +138,108 @@ fn missing_model_is_a_404_with_ollamas_message() {
     }
 }
 
+/// POST `body` to `path` on the simulated host: the status, the content type
+/// and the `error` text of the reply.
+fn post_raw(url: &str, path: &str, body: &str) -> (u16, String, String) {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    rt().block_on(async {
+        let r = http
+            .post(format!("{url}{path}"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let kind = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let v: serde_json::Value = r.json().await.unwrap();
+        let error = v["error"]
+            .as_str()
+            .unwrap_or("<no error field>")
+            .to_string();
+        (status, kind, error)
+    })
+}
+
+#[test]
+fn malformed_bodies_are_a_400_with_ollamas_error() {
+    let h = sim(Default::default());
+    let url = h.url();
+    let cases = [
+        (
+            "/api/chat",
+            "{not json",
+            "invalid JSON body: key must be a string",
+        ),
+        ("/api/chat", "", "missing request body"),
+        (
+            "/api/generate",
+            r#"{"model": 5, "prompt": "p"}"#,
+            "invalid JSON body: invalid type: integer `5`, expected a string",
+        ),
+        (
+            "/api/chat",
+            r#"{"model": "llama3.2", "messages": "hi"}"#,
+            "invalid JSON body: invalid type: string \"hi\", expected a sequence",
+        ),
+        (
+            "/api/generate",
+            r#"{"model": "llama3.2", "options": {"num_ctx": "big"}}"#,
+            "invalid options: invalid type: string \"big\", expected u64",
+        ),
+        (
+            "/api/embed",
+            r#"{"model": "llama3.2", "input": [1, 2]}"#,
+            "invalid JSON body: invalid input type",
+        ),
+        (
+            "/api/embeddings",
+            "[",
+            "invalid JSON body: EOF while parsing a list",
+        ),
+        (
+            "/api/show",
+            "null",
+            "invalid JSON body: invalid type: null, expected struct ShowRequest",
+        ),
+        (
+            "/sim/config",
+            "[1]",
+            "invalid JSON body: invalid type: sequence, expected a map",
+        ),
+        (
+            "/sim/config",
+            r#"{"capacity": "two"}"#,
+            "invalid type: string \"two\", expected u32",
+        ),
+    ];
+    for (path, body, error) in cases {
+        let (status, kind, got) = post_raw(&url, path, body);
+        assert_eq!(status, 400, "{path} {body:?}: {got}");
+        assert_eq!(kind, "application/json", "{path} {body:?}");
+        assert!(got.starts_with(error), "{path} {body:?}: {got:?}");
+    }
+    // Unknown fields are no error, and the host still answers.
+    let (status, _, got) = post_raw(
+        &url,
+        "/api/chat",
+        r#"{"model": "llama3.2", "stream": false, "think": true, "tools": [],
+            "messages": [{"role": "user", "content": "hi", "images": []}],
+            "options": {"temperature": 0.1, "num_predict": -1}}"#,
+    );
+    assert_eq!((status, got.as_str()), (200, "<no error field>"));
+    assert_eq!(h.stats().completed, 1);
+    assert_eq!(
+        h.config(),
+        SimConfig::default(),
+        "a refused patch changes nothing"
+    );
+}
+
 #[test]
 fn error_line_inside_a_200_stream_is_an_error() {
     let h = sim(SimConfig {

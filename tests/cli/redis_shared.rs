@@ -3,6 +3,7 @@
 //! both (and two at once without Redis, so the test can fail), a `kill -9`'d
 //! shell's hosts free again within the lease TTL, Redis going away and coming
 //! back costs no query, and a node one shell cooled is cooling for the other.
+//! A shell and a gateway (`serve`) share the host rule the same way.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use synapticllamas::sim::{Fault, SimConfig, SimHost};
 
+use crate::gateway_support::{python_ok, Served};
 use crate::redis_support::{wait_until, RedisServer};
 use crate::support::*;
 
@@ -175,5 +177,54 @@ fn a_node_one_shell_cooled_is_cooling_for_another() {
         before,
         "the second shell sent requests to a node the first one cooled\n{}",
         r2.stderr
+    );
+}
+
+/// A shell's long-form query and six HTTP clients of a gateway (another
+/// process) at the same moment, on the same three hosts; the highest number of
+/// requests any host ran at once.
+fn shell_and_gateway_at_once(redis: Option<&RedisServer>) -> Vec<u64> {
+    let hosts: Vec<_> = (0..3).map(|_| sim(paced_at(300.0))).collect();
+    let g = Served::start_with(shell(&home_for(&hosts, redis), &[]), &[]);
+    let url = g.url.clone();
+    let clients = std::thread::spawn(move || {
+        let script = r#"
+import sys, threading, ollama
+url, answers, errors = sys.argv[1], [], []
+def client(i):
+    for j in range(3):
+        try:
+            r = ollama.Client(host=url).chat(model="llama3.2",
+                messages=[{"role": "user", "content": f"Client {i}, question {j}: why is the sky blue?"}])
+            answers.append(r.message.content)
+        except Exception as e:
+            errors.append(repr(e))
+threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert not errors and len(answers) == 18, errors
+print("ok")
+"#;
+        python_ok(script, &[&url])
+    });
+    let home = home_for(&hosts, redis);
+    let r = run_with(shell(&home, &[]), &format!("{REPORT}\n"));
+    r.ok().out_has("FINAL ANSWER");
+    assert_eq!(clients.join().unwrap().trim(), "ok");
+    hosts.iter().map(|h| h.stats().max_in_flight).collect()
+}
+
+#[test]
+fn a_shell_and_a_gateway_on_one_redis_keep_one_request_per_host() {
+    let server = RedisServer::start();
+    let shared = shell_and_gateway_at_once(Some(&server));
+    assert!(
+        shared.iter().all(|m| *m <= 1),
+        "with Redis, a host ran a shell's and a gateway's request at once: max in flight {shared:?}"
+    );
+    let alone = shell_and_gateway_at_once(None);
+    assert!(
+        alone.iter().any(|m| *m >= 2),
+        "without Redis the shell and the gateway should have overlapped on a host: {alone:?}"
     );
 }
