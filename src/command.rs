@@ -1,6 +1,7 @@
 //! The shell's commands: one table (name, usage, help) that drives `help`,
 //! completion and parsing, and a pure parser from a line to a `Command`.
 
+pub use crate::config::choices::{Mode, Route, Strategy};
 use crate::config::settings::{QRETRIES_MAX, REFINE_MAX, TIMEOUT_MAX_SECS, TIMEOUT_MIN_SECS};
 pub use crate::pipeline::scope::Longform;
 
@@ -226,85 +227,6 @@ pub const COMMANDS: &[Spec] = &[
         keywords: &[],
     },
 ];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Standard,
-    Distributed,
-}
-
-impl Mode {
-    /// The word the settings file and the `-i` JSON use.
-    pub fn word(self) -> &'static str {
-        match self {
-            Mode::Standard => "standard",
-            Mode::Distributed => "distributed",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Task,
-    Model,
-    Both,
-    Off,
-}
-
-impl Route {
-    /// The route the two saved flags describe (`task_distribution_enabled`,
-    /// `model_sharding_enabled`, the original's keys).
-    pub fn from_flags(task_distribution: bool, model_sharding: bool) -> Route {
-        match (task_distribution, model_sharding) {
-            (true, false) => Route::Task,
-            (false, true) => Route::Model,
-            (true, true) => Route::Both,
-            (false, false) => Route::Off,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    Auto,
-    Single,
-    Parallel,
-    Multi,
-    Gpu,
-}
-
-impl Strategy {
-    /// The value the original stores in the settings file.
-    pub fn setting(self) -> Option<&'static str> {
-        match self {
-            Strategy::Auto => None,
-            Strategy::Single => Some("single_node"),
-            Strategy::Parallel => Some("parallel_same"),
-            Strategy::Multi => Some("parallel_multi"),
-            Strategy::Gpu => Some("gpu_routing"),
-        }
-    }
-
-    pub fn from_setting(s: Option<&str>) -> Strategy {
-        match s {
-            Some("single_node") => Strategy::Single,
-            Some("parallel_same") => Strategy::Parallel,
-            Some("parallel_multi") => Strategy::Multi,
-            Some("gpu_routing") => Strategy::Gpu,
-            _ => Strategy::Auto,
-        }
-    }
-
-    pub fn word(self) -> &'static str {
-        match self {
-            Strategy::Auto => "auto",
-            Strategy::Single => "single",
-            Strategy::Parallel => "parallel",
-            Strategy::Multi => "multi",
-            Strategy::Gpu => "gpu",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RpcCmd {

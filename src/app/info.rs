@@ -2,7 +2,7 @@
 
 use super::settings_cmds::{longform_label, strategy_label};
 use super::{App, Sink};
-use crate::command::{Mode, COMMANDS};
+use crate::command::COMMANDS;
 use crate::nodes::health::probe_all;
 use crate::ui;
 
@@ -16,10 +16,7 @@ fn on_off(b: bool) -> &'static str {
 
 impl App {
     fn mode_word(&self) -> &'static str {
-        match self.mode() {
-            Mode::Standard => "standard",
-            Mode::Distributed => "distributed",
-        }
+        self.mode().word()
     }
 
     /// The current value shown beside a command in `help`.

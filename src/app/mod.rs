@@ -228,27 +228,21 @@ impl App {
         if let Some(m) = self.overrides.mode {
             return m;
         }
-        match self.settings.mode.as_deref() {
-            Some("distributed") => Mode::Distributed,
-            _ => Mode::Standard,
-        }
+        self.settings.mode.unwrap_or(Mode::Standard)
     }
 
     pub fn strategy(&self) -> Strategy {
-        Strategy::from_setting(self.settings.strategy.as_deref())
+        self.settings.strategy()
     }
 
     /// The `longform` setting (auto when unset).
     pub fn longform(&self) -> command::Longform {
-        command::Longform::from_setting(self.settings.longform.as_deref())
+        self.settings.longform()
     }
 
     /// The routing path (`distributed task|model|both|off`).
     pub fn route(&self) -> Route {
-        Route::from_flags(
-            self.settings.task_distribution_enabled,
-            self.settings.model_sharding_enabled,
-        )
+        self.settings.route()
     }
 
     /// Save the settings this session changed (and `touched`, keys the user set

@@ -66,12 +66,12 @@ impl App {
                 sink.out(&format!("✅ Max quality retries set to {n}"));
             }
             Command::Longform(l) => {
-                s.longform = Some(l.word().to_string());
+                s.longform = Some(l);
                 sink.out(&format!("✅ Long-form answers: {}", longform_label(l)));
                 sink.out("   `!long QUESTION` / `!short QUESTION` decide for one query");
             }
             Command::Strategy(st) => {
-                s.strategy = st.setting().map(String::from);
+                s.strategy = st.stored();
                 sink.out(&format!("✅ Strategy: {}", strategy_label(st)));
             }
             Command::Model(m) => {
@@ -95,16 +95,15 @@ impl App {
     pub(super) async fn set_mode(&mut self, mode: Mode, sink: &mut dyn Sink) -> bool {
         self.overrides.mode = None;
         let mut buf = Captured::default();
+        self.settings.mode = Some(mode);
         match mode {
             Mode::Standard => {
-                self.settings.mode = Some("standard".into());
                 buf.out("✅ Switched to Standard Mode");
                 let saved = self.save_settings(&["mode"], sink).await;
                 super::report_change(sink, saved, buf);
                 saved
             }
             Mode::Distributed => {
-                self.settings.mode = Some("distributed".into());
                 buf.out("✅ Switched to Distributed Mode");
                 let saved = self.save_settings(&["mode"], sink).await;
                 super::report_change(sink, saved, buf);

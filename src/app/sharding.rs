@@ -73,10 +73,9 @@ impl App {
             .iter()
             .filter(|n| n.available())
             .count();
+        self.settings.set_route(route);
         match route {
             Route::Task => {
-                self.settings.task_distribution_enabled = true;
-                self.settings.model_sharding_enabled = false;
                 sink.out("✅ TASK DISTRIBUTION MODE");
                 sink.out(&format!(
                     "   Using {healthy} Ollama node(s) for load balancing"
@@ -84,8 +83,6 @@ impl App {
                 self.switch_model(TASK_MODEL, None, sink);
             }
             Route::Model => {
-                self.settings.task_distribution_enabled = false;
-                self.settings.model_sharding_enabled = true;
                 sink.out("✅ MODEL SHARDING MODE");
                 sink.out(&format!(
                     "   Using {} RPC backend(s) through the llama.cpp coordinator",
@@ -95,15 +92,11 @@ impl App {
                 sink.out("   ⚠️  The coordinator loads the whole model file: 13B fits in 16 GB of RAM, 70B needs 32 GB or more.");
             }
             Route::Both => {
-                self.settings.task_distribution_enabled = true;
-                self.settings.model_sharding_enabled = true;
                 sink.out("✅ HYBRID MODE (task distribution + model sharding)");
                 sink.out("   Models that name more than 8B parameters go to the coordinator; others to the Ollama pool.");
                 self.switch_model(TASK_MODEL, Some(LARGE_MODEL), sink);
             }
             Route::Off => {
-                self.settings.task_distribution_enabled = false;
-                self.settings.model_sharding_enabled = false;
                 sink.out("✅ ALL DISTRIBUTION DISABLED");
                 sink.out("   Everything runs on the preferred node, one request at a time.");
             }

@@ -605,12 +605,7 @@ fn model_name() -> impl Strategy<Value = String> {
 /// A settings value this program could have written (any values of the right types).
 fn valid_settings() -> impl Strategy<Value = Settings> {
     let a = (
-        opt(select(
-            settings::MODES
-                .iter()
-                .map(|m| m.to_string())
-                .collect::<Vec<_>>(),
-        )),
+        opt(select(synapticllamas::config::choices::Mode::ALL.to_vec())),
         any::<bool>(),
         0..=settings::REFINE_MAX,
         settings::TIMEOUT_MIN_SECS..=settings::TIMEOUT_MAX_SECS,
@@ -622,9 +617,9 @@ fn valid_settings() -> impl Strategy<Value = Settings> {
         model_name(),
         opt(model_name()),
         opt(select(
-            settings::STRATEGIES
+            synapticllamas::config::choices::Strategy::ALL
                 .iter()
-                .map(|m| m.to_string())
+                .filter_map(|s| s.stored())
                 .collect::<Vec<_>>(),
         )),
     );
