@@ -193,7 +193,7 @@ impl App {
         &mut self,
         stop: bool,
         port: Option<u16>,
-        bind: Option<String>,
+        bind: Option<IpAddr>,
         sink: &mut dyn Sink,
     ) -> bool {
         if stop {
@@ -213,17 +213,7 @@ impl App {
             sink.out(&format!("📊 Dashboard already running at {}", d.url()));
             return true;
         }
-        let bind: IpAddr = match bind.as_deref().unwrap_or("127.0.0.1").parse() {
-            Ok(b) => b,
-            Err(_) => {
-                sink.err(&format!(
-                    "❌ dashboard: `{}` is not an IP address",
-                    bind.unwrap_or_default()
-                ));
-                sink.err("   Usage: dashboard [--port P] [--bind ADDR] | dashboard stop");
-                return false;
-            }
-        };
+        let bind = bind.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         if let Some(w) = dashboard::exposure_warning(bind) {
             sink.err(&w);
         }

@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use ipnet::Ipv4Net;
+
 use super::{App, Sink};
 use crate::nodes::discovery::{self, Found};
 use crate::ollama::{host, Timeouts};
@@ -27,16 +29,16 @@ impl App {
     /// `discover [CIDR] [--timeout MS]`.
     pub(super) async fn discover_cmd(
         &mut self,
-        cidr: Option<String>,
+        cidr: Option<Ipv4Net>,
         timeout_ms: Option<u64>,
         sink: &mut dyn Sink,
     ) -> bool {
-        self.discover(cidr.as_deref(), timeout_ms, true, sink).await
+        self.discover(cidr, timeout_ms, true, sink).await
     }
 
     pub(super) async fn discover(
         &mut self,
-        cidr: Option<&str>,
+        cidr: Option<Ipv4Net>,
         connect_ms: Option<u64>,
         with_ollama_host: bool,
         sink: &mut dyn Sink,
@@ -47,7 +49,7 @@ impl App {
             );
             return true;
         }
-        let nets = match discovery::subnets(cidr) {
+        let nets = match cidr.map_or_else(|| discovery::subnets(None), |n| Ok(vec![n])) {
             Ok(n) => n,
             Err(e @ discovery::SubnetError::NoRoute) => {
                 sink.err(&format!(

@@ -294,7 +294,7 @@ impl App {
             }
             C::Status => Outcome::from(self.status(sink).await),
             C::Nodes => Outcome::from(self.nodes(sink).await),
-            C::Add { url, force } => Outcome::from(self.add(&url, force, sink).await),
+            C::Add { node, force } => Outcome::from(self.add(&node, force, sink).await),
             C::Remove(key) => Outcome::from(self.remove(&key, sink).await),
             C::Health => Outcome::from(self.health(sink).await),
             C::Save(path) => Outcome::from(self.save_to(&path, sink).await),

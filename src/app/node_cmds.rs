@@ -1,15 +1,16 @@
 //! Node commands: nodes, add, remove, health, save, load.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use super::{App, Sink};
 use crate::blocking;
 use crate::config::atomic::write_atomic;
 use crate::config::nodes_file::{self, NodeEntry};
-use crate::config::{expand_tilde, FileError};
+use crate::config::FileError;
 use crate::nodes::health::{probe, probe_all};
 use crate::nodes::registry::{AddOutcome, Node, RemoveError};
-use crate::ollama::host;
+use crate::ollama::host::HostSpec;
 use crate::ui;
 
 fn fmt_ms(v: Option<f64>) -> String {
@@ -105,17 +106,7 @@ impl App {
         true
     }
 
-    pub(super) async fn add(&mut self, raw: &str, force: bool, sink: &mut dyn Sink) -> bool {
-        let spec = match host::parse(raw) {
-            Ok(s) => s,
-            Err(e) => {
-                sink.err(&format!("❌ add: {e}"));
-                sink.err(
-                    "   Usage: add URL [--force]   (e.g. add 10.77.0.11, add http://box:11434)",
-                );
-                return false;
-            }
-        };
+    pub(super) async fn add(&mut self, spec: &HostSpec, force: bool, sink: &mut dyn Sink) -> bool {
         let url = spec.base_url();
         if let Some(existing) = self.registry.find(&url) {
             sink.err(&format!(
@@ -225,7 +216,7 @@ impl App {
         true
     }
 
-    pub(super) async fn save_to(&mut self, path: &str, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn save_to(&mut self, target: &Path, sink: &mut dyn Sink) -> bool {
         let mut file = self.registry.to_file();
         if self.registry.simulated {
             file.entries = self
@@ -235,8 +226,7 @@ impl App {
                 .map(|n| n.entry.clone())
                 .collect();
         }
-        let target = expand_tilde(path);
-        let (to, text) = (target.clone(), nodes_file::to_json(&file));
+        let (to, text) = (target.to_path_buf(), nodes_file::to_json(&file));
         match blocking::try_run(move || write_atomic(&to, text.as_bytes())).await {
             Ok(()) => {
                 sink.out(&format!(
@@ -255,11 +245,10 @@ impl App {
 
     /// `load FILE`: merge FILE's nodes into the registry (as the original did),
     /// say what was added, updated and kept, and save.
-    pub(super) async fn load_from(&mut self, path: &str, sink: &mut dyn Sink) -> bool {
-        let target = expand_tilde(path);
-        let from = target.clone();
+    pub(super) async fn load_from(&mut self, target: &Path, sink: &mut dyn Sink) -> bool {
+        let from = target.to_path_buf();
         let loaded = blocking::run(move || nodes_file::load(&from)).await;
-        match loaded.unwrap_or_else(|e| Err(FileError::new(&target, e.to_string()))) {
+        match loaded.unwrap_or_else(|e| Err(FileError::new(target, e.to_string()))) {
             Ok(None) => {
                 sink.err(&format!("❌ load: {}: no such file", target.display()));
                 false

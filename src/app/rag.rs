@@ -81,35 +81,29 @@ impl App {
                 }
                 saved
             }
-            RagCmd::Path(text) => match Location::parse(&text) {
-                Err(e) => {
-                    sink.err(&format!("❌ rag path: {e}"));
-                    false
-                }
-                Ok(loc) => {
-                    if let Location::Local(p) = &loc {
-                        if !tokio::fs::try_exists(p).await.unwrap_or(false) {
-                            sink.err(&format!(
-                                "ℹ️  {} does not exist yet; `rag index PATH…` will create it",
-                                p.display()
-                            ));
-                        }
+            RagCmd::Path(loc) => {
+                if let Location::Local(p) = &loc {
+                    if !tokio::fs::try_exists(p).await.unwrap_or(false) {
+                        sink.err(&format!(
+                            "ℹ️  {} does not exist yet; `rag index PATH…` will create it",
+                            p.display()
+                        ));
                     }
-                    self.settings.rag_path = Some(loc.describe());
-                    self.rag.clear();
-                    let saved = self.save_settings(&["rag_path"], sink).await;
-                    super::confirm(
-                        sink,
-                        saved,
-                        &format!(
-                            "RAG knowledge base: {}{}",
-                            loc.describe(),
-                            if saved { " (saved)" } else { "" }
-                        ),
-                    );
-                    saved
                 }
-            },
+                self.settings.rag_path = Some(loc.describe());
+                self.rag.clear();
+                let saved = self.save_settings(&["rag_path"], sink).await;
+                super::confirm(
+                    sink,
+                    saved,
+                    &format!(
+                        "RAG knowledge base: {}{}",
+                        loc.describe(),
+                        if saved { " (saved)" } else { "" }
+                    ),
+                );
+                saved
+            }
             RagCmd::Model(m) => {
                 self.settings.rag_model = Some(m.clone());
                 let saved = self.save_settings(&["rag_model"], sink).await;
@@ -293,7 +287,7 @@ impl App {
 
     /// `rag index PATH…` into the configured local knowledge base (the
     /// FlockParser folder in the home directory when none is set).
-    async fn rag_index(&mut self, args: &[String], sink: &mut dyn Sink) -> bool {
+    async fn rag_index(&mut self, paths: &[PathBuf], sink: &mut dyn Sink) -> bool {
         let root = match self.rag_location().await {
             Some(Ok(Location::Local(r))) => r,
             Some(Ok(Location::Remote(u))) => {
@@ -316,7 +310,7 @@ impl App {
                 }
             }
         };
-        let paths: Vec<PathBuf> = args.iter().map(|a| documents::expand_home(a)).collect();
+        let paths = paths.to_vec();
         let (files, problems) = match blocking::run(move || documents::collect(&paths)).await {
             Ok(found) => found,
             Err(e) => {

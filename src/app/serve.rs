@@ -22,7 +22,7 @@ const SHELL_DRAIN: Duration = Duration::from_secs(10);
 /// `serve` subcommand all).
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
-    pub bind: Option<String>,
+    pub bind: Option<IpAddr>,
     pub port: Option<u16>,
     /// From `--api-key` (the environment's `SYNAPTICLLAMAS_API_KEY` is added).
     pub api_keys: Vec<String>,
@@ -50,13 +50,7 @@ impl From<ServeArgs> for ServeOptions {
 impl ServeOptions {
     /// The gateway's configuration; a bad address or value is one line.
     pub fn config(&self) -> Result<Config, String> {
-        let bind: IpAddr = match self.bind.as_deref() {
-            None => IpAddr::from([127, 0, 0, 1]),
-            Some(b) => b
-                .trim_matches(|c| c == '[' || c == ']')
-                .parse()
-                .map_err(|_| format!("serve: --bind `{b}` is not an IP address"))?,
-        };
+        let bind = self.bind.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let env = std::env::var("SYNAPTICLLAMAS_API_KEY").ok();
         let d = Config::default();
         let max_queue = self.max_queue.unwrap_or(d.max_queue);
@@ -322,7 +316,6 @@ impl App {
             Ok(c) => c,
             Err(e) => {
                 sink.err(&format!("❌ {e}"));
-                sink.err("   Usage: serve [--port P] [--bind ADDR] [--api-key KEY] [--no-auth] | serve stop");
                 return false;
             }
         };

@@ -128,46 +128,35 @@ impl App {
                 }
                 true
             }
-            RpcCmd::Add(s) => match backends::parse(&s) {
-                Err(e) => {
-                    sink.err(&format!("❌ rpc add: {e}"));
-                    sink.err("   Usage: rpc add HOST[:PORT]   (port 50052 by default)");
-                    false
-                }
-                Ok(b) => {
-                    let a = backends::addr(&b);
-                    if self
-                        .settings
-                        .rpc_backends
-                        .iter()
-                        .any(|x| backends::addr(x) == a)
-                    {
-                        sink.err(&format!("⚠️  Backend already configured: {a}"));
-                        return false;
-                    }
-                    if let Some(w) = backends::exposure_warning(&b) {
-                        sink.err(&w);
-                    }
-                    let up = backends::reachable(&b, Duration::from_millis(500)).await;
-                    if !up {
-                        sink.err(&format!(
-                            "⚠️  {a} does not accept connections right now (added anyway)"
-                        ));
-                    }
-                    let st = self.sharding.stats.entry(a.clone()).or_default();
-                    st.up = Some(up);
-                    st.checked = Some(std::time::Instant::now());
-                    self.settings.rpc_backends.push(b);
-                    let saved = self.save_settings(&["rpc_backends"], sink).await;
-                    super::confirm(sink, saved, &format!("Added RPC backend: {a}"));
-                    saved
-                }
-            },
-            RpcCmd::Remove(s) => {
-                let Ok(b) = backends::parse(&s) else {
-                    sink.err(&format!("❌ rpc remove: `{s}` is not HOST[:PORT]"));
+            RpcCmd::Add(b) => {
+                let a = backends::addr(&b);
+                if self
+                    .settings
+                    .rpc_backends
+                    .iter()
+                    .any(|x| backends::addr(x) == a)
+                {
+                    sink.err(&format!("⚠️  Backend already configured: {a}"));
                     return false;
-                };
+                }
+                if let Some(w) = backends::exposure_warning(&b) {
+                    sink.err(&w);
+                }
+                let up = backends::reachable(&b, Duration::from_millis(500)).await;
+                if !up {
+                    sink.err(&format!(
+                        "⚠️  {a} does not accept connections right now (added anyway)"
+                    ));
+                }
+                let st = self.sharding.stats.entry(a.clone()).or_default();
+                st.up = Some(up);
+                st.checked = Some(std::time::Instant::now());
+                self.settings.rpc_backends.push(b);
+                let saved = self.save_settings(&["rpc_backends"], sink).await;
+                super::confirm(sink, saved, &format!("Added RPC backend: {a}"));
+                saved
+            }
+            RpcCmd::Remove(b) => {
                 let a = backends::addr(&b);
                 let before = self.settings.rpc_backends.len();
                 self.settings

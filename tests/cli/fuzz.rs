@@ -434,10 +434,16 @@ fn check_command_value(line: &str, cmd: &Command) -> Result<(), TestCaseError> {
             timeout_ms: Some(t),
             ..
         } => ensure!((1..=60_000).contains(t), "{line:?}: timeout {t}"),
-        Command::Add { url, .. } => {
-            ensure!(!url.is_empty() && url != "--force", "{line:?}: add {url:?}")
+        Command::Add { node, .. } => {
+            let url = node.base_url();
+            ensure!(
+                !url.is_empty() && !url.contains("--force"),
+                "{line:?}: add {url:?}"
+            )
         }
-        Command::Save(p) | Command::Load(p) => ensure!(!p.is_empty(), "{line:?}: empty path"),
+        Command::Save(p) | Command::Load(p) => {
+            ensure!(!p.as_os_str().is_empty(), "{line:?}: empty path")
+        }
         _ => {}
     }
     Ok(())

@@ -1,9 +1,23 @@
 //! The shell's commands: one table (name, usage, help) that drives `help`,
-//! completion and parsing, and a pure parser from a line to a `Command`.
+//! completion and parsing (each row names its small parser in `parsers.rs`),
+//! and `parse`: a line to a `Command` whose arguments are already typed and
+//! checked (`args.rs`), so a handler never re-validates them.
+
+mod args;
+mod parsers;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
 
 pub use crate::config::choices::{Mode, Route, Strategy};
-use crate::config::settings::{QRETRIES_MAX, REFINE_MAX, TIMEOUT_MAX_SECS, TIMEOUT_MIN_SECS};
+use crate::config::settings::RpcBackendEntry;
+use crate::ollama::host::HostSpec;
 pub use crate::pipeline::scope::Longform;
+use crate::rag::Location;
+use args::Args;
+pub use args::{bind_addr, check_name, NameKind, NAME_MAX};
 
 /// One row of the command table.
 pub struct Spec {
@@ -13,6 +27,8 @@ pub struct Spec {
     pub help: &'static str,
     /// Keywords completed after the command name.
     pub keywords: &'static [&'static str],
+    /// The words after the command name to a `Command`.
+    parse: fn(&Args) -> Result<Command, String>,
 }
 
 pub const COMMANDS: &[Spec] = &[
@@ -22,6 +38,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "mode standard|distributed",
         help: "switch mode (distributed scans the subnet)",
         keywords: &["standard", "distributed"],
+        parse: parsers::mode,
     },
     Spec {
         name: "distributed",
@@ -29,6 +46,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "distributed task|model|both|off",
         help: "routing path: node pool, sharded model, both, or one node",
         keywords: &["task", "model", "both", "off"],
+        parse: parsers::distributed,
     },
     Spec {
         name: "nodes",
@@ -36,6 +54,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "nodes",
         help: "Ollama nodes, coordinator and RPC backends with live status",
         keywords: &[],
+        parse: parsers::nodes,
     },
     Spec {
         name: "add",
@@ -43,6 +62,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "add URL [--force]",
         help: "add an Ollama node (probes it first)",
         keywords: &["--force"],
+        parse: parsers::add,
     },
     Spec {
         name: "remove",
@@ -50,6 +70,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "remove URL|NAME",
         help: "remove a node",
         keywords: &[],
+        parse: parsers::remove,
     },
     Spec {
         name: "discover",
@@ -57,6 +78,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "discover [CIDR] [--timeout MS]",
         help: "scan a subnet for Ollama nodes",
         keywords: &["--timeout"],
+        parse: parsers::discover,
     },
     Spec {
         name: "health",
@@ -64,6 +86,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "health",
         help: "probe every node now",
         keywords: &[],
+        parse: parsers::health,
     },
     Spec {
         name: "save",
@@ -71,6 +94,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "save FILE",
         help: "write the node list to FILE",
         keywords: &[],
+        parse: parsers::save,
     },
     Spec {
         name: "load",
@@ -78,6 +102,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "load FILE",
         help: "merge FILE's nodes into the node list",
         keywords: &[],
+        parse: parsers::load,
     },
     Spec {
         name: "rpc",
@@ -85,6 +110,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "rpc discover|list|add HOST[:PORT]|remove HOST[:PORT]",
         help: "llama.cpp RPC backends for model sharding",
         keywords: &["discover", "list", "add", "remove"],
+        parse: parsers::rpc,
     },
     Spec {
         name: "collab",
@@ -92,6 +118,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "collab on|off",
         help: "collaborative workflow (research, critique, refine, edit)",
         keywords: &["on", "off"],
+        parse: parsers::collab,
     },
     Spec {
         name: "refine",
@@ -99,6 +126,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "refine N (0-5)",
         help: "refinement rounds in collaborative mode",
         keywords: &[],
+        parse: parsers::refine,
     },
     Spec {
         name: "synthesis",
@@ -106,6 +134,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "synthesis MODEL|none",
         help: "model for the final synthesis",
         keywords: &["none"],
+        parse: parsers::synthesis,
     },
     Spec {
         name: "timeout",
@@ -113,6 +142,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "timeout SECS (30-86400)",
         help: "per-agent inference timeout",
         keywords: &[],
+        parse: parsers::timeout,
     },
     Spec {
         name: "ast",
@@ -120,6 +150,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "ast on|off",
         help: "AST quality voting",
         keywords: &["on", "off"],
+        parse: parsers::ast,
     },
     Spec {
         name: "quality",
@@ -127,6 +158,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "quality X (0.0-1.0)",
         help: "quality threshold for voting",
         keywords: &[],
+        parse: parsers::quality,
     },
     Spec {
         name: "qretries",
@@ -134,6 +166,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "qretries N (0-5)",
         help: "quality retries",
         keywords: &[],
+        parse: parsers::qretries,
     },
     Spec {
         name: "longform",
@@ -141,6 +174,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "longform auto|always|never",
         help: "when an answer is written in parts (auto: when the question asks for depth, breadth or a length; always: the original's rule)",
         keywords: &["auto", "always", "never"],
+        parse: parsers::longform,
     },
     Spec {
         name: "strategy",
@@ -148,6 +182,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "strategy auto|single|parallel|multi|gpu",
         help: "how work is spread over nodes",
         keywords: &["auto", "single", "parallel", "multi", "gpu"],
+        parse: parsers::strategy,
     },
     Spec {
         name: "model",
@@ -155,6 +190,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "model NAME",
         help: "model used by the agents",
         keywords: &[],
+        parse: parsers::model,
     },
     Spec {
         name: "status",
@@ -162,6 +198,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "status",
         help: "every setting and node counts",
         keywords: &[],
+        parse: parsers::status,
     },
     Spec {
         name: "metrics",
@@ -169,6 +206,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "metrics [--json]",
         help: "the last query's metrics",
         keywords: &["--json"],
+        parse: parsers::metrics,
     },
     Spec {
         name: "benchmark",
@@ -176,6 +214,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "benchmark",
         help: "measure each node (tokens/s, latency)",
         keywords: &[],
+        parse: parsers::benchmark,
     },
     Spec {
         name: "dashboard",
@@ -183,6 +222,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "dashboard [--port P] [--bind ADDR] | dashboard stop",
         help: "live web dashboard",
         keywords: &["stop", "--port", "--bind"],
+        parse: parsers::dashboard,
     },
     Spec {
         name: "serve",
@@ -190,6 +230,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "serve [--port P] [--bind ADDR] [--api-key KEY] [--no-auth] | serve stop",
         help: "serve the cluster as one Ollama- and OpenAI-compatible endpoint",
         keywords: &["stop", "--port", "--bind", "--api-key", "--no-auth"],
+        parse: parsers::serve,
     },
     Spec {
         name: "rag",
@@ -197,6 +238,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "rag on|off | rag path DIR|URL | rag model NAME | rag index PATH…",
         help: "answers from your documents (FlockParser knowledge base)",
         keywords: &["on", "off", "path", "model", "index"],
+        parse: parsers::rag,
     },
     Spec {
         name: "redis",
@@ -204,6 +246,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "redis on|off",
         help: "share host leases, node health, RPC registrations and events through Redis",
         keywords: &["on", "off"],
+        parse: parsers::redis,
     },
     Spec {
         name: "verbose",
@@ -211,6 +254,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "verbose on|off",
         help: "dashboard verbosity (setting kept)",
         keywords: &["on", "off"],
+        parse: parsers::verbose,
     },
     Spec {
         name: "help",
@@ -218,6 +262,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "help",
         help: "this list",
         keywords: &[],
+        parse: parsers::help,
     },
     Spec {
         name: "exit",
@@ -225,27 +270,28 @@ pub const COMMANDS: &[Spec] = &[
         usage: "exit",
         help: "leave",
         keywords: &[],
+        parse: parsers::exit,
     },
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RpcCmd {
     Discover,
     List,
-    Add(String),
-    Remove(String),
+    Add(RpcBackendEntry),
+    Remove(RpcBackendEntry),
 }
 
 /// `rag …`: retrieval over a FlockParser knowledge base.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RagCmd {
     On,
     Off,
     /// A folder or an http(s) URL.
-    Path(String),
+    Path(Location),
     Model(String),
-    /// Files and folders to add to the local knowledge base.
-    Index(Vec<String>),
+    /// Files and folders to add to the local knowledge base (`~/` expanded).
+    Index(Vec<PathBuf>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -254,17 +300,19 @@ pub enum Command {
     Distributed(Route),
     Nodes,
     Add {
-        url: String,
+        /// The node's address; its canonical URL is `node.base_url()`.
+        node: HostSpec,
         force: bool,
     },
     Remove(String),
     Discover {
-        cidr: Option<String>,
+        cidr: Option<Ipv4Net>,
         timeout_ms: Option<u64>,
     },
     Health,
-    Save(String),
-    Load(String),
+    /// The file, `~` expanded.
+    Save(PathBuf),
+    Load(PathBuf),
     Rpc(RpcCmd),
     Collab(bool),
     Refine(u32),
@@ -284,7 +332,7 @@ pub enum Command {
     Dashboard {
         stop: bool,
         port: Option<u16>,
-        bind: Option<String>,
+        bind: Option<IpAddr>,
     },
     Serve(ServeArgs),
     Rag(RagCmd),
@@ -301,7 +349,7 @@ pub enum Command {
 pub struct ServeArgs {
     pub stop: bool,
     pub port: Option<u16>,
-    pub bind: Option<String>,
+    pub bind: Option<IpAddr>,
     pub api_key: Option<String>,
     pub no_auth: bool,
 }
@@ -340,100 +388,6 @@ pub fn lookup(word: &str) -> Option<&'static Spec> {
         .find(|s| s.name == w || s.aliases.contains(&w.as_str()))
 }
 
-fn on_off(args: &[&str]) -> Result<bool, String> {
-    match args {
-        [a] if a.eq_ignore_ascii_case("on") => Ok(true),
-        [a] if a.eq_ignore_ascii_case("off") => Ok(false),
-        [] => Err("expected on or off".into()),
-        _ => Err(format!("expected on or off, got `{}`", args.join(" "))),
-    }
-}
-
-fn one<'a>(args: &[&'a str], what: &str) -> Result<&'a str, String> {
-    match args {
-        [a] => Ok(a),
-        [] => Err(format!("missing {what}")),
-        _ => Err(format!("expected one {what}, got `{}`", args.join(" "))),
-    }
-}
-
-fn int_in(args: &[&str], what: &str, lo: u64, hi: u64) -> Result<u64, String> {
-    let a = one(args, what)?;
-    let out_of_range = || format!("{what} must be between {lo} and {hi}, got {a}");
-    let digits = a.strip_prefix('+').unwrap_or(a);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        // All digits: a number, maybe one too large for any counter.
-        let n: u64 = digits.parse().map_err(|_| out_of_range())?;
-        if n < lo || n > hi {
-            return Err(out_of_range());
-        }
-        return Ok(n);
-    }
-    if a.starts_with('-') && a[1..].bytes().all(|b| b.is_ascii_digit()) && a.len() > 1 {
-        return Err(out_of_range());
-    }
-    Err(format!("`{a}` is not a whole number"))
-}
-
-/// The most characters a name (model, synthesis model, node) may have.
-pub const NAME_MAX: usize = 200;
-
-/// What a name names: model names also keep to the characters model tags use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NameKind {
-    Model,
-    Node,
-    Agent,
-}
-
-/// The one check for every name a user types or saves: not empty, no control
-/// characters, at most `NAME_MAX` characters (and a model name's characters).
-pub fn check_name(kind: NameKind, s: &str) -> Result<(), String> {
-    let what = match kind {
-        NameKind::Model => "model name",
-        NameKind::Node => "node name",
-        NameKind::Agent => "agent name",
-    };
-    if s.trim().is_empty() {
-        return Err(format!("the {what} is empty"));
-    }
-    let len = s.chars().count();
-    if len > NAME_MAX {
-        return Err(format!(
-            "the {what} is {len} characters long (at most {NAME_MAX})"
-        ));
-    }
-    if s.chars().any(char::is_control) {
-        return Err(format!(
-            "`{}` is not a valid {what} (control characters)",
-            s.escape_debug()
-        ));
-    }
-    if kind == NameKind::Model
-        && !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
-    {
-        return Err(format!(
-            "`{}` is not a valid model name (letters, digits and - _ . : / only)",
-            s.escape_debug()
-        ));
-    }
-    Ok(())
-}
-
-fn keyword<T: Copy>(args: &[&str], what: &str, table: &[(&str, T)]) -> Result<T, String> {
-    let a = one(args, what)?;
-    table
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(a))
-        .map(|(_, v)| *v)
-        .ok_or_else(|| {
-            let words: Vec<&str> = table.iter().map(|(k, _)| *k).collect();
-            format!("unknown {what} `{a}` (use {})", words.join(", "))
-        })
-}
-
 /// Parse one line. Blank lines and comments are the caller's business; a line
 /// whose first word is not a command is a query.
 pub fn parse(line: &str) -> Result<Command, Usage> {
@@ -443,315 +397,11 @@ pub fn parse(line: &str) -> Result<Command, Usage> {
     let Some(spec) = lookup(first) else {
         return Ok(Command::Query(line.to_string()));
     };
-    let args: Vec<&str> = words.collect();
-    let fail = |message: String| Usage {
+    let args = Args::new(line, first, words.collect(), spec);
+    (spec.parse)(&args).map_err(|message| Usage {
         message,
         usage: spec.usage,
-    };
-    let no_args = |cmd: Command| {
-        if args.is_empty() {
-            Ok(cmd)
-        } else {
-            Err(format!("`{}` takes no arguments", spec.name))
-        }
-    };
-    let r: Result<Command, String> = match spec.name {
-        "mode" => keyword(
-            &args,
-            "mode",
-            &[
-                ("standard", Mode::Standard),
-                ("distributed", Mode::Distributed),
-            ],
-        )
-        .map(Command::Mode),
-        "distributed" => keyword(
-            &args,
-            "routing path",
-            &[
-                ("task", Route::Task),
-                ("model", Route::Model),
-                ("both", Route::Both),
-                ("off", Route::Off),
-            ],
-        )
-        .map(Command::Distributed),
-        "nodes" => no_args(Command::Nodes),
-        "add" => {
-            let force = args.contains(&"--force");
-            let rest: Vec<&str> = args.iter().copied().filter(|a| *a != "--force").collect();
-            one(&rest, "URL").map(|u| Command::Add {
-                url: u.to_string(),
-                force,
-            })
-        }
-        "remove" => one(&args, "URL or name").map(|u| Command::Remove(u.to_string())),
-        "discover" => parse_discover(&args),
-        "health" => no_args(Command::Health),
-        "save" => path_arg(line, first).map(Command::Save),
-        "load" => path_arg(line, first).map(Command::Load),
-        "rpc" => parse_rpc(&args),
-        "collab" => on_off(&args).map(Command::Collab),
-        "refine" => int_in(&args, "refinement rounds", 0, REFINE_MAX.into())
-            .map(|n| Command::Refine(n as u32)),
-        "synthesis" => one(&args, "model name").and_then(|m| {
-            if m.eq_ignore_ascii_case("none") {
-                Ok(Command::Synthesis(None))
-            } else {
-                check_name(NameKind::Model, m)?;
-                Ok(Command::Synthesis(Some(m.to_string())))
-            }
-        }),
-        "timeout" => int_in(
-            &args,
-            "timeout in seconds",
-            TIMEOUT_MIN_SECS,
-            TIMEOUT_MAX_SECS,
-        )
-        .map(Command::Timeout),
-        "ast" => on_off(&args).map(Command::Ast),
-        "quality" => one(&args, "threshold").and_then(|a| {
-            let x: f64 = a.parse().map_err(|_| format!("`{a}` is not a number"))?;
-            if x.is_nan() || !(0.0..=1.0).contains(&x) {
-                Err(format!(
-                    "quality threshold must be between 0.0 and 1.0, got `{a}`"
-                ))
-            } else {
-                // `-0.0` is zero: stored and shown as 0.
-                Ok(Command::Quality(x + 0.0))
-            }
-        }),
-        "qretries" => int_in(&args, "quality retries", 0, QRETRIES_MAX.into())
-            .map(|n| Command::QRetries(n as u32)),
-        "longform" => keyword(
-            &args,
-            "long-form rule",
-            &[
-                ("auto", Longform::Auto),
-                ("always", Longform::Always),
-                ("never", Longform::Never),
-            ],
-        )
-        .map(Command::Longform),
-        "strategy" => keyword(
-            &args,
-            "strategy",
-            &[
-                ("auto", Strategy::Auto),
-                ("single", Strategy::Single),
-                ("parallel", Strategy::Parallel),
-                ("multi", Strategy::Multi),
-                ("gpu", Strategy::Gpu),
-            ],
-        )
-        .map(Command::Strategy),
-        "model" => one(&args, "model name").and_then(|m| {
-            check_name(NameKind::Model, m)?;
-            Ok(Command::Model(m.to_string()))
-        }),
-        "status" => no_args(Command::Status),
-        "metrics" => match args.as_slice() {
-            [] => Ok(Command::Metrics { json: false }),
-            ["--json"] => Ok(Command::Metrics { json: true }),
-            _ => Err(format!("unexpected `{}`", args.join(" "))),
-        },
-        "benchmark" => no_args(Command::Benchmark),
-        "dashboard" => parse_dashboard(&args),
-        "serve" => parse_serve(&args),
-        "rag" => parse_rag(line, first, &args).map(Command::Rag),
-        "redis" => on_off(&args).map(Command::Redis),
-        "verbose" => on_off(&args).map(Command::Verbose),
-        "help" => Ok(Command::Help),
-        "exit" => Ok(Command::Exit),
-        _ => unreachable!("every table entry is handled"),
-    };
-    r.map_err(fail)
-}
-
-/// A file argument: the rest of the line, so paths may contain spaces.
-fn path_arg(line: &str, first: &str) -> Result<String, String> {
-    let rest = line[first.len()..].trim();
-    let rest = rest
-        .strip_prefix('"')
-        .and_then(|r| r.strip_suffix('"'))
-        .unwrap_or(rest);
-    if rest.is_empty() {
-        Err("missing file path".into())
-    } else {
-        Ok(rest.to_string())
-    }
-}
-
-fn parse_rag(line: &str, first: &str, args: &[&str]) -> Result<RagCmd, String> {
-    let sub = args.first().map(|s| s.to_ascii_lowercase());
-    // What follows the sub-command, as typed (paths may hold spaces).
-    let rest = || {
-        let after = line[first.len()..].trim_start();
-        after[args[0].len()..].trim().to_string()
-    };
-    match sub.as_deref() {
-        Some("on") | Some("off") => {
-            on_off(args).map(|on| if on { RagCmd::On } else { RagCmd::Off })
-        }
-        Some("path") => {
-            let p = rest();
-            let p = p
-                .strip_prefix('"')
-                .and_then(|r| r.strip_suffix('"'))
-                .unwrap_or(&p)
-                .to_string();
-            if p.is_empty() {
-                Err("`rag path` needs a folder or an http(s) URL".into())
-            } else {
-                Ok(RagCmd::Path(p))
-            }
-        }
-        Some("model") => match &args[1..] {
-            [m] if embedding_model_name_ok(m) => Ok(RagCmd::Model(m.to_string())),
-            [m] => Err(format!("`{m}` is not a valid model name")),
-            [] => Err("`rag model` needs a model name".into()),
-            more => Err(format!("expected one model name, got `{}`", more.join(" "))),
-        },
-        Some("index") => match shlex::split(&rest()) {
-            None => Err("unbalanced quotes in the paths".into()),
-            Some(paths) if paths.is_empty() => {
-                Err("`rag index` needs files or folders (.txt, .md, .pdf)".into())
-            }
-            Some(paths) => Ok(RagCmd::Index(paths)),
-        },
-        None => Err("expected on, off, path, model or index".into()),
-        Some(_) => Err(format!(
-            "unknown sub-command `{}` (use on, off, path, model or index)",
-            args[0]
-        )),
-    }
-}
-
-fn embedding_model_name_ok(m: &str) -> bool {
-    m.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
-}
-
-fn parse_discover(args: &[&str]) -> Result<Command, String> {
-    let mut cidr = None;
-    let mut timeout_ms = None;
-    let mut i = 0;
-    while i < args.len() {
-        match args[i] {
-            "--timeout" => {
-                let v = args.get(i + 1).ok_or("--timeout needs milliseconds")?;
-                let n: u64 = v.parse().map_err(|_| {
-                    format!("--timeout: `{v}` is not a whole number of milliseconds")
-                })?;
-                if n == 0 || n > 60_000 {
-                    return Err(format!("--timeout must be between 1 and 60000 ms, got {n}"));
-                }
-                timeout_ms = Some(n);
-                i += 2;
-            }
-            a if a.starts_with("--") => return Err(format!("unknown option `{a}`")),
-            a if cidr.is_none() => {
-                cidr = Some(a.to_string());
-                i += 1;
-            }
-            a => return Err(format!("unexpected `{a}` (one CIDR at most)")),
-        }
-    }
-    Ok(Command::Discover { cidr, timeout_ms })
-}
-
-fn parse_rpc(args: &[&str]) -> Result<Command, String> {
-    match args {
-        [] => Err("missing sub-command".into()),
-        [s] if s.eq_ignore_ascii_case("discover") => Ok(Command::Rpc(RpcCmd::Discover)),
-        [s] if s.eq_ignore_ascii_case("list") => Ok(Command::Rpc(RpcCmd::List)),
-        [s, a] if s.eq_ignore_ascii_case("add") => Ok(Command::Rpc(RpcCmd::Add(a.to_string()))),
-        [s, a] if s.eq_ignore_ascii_case("remove") => {
-            Ok(Command::Rpc(RpcCmd::Remove(a.to_string())))
-        }
-        [s] if s.eq_ignore_ascii_case("add") || s.eq_ignore_ascii_case("remove") => {
-            Err(format!("`rpc {s}` needs HOST[:PORT]"))
-        }
-        [s, ..] if ["add", "remove"].iter().any(|k| s.eq_ignore_ascii_case(k)) => Err(format!(
-            "`rpc {s}` takes one HOST[:PORT], got `{}`",
-            args[1..].join(" ")
-        )),
-        [s, ..]
-            if ["list", "discover"]
-                .iter()
-                .any(|k| s.eq_ignore_ascii_case(k)) =>
-        {
-            Err(format!("`rpc {s}` takes no arguments"))
-        }
-        [s, ..] => Err(format!("unknown sub-command `{s}`")),
-    }
-}
-
-fn parse_dashboard(args: &[&str]) -> Result<Command, String> {
-    if args == ["stop"] {
-        return Ok(Command::Dashboard {
-            stop: true,
-            port: None,
-            bind: None,
-        });
-    }
-    let (mut port, mut bind) = (None, None);
-    let mut i = 0;
-    while i < args.len() {
-        let v = args
-            .get(i + 1)
-            .ok_or_else(|| format!("{} needs a value", args[i]))?;
-        match args[i] {
-            "--port" => {
-                port = Some(
-                    v.parse::<u16>()
-                        .map_err(|_| format!("--port: `{v}` is not a port number"))?,
-                )
-            }
-            "--bind" => bind = Some(v.to_string()),
-            a => return Err(format!("unknown option `{a}`")),
-        }
-        i += 2;
-    }
-    Ok(Command::Dashboard {
-        stop: false,
-        port,
-        bind,
     })
-}
-
-fn parse_serve(args: &[&str]) -> Result<Command, String> {
-    if args == ["stop"] {
-        return Ok(Command::Serve(ServeArgs {
-            stop: true,
-            ..Default::default()
-        }));
-    }
-    let mut a = ServeArgs::default();
-    let mut i = 0;
-    while i < args.len() {
-        if args[i] == "--no-auth" {
-            a.no_auth = true;
-            i += 1;
-            continue;
-        }
-        let v = args
-            .get(i + 1)
-            .ok_or_else(|| format!("{} needs a value", args[i]))?;
-        match args[i] {
-            "--port" => {
-                a.port = Some(
-                    v.parse::<u16>()
-                        .map_err(|_| format!("--port: `{v}` is not a port number"))?,
-                )
-            }
-            "--bind" => a.bind = Some(v.to_string()),
-            "--api-key" => a.api_key = Some(v.to_string()),
-            other => return Err(format!("unknown option `{other}`")),
-        }
-        i += 2;
-    }
-    Ok(Command::Serve(a))
 }
 
 /// Completion candidates for what has been typed so far.
@@ -805,12 +455,16 @@ mod tests {
         );
         assert_eq!(
             parse("rpc add 10.77.0.5:50052").unwrap(),
-            Command::Rpc(RpcCmd::Add("10.77.0.5:50052".into()))
+            Command::Rpc(RpcCmd::Add(RpcBackendEntry {
+                host: "10.77.0.5".into(),
+                port: 50052,
+                extra: Default::default()
+            }))
         );
         assert_eq!(
             parse("add http://h:1 --force").unwrap(),
             Command::Add {
-                url: "http://h:1".into(),
+                node: crate::ollama::host::parse("http://h:1").unwrap(),
                 force: true
             }
         );
@@ -822,7 +476,7 @@ mod tests {
         assert_eq!(parse("rag ON").unwrap(), Command::Rag(RagCmd::On));
         assert_eq!(
             parse("rag path ~/My Papers").unwrap(),
-            Command::Rag(RagCmd::Path("~/My Papers".into()))
+            Command::Rag(RagCmd::Path(Location::parse("~/My Papers").unwrap()))
         );
         assert_eq!(
             parse("rag model nomic-embed-text").unwrap(),
@@ -831,15 +485,15 @@ mod tests {
         assert_eq!(
             parse("rag index a.pdf \"b c.md\" dir").unwrap(),
             Command::Rag(RagCmd::Index(vec![
-                "a.pdf".into(),
-                "b c.md".into(),
-                "dir".into()
+                PathBuf::from("a.pdf"),
+                PathBuf::from("b c.md"),
+                PathBuf::from("dir")
             ]))
         );
         assert_eq!(
             parse("discover 10.77.0.0/24 --timeout 50").unwrap(),
             Command::Discover {
-                cidr: Some("10.77.0.0/24".into()),
+                cidr: Some("10.77.0.0/24".parse().unwrap()),
                 timeout_ms: Some(50)
             }
         );
@@ -935,6 +589,51 @@ mod tests {
     }
 
     #[test]
+    fn arguments_arrive_typed_or_not_at_all() {
+        let Command::Add { node, force } = parse("add 10.77.0.11:11500").unwrap() else {
+            unreachable!()
+        };
+        assert!(!force);
+        assert_eq!(node.base_url(), "http://10.77.0.11:11500");
+        let e = parse("add ftp://h --force").unwrap_err();
+        assert!(e.message.starts_with("add: `ftp://h`: scheme `ftp`"), "{e}");
+        assert_eq!(e.usage, "add URL [--force]");
+        let e = parse("discover 10.77.0.0/33").unwrap_err();
+        assert!(
+            e.message.contains("`10.77.0.0/33` is not a valid CIDR"),
+            "{e}"
+        );
+        assert_eq!(
+            parse("dashboard --bind nowhere").unwrap_err().message,
+            "dashboard: `nowhere` is not an IP address"
+        );
+        assert_eq!(
+            parse("dashboard --bind [::1] --port 8080").unwrap(),
+            Command::Dashboard {
+                stop: false,
+                port: Some(8080),
+                bind: Some("::1".parse().unwrap())
+            }
+        );
+        assert!(parse("serve --bind 10.0.0.300")
+            .unwrap_err()
+            .message
+            .contains("--bind `10.0.0.300` is not an IP address"));
+        let Command::Rpc(RpcCmd::Remove(b)) = parse("rpc remove [::1]:50060").unwrap() else {
+            unreachable!()
+        };
+        assert_eq!((b.host.as_str(), b.port), ("::1", 50060));
+        assert!(parse("rpc add h:0")
+            .unwrap_err()
+            .message
+            .starts_with("rpc add: "));
+        assert!(matches!(
+            parse("rag path ftp://x").unwrap_err().message.as_str(),
+            m if m.contains("only http:// and https://")
+        ));
+    }
+
+    #[test]
     fn serve_and_its_options() {
         assert_eq!(
             parse("serve").unwrap(),
@@ -945,7 +644,7 @@ mod tests {
             Command::Serve(ServeArgs {
                 stop: false,
                 port: Some(11500),
-                bind: Some("0.0.0.0".into()),
+                bind: Some(IpAddr::from([0, 0, 0, 0])),
                 api_key: Some("k".into()),
                 no_auth: true,
             })
