@@ -22,11 +22,11 @@ pub async fn build(cli: &Cli, sink: &mut dyn Sink) -> App {
         sink.err(&format!("ℹ️  {n}"));
     }
     for k in &loaded.invalid {
-        sink.err(&format!("⚠️  {}", loaded.warning(&settings_path, k)));
+        sink.warn(&format!("⚠️  {}", loaded.warning(&settings_path, k)));
     }
     let blocked = loaded.error.as_ref().map(|e| e.message.clone());
     if let Some(e) = &loaded.error {
-        sink.err(&format!(
+        sink.fail(&format!(
             "❌ {e} — using default settings; the file is left as it is and will not be written until fixed"
         ));
     }
@@ -42,7 +42,9 @@ pub async fn build(cli: &Cli, sink: &mut dyn Sink) -> App {
     app.agents = crate::app::agents::AgentCache::load(sink);
     app.overrides.model = cli.model.clone();
     if app.settings.redis_logging_enabled {
-        app.redis_start(sink).await;
+        if let Err(e) = app.redis_start(sink).await {
+            crate::app::render_error(&e, sink);
+        }
     }
     if cli.distributed {
         app.overrides.mode = Some(Mode::Distributed);
@@ -111,7 +113,7 @@ fn load_registry(path: &Path, sink: &mut dyn Sink) -> Registry {
         ),
         Ok(Some((file, warnings))) => {
             for w in warnings {
-                sink.err(&format!("⚠️  {w}"));
+                sink.warn(&format!("⚠️  {w}"));
             }
             Registry::from_file(
                 NodeStore {
@@ -122,7 +124,7 @@ fn load_registry(path: &Path, sink: &mut dyn Sink) -> Registry {
             )
         }
         Err(e) => {
-            sink.err(&format!(
+            sink.fail(&format!(
                 "❌ {e} — no nodes loaded; the file is left as it is and will not be written until fixed"
             ));
             Registry::from_file(
@@ -161,7 +163,7 @@ pub async fn start_simulated(app: &mut App, n: usize, sink: &mut dyn Sink) {
                 );
                 app.simulated.push(h);
             }
-            Err(e) => sink.err(&format!(
+            Err(e) => sink.fail(&format!(
                 "❌ simulated host {i}: cannot listen on 127.0.0.1: {e}"
             )),
         }
@@ -176,7 +178,7 @@ async fn apply_sharding_flags(app: &mut App, cli: &Cli, sink: &mut dyn Sink) {
     if !cli.rpc_backend.is_empty() {
         for b in &cli.rpc_backend {
             if let Some(w) = crate::sharding::backends::exposure_warning(b) {
-                sink.err(&w);
+                sink.warn(&w);
             }
         }
         sink.err(&format!(

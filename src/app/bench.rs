@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{App, Sink};
+use super::{App, CommandError, Handled, Outcome, Sink};
 use crate::ollama::types::{ChatRequest, Message};
 use crate::ollama::Timeouts;
 use crate::ui;
@@ -11,11 +11,12 @@ use crate::ui;
 const PROMPT: &str = "In three sentences, explain what a computer network is.";
 
 impl App {
-    pub(super) async fn benchmark(&mut self, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn benchmark(&mut self, sink: &mut dyn Sink) -> Handled {
         let nodes = self.registry.nodes().to_vec();
         if nodes.is_empty() {
-            sink.err("❌ benchmark: no nodes registered");
-            return false;
+            return Err(CommandError::NotFound(
+                "benchmark: no nodes registered".into(),
+            ));
         }
         sink.err(&format!(
             "🔬 Benchmarking {} node(s), one at a time, model {} ...",
@@ -91,6 +92,6 @@ impl App {
         }
         sink.out("BENCHMARK");
         sink.out(&table.to_string());
-        any_ok
+        Ok(Outcome::from(any_ok))
     }
 }

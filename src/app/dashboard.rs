@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{App, Sink};
+use super::{App, CommandError, Handled, Outcome, Sink};
 use crate::dashboard::{self, spawn_monitor, Hub};
 use crate::nodes::Node;
 use crate::scheduler::Events;
@@ -195,48 +195,34 @@ impl App {
         port: Option<u16>,
         bind: Option<IpAddr>,
         sink: &mut dyn Sink,
-    ) -> bool {
+    ) -> Handled {
         if stop {
-            return match self.dashboard.take() {
-                Some(d) => {
-                    d.stop().await;
-                    sink.out("✅ Dashboard stopped");
-                    true
-                }
-                None => {
-                    sink.err("❌ dashboard: not running");
-                    false
-                }
-            };
+            let d = self
+                .dashboard
+                .take()
+                .ok_or_else(|| CommandError::NotFound("dashboard: not running".into()))?;
+            d.stop().await;
+            sink.out("✅ Dashboard stopped");
+            return Ok(Outcome::OK);
         }
         if let Some(d) = &self.dashboard {
             sink.out(&format!("📊 Dashboard already running at {}", d.url()));
-            return true;
+            return Ok(Outcome::OK);
         }
         let bind = bind.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         if let Some(w) = dashboard::exposure_warning(bind) {
-            sink.err(&w);
+            sink.warn(&w);
         }
         self.sync_hub();
-        match dashboard::start(
-            self.hub.clone(),
-            bind,
-            port.unwrap_or(dashboard::DEFAULT_PORT),
-        )
-        .await
-        {
-            Ok(d) => {
-                sink.out(&format!(
-                    "🚀 Dashboard: {} (live; `dashboard stop` ends it)",
-                    d.url()
-                ));
-                self.dashboard = Some(d);
-                true
-            }
-            Err(e) => {
-                sink.err(&format!("❌ dashboard: {e:#}"));
-                false
-            }
-        }
+        let port = port.unwrap_or(dashboard::DEFAULT_PORT);
+        let d = dashboard::start(self.hub.clone(), bind, port)
+            .await
+            .map_err(|e| CommandError::network(format!("dashboard: {e:#}")))?;
+        sink.out(&format!(
+            "🚀 Dashboard: {} (live; `dashboard stop` ends it)",
+            d.url()
+        ));
+        self.dashboard = Some(d);
+        Ok(Outcome::OK)
     }
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 
-use super::{App, Sink};
+use super::{App, CommandError, Handled, Outcome, Sink};
 use crate::nodes::discovery::{self, Found};
 use crate::ollama::{host, Timeouts};
 use crate::ui;
@@ -22,7 +22,7 @@ impl App {
     }
 
     /// The full scan behind `mode distributed`: OLLAMA_HOST first, then the subnets.
-    pub(super) async fn discover_for_mode(&mut self, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn discover_for_mode(&mut self, sink: &mut dyn Sink) -> Handled {
         self.discover(None, None, true, sink).await
     }
 
@@ -32,7 +32,7 @@ impl App {
         cidr: Option<Ipv4Net>,
         timeout_ms: Option<u64>,
         sink: &mut dyn Sink,
-    ) -> bool {
+    ) -> Handled {
         self.discover(cidr, timeout_ms, true, sink).await
     }
 
@@ -42,33 +42,23 @@ impl App {
         connect_ms: Option<u64>,
         with_ollama_host: bool,
         sink: &mut dyn Sink,
-    ) -> bool {
+    ) -> Handled {
         if self.registry.simulated {
             sink.err(
                 "ℹ️  Simulated cluster: discovery is skipped (the simulated nodes live in memory).",
             );
-            return true;
+            return Ok(Outcome::OK);
         }
-        let nets = match cidr.map_or_else(|| discovery::subnets(None), |n| Ok(vec![n])) {
-            Ok(n) => n,
-            Err(e @ discovery::SubnetError::NoRoute) => {
-                sink.err(&format!(
-                    "❌ discover: {e}; give a CIDR, e.g. `discover 10.0.0.0/24`"
-                ));
-                return false;
-            }
-            Err(e) => {
-                sink.err(&format!("❌ discover: {e}"));
-                return false;
-            }
-        };
-        let addrs = match discovery::addresses(&nets) {
-            Ok(a) => a,
-            Err(e) => {
-                sink.err(&format!("❌ discover: {e}"));
-                return false;
-            }
-        };
+        let nets = cidr
+            .map_or_else(|| discovery::subnets(None), |n| Ok(vec![n]))
+            .map_err(|e| match e {
+                discovery::SubnetError::NoRoute => CommandError::network(format!(
+                    "discover: {e}; give a CIDR, e.g. `discover 10.0.0.0/24`"
+                )),
+                e => CommandError::network(format!("discover: {e}")),
+            })?;
+        let addrs = discovery::addresses(&nets)
+            .map_err(|e| CommandError::network(format!("discover: {e}")))?;
         let (connect, verify) = self.discovery_timeouts(connect_ms);
         let started = Instant::now();
         let mut found: Vec<Found> = Vec::new();
@@ -112,7 +102,7 @@ impl App {
             if hosts == 1 { "" } else { "s" },
             discovery::parallel_decision(hosts, nodes),
         ));
-        ok
+        Ok(Outcome::from(ok))
     }
 
     /// `OLLAMA_HOST`, if set and answering.

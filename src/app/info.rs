@@ -1,7 +1,7 @@
 //! `help` and `status`.
 
 use super::settings_cmds::{longform_label, strategy_label};
-use super::{App, Sink};
+use super::{App, Handled, Outcome, Sink};
 use crate::command::COMMANDS;
 use crate::nodes::health::probe_all;
 use crate::ui;
@@ -83,7 +83,7 @@ impl App {
         sink.out("in one part, whatever `longform` says.");
     }
 
-    pub(super) async fn status(&mut self, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn status(&mut self, sink: &mut dyn Sink) -> Handled {
         let nodes = self.registry.nodes().to_vec();
         // Cooling nodes are left to their own re-probe schedule.
         let awake: Vec<_> = nodes
@@ -150,7 +150,7 @@ impl App {
         );
         sink.out("SYSTEM STATUS");
         sink.out(&t.to_string());
-        true
+        Ok(Outcome::OK)
     }
 }
 

@@ -5,6 +5,8 @@ pub mod agents;
 mod bench;
 mod dashboard;
 mod discover;
+mod error;
+pub use error::{render_error, CommandError};
 mod info;
 mod node_cmds;
 mod query;
@@ -26,10 +28,37 @@ use crate::ollama::Client;
 use crate::scheduler::Scheduler;
 use crate::sim::SimHost;
 
-/// Where command output goes: results to `out`, diagnostics to `err`.
+/// What a line of output is: a result (stdout) or, on stderr, a notice, a
+/// warning or a failure. A sink decides how each kind looks (colour on a
+/// terminal); nothing guesses the kind from the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    Result,
+    Notice,
+    Warning,
+    Failure,
+}
+
+/// Where command output goes: results to `out`, diagnostics to `err`, `warn`
+/// and `fail`.
 pub trait Sink {
-    fn out(&mut self, text: &str);
-    fn err(&mut self, text: &str);
+    fn line(&mut self, kind: Line, text: &str);
+    /// A result.
+    fn out(&mut self, text: &str) {
+        self.line(Line::Result, text)
+    }
+    /// A notice or progress line (not a problem).
+    fn err(&mut self, text: &str) {
+        self.line(Line::Notice, text)
+    }
+    /// Something the user should know about; the command goes on.
+    fn warn(&mut self, text: &str) {
+        self.line(Line::Warning, text)
+    }
+    /// Something failed.
+    fn fail(&mut self, text: &str) {
+        self.line(Line::Failure, text)
+    }
 }
 
 /// A sink that keeps everything (tests, `-i`).
@@ -40,13 +69,13 @@ pub struct Captured {
 }
 
 impl Sink for Captured {
-    fn out(&mut self, text: &str) {
-        self.out.push_str(text);
-        self.out.push('\n');
-    }
-    fn err(&mut self, text: &str) {
-        self.err.push_str(text);
-        self.err.push('\n');
+    fn line(&mut self, kind: Line, text: &str) {
+        let to = match kind {
+            Line::Result => &mut self.out,
+            Line::Notice | Line::Warning | Line::Failure => &mut self.err,
+        };
+        to.push_str(text);
+        to.push('\n');
     }
 }
 
@@ -90,12 +119,13 @@ fn waiting_for(sink: &mut dyn Sink, path: &std::path::Path) {
     ));
 }
 
-/// True when saved; else the error is said.
+/// True when saved; else the error is said (the command goes on: what it
+/// changed holds for this session).
 fn saved_or_said<T>(saved: anyhow::Result<T>, sink: &mut dyn Sink) -> bool {
     match saved {
         Ok(_) => true,
         Err(e) => {
-            sink.err(&format!("❌ {e:#}"));
+            render_error(&CommandError::File(format!("{e:#}")), sink);
             false
         }
     }
@@ -129,6 +159,12 @@ impl Outcome {
         Outcome { ok, exit: false }
     }
 }
+
+/// What a command handler returns: how it went, or why it failed (printed by
+/// [`render_error`] in `dispatch`, the one place failures are rendered). An
+/// `Ok` outcome that is not `ok` has said its problem already (a change made
+/// but not saved, an answer with gaps).
+pub type Handled = Result<Outcome, CommandError>;
 
 /// Values given on the command line: they beat saved settings for this run.
 #[derive(Debug, Clone, Default)]
@@ -267,39 +303,46 @@ impl App {
         match command::parse(line) {
             Ok(cmd) => self.dispatch(cmd, sink).await,
             Err(usage) => {
-                sink.err(&format!("❌ {usage}"));
+                render_error(&usage.into(), sink);
                 Outcome::FAILED
             }
         }
     }
 
+    /// Run one command; its failure, if any, is rendered here.
     pub async fn dispatch(&mut self, cmd: Command, sink: &mut dyn Sink) -> Outcome {
         self.redis.tap.set_model(self.model());
-        let outcome = self.dispatch_inner(cmd, sink).await;
+        let outcome = match self.dispatch_inner(cmd, sink).await {
+            Ok(o) => o,
+            Err(e) => {
+                render_error(&e, sink);
+                Outcome::FAILED
+            }
+        };
         self.sync_hub();
         self.publish_gateway().await;
         outcome
     }
 
-    async fn dispatch_inner(&mut self, cmd: Command, sink: &mut dyn Sink) -> Outcome {
+    async fn dispatch_inner(&mut self, cmd: Command, sink: &mut dyn Sink) -> Handled {
         use Command as C;
         match cmd {
             C::Exit => {
                 sink.err("👋 Exiting SynapticLlamas. Goodbye!");
-                Outcome::EXIT
+                Ok(Outcome::EXIT)
             }
             C::Help => {
                 self.help(sink);
-                Outcome::OK
+                Ok(Outcome::OK)
             }
-            C::Status => Outcome::from(self.status(sink).await),
-            C::Nodes => Outcome::from(self.nodes(sink).await),
-            C::Add { node, force } => Outcome::from(self.add(&node, force, sink).await),
-            C::Remove(key) => Outcome::from(self.remove(&key, sink).await),
-            C::Health => Outcome::from(self.health(sink).await),
-            C::Save(path) => Outcome::from(self.save_to(&path, sink).await),
-            C::Load(path) => Outcome::from(self.load_from(&path, sink).await),
-            C::Mode(m) => Outcome::from(self.set_mode(m, sink).await),
+            C::Status => self.status(sink).await,
+            C::Nodes => self.nodes(sink).await,
+            C::Add { node, force } => self.add(&node, force, sink).await,
+            C::Remove(key) => self.remove(&key, sink).await,
+            C::Health => self.health(sink).await,
+            C::Save(path) => self.save_to(&path, sink).await,
+            C::Load(path) => self.load_from(&path, sink).await,
+            C::Mode(m) => self.set_mode(m, sink).await,
             C::Collab(_)
             | C::Refine(_)
             | C::Synthesis(_)
@@ -310,21 +353,17 @@ impl App {
             | C::Longform(_)
             | C::Strategy(_)
             | C::Model(_)
-            | C::Verbose(_) => Outcome::from(self.setting(cmd, sink).await),
-            C::Redis(on) => Outcome::from(self.redis_cmd(on, sink).await),
-            C::Discover { cidr, timeout_ms } => {
-                Outcome::from(self.discover_cmd(cidr, timeout_ms, sink).await)
-            }
-            C::Distributed(r) => Outcome::from(self.distributed(r, sink).await),
-            C::Rpc(r) => Outcome::from(self.rpc(r, sink).await),
-            C::Metrics { json } => Outcome::from(self.metrics(json, sink)),
-            C::Benchmark => Outcome::from(self.benchmark(sink).await),
-            C::Dashboard { stop, port, bind } => {
-                Outcome::from(self.dashboard_cmd(stop, port, bind, sink).await)
-            }
-            C::Serve(opts) => Outcome::from(self.serve_cmd(opts, sink).await),
-            C::Rag(r) => Outcome::from(self.rag_cmd(r, sink).await),
-            C::Query(q) => Outcome::from(self.query(&q, sink).await),
+            | C::Verbose(_) => self.setting(cmd, sink).await,
+            C::Redis(on) => self.redis_cmd(on, sink).await,
+            C::Discover { cidr, timeout_ms } => self.discover_cmd(cidr, timeout_ms, sink).await,
+            C::Distributed(r) => self.distributed(r, sink).await,
+            C::Rpc(r) => self.rpc(r, sink).await,
+            C::Metrics { json } => self.metrics(json, sink),
+            C::Benchmark => self.benchmark(sink).await,
+            C::Dashboard { stop, port, bind } => self.dashboard_cmd(stop, port, bind, sink).await,
+            C::Serve(opts) => self.serve_cmd(opts, sink).await,
+            C::Rag(r) => self.rag_cmd(r, sink).await,
+            C::Query(q) => self.query(&q, sink).await,
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{App, Sink};
+use super::{App, CommandError, Handled, Outcome, Sink};
 use crate::blocking;
 use crate::config::atomic::write_atomic;
 use crate::config::nodes_file::{self, NodeEntry};
@@ -23,7 +23,7 @@ fn fmt_gb(bytes: u64) -> String {
 }
 
 impl App {
-    pub(super) async fn nodes(&mut self, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn nodes(&mut self, sink: &mut dyn Sink) -> Handled {
         let nodes: Vec<Arc<Node>> = self.registry.nodes().to_vec();
         probe_all(&self.client, &nodes, true).await;
         self.print_coordinator_section(sink).await;
@@ -103,18 +103,22 @@ impl App {
         self.print_rpc_section(sink).await;
         sink.out("");
         sink.out(&format!("🗄️  Redis: {}", self.redis.describe()));
-        true
+        Ok(Outcome::OK)
     }
 
-    pub(super) async fn add(&mut self, spec: &HostSpec, force: bool, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn add(
+        &mut self,
+        spec: &HostSpec,
+        force: bool,
+        sink: &mut dyn Sink,
+    ) -> Handled {
         let url = spec.base_url();
         if let Some(existing) = self.registry.find(&url) {
-            sink.err(&format!(
-                "❌ Node already registered: {} ({})",
+            return Err(CommandError::refused(format!(
+                "Node already registered: {} ({})",
                 existing.name(),
                 existing.url()
-            ));
-            return false;
+            )));
         }
         let entry = NodeEntry {
             url: url.clone(),
@@ -127,14 +131,15 @@ impl App {
         let result = probe(&self.client, node.clone(), false).await;
         if !result.ok {
             if !force {
-                sink.err(&format!(
-                    "❌ Failed to add node: {url} is not reachable ({})",
-                    result.detail
-                ));
-                sink.err("   Use `add URL --force` to add it anyway.");
-                return false;
+                return Err(CommandError::Network {
+                    message: format!(
+                        "Failed to add node: {url} is not reachable ({})",
+                        result.detail
+                    ),
+                    hint: Some("Use `add URL --force` to add it anyway.".into()),
+                });
             }
-            sink.err(&format!(
+            sink.warn(&format!(
                 "⚠️  {url} is not reachable ({}); added anyway (--force)",
                 result.detail
             ));
@@ -142,8 +147,9 @@ impl App {
         let name = node.name().to_string();
         let host = node.host.clone();
         if let AddOutcome::Duplicate(u) = self.registry.add_node(node) {
-            sink.err(&format!("❌ Node already registered: {u}"));
-            return false;
+            return Err(CommandError::refused(format!(
+                "Node already registered: {u}"
+            )));
         }
         let saved = self.save_nodes(sink).await;
         super::confirm(sink, saved, &format!("Added node: {name} ({url})"));
@@ -160,10 +166,10 @@ impl App {
                 neighbours.join(", ")
             ));
         }
-        saved
+        Ok(Outcome::from(saved))
     }
 
-    pub(super) async fn remove(&mut self, key: &str, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn remove(&mut self, key: &str, sink: &mut dyn Sink) -> Handled {
         match self.registry.remove(key) {
             Ok(n) => {
                 let saved = self.save_nodes(sink).await;
@@ -172,29 +178,26 @@ impl App {
                     saved,
                     &format!("Removed node: {} ({})", n.name(), n.url()),
                 );
-                saved
+                Ok(Outcome::from(saved))
             }
-            Err(RemoveError::NotFound) => {
-                sink.err(&format!("❌ Node not found: {}", key.escape_debug()));
-                false
-            }
-            Err(RemoveError::Ambiguous(which)) => {
-                sink.err(&format!(
-                    "❌ `{}` names {} nodes: {}; remove one by its URL",
-                    key.escape_debug(),
-                    which.len(),
-                    which.join(", ")
-                ));
-                false
-            }
+            Err(RemoveError::NotFound) => Err(CommandError::NotFound(format!(
+                "Node not found: {}",
+                key.escape_debug()
+            ))),
+            Err(RemoveError::Ambiguous(which)) => Err(CommandError::refused(format!(
+                "`{}` names {} nodes: {}; remove one by its URL",
+                key.escape_debug(),
+                which.len(),
+                which.join(", ")
+            ))),
         }
     }
 
-    pub(super) async fn health(&mut self, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn health(&mut self, sink: &mut dyn Sink) -> Handled {
         let nodes = self.registry.nodes().to_vec();
         if nodes.is_empty() {
             sink.out("⚠️  No nodes registered");
-            return true;
+            return Ok(Outcome::OK);
         }
         sink.err("🏥 Running health checks...");
         let results = probe_all(&self.client, &nodes, false).await;
@@ -213,10 +216,10 @@ impl App {
             sink.out(&line);
         }
         sink.out(&format!("✅ {healthy}/{} nodes healthy", results.len()));
-        true
+        Ok(Outcome::OK)
     }
 
-    pub(super) async fn save_to(&mut self, target: &Path, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn save_to(&mut self, target: &Path, sink: &mut dyn Sink) -> Handled {
         let mut file = self.registry.to_file();
         if self.registry.simulated {
             file.entries = self
@@ -227,39 +230,31 @@ impl App {
                 .collect();
         }
         let (to, text) = (target.to_path_buf(), nodes_file::to_json(&file));
-        match blocking::try_run(move || write_atomic(&to, text.as_bytes())).await {
-            Ok(()) => {
-                sink.out(&format!(
-                    "✅ Saved {} node(s) to {}",
-                    file.entries.len(),
-                    target.display()
-                ));
-                true
-            }
-            Err(e) => {
-                sink.err(&format!("❌ save: {e:#}"));
-                false
-            }
-        }
+        blocking::try_run(move || write_atomic(&to, text.as_bytes()))
+            .await
+            .map_err(|e| CommandError::File(format!("save: {e:#}")))?;
+        sink.out(&format!(
+            "✅ Saved {} node(s) to {}",
+            file.entries.len(),
+            target.display()
+        ));
+        Ok(Outcome::OK)
     }
 
     /// `load FILE`: merge FILE's nodes into the registry (as the original did),
     /// say what was added, updated and kept, and save.
-    pub(super) async fn load_from(&mut self, target: &Path, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn load_from(&mut self, target: &Path, sink: &mut dyn Sink) -> Handled {
         let from = target.to_path_buf();
         let loaded = blocking::run(move || nodes_file::load(&from)).await;
         match loaded.unwrap_or_else(|e| Err(FileError::new(target, e.to_string()))) {
-            Ok(None) => {
-                sink.err(&format!("❌ load: {}: no such file", target.display()));
-                false
-            }
-            Err(e) => {
-                sink.err(&format!("❌ load: {e}"));
-                false
-            }
+            Ok(None) => Err(CommandError::File(format!(
+                "load: {}: no such file",
+                target.display()
+            ))),
+            Err(e) => Err(CommandError::File(format!("load: {e}"))),
             Ok(Some((file, warnings))) => {
                 for w in warnings {
-                    sink.err(&format!("⚠️  {w}"));
+                    sink.warn(&format!("⚠️  {w}"));
                 }
                 let n = file.entries.len();
                 let r = self.registry.merge_file(file);
@@ -289,7 +284,7 @@ impl App {
                         self.registry.len()
                     ),
                 );
-                saved
+                Ok(Outcome::from(saved))
             }
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{App, Sink};
+use super::{App, CommandError, Handled, Outcome, Sink};
 use crate::command::{Mode, Strategy};
 use crate::config::nodes_file::NodeEntry;
 use crate::dashboard::Hub;
@@ -286,41 +286,40 @@ impl App {
     }
 
     /// A query typed at the prompt: run it, print the answer and its summary.
-    pub(super) async fn query(&mut self, text: &str, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn query(&mut self, text: &str, sink: &mut dyn Sink) -> Handled {
         if let (Some(o), "") = crate::pipeline::scope::split_override(text) {
-            sink.err(&format!("❌ `{}` needs a question after it", o.word()));
-            return false;
+            return Err(CommandError::Query(format!(
+                "`{}` needs a question after it",
+                o.word()
+            )));
         }
-        match self.run_query(text, sink).await {
-            Ok(r) => {
-                self.hub
-                    .set_metrics(serde_json::to_value(&r.metrics).unwrap_or_default());
-                print_result(&r, sink);
-                let complete = r.complete();
-                if !complete {
-                    sink.err(&incomplete_line(&r));
-                }
-                self.last_result = Some(r);
-                complete
-            }
-            Err(e) => {
-                sink.err(&format!("❌ Query failed: {e}"));
-                false
-            }
+        let r = self
+            .run_query(text, sink)
+            .await
+            .map_err(|e| CommandError::Query(format!("Query failed: {e}")))?;
+        self.hub
+            .set_metrics(serde_json::to_value(&r.metrics).unwrap_or_default());
+        print_result(&r, sink);
+        let complete = r.complete();
+        if !complete {
+            sink.fail(&incomplete_line(&r));
         }
+        self.last_result = Some(r);
+        Ok(Outcome::from(complete))
     }
 
-    pub(super) fn metrics(&self, json: bool, sink: &mut dyn Sink) -> bool {
+    pub(super) fn metrics(&self, json: bool, sink: &mut dyn Sink) -> Handled {
         let Some(r) = &self.last_result else {
-            sink.err("❌ No results yet. Run a query first.");
-            return false;
+            return Err(CommandError::NotFound(
+                "No results yet. Run a query first.".into(),
+            ));
         };
         if json {
             sink.out(
                 &serde_json::to_string_pretty(&r.metrics)
                     .expect("metrics (numbers and strings) always serialize"),
             );
-            return true;
+            return Ok(Outcome::OK);
         }
         let m = &r.metrics;
         let mut t = ui::table(&["Metric", "Value"]);
@@ -365,7 +364,7 @@ impl App {
         sink.out("PERFORMANCE METRICS");
         sink.out(&t.to_string());
         sink.out(&attribution_table(r).to_string());
-        true
+        Ok(Outcome::OK)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
-use super::{App, Sink};
+use super::{App, CommandError, Handled, Outcome, Sink};
 use crate::blocking;
 use crate::command::RagCmd;
 use crate::nodes::Node;
@@ -61,7 +61,7 @@ impl indexer::Progress for IndexProgress {
 }
 
 impl App {
-    pub(super) async fn rag_cmd(&mut self, cmd: RagCmd, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn rag_cmd(&mut self, cmd: RagCmd, sink: &mut dyn Sink) -> Handled {
         match cmd {
             RagCmd::On | RagCmd::Off => {
                 let on = cmd == RagCmd::On;
@@ -79,7 +79,7 @@ impl App {
                 if on {
                     self.rag_describe(sink).await;
                 }
-                saved
+                Ok(Outcome::from(saved))
             }
             RagCmd::Path(loc) => {
                 if let Location::Local(p) = &loc {
@@ -102,7 +102,7 @@ impl App {
                         if saved { " (saved)" } else { "" }
                     ),
                 );
-                saved
+                Ok(Outcome::from(saved))
             }
             RagCmd::Model(m) => {
                 self.settings.rag_model = Some(m.clone());
@@ -115,7 +115,7 @@ impl App {
                         if saved { " (saved)" } else { "" }
                     ),
                 );
-                saved
+                Ok(Outcome::from(saved))
             }
             RagCmd::Index(paths) => self.rag_index(&paths, sink).await,
         }
@@ -167,7 +167,7 @@ impl App {
         let (idx, problems) = self.rag.get(root, progress).await;
         bar.finish_and_clear();
         for p in rag::summarise(&problems, SHOWN_PROBLEMS) {
-            sink.err(&format!("⚠️  {p}"));
+            sink.warn(&format!("⚠️  {p}"));
         }
         idx
     }
@@ -181,7 +181,7 @@ impl App {
                     .map(|d| d.display().to_string())
                     .unwrap_or_else(|| "~/FlockParser".into())
             )),
-            Some(Err(e)) => sink.err(&format!("⚠️  rag_path: {e}")),
+            Some(Err(e)) => sink.warn(&format!("⚠️  rag_path: {e}")),
             Some(Ok(loc)) => {
                 let line = self.rag_counts(&loc, sink).await;
                 sink.out(&format!("📚 Knowledge base {}: {line}", loc.describe()));
@@ -245,7 +245,7 @@ impl App {
                 return None;
             }
             Some(Err(e)) => {
-                sink.err(&format!("⚠️  RAG: rag_path: {e}; {without}"));
+                sink.warn(&format!("⚠️  RAG: rag_path: {e}; {without}"));
                 return None;
             }
             Some(Ok(l)) => l,
@@ -265,7 +265,7 @@ impl App {
             Location::Remote(url) => {
                 let r = Remote::new(url);
                 if let Err(e) = r.health().await {
-                    sink.err(&format!("⚠️  RAG: {e}; {without}"));
+                    sink.warn(&format!("⚠️  RAG: {e}; {without}"));
                     return None;
                 }
                 Knowledge::Remote(r)
@@ -274,7 +274,7 @@ impl App {
         let embedder = match self.embedder(QUERY_EMBED_TIMEOUT).await {
             Ok(e) => e,
             Err(e) => {
-                sink.err(&format!("⚠️  RAG: {e}; {without}"));
+                sink.warn(&format!("⚠️  RAG: {e}; {without}"));
                 return None;
             }
         };
@@ -287,59 +287,28 @@ impl App {
 
     /// `rag index PATH…` into the configured local knowledge base (the
     /// FlockParser folder in the home directory when none is set).
-    async fn rag_index(&mut self, paths: &[PathBuf], sink: &mut dyn Sink) -> bool {
-        let root = match self.rag_location().await {
-            Some(Ok(Location::Local(r))) => r,
-            Some(Ok(Location::Remote(u))) => {
-                sink.err(&format!(
-                    "❌ rag index writes a local knowledge base, but `rag path` is the server {u}; set `rag path DIR` first"
-                ));
-                return false;
-            }
-            Some(Err(e)) => {
-                sink.err(&format!("❌ rag_path: {e}"));
-                return false;
-            }
-            None => {
-                match rag::default_folder() {
-                    Some(d) => d,
-                    None => {
-                        sink.err("❌ no home directory to put a knowledge base in; set `rag path DIR` first");
-                        return false;
-                    }
-                }
-            }
-        };
+    async fn rag_index(&mut self, paths: &[PathBuf], sink: &mut dyn Sink) -> Handled {
+        let root = self.index_root().await?;
         let paths = paths.to_vec();
-        let (files, problems) = match blocking::run(move || documents::collect(&paths)).await {
-            Ok(found) => found,
-            Err(e) => {
-                sink.err(&format!("❌ rag index: {e}"));
-                return false;
-            }
-        };
+        let (files, problems) = blocking::run(move || documents::collect(&paths))
+            .await
+            .map_err(|e| CommandError::Rag(format!("rag index: {e}")))?;
         for p in &problems {
-            sink.err(&format!("❌ {p}"));
+            sink.fail(&format!("❌ {p}"));
         }
         if files.is_empty() {
-            sink.err("❌ nothing to index (.txt, .md and .pdf files, or folders of them)");
-            return false;
+            return Err(CommandError::Rag(
+                "nothing to index (.txt, .md and .pdf files, or folders of them)".into(),
+            ));
         }
-        let writer = match blocking::try_run(move || Writer::open(&root)).await {
-            Ok(w) => w,
-            Err(e) => {
-                sink.err(&format!("❌ {e}"));
-                return false;
-            }
-        };
+        let writer = blocking::try_run(move || Writer::open(&root))
+            .await
+            .map_err(|e| CommandError::File(e.to_string()))?;
         let model = self.rag_model();
-        let embedder = match self.embedder(INDEX_EMBED_TIMEOUT).await {
-            Ok(e) => e,
-            Err(e) => {
-                sink.err(&format!("❌ rag index: {e}; nothing was written"));
-                return false;
-            }
-        };
+        let embedder = self
+            .embedder(INDEX_EMBED_TIMEOUT)
+            .await
+            .map_err(|e| CommandError::Rag(format!("rag index: {e}; nothing was written")))?;
         sink.err(&format!(
             "📚 Indexing {} file(s) into {} with {model} on {} host(s)",
             files.len(),
@@ -383,6 +352,23 @@ impl App {
             summary.skipped,
             summary.failed + problems.len()
         ));
-        summary.failed == 0 && problems.is_empty()
+        Ok(Outcome::from(summary.failed == 0 && problems.is_empty()))
+    }
+
+    /// The local knowledge base `rag index` writes into.
+    async fn index_root(&self) -> Result<PathBuf, CommandError> {
+        match self.rag_location().await {
+            Some(Ok(Location::Local(r))) => Ok(r),
+            Some(Ok(Location::Remote(u))) => Err(CommandError::Rag(format!(
+                "rag index writes a local knowledge base, but `rag path` is the server {u}; set `rag path DIR` first"
+            ))),
+            Some(Err(e)) => Err(CommandError::Rag(format!("rag_path: {e}"))),
+            None => rag::default_folder().ok_or_else(|| {
+                CommandError::Rag(
+                    "no home directory to put a knowledge base in; set `rag path DIR` first"
+                        .into(),
+                )
+            }),
+        }
     }
 }

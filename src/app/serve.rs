@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::dashboard::HubEvents;
-use super::{App, Captured, Sink};
+use super::{App, Captured, CommandError, Handled, Outcome, Sink};
 use crate::command::{Mode, ServeArgs};
 use crate::gateway::{self, Config, Gateway, Parts, QuerySetup, View};
 use crate::nodes::health::probe_all;
@@ -82,11 +82,12 @@ impl ServeOptions {
 struct AllToErr<'a>(&'a mut dyn Sink);
 
 impl Sink for AllToErr<'_> {
-    fn out(&mut self, text: &str) {
-        self.0.err(text)
-    }
-    fn err(&mut self, text: &str) {
-        self.0.err(text)
+    fn line(&mut self, kind: super::Line, text: &str) {
+        let kind = match kind {
+            super::Line::Result => super::Line::Notice,
+            other => other,
+        };
+        self.0.line(kind, text)
     }
 }
 
@@ -190,23 +191,21 @@ impl App {
         config: Config,
         log: Box<dyn Fn(&str) + Send + Sync>,
         sink: &mut dyn Sink,
-    ) -> bool {
+    ) -> Result<(), CommandError> {
         if let Some(g) = &self.gateway {
             sink.out(&format!("🦙 The gateway already runs at {}", g.url()));
-            return true;
+            return Ok(());
         }
-        match config.check() {
-            Err(e) => {
-                sink.err(&format!("❌ {e}"));
-                return false;
-            }
-            Ok(Some(warning)) => sink.err(&warning),
-            Ok(None) => {}
+        if let Some(warning) = config
+            .check()
+            .map_err(|e| CommandError::refused(e.to_string()))?
+        {
+            sink.warn(&warning);
         }
         let own = SocketAddr::new(config.bind, config.port);
         let nodes = self.gateway_nodes();
         for n in nodes.iter().filter(|n| is_self(n, own)) {
-            sink.err(&format!(
+            sink.warn(&format!(
                 "⚠️  {} ({}) is the gateway's own address: no request will be sent to it",
                 n.name(),
                 n.url()
@@ -216,7 +215,7 @@ impl App {
         let results = probe_all(&self.client, &nodes, true).await;
         let up: Vec<&Arc<Node>> = results.iter().filter(|r| r.ok).map(|r| &r.node).collect();
         for r in results.iter().filter(|r| !r.ok) {
-            sink.err(&format!(
+            sink.warn(&format!(
                 "⚠️  {} is not answering: {}",
                 r.node.name(),
                 r.detail
@@ -246,7 +245,7 @@ impl App {
         }
         if needs_coordinator {
             if let Err(e) = self.ensure_coordinator(sink).await {
-                sink.err(&format!(
+                sink.warn(&format!(
                     "⚠️  coordinator: {e}; requests for the models it serves get 503 until one runs"
                 ));
             }
@@ -267,24 +266,19 @@ impl App {
             view,
             log,
         };
-        match gateway::start(parts, config).await {
-            Ok(g) => {
-                let url = g.url();
-                self.gateway = Some(g);
-                // The real address (port 0 picks one).
-                self.publish_gateway().await;
-                self.sync_hub();
-                sink.out(&format!(
-                    "🦙 Gateway listening on {url} — Ollama API at /api, OpenAI API at /v1, \
-                     dashboard at {url}/dashboard/"
-                ));
-                true
-            }
-            Err(e) => {
-                sink.err(&format!("❌ serve: {e}"));
-                false
-            }
-        }
+        let g = gateway::start(parts, config)
+            .await
+            .map_err(|e| CommandError::network(format!("serve: {e}")))?;
+        let url = g.url();
+        self.gateway = Some(g);
+        // The real address (port 0 picks one).
+        self.publish_gateway().await;
+        self.sync_hub();
+        sink.out(&format!(
+            "🦙 Gateway listening on {url} — Ollama API at /api, OpenAI API at /v1, \
+             dashboard at {url}/dashboard/"
+        ));
+        Ok(())
     }
 
     /// Stop the gateway (if it runs), letting requests finish for `drain`.
@@ -294,34 +288,27 @@ impl App {
     }
 
     /// `serve …` / `serve stop` in the shell.
-    pub(super) async fn serve_cmd(&mut self, args: ServeArgs, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn serve_cmd(&mut self, args: ServeArgs, sink: &mut dyn Sink) -> Handled {
         if args.stop {
-            return match self.stop_gateway(None).await {
-                Some(d) => {
-                    let cut = if d.cut > 0 {
-                        format!(" ({} reply(ies) cut short)", d.cut)
-                    } else {
-                        String::new()
-                    };
-                    sink.out(&format!("✅ Gateway stopped{cut}"));
-                    true
-                }
-                None => {
-                    sink.err("❌ serve: not running");
-                    false
-                }
+            let d = self
+                .stop_gateway(None)
+                .await
+                .ok_or_else(|| CommandError::NotFound("serve: not running".into()))?;
+            let cut = if d.cut > 0 {
+                format!(" ({} reply(ies) cut short)", d.cut)
+            } else {
+                String::new()
             };
+            sink.out(&format!("✅ Gateway stopped{cut}"));
+            return Ok(Outcome::OK);
         }
-        let config = match ServeOptions::from(args).config() {
-            Ok(c) => c,
-            Err(e) => {
-                sink.err(&format!("❌ {e}"));
-                return false;
-            }
-        };
+        let config = ServeOptions::from(args)
+            .config()
+            .map_err(CommandError::refused)?;
         // Beside the prompt, requests are not logged line by line (the
         // dashboard shows them).
-        self.start_gateway(config, Box::new(|_| {}), sink).await
+        self.start_gateway(config, Box::new(|_| {}), sink).await?;
+        Ok(Outcome::OK)
     }
 
     /// `synapticllamas serve`: run until SIGTERM or SIGINT, then drain; the exit status.
@@ -330,12 +317,12 @@ impl App {
         let config = match opts.config() {
             Ok(c) => c,
             Err(e) => {
-                sink.err(&format!("❌ {e}"));
+                sink.fail(&format!("❌ {e}"));
                 return 2;
             }
         };
         if let Err(e) = config.check() {
-            sink.err(&format!("❌ {e}"));
+            sink.fail(&format!("❌ {e}"));
             return 2;
         }
         let log: Box<dyn Fn(&str) + Send + Sync> = if opts.quiet {
@@ -343,7 +330,8 @@ impl App {
         } else {
             Box::new(|line| eprintln!("{line}"))
         };
-        if !self.start_gateway(config, log, sink).await {
+        if let Err(e) = self.start_gateway(config, log, sink).await {
+            super::render_error(&e, sink);
             return 1;
         }
         let signal = wait_for_signal().await;
@@ -366,7 +354,7 @@ impl App {
         };
         if let Some(d) = stopped {
             if d.cut > 0 {
-                sink.err(&format!(
+                sink.warn(&format!(
                     "⚠️  {} request(s) were still running when the drain ended (at most {}s) and ended with an error line",
                     d.cut,
                     drain.as_secs()

@@ -1,6 +1,6 @@
 //! Commands that change a setting and save the settings file.
 
-use super::{App, Captured, Sink};
+use super::{App, Captured, Handled, Outcome, Sink};
 use crate::command::{Command, Longform, Mode, Strategy};
 
 fn on_off(b: bool) -> &'static str {
@@ -14,7 +14,7 @@ fn on_off(b: bool) -> &'static str {
 impl App {
     /// Apply one setting command, save, then print what changed (marked as
     /// not saved when the file could not be written).
-    pub(super) async fn setting(&mut self, cmd: Command, out: &mut dyn Sink) -> bool {
+    pub(super) async fn setting(&mut self, cmd: Command, out: &mut dyn Sink) -> Handled {
         let key = setting_key(&cmd);
         let mut buf = Captured::default();
         let sink = &mut buf;
@@ -89,10 +89,10 @@ impl App {
         }
         let saved = self.save_settings(&[key], out).await;
         super::report_change(out, saved, buf);
-        saved
+        Ok(Outcome::from(saved))
     }
 
-    pub(super) async fn set_mode(&mut self, mode: Mode, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn set_mode(&mut self, mode: Mode, sink: &mut dyn Sink) -> Handled {
         self.overrides.mode = None;
         let mut buf = Captured::default();
         self.settings.mode = Some(mode);
@@ -101,14 +101,14 @@ impl App {
                 buf.out("✅ Switched to Standard Mode");
                 let saved = self.save_settings(&["mode"], sink).await;
                 super::report_change(sink, saved, buf);
-                saved
+                Ok(Outcome::from(saved))
             }
             Mode::Distributed => {
                 buf.out("✅ Switched to Distributed Mode");
                 let saved = self.save_settings(&["mode"], sink).await;
                 super::report_change(sink, saved, buf);
-                let scanned = self.discover_for_mode(sink).await;
-                saved && scanned
+                let scanned = self.discover_for_mode(sink).await?;
+                Ok(Outcome::from(saved && scanned.ok))
             }
         }
     }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{App, Captured, Sink};
+use super::{App, Captured, CommandError, Handled, Outcome, Sink};
 use crate::blocking;
 use crate::command::{Route, RpcCmd};
 use crate::config::settings::RpcBackendEntry;
@@ -56,14 +56,16 @@ impl App {
         }
     }
 
-    pub(super) async fn distributed(&mut self, route: Route, out: &mut dyn Sink) -> bool {
-        if matches!(route, Route::Model | Route::Both)
+    pub(super) async fn distributed(&mut self, route: Route, out: &mut dyn Sink) -> Handled {
+        if route.model_sharding()
             && self.settings.rpc_backends.is_empty()
             && !self.coordinator_configured()
         {
-            out.err("⚠️  No RPC backends or coordinator configured! Nothing changed.");
-            out.err("   Add backends with `rpc add HOST[:PORT]` (or `rpc discover`), or set coordinator_url in ~/.synapticllamas.json.");
-            return false;
+            return Err(CommandError::Refused {
+                message: "No RPC backends or coordinator configured! Nothing changed.".into(),
+                hint: Some("Add backends with `rpc add HOST[:PORT]` (or `rpc discover`), or set coordinator_url in ~/.synapticllamas.json.".into()),
+                warning: true,
+            });
         }
         let mut buf = Captured::default();
         let sink = &mut buf;
@@ -109,95 +111,94 @@ impl App {
             )
             .await;
         super::report_change(out, saved, buf);
-        saved
+        Ok(Outcome::from(saved))
     }
 
-    pub(super) async fn rpc(&mut self, cmd: RpcCmd, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn rpc(&mut self, cmd: RpcCmd, sink: &mut dyn Sink) -> Handled {
         match cmd {
             RpcCmd::List => {
-                if self.settings.rpc_backends.is_empty() {
-                    sink.out("📡 No RPC backends configured");
-                } else {
-                    sink.out(&format!(
-                        "📡 Configured RPC Backends ({}):",
-                        self.settings.rpc_backends.len()
-                    ));
-                    for b in &self.settings.rpc_backends {
-                        sink.out(&format!("   • {}", backends::addr(b)));
-                    }
-                }
-                true
+                self.rpc_list(sink);
+                Ok(Outcome::OK)
             }
-            RpcCmd::Add(b) => {
-                let a = backends::addr(&b);
-                if self
-                    .settings
-                    .rpc_backends
-                    .iter()
-                    .any(|x| backends::addr(x) == a)
-                {
-                    sink.err(&format!("⚠️  Backend already configured: {a}"));
-                    return false;
-                }
-                if let Some(w) = backends::exposure_warning(&b) {
-                    sink.err(&w);
-                }
-                let up = backends::reachable(&b, Duration::from_millis(500)).await;
-                if !up {
-                    sink.err(&format!(
-                        "⚠️  {a} does not accept connections right now (added anyway)"
-                    ));
-                }
-                let st = self.sharding.stats.entry(a.clone()).or_default();
-                st.up = Some(up);
-                st.checked = Some(std::time::Instant::now());
-                self.settings.rpc_backends.push(b);
-                let saved = self.save_settings(&["rpc_backends"], sink).await;
-                super::confirm(sink, saved, &format!("Added RPC backend: {a}"));
-                saved
-            }
-            RpcCmd::Remove(b) => {
-                let a = backends::addr(&b);
-                let before = self.settings.rpc_backends.len();
-                self.settings
-                    .rpc_backends
-                    .retain(|x| backends::addr(x) != a);
-                if self.settings.rpc_backends.len() == before {
-                    sink.err(&format!("❌ Backend not found: {a}"));
-                    return false;
-                }
-                let saved = self.save_settings(&["rpc_backends"], sink).await;
-                super::confirm(sink, saved, &format!("Removed RPC backend: {a}"));
-                if self.settings.rpc_backends.is_empty() && self.settings.model_sharding_enabled {
-                    sink.err("⚠️  No RPC backends remaining! Model sharding will fail.");
-                }
-                saved
-            }
+            RpcCmd::Add(b) => self.rpc_add(b, sink).await,
+            RpcCmd::Remove(b) => self.rpc_remove(&b, sink).await,
             RpcCmd::Discover => self.rpc_discover(sink).await,
         }
     }
 
-    async fn rpc_discover(&mut self, sink: &mut dyn Sink) -> bool {
-        let nets = match discovery::subnets(None) {
-            Ok(n) => n,
-            Err(e @ discovery::SubnetError::NoRoute) => {
-                sink.err(&format!(
-                    "❌ rpc discover: {e}; name the subnets in SYNAPTICLLAMAS_SUBNETS (e.g. SYNAPTICLLAMAS_SUBNETS=10.0.0.0/24), or add a backend with `rpc add HOST[:PORT]`"
-                ));
-                return false;
-            }
-            Err(e) => {
-                sink.err(&format!("❌ rpc discover: {e}"));
-                return false;
-            }
-        };
-        let addrs = match discovery::addresses(&nets) {
-            Ok(a) => a,
-            Err(e) => {
-                sink.err(&format!("❌ rpc discover: {e}"));
-                return false;
-            }
-        };
+    fn rpc_list(&self, sink: &mut dyn Sink) {
+        if self.settings.rpc_backends.is_empty() {
+            sink.out("📡 No RPC backends configured");
+            return;
+        }
+        sink.out(&format!(
+            "📡 Configured RPC Backends ({}):",
+            self.settings.rpc_backends.len()
+        ));
+        for b in &self.settings.rpc_backends {
+            sink.out(&format!("   • {}", backends::addr(b)));
+        }
+    }
+
+    fn has_backend(&self, a: &str) -> bool {
+        self.settings
+            .rpc_backends
+            .iter()
+            .any(|x| backends::addr(x) == a)
+    }
+
+    async fn rpc_add(&mut self, b: RpcBackendEntry, sink: &mut dyn Sink) -> Handled {
+        let a = backends::addr(&b);
+        if self.has_backend(&a) {
+            return Err(CommandError::Refused {
+                message: format!("Backend already configured: {a}"),
+                hint: None,
+                warning: true,
+            });
+        }
+        if let Some(w) = backends::exposure_warning(&b) {
+            sink.warn(&w);
+        }
+        let up = backends::reachable(&b, Duration::from_millis(500)).await;
+        if !up {
+            sink.warn(&format!(
+                "⚠️  {a} does not accept connections right now (added anyway)"
+            ));
+        }
+        let st = self.sharding.stats.entry(a.clone()).or_default();
+        st.up = Some(up);
+        st.checked = Some(std::time::Instant::now());
+        self.settings.rpc_backends.push(b);
+        let saved = self.save_settings(&["rpc_backends"], sink).await;
+        super::confirm(sink, saved, &format!("Added RPC backend: {a}"));
+        Ok(Outcome::from(saved))
+    }
+
+    async fn rpc_remove(&mut self, b: &RpcBackendEntry, sink: &mut dyn Sink) -> Handled {
+        let a = backends::addr(b);
+        if !self.has_backend(&a) {
+            return Err(CommandError::NotFound(format!("Backend not found: {a}")));
+        }
+        self.settings
+            .rpc_backends
+            .retain(|x| backends::addr(x) != a);
+        let saved = self.save_settings(&["rpc_backends"], sink).await;
+        super::confirm(sink, saved, &format!("Removed RPC backend: {a}"));
+        if self.settings.rpc_backends.is_empty() && self.settings.model_sharding_enabled {
+            sink.warn("⚠️  No RPC backends remaining! Model sharding will fail.");
+        }
+        Ok(Outcome::from(saved))
+    }
+
+    async fn rpc_discover(&mut self, sink: &mut dyn Sink) -> Handled {
+        let nets = discovery::subnets(None).map_err(|e| match e {
+            discovery::SubnetError::NoRoute => CommandError::network(format!(
+                "rpc discover: {e}; name the subnets in SYNAPTICLLAMAS_SUBNETS (e.g. SYNAPTICLLAMAS_SUBNETS=10.0.0.0/24), or add a backend with `rpc add HOST[:PORT]`"
+            )),
+            e => CommandError::network(format!("rpc discover: {e}")),
+        })?;
+        let addrs = discovery::addresses(&nets)
+            .map_err(|e| CommandError::network(format!("rpc discover: {e}")))?;
         let names: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
         sink.err(&format!(
             "🔍 Scanning {} for RPC backends: {} addresses on port 50052 (TCP connect only) ...",
@@ -252,11 +253,11 @@ impl App {
         if found.is_empty() {
             sink.out("❌ No RPC backends found on the network");
             sink.out("   Start one on each machine that should hold layers: rpc-server --host <its LAN address> --port 50052");
-            return true;
+            return Ok(Outcome::OK);
         }
         if added == 0 {
             sink.out("ℹ️  All discovered backends already configured");
-            return true;
+            return Ok(Outcome::OK);
         }
         let saved = self.save_settings(&["rpc_backends"], sink).await;
         super::confirm(
@@ -267,7 +268,7 @@ impl App {
                 self.settings.rpc_backends.len()
             ),
         );
-        saved
+        Ok(Outcome::from(saved))
     }
 
     /// The coordinator node for this query: reused if healthy and current,
@@ -290,7 +291,7 @@ impl App {
             }
         }
         for d in &down {
-            sink.err(&format!("⚠️  RPC backend {d} is down"));
+            sink.warn(&format!("⚠️  RPC backend {d} is down"));
         }
         if let Some(mut old) = self.sharding.coordinator.take() {
             let current = !old.ours() || (old.alive() && old.backends == up);

@@ -381,6 +381,8 @@ impl std::fmt::Display for Usage {
     }
 }
 
+impl std::error::Error for Usage {}
+
 pub fn lookup(word: &str) -> Option<&'static Spec> {
     let w = word.to_ascii_lowercase();
     COMMANDS

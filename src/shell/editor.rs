@@ -50,7 +50,7 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
     let mut ed: Editor<Completion, FileHistory> = match Editor::new() {
         Ok(e) => e,
         Err(e) => {
-            sink.err(&format!("❌ cannot start the line editor: {e}"));
+            sink.fail(&format!("❌ cannot start the line editor: {e}"));
             return 1;
         }
     };
@@ -96,13 +96,13 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
                 break;
             }
             Err(e) => {
-                sink.err(&format!("❌ input: {e}"));
+                sink.fail(&format!("❌ input: {e}"));
                 break;
             }
         }
     }
     if let Err(e) = ed.save_history(&history) {
-        sink.err(&format!(
+        sink.warn(&format!(
             "⚠️  {}: cannot save history: {e}",
             history.display()
         ));
