@@ -12,7 +12,7 @@ const PROMPT: &str = "In three sentences, explain what a computer network is.";
 
 impl App {
     pub(super) async fn benchmark(&mut self, sink: &mut dyn Sink) -> Handled {
-        let nodes = self.registry.nodes().to_vec();
+        let nodes = self.cluster.registry.nodes().to_vec();
         if nodes.is_empty() {
             return Err(CommandError::NotFound(
                 "benchmark: no nodes registered".into(),
@@ -26,7 +26,7 @@ impl App {
         let t = Timeouts::new(
             Duration::from_secs(3),
             Duration::from_secs(120),
-            Duration::from_secs(self.settings.agent_timeout.max(30)),
+            Duration::from_secs(self.cfg.settings.agent_timeout.max(30)),
         );
         let mut table = ui::table(&[
             "Node",
@@ -40,7 +40,7 @@ impl App {
         let mut any_ok = false;
         for n in &nodes {
             // The num_ctx queries use on this node, so the benchmark reloads nothing.
-            crate::nodes::context::learn(&self.client, n, self.model()).await;
+            crate::nodes::context::learn(&self.cluster.client, n, self.model()).await;
             let num_ctx = crate::nodes::context::pin_num_ctx(n, self.model());
             let req = ChatRequest {
                 model: self.model().to_string(),
@@ -52,6 +52,7 @@ impl App {
             let started = Instant::now();
             let mut first: Option<Duration> = None;
             let r = self
+                .cluster
                 .client
                 .chat(n.url(), &req, t, |_| {
                     first.get_or_insert_with(|| started.elapsed());

@@ -12,9 +12,10 @@ use crate::ui;
 impl App {
     fn discovery_timeouts(&self, connect_ms: Option<u64>) -> (Duration, Duration) {
         let c = connect_ms
-            .or(self.settings.discovery_connect_timeout_ms)
+            .or(self.cfg.settings.discovery_connect_timeout_ms)
             .unwrap_or(discovery::DEFAULT_CONNECT_MS);
         let v = self
+            .cfg
             .settings
             .discovery_verify_timeout_ms
             .unwrap_or(discovery::DEFAULT_VERIFY_MS);
@@ -43,7 +44,7 @@ impl App {
         with_ollama_host: bool,
         sink: &mut dyn Sink,
     ) -> Handled {
-        if self.registry.simulated {
+        if self.cluster.registry.simulated {
             sink.err(
                 "ℹ️  Simulated cluster: discovery is skipped (the simulated nodes live in memory).",
             );
@@ -78,10 +79,11 @@ impl App {
         let bar = ui::progress::bar(addrs.len() as u64, "scanning");
         let probed = addrs.len();
         let (_report, scanned) =
-            discovery::scan_ollama(&self.client, addrs, connect, verify, || bar.inc(1)).await;
+            discovery::scan_ollama(&self.cluster.client, addrs, connect, verify, || bar.inc(1))
+                .await;
         bar.finish_and_clear();
         found.extend(scanned);
-        let merge = discovery::merge(&mut self.registry, &found);
+        let merge = discovery::merge(&mut self.cluster.registry, &found);
         let mut ok = true;
         if !merge.new.is_empty() {
             for url in &merge.new {
@@ -89,8 +91,8 @@ impl App {
             }
             ok = self.save_nodes(sink).await;
         }
-        let hosts = self.registry.hosts().len();
-        let nodes = self.registry.len();
+        let hosts = self.cluster.registry.hosts().len();
+        let nodes = self.cluster.registry.len();
         sink.out(&format!(
             "🔍 Discovery: probed {probed} address{} in {:.2}s, found {} Ollama node{} ({} new); registry: {nodes} node{} on {hosts} physical host{} — {}",
             if probed == 1 { "" } else { "es" },
@@ -112,7 +114,7 @@ impl App {
             .filter(|s| !s.trim().is_empty())?;
         let url = host::parse(&raw).ok()?.base_url();
         let t = Timeouts::new(verify, verify, verify);
-        let models = self.client.tags(&url, t).await.ok()?;
+        let models = self.cluster.client.tags(&url, t).await.ok()?;
         Some(Found {
             url,
             models: models.into_iter().map(|m| m.name).collect(),

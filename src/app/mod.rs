@@ -3,6 +3,7 @@
 
 pub mod agents;
 mod bench;
+mod coordinator;
 mod dashboard;
 mod discover;
 mod error;
@@ -15,6 +16,9 @@ mod rag;
 mod redis_cmds;
 mod serve;
 pub use serve::ServeOptions;
+mod parts;
+use parts::waiting_for;
+pub use parts::{Cluster, Config, Overrides, Services};
 mod settings_cmds;
 mod sharding;
 
@@ -26,7 +30,6 @@ use crate::config::settings::{Settings, SettingsStore};
 use crate::nodes::Registry;
 use crate::ollama::Client;
 use crate::scheduler::Scheduler;
-use crate::sim::SimHost;
 
 /// What a line of output is: a result (stdout) or, on stderr, a notice, a
 /// warning or a failure. A sink decides how each kind looks (colour on a
@@ -111,14 +114,6 @@ pub(crate) fn confirm(sink: &mut dyn Sink, saved: bool, text: &str) {
     }
 }
 
-/// Another program holds the lock on the file a command saves.
-fn waiting_for(sink: &mut dyn Sink, path: &std::path::Path) {
-    sink.err(&format!(
-        "⏳ {}: another program is writing here; waiting for it (Ctrl-C gives up)",
-        path.display()
-    ));
-}
-
 /// True when saved; else the error is said (the command goes on: what it
 /// changed holds for this session).
 fn saved_or_said<T>(saved: anyhow::Result<T>, sink: &mut dyn Sink) -> bool {
@@ -166,48 +161,22 @@ impl Outcome {
 /// but not saved, an answer with gaps).
 pub type Handled = Result<Outcome, CommandError>;
 
-/// Values given on the command line: they beat saved settings for this run.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub model: Option<String>,
-    pub mode: Option<Mode>,
-}
-
+/// The application: its three parts, plus what queries use between commands.
 pub struct App {
-    pub settings: Settings,
-    pub settings_store: SettingsStore,
-    pub registry: Registry,
-    pub client: Client,
-    /// The one host-aware queue of this process (every query, every client).
-    pub sched: Arc<Scheduler>,
-    /// The node used when the registry is empty (OLLAMA_HOST or the default),
-    /// kept so its health survives from one query to the next.
-    fallback_node: Option<Arc<crate::nodes::Node>>,
-    pub overrides: Overrides,
-    /// Simulated hosts started by this process (`--simulate N`).
-    pub simulated: Vec<Arc<SimHost>>,
-    pub home: PathBuf,
-    /// The last query's result, for `metrics`.
-    pub last_result: Option<crate::pipeline::result::QueryResult>,
-    pub sharding: sharding::ShardingState,
-    /// What the web dashboard shows.
-    pub hub: Arc<crate::dashboard::Hub>,
-    pub dashboard: Option<crate::dashboard::Dashboard>,
-    /// The Ollama/OpenAI gateway (`serve`), when it runs.
-    pub gateway: Option<crate::gateway::Gateway>,
-    /// The background monitors, with the node URLs and backend addresses they watch.
-    monitor: Option<(Vec<String>, Vec<tokio::task::JoinHandle<()>>)>,
-    /// Where background notices go (the shell decides how to show them; it may
-    /// change its mind once the line editor is up).
-    pub notifier: Notifier,
-    /// A person at a terminal (turns the background monitor on by default).
-    pub interactive: bool,
+    /// Settings, where they are saved, command-line overrides, the home directory.
+    pub cfg: Config,
+    /// Nodes, the client and queue that drive them, the sharding coordinator.
+    pub cluster: Cluster,
+    /// Dashboard, gateway, monitors, Redis, background notices.
+    pub services: Services,
     /// The agents queries use (loaded at start-up, re-read when their directory changes).
     pub agents: agents::AgentCache,
-    /// Shared host leases, node health and events (off until `redis on`).
-    pub redis: crate::redis::Redis,
     /// The loaded RAG knowledge base.
     pub rag: crate::rag::Cache,
+    /// The last query's result, for `metrics`.
+    pub last_result: Option<crate::pipeline::result::QueryResult>,
+    /// A person at a terminal (turns the background monitor on by default).
+    pub interactive: bool,
 }
 
 impl App {
@@ -218,83 +187,59 @@ impl App {
         home: PathBuf,
     ) -> App {
         let client = Client::default();
-        let notifier: Notifier = Arc::new(std::sync::RwLock::new(Arc::new(|_| {})));
-        let say = notifier.clone();
-        let redis = crate::redis::Redis::new(move |line| {
-            let f = say.read().map(|f| f.clone());
-            if let Ok(f) = f {
-                f(line)
-            }
-        });
+        let services = Services::new();
         let sched = Scheduler::new(client.clone());
-        sched.share_through(redis.leases.clone(), redis.health.clone());
+        sched.share_through(services.redis.leases.clone(), services.redis.health.clone());
         App {
-            settings,
-            settings_store,
-            registry,
-            sched,
-            fallback_node: None,
-            client,
-            overrides: Overrides::default(),
-            simulated: Vec::new(),
-            home,
-            last_result: None,
-            sharding: Default::default(),
-            hub: Arc::new(crate::dashboard::Hub::new()),
-            dashboard: None,
-            gateway: None,
-            monitor: None,
-            notifier,
-            interactive: false,
+            cfg: Config {
+                settings,
+                store: settings_store,
+                overrides: Overrides::default(),
+                home,
+            },
+            cluster: Cluster::new(registry, client, sched),
+            services,
             agents: agents::AgentCache::default(),
-            redis,
             rag: Default::default(),
+            last_result: None,
+            interactive: false,
         }
     }
 
     /// The model in use: the command-line value, else the saved one.
     pub fn model(&self) -> &str {
-        self.overrides
-            .model
-            .as_deref()
-            .unwrap_or(&self.settings.model)
+        self.cfg.model()
     }
 
     pub fn mode(&self) -> Mode {
-        if let Some(m) = self.overrides.mode {
-            return m;
-        }
-        self.settings.mode.unwrap_or(Mode::Standard)
+        self.cfg.mode()
     }
 
     pub fn strategy(&self) -> Strategy {
-        self.settings.strategy()
+        self.cfg.strategy()
     }
 
     /// The `longform` setting (auto when unset).
     pub fn longform(&self) -> command::Longform {
-        self.settings.longform()
+        self.cfg.longform()
     }
 
     /// The routing path (`distributed task|model|both|off`).
     pub fn route(&self) -> Route {
-        self.settings.route()
+        self.cfg.route()
     }
 
     /// Save the settings this session changed (and `touched`, keys the user set
     /// even to the value they had); a failure is reported and makes the command
     /// fail. Waiting for another writer can be given up with Ctrl-C.
     pub(crate) async fn save_settings(&mut self, touched: &[&str], sink: &mut dyn Sink) -> bool {
-        let saved = self
-            .settings_store
-            .save_async(&self.settings, touched, |p| waiting_for(sink, p))
-            .await;
+        let saved = self.cfg.save(touched, |p| waiting_for(sink, p)).await;
         saved_or_said(saved, sink)
     }
 
     /// Save the node file (if this registry has one).
     async fn save_nodes(&mut self, sink: &mut dyn Sink) -> bool {
-        let saved = self.registry.save(|p| waiting_for(sink, p)).await;
+        let saved = self.cluster.registry.save(|p| waiting_for(sink, p)).await;
         saved_or_said(saved, sink)
     }
 
@@ -311,7 +256,7 @@ impl App {
 
     /// Run one command; its failure, if any, is rendered here.
     pub async fn dispatch(&mut self, cmd: Command, sink: &mut dyn Sink) -> Outcome {
-        self.redis.tap.set_model(self.model());
+        self.services.redis.tap.set_model(self.model());
         let outcome = match self.dispatch_inner(cmd, sink).await {
             Ok(o) => o,
             Err(e) => {

@@ -24,10 +24,10 @@ fn fmt_gb(bytes: u64) -> String {
 
 impl App {
     pub(super) async fn nodes(&mut self, sink: &mut dyn Sink) -> Handled {
-        let nodes: Vec<Arc<Node>> = self.registry.nodes().to_vec();
-        probe_all(&self.client, &nodes, true).await;
+        let nodes: Vec<Arc<Node>> = self.cluster.registry.nodes().to_vec();
+        probe_all(&self.cluster.client, &nodes, true).await;
         self.print_coordinator_section(sink).await;
-        let label = if self.registry.simulated {
+        let label = if self.cluster.registry.simulated {
             " — simulated"
         } else {
             ""
@@ -92,7 +92,7 @@ impl App {
                 ]);
             }
             sink.out(&t.to_string());
-            let hosts = self.registry.hosts().len();
+            let hosts = self.cluster.registry.hosts().len();
             sink.out(&format!(
                 "{} node{} on {hosts} physical host{}",
                 nodes.len(),
@@ -102,7 +102,7 @@ impl App {
         }
         self.print_rpc_section(sink).await;
         sink.out("");
-        sink.out(&format!("🗄️  Redis: {}", self.redis.describe()));
+        sink.out(&format!("🗄️  Redis: {}", self.services.redis.describe()));
         Ok(Outcome::OK)
     }
 
@@ -113,7 +113,7 @@ impl App {
         sink: &mut dyn Sink,
     ) -> Handled {
         let url = spec.base_url();
-        if let Some(existing) = self.registry.find(&url) {
+        if let Some(existing) = self.cluster.registry.find(&url) {
             return Err(CommandError::refused(format!(
                 "Node already registered: {} ({})",
                 existing.name(),
@@ -128,7 +128,7 @@ impl App {
             extra: Default::default(),
         };
         let node = Arc::new(Node::new(entry, false));
-        let result = probe(&self.client, node.clone(), false).await;
+        let result = probe(&self.cluster.client, node.clone(), false).await;
         if !result.ok {
             if !force {
                 return Err(CommandError::Network {
@@ -146,7 +146,7 @@ impl App {
         }
         let name = node.name().to_string();
         let host = node.host.clone();
-        if let AddOutcome::Duplicate(u) = self.registry.add_node(node) {
+        if let AddOutcome::Duplicate(u) = self.cluster.registry.add_node(node) {
             return Err(CommandError::refused(format!(
                 "Node already registered: {u}"
             )));
@@ -154,6 +154,7 @@ impl App {
         let saved = self.save_nodes(sink).await;
         super::confirm(sink, saved, &format!("Added node: {name} ({url})"));
         let neighbours: Vec<String> = self
+            .cluster
             .registry
             .nodes()
             .iter()
@@ -170,7 +171,7 @@ impl App {
     }
 
     pub(super) async fn remove(&mut self, key: &str, sink: &mut dyn Sink) -> Handled {
-        match self.registry.remove(key) {
+        match self.cluster.registry.remove(key) {
             Ok(n) => {
                 let saved = self.save_nodes(sink).await;
                 super::confirm(
@@ -194,13 +195,13 @@ impl App {
     }
 
     pub(super) async fn health(&mut self, sink: &mut dyn Sink) -> Handled {
-        let nodes = self.registry.nodes().to_vec();
+        let nodes = self.cluster.registry.nodes().to_vec();
         if nodes.is_empty() {
             sink.out("⚠️  No nodes registered");
             return Ok(Outcome::OK);
         }
         sink.err("🏥 Running health checks...");
-        let results = probe_all(&self.client, &nodes, false).await;
+        let results = probe_all(&self.cluster.client, &nodes, false).await;
         let healthy = results.iter().filter(|r| r.ok).count();
         for r in &results {
             let mark = match (r.ok, r.busy) {
@@ -220,9 +221,10 @@ impl App {
     }
 
     pub(super) async fn save_to(&mut self, target: &Path, sink: &mut dyn Sink) -> Handled {
-        let mut file = self.registry.to_file();
-        if self.registry.simulated {
+        let mut file = self.cluster.registry.to_file();
+        if self.cluster.registry.simulated {
             file.entries = self
+                .cluster
                 .registry
                 .nodes()
                 .iter()
@@ -257,7 +259,7 @@ impl App {
                     sink.warn(&format!("⚠️  {w}"));
                 }
                 let n = file.entries.len();
-                let r = self.registry.merge_file(file);
+                let r = self.cluster.registry.merge_file(file);
                 let saved = self.save_nodes(sink).await;
                 let mut what = vec![format!("{} added", r.added.len())];
                 if !r.updated.is_empty() {
@@ -281,7 +283,7 @@ impl App {
                         "Loaded {n} node(s) from {}: {} (merged; registry: {} node(s))",
                         target.display(),
                         what.join(", "),
-                        self.registry.len()
+                        self.cluster.registry.len()
                     ),
                 );
                 Ok(Outcome::from(saved))

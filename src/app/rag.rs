@@ -65,7 +65,7 @@ impl App {
         match cmd {
             RagCmd::On | RagCmd::Off => {
                 let on = cmd == RagCmd::On;
-                self.settings.flockparser_enabled = on;
+                self.cfg.settings.flockparser_enabled = on;
                 let saved = self.save_settings(&["flockparser_enabled"], sink).await;
                 super::confirm(
                     sink,
@@ -90,7 +90,7 @@ impl App {
                         ));
                     }
                 }
-                self.settings.rag_path = Some(loc.describe());
+                self.cfg.settings.rag_path = Some(loc.describe());
                 self.rag.clear();
                 let saved = self.save_settings(&["rag_path"], sink).await;
                 super::confirm(
@@ -105,7 +105,7 @@ impl App {
                 Ok(Outcome::from(saved))
             }
             RagCmd::Model(m) => {
-                self.settings.rag_model = Some(m.clone());
+                self.cfg.settings.rag_model = Some(m.clone());
                 let saved = self.save_settings(&["rag_model"], sink).await;
                 super::confirm(
                     sink,
@@ -122,17 +122,17 @@ impl App {
     }
 
     async fn rag_location(&self) -> Option<Result<Location, LocationError>> {
-        rag::configured(self.settings.rag_path.as_deref()).await
+        rag::configured(self.cfg.settings.rag_path.as_deref()).await
     }
 
     fn rag_model(&self) -> String {
-        rag::model(self.settings.rag_model.as_deref()).to_string()
+        rag::model(self.cfg.settings.rag_model.as_deref()).to_string()
     }
 
     /// Nodes that may embed: every registered node (whatever the mode), else
     /// the one a query uses when there are none (OLLAMA_HOST or the default).
     fn embed_candidates(&mut self) -> Vec<Arc<Node>> {
-        let all = self.registry.nodes().to_vec();
+        let all = self.cluster.registry.nodes().to_vec();
         if all.is_empty() {
             vec![self.fallback_node()]
         } else {
@@ -149,7 +149,14 @@ impl App {
         self.apply_capacities();
         let candidates = self.embed_candidates();
         let model = self.rag_model();
-        Embedder::new(&self.client, self.sched.clone(), &candidates, &model, total).await
+        Embedder::new(
+            &self.cluster.client,
+            self.cluster.sched.clone(),
+            &candidates,
+            &model,
+            total,
+        )
+        .await
     }
 
     /// The local index of `root`, loaded (with a bar on a terminal) if needed;
@@ -210,7 +217,7 @@ impl App {
 
     /// The value of `status`'s RAG line.
     pub(super) async fn rag_status(&mut self, sink: &mut dyn Sink) -> String {
-        if !self.settings.flockparser_enabled {
+        if !self.cfg.settings.flockparser_enabled {
             return "OFF".into();
         }
         match self.rag_location().await {
@@ -233,7 +240,7 @@ impl App {
     /// The retriever for a query, or None (said once) when RAG is off or
     /// cannot run: no knowledge base, no documents, no node with the model.
     pub(super) async fn rag_retriever(&mut self, sink: &mut dyn Sink) -> Option<Retriever> {
-        if !self.settings.flockparser_enabled {
+        if !self.cfg.settings.flockparser_enabled {
             return None;
         }
         let without = "answering without documents";

@@ -22,7 +22,7 @@ fn refused(why: &str) -> bool {
 impl App {
     /// `redis on|off`: save the setting, then connect or disconnect at once.
     pub(super) async fn redis_cmd(&mut self, on: bool, sink: &mut dyn Sink) -> Handled {
-        self.settings.redis_logging_enabled = on;
+        self.cfg.settings.redis_logging_enabled = on;
         let saved = self.save_settings(&["redis_logging_enabled"], sink).await;
         if !on {
             self.redis_stop().await;
@@ -52,7 +52,7 @@ impl App {
     /// line. An error when Redis refuses us or the URL cannot be used; an
     /// unreachable Redis is retried in the background (Ok: nothing to fix here).
     pub(crate) async fn redis_start(&mut self, sink: &mut dyn Sink) -> Result<(), CommandError> {
-        let target = match target::resolve_env(&self.settings) {
+        let target = match target::resolve_env(&self.cfg.settings) {
             Ok(t) => t,
             Err(e) => {
                 self.redis_stop().await;
@@ -60,8 +60,10 @@ impl App {
             }
         };
         let at = target.describe();
-        self.hub.set_tap(Some(self.redis.tap.clone()));
-        match self.redis.link.enable(target).await {
+        self.services
+            .hub
+            .set_tap(Some(self.services.redis.tap.clone()));
+        match self.services.redis.link.enable(target).await {
             LinkState::Connected => {
                 sink.err(&format!("🔗 Redis connected: {at}"));
                 Ok(())
@@ -86,15 +88,19 @@ impl App {
 
     /// Stop using Redis (queued events get a moment to go out first).
     pub(crate) async fn redis_stop(&mut self) {
-        self.hub.set_tap(None);
-        self.redis.events.flush(Duration::from_millis(300)).await;
-        self.redis.link.disable();
+        self.services.hub.set_tap(None);
+        self.services
+            .redis
+            .events
+            .flush(Duration::from_millis(300))
+            .await;
+        self.services.redis.link.disable();
     }
 
     /// RPC backends registered in Redis that accept a TCP connection now.
     /// Quiet when Redis is off; one line when it cannot be read.
     pub(super) async fn redis_registrations(&self, sink: &mut dyn Sink) -> Vec<RpcBackendEntry> {
-        match self.redis.link.state() {
+        match self.services.redis.link.state() {
             LinkState::Off => return Vec::new(),
             LinkState::Connected => {}
             other => {
@@ -111,7 +117,7 @@ impl App {
             registry::NODE_PREFIX,
             registry::ROUTER_METADATA
         ));
-        let regs = match registry::registered_backends(&self.redis.link).await {
+        let regs = match registry::registered_backends(&self.services.redis.link).await {
             Ok(r) => r,
             Err(e) => {
                 sink.warn(&format!("⚠️  Redis: could not read the registrations: {e}"));

@@ -100,10 +100,10 @@ impl App {
     /// The nodes requests may go to: every registered node (the gateway
     /// serves the whole cluster, whatever the shell's mode), or OLLAMA_HOST's.
     fn gateway_nodes(&mut self) -> Vec<Arc<Node>> {
-        if self.registry.is_empty() {
+        if self.cluster.registry.is_empty() {
             vec![self.fallback_node()]
         } else {
-            self.registry.nodes().to_vec()
+            self.cluster.registry.nodes().to_vec()
         }
     }
 
@@ -122,23 +122,26 @@ impl App {
             .collect();
         let route = self.route();
         let mut models = vec![self.model().to_string()];
-        models.extend(self.settings.synthesis_model.clone());
+        models.extend(self.cfg.settings.synthesis_model.clone());
         let coordinator_models = models
             .into_iter()
             .filter(|m| decide(route, m).0 == Target::Coordinator)
             .collect();
         let coordinator = self
+            .cluster
             .sharding
             .coordinator
             .as_ref()
-            .and(self.sharding.node.clone());
+            .and(self.cluster.sharding.node.clone());
         let num_predict = self
+            .cfg
             .settings
             .num_predict
             .unwrap_or(crate::pipeline::call::NUM_PREDICT);
         let mut quiet = Captured::default();
         let agents = self.agents.current(&mut quiet).await;
         let idle = self
+            .cfg
             .settings
             .request_idle_timeout_ms
             .map(Duration::from_millis)
@@ -154,32 +157,32 @@ impl App {
             query: QuerySetup {
                 nodes: query_nodes,
                 model: self.model().to_string(),
-                synthesis_model: self.settings.synthesis_model.clone(),
+                synthesis_model: self.cfg.settings.synthesis_model.clone(),
                 num_predict,
                 timeouts: self.timeouts(),
                 agents,
                 distributed: self.mode() == Mode::Distributed,
-                collaborative: self.settings.collaborative_mode,
-                refinement_rounds: self.settings.refinement_rounds,
-                ast_voting: self.settings.ast_voting_enabled,
-                quality_threshold: self.settings.quality_threshold,
-                max_quality_retries: self.settings.max_quality_retries,
+                collaborative: self.cfg.settings.collaborative_mode,
+                refinement_rounds: self.cfg.settings.refinement_rounds,
+                ast_voting: self.cfg.settings.ast_voting_enabled,
+                quality_threshold: self.cfg.settings.quality_threshold,
+                max_quality_retries: self.cfg.settings.max_quality_retries,
                 mode_label: self.mode().word().to_string(),
                 strategy: self.strategy(),
-                task_distribution: self.settings.task_distribution_enabled,
+                task_distribution: self.cfg.settings.task_distribution_enabled,
                 longform: self.longform(),
-                rag_on: self.settings.flockparser_enabled,
+                rag_on: self.cfg.settings.flockparser_enabled,
             },
         }
     }
 
     /// Tell a running gateway what the last command changed.
     pub(super) async fn publish_gateway(&mut self) {
-        let Some(own) = self.gateway.as_ref().map(Gateway::addr) else {
+        let Some(own) = self.services.gateway.as_ref().map(Gateway::addr) else {
             return;
         };
         let view = self.gateway_view(own).await;
-        if let Some(g) = &self.gateway {
+        if let Some(g) = &self.services.gateway {
             g.set_view(view);
         }
     }
@@ -192,7 +195,7 @@ impl App {
         log: Box<dyn Fn(&str) + Send + Sync>,
         sink: &mut dyn Sink,
     ) -> Result<(), CommandError> {
-        if let Some(g) = &self.gateway {
+        if let Some(g) = &self.services.gateway {
             sink.out(&format!("🦙 The gateway already runs at {}", g.url()));
             return Ok(());
         }
@@ -212,7 +215,7 @@ impl App {
             ));
         }
         let nodes: Vec<Arc<Node>> = nodes.into_iter().filter(|n| !is_self(n, own)).collect();
-        let results = probe_all(&self.client, &nodes, true).await;
+        let results = probe_all(&self.cluster.client, &nodes, true).await;
         let up: Vec<&Arc<Node>> = results.iter().filter(|r| r.ok).map(|r| &r.node).collect();
         for r in results.iter().filter(|r| !r.ok) {
             sink.warn(&format!(
@@ -250,19 +253,15 @@ impl App {
                 ));
             }
         }
-        self.sched
-            .set_events(Some(Arc::new(HubEvents(self.hub.clone()))));
-        let notifier = self.notifier.clone();
-        self.sched.set_notifier(move |line| {
-            if let Ok(f) = notifier.read().map(|f| f.clone()) {
-                f(line)
-            }
-        });
+        self.cluster
+            .sched
+            .set_events(Some(Arc::new(HubEvents(self.services.hub.clone()))));
+        self.cluster.sched.set_notifier(self.services.say());
         let view = self.gateway_view(own).await;
         let parts = Parts {
-            sched: self.sched.clone(),
-            client: self.client.clone(),
-            hub: self.hub.clone(),
+            sched: self.cluster.sched.clone(),
+            client: self.cluster.client.clone(),
+            hub: self.services.hub.clone(),
             view,
             log,
         };
@@ -270,7 +269,7 @@ impl App {
             .await
             .map_err(|e| CommandError::network(format!("serve: {e}")))?;
         let url = g.url();
-        self.gateway = Some(g);
+        self.services.gateway = Some(g);
         // The real address (port 0 picks one).
         self.publish_gateway().await;
         self.sync_hub();
@@ -283,7 +282,7 @@ impl App {
 
     /// Stop the gateway (if it runs), letting requests finish for `drain`.
     pub async fn stop_gateway(&mut self, drain: Option<Duration>) -> Option<gateway::Drained> {
-        let g = self.gateway.take()?;
+        let g = self.services.gateway.take()?;
         Some(g.stop(drain.unwrap_or(SHELL_DRAIN)).await)
     }
 
@@ -337,13 +336,13 @@ impl App {
         let signal = wait_for_signal().await;
         let drain =
             Duration::from_secs(opts.drain_secs.unwrap_or(gateway::DEFAULT_DRAIN.as_secs()));
-        let running = self.gateway.as_ref().map_or(0, Gateway::in_flight);
+        let running = self.services.gateway.as_ref().map_or(0, Gateway::in_flight);
         sink.err(&format!(
             "🛑 {signal}: no new connections; {running} request(s) in flight get up to {}s to \
              finish (signal again to stop at once)",
             drain.as_secs()
         ));
-        let stopped = match self.gateway.take() {
+        let stopped = match self.services.gateway.take() {
             Some(g) => Some(
                 g.stop_unless(drain, async {
                     wait_for_signal().await;

@@ -18,7 +18,7 @@ impl App {
         let key = setting_key(&cmd);
         let mut buf = Captured::default();
         let sink = &mut buf;
-        let s = &mut self.settings;
+        let s = &mut self.cfg.settings;
         match cmd {
             Command::Collab(on) => {
                 s.collaborative_mode = on;
@@ -41,7 +41,7 @@ impl App {
                 sink.out(&format!("✅ Synthesis model set to: {m}"));
                 sink.out(&format!(
                     "   Phases 1-3: {}",
-                    self.overrides.model.as_deref().unwrap_or(&s.model)
+                    self.cfg.overrides.model.as_deref().unwrap_or(&s.model)
                 ));
                 sink.out(&format!("   Phase 4: {m}"));
                 s.synthesis_model = Some(m);
@@ -76,7 +76,7 @@ impl App {
             }
             Command::Model(m) => {
                 sink.out(&format!("✅ Model set to: {m}"));
-                if self.overrides.model.take().is_some() {
+                if self.cfg.overrides.model.take().is_some() {
                     sink.out("   (replaces the --model given on the command line)");
                 }
                 s.model = m;
@@ -93,9 +93,9 @@ impl App {
     }
 
     pub(super) async fn set_mode(&mut self, mode: Mode, sink: &mut dyn Sink) -> Handled {
-        self.overrides.mode = None;
+        self.cfg.overrides.mode = None;
         let mut buf = Captured::default();
-        self.settings.mode = Some(mode);
+        self.cfg.settings.mode = Some(mode);
         match mode {
             Mode::Standard => {
                 buf.out("✅ Switched to Standard Mode");

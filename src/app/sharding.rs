@@ -1,21 +1,18 @@
-//! `distributed task|model|both|off`, `rpc …`, and the coordinator's life in the app.
+//! `distributed task|model|both|off`, `rpc …`, the RPC backends in `nodes`,
+//! and leaving (the coordinator itself is in `coordinator.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{App, Captured, CommandError, Handled, Outcome, Sink};
-use crate::blocking;
 use crate::command::{Route, RpcCmd};
 use crate::config::settings::RpcBackendEntry;
 use crate::nodes::discovery;
 use crate::nodes::scan::{self, ScanOptions};
 use crate::nodes::Node;
 use crate::sharding::backends::{self, BackendStats};
-use crate::sharding::coordinator::{self, Coordinator, Health};
-use crate::sharding::gguf;
-use crate::sharding::route::{decide, Target};
-use crate::sharding::ShardingError;
+use crate::sharding::coordinator::{self, Coordinator};
 use crate::ui;
 
 const TASK_MODEL: &str = "llama3.2";
@@ -32,7 +29,7 @@ pub struct ShardingState {
 
 impl App {
     fn coordinator_configured(&self) -> bool {
-        coordinator::configured_url(self.settings.coordinator_url.as_deref()).1
+        coordinator::configured_url(self.cfg.settings.coordinator_url.as_deref()).1
     }
 
     /// Set the model the way the original did for this path, saying so.
@@ -43,10 +40,10 @@ impl App {
         } else {
             sink.out(&format!("   Model: {model}"));
         }
-        self.overrides.model = None;
-        self.settings.model = model.to_string();
-        let syn_before = self.settings.synthesis_model.clone();
-        self.settings.synthesis_model = synthesis.map(String::from);
+        self.cfg.overrides.model = None;
+        self.cfg.settings.model = model.to_string();
+        let syn_before = self.cfg.settings.synthesis_model.clone();
+        self.cfg.settings.synthesis_model = synthesis.map(String::from);
         if syn_before.as_deref() != synthesis {
             sink.out(&format!(
                 "   Synthesis model: {} → {}",
@@ -58,7 +55,7 @@ impl App {
 
     pub(super) async fn distributed(&mut self, route: Route, out: &mut dyn Sink) -> Handled {
         if route.model_sharding()
-            && self.settings.rpc_backends.is_empty()
+            && self.cfg.settings.rpc_backends.is_empty()
             && !self.coordinator_configured()
         {
             return Err(CommandError::Refused {
@@ -70,12 +67,13 @@ impl App {
         let mut buf = Captured::default();
         let sink = &mut buf;
         let healthy = self
+            .cluster
             .registry
             .nodes()
             .iter()
             .filter(|n| n.available())
             .count();
-        self.settings.set_route(route);
+        self.cfg.settings.set_route(route);
         match route {
             Route::Task => {
                 sink.out("✅ TASK DISTRIBUTION MODE");
@@ -88,7 +86,7 @@ impl App {
                 sink.out("✅ MODEL SHARDING MODE");
                 sink.out(&format!(
                     "   Using {} RPC backend(s) through the llama.cpp coordinator",
-                    self.settings.rpc_backends.len()
+                    self.cfg.settings.rpc_backends.len()
                 ));
                 self.switch_model(LARGE_MODEL, None, sink);
                 sink.out("   ⚠️  The coordinator loads the whole model file: 13B fits in 16 GB of RAM, 70B needs 32 GB or more.");
@@ -127,21 +125,22 @@ impl App {
     }
 
     fn rpc_list(&self, sink: &mut dyn Sink) {
-        if self.settings.rpc_backends.is_empty() {
+        if self.cfg.settings.rpc_backends.is_empty() {
             sink.out("📡 No RPC backends configured");
             return;
         }
         sink.out(&format!(
             "📡 Configured RPC Backends ({}):",
-            self.settings.rpc_backends.len()
+            self.cfg.settings.rpc_backends.len()
         ));
-        for b in &self.settings.rpc_backends {
+        for b in &self.cfg.settings.rpc_backends {
             sink.out(&format!("   • {}", backends::addr(b)));
         }
     }
 
     fn has_backend(&self, a: &str) -> bool {
-        self.settings
+        self.cfg
+            .settings
             .rpc_backends
             .iter()
             .any(|x| backends::addr(x) == a)
@@ -165,10 +164,10 @@ impl App {
                 "⚠️  {a} does not accept connections right now (added anyway)"
             ));
         }
-        let st = self.sharding.stats.entry(a.clone()).or_default();
+        let st = self.cluster.sharding.stats.entry(a.clone()).or_default();
         st.up = Some(up);
         st.checked = Some(std::time::Instant::now());
-        self.settings.rpc_backends.push(b);
+        self.cfg.settings.rpc_backends.push(b);
         let saved = self.save_settings(&["rpc_backends"], sink).await;
         super::confirm(sink, saved, &format!("Added RPC backend: {a}"));
         Ok(Outcome::from(saved))
@@ -179,12 +178,13 @@ impl App {
         if !self.has_backend(&a) {
             return Err(CommandError::NotFound(format!("Backend not found: {a}")));
         }
-        self.settings
+        self.cfg
+            .settings
             .rpc_backends
             .retain(|x| backends::addr(x) != a);
         let saved = self.save_settings(&["rpc_backends"], sink).await;
         super::confirm(sink, saved, &format!("Removed RPC backend: {a}"));
-        if self.settings.rpc_backends.is_empty() && self.settings.model_sharding_enabled {
+        if self.cfg.settings.rpc_backends.is_empty() && self.cfg.settings.model_sharding_enabled {
             sink.warn("⚠️  No RPC backends remaining! Model sharding will fail.");
         }
         Ok(Outcome::from(saved))
@@ -208,7 +208,8 @@ impl App {
         let opts = ScanOptions {
             port: crate::config::settings::default_rpc_port(),
             connect_timeout: Duration::from_millis(
-                self.settings
+                self.cfg
+                    .settings
                     .discovery_connect_timeout_ms
                     .unwrap_or(discovery::DEFAULT_CONNECT_MS),
             ),
@@ -240,13 +241,14 @@ impl App {
         let mut added = 0;
         for (b, note) in &found {
             if !self
+                .cfg
                 .settings
                 .rpc_backends
                 .iter()
                 .any(|x| backends::addr(x) == backends::addr(b))
             {
                 sink.out(&format!("   ✅ Found: {}{note}", backends::addr(b)));
-                self.settings.rpc_backends.push(b.clone());
+                self.cfg.settings.rpc_backends.push(b.clone());
                 added += 1;
             }
         }
@@ -265,263 +267,16 @@ impl App {
             saved,
             &format!(
                 "Added {added} new RPC backend(s); total {}",
-                self.settings.rpc_backends.len()
+                self.cfg.settings.rpc_backends.len()
             ),
         );
         Ok(Outcome::from(saved))
     }
 
-    /// The coordinator node for this query: reused if healthy and current,
-    /// otherwise (re)started over the backends that answer.
-    pub(super) async fn ensure_coordinator(
-        &mut self,
-        sink: &mut dyn Sink,
-    ) -> Result<Arc<Node>, ShardingError> {
-        let mut up = Vec::new();
-        let mut down = Vec::new();
-        for b in self.settings.rpc_backends.clone() {
-            let ok = backends::reachable(&b, Duration::from_millis(500)).await;
-            let st = self.sharding.stats.entry(backends::addr(&b)).or_default();
-            st.up = Some(ok);
-            st.checked = Some(std::time::Instant::now());
-            if ok {
-                up.push(backends::addr(&b))
-            } else {
-                down.push(backends::addr(&b))
-            }
-        }
-        for d in &down {
-            sink.warn(&format!("⚠️  RPC backend {d} is down"));
-        }
-        if let Some(mut old) = self.sharding.coordinator.take() {
-            let current = !old.ours() || (old.alive() && old.backends == up);
-            let url = old.url.clone();
-            if current
-                && matches!(
-                    coordinator::health(&self.client, &url).await,
-                    Health::Ready | Health::Busy
-                )
-            {
-                self.sharding.coordinator = Some(old);
-                return Ok(self.coordinator_node(&url).await);
-            }
-            if old.ours() {
-                sink.err("🔁 Restarting the coordinator on the backends that answer ...");
-            }
-            old.stop().await;
-        }
-        let (url, configured) =
-            coordinator::configured_url(self.settings.coordinator_url.as_deref());
-        if coordinator::health(&self.client, &url).await == Health::Ready {
-            sink.err(&format!(
-                "🎯 Using the coordinator already running at {url}"
-            ));
-            self.sharding.coordinator = Some(Coordinator::found(url.clone()));
-            return Ok(self.coordinator_node(&url).await);
-        }
-        if !self.settings.rpc_backends.is_empty() && up.is_empty() {
-            return Err(ShardingError::NoBackends(down));
-        }
-        if self.settings.rpc_backends.is_empty() && configured {
-            return Err(ShardingError::CoordinatorDown(url));
-        }
-        let port = url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.trim_end_matches('/').parse().ok())
-            .unwrap_or(coordinator::DEFAULT_PORT);
-        let model = self
-            .settings
-            .synthesis_model
-            .clone()
-            .filter(|_| self.settings.task_distribution_enabled)
-            .unwrap_or_else(|| self.model().to_string());
-        let (gguf, bin) = blocking::try_run(move || {
-            Ok::<_, ShardingError>((gguf::resolve(&model)?, coordinator::binary()?))
-        })
-        .await?;
-        let log = self
-            .home
-            .join(format!(".synapticllamas_coordinator-{port}.log"));
-        let extra = self.settings.coordinator_args.clone().unwrap_or_default();
-        let wait = Duration::from_secs(self.settings.coordinator_start_timeout_secs.unwrap_or(600));
-        sink.err(&format!(
-            "🚀 Starting llama-server on 127.0.0.1:{port} with {} over {} backend(s) (log: {}) ...",
-            gguf.display(),
-            up.len(),
-            log.display()
-        ));
-        let spinner = ui::progress::spinner("loading the model across the RPC backends");
-        let c = Coordinator::start(
-            &self.client,
-            &bin,
-            &gguf,
-            port,
-            &up,
-            &extra,
-            &log,
-            wait,
-            &mut |_| spinner.tick(),
-        )
-        .await;
-        spinner.finish_and_clear();
-        let c = c?;
-        sink.err(&format!(
-            "✅ Coordinator ready at {} (PID {})",
-            c.url,
-            c.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
-        ));
-        let url = c.url.clone();
-        self.sharding.coordinator = Some(c);
-        Ok(self.coordinator_node(&url).await)
-    }
-
-    /// The coordinator's node (one per URL, so its health and latency history
-    /// last), with its host's capacity set to llama-server's slot count.
-    async fn coordinator_node(&mut self, url: &str) -> Arc<Node> {
-        let node = match &self.sharding.node {
-            Some(n) if n.url() == url => n.clone(),
-            _ => {
-                let n = Arc::new(Node::coordinator(url));
-                self.sharding.node = Some(n.clone());
-                n
-            }
-        };
-        if let Some(slots) = coordinator::slots(&self.client, url).await {
-            self.sched.set_capacity(&node.host, slots);
-        }
-        node
-    }
-
-    /// Whether this query needs the coordinator, with the routing lines to show.
-    pub(super) fn routing(&self) -> (bool, Vec<String>) {
-        let route = self.route();
-        if !self.settings.model_sharding_enabled {
-            return (false, Vec::new());
-        }
-        let mut models = vec![self.model().to_string()];
-        if let Some(s) = &self.settings.synthesis_model {
-            if !models.contains(s) {
-                models.push(s.clone());
-            }
-        }
-        let mut need = false;
-        let mut lines = Vec::new();
-        for m in models {
-            let (t, why) = decide(route, &m);
-            need |= t == Target::Coordinator;
-            let backend = if t == Target::Coordinator {
-                "llamacpp"
-            } else {
-                "ollama"
-            };
-            self.redis.route_decision(&m, backend, &why);
-            lines.push(format!(
-                "🔀 {m} → {}: {why}",
-                if t == Target::Coordinator {
-                    "coordinator"
-                } else {
-                    "Ollama pool"
-                }
-            ));
-        }
-        (need, lines)
-    }
-
-    /// After a query that used the coordinator: account it to the backends; on
-    /// failure, name the backends that are down.
-    pub(super) async fn after_coordinator_query(
-        &mut self,
-        ok: bool,
-        seconds: f64,
-    ) -> Option<String> {
-        let Some(c) = &self.sharding.coordinator else {
-            return None;
-        };
-        let backends: Vec<String> = c.backends.clone();
-        for a in &backends {
-            self.sharding
-                .stats
-                .entry(a.clone())
-                .or_default()
-                .record(ok, Duration::from_secs_f64(seconds));
-        }
-        if ok {
-            return None;
-        }
-        let mut dead = Vec::new();
-        for b in self.settings.rpc_backends.clone() {
-            let up = backends::reachable(&b, Duration::from_millis(500)).await;
-            let st = self.sharding.stats.entry(backends::addr(&b)).or_default();
-            st.up = Some(up);
-            st.checked = Some(std::time::Instant::now());
-            if !up {
-                dead.push(backends::addr(&b));
-            }
-        }
-        (!dead.is_empty()).then(|| format!("RPC backend {} is down", dead.join(", ")))
-    }
-
-    pub(super) async fn print_coordinator_section(&mut self, sink: &mut dyn Sink) {
-        if !self.settings.model_sharding_enabled
-            && self.sharding.coordinator.is_none()
-            && self.settings.coordinator_url.is_none()
-        {
-            return;
-        }
-        sink.out("🎯 COORDINATOR (llama.cpp model sharding)");
-        let (url, _) = match &self.sharding.coordinator {
-            Some(c) => (c.url.clone(), true),
-            None => coordinator::configured_url(self.settings.coordinator_url.as_deref()),
-        };
-        let status = match coordinator::health(&self.client, &url).await {
-            Health::Ready => "✅ HEALTHY".to_string(),
-            Health::Loading => "⏳ LOADING".to_string(),
-            Health::Busy => "⏳ BUSY (connected, answering slowly while it works)".to_string(),
-            Health::Down => "❌ OFFLINE".to_string(),
-        };
-        sink.out(&format!("   URL: {url}"));
-        sink.out(&format!("   Status: {status}"));
-        if let Some(n) = self.sharding.node.as_ref().filter(|n| n.url() == url) {
-            sink.out(&format!(
-                "   Slots: {} ({} in flight)",
-                self.sched.capacity(&n.host),
-                self.sched.in_flight(&n.host)
-            ));
-        }
-        match &self.sharding.coordinator {
-            Some(c) => {
-                if let Some(p) = c.pid {
-                    sink.out(&format!(
-                        "   PID: {p} (started by this shell; stopped when it exits)"
-                    ));
-                } else {
-                    sink.out("   PID: - (found running; left alone)");
-                }
-                if let Some(m) = &c.model_path {
-                    sink.out(&format!("   Model: {}", m.display()));
-                }
-                sink.out(&format!(
-                    "   Backends: {}",
-                    if c.backends.is_empty() {
-                        "-".into()
-                    } else {
-                        c.backends.join(", ")
-                    }
-                ));
-                if let Some(l) = &c.log_path {
-                    sink.out(&format!("   Log: {}", l.display()));
-                }
-            }
-            None => sink.out("   Not started yet: it starts with the first query that needs it."),
-        }
-        sink.out("");
-    }
-
     pub(super) async fn print_rpc_section(&mut self, sink: &mut dyn Sink) {
         sink.out("");
         sink.out("🔗 RPC BACKENDS (model sharding)");
-        if self.settings.rpc_backends.is_empty() {
+        if self.cfg.settings.rpc_backends.is_empty() {
             sink.out("   No RPC backends configured (`rpc add HOST[:PORT]`)");
             return;
         }
@@ -532,10 +287,10 @@ impl App {
             "Success rate",
             "Avg latency",
         ]);
-        for b in self.settings.rpc_backends.clone() {
+        for b in self.cfg.settings.rpc_backends.clone() {
             let a = backends::addr(&b);
             let up = backends::reachable(&b, Duration::from_millis(500)).await;
-            let st = self.sharding.stats.entry(a.clone()).or_default();
+            let st = self.cluster.sharding.stats.entry(a.clone()).or_default();
             st.up = Some(up);
             st.checked = Some(std::time::Instant::now());
             t.add_row(vec![
@@ -561,16 +316,20 @@ impl App {
     /// it; let queued Redis events go out.
     pub async fn shutdown(&mut self) {
         self.stop_gateway(None).await;
-        if let Some(d) = self.dashboard.take() {
+        if let Some(d) = self.services.dashboard.take() {
             d.stop().await;
         }
-        if let Some(mut c) = self.sharding.coordinator.take() {
+        if let Some(mut c) = self.cluster.sharding.coordinator.take() {
             let ours = c.ours();
             c.stop().await;
             if ours {
-                self.hub.set_coordinator(serde_json::Value::Null);
+                self.services.hub.set_coordinator(serde_json::Value::Null);
             }
         }
-        self.redis.events.flush(Duration::from_millis(500)).await;
+        self.services
+            .redis
+            .events
+            .flush(Duration::from_millis(500))
+            .await;
     }
 }

@@ -53,7 +53,7 @@ fn result_line(text: &str) {
 
 /// Background notices (a node went down or came back) as lines on stderr.
 pub fn notices_to_stderr(app: &App) {
-    if let Ok(mut n) = app.notifier.write() {
+    if let Ok(mut n) = app.services.notifier.write() {
         *n = Arc::new(|line: String| StdSink.err(&line));
     }
 }
