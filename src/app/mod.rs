@@ -82,26 +82,44 @@ impl Sink for Captured {
     }
 }
 
-/// Print what a command changed once its save is known: as written when saved;
-/// otherwise each `✅` becomes `⚠️` and the first says the change is not saved.
-pub(crate) fn report_change(sink: &mut dyn Sink, saved: bool, buf: Captured) {
-    let mut marked = false;
-    for line in buf.out.lines() {
-        match line.strip_prefix('✅') {
-            Some(rest) if !saved => {
+/// What a setting command changed, printed once its save is known: each
+/// change as `✅ TEXT` when saved, else `⚠️  TEXT` (the first one saying
+/// `— this session only, not saved`); detail lines as they are.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    /// (is a change, text).
+    lines: Vec<(bool, String)>,
+}
+
+impl Changes {
+    /// A change the command made.
+    pub fn done(&mut self, text: impl Into<String>) {
+        self.lines.push((true, text.into()));
+    }
+
+    /// A line about the change (printed as is).
+    pub fn detail(&mut self, text: impl Into<String>) {
+        self.lines.push((false, text.into()));
+    }
+
+    pub fn report(self, sink: &mut dyn Sink, saved: bool) {
+        let mut marked = false;
+        for (change, text) in self.lines {
+            if !change {
+                sink.out(&text);
+            } else if saved {
+                sink.out(&format!("✅ {text}"));
+            } else {
                 let note = if marked {
                     ""
                 } else {
                     " — this session only, not saved"
                 };
                 marked = true;
-                sink.out(&format!("⚠️  {}{note}", rest.trim()));
+                // A result still (stdout), as the confirmation it replaces.
+                sink.out(&format!("⚠️  {text}{note}"));
             }
-            _ => sink.out(line),
         }
-    }
-    for line in buf.err.lines() {
-        sink.err(line);
     }
 }
 
@@ -310,5 +328,31 @@ impl App {
             C::Rag(r) => self.rag_cmd(r, sink).await,
             C::Query(q) => self.query(&q, sink).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_not_saved_says_so_once() {
+        let report = |saved| {
+            let mut ch = Changes::default();
+            ch.done("Model set to: m");
+            ch.detail("   a detail");
+            ch.done("Synthesis model: none");
+            let mut c = Captured::default();
+            ch.report(&mut c, saved);
+            c.out
+        };
+        assert_eq!(
+            report(true),
+            "✅ Model set to: m\n   a detail\n✅ Synthesis model: none\n"
+        );
+        assert_eq!(
+            report(false),
+            "⚠️  Model set to: m — this session only, not saved\n   a detail\n⚠️  Synthesis model: none\n"
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
-use super::{App, CommandError, Handled, Outcome, Sink};
+use super::{App, CommandError, Handled, Line, Outcome, Sink};
 use crate::blocking;
 use crate::command::RagCmd;
 use crate::nodes::Node;
@@ -34,23 +34,20 @@ fn on_off(b: bool) -> &'static str {
     }
 }
 
-/// Where `rag index` progress lines go: results to stdout, problems to stderr.
-fn route(sink: &mut dyn Sink, line: &str) {
-    if line.starts_with('❌') || line.starts_with('⚠') {
-        sink.err(line);
-    } else {
-        sink.out(line);
-    }
-}
-
 struct IndexProgress {
-    tx: mpsc::UnboundedSender<String>,
+    tx: mpsc::UnboundedSender<(Line, String)>,
     bar: ProgressBar,
 }
 
 impl indexer::Progress for IndexProgress {
     fn line(&self, line: String) {
-        let _ = self.tx.send(line);
+        let _ = self.tx.send((Line::Result, line));
+    }
+    fn problem(&self, line: String) {
+        let _ = self.tx.send((Line::Failure, line));
+    }
+    fn notice(&self, line: String) {
+        let _ = self.tx.send((Line::Notice, line));
     }
     fn planned(&self, chunks: usize) {
         self.bar.set_length(chunks as u64);
@@ -328,11 +325,11 @@ impl App {
             tx,
             bar: bar.clone(),
         };
-        let emit = |sink: &mut dyn Sink, line: String| {
+        let emit = |sink: &mut dyn Sink, (kind, line): (Line, String)| {
             if bar.is_hidden() {
-                route(sink, &line);
+                sink.line(kind, &line);
             } else {
-                bar.suspend(|| route(sink, &line));
+                bar.suspend(|| sink.line(kind, &line));
             }
         };
         let summary = {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{App, Captured, CommandError, Handled, Outcome, Sink};
+use super::{App, Changes, CommandError, Handled, Outcome, Sink};
 use crate::command::{Route, RpcCmd};
 use crate::config::settings::RpcBackendEntry;
 use crate::nodes::discovery;
@@ -33,19 +33,19 @@ impl App {
     }
 
     /// Set the model the way the original did for this path, saying so.
-    fn switch_model(&mut self, model: &str, synthesis: Option<&str>, sink: &mut dyn Sink) {
+    fn switch_model(&mut self, model: &str, synthesis: Option<&str>, ch: &mut Changes) {
         let before = self.model().to_string();
         if before != model {
-            sink.out(&format!("   Model: {before} → {model} (as the original tool does for this path; `model NAME` changes it)"));
+            ch.detail(format!("   Model: {before} → {model} (as the original tool does for this path; `model NAME` changes it)"));
         } else {
-            sink.out(&format!("   Model: {model}"));
+            ch.detail(format!("   Model: {model}"));
         }
         self.cfg.overrides.model = None;
         self.cfg.settings.model = model.to_string();
         let syn_before = self.cfg.settings.synthesis_model.clone();
         self.cfg.settings.synthesis_model = synthesis.map(String::from);
         if syn_before.as_deref() != synthesis {
-            sink.out(&format!(
+            ch.detail(format!(
                 "   Synthesis model: {} → {}",
                 syn_before.as_deref().unwrap_or("none"),
                 synthesis.unwrap_or("none (same model)")
@@ -64,8 +64,7 @@ impl App {
                 warning: true,
             });
         }
-        let mut buf = Captured::default();
-        let sink = &mut buf;
+        let mut ch = Changes::default();
         let healthy = self
             .cluster
             .registry
@@ -76,39 +75,39 @@ impl App {
         self.cfg.settings.set_route(route);
         match route {
             Route::Task => {
-                sink.out("✅ TASK DISTRIBUTION MODE");
-                sink.out(&format!(
+                ch.done("TASK DISTRIBUTION MODE");
+                ch.detail(format!(
                     "   Using {healthy} Ollama node(s) for load balancing"
                 ));
-                self.switch_model(TASK_MODEL, None, sink);
+                self.switch_model(TASK_MODEL, None, &mut ch);
             }
             Route::Model => {
-                sink.out("✅ MODEL SHARDING MODE");
-                sink.out(&format!(
+                ch.done("MODEL SHARDING MODE");
+                ch.detail(format!(
                     "   Using {} RPC backend(s) through the llama.cpp coordinator",
                     self.cfg.settings.rpc_backends.len()
                 ));
-                self.switch_model(LARGE_MODEL, None, sink);
-                sink.out("   ⚠️  The coordinator loads the whole model file: 13B fits in 16 GB of RAM, 70B needs 32 GB or more.");
+                self.switch_model(LARGE_MODEL, None, &mut ch);
+                ch.detail("   ⚠️  The coordinator loads the whole model file: 13B fits in 16 GB of RAM, 70B needs 32 GB or more.");
             }
             Route::Both => {
-                sink.out("✅ HYBRID MODE (task distribution + model sharding)");
-                sink.out("   Models that name more than 8B parameters go to the coordinator; others to the Ollama pool.");
-                self.switch_model(TASK_MODEL, Some(LARGE_MODEL), sink);
+                ch.done("HYBRID MODE (task distribution + model sharding)");
+                ch.detail("   Models that name more than 8B parameters go to the coordinator; others to the Ollama pool.");
+                self.switch_model(TASK_MODEL, Some(LARGE_MODEL), &mut ch);
             }
             Route::Off => {
-                sink.out("✅ ALL DISTRIBUTION DISABLED");
-                sink.out("   Everything runs on the preferred node, one request at a time.");
+                ch.done("ALL DISTRIBUTION DISABLED");
+                ch.detail("   Everything runs on the preferred node, one request at a time.");
             }
         }
-        sink.out("   Applied now (no restart needed).");
+        ch.detail("   Applied now (no restart needed).");
         let saved = self
             .save_settings(
                 &["task_distribution_enabled", "model_sharding_enabled"],
                 out,
             )
             .await;
-        super::report_change(out, saved, buf);
+        ch.report(out, saved);
         Ok(Outcome::from(saved))
     }
 
