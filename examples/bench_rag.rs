@@ -277,10 +277,12 @@ fn search_bench(chunks: usize) {
 struct Quiet;
 
 impl Progress for Quiet {
-    fn line(&self, line: String) {
-        if line.starts_with('❌') || line.starts_with('⚠') {
-            eprintln!("{line}");
-        }
+    fn line(&self, _: String) {}
+    fn problem(&self, line: String) {
+        eprintln!("{line}");
+    }
+    fn notice(&self, line: String) {
+        eprintln!("{line}");
     }
     fn planned(&self, _: usize) {}
     fn embedded(&self, _: usize) {}

@@ -125,8 +125,8 @@ pub enum Sub {
 #[derive(Debug, Args)]
 pub struct Serve {
     /// Address to listen on (default 127.0.0.1; any other needs --api-key or --no-auth)
-    #[arg(long, value_name = "ADDR")]
-    pub bind: Option<String>,
+    #[arg(long, value_name = "ADDR", value_parser = crate::command::bind_addr)]
+    pub bind: Option<std::net::IpAddr>,
     /// Port to listen on (default 11434, Ollama's; 0 picks a free one)
     #[arg(long, value_name = "P")]
     pub port: Option<u16>,
@@ -157,7 +157,7 @@ pub struct Serve {
 impl Serve {
     pub fn options(&self) -> crate::app::ServeOptions {
         crate::app::ServeOptions {
-            bind: self.bind.clone(),
+            bind: self.bind,
             port: self.port,
             api_keys: self.api_key.clone(),
             no_auth: self.no_auth,

@@ -22,11 +22,11 @@ pub async fn build(cli: &Cli, sink: &mut dyn Sink) -> App {
         sink.err(&format!("ℹ️  {n}"));
     }
     for k in &loaded.invalid {
-        sink.err(&format!("⚠️  {}", loaded.warning(&settings_path, k)));
+        sink.warn(&format!("⚠️  {}", loaded.warning(&settings_path, k)));
     }
     let blocked = loaded.error.as_ref().map(|e| e.message.clone());
     if let Some(e) = &loaded.error {
-        sink.err(&format!(
+        sink.fail(&format!(
             "❌ {e} — using default settings; the file is left as it is and will not be written until fixed"
         ));
     }
@@ -40,19 +40,21 @@ pub async fn build(cli: &Cli, sink: &mut dyn Sink) -> App {
     };
     let mut app = App::new(loaded.settings, store, registry, home);
     app.agents = crate::app::agents::AgentCache::load(sink);
-    app.overrides.model = cli.model.clone();
-    if app.settings.redis_logging_enabled {
-        app.redis_start(sink).await;
+    app.cfg.overrides.model = cli.model.clone();
+    if app.cfg.settings.redis_logging_enabled {
+        if let Err(e) = app.redis_start(sink).await {
+            crate::app::render_error(&e, sink);
+        }
     }
     if cli.distributed {
-        app.overrides.mode = Some(Mode::Distributed);
+        app.cfg.overrides.mode = Some(Mode::Distributed);
     }
 
     if let Some(n) = cli.simulate {
         start_simulated(&mut app, n, sink).await;
         // A simulated cluster is there to be used as one: distributed for this run (not saved).
-        if app.overrides.mode.is_none() {
-            app.overrides.mode = Some(Mode::Distributed);
+        if app.cfg.overrides.mode.is_none() {
+            app.cfg.overrides.mode = Some(Mode::Distributed);
         }
     }
     if let Some(path) = &cli.load_config {
@@ -111,7 +113,7 @@ fn load_registry(path: &Path, sink: &mut dyn Sink) -> Registry {
         ),
         Ok(Some((file, warnings))) => {
             for w in warnings {
-                sink.err(&format!("⚠️  {w}"));
+                sink.warn(&format!("⚠️  {w}"));
             }
             Registry::from_file(
                 NodeStore {
@@ -122,7 +124,7 @@ fn load_registry(path: &Path, sink: &mut dyn Sink) -> Registry {
             )
         }
         Err(e) => {
-            sink.err(&format!(
+            sink.fail(&format!(
                 "❌ {e} — no nodes loaded; the file is left as it is and will not be written until fixed"
             ));
             Registry::from_file(
@@ -149,7 +151,7 @@ pub async fn start_simulated(app: &mut App, n: usize, sink: &mut dyn Sink) {
         {
             Ok(h) => {
                 let url = h.url();
-                app.registry.add(
+                app.cluster.registry.add(
                     NodeEntry {
                         url,
                         name: format!("sim-{i}"),
@@ -159,9 +161,9 @@ pub async fn start_simulated(app: &mut App, n: usize, sink: &mut dyn Sink) {
                     },
                     true,
                 );
-                app.simulated.push(h);
+                app.cluster.simulated.push(h);
             }
-            Err(e) => sink.err(&format!(
+            Err(e) => sink.fail(&format!(
                 "❌ simulated host {i}: cannot listen on 127.0.0.1: {e}"
             )),
         }
@@ -170,20 +172,20 @@ pub async fn start_simulated(app: &mut App, n: usize, sink: &mut dyn Sink) {
 
 async fn apply_sharding_flags(app: &mut App, cli: &Cli, sink: &mut dyn Sink) {
     if cli.enable_distributed_inference {
-        app.settings.model_sharding_enabled = true;
+        app.cfg.settings.model_sharding_enabled = true;
     }
     // Every value was checked when the flags were parsed (a bad one exits 2).
     if !cli.rpc_backend.is_empty() {
         for b in &cli.rpc_backend {
             if let Some(w) = crate::sharding::backends::exposure_warning(b) {
-                sink.err(&w);
+                sink.warn(&w);
             }
         }
         sink.err(&format!(
             "🔗 Configured {} RPC backend(s) for distributed inference",
             cli.rpc_backend.len()
         ));
-        app.settings.rpc_backends = cli.rpc_backend.clone();
+        app.cfg.settings.rpc_backends = cli.rpc_backend.clone();
     }
     let mut touched = Vec::new();
     if cli.enable_distributed_inference {

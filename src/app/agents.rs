@@ -70,7 +70,7 @@ impl AgentCache {
 
     fn take(&mut self, stamp: Option<Stamp>, loaded: agents::Loaded, sink: &mut dyn Sink) {
         for p in &loaded.problems {
-            sink.err(&format!("⚠️  {p}"));
+            sink.warn(&format!("⚠️  {p}"));
         }
         self.stamp = stamp;
         self.agents = loaded.agents;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{App, Sink};
+use super::{App, CommandError, Handled, Outcome, Sink};
 use crate::ollama::types::{ChatRequest, Message, Options};
 use crate::ollama::Timeouts;
 use crate::ui;
@@ -11,11 +11,12 @@ use crate::ui;
 const PROMPT: &str = "In three sentences, explain what a computer network is.";
 
 impl App {
-    pub(super) async fn benchmark(&mut self, sink: &mut dyn Sink) -> bool {
-        let nodes = self.registry.nodes().to_vec();
+    pub(super) async fn benchmark(&mut self, sink: &mut dyn Sink) -> Handled {
+        let nodes = self.cluster.registry.nodes().to_vec();
         if nodes.is_empty() {
-            sink.err("❌ benchmark: no nodes registered");
-            return false;
+            return Err(CommandError::NotFound(
+                "benchmark: no nodes registered".into(),
+            ));
         }
         sink.err(&format!(
             "🔬 Benchmarking {} node(s), one at a time, model {} ...",
@@ -25,7 +26,7 @@ impl App {
         let t = Timeouts::new(
             Duration::from_secs(3),
             Duration::from_secs(120),
-            Duration::from_secs(self.settings.agent_timeout.max(30)),
+            Duration::from_secs(self.cfg.settings.agent_timeout.max(30)),
         );
         let mut table = ui::table(&[
             "Node",
@@ -39,7 +40,7 @@ impl App {
         let mut any_ok = false;
         for n in &nodes {
             // The num_ctx queries use on this node, so the benchmark reloads nothing.
-            crate::nodes::context::learn(&self.client, n, self.model()).await;
+            crate::nodes::context::learn(&self.cluster.client, n, self.model()).await;
             let num_ctx = crate::nodes::context::pin_num_ctx(n, self.model());
             let req = ChatRequest {
                 model: self.model().to_string(),
@@ -58,6 +59,7 @@ impl App {
             let started = Instant::now();
             let mut first: Option<Duration> = None;
             let r = self
+                .cluster
                 .client
                 .chat(n.url(), &req, t, |_| {
                     first.get_or_insert_with(|| started.elapsed());
@@ -98,6 +100,6 @@ impl App {
         }
         sink.out("BENCHMARK");
         sink.out(&table.to_string());
-        any_ok
+        Ok(Outcome::from(any_ok))
     }
 }

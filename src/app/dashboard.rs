@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{App, Sink};
+use super::{App, CommandError, Handled, Outcome, Sink};
 use crate::dashboard::{self, spawn_monitor, Hub};
 use crate::nodes::Node;
 use crate::scheduler::Events;
@@ -94,36 +94,77 @@ fn spawn_sharding_monitor(
     })
 }
 
+/// What the app last pushed to the hub: a view equal to it is not pushed
+/// again, so the hub's version (and every open dashboard) moves only when
+/// something it shows changed.
+#[derive(Default)]
+pub struct HubShown {
+    nodes: Vec<Arc<Node>>,
+    coordinator: Option<serde_json::Value>,
+    backends: Option<Vec<serde_json::Value>>,
+}
+
 impl App {
-    /// Tell the dashboard hub what the app knows now; restart the monitor when
-    /// the set of nodes changed.
+    /// Tell the dashboard hub what changed since the last push, and keep the
+    /// background monitors watching the current nodes and backends. Cheap when
+    /// nothing changed (it runs after every command).
     pub(super) fn sync_hub(&mut self) {
-        let nodes = self.registry.nodes().to_vec();
-        let urls: Vec<String> = nodes.iter().map(|n| n.url().to_string()).collect();
-        self.hub.set_nodes(nodes.clone());
-        let coordinator = match &self.sharding.coordinator {
+        self.push_nodes();
+        let coordinator = self.coordinator_view();
+        if self.services.shown.coordinator.as_ref() != Some(&coordinator) {
+            self.services.hub.set_coordinator(coordinator.clone());
+            self.services.shown.coordinator = Some(coordinator);
+        }
+        let backends = self.backends_view();
+        if self.services.shown.backends.as_ref() != Some(&backends) {
+            self.services.hub.set_backends(backends.clone());
+            self.services.shown.backends = Some(backends);
+        }
+        self.keep_monitors();
+    }
+
+    /// The node list, when it is not the same nodes as last pushed.
+    fn push_nodes(&mut self) {
+        let nodes = self.cluster.registry.nodes();
+        let same = nodes.len() == self.services.shown.nodes.len()
+            && nodes
+                .iter()
+                .zip(&self.services.shown.nodes)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if !same {
+            self.services.shown.nodes = nodes.to_vec();
+            self.services.hub.set_nodes(nodes.to_vec());
+        }
+    }
+
+    /// The coordinator as the page shows it.
+    fn coordinator_view(&self) -> serde_json::Value {
+        match &self.cluster.sharding.coordinator {
             Some(c) => json!({
                 "url": c.url, "status": "running", "pid": c.pid,
                 "model": c.model_path.as_ref().map(|p| p.display().to_string()),
                 "backends": c.backends, "log": c.log_path.as_ref().map(|p| p.display().to_string()),
             }),
-            None if self.settings.model_sharding_enabled => {
-                json!({"url": crate::sharding::coordinator::configured_url(self.settings.coordinator_url.as_deref()).0, "status": "not started"})
+            None if self.cfg.settings.model_sharding_enabled => {
+                json!({"url": crate::sharding::coordinator::configured_url(self.cfg.settings.coordinator_url.as_deref()).0, "status": "not started"})
             }
             None => serde_json::Value::Null,
-        };
-        self.hub.set_coordinator(coordinator);
-        let shown = self.hub.backends();
-        let backends: Vec<serde_json::Value> = self
+        }
+    }
+
+    /// The RPC backends as the page shows them: this app's observations, or
+    /// the monitor's when they are newer.
+    fn backends_view(&self) -> Vec<serde_json::Value> {
+        let shown = self.services.hub.backends();
+        self.cfg
             .settings
             .rpc_backends
             .iter()
             .map(|b| {
                 let a = backends::addr(b);
-                let st = self.sharding.stats.get(&a).cloned().unwrap_or_default();
+                let st = self.cluster.sharding.stats.get(&a).cloned().unwrap_or_default();
                 let mut status = json!(match st.up { Some(true) => "up", Some(false) => "down", None => "unknown" });
                 let mut checked_ms = st.checked.map(unix_ms);
-                // The monitor's observation wins when it is the newer one.
                 if let Some(p) = shown.iter().find(|p| p["address"] == a.as_str()) {
                     let seen = p["checked_ms"].as_u64();
                     if seen.is_some() && seen > checked_ms {
@@ -134,119 +175,160 @@ impl App {
                 json!({"address": a, "status": status, "checked_ms": checked_ms,
                        "requests": st.requests, "success_rate": st.success_rate(), "avg_latency_ms": st.avg_latency_ms()})
             })
-            .collect();
-        self.hub.set_backends(backends);
-        // By default the monitor runs for people (a terminal, or an open dashboard),
-        // not for scripts, whose output should not depend on timing.
-        let default = if self.interactive || self.dashboard.is_some() || self.gateway.is_some() {
-            MONITOR_EVERY_SECS
-        } else {
-            0
-        };
-        let every = self.settings.monitor_interval_secs.unwrap_or(default);
-        let mut watched = urls;
+            .collect()
+    }
+
+    /// (Re)start the background monitors when what they should watch changed.
+    /// By default they run for people (a terminal, or an open dashboard or
+    /// gateway), not for scripts, whose output should not depend on timing.
+    fn keep_monitors(&mut self) {
+        let people = self.interactive
+            || self.services.dashboard.is_some()
+            || self.services.gateway.is_some();
+        let default = if people { MONITOR_EVERY_SECS } else { 0 };
+        let every = self.cfg.settings.monitor_interval_secs.unwrap_or(default);
+        let nodes = self.cluster.registry.nodes().to_vec();
         let backend_addrs: Vec<String> = self
+            .cfg
             .settings
             .rpc_backends
             .iter()
             .map(backends::addr)
             .collect();
-        let coordinator_url = self.sharding.coordinator.as_ref().map(|c| c.url.clone());
+        let coordinator_url = self
+            .cluster
+            .sharding
+            .coordinator
+            .as_ref()
+            .map(|c| c.url.clone());
+        let mut watched: Vec<String> = nodes.iter().map(|n| n.url().to_string()).collect();
         watched.extend(backend_addrs.iter().cloned());
         watched.extend(coordinator_url.iter().cloned());
-        let stale = self.monitor.as_ref().is_none_or(|(u, _)| *u != watched);
-        if every > 0 && stale && tokio::runtime::Handle::try_current().is_ok() {
-            if let Some((_, handles)) = self.monitor.take() {
-                handles.iter().for_each(|h| h.abort());
-            }
-            let say = |notify: super::Notifier| {
-                move |line: String| {
-                    let f = notify.read().map(|f| f.clone());
-                    if let Ok(f) = f {
-                        f(line)
-                    }
-                }
-            };
-            let every = Duration::from_secs(every);
-            let mut handles = vec![spawn_monitor(
-                self.hub.clone(),
-                self.client.clone(),
-                nodes,
-                every,
-                say(self.notifier.clone()),
-            )];
-            if !backend_addrs.is_empty() || coordinator_url.is_some() {
-                handles.push(spawn_sharding_monitor(
-                    self.hub.clone(),
-                    self.client.clone(),
-                    backend_addrs,
-                    coordinator_url,
-                    every,
-                    say(self.notifier.clone()),
-                ));
-            }
-            self.monitor = Some((watched, handles));
+        let stale = self
+            .services
+            .monitor
+            .as_ref()
+            .is_none_or(|(u, _)| *u != watched);
+        if every == 0 || !stale || tokio::runtime::Handle::try_current().is_err() {
+            return;
         }
+        if let Some((_, handles)) = self.services.monitor.take() {
+            handles.iter().for_each(|h| h.abort());
+        }
+        let every = Duration::from_secs(every);
+        let hub = &self.services.hub;
+        let client = &self.cluster.client;
+        let mut handles = vec![spawn_monitor(
+            hub.clone(),
+            client.clone(),
+            nodes,
+            every,
+            self.services.say(),
+        )];
+        if !backend_addrs.is_empty() || coordinator_url.is_some() {
+            handles.push(spawn_sharding_monitor(
+                hub.clone(),
+                client.clone(),
+                backend_addrs,
+                coordinator_url,
+                every,
+                self.services.say(),
+            ));
+        }
+        self.services.monitor = Some((watched, handles));
     }
 
     pub(super) async fn dashboard_cmd(
         &mut self,
         stop: bool,
         port: Option<u16>,
-        bind: Option<String>,
+        bind: Option<IpAddr>,
         sink: &mut dyn Sink,
-    ) -> bool {
+    ) -> Handled {
         if stop {
-            return match self.dashboard.take() {
-                Some(d) => {
-                    d.stop().await;
-                    sink.out("✅ Dashboard stopped");
-                    true
-                }
-                None => {
-                    sink.err("❌ dashboard: not running");
-                    false
-                }
-            };
+            let d = self
+                .services
+                .dashboard
+                .take()
+                .ok_or_else(|| CommandError::NotFound("dashboard: not running".into()))?;
+            d.stop().await;
+            sink.out("✅ Dashboard stopped");
+            return Ok(Outcome::OK);
         }
-        if let Some(d) = &self.dashboard {
+        if let Some(d) = &self.services.dashboard {
             sink.out(&format!("📊 Dashboard already running at {}", d.url()));
-            return true;
+            return Ok(Outcome::OK);
         }
-        let bind: IpAddr = match bind.as_deref().unwrap_or("127.0.0.1").parse() {
-            Ok(b) => b,
-            Err(_) => {
-                sink.err(&format!(
-                    "❌ dashboard: `{}` is not an IP address",
-                    bind.unwrap_or_default()
-                ));
-                sink.err("   Usage: dashboard [--port P] [--bind ADDR] | dashboard stop");
-                return false;
-            }
-        };
+        let bind = bind.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         if let Some(w) = dashboard::exposure_warning(bind) {
-            sink.err(&w);
+            sink.warn(&w);
         }
         self.sync_hub();
-        match dashboard::start(
-            self.hub.clone(),
-            bind,
-            port.unwrap_or(dashboard::DEFAULT_PORT),
-        )
-        .await
-        {
-            Ok(d) => {
-                sink.out(&format!(
-                    "🚀 Dashboard: {} (live; `dashboard stop` ends it)",
-                    d.url()
-                ));
-                self.dashboard = Some(d);
-                true
-            }
-            Err(e) => {
-                sink.err(&format!("❌ dashboard: {e:#}"));
-                false
-            }
+        let port = port.unwrap_or(dashboard::DEFAULT_PORT);
+        let d = dashboard::start(self.services.hub.clone(), bind, port)
+            .await
+            .map_err(|e| CommandError::network(format!("dashboard: {e:#}")))?;
+        sink.out(&format!(
+            "🚀 Dashboard: {} (live; `dashboard stop` ends it)",
+            d.url()
+        ));
+        self.services.dashboard = Some(d);
+        Ok(Outcome::OK)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::nodes_file::NodeEntry;
+    use crate::config::settings::{RpcBackendEntry, Settings, SettingsStore};
+    use crate::nodes::Registry;
+
+    fn app() -> (tempfile::TempDir, App) {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::default();
+        let store = SettingsStore::new(dir.path().join("s.json"), None, &settings);
+        let app = App::new(settings, store, Registry::in_memory(), dir.path().into());
+        (dir, app)
+    }
+
+    #[test]
+    fn the_hub_moves_only_when_what_it_shows_changed() {
+        let (_dir, mut app) = app();
+        app.sync_hub();
+        let v = app.services.hub.version();
+        for _ in 0..3 {
+            app.sync_hub();
         }
+        assert_eq!(
+            app.services.hub.version(),
+            v,
+            "nothing changed, nothing pushed"
+        );
+        app.cluster.registry.add(
+            NodeEntry {
+                url: "http://127.0.0.1:11500".into(),
+                name: "a".into(),
+                priority: 0,
+                host_id: None,
+                extra: Default::default(),
+            },
+            true,
+        );
+        app.sync_hub();
+        let v2 = app.services.hub.version();
+        assert!(v2 > v, "a new node is pushed");
+        assert_eq!(app.services.hub.nodes().len(), 1);
+        app.cfg.settings.rpc_backends.push(RpcBackendEntry {
+            host: "127.0.0.1".into(),
+            port: 50052,
+            extra: Default::default(),
+        });
+        app.sync_hub();
+        assert!(app.services.hub.version() > v2, "a new backend is pushed");
+        assert_eq!(app.services.hub.backends()[0]["address"], "127.0.0.1:50052");
+        let v3 = app.services.hub.version();
+        app.sync_hub();
+        assert_eq!(app.services.hub.version(), v3);
     }
 }

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{App, Sink};
+use ipnet::Ipv4Net;
+
+use super::{App, CommandError, Handled, Outcome, Sink};
 use crate::nodes::discovery::{self, Found};
 use crate::ollama::{host, Timeouts};
 use crate::ui;
@@ -10,9 +12,10 @@ use crate::ui;
 impl App {
     fn discovery_timeouts(&self, connect_ms: Option<u64>) -> (Duration, Duration) {
         let c = connect_ms
-            .or(self.settings.discovery_connect_timeout_ms)
+            .or(self.cfg.settings.discovery_connect_timeout_ms)
             .unwrap_or(discovery::DEFAULT_CONNECT_MS);
         let v = self
+            .cfg
             .settings
             .discovery_verify_timeout_ms
             .unwrap_or(discovery::DEFAULT_VERIFY_MS);
@@ -20,53 +23,43 @@ impl App {
     }
 
     /// The full scan behind `mode distributed`: OLLAMA_HOST first, then the subnets.
-    pub(super) async fn discover_for_mode(&mut self, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn discover_for_mode(&mut self, sink: &mut dyn Sink) -> Handled {
         self.discover(None, None, true, sink).await
     }
 
     /// `discover [CIDR] [--timeout MS]`.
     pub(super) async fn discover_cmd(
         &mut self,
-        cidr: Option<String>,
+        cidr: Option<Ipv4Net>,
         timeout_ms: Option<u64>,
         sink: &mut dyn Sink,
-    ) -> bool {
-        self.discover(cidr.as_deref(), timeout_ms, true, sink).await
+    ) -> Handled {
+        self.discover(cidr, timeout_ms, true, sink).await
     }
 
     pub(super) async fn discover(
         &mut self,
-        cidr: Option<&str>,
+        cidr: Option<Ipv4Net>,
         connect_ms: Option<u64>,
         with_ollama_host: bool,
         sink: &mut dyn Sink,
-    ) -> bool {
-        if self.registry.simulated {
+    ) -> Handled {
+        if self.cluster.registry.simulated {
             sink.err(
                 "ℹ️  Simulated cluster: discovery is skipped (the simulated nodes live in memory).",
             );
-            return true;
+            return Ok(Outcome::OK);
         }
-        let nets = match discovery::subnets(cidr) {
-            Ok(n) => n,
-            Err(e @ discovery::SubnetError::NoRoute) => {
-                sink.err(&format!(
-                    "❌ discover: {e}; give a CIDR, e.g. `discover 10.0.0.0/24`"
-                ));
-                return false;
-            }
-            Err(e) => {
-                sink.err(&format!("❌ discover: {e}"));
-                return false;
-            }
-        };
-        let addrs = match discovery::addresses(&nets) {
-            Ok(a) => a,
-            Err(e) => {
-                sink.err(&format!("❌ discover: {e}"));
-                return false;
-            }
-        };
+        let nets = cidr
+            .map_or_else(|| discovery::subnets(None), |n| Ok(vec![n]))
+            .map_err(|e| match e {
+                discovery::SubnetError::NoRoute => CommandError::network(format!(
+                    "discover: {e}; give a CIDR, e.g. `discover 10.0.0.0/24`"
+                )),
+                e => CommandError::network(format!("discover: {e}")),
+            })?;
+        let addrs = discovery::addresses(&nets)
+            .map_err(|e| CommandError::network(format!("discover: {e}")))?;
         let (connect, verify) = self.discovery_timeouts(connect_ms);
         let started = Instant::now();
         let mut found: Vec<Found> = Vec::new();
@@ -86,10 +79,11 @@ impl App {
         let bar = ui::progress::bar(addrs.len() as u64, "scanning");
         let probed = addrs.len();
         let (_report, scanned) =
-            discovery::scan_ollama(&self.client, addrs, connect, verify, || bar.inc(1)).await;
+            discovery::scan_ollama(&self.cluster.client, addrs, connect, verify, || bar.inc(1))
+                .await;
         bar.finish_and_clear();
         found.extend(scanned);
-        let merge = discovery::merge(&mut self.registry, &found);
+        let merge = discovery::merge(&mut self.cluster.registry, &found);
         let mut ok = true;
         if !merge.new.is_empty() {
             for url in &merge.new {
@@ -97,8 +91,8 @@ impl App {
             }
             ok = self.save_nodes(sink).await;
         }
-        let hosts = self.registry.hosts().len();
-        let nodes = self.registry.len();
+        let hosts = self.cluster.registry.hosts().len();
+        let nodes = self.cluster.registry.len();
         sink.out(&format!(
             "🔍 Discovery: probed {probed} address{} in {:.2}s, found {} Ollama node{} ({} new); registry: {nodes} node{} on {hosts} physical host{} — {}",
             if probed == 1 { "" } else { "es" },
@@ -110,7 +104,7 @@ impl App {
             if hosts == 1 { "" } else { "s" },
             discovery::parallel_decision(hosts, nodes),
         ));
-        ok
+        Ok(Outcome::from(ok))
     }
 
     /// `OLLAMA_HOST`, if set and answering.
@@ -120,7 +114,7 @@ impl App {
             .filter(|s| !s.trim().is_empty())?;
         let url = host::parse(&raw).ok()?.base_url();
         let t = Timeouts::new(verify, verify, verify);
-        let models = self.client.tags(&url, t).await.ok()?;
+        let models = self.cluster.client.tags(&url, t).await.ok()?;
         Some(Found {
             url,
             models: models.into_iter().map(|m| m.name).collect(),

@@ -1,8 +1,8 @@
 //! `help` and `status`.
 
 use super::settings_cmds::{longform_label, strategy_label};
-use super::{App, Sink};
-use crate::command::{Mode, COMMANDS};
+use super::{App, Handled, Outcome, Sink};
+use crate::command::COMMANDS;
 use crate::nodes::health::probe_all;
 use crate::ui;
 
@@ -16,15 +16,12 @@ fn on_off(b: bool) -> &'static str {
 
 impl App {
     fn mode_word(&self) -> &'static str {
-        match self.mode() {
-            Mode::Standard => "standard",
-            Mode::Distributed => "distributed",
-        }
+        self.mode().word()
     }
 
     /// The current value shown beside a command in `help`.
     fn current_value(&self, name: &str) -> Option<String> {
-        let s = &self.settings;
+        let s = &self.cfg.settings;
         Some(match name {
             "mode" => self.mode_word().to_string(),
             "distributed" => format!(
@@ -34,8 +31,8 @@ impl App {
             ),
             "nodes" => format!(
                 "{} node(s), {} host(s)",
-                self.registry.len(),
-                self.registry.hosts().len()
+                self.cluster.registry.len(),
+                self.cluster.registry.hosts().len()
             ),
             "rpc" => format!("{} backend(s)", s.rpc_backends.len()),
             "collab" => on_off(s.collaborative_mode).into(),
@@ -53,7 +50,9 @@ impl App {
                 on_off(s.flockparser_enabled),
                 crate::rag::model(s.rag_model.as_deref())
             ),
-            "redis" if s.redis_logging_enabled => format!("on, {}", self.redis.link.state().word()),
+            "redis" if s.redis_logging_enabled => {
+                format!("on, {}", self.services.redis.link.state().word())
+            }
             "redis" => "off".into(),
             "verbose" => on_off(s.dashboard_verbose).into(),
             _ => return None,
@@ -86,20 +85,20 @@ impl App {
         sink.out("in one part, whatever `longform` says.");
     }
 
-    pub(super) async fn status(&mut self, sink: &mut dyn Sink) -> bool {
-        let nodes = self.registry.nodes().to_vec();
+    pub(super) async fn status(&mut self, sink: &mut dyn Sink) -> Handled {
+        let nodes = self.cluster.registry.nodes().to_vec();
         // Cooling nodes are left to their own re-probe schedule.
         let awake: Vec<_> = nodes
             .iter()
             .filter(|n| !n.state().cooling())
             .cloned()
             .collect();
-        let results = probe_all(&self.client, &awake, false).await;
+        let results = probe_all(&self.cluster.client, &awake, false).await;
         let healthy = results.iter().filter(|r| r.ok).count();
         let health = health_summary(&nodes);
         let rag_line = self.rag_status(sink).await;
         let (rag_place, rag_model) = self.rag_where().await;
-        let s = &self.settings;
+        let s = &self.cfg.settings;
         let mut t = ui::table(&["Property", "Value"]);
         let mut row = |k: &str, v: String| {
             t.add_row(vec![k.to_string(), v]);
@@ -129,9 +128,9 @@ impl App {
         row("FlockParser RAG", rag_line);
         row("RAG Knowledge Base", rag_place);
         row("RAG Model", rag_model);
-        row("Redis", self.redis.describe());
+        row("Redis", self.services.redis.describe());
         row("Verbose", on_off(s.dashboard_verbose).into());
-        let sim = if self.registry.simulated {
+        let sim = if self.cluster.registry.simulated {
             " (simulated)"
         } else {
             ""
@@ -139,21 +138,21 @@ impl App {
         row("Ollama Nodes", format!("{}{sim}", nodes.len()));
         row("Healthy Nodes", healthy.to_string());
         row("Node Health", health);
-        row("Physical Hosts", self.registry.hosts().len().to_string());
         row(
-            "Settings File",
-            self.settings_store.path.display().to_string(),
+            "Physical Hosts",
+            self.cluster.registry.hosts().len().to_string(),
         );
+        row("Settings File", self.cfg.store.path.display().to_string());
         row(
             "Node File",
-            match self.registry.store() {
+            match self.cluster.registry.store() {
                 Some(st) => st.path.display().to_string(),
                 None => "none (simulated nodes live in memory)".into(),
             },
         );
         sink.out("SYSTEM STATUS");
         sink.out(&t.to_string());
-        true
+        Ok(Outcome::OK)
     }
 }
 

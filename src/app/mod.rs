@@ -3,8 +3,11 @@
 
 pub mod agents;
 mod bench;
+mod coordinator;
 mod dashboard;
 mod discover;
+mod error;
+pub use error::{render_error, CommandError};
 mod info;
 mod node_cmds;
 mod query;
@@ -13,6 +16,9 @@ mod rag;
 mod redis_cmds;
 mod serve;
 pub use serve::ServeOptions;
+mod parts;
+use parts::waiting_for;
+pub use parts::{Cluster, Config, Overrides, Services};
 mod settings_cmds;
 mod sharding;
 
@@ -24,12 +30,38 @@ use crate::config::settings::{Settings, SettingsStore};
 use crate::nodes::Registry;
 use crate::ollama::Client;
 use crate::scheduler::Scheduler;
-use crate::sim::SimHost;
 
-/// Where command output goes: results to `out`, diagnostics to `err`.
+/// What a line of output is: a result (stdout) or, on stderr, a notice, a
+/// warning or a failure. A sink decides how each kind looks (colour on a
+/// terminal); nothing guesses the kind from the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    Result,
+    Notice,
+    Warning,
+    Failure,
+}
+
+/// Where command output goes: results to `out`, diagnostics to `err`, `warn`
+/// and `fail`.
 pub trait Sink {
-    fn out(&mut self, text: &str);
-    fn err(&mut self, text: &str);
+    fn line(&mut self, kind: Line, text: &str);
+    /// A result.
+    fn out(&mut self, text: &str) {
+        self.line(Line::Result, text)
+    }
+    /// A notice or progress line (not a problem).
+    fn err(&mut self, text: &str) {
+        self.line(Line::Notice, text)
+    }
+    /// Something the user should know about; the command goes on.
+    fn warn(&mut self, text: &str) {
+        self.line(Line::Warning, text)
+    }
+    /// Something failed.
+    fn fail(&mut self, text: &str) {
+        self.line(Line::Failure, text)
+    }
 }
 
 /// A sink that keeps everything (tests, `-i`).
@@ -40,36 +72,54 @@ pub struct Captured {
 }
 
 impl Sink for Captured {
-    fn out(&mut self, text: &str) {
-        self.out.push_str(text);
-        self.out.push('\n');
-    }
-    fn err(&mut self, text: &str) {
-        self.err.push_str(text);
-        self.err.push('\n');
+    fn line(&mut self, kind: Line, text: &str) {
+        let to = match kind {
+            Line::Result => &mut self.out,
+            Line::Notice | Line::Warning | Line::Failure => &mut self.err,
+        };
+        to.push_str(text);
+        to.push('\n');
     }
 }
 
-/// Print what a command changed once its save is known: as written when saved;
-/// otherwise each `✅` becomes `⚠️` and the first says the change is not saved.
-pub(crate) fn report_change(sink: &mut dyn Sink, saved: bool, buf: Captured) {
-    let mut marked = false;
-    for line in buf.out.lines() {
-        match line.strip_prefix('✅') {
-            Some(rest) if !saved => {
+/// What a setting command changed, printed once its save is known: each
+/// change as `✅ TEXT` when saved, else `⚠️  TEXT` (the first one saying
+/// `— this session only, not saved`); detail lines as they are.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    /// (is a change, text).
+    lines: Vec<(bool, String)>,
+}
+
+impl Changes {
+    /// A change the command made.
+    pub fn done(&mut self, text: impl Into<String>) {
+        self.lines.push((true, text.into()));
+    }
+
+    /// A line about the change (printed as is).
+    pub fn detail(&mut self, text: impl Into<String>) {
+        self.lines.push((false, text.into()));
+    }
+
+    pub fn report(self, sink: &mut dyn Sink, saved: bool) {
+        let mut marked = false;
+        for (change, text) in self.lines {
+            if !change {
+                sink.out(&text);
+            } else if saved {
+                sink.out(&format!("✅ {text}"));
+            } else {
                 let note = if marked {
                     ""
                 } else {
                     " — this session only, not saved"
                 };
                 marked = true;
-                sink.out(&format!("⚠️  {}{note}", rest.trim()));
+                // A result still (stdout), as the confirmation it replaces.
+                sink.out(&format!("⚠️  {text}{note}"));
             }
-            _ => sink.out(line),
         }
-    }
-    for line in buf.err.lines() {
-        sink.err(line);
     }
 }
 
@@ -82,20 +132,13 @@ pub(crate) fn confirm(sink: &mut dyn Sink, saved: bool, text: &str) {
     }
 }
 
-/// Another program holds the lock on the file a command saves.
-fn waiting_for(sink: &mut dyn Sink, path: &std::path::Path) {
-    sink.err(&format!(
-        "⏳ {}: another program is writing here; waiting for it (Ctrl-C gives up)",
-        path.display()
-    ));
-}
-
-/// True when saved; else the error is said.
+/// True when saved; else the error is said (the command goes on: what it
+/// changed holds for this session).
 fn saved_or_said<T>(saved: anyhow::Result<T>, sink: &mut dyn Sink) -> bool {
     match saved {
         Ok(_) => true,
         Err(e) => {
-            sink.err(&format!("❌ {e:#}"));
+            render_error(&CommandError::File(format!("{e:#}")), sink);
             false
         }
     }
@@ -130,48 +173,28 @@ impl Outcome {
     }
 }
 
-/// Values given on the command line: they beat saved settings for this run.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub model: Option<String>,
-    pub mode: Option<Mode>,
-}
+/// What a command handler returns: how it went, or why it failed (printed by
+/// [`render_error`] in `dispatch`, the one place failures are rendered). An
+/// `Ok` outcome that is not `ok` has said its problem already (a change made
+/// but not saved, an answer with gaps).
+pub type Handled = Result<Outcome, CommandError>;
 
+/// The application: its three parts, plus what queries use between commands.
 pub struct App {
-    pub settings: Settings,
-    pub settings_store: SettingsStore,
-    pub registry: Registry,
-    pub client: Client,
-    /// The one host-aware queue of this process (every query, every client).
-    pub sched: Arc<Scheduler>,
-    /// The node used when the registry is empty (OLLAMA_HOST or the default),
-    /// kept so its health survives from one query to the next.
-    fallback_node: Option<Arc<crate::nodes::Node>>,
-    pub overrides: Overrides,
-    /// Simulated hosts started by this process (`--simulate N`).
-    pub simulated: Vec<Arc<SimHost>>,
-    pub home: PathBuf,
-    /// The last query's result, for `metrics`.
-    pub last_result: Option<crate::pipeline::result::QueryResult>,
-    pub sharding: sharding::ShardingState,
-    /// What the web dashboard shows.
-    pub hub: Arc<crate::dashboard::Hub>,
-    pub dashboard: Option<crate::dashboard::Dashboard>,
-    /// The Ollama/OpenAI gateway (`serve`), when it runs.
-    pub gateway: Option<crate::gateway::Gateway>,
-    /// The background monitors, with the node URLs and backend addresses they watch.
-    monitor: Option<(Vec<String>, Vec<tokio::task::JoinHandle<()>>)>,
-    /// Where background notices go (the shell decides how to show them; it may
-    /// change its mind once the line editor is up).
-    pub notifier: Notifier,
-    /// A person at a terminal (turns the background monitor on by default).
-    pub interactive: bool,
+    /// Settings, where they are saved, command-line overrides, the home directory.
+    pub cfg: Config,
+    /// Nodes, the client and queue that drive them, the sharding coordinator.
+    pub cluster: Cluster,
+    /// Dashboard, gateway, monitors, Redis, background notices.
+    pub services: Services,
     /// The agents queries use (loaded at start-up, re-read when their directory changes).
     pub agents: agents::AgentCache,
-    /// Shared host leases, node health and events (off until `redis on`).
-    pub redis: crate::redis::Redis,
     /// The loaded RAG knowledge base.
     pub rag: crate::rag::Cache,
+    /// The last query's result, for `metrics`.
+    pub last_result: Option<crate::pipeline::result::QueryResult>,
+    /// A person at a terminal (turns the background monitor on by default).
+    pub interactive: bool,
 }
 
 impl App {
@@ -182,89 +205,59 @@ impl App {
         home: PathBuf,
     ) -> App {
         let client = Client::default();
-        let notifier: Notifier = Arc::new(std::sync::RwLock::new(Arc::new(|_| {})));
-        let say = notifier.clone();
-        let redis = crate::redis::Redis::new(move |line| {
-            let f = say.read().map(|f| f.clone());
-            if let Ok(f) = f {
-                f(line)
-            }
-        });
+        let services = Services::new();
         let sched = Scheduler::new(client.clone());
-        sched.share_through(redis.leases.clone(), redis.health.clone());
+        sched.share_through(services.redis.leases.clone(), services.redis.health.clone());
         App {
-            settings,
-            settings_store,
-            registry,
-            sched,
-            fallback_node: None,
-            client,
-            overrides: Overrides::default(),
-            simulated: Vec::new(),
-            home,
-            last_result: None,
-            sharding: Default::default(),
-            hub: Arc::new(crate::dashboard::Hub::new()),
-            dashboard: None,
-            gateway: None,
-            monitor: None,
-            notifier,
-            interactive: false,
+            cfg: Config {
+                settings,
+                store: settings_store,
+                overrides: Overrides::default(),
+                home,
+            },
+            cluster: Cluster::new(registry, client, sched),
+            services,
             agents: agents::AgentCache::default(),
-            redis,
             rag: Default::default(),
+            last_result: None,
+            interactive: false,
         }
     }
 
     /// The model in use: the command-line value, else the saved one.
     pub fn model(&self) -> &str {
-        self.overrides
-            .model
-            .as_deref()
-            .unwrap_or(&self.settings.model)
+        self.cfg.model()
     }
 
     pub fn mode(&self) -> Mode {
-        if let Some(m) = self.overrides.mode {
-            return m;
-        }
-        match self.settings.mode.as_deref() {
-            Some("distributed") => Mode::Distributed,
-            _ => Mode::Standard,
-        }
+        self.cfg.mode()
     }
 
     pub fn strategy(&self) -> Strategy {
-        Strategy::from_setting(self.settings.strategy.as_deref())
+        self.cfg.strategy()
     }
 
     /// The `longform` setting (auto when unset).
     pub fn longform(&self) -> command::Longform {
-        command::Longform::from_setting(self.settings.longform.as_deref())
+        self.cfg.longform()
     }
 
     /// The routing path (`distributed task|model|both|off`).
     pub fn route(&self) -> Route {
-        Route::from_flags(
-            self.settings.task_distribution_enabled,
-            self.settings.model_sharding_enabled,
-        )
+        self.cfg.route()
     }
 
     /// Save the settings this session changed (and `touched`, keys the user set
     /// even to the value they had); a failure is reported and makes the command
     /// fail. Waiting for another writer can be given up with Ctrl-C.
     pub(crate) async fn save_settings(&mut self, touched: &[&str], sink: &mut dyn Sink) -> bool {
-        let saved = self
-            .settings_store
-            .save_async(&self.settings, touched, |p| waiting_for(sink, p))
-            .await;
+        let saved = self.cfg.save(touched, |p| waiting_for(sink, p)).await;
         saved_or_said(saved, sink)
     }
 
     /// Save the node file (if this registry has one).
     async fn save_nodes(&mut self, sink: &mut dyn Sink) -> bool {
-        let saved = self.registry.save(|p| waiting_for(sink, p)).await;
+        let saved = self.cluster.registry.save(|p| waiting_for(sink, p)).await;
         saved_or_said(saved, sink)
     }
 
@@ -273,39 +266,46 @@ impl App {
         match command::parse(line) {
             Ok(cmd) => self.dispatch(cmd, sink).await,
             Err(usage) => {
-                sink.err(&format!("❌ {usage}"));
+                render_error(&usage.into(), sink);
                 Outcome::FAILED
             }
         }
     }
 
+    /// Run one command; its failure, if any, is rendered here.
     pub async fn dispatch(&mut self, cmd: Command, sink: &mut dyn Sink) -> Outcome {
-        self.redis.tap.set_model(self.model());
-        let outcome = self.dispatch_inner(cmd, sink).await;
+        self.services.redis.tap.set_model(self.model());
+        let outcome = match self.dispatch_inner(cmd, sink).await {
+            Ok(o) => o,
+            Err(e) => {
+                render_error(&e, sink);
+                Outcome::FAILED
+            }
+        };
         self.sync_hub();
         self.publish_gateway().await;
         outcome
     }
 
-    async fn dispatch_inner(&mut self, cmd: Command, sink: &mut dyn Sink) -> Outcome {
+    async fn dispatch_inner(&mut self, cmd: Command, sink: &mut dyn Sink) -> Handled {
         use Command as C;
         match cmd {
             C::Exit => {
                 sink.err("👋 Exiting SynapticLlamas. Goodbye!");
-                Outcome::EXIT
+                Ok(Outcome::EXIT)
             }
             C::Help => {
                 self.help(sink);
-                Outcome::OK
+                Ok(Outcome::OK)
             }
-            C::Status => Outcome::from(self.status(sink).await),
-            C::Nodes => Outcome::from(self.nodes(sink).await),
-            C::Add { url, force } => Outcome::from(self.add(&url, force, sink).await),
-            C::Remove(key) => Outcome::from(self.remove(&key, sink).await),
-            C::Health => Outcome::from(self.health(sink).await),
-            C::Save(path) => Outcome::from(self.save_to(&path, sink).await),
-            C::Load(path) => Outcome::from(self.load_from(&path, sink).await),
-            C::Mode(m) => Outcome::from(self.set_mode(m, sink).await),
+            C::Status => self.status(sink).await,
+            C::Nodes => self.nodes(sink).await,
+            C::Add { node, force } => self.add(&node, force, sink).await,
+            C::Remove(key) => self.remove(&key, sink).await,
+            C::Health => self.health(sink).await,
+            C::Save(path) => self.save_to(&path, sink).await,
+            C::Load(path) => self.load_from(&path, sink).await,
+            C::Mode(m) => self.set_mode(m, sink).await,
             C::Collab(_)
             | C::Refine(_)
             | C::Synthesis(_)
@@ -316,21 +316,43 @@ impl App {
             | C::Longform(_)
             | C::Strategy(_)
             | C::Model(_)
-            | C::Verbose(_) => Outcome::from(self.setting(cmd, sink).await),
-            C::Redis(on) => Outcome::from(self.redis_cmd(on, sink).await),
-            C::Discover { cidr, timeout_ms } => {
-                Outcome::from(self.discover_cmd(cidr, timeout_ms, sink).await)
-            }
-            C::Distributed(r) => Outcome::from(self.distributed(r, sink).await),
-            C::Rpc(r) => Outcome::from(self.rpc(r, sink).await),
-            C::Metrics { json } => Outcome::from(self.metrics(json, sink)),
-            C::Benchmark => Outcome::from(self.benchmark(sink).await),
-            C::Dashboard { stop, port, bind } => {
-                Outcome::from(self.dashboard_cmd(stop, port, bind, sink).await)
-            }
-            C::Serve(opts) => Outcome::from(self.serve_cmd(opts, sink).await),
-            C::Rag(r) => Outcome::from(self.rag_cmd(r, sink).await),
-            C::Query(q) => Outcome::from(self.query(&q, sink).await),
+            | C::Verbose(_) => self.setting(cmd, sink).await,
+            C::Redis(on) => self.redis_cmd(on, sink).await,
+            C::Discover { cidr, timeout_ms } => self.discover_cmd(cidr, timeout_ms, sink).await,
+            C::Distributed(r) => self.distributed(r, sink).await,
+            C::Rpc(r) => self.rpc(r, sink).await,
+            C::Metrics { json } => self.metrics(json, sink),
+            C::Benchmark => self.benchmark(sink).await,
+            C::Dashboard { stop, port, bind } => self.dashboard_cmd(stop, port, bind, sink).await,
+            C::Serve(opts) => self.serve_cmd(opts, sink).await,
+            C::Rag(r) => self.rag_cmd(r, sink).await,
+            C::Query(q) => self.query(&q, sink).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_not_saved_says_so_once() {
+        let report = |saved| {
+            let mut ch = Changes::default();
+            ch.done("Model set to: m");
+            ch.detail("   a detail");
+            ch.done("Synthesis model: none");
+            let mut c = Captured::default();
+            ch.report(&mut c, saved);
+            c.out
+        };
+        assert_eq!(
+            report(true),
+            "✅ Model set to: m\n   a detail\n✅ Synthesis model: none\n"
+        );
+        assert_eq!(
+            report(false),
+            "⚠️  Model set to: m — this session only, not saved\n   a detail\n⚠️  Synthesis model: none\n"
+        );
     }
 }

@@ -1,15 +1,16 @@
 //! Node commands: nodes, add, remove, health, save, load.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use super::{App, Sink};
+use super::{App, CommandError, Handled, Outcome, Sink};
 use crate::blocking;
 use crate::config::atomic::write_atomic;
 use crate::config::nodes_file::{self, NodeEntry};
-use crate::config::{expand_tilde, FileError};
+use crate::config::FileError;
 use crate::nodes::health::{probe, probe_all};
 use crate::nodes::registry::{AddOutcome, Node, RemoveError};
-use crate::ollama::host;
+use crate::ollama::host::HostSpec;
 use crate::ui;
 
 fn fmt_ms(v: Option<f64>) -> String {
@@ -22,11 +23,11 @@ fn fmt_gb(bytes: u64) -> String {
 }
 
 impl App {
-    pub(super) async fn nodes(&mut self, sink: &mut dyn Sink) -> bool {
-        let nodes: Vec<Arc<Node>> = self.registry.nodes().to_vec();
-        probe_all(&self.client, &nodes, true).await;
+    pub(super) async fn nodes(&mut self, sink: &mut dyn Sink) -> Handled {
+        let nodes: Vec<Arc<Node>> = self.cluster.registry.nodes().to_vec();
+        probe_all(&self.cluster.client, &nodes, true).await;
         self.print_coordinator_section(sink).await;
-        let label = if self.registry.simulated {
+        let label = if self.cluster.registry.simulated {
             " — simulated"
         } else {
             ""
@@ -91,7 +92,7 @@ impl App {
                 ]);
             }
             sink.out(&t.to_string());
-            let hosts = self.registry.hosts().len();
+            let hosts = self.cluster.registry.hosts().len();
             sink.out(&format!(
                 "{} node{} on {hosts} physical host{}",
                 nodes.len(),
@@ -101,29 +102,23 @@ impl App {
         }
         self.print_rpc_section(sink).await;
         sink.out("");
-        sink.out(&format!("🗄️  Redis: {}", self.redis.describe()));
-        true
+        sink.out(&format!("🗄️  Redis: {}", self.services.redis.describe()));
+        Ok(Outcome::OK)
     }
 
-    pub(super) async fn add(&mut self, raw: &str, force: bool, sink: &mut dyn Sink) -> bool {
-        let spec = match host::parse(raw) {
-            Ok(s) => s,
-            Err(e) => {
-                sink.err(&format!("❌ add: {e}"));
-                sink.err(
-                    "   Usage: add URL [--force]   (e.g. add 10.77.0.11, add http://box:11434)",
-                );
-                return false;
-            }
-        };
+    pub(super) async fn add(
+        &mut self,
+        spec: &HostSpec,
+        force: bool,
+        sink: &mut dyn Sink,
+    ) -> Handled {
         let url = spec.base_url();
-        if let Some(existing) = self.registry.find(&url) {
-            sink.err(&format!(
-                "❌ Node already registered: {} ({})",
+        if let Some(existing) = self.cluster.registry.find(&url) {
+            return Err(CommandError::refused(format!(
+                "Node already registered: {} ({})",
                 existing.name(),
                 existing.url()
-            ));
-            return false;
+            )));
         }
         let entry = NodeEntry {
             url: url.clone(),
@@ -133,30 +128,33 @@ impl App {
             extra: Default::default(),
         };
         let node = Arc::new(Node::new(entry, false));
-        let result = probe(&self.client, node.clone(), false).await;
+        let result = probe(&self.cluster.client, node.clone(), false).await;
         if !result.ok {
             if !force {
-                sink.err(&format!(
-                    "❌ Failed to add node: {url} is not reachable ({})",
-                    result.detail
-                ));
-                sink.err("   Use `add URL --force` to add it anyway.");
-                return false;
+                return Err(CommandError::Network {
+                    message: format!(
+                        "Failed to add node: {url} is not reachable ({})",
+                        result.detail
+                    ),
+                    hint: Some("Use `add URL --force` to add it anyway.".into()),
+                });
             }
-            sink.err(&format!(
+            sink.warn(&format!(
                 "⚠️  {url} is not reachable ({}); added anyway (--force)",
                 result.detail
             ));
         }
         let name = node.name().to_string();
         let host = node.host.clone();
-        if let AddOutcome::Duplicate(u) = self.registry.add_node(node) {
-            sink.err(&format!("❌ Node already registered: {u}"));
-            return false;
+        if let AddOutcome::Duplicate(u) = self.cluster.registry.add_node(node) {
+            return Err(CommandError::refused(format!(
+                "Node already registered: {u}"
+            )));
         }
         let saved = self.save_nodes(sink).await;
         super::confirm(sink, saved, &format!("Added node: {name} ({url})"));
         let neighbours: Vec<String> = self
+            .cluster
             .registry
             .nodes()
             .iter()
@@ -169,11 +167,11 @@ impl App {
                 neighbours.join(", ")
             ));
         }
-        saved
+        Ok(Outcome::from(saved))
     }
 
-    pub(super) async fn remove(&mut self, key: &str, sink: &mut dyn Sink) -> bool {
-        match self.registry.remove(key) {
+    pub(super) async fn remove(&mut self, key: &str, sink: &mut dyn Sink) -> Handled {
+        match self.cluster.registry.remove(key) {
             Ok(n) => {
                 let saved = self.save_nodes(sink).await;
                 super::confirm(
@@ -181,32 +179,29 @@ impl App {
                     saved,
                     &format!("Removed node: {} ({})", n.name(), n.url()),
                 );
-                saved
+                Ok(Outcome::from(saved))
             }
-            Err(RemoveError::NotFound) => {
-                sink.err(&format!("❌ Node not found: {}", key.escape_debug()));
-                false
-            }
-            Err(RemoveError::Ambiguous(which)) => {
-                sink.err(&format!(
-                    "❌ `{}` names {} nodes: {}; remove one by its URL",
-                    key.escape_debug(),
-                    which.len(),
-                    which.join(", ")
-                ));
-                false
-            }
+            Err(RemoveError::NotFound) => Err(CommandError::NotFound(format!(
+                "Node not found: {}",
+                key.escape_debug()
+            ))),
+            Err(RemoveError::Ambiguous(which)) => Err(CommandError::refused(format!(
+                "`{}` names {} nodes: {}; remove one by its URL",
+                key.escape_debug(),
+                which.len(),
+                which.join(", ")
+            ))),
         }
     }
 
-    pub(super) async fn health(&mut self, sink: &mut dyn Sink) -> bool {
-        let nodes = self.registry.nodes().to_vec();
+    pub(super) async fn health(&mut self, sink: &mut dyn Sink) -> Handled {
+        let nodes = self.cluster.registry.nodes().to_vec();
         if nodes.is_empty() {
             sink.out("⚠️  No nodes registered");
-            return true;
+            return Ok(Outcome::OK);
         }
         sink.err("🏥 Running health checks...");
-        let results = probe_all(&self.client, &nodes, false).await;
+        let results = probe_all(&self.cluster.client, &nodes, false).await;
         let healthy = results.iter().filter(|r| r.ok).count();
         for r in &results {
             let mark = match (r.ok, r.busy) {
@@ -222,58 +217,49 @@ impl App {
             sink.out(&line);
         }
         sink.out(&format!("✅ {healthy}/{} nodes healthy", results.len()));
-        true
+        Ok(Outcome::OK)
     }
 
-    pub(super) async fn save_to(&mut self, path: &str, sink: &mut dyn Sink) -> bool {
-        let mut file = self.registry.to_file();
-        if self.registry.simulated {
+    pub(super) async fn save_to(&mut self, target: &Path, sink: &mut dyn Sink) -> Handled {
+        let mut file = self.cluster.registry.to_file();
+        if self.cluster.registry.simulated {
             file.entries = self
+                .cluster
                 .registry
                 .nodes()
                 .iter()
                 .map(|n| n.entry.clone())
                 .collect();
         }
-        let target = expand_tilde(path);
-        let (to, text) = (target.clone(), nodes_file::to_json(&file));
-        match blocking::try_run(move || write_atomic(&to, text.as_bytes())).await {
-            Ok(()) => {
-                sink.out(&format!(
-                    "✅ Saved {} node(s) to {}",
-                    file.entries.len(),
-                    target.display()
-                ));
-                true
-            }
-            Err(e) => {
-                sink.err(&format!("❌ save: {e:#}"));
-                false
-            }
-        }
+        let (to, text) = (target.to_path_buf(), nodes_file::to_json(&file));
+        blocking::try_run(move || write_atomic(&to, text.as_bytes()))
+            .await
+            .map_err(|e| CommandError::File(format!("save: {e:#}")))?;
+        sink.out(&format!(
+            "✅ Saved {} node(s) to {}",
+            file.entries.len(),
+            target.display()
+        ));
+        Ok(Outcome::OK)
     }
 
     /// `load FILE`: merge FILE's nodes into the registry (as the original did),
     /// say what was added, updated and kept, and save.
-    pub(super) async fn load_from(&mut self, path: &str, sink: &mut dyn Sink) -> bool {
-        let target = expand_tilde(path);
-        let from = target.clone();
+    pub(super) async fn load_from(&mut self, target: &Path, sink: &mut dyn Sink) -> Handled {
+        let from = target.to_path_buf();
         let loaded = blocking::run(move || nodes_file::load(&from)).await;
-        match loaded.unwrap_or_else(|e| Err(FileError::new(&target, e.to_string()))) {
-            Ok(None) => {
-                sink.err(&format!("❌ load: {}: no such file", target.display()));
-                false
-            }
-            Err(e) => {
-                sink.err(&format!("❌ load: {e}"));
-                false
-            }
+        match loaded.unwrap_or_else(|e| Err(FileError::new(target, e.to_string()))) {
+            Ok(None) => Err(CommandError::File(format!(
+                "load: {}: no such file",
+                target.display()
+            ))),
+            Err(e) => Err(CommandError::File(format!("load: {e}"))),
             Ok(Some((file, warnings))) => {
                 for w in warnings {
-                    sink.err(&format!("⚠️  {w}"));
+                    sink.warn(&format!("⚠️  {w}"));
                 }
                 let n = file.entries.len();
-                let r = self.registry.merge_file(file);
+                let r = self.cluster.registry.merge_file(file);
                 let saved = self.save_nodes(sink).await;
                 let mut what = vec![format!("{} added", r.added.len())];
                 if !r.updated.is_empty() {
@@ -297,10 +283,10 @@ impl App {
                         "Loaded {n} node(s) from {}: {} (merged; registry: {} node(s))",
                         target.display(),
                         what.join(", "),
-                        self.registry.len()
+                        self.cluster.registry.len()
                     ),
                 );
-                saved
+                Ok(Outcome::from(saved))
             }
         }
     }

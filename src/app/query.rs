@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{App, Sink};
+use super::{App, CommandError, Handled, Outcome, Sink};
 use crate::command::{Mode, Strategy};
 use crate::config::nodes_file::NodeEntry;
 use crate::dashboard::Hub;
@@ -88,9 +88,9 @@ impl Observer for AppObserver {
 impl App {
     /// The nodes a query may use in the current mode.
     pub(super) fn pool_nodes(&mut self) -> Vec<Arc<Node>> {
-        let all = self.registry.nodes().to_vec();
+        let all = self.cluster.registry.nodes().to_vec();
         let distributed =
-            self.mode() == Mode::Distributed && self.settings.task_distribution_enabled;
+            self.mode() == Mode::Distributed && self.cfg.settings.task_distribution_enabled;
         if distributed && !all.is_empty() {
             return all;
         }
@@ -105,15 +105,13 @@ impl App {
         let raw = std::env::var("OLLAMA_HOST").unwrap_or_default();
         let spec = host::parse(&raw).unwrap_or_else(|e| {
             // Not silently: the user set something that cannot be used.
-            if let Ok(say) = self.notifier.read().map(|f| f.clone()) {
-                say(format!(
-                    "⚠️  OLLAMA_HOST: {e}; using http://127.0.0.1:11434"
-                ));
-            }
+            (self.services.say())(format!(
+                "⚠️  OLLAMA_HOST: {e}; using http://127.0.0.1:11434"
+            ));
             host::default_spec()
         });
         let url = spec.base_url();
-        if let Some(n) = self.fallback_node.as_ref().filter(|n| n.url() == url) {
+        if let Some(n) = self.cluster.fallback.as_ref().filter(|n| n.url() == url) {
             return n.clone();
         }
         let node = Arc::new(Node::new(
@@ -126,40 +124,41 @@ impl App {
             },
             false,
         ));
-        self.fallback_node = Some(node.clone());
+        self.cluster.fallback = Some(node.clone());
         node
     }
 
     /// Requests a physical host takes at once: the largest `host_capacity` of its
     /// nodes, else the setting, else 1.
     pub(super) fn apply_capacities(&self) {
-        let default = self.settings.host_capacity.unwrap_or(1).max(1);
+        let default = self.cfg.settings.host_capacity.unwrap_or(1).max(1);
         let mut per_host: HashMap<String, u32> = HashMap::new();
-        for n in self.registry.nodes() {
+        for n in self.cluster.registry.nodes() {
             if let Some(c) = n.entry.extra.get("host_capacity").and_then(|v| v.as_u64()) {
                 let c = c.clamp(1, 1024) as u32;
                 let e = per_host.entry(n.host.clone()).or_insert(c);
                 *e = (*e).max(c);
             }
         }
-        if let Some(n) = &self.sharding.node {
-            per_host.insert(n.host.clone(), self.sched.capacity(&n.host));
+        if let Some(n) = &self.cluster.sharding.node {
+            per_host.insert(n.host.clone(), self.cluster.sched.capacity(&n.host));
         }
-        self.sched.set_capacities(default, per_host);
+        self.cluster.sched.set_capacities(default, per_host);
     }
 
     pub(super) fn policy(&self) -> Policy {
         match self.strategy() {
             Strategy::Single => Policy::Single,
             Strategy::Gpu => Policy::Gpu,
-            _ if !self.settings.task_distribution_enabled => Policy::Single,
+            _ if !self.cfg.settings.task_distribution_enabled => Policy::Single,
             _ => Policy::Pool,
         }
     }
 
     pub(super) fn timeouts(&self) -> Timeouts {
-        let total = Duration::from_secs(self.settings.agent_timeout.max(1));
+        let total = Duration::from_secs(self.cfg.settings.agent_timeout.max(1));
         let idle = self
+            .cfg
             .settings
             .request_idle_timeout_ms
             .map(Duration::from_millis)
@@ -179,18 +178,14 @@ impl App {
         let observer = Arc::new(AppObserver {
             tx,
             bars: TaskBars::new(),
-            hub: self.hub.clone(),
+            hub: self.services.hub.clone(),
         });
-        self.sched
+        self.cluster
+            .sched
             .set_events(Some(Arc::new(super::dashboard::HubEvents(
-                self.hub.clone(),
+                self.services.hub.clone(),
             ))));
-        let notifier = self.notifier.clone();
-        self.sched.set_notifier(move |line| {
-            if let Ok(f) = notifier.read().map(|f| f.clone()) {
-                f(line)
-            }
-        });
+        self.cluster.sched.set_notifier(self.services.say());
         let nodes = self.pool_nodes();
         // Nodes cooling down whose backoff has passed get a quick probe first.
         let due: Vec<Arc<Node>> = nodes
@@ -198,7 +193,7 @@ impl App {
             .filter(|n| n.state().reprobe_due(std::time::Instant::now()))
             .cloned()
             .collect();
-        for r in probe_all(&self.client, &due, false).await {
+        for r in probe_all(&self.cluster.client, &due, false).await {
             if r.came_back {
                 sink.err(&format!(
                     "ℹ️  {} is answering again; back in the pool ({})",
@@ -211,7 +206,8 @@ impl App {
         let pool = Pool::new(nodes, self.policy());
         let (needs_coordinator, routing) = self.routing();
         for line in routing {
-            self.hub
+            self.services
+                .hub
                 .routing(line.clone(), "model size rule".to_string());
             sink.err(&line);
         }
@@ -225,29 +221,30 @@ impl App {
             None
         };
         let ctx = Ctx {
-            client: self.client.clone(),
-            sched: self.sched.clone(),
+            client: self.cluster.client.clone(),
+            sched: self.cluster.sched.clone(),
             pool,
             coordinator,
             route: self.route(),
             num_predict: self
+                .cfg
                 .settings
                 .num_predict
                 .unwrap_or(crate::pipeline::call::NUM_PREDICT),
             model: self.model().to_string(),
-            synthesis_model: self.settings.synthesis_model.clone(),
+            synthesis_model: self.cfg.settings.synthesis_model.clone(),
             timeouts: self.timeouts(),
             agents,
             observer: observer.clone(),
         };
         let plan = Plan {
             distributed: self.mode() == Mode::Distributed,
-            collaborative: self.settings.collaborative_mode,
+            collaborative: self.cfg.settings.collaborative_mode,
             collab: collab::Settings {
-                refinement_rounds: self.settings.refinement_rounds,
-                ast_voting: self.settings.ast_voting_enabled,
-                quality_threshold: self.settings.quality_threshold,
-                max_quality_retries: self.settings.max_quality_retries,
+                refinement_rounds: self.cfg.settings.refinement_rounds,
+                ast_voting: self.cfg.settings.ast_voting_enabled,
+                quality_threshold: self.cfg.settings.quality_threshold,
+                max_quality_retries: self.cfg.settings.max_quality_retries,
             },
             mode_label: self.mode().word().to_string(),
             strategy_label: self.strategy().word().to_string(),
@@ -286,41 +283,41 @@ impl App {
     }
 
     /// A query typed at the prompt: run it, print the answer and its summary.
-    pub(super) async fn query(&mut self, text: &str, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn query(&mut self, text: &str, sink: &mut dyn Sink) -> Handled {
         if let (Some(o), "") = crate::pipeline::scope::split_override(text) {
-            sink.err(&format!("❌ `{}` needs a question after it", o.word()));
-            return false;
+            return Err(CommandError::Query(format!(
+                "`{}` needs a question after it",
+                o.word()
+            )));
         }
-        match self.run_query(text, sink).await {
-            Ok(r) => {
-                self.hub
-                    .set_metrics(serde_json::to_value(&r.metrics).unwrap_or_default());
-                print_result(&r, sink);
-                let complete = r.complete();
-                if !complete {
-                    sink.err(&incomplete_line(&r));
-                }
-                self.last_result = Some(r);
-                complete
-            }
-            Err(e) => {
-                sink.err(&format!("❌ Query failed: {e}"));
-                false
-            }
+        let r = self
+            .run_query(text, sink)
+            .await
+            .map_err(|e| CommandError::Query(format!("Query failed: {e}")))?;
+        self.services
+            .hub
+            .set_metrics(serde_json::to_value(&r.metrics).unwrap_or_default());
+        print_result(&r, sink);
+        let complete = r.complete();
+        if !complete {
+            sink.fail(&incomplete_line(&r));
         }
+        self.last_result = Some(r);
+        Ok(Outcome::from(complete))
     }
 
-    pub(super) fn metrics(&self, json: bool, sink: &mut dyn Sink) -> bool {
+    pub(super) fn metrics(&self, json: bool, sink: &mut dyn Sink) -> Handled {
         let Some(r) = &self.last_result else {
-            sink.err("❌ No results yet. Run a query first.");
-            return false;
+            return Err(CommandError::NotFound(
+                "No results yet. Run a query first.".into(),
+            ));
         };
         if json {
             sink.out(
                 &serde_json::to_string_pretty(&r.metrics)
                     .expect("metrics (numbers and strings) always serialize"),
             );
-            return true;
+            return Ok(Outcome::OK);
         }
         let m = &r.metrics;
         let mut t = ui::table(&["Metric", "Value"]);
@@ -365,7 +362,7 @@ impl App {
         sink.out("PERFORMANCE METRICS");
         sink.out(&t.to_string());
         sink.out(&attribution_table(r).to_string());
-        true
+        Ok(Outcome::OK)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
-use super::{App, Sink};
+use super::{App, CommandError, Handled, Line, Outcome, Sink};
 use crate::blocking;
 use crate::command::RagCmd;
 use crate::nodes::Node;
@@ -34,23 +34,20 @@ fn on_off(b: bool) -> &'static str {
     }
 }
 
-/// Where `rag index` progress lines go: results to stdout, problems to stderr.
-fn route(sink: &mut dyn Sink, line: &str) {
-    if line.starts_with('❌') || line.starts_with('⚠') {
-        sink.err(line);
-    } else {
-        sink.out(line);
-    }
-}
-
 struct IndexProgress {
-    tx: mpsc::UnboundedSender<String>,
+    tx: mpsc::UnboundedSender<(Line, String)>,
     bar: ProgressBar,
 }
 
 impl indexer::Progress for IndexProgress {
     fn line(&self, line: String) {
-        let _ = self.tx.send(line);
+        let _ = self.tx.send((Line::Result, line));
+    }
+    fn problem(&self, line: String) {
+        let _ = self.tx.send((Line::Failure, line));
+    }
+    fn notice(&self, line: String) {
+        let _ = self.tx.send((Line::Notice, line));
     }
     fn planned(&self, chunks: usize) {
         self.bar.set_length(chunks as u64);
@@ -61,11 +58,11 @@ impl indexer::Progress for IndexProgress {
 }
 
 impl App {
-    pub(super) async fn rag_cmd(&mut self, cmd: RagCmd, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn rag_cmd(&mut self, cmd: RagCmd, sink: &mut dyn Sink) -> Handled {
         match cmd {
             RagCmd::On | RagCmd::Off => {
                 let on = cmd == RagCmd::On;
-                self.settings.flockparser_enabled = on;
+                self.cfg.settings.flockparser_enabled = on;
                 let saved = self.save_settings(&["flockparser_enabled"], sink).await;
                 super::confirm(
                     sink,
@@ -79,39 +76,33 @@ impl App {
                 if on {
                     self.rag_describe(sink).await;
                 }
-                saved
+                Ok(Outcome::from(saved))
             }
-            RagCmd::Path(text) => match Location::parse(&text) {
-                Err(e) => {
-                    sink.err(&format!("❌ rag path: {e}"));
-                    false
-                }
-                Ok(loc) => {
-                    if let Location::Local(p) = &loc {
-                        if !tokio::fs::try_exists(p).await.unwrap_or(false) {
-                            sink.err(&format!(
-                                "ℹ️  {} does not exist yet; `rag index PATH…` will create it",
-                                p.display()
-                            ));
-                        }
+            RagCmd::Path(loc) => {
+                if let Location::Local(p) = &loc {
+                    if !tokio::fs::try_exists(p).await.unwrap_or(false) {
+                        sink.err(&format!(
+                            "ℹ️  {} does not exist yet; `rag index PATH…` will create it",
+                            p.display()
+                        ));
                     }
-                    self.settings.rag_path = Some(loc.describe());
-                    self.rag.clear();
-                    let saved = self.save_settings(&["rag_path"], sink).await;
-                    super::confirm(
-                        sink,
-                        saved,
-                        &format!(
-                            "RAG knowledge base: {}{}",
-                            loc.describe(),
-                            if saved { " (saved)" } else { "" }
-                        ),
-                    );
-                    saved
                 }
-            },
+                self.cfg.settings.rag_path = Some(loc.describe());
+                self.rag.clear();
+                let saved = self.save_settings(&["rag_path"], sink).await;
+                super::confirm(
+                    sink,
+                    saved,
+                    &format!(
+                        "RAG knowledge base: {}{}",
+                        loc.describe(),
+                        if saved { " (saved)" } else { "" }
+                    ),
+                );
+                Ok(Outcome::from(saved))
+            }
             RagCmd::Model(m) => {
-                self.settings.rag_model = Some(m.clone());
+                self.cfg.settings.rag_model = Some(m.clone());
                 let saved = self.save_settings(&["rag_model"], sink).await;
                 super::confirm(
                     sink,
@@ -121,24 +112,24 @@ impl App {
                         if saved { " (saved)" } else { "" }
                     ),
                 );
-                saved
+                Ok(Outcome::from(saved))
             }
             RagCmd::Index(paths) => self.rag_index(&paths, sink).await,
         }
     }
 
     async fn rag_location(&self) -> Option<Result<Location, LocationError>> {
-        rag::configured(self.settings.rag_path.as_deref()).await
+        rag::configured(self.cfg.settings.rag_path.as_deref()).await
     }
 
     fn rag_model(&self) -> String {
-        rag::model(self.settings.rag_model.as_deref()).to_string()
+        rag::model(self.cfg.settings.rag_model.as_deref()).to_string()
     }
 
     /// Nodes that may embed: every registered node (whatever the mode), else
     /// the one a query uses when there are none (OLLAMA_HOST or the default).
     fn embed_candidates(&mut self) -> Vec<Arc<Node>> {
-        let all = self.registry.nodes().to_vec();
+        let all = self.cluster.registry.nodes().to_vec();
         if all.is_empty() {
             vec![self.fallback_node()]
         } else {
@@ -155,7 +146,14 @@ impl App {
         self.apply_capacities();
         let candidates = self.embed_candidates();
         let model = self.rag_model();
-        Embedder::new(&self.client, self.sched.clone(), &candidates, &model, total).await
+        Embedder::new(
+            &self.cluster.client,
+            self.cluster.sched.clone(),
+            &candidates,
+            &model,
+            total,
+        )
+        .await
     }
 
     /// The local index of `root`, loaded (with a bar on a terminal) if needed;
@@ -173,7 +171,7 @@ impl App {
         let (idx, problems) = self.rag.get(root, progress).await;
         bar.finish_and_clear();
         for p in rag::summarise(&problems, SHOWN_PROBLEMS) {
-            sink.err(&format!("⚠️  {p}"));
+            sink.warn(&format!("⚠️  {p}"));
         }
         idx
     }
@@ -187,7 +185,7 @@ impl App {
                     .map(|d| d.display().to_string())
                     .unwrap_or_else(|| "~/FlockParser".into())
             )),
-            Some(Err(e)) => sink.err(&format!("⚠️  rag_path: {e}")),
+            Some(Err(e)) => sink.warn(&format!("⚠️  rag_path: {e}")),
             Some(Ok(loc)) => {
                 let line = self.rag_counts(&loc, sink).await;
                 sink.out(&format!("📚 Knowledge base {}: {line}", loc.describe()));
@@ -216,7 +214,7 @@ impl App {
 
     /// The value of `status`'s RAG line.
     pub(super) async fn rag_status(&mut self, sink: &mut dyn Sink) -> String {
-        if !self.settings.flockparser_enabled {
+        if !self.cfg.settings.flockparser_enabled {
             return "OFF".into();
         }
         match self.rag_location().await {
@@ -239,7 +237,7 @@ impl App {
     /// The retriever for a query, or None (said once) when RAG is off or
     /// cannot run: no knowledge base, no documents, no node with the model.
     pub(super) async fn rag_retriever(&mut self, sink: &mut dyn Sink) -> Option<Retriever> {
-        if !self.settings.flockparser_enabled {
+        if !self.cfg.settings.flockparser_enabled {
             return None;
         }
         let without = "answering without documents";
@@ -251,7 +249,7 @@ impl App {
                 return None;
             }
             Some(Err(e)) => {
-                sink.err(&format!("⚠️  RAG: rag_path: {e}; {without}"));
+                sink.warn(&format!("⚠️  RAG: rag_path: {e}; {without}"));
                 return None;
             }
             Some(Ok(l)) => l,
@@ -271,7 +269,7 @@ impl App {
             Location::Remote(url) => {
                 let r = Remote::new(url);
                 if let Err(e) = r.health().await {
-                    sink.err(&format!("⚠️  RAG: {e}; {without}"));
+                    sink.warn(&format!("⚠️  RAG: {e}; {without}"));
                     return None;
                 }
                 Knowledge::Remote(r)
@@ -280,7 +278,7 @@ impl App {
         let embedder = match self.embedder(QUERY_EMBED_TIMEOUT).await {
             Ok(e) => e,
             Err(e) => {
-                sink.err(&format!("⚠️  RAG: {e}; {without}"));
+                sink.warn(&format!("⚠️  RAG: {e}; {without}"));
                 return None;
             }
         };
@@ -293,59 +291,28 @@ impl App {
 
     /// `rag index PATH…` into the configured local knowledge base (the
     /// FlockParser folder in the home directory when none is set).
-    async fn rag_index(&mut self, args: &[String], sink: &mut dyn Sink) -> bool {
-        let root = match self.rag_location().await {
-            Some(Ok(Location::Local(r))) => r,
-            Some(Ok(Location::Remote(u))) => {
-                sink.err(&format!(
-                    "❌ rag index writes a local knowledge base, but `rag path` is the server {u}; set `rag path DIR` first"
-                ));
-                return false;
-            }
-            Some(Err(e)) => {
-                sink.err(&format!("❌ rag_path: {e}"));
-                return false;
-            }
-            None => {
-                match rag::default_folder() {
-                    Some(d) => d,
-                    None => {
-                        sink.err("❌ no home directory to put a knowledge base in; set `rag path DIR` first");
-                        return false;
-                    }
-                }
-            }
-        };
-        let paths: Vec<PathBuf> = args.iter().map(|a| documents::expand_home(a)).collect();
-        let (files, problems) = match blocking::run(move || documents::collect(&paths)).await {
-            Ok(found) => found,
-            Err(e) => {
-                sink.err(&format!("❌ rag index: {e}"));
-                return false;
-            }
-        };
+    async fn rag_index(&mut self, paths: &[PathBuf], sink: &mut dyn Sink) -> Handled {
+        let root = self.index_root().await?;
+        let paths = paths.to_vec();
+        let (files, problems) = blocking::run(move || documents::collect(&paths))
+            .await
+            .map_err(|e| CommandError::Rag(format!("rag index: {e}")))?;
         for p in &problems {
-            sink.err(&format!("❌ {p}"));
+            sink.fail(&format!("❌ {p}"));
         }
         if files.is_empty() {
-            sink.err("❌ nothing to index (.txt, .md and .pdf files, or folders of them)");
-            return false;
+            return Err(CommandError::Rag(
+                "nothing to index (.txt, .md and .pdf files, or folders of them)".into(),
+            ));
         }
-        let writer = match blocking::try_run(move || Writer::open(&root)).await {
-            Ok(w) => w,
-            Err(e) => {
-                sink.err(&format!("❌ {e}"));
-                return false;
-            }
-        };
+        let writer = blocking::try_run(move || Writer::open(&root))
+            .await
+            .map_err(|e| CommandError::File(e.to_string()))?;
         let model = self.rag_model();
-        let embedder = match self.embedder(INDEX_EMBED_TIMEOUT).await {
-            Ok(e) => e,
-            Err(e) => {
-                sink.err(&format!("❌ rag index: {e}; nothing was written"));
-                return false;
-            }
-        };
+        let embedder = self
+            .embedder(INDEX_EMBED_TIMEOUT)
+            .await
+            .map_err(|e| CommandError::Rag(format!("rag index: {e}; nothing was written")))?;
         sink.err(&format!(
             "📚 Indexing {} file(s) into {} with {model} on {} host(s)",
             files.len(),
@@ -358,11 +325,11 @@ impl App {
             tx,
             bar: bar.clone(),
         };
-        let emit = |sink: &mut dyn Sink, line: String| {
+        let emit = |sink: &mut dyn Sink, (kind, line): (Line, String)| {
             if bar.is_hidden() {
-                route(sink, &line);
+                sink.line(kind, &line);
             } else {
-                bar.suspend(|| route(sink, &line));
+                bar.suspend(|| sink.line(kind, &line));
             }
         };
         let summary = {
@@ -389,6 +356,23 @@ impl App {
             summary.skipped,
             summary.failed + problems.len()
         ));
-        summary.failed == 0 && problems.is_empty()
+        Ok(Outcome::from(summary.failed == 0 && problems.is_empty()))
+    }
+
+    /// The local knowledge base `rag index` writes into.
+    async fn index_root(&self) -> Result<PathBuf, CommandError> {
+        match self.rag_location().await {
+            Some(Ok(Location::Local(r))) => Ok(r),
+            Some(Ok(Location::Remote(u))) => Err(CommandError::Rag(format!(
+                "rag index writes a local knowledge base, but `rag path` is the server {u}; set `rag path DIR` first"
+            ))),
+            Some(Err(e)) => Err(CommandError::Rag(format!("rag_path: {e}"))),
+            None => rag::default_folder().ok_or_else(|| {
+                CommandError::Rag(
+                    "no home directory to put a knowledge base in; set `rag path DIR` first"
+                        .into(),
+                )
+            }),
+        }
     }
 }

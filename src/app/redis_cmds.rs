@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{App, Sink};
+use super::{App, CommandError, Handled, Outcome, Sink};
 use crate::config::settings::RpcBackendEntry;
 use crate::redis::link::LinkState;
 use crate::redis::registry::{self, Found};
@@ -21,8 +21,8 @@ fn refused(why: &str) -> bool {
 
 impl App {
     /// `redis on|off`: save the setting, then connect or disconnect at once.
-    pub(super) async fn redis_cmd(&mut self, on: bool, sink: &mut dyn Sink) -> bool {
-        self.settings.redis_logging_enabled = on;
+    pub(super) async fn redis_cmd(&mut self, on: bool, sink: &mut dyn Sink) -> Handled {
+        self.cfg.settings.redis_logging_enabled = on;
         let saved = self.save_settings(&["redis_logging_enabled"], sink).await;
         if !on {
             self.redis_stop().await;
@@ -34,7 +34,7 @@ impl App {
                     if saved { " (saved)" } else { "" }
                 ),
             );
-            return saved;
+            return Ok(Outcome::from(saved));
         }
         super::confirm(
             sink,
@@ -44,65 +44,67 @@ impl App {
                 if saved { " (saved)" } else { "" }
             ),
         );
-        let connected = self.redis_start(sink).await;
-        saved && connected
+        self.redis_start(sink).await?;
+        Ok(Outcome::from(saved))
     }
 
     /// Connect per the environment and settings, reporting the outcome in one
-    /// line. False when Redis refuses us or the URL cannot be used; an
-    /// unreachable Redis is retried in the background (true: nothing to fix here).
-    pub(crate) async fn redis_start(&mut self, sink: &mut dyn Sink) -> bool {
-        let target = match target::resolve_env(&self.settings) {
+    /// line. An error when Redis refuses us or the URL cannot be used; an
+    /// unreachable Redis is retried in the background (Ok: nothing to fix here).
+    pub(crate) async fn redis_start(&mut self, sink: &mut dyn Sink) -> Result<(), CommandError> {
+        let target = match target::resolve_env(&self.cfg.settings) {
             Ok(t) => t,
             Err(e) => {
                 self.redis_stop().await;
-                sink.err(&format!("❌ redis: {e}"));
-                return false;
+                return Err(CommandError::Redis(e));
             }
         };
         let at = target.describe();
-        self.hub.set_tap(Some(self.redis.tap.clone()));
-        match self.redis.link.enable(target).await {
+        self.services
+            .hub
+            .set_tap(Some(self.services.redis.tap.clone()));
+        match self.services.redis.link.enable(target).await {
             LinkState::Connected => {
                 sink.err(&format!("🔗 Redis connected: {at}"));
-                true
+                Ok(())
             }
-            LinkState::Failed(why) if refused(&why) => {
-                sink.err(&format!(
-                    "❌ Redis at {at} refused us: {why} — check redis_password or the URL; retrying in the background, host rule per instance until then"
-                ));
-                false
-            }
+            LinkState::Failed(why) if refused(&why) => Err(CommandError::network(format!(
+                "Redis at {at} refused us: {why} — check redis_password or the URL; retrying in the background, host rule per instance until then"
+            ))),
             LinkState::Failed(why) => {
-                sink.err(&format!(
+                sink.warn(&format!(
                     "⚠️  Redis at {at} is unreachable: {why} — retrying in the background; host rule per instance until then"
                 ));
-                true
+                Ok(())
             }
             _ => {
                 sink.err(&format!(
                     "⏳ Redis at {at} has not answered yet — still trying in the background; host rule per instance until then"
                 ));
-                true
+                Ok(())
             }
         }
     }
 
     /// Stop using Redis (queued events get a moment to go out first).
     pub(crate) async fn redis_stop(&mut self) {
-        self.hub.set_tap(None);
-        self.redis.events.flush(Duration::from_millis(300)).await;
-        self.redis.link.disable();
+        self.services.hub.set_tap(None);
+        self.services
+            .redis
+            .events
+            .flush(Duration::from_millis(300))
+            .await;
+        self.services.redis.link.disable();
     }
 
     /// RPC backends registered in Redis that accept a TCP connection now.
     /// Quiet when Redis is off; one line when it cannot be read.
     pub(super) async fn redis_registrations(&self, sink: &mut dyn Sink) -> Vec<RpcBackendEntry> {
-        match self.redis.link.state() {
+        match self.services.redis.link.state() {
             LinkState::Off => return Vec::new(),
             LinkState::Connected => {}
             other => {
-                sink.err(&format!(
+                sink.warn(&format!(
                     "⚠️  Redis is {}: registrations under {}* not read",
                     other.word(),
                     registry::NODE_PREFIX
@@ -115,10 +117,10 @@ impl App {
             registry::NODE_PREFIX,
             registry::ROUTER_METADATA
         ));
-        let regs = match registry::registered_backends(&self.redis.link).await {
+        let regs = match registry::registered_backends(&self.services.redis.link).await {
             Ok(r) => r,
             Err(e) => {
-                sink.err(&format!("⚠️  Redis: could not read the registrations: {e}"));
+                sink.warn(&format!("⚠️  Redis: could not read the registrations: {e}"));
                 return Vec::new();
             }
         };
@@ -153,7 +155,7 @@ impl App {
                 continue;
             }
             if let Some(w) = backends::exposure_warning(&b) {
-                sink.err(&w);
+                sink.warn(&w);
             }
             out.push(b);
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::dashboard::HubEvents;
-use super::{App, Captured, Sink};
+use super::{App, Captured, CommandError, Handled, Outcome, Sink};
 use crate::command::{Mode, ServeArgs};
 use crate::gateway::{self, Config, Gateway, Parts, QuerySetup, View};
 use crate::nodes::health::probe_all;
@@ -22,7 +22,7 @@ const SHELL_DRAIN: Duration = Duration::from_secs(10);
 /// `serve` subcommand all).
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
-    pub bind: Option<String>,
+    pub bind: Option<IpAddr>,
     pub port: Option<u16>,
     /// From `--api-key` (the environment's `SYNAPTICLLAMAS_API_KEY` is added).
     pub api_keys: Vec<String>,
@@ -50,13 +50,7 @@ impl From<ServeArgs> for ServeOptions {
 impl ServeOptions {
     /// The gateway's configuration; a bad address or value is one line.
     pub fn config(&self) -> Result<Config, String> {
-        let bind: IpAddr = match self.bind.as_deref() {
-            None => IpAddr::from([127, 0, 0, 1]),
-            Some(b) => b
-                .trim_matches(|c| c == '[' || c == ']')
-                .parse()
-                .map_err(|_| format!("serve: --bind `{b}` is not an IP address"))?,
-        };
+        let bind = self.bind.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let env = std::env::var("SYNAPTICLLAMAS_API_KEY").ok();
         let d = Config::default();
         let max_queue = self.max_queue.unwrap_or(d.max_queue);
@@ -88,11 +82,12 @@ impl ServeOptions {
 struct AllToErr<'a>(&'a mut dyn Sink);
 
 impl Sink for AllToErr<'_> {
-    fn out(&mut self, text: &str) {
-        self.0.err(text)
-    }
-    fn err(&mut self, text: &str) {
-        self.0.err(text)
+    fn line(&mut self, kind: super::Line, text: &str) {
+        let kind = match kind {
+            super::Line::Result => super::Line::Notice,
+            other => other,
+        };
+        self.0.line(kind, text)
     }
 }
 
@@ -105,10 +100,10 @@ impl App {
     /// The nodes requests may go to: every registered node (the gateway
     /// serves the whole cluster, whatever the shell's mode), or OLLAMA_HOST's.
     fn gateway_nodes(&mut self) -> Vec<Arc<Node>> {
-        if self.registry.is_empty() {
+        if self.cluster.registry.is_empty() {
             vec![self.fallback_node()]
         } else {
-            self.registry.nodes().to_vec()
+            self.cluster.registry.nodes().to_vec()
         }
     }
 
@@ -127,23 +122,26 @@ impl App {
             .collect();
         let route = self.route();
         let mut models = vec![self.model().to_string()];
-        models.extend(self.settings.synthesis_model.clone());
+        models.extend(self.cfg.settings.synthesis_model.clone());
         let coordinator_models = models
             .into_iter()
             .filter(|m| decide(route, m).0 == Target::Coordinator)
             .collect();
         let coordinator = self
+            .cluster
             .sharding
             .coordinator
             .as_ref()
-            .and(self.sharding.node.clone());
+            .and(self.cluster.sharding.node.clone());
         let num_predict = self
+            .cfg
             .settings
             .num_predict
             .unwrap_or(crate::pipeline::call::NUM_PREDICT);
         let mut quiet = Captured::default();
         let agents = self.agents.current(&mut quiet).await;
         let idle = self
+            .cfg
             .settings
             .request_idle_timeout_ms
             .map(Duration::from_millis)
@@ -159,32 +157,32 @@ impl App {
             query: QuerySetup {
                 nodes: query_nodes,
                 model: self.model().to_string(),
-                synthesis_model: self.settings.synthesis_model.clone(),
+                synthesis_model: self.cfg.settings.synthesis_model.clone(),
                 num_predict,
                 timeouts: self.timeouts(),
                 agents,
                 distributed: self.mode() == Mode::Distributed,
-                collaborative: self.settings.collaborative_mode,
-                refinement_rounds: self.settings.refinement_rounds,
-                ast_voting: self.settings.ast_voting_enabled,
-                quality_threshold: self.settings.quality_threshold,
-                max_quality_retries: self.settings.max_quality_retries,
+                collaborative: self.cfg.settings.collaborative_mode,
+                refinement_rounds: self.cfg.settings.refinement_rounds,
+                ast_voting: self.cfg.settings.ast_voting_enabled,
+                quality_threshold: self.cfg.settings.quality_threshold,
+                max_quality_retries: self.cfg.settings.max_quality_retries,
                 mode_label: self.mode().word().to_string(),
                 strategy: self.strategy(),
-                task_distribution: self.settings.task_distribution_enabled,
+                task_distribution: self.cfg.settings.task_distribution_enabled,
                 longform: self.longform(),
-                rag_on: self.settings.flockparser_enabled,
+                rag_on: self.cfg.settings.flockparser_enabled,
             },
         }
     }
 
     /// Tell a running gateway what the last command changed.
     pub(super) async fn publish_gateway(&mut self) {
-        let Some(own) = self.gateway.as_ref().map(Gateway::addr) else {
+        let Some(own) = self.services.gateway.as_ref().map(Gateway::addr) else {
             return;
         };
         let view = self.gateway_view(own).await;
-        if let Some(g) = &self.gateway {
+        if let Some(g) = &self.services.gateway {
             g.set_view(view);
         }
     }
@@ -196,33 +194,31 @@ impl App {
         config: Config,
         log: Box<dyn Fn(&str) + Send + Sync>,
         sink: &mut dyn Sink,
-    ) -> bool {
-        if let Some(g) = &self.gateway {
+    ) -> Result<(), CommandError> {
+        if let Some(g) = &self.services.gateway {
             sink.out(&format!("🦙 The gateway already runs at {}", g.url()));
-            return true;
+            return Ok(());
         }
-        match config.check() {
-            Err(e) => {
-                sink.err(&format!("❌ {e}"));
-                return false;
-            }
-            Ok(Some(warning)) => sink.err(&warning),
-            Ok(None) => {}
+        if let Some(warning) = config
+            .check()
+            .map_err(|e| CommandError::refused(e.to_string()))?
+        {
+            sink.warn(&warning);
         }
         let own = SocketAddr::new(config.bind, config.port);
         let nodes = self.gateway_nodes();
         for n in nodes.iter().filter(|n| is_self(n, own)) {
-            sink.err(&format!(
+            sink.warn(&format!(
                 "⚠️  {} ({}) is the gateway's own address: no request will be sent to it",
                 n.name(),
                 n.url()
             ));
         }
         let nodes: Vec<Arc<Node>> = nodes.into_iter().filter(|n| !is_self(n, own)).collect();
-        let results = probe_all(&self.client, &nodes, true).await;
+        let results = probe_all(&self.cluster.client, &nodes, true).await;
         let up: Vec<&Arc<Node>> = results.iter().filter(|r| r.ok).map(|r| &r.node).collect();
         for r in results.iter().filter(|r| !r.ok) {
-            sink.err(&format!(
+            sink.warn(&format!(
                 "⚠️  {} is not answering: {}",
                 r.node.name(),
                 r.detail
@@ -252,83 +248,66 @@ impl App {
         }
         if needs_coordinator {
             if let Err(e) = self.ensure_coordinator(sink).await {
-                sink.err(&format!(
+                sink.warn(&format!(
                     "⚠️  coordinator: {e}; requests for the models it serves get 503 until one runs"
                 ));
             }
         }
-        self.sched
-            .set_events(Some(Arc::new(HubEvents(self.hub.clone()))));
-        let notifier = self.notifier.clone();
-        self.sched.set_notifier(move |line| {
-            if let Ok(f) = notifier.read().map(|f| f.clone()) {
-                f(line)
-            }
-        });
+        self.cluster
+            .sched
+            .set_events(Some(Arc::new(HubEvents(self.services.hub.clone()))));
+        self.cluster.sched.set_notifier(self.services.say());
         let view = self.gateway_view(own).await;
         let parts = Parts {
-            sched: self.sched.clone(),
-            client: self.client.clone(),
-            hub: self.hub.clone(),
+            sched: self.cluster.sched.clone(),
+            client: self.cluster.client.clone(),
+            hub: self.services.hub.clone(),
             view,
             log,
         };
-        match gateway::start(parts, config).await {
-            Ok(g) => {
-                let url = g.url();
-                self.gateway = Some(g);
-                // The real address (port 0 picks one).
-                self.publish_gateway().await;
-                self.sync_hub();
-                sink.out(&format!(
-                    "🦙 Gateway listening on {url} — Ollama API at /api, OpenAI API at /v1, \
-                     dashboard at {url}/dashboard/"
-                ));
-                true
-            }
-            Err(e) => {
-                sink.err(&format!("❌ serve: {e}"));
-                false
-            }
-        }
+        let g = gateway::start(parts, config)
+            .await
+            .map_err(|e| CommandError::network(format!("serve: {e}")))?;
+        let url = g.url();
+        self.services.gateway = Some(g);
+        // The real address (port 0 picks one).
+        self.publish_gateway().await;
+        self.sync_hub();
+        sink.out(&format!(
+            "🦙 Gateway listening on {url} — Ollama API at /api, OpenAI API at /v1, \
+             dashboard at {url}/dashboard/"
+        ));
+        Ok(())
     }
 
     /// Stop the gateway (if it runs), letting requests finish for `drain`.
     pub async fn stop_gateway(&mut self, drain: Option<Duration>) -> Option<gateway::Drained> {
-        let g = self.gateway.take()?;
+        let g = self.services.gateway.take()?;
         Some(g.stop(drain.unwrap_or(SHELL_DRAIN)).await)
     }
 
     /// `serve …` / `serve stop` in the shell.
-    pub(super) async fn serve_cmd(&mut self, args: ServeArgs, sink: &mut dyn Sink) -> bool {
+    pub(super) async fn serve_cmd(&mut self, args: ServeArgs, sink: &mut dyn Sink) -> Handled {
         if args.stop {
-            return match self.stop_gateway(None).await {
-                Some(d) => {
-                    let cut = if d.cut > 0 {
-                        format!(" ({} reply(ies) cut short)", d.cut)
-                    } else {
-                        String::new()
-                    };
-                    sink.out(&format!("✅ Gateway stopped{cut}"));
-                    true
-                }
-                None => {
-                    sink.err("❌ serve: not running");
-                    false
-                }
+            let d = self
+                .stop_gateway(None)
+                .await
+                .ok_or_else(|| CommandError::NotFound("serve: not running".into()))?;
+            let cut = if d.cut > 0 {
+                format!(" ({} reply(ies) cut short)", d.cut)
+            } else {
+                String::new()
             };
+            sink.out(&format!("✅ Gateway stopped{cut}"));
+            return Ok(Outcome::OK);
         }
-        let config = match ServeOptions::from(args).config() {
-            Ok(c) => c,
-            Err(e) => {
-                sink.err(&format!("❌ {e}"));
-                sink.err("   Usage: serve [--port P] [--bind ADDR] [--api-key KEY] [--no-auth] | serve stop");
-                return false;
-            }
-        };
+        let config = ServeOptions::from(args)
+            .config()
+            .map_err(CommandError::refused)?;
         // Beside the prompt, requests are not logged line by line (the
         // dashboard shows them).
-        self.start_gateway(config, Box::new(|_| {}), sink).await
+        self.start_gateway(config, Box::new(|_| {}), sink).await?;
+        Ok(Outcome::OK)
     }
 
     /// `synapticllamas serve`: run until SIGTERM or SIGINT, then drain; the exit status.
@@ -337,12 +316,12 @@ impl App {
         let config = match opts.config() {
             Ok(c) => c,
             Err(e) => {
-                sink.err(&format!("❌ {e}"));
+                sink.fail(&format!("❌ {e}"));
                 return 2;
             }
         };
         if let Err(e) = config.check() {
-            sink.err(&format!("❌ {e}"));
+            sink.fail(&format!("❌ {e}"));
             return 2;
         }
         let log: Box<dyn Fn(&str) + Send + Sync> = if opts.quiet {
@@ -350,19 +329,20 @@ impl App {
         } else {
             Box::new(|line| eprintln!("{line}"))
         };
-        if !self.start_gateway(config, log, sink).await {
+        if let Err(e) = self.start_gateway(config, log, sink).await {
+            super::render_error(&e, sink);
             return 1;
         }
         let signal = wait_for_signal().await;
         let drain =
             Duration::from_secs(opts.drain_secs.unwrap_or(gateway::DEFAULT_DRAIN.as_secs()));
-        let running = self.gateway.as_ref().map_or(0, Gateway::in_flight);
+        let running = self.services.gateway.as_ref().map_or(0, Gateway::in_flight);
         sink.err(&format!(
             "🛑 {signal}: no new connections; {running} request(s) in flight get up to {}s to \
              finish (signal again to stop at once)",
             drain.as_secs()
         ));
-        let stopped = match self.gateway.take() {
+        let stopped = match self.services.gateway.take() {
             Some(g) => Some(
                 g.stop_unless(drain, async {
                     wait_for_signal().await;
@@ -373,7 +353,7 @@ impl App {
         };
         if let Some(d) = stopped {
             if d.cut > 0 {
-                sink.err(&format!(
+                sink.warn(&format!(
                     "⚠️  {} request(s) were still running when the drain ended (at most {}s) and ended with an error line",
                     d.cut,
                     drain.as_secs()

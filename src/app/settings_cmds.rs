@@ -1,6 +1,6 @@
 //! Commands that change a setting and save the settings file.
 
-use super::{App, Captured, Sink};
+use super::{App, Changes, Handled, Outcome, Sink};
 use crate::command::{Command, Longform, Mode, Strategy};
 
 fn on_off(b: bool) -> &'static str {
@@ -14,16 +14,15 @@ fn on_off(b: bool) -> &'static str {
 impl App {
     /// Apply one setting command, save, then print what changed (marked as
     /// not saved when the file could not be written).
-    pub(super) async fn setting(&mut self, cmd: Command, out: &mut dyn Sink) -> bool {
+    pub(super) async fn setting(&mut self, cmd: Command, out: &mut dyn Sink) -> Handled {
         let key = setting_key(&cmd);
-        let mut buf = Captured::default();
-        let sink = &mut buf;
-        let s = &mut self.settings;
+        let mut ch = Changes::default();
+        let s = &mut self.cfg.settings;
         match cmd {
             Command::Collab(on) => {
                 s.collaborative_mode = on;
-                sink.out(&format!("✅ Collaborative mode {}", on_off(on)));
-                sink.out(if on {
+                ch.done(format!("Collaborative mode {}", on_off(on)));
+                ch.detail(if on {
                     "   Agents will work sequentially with feedback loops"
                 } else {
                     "   Agents will work in parallel independently"
@@ -31,85 +30,84 @@ impl App {
             }
             Command::Refine(n) => {
                 s.refinement_rounds = n;
-                sink.out(&format!("✅ Refinement rounds set to {n}"));
+                ch.done(format!("Refinement rounds set to {n}"));
             }
             Command::Synthesis(None) => {
                 s.synthesis_model = None;
-                sink.out("✅ Synthesis model disabled (will use same model for all phases)");
+                ch.done("Synthesis model disabled (will use same model for all phases)");
             }
             Command::Synthesis(Some(m)) => {
-                sink.out(&format!("✅ Synthesis model set to: {m}"));
-                sink.out(&format!(
+                ch.done(format!("Synthesis model set to: {m}"));
+                ch.detail(format!(
                     "   Phases 1-3: {}",
-                    self.overrides.model.as_deref().unwrap_or(&s.model)
+                    self.cfg.overrides.model.as_deref().unwrap_or(&s.model)
                 ));
-                sink.out(&format!("   Phase 4: {m}"));
+                ch.detail(format!("   Phase 4: {m}"));
                 s.synthesis_model = Some(m);
             }
             Command::Timeout(secs) => {
                 s.agent_timeout = secs;
-                sink.out(&format!("✅ Inference timeout set to {secs}s"));
+                ch.done(format!("Inference timeout set to {secs}s"));
             }
             Command::Ast(on) => {
                 s.ast_voting_enabled = on;
-                sink.out(&format!("✅ AST Quality Voting {}", on_off(on)));
+                ch.done(format!("AST Quality Voting {}", on_off(on)));
                 if on {
-                    sink.out("   Output will be evaluated by voting agents (collaborative mode)");
+                    ch.detail("   Output will be evaluated by voting agents (collaborative mode)");
                 }
             }
             Command::Quality(x) => {
                 s.quality_threshold = x;
-                sink.out(&format!("✅ Quality threshold set to {x:.2}"));
+                ch.done(format!("Quality threshold set to {x:.2}"));
             }
             Command::QRetries(n) => {
                 s.max_quality_retries = n;
-                sink.out(&format!("✅ Max quality retries set to {n}"));
+                ch.done(format!("Max quality retries set to {n}"));
             }
             Command::Longform(l) => {
-                s.longform = Some(l.word().to_string());
-                sink.out(&format!("✅ Long-form answers: {}", longform_label(l)));
-                sink.out("   `!long QUESTION` / `!short QUESTION` decide for one query");
+                s.longform = Some(l);
+                ch.done(format!("Long-form answers: {}", longform_label(l)));
+                ch.detail("   `!long QUESTION` / `!short QUESTION` decide for one query");
             }
             Command::Strategy(st) => {
-                s.strategy = st.setting().map(String::from);
-                sink.out(&format!("✅ Strategy: {}", strategy_label(st)));
+                s.strategy = st.stored();
+                ch.done(format!("Strategy: {}", strategy_label(st)));
             }
             Command::Model(m) => {
-                sink.out(&format!("✅ Model set to: {m}"));
-                if self.overrides.model.take().is_some() {
-                    sink.out("   (replaces the --model given on the command line)");
+                ch.done(format!("Model set to: {m}"));
+                if self.cfg.overrides.model.take().is_some() {
+                    ch.detail("   (replaces the --model given on the command line)");
                 }
                 s.model = m;
             }
             Command::Verbose(on) => {
                 s.dashboard_verbose = on;
-                sink.out(&format!("✅ Verbose dashboard logging {}", on_off(on)));
+                ch.done(format!("Verbose dashboard logging {}", on_off(on)));
             }
             other => unreachable!("not a setting command: {other:?}"),
         }
         let saved = self.save_settings(&[key], out).await;
-        super::report_change(out, saved, buf);
-        saved
+        ch.report(out, saved);
+        Ok(Outcome::from(saved))
     }
 
-    pub(super) async fn set_mode(&mut self, mode: Mode, sink: &mut dyn Sink) -> bool {
-        self.overrides.mode = None;
-        let mut buf = Captured::default();
+    pub(super) async fn set_mode(&mut self, mode: Mode, sink: &mut dyn Sink) -> Handled {
+        self.cfg.overrides.mode = None;
+        let mut ch = Changes::default();
+        self.cfg.settings.mode = Some(mode);
         match mode {
             Mode::Standard => {
-                self.settings.mode = Some("standard".into());
-                buf.out("✅ Switched to Standard Mode");
+                ch.done("Switched to Standard Mode");
                 let saved = self.save_settings(&["mode"], sink).await;
-                super::report_change(sink, saved, buf);
-                saved
+                ch.report(sink, saved);
+                Ok(Outcome::from(saved))
             }
             Mode::Distributed => {
-                self.settings.mode = Some("distributed".into());
-                buf.out("✅ Switched to Distributed Mode");
+                ch.done("Switched to Distributed Mode");
                 let saved = self.save_settings(&["mode"], sink).await;
-                super::report_change(sink, saved, buf);
-                let scanned = self.discover_for_mode(sink).await;
-                saved && scanned
+                ch.report(sink, saved);
+                let scanned = self.discover_for_mode(sink).await?;
+                Ok(Outcome::from(saved && scanned.ok))
             }
         }
     }

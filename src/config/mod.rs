@@ -2,6 +2,7 @@
 //! registry (`~/.synapticllamas_nodes.json`), in the Python original's shapes.
 
 pub mod atomic;
+pub mod choices;
 pub mod lock;
 pub mod nodes_file;
 pub mod settings;

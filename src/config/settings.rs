@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::choices::{Mode, Route, Strategy};
 use super::{json_error, read_text, FileError};
+use crate::pipeline::scope::Longform;
 
 /// An RPC backend entry (`{"host", "port"}`), extra fields kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,7 +27,7 @@ pub fn default_rpc_port() -> u16 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
-    pub mode: Option<String>,
+    pub mode: Option<Mode>,
     pub collaborative_mode: bool,
     pub refinement_rounds: u32,
     pub agent_timeout: u64,
@@ -36,7 +38,8 @@ pub struct Settings {
     pub dashboard_verbose: bool,
     pub model: String,
     pub synthesis_model: Option<String>,
-    pub strategy: Option<String>,
+    /// `null` is auto ([`Strategy::stored`]).
+    pub strategy: Option<Strategy>,
     pub task_distribution_enabled: bool,
     pub model_sharding_enabled: bool,
     pub rpc_backends: Vec<RpcBackendEntry>,
@@ -77,7 +80,7 @@ pub struct Settings {
     pub rag_model: Option<String>,
     /// When an answer is written in parts: "auto" (default), "always", "never".
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub longform: Option<String>,
+    pub longform: Option<Longform>,
     /// Keys this program does not know: kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -131,14 +134,29 @@ pub const REFINE_MAX: u32 = 5;
 pub const QRETRIES_MAX: u32 = 5;
 pub const TIMEOUT_MIN_SECS: u64 = 30;
 pub const TIMEOUT_MAX_SECS: u64 = 86_400;
-pub const MODES: &[&str] = &["standard", "distributed"];
-pub const LONGFORM: &[&str] = crate::pipeline::scope::Longform::WORDS;
-pub const STRATEGIES: &[&str] = &[
-    "single_node",
-    "parallel_same",
-    "parallel_multi",
-    "gpu_routing",
-];
+
+impl Settings {
+    /// The routing path the two saved flags describe.
+    pub fn route(&self) -> Route {
+        Route::from_flags(self.task_distribution_enabled, self.model_sharding_enabled)
+    }
+
+    /// Store a routing path as the original's two flags.
+    pub fn set_route(&mut self, route: Route) {
+        self.task_distribution_enabled = route.task_distribution();
+        self.model_sharding_enabled = route.model_sharding();
+    }
+
+    /// The saved strategy (auto when unset).
+    pub fn strategy(&self) -> Strategy {
+        Strategy::from_stored(self.strategy)
+    }
+
+    /// The saved `longform` rule (auto when unset).
+    pub fn longform(&self) -> Longform {
+        self.longform.unwrap_or_default()
+    }
+}
 
 /// A key whose value could not be used: the default is used instead, and the
 /// value stays in the file until the user sets that key.
@@ -277,7 +295,6 @@ fn check_key(key: &str, val: &Value) -> Result<(), BadValue> {
 fn in_range(key: &str, s: &Settings) -> bool {
     use crate::command::{check_name, NameKind};
     match key {
-        "mode" => s.mode.as_deref().is_none_or(|m| MODES.contains(&m)),
         "refinement_rounds" => s.refinement_rounds <= REFINE_MAX,
         "agent_timeout" => (TIMEOUT_MIN_SECS..=TIMEOUT_MAX_SECS).contains(&s.agent_timeout),
         "quality_threshold" => (0.0..=1.0).contains(&s.quality_threshold),
@@ -287,25 +304,19 @@ fn in_range(key: &str, s: &Settings) -> bool {
             .synthesis_model
             .as_deref()
             .is_none_or(|m| check_name(NameKind::Model, m).is_ok()),
-        "strategy" => s
-            .strategy
-            .as_deref()
-            .is_none_or(|x| STRATEGIES.contains(&x)),
-        "longform" => s.longform.as_deref().is_none_or(|x| LONGFORM.contains(&x)),
         _ => true,
     }
 }
 
 /// What a key takes, in the user's words.
 fn rule(key: &str) -> String {
-    let list = |xs: &[&str]| {
-        xs.iter()
-            .map(|x| format!("\"{x}\""))
+    let list = |xs: &mut dyn Iterator<Item = &str>| {
+        xs.map(|x| format!("\"{x}\""))
             .collect::<Vec<_>>()
             .join(", ")
     };
     match key {
-        "mode" => format!("{} or null", list(MODES)),
+        "mode" => format!("{} or null", list(&mut Mode::ALL.iter().map(|m| m.word()))),
         "refinement_rounds" => format!("a whole number from 0 to {REFINE_MAX}"),
         "agent_timeout" => {
             format!("a whole number of seconds from {TIMEOUT_MIN_SECS} to {TIMEOUT_MAX_SECS}")
@@ -317,8 +328,14 @@ fn rule(key: &str) -> String {
             crate::command::NAME_MAX
         ),
         "synthesis_model" => "a model name or null".into(),
-        "strategy" => format!("one of {} or null (auto)", list(STRATEGIES)),
-        "longform" => format!("one of {} or null (auto)", list(LONGFORM)),
+        "strategy" => format!(
+            "one of {} or null (auto)",
+            list(&mut Strategy::ALL.iter().filter_map(|s| s.setting()))
+        ),
+        "longform" => format!(
+            "one of {} or null (auto)",
+            list(&mut Longform::WORDS.iter().copied())
+        ),
         "collaborative_mode"
         | "ast_voting_enabled"
         | "flockparser_enabled"
@@ -649,6 +666,64 @@ mod tests {
         assert_eq!(back["dashboard_enable_dask"], false);
         assert_eq!(back["zzz"]["a"][1], 2);
         assert_eq!(back["mode"], "standard");
+    }
+
+    #[test]
+    fn word_settings_keep_the_files_spelling() {
+        let text = r#"{"mode":"distributed","strategy":"parallel_multi","longform":"never"}"#;
+        let s = ok(text).settings;
+        assert_eq!(s.mode, Some(Mode::Distributed));
+        assert_eq!(s.strategy(), Strategy::Multi);
+        assert_eq!(s.longform(), Longform::Never);
+        let back: Value = serde_json::from_str(&to_json(&s)).unwrap();
+        assert_eq!(back["mode"], "distributed");
+        assert_eq!(back["strategy"], "parallel_multi");
+        assert_eq!(back["longform"], "never");
+        let mut s = s;
+        s.strategy = Strategy::Auto.stored();
+        s.set_route(Route::Model);
+        let back: Value = serde_json::from_str(&to_json(&s)).unwrap();
+        assert_eq!(
+            back["strategy"],
+            Value::Null,
+            "auto is null, as the original writes it"
+        );
+        assert_eq!(back["task_distribution_enabled"], false);
+        assert_eq!(back["model_sharding_enabled"], true);
+    }
+
+    #[test]
+    fn an_unknown_word_is_warned_about_and_stays_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".synapticllamas.json");
+        let text = "{\n  \"mode\": \"dask\",\n  \"strategy\": \"fastest\",\n  \"longform\": \"sometimes\"\n}\n";
+        std::fs::write(&path, text).unwrap();
+        let loaded = load(&path);
+        let keys: Vec<&str> = loaded.invalid.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, ["mode", "strategy", "longform"]);
+        assert!(loaded.invalid[0]
+            .problem
+            .contains("\"dask\" is not \"standard\", \"distributed\" or null"));
+        assert!(
+            loaded.invalid[1].problem.contains("\"single_node\""),
+            "{:?}",
+            loaded.invalid[1]
+        );
+        assert_eq!(loaded.settings.mode, None);
+        let mut store = SettingsStore::new(path.clone(), None, &loaded.settings);
+        let mut s = loaded.settings.clone();
+        s.refinement_rounds = 3;
+        store.save(&s, &["refinement_rounds"]).unwrap();
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["mode"], "dask");
+        assert_eq!(v["strategy"], "fastest");
+        assert_eq!(v["longform"], "sometimes");
+        // Setting the key replaces the unknown word.
+        s.mode = Some(Mode::Standard);
+        store.save(&s, &["mode"]).unwrap();
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["mode"], "standard");
+        assert_eq!(v["strategy"], "fastest");
     }
 
     #[test]

@@ -27,8 +27,12 @@ const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where `rag index` reports to.
 pub trait Progress: Sync {
-    /// A line about one file.
+    /// A line about one file (indexed, or skipped as already indexed).
     fn line(&self, line: String);
+    /// A file (or a batch of them) that could not be indexed.
+    fn problem(&self, line: String);
+    /// A notice from the embedding requests (a retry, a slow node).
+    fn notice(&self, line: String);
     /// The number of chunks to embed is known.
     fn planned(&self, chunks: usize);
     /// `n` more chunks are embedded.
@@ -142,7 +146,7 @@ pub async fn run(
         .map(|(i, (batch, inputs))| async move {
             let label = format!("embed batch {}/{count}", i + 1);
             let r = embedder
-                .embed(&label, &inputs, &|line| progress.line(line))
+                .embed(&label, &inputs, &|line| progress.notice(line))
                 .await;
             (batch, r)
         });
@@ -269,7 +273,7 @@ impl Out<'_> {
 
     /// A file that could not be read: said and counted.
     fn failed(&mut self, line: String) -> Option<Pending> {
-        self.progress.line(line);
+        self.progress.problem(line);
         self.summary.failed += 1;
         None
     }
@@ -301,7 +305,7 @@ impl Out<'_> {
             Err(e) => {
                 let n = self.staged.len();
                 self.progress
-                    .line(format!("❌ {e}; {n} document(s) not saved"));
+                    .problem(format!("❌ {e}; {n} document(s) not saved"));
                 s.failed += n;
                 self.staged.clear();
                 false
@@ -312,7 +316,7 @@ impl Out<'_> {
     /// Stage one document whose chunks are all embedded (or say why not).
     async fn stage(&mut self, doc: &mut Pending) {
         let failed = |s: &mut Summary, line: String| {
-            self.progress.line(line);
+            self.progress.problem(line);
             s.failed += 1;
         };
         if let Some(e) = &doc.failed {

@@ -50,7 +50,7 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
     let mut ed: Editor<Completion, FileHistory> = match Editor::new() {
         Ok(e) => e,
         Err(e) => {
-            sink.err(&format!("❌ cannot start the line editor: {e}"));
+            sink.fail(&format!("❌ cannot start the line editor: {e}"));
             return 1;
         }
     };
@@ -64,7 +64,7 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
     // next key came (tests/cli/terminal.rs). Keep rustyline at 19 or later.
     if let Ok(p) = ed.create_external_printer() {
         let p = std::sync::Mutex::new(p);
-        if let Ok(mut n) = app.notifier.write() {
+        if let Ok(mut n) = app.services.notifier.write() {
             *n = std::sync::Arc::new(move |line: String| {
                 use rustyline::ExternalPrinter;
                 if let Ok(mut p) = p.lock() {
@@ -73,7 +73,7 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
             });
         }
     }
-    let history = app.home.join(HISTORY_FILE);
+    let history = app.cfg.home.join(HISTORY_FILE);
     let _ = ed.load_history(&history);
     banner(app, sink);
     let prompt = crate::ui::paint_out(PROMPT, "1;31");
@@ -96,13 +96,13 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
                 break;
             }
             Err(e) => {
-                sink.err(&format!("❌ input: {e}"));
+                sink.fail(&format!("❌ input: {e}"));
                 break;
             }
         }
     }
     if let Err(e) = ed.save_history(&history) {
-        sink.err(&format!(
+        sink.warn(&format!(
             "⚠️  {}: cannot save history: {e}",
             history.display()
         ));
@@ -111,8 +111,8 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
 }
 
 fn banner(app: &App, sink: &mut dyn Sink) {
-    let sim = if app.registry.simulated {
-        let n = app.simulated.len();
+    let sim = if app.cluster.registry.simulated {
+        let n = app.cluster.simulated.len();
         format!(
             " — {n} simulated host{} on 127.0.0.1",
             if n == 1 { "" } else { "s" }
@@ -125,9 +125,9 @@ fn banner(app: &App, sink: &mut dyn Sink) {
         "Mode: {:?}   Model: {}   Nodes: {} on {} host{}{sim}",
         app.mode(),
         app.model(),
-        app.registry.len(),
-        app.registry.hosts().len(),
-        if app.registry.hosts().len() == 1 {
+        app.cluster.registry.len(),
+        app.cluster.registry.hosts().len(),
+        if app.cluster.registry.hosts().len() == 1 {
             ""
         } else {
             "s"

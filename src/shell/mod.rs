@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
 
-use crate::app::{App, Outcome, Sink};
+use crate::app::{App, Line, Outcome, Sink};
 use crate::ui;
 
 /// Set once stdout's reader has gone away (`… | head`): the loop stops after the
@@ -27,32 +27,33 @@ pub fn stdout_closed() -> bool {
 pub struct StdSink;
 
 impl Sink for StdSink {
-    fn out(&mut self, text: &str) {
-        if stdout_closed() {
-            return;
-        }
-        let mut o = std::io::stdout().lock();
-        if let Err(e) = writeln!(o, "{text}").and_then(|_| o.flush()) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                STDOUT_CLOSED.store(true, Ordering::SeqCst);
-            }
-        }
-    }
-    fn err(&mut self, text: &str) {
-        let painted = if text.starts_with('❌') {
-            ui::paint_err(text, "31")
-        } else if text.starts_with('⚠') {
-            ui::paint_err(text, "33")
-        } else {
-            text.to_string()
+    fn line(&mut self, kind: Line, text: &str) {
+        let painted = match kind {
+            Line::Result => return result_line(text),
+            Line::Notice => text.to_string(),
+            Line::Warning => ui::paint_err(text, "33"),
+            Line::Failure => ui::paint_err(text, "31"),
         };
         let _ = writeln!(std::io::stderr().lock(), "{painted}");
     }
 }
 
+/// A result on stdout, unless its reader has gone away.
+fn result_line(text: &str) {
+    if stdout_closed() {
+        return;
+    }
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = writeln!(o, "{text}").and_then(|_| o.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            STDOUT_CLOSED.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Background notices (a node went down or came back) as lines on stderr.
 pub fn notices_to_stderr(app: &App) {
-    if let Ok(mut n) = app.notifier.write() {
+    if let Ok(mut n) = app.services.notifier.write() {
         *n = Arc::new(|line: String| StdSink.err(&line));
     }
 }
@@ -132,12 +133,12 @@ pub fn one_query(rt: &Runtime, app: &mut App, query: &str) -> i32 {
             if r.complete() {
                 0
             } else {
-                sink.err(&crate::app::incomplete_line(&r));
+                sink.fail(&crate::app::incomplete_line(&r));
                 1
             }
         }
         Some(Err(e)) => {
-            sink.err(&format!("❌ Query failed: {e}"));
+            sink.fail(&format!("❌ Query failed: {e}"));
             sink.out(&serde_json::json!({ "error": e.to_string() }).to_string());
             1
         }
@@ -209,7 +210,7 @@ fn run_piped(
             Some(Some(Ok(b))) if b.is_empty() => break,
             Some(Some(Ok(b))) => b,
             Some(Some(Err(e))) => {
-                sink.err(&format!("❌ stdin: {e}"));
+                sink.fail(&format!("❌ stdin: {e}"));
                 return 1;
             }
         };
@@ -217,7 +218,7 @@ fn run_piped(
         let line = match std::str::from_utf8(&buf) {
             Ok(s) => s.trim(),
             Err(e) => {
-                sink.err(&format!(
+                sink.fail(&format!(
                     "❌ stdin line {lineno}: not valid UTF-8 (byte {}); line skipped",
                     e.valid_up_to() + 1
                 ));
@@ -232,7 +233,7 @@ fn run_piped(
             continue;
         }
         if line.contains('\0') {
-            sink.err(&format!(
+            sink.fail(&format!(
                 "❌ stdin line {lineno}: contains a NUL byte; line skipped"
             ));
             failed = true;

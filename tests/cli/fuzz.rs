@@ -434,10 +434,16 @@ fn check_command_value(line: &str, cmd: &Command) -> Result<(), TestCaseError> {
             timeout_ms: Some(t),
             ..
         } => ensure!((1..=60_000).contains(t), "{line:?}: timeout {t}"),
-        Command::Add { url, .. } => {
-            ensure!(!url.is_empty() && url != "--force", "{line:?}: add {url:?}")
+        Command::Add { node, .. } => {
+            let url = node.base_url();
+            ensure!(
+                !url.is_empty() && !url.contains("--force"),
+                "{line:?}: add {url:?}"
+            )
         }
-        Command::Save(p) | Command::Load(p) => ensure!(!p.is_empty(), "{line:?}: empty path"),
+        Command::Save(p) | Command::Load(p) => {
+            ensure!(!p.as_os_str().is_empty(), "{line:?}: empty path")
+        }
         _ => {}
     }
     Ok(())
@@ -605,12 +611,7 @@ fn model_name() -> impl Strategy<Value = String> {
 /// A settings value this program could have written (any values of the right types).
 fn valid_settings() -> impl Strategy<Value = Settings> {
     let a = (
-        opt(select(
-            settings::MODES
-                .iter()
-                .map(|m| m.to_string())
-                .collect::<Vec<_>>(),
-        )),
+        opt(select(synapticllamas::config::choices::Mode::ALL.to_vec())),
         any::<bool>(),
         0..=settings::REFINE_MAX,
         settings::TIMEOUT_MIN_SECS..=settings::TIMEOUT_MAX_SECS,
@@ -622,9 +623,9 @@ fn valid_settings() -> impl Strategy<Value = Settings> {
         model_name(),
         opt(model_name()),
         opt(select(
-            settings::STRATEGIES
+            synapticllamas::config::choices::Strategy::ALL
                 .iter()
-                .map(|m| m.to_string())
+                .filter_map(|s| s.stored())
                 .collect::<Vec<_>>(),
         )),
     );

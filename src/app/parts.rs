@@ -1,0 +1,199 @@
+//! The three parts the application state is made of: the settings side
+//! (`Config`), the nodes and the queue that drives them (`Cluster`), and what
+//! runs beside the prompt (`Services`). Each keeps its own invariants; `App`
+//! ties them to the commands.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{dashboard::HubShown, sharding::ShardingState, Notifier, Sink};
+use crate::command::{Longform, Mode, Route, Strategy};
+use crate::config::settings::{Settings, SettingsStore};
+use crate::nodes::{Node, Registry};
+use crate::ollama::Client;
+use crate::scheduler::Scheduler;
+use crate::sim::SimHost;
+
+/// Values given on the command line: they beat saved settings for this run.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub model: Option<String>,
+    pub mode: Option<Mode>,
+}
+
+/// The settings: as loaded and changed, where they are saved, what the command
+/// line overrides for this run, and the directory the program's files live in.
+pub struct Config {
+    pub settings: Settings,
+    pub store: SettingsStore,
+    pub overrides: Overrides,
+    pub home: PathBuf,
+}
+
+impl Config {
+    /// The model in use: the command-line value, else the saved one.
+    pub fn model(&self) -> &str {
+        self.overrides
+            .model
+            .as_deref()
+            .unwrap_or(&self.settings.model)
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.overrides
+            .mode
+            .or(self.settings.mode)
+            .unwrap_or(Mode::Standard)
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        self.settings.strategy()
+    }
+
+    /// The `longform` setting (auto when unset).
+    pub fn longform(&self) -> Longform {
+        self.settings.longform()
+    }
+
+    /// The routing path (`distributed task|model|both|off`).
+    pub fn route(&self) -> Route {
+        self.settings.route()
+    }
+
+    /// Save the settings this session changed (and `touched`, keys set even to
+    /// the value they had); `waiting` is told when another program holds the lock.
+    pub async fn save(
+        &mut self,
+        touched: &[&str],
+        waiting: impl FnOnce(&Path),
+    ) -> anyhow::Result<()> {
+        self.store
+            .save_async(&self.settings, touched, waiting)
+            .await
+    }
+}
+
+/// The nodes and what sends them work: the registry, the node used when it is
+/// empty, the simulated hosts, the one HTTP client and host-aware queue, and
+/// the sharding coordinator.
+pub struct Cluster {
+    pub registry: Registry,
+    pub client: Client,
+    /// The one host-aware queue of this process (every query, every client).
+    pub sched: Arc<Scheduler>,
+    /// The node used when the registry is empty (OLLAMA_HOST or the default),
+    /// kept so its health survives from one query to the next.
+    pub(super) fallback: Option<Arc<Node>>,
+    /// Simulated hosts started by this process (`--simulate N`).
+    pub simulated: Vec<Arc<SimHost>>,
+    pub sharding: ShardingState,
+}
+
+impl Cluster {
+    pub fn new(registry: Registry, client: Client, sched: Arc<Scheduler>) -> Cluster {
+        Cluster {
+            registry,
+            client,
+            sched,
+            fallback: None,
+            simulated: Vec::new(),
+            sharding: ShardingState::default(),
+        }
+    }
+}
+
+/// What runs beside the prompt: the dashboard's hub and server, the gateway,
+/// the background monitors, Redis, and where background notices go.
+pub struct Services {
+    /// What the web dashboard shows.
+    pub hub: Arc<crate::dashboard::Hub>,
+    pub dashboard: Option<crate::dashboard::Dashboard>,
+    /// The Ollama/OpenAI gateway (`serve`), when it runs.
+    pub gateway: Option<crate::gateway::Gateway>,
+    /// The background monitors, with the node URLs and backend addresses they watch.
+    pub(super) monitor: Option<(Vec<String>, Vec<tokio::task::JoinHandle<()>>)>,
+    /// What was last pushed to the hub (so an unchanged view is not pushed again).
+    pub(super) shown: HubShown,
+    /// Where background notices go (the shell decides how to show them; it may
+    /// change its mind once the line editor is up).
+    pub notifier: Notifier,
+    /// Shared host leases, node health and events (off until `redis on`).
+    pub redis: crate::redis::Redis,
+}
+
+impl Services {
+    /// Services with nothing running; Redis notices go to the notifier.
+    pub fn new() -> Services {
+        let notifier: Notifier = Arc::new(std::sync::RwLock::new(Arc::new(|_| {})));
+        let redis = crate::redis::Redis::new(say(notifier.clone()));
+        Services {
+            hub: Arc::new(crate::dashboard::Hub::new()),
+            dashboard: None,
+            gateway: None,
+            monitor: None,
+            shown: HubShown::default(),
+            notifier,
+            redis,
+        }
+    }
+
+    /// A callback that passes a line to whatever the notifier is at the time.
+    pub fn say(&self) -> impl Fn(String) + Send + Sync + 'static {
+        say(self.notifier.clone())
+    }
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Services::new()
+    }
+}
+
+fn say(notifier: Notifier) -> impl Fn(String) + Send + Sync + 'static {
+    move |line: String| {
+        if let Ok(f) = notifier.read().map(|f| f.clone()) {
+            f(line)
+        }
+    }
+}
+
+/// Another program holds the lock on the file a command saves.
+pub(super) fn waiting_for(sink: &mut dyn Sink, path: &Path) {
+    sink.err(&format!(
+        "⏳ {}: another program is writing here; waiting for it (Ctrl-C gives up)",
+        path.display()
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_beats_the_file_for_this_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            mode: Some(Mode::Distributed),
+            model: "saved".into(),
+            ..Settings::default()
+        };
+        let store = SettingsStore::new(dir.path().join("s.json"), None, &settings);
+        let mut cfg = Config {
+            settings,
+            store,
+            overrides: Overrides::default(),
+            home: dir.path().into(),
+        };
+        assert_eq!((cfg.mode(), cfg.model()), (Mode::Distributed, "saved"));
+        cfg.overrides = Overrides {
+            model: Some("given".into()),
+            mode: Some(Mode::Standard),
+        };
+        assert_eq!((cfg.mode(), cfg.model()), (Mode::Standard, "given"));
+        cfg.settings.mode = None;
+        cfg.overrides.mode = None;
+        assert_eq!(cfg.mode(), Mode::Standard, "unset is standard");
+        assert_eq!(cfg.strategy(), Strategy::Auto);
+        assert_eq!(cfg.route(), Route::Task);
+    }
+}
