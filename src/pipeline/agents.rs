@@ -1,13 +1,16 @@
 //! Agents are data: one JSON file each (name, role, system prompt, required
-//! reply fields, timeout, priority). Six are built in; a directory of JSON
-//! files can override them (matched by file stem or name) or add new ones.
+//! reply fields, and optionally a timeout and a priority). Six are built in; a
+//! directory of JSON files can override them (matched by file stem or name) or
+//! add new ones. The role is a description for people; it is not sent.
 
 use super::repair::FieldType;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use std::path::Path;
+use std::time::Duration;
 
 use crate::config::FileError;
+use crate::ollama::Timeouts;
 
 /// Built-in agent files, by file stem.
 const BUILTIN: &[(&str, &str)] = &[
@@ -29,13 +32,35 @@ const BUILTIN: &[(&str, &str)] = &[
 #[derive(Deserialize, Clone, Debug)]
 pub struct Agent {
     pub name: String,
-    pub role: String,
     pub system_prompt: String,
     /// Fields the reply object must carry, in file order.
     #[serde(deserialize_with = "field_list")]
     pub required_fields: Vec<(String, FieldType)>,
-    pub timeout_secs: u64,
+    /// This agent's own outer bound for a request, instead of the session's
+    /// `timeout` (the built-in agents have none and follow `timeout`).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// Among one query's tasks waiting for a host, a higher priority goes first.
+    #[serde(default = "default_priority")]
     pub priority: i32,
+}
+
+fn default_priority() -> i32 {
+    crate::scheduler::DEFAULT_PRIORITY
+}
+
+impl Agent {
+    /// The limits of this agent's requests: the session's, with the agent's
+    /// own outer bound when its file sets one.
+    pub fn limits(&self, session: Timeouts) -> Timeouts {
+        match self.timeout_secs {
+            Some(secs) => Timeouts {
+                total: Duration::from_secs(secs.max(1)),
+                ..session
+            },
+            None => session,
+        }
+    }
 }
 
 /// Reads `{"field": "type", ...}` into an ordered list.
@@ -218,7 +243,12 @@ mod tests {
                 "QualityVoter"
             ]
         );
-        type Expected = (&'static str, Vec<(&'static str, FieldType)>, u64, i32);
+        type Expected = (
+            &'static str,
+            Vec<(&'static str, FieldType)>,
+            Option<u64>,
+            i32,
+        );
         let expect: [Expected; 6] = [
             (
                 "Researcher",
@@ -228,7 +258,7 @@ mod tests {
                     ("topics", List),
                     ("sources", List),
                 ],
-                600,
+                None,
                 7,
             ),
             (
@@ -239,7 +269,7 @@ mod tests {
                     ("strengths", List),
                     ("recommendations", List),
                 ],
-                300,
+                None,
                 6,
             ),
             (
@@ -251,15 +281,15 @@ mod tests {
                     ("examples", List),
                     ("practical_applications", List),
                 ],
-                1200,
+                None,
                 5,
             ),
-            ("Storyteller", vec![("story", String)], 300, 5),
-            ("ChunkWriter", vec![("context", String)], 600, 5),
+            ("Storyteller", vec![("story", String)], None, 5),
+            ("ChunkWriter", vec![("context", String)], None, 5),
             (
                 "QualityVoter",
                 vec![("score", Number), ("reasoning", String), ("issues", List)],
-                300,
+                None,
                 5,
             ),
         ];
@@ -269,10 +299,6 @@ mod tests {
             assert_eq!(
                 (agent.timeout_secs, agent.priority),
                 (timeout, priority),
-                "{name}"
-            );
-            assert!(
-                !agent.role.is_empty() && !agent.role.contains('\n'),
                 "{name}"
             );
             // Every prompt names each required field and asks for bare JSON.
@@ -339,7 +365,7 @@ mod tests {
         let editor = &agents[2];
         assert_eq!(
             (editor.system_prompt.as_str(), editor.timeout_secs),
-            ("custom", 60)
+            ("custom", Some(60))
         );
         assert_eq!(
             fields(editor),

@@ -169,10 +169,10 @@ pub async fn call(
         label,
         model,
         prompt_tokens: need as usize,
-        limits: ctx.timeouts,
+        limits: agent.limits(ctx.timeouts),
     };
     ctx.observer.queued(label);
-    let pool = fitting(ctx.pool_for(model), model, need);
+    let pool = fitting(ctx.pool_for(model), model, need).with_priority(agent.priority);
     let request = Request {
         label,
         model,
@@ -229,7 +229,7 @@ fn fitting(pool: &Pool, model: &str, need: u64) -> Pool {
     if fits.is_empty() || fits.len() == pool.nodes().len() {
         pool.clone()
     } else {
-        Pool::new(fits, pool.policy)
+        pool.narrowed(fits)
     }
 }
 

@@ -53,6 +53,9 @@ pub enum Policy {
     Gpu,
 }
 
+/// The priority of a task that names none (an agent file without one, a gateway request).
+pub const DEFAULT_PRIORITY: i32 = 5;
+
 /// The nodes one query (or request) may use, how to choose among them, and on
 /// whose behalf it waits.
 #[derive(Clone)]
@@ -63,6 +66,9 @@ pub struct Pool {
     client: Option<Arc<str>>,
     /// A task refuses to wait when this many tasks already wait.
     queue_limit: Option<usize>,
+    /// Among one client's waiting tasks, a higher priority takes a freed slot
+    /// first (an agent's `priority`; equal priorities keep arrival order).
+    pub priority: i32,
 }
 
 impl Pool {
@@ -76,7 +82,22 @@ impl Pool {
             policy,
             client: None,
             queue_limit: None,
+            priority: DEFAULT_PRIORITY,
         }
+    }
+
+    /// The same pool (client, queue limit, priority) over fewer nodes.
+    pub fn narrowed(&self, nodes: Vec<Arc<Node>>) -> Pool {
+        Pool {
+            nodes,
+            ..self.clone()
+        }
+    }
+
+    /// Tasks of this pool wait with `priority` (see `Pool::priority`).
+    pub fn with_priority(mut self, priority: i32) -> Pool {
+        self.priority = priority;
+        self
     }
 
     /// Wait on behalf of `client`: when several clients wait, they take turns.
@@ -1305,6 +1326,34 @@ mod tests {
         assert_eq!(order, ["w1", "w2", "w3"]);
         assert_eq!(s.queue_depth(), 0);
         assert_eq!(s.in_flight("A"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_task_of_higher_priority_takes_the_freed_slot_first() {
+        let s = Scheduler::new(Client::default());
+        let p = Pool::new(vec![node("http://a:1", "A", 0)], Policy::Pool);
+        let first = s.acquire(&p, "m", &none(), far()).await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for (i, (name, priority)) in [("low", 5), ("high", 9), ("mid", 7)]
+            .into_iter()
+            .enumerate()
+        {
+            let (s2, tx) = (s.clone(), tx.clone());
+            let p = p.clone().with_priority(priority);
+            tokio::spawn(async move {
+                let l = s2.acquire(&p, "m", &none(), far()).await.unwrap();
+                let _ = tx.send((name, l));
+            });
+            until_depth(&s, i + 1).await;
+        }
+        drop(first);
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            let (name, lease) = rx.recv().await.unwrap();
+            order.push(name);
+            drop(lease);
+        }
+        assert_eq!(order, ["high", "mid", "low"]);
     }
 
     #[tokio::test]

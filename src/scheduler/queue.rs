@@ -95,7 +95,8 @@ impl Queue {
     }
 
     /// Waiter indexes in the order they may take a slot: one per client in
-    /// turn (starting after the client served last), each client's in arrival order.
+    /// turn (starting after the client served last), each client's by priority
+    /// (highest first), then in arrival order.
     pub fn fair_order(&self) -> Vec<usize> {
         let mut clients: Vec<(&Option<Arc<str>>, Vec<usize>)> = Vec::new();
         for (i, w) in self.waiters.iter().enumerate() {
@@ -104,8 +105,12 @@ impl Queue {
                 None => clients.push((&w.client, vec![i])),
             }
         }
+        for (_, list) in &mut clients {
+            // A stable sort: equal priorities keep arrival order.
+            list.sort_by_key(|&i| std::cmp::Reverse(self.waiters[i].pool.priority));
+        }
         if clients.len() <= 1 {
-            return (0..self.waiters.len()).collect();
+            return clients.pop().map(|(_, list)| list).unwrap_or_default();
         }
         if let Some(last) = &self.last_served {
             if let Some(p) = clients.iter().position(|(c, _)| *c == last) {
@@ -130,10 +135,14 @@ mod tests {
     use crate::scheduler::Policy;
 
     fn waiter(client: Option<&str>) -> Waiter {
+        waiter_at(client, crate::scheduler::DEFAULT_PRIORITY)
+    }
+
+    fn waiter_at(client: Option<&str>, priority: i32) -> Waiter {
         Waiter {
             id: 0,
             client: client.map(Arc::from),
-            pool: Pool::new(Vec::new(), Policy::Pool),
+            pool: Pool::new(Vec::new(), Policy::Pool).with_priority(priority),
             model: "m".into(),
             excluded: HashSet::new(),
             busy_elsewhere: HashSet::new(),
@@ -166,5 +175,20 @@ mod tests {
         let id = q.waiters[3].id;
         q.remove(id);
         assert_eq!(q.waiters.len(), 5);
+    }
+
+    #[test]
+    fn a_clients_higher_priority_waiter_goes_first_and_equal_ones_keep_arrival_order() {
+        let mut q = Queue::default();
+        for (c, p) in [(None, 5), (None, 7), (None, 5), (None, 6)] {
+            q.push(waiter_at(c, p));
+        }
+        assert_eq!(q.fair_order(), vec![1, 3, 0, 2]);
+        // Between clients, turns come first: priority orders each client's own.
+        let mut q = Queue::default();
+        for (c, p) in [(Some("a"), 5), (Some("a"), 9), (Some("b"), 1)] {
+            q.push(waiter_at(c, p));
+        }
+        assert_eq!(q.fair_order(), vec![1, 2, 0]);
     }
 }

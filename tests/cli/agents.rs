@@ -89,3 +89,62 @@ fn a_broken_agent_file_is_named_and_the_directory_read_again_when_it_changes() {
     assert_eq!(e.len(), 1, "the changed directory was read again:\n{err}");
     assert!(e[0].contains("the built-in Editor is used"), "{}", e[0]);
 }
+
+/// A built-in agent's file with some of its keys replaced (as a user would
+/// copy it into their agents directory and edit it).
+fn edited_builtin(stem: &str, changes: serde_json::Value) -> String {
+    let path = format!("{}/agents/{stem}.json", env!("CARGO_MANIFEST_DIR"));
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (k, x) in changes.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    v.to_string()
+}
+
+#[test]
+fn an_agent_files_timeout_bounds_that_agent_only() {
+    // Two hosts slow enough that a whole reply takes about 2 s.
+    let slow = || {
+        sim(SimConfig {
+            reply_words: 200,
+            tokens_per_sec: 100.0,
+            ..Default::default()
+        })
+    };
+    let (a, b) = (slow(), slow());
+    // Distributed: the Researcher and the Critic run at once, each on its host.
+    let home = nodes_home(&[&a, &b], json!({"mode": "distributed"}));
+    let dir = home.path().join("agents");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("critic.json"),
+        edited_builtin("critic", json!({"timeout_secs": 1})),
+    )
+    .unwrap();
+    let mut c = command(&home, &[]);
+    c.env("SYNAPTICLLAMAS_AGENTS", &dir);
+    // The session's timeout is a minute: only the Critic's own bound can stop it.
+    let r = run_with(c, "timeout 60\nWhy is the sky blue?\n");
+    assert_eq!(r.code, 1, "an answer without its Critic is incomplete");
+    r.out_has("FINAL ANSWER");
+    assert!(
+        r.stderr.contains("Query incomplete: Critic missing"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.contains("Critic") && l.contains("1.0s")),
+        "the Critic should have stopped at its own 1 s bound:\n{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr
+            .lines()
+            .any(|l| l.contains("Researcher failed") || l.contains("Editor failed")),
+        "the other agents keep the session's timeout:\n{}",
+        r.stderr
+    );
+}
