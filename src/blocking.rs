@@ -29,7 +29,7 @@ where
 }
 
 /// `run` for work that can fail: its error, or `Stopped` as one of them.
-pub async fn try_run<T, E, F>(f: F) -> Result<T, E>
+pub(crate) async fn try_run<T, E, F>(f: F) -> Result<T, E>
 where
     T: Send + 'static,
     E: From<Stopped> + Send + 'static,

@@ -61,7 +61,7 @@ pub struct Cli {
 }
 
 /// The most simulated hosts `--simulate` starts (each is a listener and a task).
-pub const MAX_SIMULATED: usize = 64;
+pub(crate) const MAX_SIMULATED: usize = 64;
 
 fn model_name(s: &str) -> Result<String, String> {
     crate::command::check_name(crate::command::NameKind::Model, s).map(|_| s.to_string())

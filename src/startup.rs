@@ -139,7 +139,7 @@ fn load_registry(path: &Path, sink: &mut dyn Sink) -> Registry {
 }
 
 /// Start `n` simulated hosts on 127.0.0.1 and register them in memory.
-pub async fn start_simulated(app: &mut App, n: usize, sink: &mut dyn Sink) {
+pub(crate) async fn start_simulated(app: &mut App, n: usize, sink: &mut dyn Sink) {
     for i in 1..=n {
         match SimHost::start(
             format!("sim-{i}"),

@@ -10,7 +10,7 @@ use crate::pipeline::agents::{self, Agent};
 
 /// Where agents are overridden from: `$SYNAPTICLLAMAS_AGENTS`, else
 /// `~/.config/synapticllamas/agents/`.
-pub fn agents_dir() -> Option<PathBuf> {
+pub(crate) fn agents_dir() -> Option<PathBuf> {
     match std::env::var_os("SYNAPTICLLAMAS_AGENTS") {
         Some(d) if !d.is_empty() => Some(d.into()),
         _ => dirs::config_dir().map(|c| c.join("synapticllamas").join("agents")),
@@ -78,7 +78,7 @@ impl AgentCache {
 
     /// The agents for the next query, re-read if the directory changed (the
     /// directory is looked at, and read, off the async threads).
-    pub async fn current(&mut self, sink: &mut dyn Sink) -> Vec<Agent> {
+    pub(crate) async fn current(&mut self, sink: &mut dyn Sink) -> Vec<Agent> {
         let dir = self.dir.clone();
         let known = self.stamp.clone();
         let changed = crate::blocking::run(move || {

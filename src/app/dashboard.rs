@@ -13,7 +13,7 @@ use crate::scheduler::Events;
 use crate::sharding::backends;
 
 /// Default seconds between background probes of the nodes.
-pub const MONITOR_EVERY_SECS: u64 = 30;
+pub(crate) const MONITOR_EVERY_SECS: u64 = 30;
 
 /// An instant as Unix milliseconds.
 fn unix_ms(t: std::time::Instant) -> u64 {
@@ -25,7 +25,7 @@ fn unix_ms(t: std::time::Instant) -> u64 {
 }
 
 /// Scheduler events go to the dashboard.
-pub struct HubEvents(pub Arc<Hub>);
+pub(crate) struct HubEvents(pub Arc<Hub>);
 
 impl Events for HubEvents {
     fn picked(&self, task: &str, node: &Node, reason: &str) {
@@ -98,7 +98,7 @@ fn spawn_sharding_monitor(
 /// again, so the hub's version (and every open dashboard) moves only when
 /// something it shows changed.
 #[derive(Default)]
-pub struct HubShown {
+pub(crate) struct HubShown {
     nodes: Vec<Arc<Node>>,
     coordinator: Option<serde_json::Value>,
     backends: Option<Vec<serde_json::Value>>,

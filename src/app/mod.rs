@@ -66,7 +66,7 @@ pub trait Sink {
 
 /// A sink that keeps everything (tests, `-i`).
 #[derive(Debug, Default, Clone)]
-pub struct Captured {
+pub(crate) struct Captured {
     pub out: String,
     pub err: String,
 }
@@ -98,7 +98,7 @@ impl Changes {
     }
 
     /// A line about the change (printed as is).
-    pub fn detail(&mut self, text: impl Into<String>) {
+    pub(crate) fn detail(&mut self, text: impl Into<String>) {
         self.lines.push((false, text.into()));
     }
 
@@ -145,11 +145,11 @@ fn saved_or_said<T>(saved: anyhow::Result<T>, sink: &mut dyn Sink) -> bool {
 }
 
 /// A replaceable callback for lines that arrive outside any command.
-pub type Notifier = Arc<std::sync::RwLock<Arc<dyn Fn(String) + Send + Sync>>>;
+pub(crate) type Notifier = Arc<std::sync::RwLock<Arc<dyn Fn(String) + Send + Sync>>>;
 
 /// What running one line did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub ok: bool,
     pub exit: bool,
 }
@@ -163,7 +163,7 @@ impl Outcome {
         ok: false,
         exit: false,
     };
-    pub const EXIT: Outcome = Outcome {
+    pub(crate) const EXIT: Outcome = Outcome {
         ok: true,
         exit: true,
     };
@@ -177,7 +177,7 @@ impl Outcome {
 /// [`render_error`] in `dispatch`, the one place failures are rendered). An
 /// `Ok` outcome that is not `ok` has said its problem already (a change made
 /// but not saved, an answer with gaps).
-pub type Handled = Result<Outcome, CommandError>;
+pub(crate) type Handled = Result<Outcome, CommandError>;
 
 /// The application: its three parts, plus what queries use between commands.
 pub struct App {
@@ -262,7 +262,7 @@ impl App {
     }
 
     /// Parse and run one line (not blank, not a comment).
-    pub async fn run_line(&mut self, line: &str, sink: &mut dyn Sink) -> Outcome {
+    pub(crate) async fn run_line(&mut self, line: &str, sink: &mut dyn Sink) -> Outcome {
         match command::parse(line) {
             Ok(cmd) => self.dispatch(cmd, sink).await,
             Err(usage) => {
@@ -273,7 +273,7 @@ impl App {
     }
 
     /// Run one command; its failure, if any, is rendered here.
-    pub async fn dispatch(&mut self, cmd: Command, sink: &mut dyn Sink) -> Outcome {
+    pub(crate) async fn dispatch(&mut self, cmd: Command, sink: &mut dyn Sink) -> Outcome {
         self.services.redis.tap.set_model(self.model());
         let outcome = match self.dispatch_inner(cmd, sink).await {
             Ok(o) => o,

@@ -168,7 +168,7 @@ impl App {
     }
 
     /// Run one query; notices stream to the sink while it runs.
-    pub async fn run_query(
+    pub(crate) async fn run_query(
         &mut self,
         query: &str,
         sink: &mut dyn Sink,
@@ -392,7 +392,7 @@ fn attribution_table(r: &QueryResult) -> comfy_table::Table {
     t
 }
 
-pub fn print_result(r: &QueryResult, sink: &mut dyn Sink) {
+pub(crate) fn print_result(r: &QueryResult, sink: &mut dyn Sink) {
     let rule = "═".repeat(70);
     sink.out(&ui::paint_out(&rule, "31"));
     sink.out(&ui::paint_out(" FINAL ANSWER", "1"));

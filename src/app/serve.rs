@@ -189,7 +189,7 @@ impl App {
 
     /// Probe the nodes, bring up the coordinator if the routing path needs
     /// it, and start the gateway. `log` gets one line per request.
-    pub async fn start_gateway(
+    pub(crate) async fn start_gateway(
         &mut self,
         config: Config,
         log: Box<dyn Fn(&str) + Send + Sync>,
@@ -281,7 +281,10 @@ impl App {
     }
 
     /// Stop the gateway (if it runs), letting requests finish for `drain`.
-    pub async fn stop_gateway(&mut self, drain: Option<Duration>) -> Option<gateway::Drained> {
+    pub(crate) async fn stop_gateway(
+        &mut self,
+        drain: Option<Duration>,
+    ) -> Option<gateway::Drained> {
         let g = self.services.gateway.take()?;
         Some(g.stop(drain.unwrap_or(SHELL_DRAIN)).await)
     }

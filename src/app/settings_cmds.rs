@@ -132,7 +132,7 @@ fn setting_key(cmd: &Command) -> &'static str {
     }
 }
 
-pub fn strategy_label(s: Strategy) -> &'static str {
+pub(crate) fn strategy_label(s: Strategy) -> &'static str {
     match s {
         Strategy::Auto => "Auto (host-aware work queue)",
         Strategy::Single => "Single Node (sequential)",
@@ -144,7 +144,7 @@ pub fn strategy_label(s: Strategy) -> &'static str {
     }
 }
 
-pub fn longform_label(l: Longform) -> &'static str {
+pub(crate) fn longform_label(l: Longform) -> &'static str {
     match l {
         Longform::Auto => {
             "auto (in parts when the question asks for depth, breadth, a long form or a length; distributed mode)"

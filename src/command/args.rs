@@ -38,7 +38,7 @@ impl<'a> Args<'a> {
     }
 
     /// The text after the command word and its first argument.
-    pub fn rest_after_sub(&self) -> &'a str {
+    pub(crate) fn rest_after_sub(&self) -> &'a str {
         let after = self.line[self.first.len()..].trim_start();
         self.words
             .first()
@@ -54,7 +54,7 @@ impl<'a> Args<'a> {
         }
     }
 
-    pub fn on_off(&self) -> Result<bool, String> {
+    pub(crate) fn on_off(&self) -> Result<bool, String> {
         on_off(&self.words)
     }
 

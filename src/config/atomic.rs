@@ -37,7 +37,7 @@ fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> WriteEr
 
 /// The file a path finally names: symbolic links followed (also a link whose
 /// target does not exist yet), relative targets taken from the link's directory.
-pub fn resolve_links(path: &Path) -> Result<PathBuf, WriteError> {
+pub(crate) fn resolve_links(path: &Path) -> Result<PathBuf, WriteError> {
     let mut p = path.to_path_buf();
     for _ in 0..40 {
         match std::fs::symlink_metadata(&p) {
@@ -68,14 +68,14 @@ enum Durability {
 
 /// Write `contents` to `path` so that a reader (or a crash) only ever sees the old
 /// file or the complete new one.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
+pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
     write(path, contents, Durability::Now)
 }
 
 /// `write_atomic` without the fsyncs: a reader never sees a half-written file,
 /// but after a crash the file may be empty until [`flush`] has run. For many
 /// files written together, made durable at once before anything names them.
-pub fn write_staged(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
+pub(crate) fn write_staged(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
     write(path, contents, Durability::Later)
 }
 
@@ -145,7 +145,7 @@ fn write(path: &Path, contents: &[u8], durability: Durability) -> Result<(), Wri
 }
 
 /// fsync a directory (its entries: names created or renamed in it).
-pub fn sync_dir(dir: &Path) {
+pub(crate) fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -180,7 +180,7 @@ const TEMP_SUFFIX: &str = ".tmp";
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Remove temporary files of ours that a killed process left behind in `dir`.
-pub fn remove_stale_temp_files(dir: &Path) {
+pub(crate) fn remove_stale_temp_files(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

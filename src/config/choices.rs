@@ -60,15 +60,8 @@ impl Strategy {
     }
 
     /// The strategy a stored value means (`null` is auto).
-    pub fn from_stored(s: Option<Strategy>) -> Strategy {
+    pub(crate) fn from_stored(s: Option<Strategy>) -> Strategy {
         s.unwrap_or(Strategy::Auto)
-    }
-
-    /// The strategy a word from the file names (auto for `null` or a word it
-    /// does not know).
-    pub fn from_setting(s: Option<&str>) -> Strategy {
-        let stored = s.and_then(|w| serde_json::from_value(serde_json::Value::from(w)).ok());
-        Strategy::from_stored(stored)
     }
 
     /// The file's spelling (the serde name); `None` for auto.
@@ -107,7 +100,7 @@ pub enum Route {
 impl Route {
     /// The route the two saved flags describe (`task_distribution_enabled`,
     /// `model_sharding_enabled`, the original's keys).
-    pub fn from_flags(task_distribution: bool, model_sharding: bool) -> Route {
+    pub(crate) fn from_flags(task_distribution: bool, model_sharding: bool) -> Route {
         match (task_distribution, model_sharding) {
             (true, false) => Route::Task,
             (false, true) => Route::Model,
@@ -117,12 +110,12 @@ impl Route {
     }
 
     /// Whether queries may go to the Ollama pool.
-    pub fn task_distribution(self) -> bool {
+    pub(crate) fn task_distribution(self) -> bool {
         matches!(self, Route::Task | Route::Both)
     }
 
     /// Whether large models may go to the sharded coordinator.
-    pub fn model_sharding(self) -> bool {
+    pub(crate) fn model_sharding(self) -> bool {
         matches!(self, Route::Model | Route::Both)
     }
 }

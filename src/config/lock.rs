@@ -96,7 +96,7 @@ impl Drop for FileLock {
 /// the async threads. `waiting` is told when another program holds the lock.
 /// Given up while waiting (the future dropped), the job never runs; given up
 /// once it runs, it still ends with a whole file (writes are atomic).
-pub async fn with_lock<T, E, F>(path: &Path, waiting: impl FnOnce(), job: F) -> Result<T, E>
+pub(crate) async fn with_lock<T, E, F>(path: &Path, waiting: impl FnOnce(), job: F) -> Result<T, E>
 where
     T: Send + 'static,
     E: From<LockError> + From<Stopped> + Send + 'static,

@@ -9,9 +9,9 @@ pub mod settings;
 
 use std::path::{Path, PathBuf};
 
-pub const SETTINGS_FILE: &str = ".synapticllamas.json";
-pub const NODES_FILE: &str = ".synapticllamas_nodes.json";
-pub const HISTORY_FILE: &str = ".synapticllamas_history";
+pub(crate) const SETTINGS_FILE: &str = ".synapticllamas.json";
+pub(crate) const NODES_FILE: &str = ".synapticllamas_nodes.json";
+pub(crate) const HISTORY_FILE: &str = ".synapticllamas_history";
 
 /// The directory holding the two files: `$SYNAPTICLLAMAS_HOME`, else the home directory.
 pub fn home_dir() -> PathBuf {
@@ -22,7 +22,7 @@ pub fn home_dir() -> PathBuf {
 }
 
 /// A path as typed: a leading `~` or `~/` means the home directory (`$HOME`).
-pub fn expand_tilde(path: &str) -> PathBuf {
+pub(crate) fn expand_tilde(path: &str) -> PathBuf {
     let home = || {
         std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
@@ -60,7 +60,7 @@ impl FileError {
 }
 
 /// Describe a serde_json error with its line and column.
-pub fn json_error(path: &Path, text: &str, err: &serde_json::Error) -> FileError {
+pub(crate) fn json_error(path: &Path, text: &str, err: &serde_json::Error) -> FileError {
     let message = if text.trim().is_empty() {
         "the file is empty (expected a JSON object)".to_string()
     } else {
@@ -82,7 +82,7 @@ pub fn json_error(path: &Path, text: &str, err: &serde_json::Error) -> FileError
 
 /// Read a file as UTF-8 text; a byte-order mark is reported, not silently accepted
 /// by serde (which rejects it with a confusing message).
-pub fn read_text(path: &Path) -> Result<Option<String>, FileError> {
+pub(crate) fn read_text(path: &Path) -> Result<Option<String>, FileError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -104,6 +104,6 @@ pub fn read_text(path: &Path) -> Result<Option<String>, FileError> {
 }
 
 /// Whether a file starts with a UTF-8 byte-order mark.
-pub fn has_bom(path: &Path) -> bool {
+pub(crate) fn has_bom(path: &Path) -> bool {
     std::fs::read(path).is_ok_and(|b| b.starts_with(b"\xEF\xBB\xBF"))
 }

@@ -89,7 +89,7 @@ pub fn parse(path: &Path, text: &str) -> Result<(NodeFile, Vec<String>), FileErr
 
 /// Why one entry of a node file cannot be used (it is kept in the file).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum EntryError {
+pub(crate) enum EntryError {
     #[error("is {0} (expected an object)")]
     NotAnObject(&'static str),
     #[error("has no \"url\"")]

@@ -20,7 +20,7 @@ pub struct RpcBackendEntry {
     pub extra: Map<String, Value>,
 }
 
-pub fn default_rpc_port() -> u16 {
+pub(crate) fn default_rpc_port() -> u16 {
     50052
 }
 
@@ -142,7 +142,7 @@ impl Settings {
     }
 
     /// Store a routing path as the original's two flags.
-    pub fn set_route(&mut self, route: Route) {
+    pub(crate) fn set_route(&mut self, route: Route) {
         self.task_distribution_enabled = route.task_distribution();
         self.model_sharding_enabled = route.model_sharding();
     }
@@ -264,7 +264,7 @@ fn migrate_legacy(map: &mut Map<String, Value>) -> bool {
 /// the key takes, in the user's words.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{shown} is not {rule}")]
-pub struct BadValue {
+pub(crate) struct BadValue {
     shown: String,
     rule: String,
 }
@@ -385,7 +385,7 @@ fn shown(v: &Value) -> String {
 }
 
 /// The default value of a key, as it reads in the file.
-pub fn default_shown(key: &str) -> String {
+pub(crate) fn default_shown(key: &str) -> String {
     let defaults = serde_json::to_value(Settings::default()).unwrap_or_default();
     match defaults.get(key) {
         Some(v) => shown(v),
@@ -430,7 +430,7 @@ fn line_of_key(text: &str, key: &str) -> usize {
         .unwrap_or(1)
 }
 
-pub fn kind_of(v: &Value) -> &'static str {
+pub(crate) fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -532,7 +532,7 @@ impl SettingsStore {
     /// `save` from async code: the lock is waited for and the file written on
     /// the blocking pool. `waiting` is told when another program holds the
     /// lock; dropping the future then gives up the save (nothing is written).
-    pub async fn save_async(
+    pub(crate) async fn save_async(
         &mut self,
         settings: &Settings,
         touched: &[&str],

@@ -31,7 +31,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    pub fn observe(&mut self, seconds: f64) {
+    pub(crate) fn observe(&mut self, seconds: f64) {
         let i = LATENCY_BUCKETS
             .iter()
             .position(|&le| seconds <= le)
@@ -42,7 +42,7 @@ impl Histogram {
     }
 
     /// Cumulative counts, one per bucket of `LATENCY_BUCKETS` then `+Inf`.
-    pub fn cumulative(&self) -> Vec<u64> {
+    pub(crate) fn cumulative(&self) -> Vec<u64> {
         self.counts
             .iter()
             .scan(0, |acc, c| {
@@ -131,7 +131,7 @@ impl Hub {
     }
 
     /// Show the gateway's traffic (`None`: no gateway runs).
-    pub fn set_gateway(&self, source: Option<GatewaySource>) {
+    pub(crate) fn set_gateway(&self, source: Option<GatewaySource>) {
         *self.gateway.write().unwrap_or_else(|e| e.into_inner()) = source;
         self.touch();
     }
@@ -157,7 +157,7 @@ impl Hub {
 
     /// Tell subscribers something changed that the hub cannot see by itself
     /// (e.g. a node's counters after a probe made outside the monitor).
-    pub fn touch(&self) {
+    pub(crate) fn touch(&self) {
         self.version.send_modify(|v| *v += 1);
     }
 
@@ -300,7 +300,7 @@ impl Hub {
 /// A node's status word: up, suspect (one recent failure), cooling (down,
 /// re-probed with a growing backoff), busy (answering slowly while it works)
 /// or unknown.
-pub fn status_word(st: &NodeState) -> &'static str {
+pub(crate) fn status_word(st: &NodeState) -> &'static str {
     match st.health {
         Health::Healthy => "up",
         Health::Suspect => "suspect",

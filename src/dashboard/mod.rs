@@ -38,10 +38,10 @@ pub use monitor::{spawn_monitor, tcp_reachable};
 pub use server::{loopback_host, routes, snapshots, start, Dashboard, KEEP_ALIVE, MIN_GAP, POLL};
 
 /// Default address and port of `dashboard`.
-pub const DEFAULT_PORT: u16 = 8080;
+pub(crate) const DEFAULT_PORT: u16 = 8080;
 
 /// The warning to print when the dashboard listens beyond this machine.
-pub fn exposure_warning(bind: IpAddr) -> Option<String> {
+pub(crate) fn exposure_warning(bind: IpAddr) -> Option<String> {
     (!bind.is_loopback()).then(|| {
         format!(
             "⚠️  the dashboard listens on {bind}, not only on this machine: anyone who can \
@@ -52,7 +52,7 @@ pub fn exposure_warning(bind: IpAddr) -> Option<String> {
 }
 
 /// The Prometheus text of `/metrics` for `hub`.
-pub fn prometheus_text(hub: &Hub) -> String {
+pub(crate) fn prometheus_text(hub: &Hub) -> String {
     prom::render(hub)
 }
 

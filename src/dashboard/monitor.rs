@@ -18,7 +18,7 @@ use crate::nodes::{Health, Node};
 use crate::ollama::Client;
 
 /// Shortest interval the monitor accepts.
-pub const MIN_EVERY: Duration = Duration::from_millis(10);
+pub(crate) const MIN_EVERY: Duration = Duration::from_millis(10);
 
 /// Probe `nodes` (tags and ps) at once every `every`, the first time at once.
 /// A node that fails a probe after being up (or never seen) is reported as

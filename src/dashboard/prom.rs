@@ -29,7 +29,7 @@ fn looks_up(v: &Value) -> bool {
         .any(|w| s.contains(w))
 }
 
-pub fn render(hub: &Hub) -> String {
+pub(crate) fn render(hub: &Hub) -> String {
     let mut out = String::new();
     let nodes: Vec<_> = hub
         .nodes()

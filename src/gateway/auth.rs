@@ -20,10 +20,10 @@ use super::state::Shared;
 
 /// The client a request comes from, for turns in the queue (`None`: no keys).
 #[derive(Debug, Clone, Default)]
-pub struct Caller(pub Option<Arc<str>>);
+pub(crate) struct Caller(pub Option<Arc<str>>);
 
 /// The index of the key a `Authorization` header carries, if any matches.
-pub fn key_index(keys: &[String], authorization: Option<&str>) -> Option<usize> {
+pub(crate) fn key_index(keys: &[String], authorization: Option<&str>) -> Option<usize> {
     let given = authorization?.trim();
     let (scheme, token) = given.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -41,7 +41,7 @@ pub fn key_index(keys: &[String], authorization: Option<&str>) -> Option<usize> 
 }
 
 /// A `Host` header that names this machine (or none at all).
-pub fn local_host(host: Option<&str>) -> bool {
+pub(crate) fn local_host(host: Option<&str>) -> bool {
     let Some(h) = host else { return true };
     let name = if let Some(rest) = h.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")

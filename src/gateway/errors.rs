@@ -32,7 +32,7 @@ impl ApiError {
         }
     }
 
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
@@ -51,13 +51,13 @@ impl ApiError {
         }
     }
 
-    pub fn with_param(mut self, param: &'static str) -> ApiError {
+    pub(crate) fn with_param(mut self, param: &'static str) -> ApiError {
         self.param = Some(param);
         self
     }
 
     /// What a task that could not run means for the client.
-    pub fn from_failure(f: &TaskFailed, model: &str, retry_after: u64) -> ApiError {
+    pub(crate) fn from_failure(f: &TaskFailed, model: &str, retry_after: u64) -> ApiError {
         if f.stopped == NoSlot::QueueFull {
             return ApiError::busy(retry_after);
         }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 /// Upper bounds (seconds) of the queue-wait histogram; `+Inf` is implied.
-pub const WAIT_BUCKETS: [f64; 12] = [
+pub(crate) const WAIT_BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 120.0,
 ];
 
@@ -55,7 +55,7 @@ pub struct Metrics {
 
 /// One finished request, for the counters, the log and the dashboard.
 #[derive(Debug, Clone)]
-pub struct Done {
+pub(crate) struct Done {
     pub key: Key,
     pub seconds: f64,
     pub queue_ms: Option<u64>,
@@ -70,7 +70,7 @@ fn now_ms() -> u64 {
 }
 
 impl Metrics {
-    pub fn record(&self, d: &Done) {
+    pub(crate) fn record(&self, d: &Done) {
         {
             let mut r = self.requests.lock().unwrap_or_else(|e| e.into_inner());
             match r.get_mut(&d.key) {
@@ -87,7 +87,7 @@ impl Metrics {
         }
     }
 
-    pub fn observe_wait(&self, waited: Duration) {
+    pub(crate) fn observe_wait(&self, waited: Duration) {
         let s = waited.as_secs_f64();
         let i = WAIT_BUCKETS
             .iter()
@@ -147,7 +147,7 @@ impl Metrics {
     }
 
     /// Prometheus text (version 0.0.4) for the gateway's own series.
-    pub fn prometheus(&self, queue_depth: usize, out: &mut String) {
+    pub(crate) fn prometheus(&self, queue_depth: usize, out: &mut String) {
         self.requests_text(out);
         self.gauges_and_counters_text(queue_depth, out);
         self.wait_text(out);

@@ -51,14 +51,14 @@ use crate::ollama::Client;
 use crate::scheduler::Scheduler;
 
 /// The port Ollama's clients use by default.
-pub const DEFAULT_PORT: u16 = 11434;
+pub(crate) const DEFAULT_PORT: u16 = 11434;
 /// Requests that may wait for a host before new ones get 503 (Ollama's default).
-pub const DEFAULT_MAX_QUEUE: usize = 512;
-pub const DEFAULT_MAX_BODY_MB: usize = 64;
+pub(crate) const DEFAULT_MAX_QUEUE: usize = 512;
+pub(crate) const DEFAULT_MAX_BODY_MB: usize = 64;
 /// The outer bound of one relayed request, its time in the queue included.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(1800);
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(1800);
 /// How long a stopping gateway lets requests in flight finish.
-pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -231,7 +231,7 @@ impl Gateway {
     }
 
     /// The app's view of the cluster changed.
-    pub fn set_view(&self, v: View) {
+    pub(crate) fn set_view(&self, v: View) {
         self.shared.set_view(v);
     }
 
@@ -247,7 +247,7 @@ impl Gateway {
     }
 
     /// `stop`, cutting the drain short when `hurry` completes (a second Ctrl-C).
-    pub async fn stop_unless(
+    pub(crate) async fn stop_unless(
         mut self,
         drain: Duration,
         hurry: impl std::future::Future<Output = ()>,

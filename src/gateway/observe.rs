@@ -52,7 +52,7 @@ struct Inner {
 
 /// A request's account (cheap to clone; recorded when the last clone drops).
 #[derive(Clone)]
-pub struct Tally(Arc<Mutex<Inner>>);
+pub(crate) struct Tally(Arc<Mutex<Inner>>);
 
 impl Tally {
     fn new(shared: Arc<Shared>, method: Method, route: String) -> Tally {
@@ -98,7 +98,13 @@ impl Tally {
     }
 
     /// Where the parts of a split request ran (a batch of embeddings).
-    pub fn ran_on(&self, nodes: &[Arc<Node>], waited: Duration, retries: usize, hedges: usize) {
+    pub(crate) fn ran_on(
+        &self,
+        nodes: &[Arc<Node>],
+        waited: Duration,
+        retries: usize,
+        hedges: usize,
+    ) {
         let Some(first) = nodes.first() else { return };
         self.ran(first, waited, retries, hedges);
         if nodes.len() > 1 {
@@ -112,7 +118,7 @@ impl Tally {
 
     /// The request could not run: count its retries, or its rejection when
     /// the queue was full.
-    pub fn gave_up(&self, f: &TaskFailed) {
+    pub(crate) fn gave_up(&self, f: &TaskFailed) {
         let t = self.lock();
         let m = &t.shared.metrics;
         m.retries
@@ -136,7 +142,7 @@ impl Tally {
         self.lock().stream = Some(None);
     }
 
-    pub fn stream_ended(&self, end: End, note: Option<String>) {
+    pub(crate) fn stream_ended(&self, end: End, note: Option<String>) {
         let mut t = self.lock();
         if let Some(s) = &mut t.stream {
             if s.is_none() {
@@ -240,7 +246,11 @@ impl Drop for Inner {
 
 /// Middleware: a `Tally` for every request (handlers find it in the request's
 /// extensions); the status is filled in from the response.
-pub async fn observe(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn observe(
+    State(shared): State<Arc<Shared>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()

@@ -54,14 +54,14 @@ pub fn object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>,
 }
 
 /// The `model` field (Ollama also accepts the older `name`).
-pub fn model_of(req: &Map<String, Value>) -> Result<String, ApiError> {
+pub(crate) fn model_of(req: &Map<String, Value>) -> Result<String, ApiError> {
     match req.get("model").or_else(|| req.get("name")) {
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
         _ => Err(ApiError::bad_request("model is required").with_param("model")),
     }
 }
 
-pub fn to_bytes(m: &Map<String, Value>) -> Bytes {
+pub(crate) fn to_bytes(m: &Map<String, Value>) -> Bytes {
     Bytes::from(serde_json::to_vec(m).unwrap_or_default())
 }
 
@@ -341,7 +341,7 @@ async fn generation(
 }
 
 /// Relay a generation and answer in the writer's API.
-pub async fn respond(
+pub(crate) async fn respond(
     shared: &Arc<Shared>,
     job: Job,
     writer: Writer,
@@ -370,7 +370,10 @@ fn with_headers(mut r: Response, tally: &Tally) -> Response {
 
 /// The nodes for an embedding model (always the Ollama pool: the coordinator
 /// serves generation only).
-pub async fn embedding_nodes(shared: &Shared, model: &str) -> Result<Vec<Arc<Node>>, ApiError> {
+pub(crate) async fn embedding_nodes(
+    shared: &Shared,
+    model: &str,
+) -> Result<Vec<Arc<Node>>, ApiError> {
     let view = shared.view();
     let nodes = route::nodes_with(&view.nodes, model);
     if !nodes.is_empty() {
@@ -411,7 +414,7 @@ struct PartReply {
 
 /// Embed `inputs` (already a list) with `req`'s other fields: split across the
 /// hosts that have the model, each part through the queue, put back in order.
-pub async fn embed_batch(
+pub(crate) async fn embed_batch(
     shared: &Shared,
     tally: &Tally,
     caller: &Caller,
@@ -661,7 +664,7 @@ pub async fn embeddings(
 
 /// `pull`, `push`, `create`, `copy`, `delete`, blobs: they change one node's
 /// store, so they are run on that node.
-pub async fn manage(State(shared): Ctx, uri: axum::http::Uri) -> Response {
+pub(crate) async fn manage(State(shared): Ctx, uri: axum::http::Uri) -> Response {
     let op = uri.path().rsplit('/').next().unwrap_or("this").to_string();
     let op = if uri.path().starts_with("/api/blobs") {
         "create".to_string()

@@ -28,7 +28,7 @@ use super::writers::{OpenAiKind, OpenAiOut};
 
 type Ctx = State<Arc<Shared>>;
 
-pub async fn chat_completions(
+pub(crate) async fn chat_completions(
     State(shared): Ctx,
     Extension(tally): Extension<Tally>,
     Extension(caller): Extension<Caller>,
@@ -116,7 +116,7 @@ async fn completion(
 }
 
 /// A list of little-endian f32s as base64 (OpenAI's `encoding_format: base64`).
-pub fn base64_floats(v: &[Value]) -> String {
+pub(crate) fn base64_floats(v: &[Value]) -> String {
     let mut bytes = Vec::with_capacity(v.len() * 4);
     for x in v {
         bytes.extend_from_slice(&(x.as_f64().unwrap_or(0.0) as f32).to_le_bytes());

@@ -32,7 +32,7 @@ use crate::scheduler::{Attempt, Held, Measured, Pool, Task};
 
 /// The API a node speaks for this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wire {
+pub(crate) enum Wire {
     /// Ollama NDJSON (`/api/chat`, `/api/generate`).
     Ollama,
     /// OpenAI server-sent events (llama-server's `/v1/chat/completions`).
@@ -40,7 +40,7 @@ pub enum Wire {
 }
 
 /// A generation to relay.
-pub struct Job {
+pub(crate) struct Job {
     pub pool: Pool,
     /// For notices: what and for which model.
     pub label: String,
@@ -65,7 +65,7 @@ impl Job {
 /// A node's answer that is the client's problem (bad options, a model it
 /// lacks after all): passed on as it is, neither retried nor held against the node.
 #[derive(Debug, Clone)]
-pub struct Refused {
+pub(crate) struct Refused {
     pub status: u16,
     pub message: String,
 }
@@ -304,13 +304,13 @@ pub async fn collect(
 }
 
 /// A reply that has begun: its node's slot held while the rest is read.
-pub struct Begun {
+pub(crate) struct Begun {
     pub upstream: Upstream,
     pub held: Held,
 }
 
 /// Start a streamed reply: returns once its first piece arrived.
-pub async fn begin(
+pub(crate) async fn begin(
     shared: &Shared,
     job: &Job,
     tally: &Tally,
@@ -396,7 +396,7 @@ impl Writer {
     }
 
     /// An error in this client's API.
-    pub fn reject(&self, e: ApiError) -> Response {
+    pub(crate) fn reject(&self, e: ApiError) -> Response {
         match self {
             Writer::Ollama(_) => e.ollama(),
             Writer::OpenAi(_) => e.openai(),

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 /// One piece of a reply, whichever API it came from.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Piece {
+pub(crate) struct Piece {
     /// The Ollama line exactly as the node sent it, with a newline (relayed
     /// as is when the client speaks the same shape).
     pub raw: Option<Bytes>,
@@ -20,7 +20,7 @@ pub struct Piece {
 impl Piece {
     /// Carries something a client would see (the first such piece decides
     /// which attempt won).
-    pub fn meaningful(&self) -> bool {
+    pub(crate) fn meaningful(&self) -> bool {
         !self.content.is_empty()
             || !self.thinking.is_empty()
             || !self.tool_calls.is_empty()
@@ -30,7 +30,7 @@ impl Piece {
 
 /// The end of a reply: why it stopped, and Ollama's counts (durations in ns).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Done {
+pub(crate) struct Done {
     pub reason: String,
     pub prompt_eval_count: u64,
     pub prompt_eval_duration: u64,
@@ -46,7 +46,7 @@ pub struct Done {
 
 /// Why a reply line could not be used.
 #[derive(Debug, Clone, PartialEq)]
-pub enum LineError {
+pub(crate) enum LineError {
     /// The node reported an error (`{"error": …}`).
     Model(String),
     /// Not what the API sends.
@@ -89,13 +89,8 @@ fn not_json(line: &[u8], e: serde_json::Error) -> LineError {
     ))
 }
 
-/// One NDJSON line of an Ollama reply.
-pub fn ollama_piece(line: &[u8]) -> Result<Piece, LineError> {
-    ollama_piece_owned(line.to_vec())
-}
-
 /// One NDJSON line of an Ollama reply (kept, with its newline, to be relayed).
-pub fn ollama_piece_owned(mut owned: Vec<u8>) -> Result<Piece, LineError> {
+pub(crate) fn ollama_piece_owned(mut owned: Vec<u8>) -> Result<Piece, LineError> {
     let line = &owned[..];
     let l: Line = serde_json::from_slice(line).map_err(|e| not_json(line, e))?;
     if let Some(e) = l.error {
@@ -150,7 +145,7 @@ pub fn ollama_piece_owned(mut owned: Vec<u8>) -> Result<Piece, LineError> {
 
 /// Reads an OpenAI server-sent-event stream (llama-server) into pieces.
 #[derive(Debug, Default)]
-pub struct SseReader {
+pub(crate) struct SseReader {
     /// Tool calls arrive in fragments: (id, name, arguments text) by index.
     tools: Vec<(String, String, String)>,
     done: Option<Done>,
@@ -158,11 +153,6 @@ pub struct SseReader {
 }
 
 impl SseReader {
-    /// The stream said `[DONE]` (or ended after a finish reason).
-    pub fn finished(&self) -> bool {
-        self.finished
-    }
-
     /// One line of the stream: pieces it completes (the last one carries `done`).
     pub fn line(&mut self, line: &[u8]) -> Result<Vec<Piece>, LineError> {
         let text = String::from_utf8_lossy(line);
@@ -246,7 +236,7 @@ impl SseReader {
 
     /// The body ended: the final pieces if a finish reason was seen, else none
     /// (the reply was cut short).
-    pub fn end_of_body(&mut self) -> Option<Vec<Piece>> {
+    pub(crate) fn end_of_body(&mut self) -> Option<Vec<Piece>> {
         if self.finished {
             return Some(Vec::new());
         }
@@ -286,6 +276,10 @@ impl SseReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ollama_piece(line: &[u8]) -> Result<Piece, LineError> {
+        ollama_piece_owned(line.to_vec())
+    }
 
     #[test]
     fn ollama_lines_become_pieces_and_errors() {
@@ -328,7 +322,7 @@ mod tests {
         assert_eq!(end[0].tool_calls[0]["function"]["arguments"]["x"], 2);
         let d = end[1].done.as_ref().unwrap();
         assert_eq!((d.prompt_eval_count, d.eval_count), (3, 4));
-        assert!(r.finished());
+        assert!(r.finished);
         let mut cut = SseReader::default();
         cut.line(br#"data: {"choices":[{"delta":{"content":"x"}}]}"#)
             .unwrap();

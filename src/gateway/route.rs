@@ -29,7 +29,7 @@ pub enum Target {
 }
 
 /// The nodes of `nodes` that have `model`.
-pub fn nodes_with(nodes: &[Arc<Node>], model: &str) -> Vec<Arc<Node>> {
+pub(crate) fn nodes_with(nodes: &[Arc<Node>], model: &str) -> Vec<Arc<Node>> {
     nodes
         .iter()
         .filter(|n| n.state().models.iter().any(|m| same_model(m, model)))
@@ -91,7 +91,7 @@ pub fn pool(shared: &Shared, nodes: Vec<Arc<Node>>, client: Option<Arc<str>>) ->
 }
 
 /// The pool of a coordinator target.
-pub fn coordinator_pool(shared: &Shared, node: Arc<Node>, client: Option<Arc<str>>) -> Pool {
+pub(crate) fn coordinator_pool(shared: &Shared, node: Arc<Node>, client: Option<Arc<str>>) -> Pool {
     Pool::new(vec![node], Policy::Pool)
         .for_client(client)
         .with_queue_limit(shared.config.max_queue)

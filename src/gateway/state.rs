@@ -61,39 +61,7 @@ pub struct View {
     pub query: QuerySetup,
 }
 
-impl View {
-    /// A view with these nodes and nothing else (tests, benchmarks).
-    pub fn of_nodes(nodes: Vec<Arc<Node>>) -> View {
-        View {
-            nodes: nodes.clone(),
-            policy: Policy::Pool,
-            route: Route::Task,
-            coordinator: None,
-            coordinator_models: Vec::new(),
-            num_predict: crate::pipeline::call::NUM_PREDICT,
-            idle: Duration::from_secs(120),
-            query: QuerySetup {
-                nodes,
-                model: "llama3.2".into(),
-                synthesis_model: None,
-                num_predict: crate::pipeline::call::NUM_PREDICT,
-                timeouts: Timeouts::generation(Duration::from_secs(300)),
-                agents: crate::pipeline::agents::builtin(),
-                distributed: true,
-                collaborative: false,
-                refinement_rounds: 1,
-                ast_voting: false,
-                quality_threshold: 0.7,
-                max_quality_retries: 2,
-                mode_label: "distributed".into(),
-                strategy: Strategy::Auto,
-                task_distribution: true,
-                longform: Longform::Auto,
-                rag_on: false,
-            },
-        }
-    }
-}
+impl View {}
 
 /// Everything a request handler can reach.
 pub struct Shared {
@@ -147,7 +115,7 @@ impl Shared {
         self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub fn set_view(&self, v: View) {
+    pub(crate) fn set_view(&self, v: View) {
         *self.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(v);
     }
 
@@ -157,14 +125,14 @@ impl Shared {
 
     /// Limits for one relayed request: connect, silence once it began, and the
     /// outer bound (queue time included).
-    pub fn limits(&self) -> Timeouts {
+    pub(crate) fn limits(&self) -> Timeouts {
         let total = self.config.request_timeout;
         Timeouts::new(Duration::from_secs(3), self.view().idle.min(total), total)
     }
 
     /// A guess at how long a client turned away should wait: the queue ahead,
     /// spread over the hosts, times a usual request.
-    pub fn retry_after(&self, nodes: &[Arc<Node>]) -> u64 {
+    pub(crate) fn retry_after(&self, nodes: &[Arc<Node>]) -> u64 {
         let view = crate::scheduler::estimate::ClusterView::of(nodes);
         let request_s = view.request_ms.unwrap_or(2000.0) / 1000.0;
         let hosts = nodes

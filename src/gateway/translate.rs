@@ -12,7 +12,7 @@ use super::errors::ApiError;
 
 /// Ollama's reply shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
+pub(crate) enum Shape {
     Chat,
     Generate,
 }
@@ -23,7 +23,7 @@ pub fn field<'a>(m: &'a Map<String, Value>, key: &str) -> &'a Value {
     m.get(key).unwrap_or(&NULL)
 }
 
-pub fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -36,7 +36,7 @@ pub fn created_at() -> String {
 }
 
 /// A fresh id such as `chatcmpl-1a2b3c`.
-pub fn fresh_id(prefix: &str) -> String {
+pub(crate) fn fresh_id(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let t = SystemTime::now()
@@ -190,7 +190,9 @@ fn check_n(req: &Map<String, Value>) -> Result<(), ApiError> {
 }
 
 /// An OpenAI `/v1/chat/completions` body as an Ollama `/api/chat` body (streamed).
-pub fn chat_request_from_openai(req: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
+pub(crate) fn chat_request_from_openai(
+    req: &Map<String, Value>,
+) -> Result<Map<String, Value>, ApiError> {
     check_n(req)?;
     let mut out = Map::new();
     out.insert("model".into(), field(req, "model").clone());
@@ -210,7 +212,7 @@ pub fn chat_request_from_openai(req: &Map<String, Value>) -> Result<Map<String, 
 }
 
 /// An OpenAI `/v1/completions` body as an Ollama `/api/generate` body (streamed).
-pub fn generate_request_from_openai(
+pub(crate) fn generate_request_from_openai(
     req: &Map<String, Value>,
 ) -> Result<Map<String, Value>, ApiError> {
     check_n(req)?;
@@ -324,7 +326,7 @@ fn openai_fields_from_ollama(
 
 /// An Ollama `/api/chat` or `/api/generate` body as an OpenAI chat body for the
 /// coordinator (always streamed, with an explicit `max_tokens`).
-pub fn openai_request_from_ollama(
+pub(crate) fn openai_request_from_ollama(
     req: &Map<String, Value>,
     shape: Shape,
     default_max: u64,
@@ -355,7 +357,7 @@ pub fn openai_request_from_ollama(
 
 /// An OpenAI chat body from an OpenAI client, for the coordinator: streamed,
 /// with usage, and a `max_tokens` when the client named none.
-pub fn openai_request_for_coordinator(
+pub(crate) fn openai_request_for_coordinator(
     req: &Map<String, Value>,
     default_max: u64,
 ) -> Map<String, Value> {

@@ -11,7 +11,7 @@ use super::translate::{created_at, fresh_id, now_unix, Shape};
 
 /// Writes pieces as Ollama NDJSON lines of one shape.
 #[derive(Debug, Clone)]
-pub struct OllamaOut {
+pub(crate) struct OllamaOut {
     pub shape: Shape,
     pub model: String,
     /// The node speaks the same shape: relay its lines as they came.
@@ -96,7 +96,7 @@ impl OllamaOut {
 }
 
 /// `{"error": msg}` as a line (a reply that broke after it began).
-pub fn ollama_error_line(msg: &str) -> Bytes {
+pub(crate) fn ollama_error_line(msg: &str) -> Bytes {
     ndjson(&json!({ "error": msg }))
 }
 
@@ -108,7 +108,7 @@ fn ndjson(v: &Value) -> Bytes {
 
 /// A whole reply, gathered from its pieces.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Collected {
+pub(crate) struct Collected {
     pub content: String,
     pub thinking: String,
     pub tool_calls: Vec<Value>,
@@ -133,12 +133,12 @@ fn sse(v: &Value) -> Bytes {
 }
 
 /// `data: [DONE]`.
-pub fn sse_done() -> Bytes {
+pub(crate) fn sse_done() -> Bytes {
     Bytes::from_static(b"data: [DONE]\n\n")
 }
 
 /// An error event (a reply that broke after it began); OpenAI's client raises it.
-pub fn sse_error(msg: &str) -> Bytes {
+pub(crate) fn sse_error(msg: &str) -> Bytes {
     sse(&json!({"error": {"message": msg, "type": "api_error", "param": null, "code": null}}))
 }
 
@@ -164,7 +164,7 @@ fn tool_calls_to_openai(calls: &[Value], first_index: usize) -> Vec<Value> {
 
 /// OpenAI's reply kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenAiKind {
+pub(crate) enum OpenAiKind {
     /// `/v1/chat/completions`
     Chat,
     /// `/v1/completions`
@@ -173,7 +173,7 @@ pub enum OpenAiKind {
 
 /// Writes pieces as OpenAI chunks (server-sent events) or one whole object.
 #[derive(Debug, Clone)]
-pub struct OpenAiOut {
+pub(crate) struct OpenAiOut {
     pub kind: OpenAiKind,
     pub id: String,
     pub created: u64,
@@ -294,7 +294,7 @@ impl OpenAiOut {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::replies::ollama_piece;
+    use crate::gateway::replies::ollama_piece_owned;
 
     #[test]
     fn pieces_written_for_openai_clients() {
@@ -329,7 +329,7 @@ mod tests {
     #[test]
     fn pieces_written_for_ollama_clients_keep_the_nodes_lines() {
         let raw = br#"{"model":"llama3.2","message":{"role":"assistant","content":"Hi"},"done":false,"extra":1}"#;
-        let p = ollama_piece(raw).unwrap();
+        let p = ollama_piece_owned(raw.to_vec()).unwrap();
         let relay = OllamaOut {
             shape: Shape::Chat,
             model: "llama3.2".into(),
@@ -351,7 +351,7 @@ mod tests {
         let mut c = Collected::default();
         c.add(p);
         c.add(
-            ollama_piece(br#"{"model":"llama3.2","message":{"role":"assistant","content":"!"},"done":true,"done_reason":"stop","eval_count":2}"#)
+            ollama_piece_owned(br#"{"model":"llama3.2","message":{"role":"assistant","content":"!"},"done":true,"done_reason":"stop","eval_count":2}"#.to_vec())
                 .unwrap(),
         );
         let w = relay.whole(&c);

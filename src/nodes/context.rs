@@ -20,7 +20,7 @@ use crate::ollama::{Client, Timeouts};
 
 /// The `num_ctx` sent when nothing is known about a model (and the most
 /// this program asks for when only the trained context is known).
-pub const DEFAULT_NUM_CTX: u64 = 8192;
+pub(crate) const DEFAULT_NUM_CTX: u64 = 8192;
 
 /// What is known about one model's context on one node (tokens).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -42,7 +42,7 @@ pub struct ModelContext {
 impl ModelContext {
     /// The `num_ctx` to send: the one already in use, else the loaded context,
     /// else the trained one up to `DEFAULT_NUM_CTX`, else `DEFAULT_NUM_CTX`.
-    pub fn choose_num_ctx(&self) -> u64 {
+    pub(crate) fn choose_num_ctx(&self) -> u64 {
         self.num_ctx
             .or(self.loaded)
             .or(self.trained.map(|t| t.min(DEFAULT_NUM_CTX)))
@@ -70,7 +70,7 @@ impl ModelContext {
 /// `(request tokens, context tokens)` from a context-size refusal, where the
 /// message gives them (llama-server: "request (1794 tokens) exceeds the
 /// available context size (1024 tokens), try increasing it").
-pub fn parse_refusal(message: &str) -> (Option<u64>, Option<u64>) {
+pub(crate) fn parse_refusal(message: &str) -> (Option<u64>, Option<u64>) {
     static RE: OnceLock<(Regex, Regex)> = OnceLock::new();
     let (req, ctx) = RE.get_or_init(|| {
         (
@@ -85,7 +85,7 @@ pub fn parse_refusal(message: &str) -> (Option<u64>, Option<u64>) {
 
 /// Record a refusal of a request to `node` for `model`: the context it names,
 /// or else the context the request was sent with.
-pub fn record_refusal(node: &Node, model: &str, message: &str, sent_with: Option<u64>) {
+pub(crate) fn record_refusal(node: &Node, model: &str, message: &str, sent_with: Option<u64>) {
     let (_, named) = parse_refusal(message);
     if let Some(limit) = named.or(sent_with) {
         let mut st = node.state();
@@ -103,7 +103,7 @@ pub fn usable(node: &Node, model: &str) -> Option<u64> {
 }
 
 /// The `num_ctx` to send `node` for `model`, fixed at its first use.
-pub fn pin_num_ctx(node: &Node, model: &str) -> u64 {
+pub(crate) fn pin_num_ctx(node: &Node, model: &str) -> u64 {
     let mut st = node.state();
     let c = st.contexts.entry(model_key(model)).or_default();
     let n = c.choose_num_ctx();
@@ -117,7 +117,7 @@ fn trained_from_show(show: &Value) -> Option<u64> {
 }
 
 /// Ask `node` about `model`'s context, once per session.
-pub async fn learn(client: &Client, node: &Node, model: &str) {
+pub(crate) async fn learn(client: &Client, node: &Node, model: &str) {
     {
         let mut st = node.state();
         let c = st.contexts.entry(model_key(model)).or_default();
@@ -159,7 +159,7 @@ pub async fn learn(client: &Client, node: &Node, model: &str) {
 }
 
 /// Learn every node's context for every model, all at once.
-pub async fn learn_all(client: &Client, nodes: &[Arc<Node>], models: &[&str]) {
+pub(crate) async fn learn_all(client: &Client, nodes: &[Arc<Node>], models: &[&str]) {
     join_all(
         nodes
             .iter()

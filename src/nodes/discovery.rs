@@ -12,13 +12,13 @@ use super::scan::{self, ScanOptions};
 use crate::config::nodes_file::NodeEntry;
 use crate::ollama::{host, Client, Timeouts};
 
-pub const OLLAMA_PORT: u16 = 11434;
-pub const DEFAULT_CONNECT_MS: u64 = 100;
-pub const DEFAULT_VERIFY_MS: u64 = 500;
+pub(crate) const OLLAMA_PORT: u16 = 11434;
+pub(crate) const DEFAULT_CONNECT_MS: u64 = 100;
+pub(crate) const DEFAULT_VERIFY_MS: u64 = 500;
 
 /// Why there is nothing to scan.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SubnetError {
+pub(crate) enum SubnetError {
     /// No CIDR given and no route to learn the local subnet from: the caller
     /// says how its user names one.
     #[error("cannot tell this machine's subnet (no route)")]
@@ -28,7 +28,7 @@ pub enum SubnetError {
 }
 
 /// The subnets to scan: the given CIDR, else `SYNAPTICLLAMAS_SUBNETS`, else the local /24.
-pub fn subnets(cidr: Option<&str>) -> Result<Vec<Ipv4Net>, SubnetError> {
+pub(crate) fn subnets(cidr: Option<&str>) -> Result<Vec<Ipv4Net>, SubnetError> {
     if let Some(c) = cidr {
         return scan::parse_cidr(c)
             .map(|n| vec![n])
@@ -68,7 +68,7 @@ pub struct Found {
 
 /// Scan `addrs` on the Ollama port; an open port counts only if `/api/tags`
 /// answers with Ollama's JSON within `verify`.
-pub async fn scan_ollama(
+pub(crate) async fn scan_ollama(
     client: &Client,
     addrs: Vec<Ipv4Addr>,
     connect: Duration,
@@ -111,7 +111,7 @@ pub async fn scan_ollama(
 
 /// What merging found servers into the registry did.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Merge {
+pub(crate) struct Merge {
     pub found: usize,
     pub new: Vec<String>,
     /// Found servers that were already registered (possibly under another address of this machine).
@@ -119,7 +119,7 @@ pub struct Merge {
 }
 
 /// Add found servers; ones already there keep their name and priority.
-pub fn merge(registry: &mut Registry, found: &[Found]) -> Merge {
+pub(crate) fn merge(registry: &mut Registry, found: &[Found]) -> Merge {
     let mut m = Merge {
         found: found.len(),
         ..Default::default()
@@ -150,7 +150,7 @@ pub fn merge(registry: &mut Registry, found: &[Found]) -> Merge {
 }
 
 /// Whether queries will run in parallel with `hosts` physical hosts, and why.
-pub fn parallel_decision(hosts: usize, nodes: usize) -> String {
+pub(crate) fn parallel_decision(hosts: usize, nodes: usize) -> String {
     match (hosts, nodes) {
         (0, _) => "queries cannot run: no nodes".into(),
         (1, 1) => "queries run sequentially (one node)".into(),

@@ -8,13 +8,13 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Before anything is measured: a first token within this is normal.
-pub const PRIOR_TTFT: Duration = Duration::from_secs(1);
+pub(crate) const PRIOR_TTFT: Duration = Duration::from_secs(1);
 /// Before anything is measured: tokens per second of a modest CPU node.
-pub const PRIOR_TOKENS_PER_SEC: f64 = 8.0;
+pub(crate) const PRIOR_TOKENS_PER_SEC: f64 = 8.0;
 /// Before anything is measured: how long loading a model into memory takes.
-pub const PRIOR_LOAD: Duration = Duration::from_secs(30);
+pub(crate) const PRIOR_LOAD: Duration = Duration::from_secs(30);
 /// Before anything is measured: tokens in a reply.
-pub const PRIOR_REPLY_TOKENS: f64 = 400.0;
+pub(crate) const PRIOR_REPLY_TOKENS: f64 = 400.0;
 
 const SAMPLES: usize = 32;
 const WEIGHT: f64 = 0.3;
@@ -61,7 +61,7 @@ pub struct Sample {
 
 impl Latency {
     /// A first token arrived `ms` after the request was sent.
-    pub fn record_ttft(&mut self, ms: f64) {
+    pub(crate) fn record_ttft(&mut self, ms: f64) {
         if !ms.is_finite() || ms < 0.0 {
             return;
         }
@@ -72,7 +72,7 @@ impl Latency {
         self.ttft_ewma.add(ms);
     }
 
-    pub fn record(&mut self, s: &Sample) {
+    pub(crate) fn record(&mut self, s: &Sample) {
         if let Some(t) = s.first_token_ms {
             self.record_ttft(t);
         }
@@ -92,7 +92,7 @@ impl Latency {
     }
 
     /// The 95th percentile of the recent times to first token.
-    pub fn ttft_p95_ms(&self) -> Option<f64> {
+    pub(crate) fn ttft_p95_ms(&self) -> Option<f64> {
         if self.ttft_ms.is_empty() {
             return None;
         }
@@ -100,14 +100,6 @@ impl Latency {
         v.sort_by(f64::total_cmp);
         let i = ((v.len() as f64 * 0.95).ceil() as usize).clamp(1, v.len()) - 1;
         Some(v[i])
-    }
-
-    pub fn ttft_mean_ms(&self) -> Option<f64> {
-        self.ttft_ewma.get()
-    }
-
-    pub fn has_samples(&self) -> bool {
-        !self.ttft_ms.is_empty()
     }
 }
 

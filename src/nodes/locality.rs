@@ -9,10 +9,10 @@ use std::sync::OnceLock;
 use crate::config::nodes_file::NodeEntry;
 use crate::ollama::host;
 
-pub const THIS_MACHINE: &str = "this machine";
+pub(crate) const THIS_MACHINE: &str = "this machine";
 
 /// The addresses of this machine's interfaces (read once).
-pub fn local_addrs() -> &'static BTreeSet<IpAddr> {
+pub(crate) fn local_addrs() -> &'static BTreeSet<IpAddr> {
     static ADDRS: OnceLock<BTreeSet<IpAddr>> = OnceLock::new();
     ADDRS.get_or_init(|| {
         let mut set = interface_addrs();
@@ -25,7 +25,7 @@ pub fn local_addrs() -> &'static BTreeSet<IpAddr> {
 
 /// The source address the kernel would use to reach 10.255.255.255: learned by
 /// connecting a UDP socket, which sends no packet.
-pub fn primary_ip() -> Option<IpAddr> {
+pub(crate) fn primary_ip() -> Option<IpAddr> {
     let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
     s.connect((Ipv4Addr::new(10, 255, 255, 255), 9)).ok()?;
     let ip = s.local_addr().ok()?.ip();
@@ -65,7 +65,7 @@ fn interface_addrs() -> BTreeSet<IpAddr> {
     out
 }
 
-pub fn is_local(ip: &IpAddr) -> bool {
+pub(crate) fn is_local(ip: &IpAddr) -> bool {
     ip.is_loopback() || ip.is_unspecified() || local_addrs().contains(ip)
 }
 
@@ -86,7 +86,7 @@ pub fn resolve(url: &str) -> Option<IpAddr> {
 }
 
 /// The physical-host identity of a registry entry.
-pub fn host_identity(entry: &NodeEntry) -> String {
+pub(crate) fn host_identity(entry: &NodeEntry) -> String {
     if let Some(id) = entry.host_id.as_deref().filter(|s| !s.is_empty()) {
         return id.to_string();
     }
@@ -101,7 +101,7 @@ pub fn host_identity(entry: &NodeEntry) -> String {
 
 /// Whether two URLs name the same server: same scheme, port and path, and hosts
 /// that are the same address or both this machine.
-pub fn same_server(a: &str, b: &str) -> bool {
+pub(crate) fn same_server(a: &str, b: &str) -> bool {
     let (Ok(x), Ok(y)) = (host::parse(a), host::parse(b)) else {
         return false;
     };

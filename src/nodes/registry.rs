@@ -78,7 +78,7 @@ impl Node {
     }
 
     /// Whether this node is known to have `model` (true when its models are unknown).
-    pub fn has_model(&self, model: &str) -> bool {
+    pub(crate) fn has_model(&self, model: &str) -> bool {
         let st = self.state();
         st.models.is_empty()
             || st
@@ -117,7 +117,7 @@ pub enum RemoveError {
 
 /// What `load FILE` did to the registry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LoadReport {
+pub(crate) struct LoadReport {
     pub added: Vec<String>,
     pub updated: Vec<String>,
     pub unchanged: usize,
@@ -139,7 +139,7 @@ pub enum AddOutcome {
 
 impl Registry {
     /// An in-memory registry (simulated nodes; never saved).
-    pub fn in_memory() -> Registry {
+    pub(crate) fn in_memory() -> Registry {
         Registry {
             simulated: true,
             ..Default::default()
@@ -147,7 +147,7 @@ impl Registry {
     }
 
     /// A registry backed by a node file, loaded from it.
-    pub fn from_file(store: NodeStore, file: NodeFile) -> Registry {
+    pub(crate) fn from_file(store: NodeStore, file: NodeFile) -> Registry {
         let mut r = Registry {
             store: Some(store),
             unusable: file.unusable,
@@ -187,7 +187,7 @@ impl Registry {
     /// A registered node that is probably the same server as `url` (the same
     /// port on another address of the same machine). Only discovery uses this,
     /// so a scan does not register this machine's server twice.
-    pub fn find_same_server(&self, url: &str) -> Option<&Arc<Node>> {
+    pub(crate) fn find_same_server(&self, url: &str) -> Option<&Arc<Node>> {
         self.find(url).or_else(|| {
             self.nodes
                 .iter()
@@ -205,7 +205,7 @@ impl Registry {
     }
 
     /// Add a node whose live state is already known (e.g. from a probe).
-    pub fn add_node(&mut self, node: Arc<Node>) -> AddOutcome {
+    pub(crate) fn add_node(&mut self, node: Arc<Node>) -> AddOutcome {
         if let Some(existing) = self.find(&node.entry.url) {
             return AddOutcome::Duplicate(existing.entry.url.clone());
         }
@@ -245,7 +245,7 @@ impl Registry {
     /// Merge a node file into the registry (`load FILE`): new URLs are added,
     /// known ones take the file's name, priority and fields, and nodes the file
     /// does not list are kept.
-    pub fn merge_file(&mut self, file: NodeFile) -> LoadReport {
+    pub(crate) fn merge_file(&mut self, file: NodeFile) -> LoadReport {
         let mut report = LoadReport::default();
         let listed: BTreeSet<String> = file.entries.iter().map(|e| e.url.clone()).collect();
         for e in file.entries {
@@ -276,7 +276,7 @@ impl Registry {
     }
 
     /// The file form of the (non-simulated) nodes.
-    pub fn to_file(&self) -> NodeFile {
+    pub(crate) fn to_file(&self) -> NodeFile {
         NodeFile {
             entries: self
                 .nodes

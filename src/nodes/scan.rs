@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 /// Smallest prefix length (largest subnet) `hosts` will enumerate.
-pub const MIN_PREFIX: u8 = 16;
+pub(crate) const MIN_PREFIX: u8 = 16;
 
 /// Parse a CIDR like `"10.77.0.0/24"`; a bare IPv4 address means `/32`.
 ///
@@ -71,7 +71,7 @@ pub fn hosts(net: &Ipv4Net) -> Result<Vec<Ipv4Addr>, TooLarge> {
 
 /// Parse a comma-separated CIDR list (`SYNAPTICLLAMAS_SUBNETS` style): entries
 /// are trimmed, empty entries skipped; the first invalid entry is the error.
-pub fn parse_cidr_list(s: &str) -> Result<Vec<Ipv4Net>, String> {
+pub(crate) fn parse_cidr_list(s: &str) -> Result<Vec<Ipv4Net>, String> {
     s.split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
@@ -83,7 +83,7 @@ pub fn parse_cidr_list(s: &str) -> Result<Vec<Ipv4Net>, String> {
 /// 10.255.255.255. Found by `connect`ing a UDP socket, which is only a route
 /// lookup: no packet is sent. `None` if there is no route or the source
 /// address is unspecified or loopback.
-pub fn local_subnet() -> Option<Ipv4Net> {
+pub(crate) fn local_subnet() -> Option<Ipv4Net> {
     let sock = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
     // Needed only if 10.255.255.255 is a local broadcast address (a 10/8 LAN).
     let _ = sock.set_broadcast(true);
@@ -100,7 +100,7 @@ pub fn local_subnet() -> Option<Ipv4Net> {
 /// `(soft - 64) / 2` clamped to `[16, 4096]` (each probe may hold its connect
 /// socket or the verifier's connection). The soft limit is first raised to the
 /// hard limit when possible, and the raised value is used.
-pub fn concurrency_limit() -> usize {
+pub(crate) fn concurrency_limit() -> usize {
     // SAFETY: rlimit is plain integers; all-zero is a valid value.
     let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
     // SAFETY: `lim` is a valid, writable rlimit.

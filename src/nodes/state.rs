@@ -10,10 +10,10 @@ use crate::ollama::types::LoadedModel;
 use crate::ollama::{ClientError, ErrorKind};
 
 /// The first cool-down; it doubles with every further failure up to `MAX_BACKOFF`.
-pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(120);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(120);
 /// How often a task with no other host left may probe a cooling node early.
-pub const URGENT_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const URGENT_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
@@ -41,14 +41,14 @@ impl Health {
     }
 
     /// Known to answer (healthy or busy working).
-    pub fn is_up(self) -> bool {
+    pub(crate) fn is_up(self) -> bool {
         matches!(self, Health::Healthy | Health::Busy)
     }
 }
 
 /// What a failure did to the node's place in the health view.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Transition {
+pub(crate) enum Transition {
     /// Nothing changed worth saying (already suspect or cooling, or not a node fault).
     None,
     /// First failure: the node is now suspect.
@@ -128,13 +128,13 @@ impl NodeState {
     }
 
     /// Cooling, and its next re-probe is due.
-    pub fn reprobe_due(&self, now: Instant) -> bool {
+    pub(crate) fn reprobe_due(&self, now: Instant) -> bool {
         self.cooling() && !self.reprobing && self.cooldown_until.is_none_or(|t| now >= t)
     }
 
     /// Cooling, and worth probing now although its backoff has not passed: a
     /// task has no other host left (at most one such probe per `URGENT_EVERY`).
-    pub fn urgent_reprobe_due(&self, now: Instant) -> bool {
+    pub(crate) fn urgent_reprobe_due(&self, now: Instant) -> bool {
         self.cooling()
             && !self.reprobing
             && self
@@ -143,7 +143,7 @@ impl NodeState {
     }
 
     /// A real request succeeded: the node is healthy.
-    pub fn record_success(&mut self) {
+    pub(crate) fn record_success(&mut self) {
         self.health = Health::Healthy;
         self.consecutive_failures = 0;
         self.cooldown_until = None;
@@ -155,7 +155,7 @@ impl NodeState {
     /// A probe answered. Returns true when this re-admits a cooling node. A node
     /// whose last failure was a real request comes back as suspect: answering
     /// `/api/tags` does not prove it can generate.
-    pub fn record_probe_ok(&mut self) -> bool {
+    pub(crate) fn record_probe_ok(&mut self) -> bool {
         let was_cooling = self.cooling();
         if self.failed_on_request && self.consecutive_failures > 0 {
             self.health = Health::Suspect;
@@ -168,7 +168,7 @@ impl NodeState {
 
     /// Another instance cooled this node until `until` after `failures`
     /// failures: cool it here too (the later end and the larger count win).
-    pub fn cool_until(&mut self, until: Instant, failures: u32) {
+    pub(crate) fn cool_until(&mut self, until: Instant, failures: u32) {
         self.consecutive_failures = self.consecutive_failures.max(failures);
         let now = Instant::now();
         if !self.cooling() {
@@ -181,7 +181,7 @@ impl NodeState {
 
     /// Another instance saw this node answer `ago` ago: a cooling that began
     /// before that ends here too (as suspect: this instance has not seen it).
-    pub fn recovered_elsewhere(&mut self, ago: Duration) {
+    pub(crate) fn recovered_elsewhere(&mut self, ago: Duration) {
         let seen = Instant::now().checked_sub(ago);
         let cooled_before = match (self.cooled_at, seen) {
             (Some(c), Some(s)) => c < s,
@@ -194,7 +194,7 @@ impl NodeState {
     }
 
     /// A probe got no answer in time while the node was working: busy, not down.
-    pub fn record_probe_slow(&mut self) {
+    pub(crate) fn record_probe_slow(&mut self) {
         if !self.cooling() {
             self.health = Health::Busy;
         }
@@ -202,7 +202,7 @@ impl NodeState {
 
     /// A request or probe failed. `refused` failures (nothing listening) cool the
     /// node at once; others make it suspect first and cool it on the second in a row.
-    pub fn record_fault(&mut self, err: &ClientError, from_request: bool) -> Transition {
+    pub(crate) fn record_fault(&mut self, err: &ClientError, from_request: bool) -> Transition {
         if !err.is_node_fault() {
             return Transition::None;
         }

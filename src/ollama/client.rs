@@ -211,14 +211,13 @@ impl Client {
         Self::body(resp, &url, &t, deadline).await
     }
 
-    /// The HTTP status of a GET, or None when nothing answered.
-    pub async fn get_status(&self, url: &str, t: Timeouts) -> Option<u16> {
-        self.get_status_classified(url, t).await.ok()
-    }
-
     /// The HTTP status of a GET (any status), or why nothing answered: refused
     /// (nothing listening) or no answer in time (connected, but busy or hung).
-    pub async fn get_status_classified(&self, url: &str, t: Timeouts) -> Result<u16, ClientError> {
+    pub(crate) async fn get_status_classified(
+        &self,
+        url: &str,
+        t: Timeouts,
+    ) -> Result<u16, ClientError> {
         let started = Instant::now();
         match timeout_at(started + t.total, self.http.get(url).send()).await {
             Err(_) => Err(ClientError::new(
@@ -233,7 +232,7 @@ impl Client {
     }
 
     /// `GET base+path` as JSON (llama-server's `/props`, and the like).
-    pub async fn get_value(
+    pub(crate) async fn get_value(
         &self,
         base: &str,
         path: &str,

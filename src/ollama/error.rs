@@ -57,7 +57,7 @@ impl ClientError {
 
     /// True when the failure says something about the node (it should be
     /// suspected or cooled); false for a request that was too large or cancelled.
-    pub fn is_node_fault(&self) -> bool {
+    pub(crate) fn is_node_fault(&self) -> bool {
         !matches!(self.kind, ErrorKind::TooLarge { .. } | ErrorKind::Cancelled)
     }
 
@@ -124,7 +124,7 @@ impl fmt::Display for ErrorKind {
 /// Whether an HTTP 400 message says the request exceeds the context window
 /// (llama-server: "exceeds the available context size"; Ollama: "input length
 /// exceeds the context length", "prompt is too long").
-pub fn is_context_overflow(status: u16, message: &str) -> bool {
+pub(crate) fn is_context_overflow(status: u16, message: &str) -> bool {
     if status != 400 && status != 413 {
         return false;
     }

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-pub const DEFAULT_PORT: u16 = 11434;
+pub(crate) const DEFAULT_PORT: u16 = 11434;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostSpec {
@@ -58,7 +58,7 @@ fn unquote(raw: &str) -> &str {
 }
 
 /// Ollama's default address, `http://127.0.0.1:11434`.
-pub fn default_spec() -> HostSpec {
+pub(crate) fn default_spec() -> HostSpec {
     HostSpec {
         scheme: "http".into(),
         host: "127.0.0.1".into(),
@@ -174,7 +174,7 @@ fn valid_host(h: &str) -> bool {
 
 impl HostSpec {
     /// The address a client should connect to: bind-all and empty hosts mean loopback.
-    pub fn connectable(&self) -> HostSpec {
+    pub(crate) fn connectable(&self) -> HostSpec {
         let host = match self.host.as_str() {
             "" | "0.0.0.0" => "127.0.0.1".to_string(),
             "::" => "::1".to_string(),

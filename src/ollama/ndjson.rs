@@ -1,7 +1,7 @@
 //! Incremental NDJSON line splitting with a bounded line length (Ollama's own
 //! client allows 8 MB per line).
 
-pub const MAX_LINE: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_LINE: usize = 8 * 1024 * 1024;
 
 #[derive(Debug)]
 pub struct LineDecoder {

@@ -83,7 +83,7 @@ pub struct GenerateRequest {
 }
 
 /// Whether a request's `format` asks for JSON (`"json"` or a schema object).
-pub fn asks_json(format: Option<&Value>) -> bool {
+pub(crate) fn asks_json(format: Option<&Value>) -> bool {
     match format {
         Some(Value::String(s)) => s == "json",
         Some(v) => v.is_object(),
@@ -94,7 +94,7 @@ pub fn asks_json(format: Option<&Value>) -> bool {
 /// The request `options` this program sets and the simulator reads; any
 /// other option passes through in `other`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Options {
+pub(crate) struct Options {
     /// Most tokens to generate (Ollama: -1 = no limit, -2 = fill the context).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_predict: Option<i64>,
@@ -131,7 +131,7 @@ impl Options {
 /// reply): `response` for generate, `message` for chat; the counts on the
 /// last line (`done: true`).
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
-pub struct StreamChunk {
+pub(crate) struct StreamChunk {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,7 +191,7 @@ impl Completion {
     }
 
     /// Prompt tokens evaluated per second, when the node reports it.
-    pub fn prompt_tokens_per_second(&self) -> Option<f64> {
+    pub(crate) fn prompt_tokens_per_second(&self) -> Option<f64> {
         (self.prompt_eval_duration > 0 && self.prompt_eval_count > 0)
             .then(|| self.prompt_eval_count as f64 * 1e9 / self.prompt_eval_duration as f64)
     }
@@ -247,20 +247,20 @@ pub struct LoadedModel {
 
 /// `GET /api/tags`.
 #[derive(Debug, Deserialize, Serialize)]
-pub struct TagsResponse {
+pub(crate) struct TagsResponse {
     pub models: Vec<ModelInfo>,
 }
 
 /// `GET /api/ps`.
 #[derive(Debug, Deserialize, Serialize)]
-pub struct PsResponse {
+pub(crate) struct PsResponse {
     #[serde(default)]
     pub models: Vec<LoadedModel>,
 }
 
 /// `GET /api/version`.
 #[derive(Debug, Deserialize, Serialize)]
-pub struct VersionResponse {
+pub(crate) struct VersionResponse {
     #[serde(default)]
     pub version: Option<String>,
 }
@@ -286,7 +286,7 @@ impl ShowRequest {
 
 /// `POST /api/show`'s reply.
 #[derive(Debug, Deserialize, Serialize, Default)]
-pub struct ShowResponse {
+pub(crate) struct ShowResponse {
     #[serde(default)]
     pub modelfile: String,
     #[serde(default)]
@@ -313,7 +313,7 @@ impl ShowResponse {
 /// `POST /api/embed`'s `input`: one text or a list.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(untagged, try_from = "Value")]
-pub enum EmbedInput {
+pub(crate) enum EmbedInput {
     One(String),
     Many(Vec<String>),
 }
@@ -337,7 +337,7 @@ impl TryFrom<Value> for EmbedInput {
 }
 
 impl EmbedInput {
-    pub fn into_texts(self) -> Vec<String> {
+    pub(crate) fn into_texts(self) -> Vec<String> {
         match self {
             EmbedInput::One(s) => vec![s],
             EmbedInput::Many(v) => v,
@@ -347,7 +347,7 @@ impl EmbedInput {
 
 /// `POST /api/embed`: a batch of inputs in one request.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct EmbedRequest {
+pub(crate) struct EmbedRequest {
     #[serde(default)]
     pub model: String,
     #[serde(default)]
@@ -359,7 +359,7 @@ pub struct EmbedRequest {
 
 /// `POST /api/embed`'s reply: one vector per input, in order.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct EmbedResponse {
+pub(crate) struct EmbedResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     pub embeddings: Vec<Vec<f32>>,
@@ -373,7 +373,7 @@ pub struct EmbedResponse {
 
 /// `POST /api/embeddings` (older): one `prompt` per request.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct EmbeddingsRequest {
+pub(crate) struct EmbeddingsRequest {
     #[serde(default)]
     pub model: String,
     #[serde(default)]
@@ -382,18 +382,18 @@ pub struct EmbeddingsRequest {
 
 /// `POST /api/embeddings`' reply.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct EmbeddingsResponse {
+pub(crate) struct EmbeddingsResponse {
     pub embedding: Vec<f32>,
 }
 
 /// Ollama's error body, `{"error": "..."}`, for any status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ErrorResponse {
+pub(crate) struct ErrorResponse {
     pub error: String,
 }
 
 /// Ollama treats a model name without a tag as `:latest` (and names ignore case).
-pub fn same_model(a: &str, b: &str) -> bool {
+pub(crate) fn same_model(a: &str, b: &str) -> bool {
     /// Name and tag, without allocating (this runs for every node on every pick).
     fn parts(s: &str) -> (&str, &str) {
         let s = s.trim();
@@ -409,7 +409,7 @@ pub fn same_model(a: &str, b: &str) -> bool {
 }
 
 /// A model name as Ollama resolves it: lower case, `:latest` when untagged.
-pub fn model_key(s: &str) -> String {
+pub(crate) fn model_key(s: &str) -> String {
     let s = s.trim().to_ascii_lowercase();
     if s.rsplit('/').next().is_some_and(|last| last.contains(':')) {
         s

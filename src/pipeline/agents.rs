@@ -52,7 +52,7 @@ fn default_priority() -> i32 {
 impl Agent {
     /// The limits of this agent's requests: the session's, with the agent's
     /// own outer bound when its file sets one.
-    pub fn limits(&self, session: Timeouts) -> Timeouts {
+    pub(crate) fn limits(&self, session: Timeouts) -> Timeouts {
         match self.timeout_secs {
             Some(secs) => Timeouts {
                 total: Duration::from_secs(secs.max(1)),
@@ -97,7 +97,7 @@ fn builtin_static() -> &'static [Agent] {
 
 /// The built-in agent for a role name (`Researcher`, `chunk_writer`, …). A name
 /// that is no built-in role gets the Researcher, the general-purpose agent.
-pub fn builtin_role(name: &str) -> &'static Agent {
+pub(crate) fn builtin_role(name: &str) -> &'static Agent {
     let all = builtin_static();
     find(all, name).unwrap_or(&all[0])
 }

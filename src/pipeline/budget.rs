@@ -7,17 +7,17 @@
 /// numbers (measured with SmolLM2's tokenizer on this project's prompts: 4.2-4.4
 /// for the agents' prompts, 3.5 for Markdown, 3.1 for JSON); 3 keeps the
 /// estimate on the safe side. Non-ASCII text counts by its UTF-8 bytes.
-pub const BYTES_PER_TOKEN: f64 = 3.0;
+pub(crate) const BYTES_PER_TOKEN: f64 = 3.0;
 /// Tokens a chat template adds per message, and once per request.
 const PER_MESSAGE: u64 = 8;
 const PER_REQUEST: u64 = 16;
 /// The fewest reply tokens worth asking for: with less room, a request does not fit.
-pub const MIN_REPLY: u64 = 128;
+pub(crate) const MIN_REPLY: u64 = 128;
 /// Tokens kept free between the end of the reply and the end of the context.
-pub const MARGIN: u64 = 16;
+pub(crate) const MARGIN: u64 = 16;
 /// The context used for a node and model whose context could not be learned:
 /// the `num_ctx` this program then sends Ollama.
-pub const DEFAULT_CONTEXT: u64 = 8192;
+pub(crate) const DEFAULT_CONTEXT: u64 = 8192;
 
 /// About how many tokens `text` is (rounded up).
 pub fn tokens(text: &str) -> u64 {
@@ -31,7 +31,7 @@ pub fn prompt_tokens(system: &str, user: &str) -> u64 {
 
 /// Tokens left for the reply in a context of `context` tokens after a prompt of
 /// `prompt` tokens; None when that is fewer than `MIN_REPLY`.
-pub fn reply_room(context: u64, prompt: u64) -> Option<u64> {
+pub(crate) fn reply_room(context: u64, prompt: u64) -> Option<u64> {
     context
         .checked_sub(prompt + MARGIN)
         .filter(|r| *r >= MIN_REPLY)
@@ -39,26 +39,26 @@ pub fn reply_room(context: u64, prompt: u64) -> Option<u64> {
 
 /// The reply a request that quotes material should leave room for: half the
 /// context, at least `MIN_REPLY`, at most `num_predict`.
-pub fn reply_reserve(context: u64, num_predict: u64) -> u64 {
+pub(crate) fn reply_reserve(context: u64, num_predict: u64) -> u64 {
     (context / 2).max(MIN_REPLY).min(num_predict.max(MIN_REPLY))
 }
 
 /// Bytes of quoted material that fit beside `fixed` bytes of prompt text (the
 /// system prompt and the instructions) and a reply of `reply` tokens.
-pub fn material_room(context: u64, fixed: &str, reply: u64) -> usize {
+pub(crate) fn material_room(context: u64, fixed: &str, reply: u64) -> usize {
     let used = tokens(fixed) + 2 * PER_MESSAGE + PER_REQUEST + MARGIN + reply;
     bytes_for(context.saturating_sub(used))
 }
 
 /// Bytes of text that make about `tokens` tokens.
-pub fn bytes_for(tokens: u64) -> usize {
+pub(crate) fn bytes_for(tokens: u64) -> usize {
     (tokens as f64 * BYTES_PER_TOKEN) as usize
 }
 
 /// Words of prose a reply of `tokens` tokens holds inside a JSON object:
 /// about 0.75 words a token, less the object's own syntax and some slack for
 /// a model that overshoots the length it is given.
-pub fn words_for(tokens: u64) -> usize {
+pub(crate) fn words_for(tokens: u64) -> usize {
     (tokens.saturating_sub(32) as f64 * 0.55) as usize
 }
 

@@ -62,7 +62,7 @@ impl Ctx {
 
     /// Bytes of material a request to `agent` on `model` can quote beside its
     /// own text (about `own` bytes) and a fair reply, on the widest node.
-    pub fn room(&self, agent: &Agent, model: &str, own: usize) -> usize {
+    pub(crate) fn room(&self, agent: &Agent, model: &str, own: usize) -> usize {
         let context = self.context(model, true);
         let system = prompts::system(agent, &agent.required_fields);
         let reply = budget::reply_reserve(context, self.num_predict);
@@ -71,7 +71,7 @@ impl Ctx {
 
     /// Learn every node's context for the models this query uses (once per
     /// node and model in a session).
-    pub async fn learn_contexts(&self) {
+    pub(crate) async fn learn_contexts(&self) {
         let mut models = vec![self.model.as_str()];
         if let Some(s) = &self.synthesis_model {
             models.push(s);
@@ -93,7 +93,7 @@ impl Ctx {
     }
 
     /// The pool a request for `model` goes to (Ollama nodes or the coordinator).
-    pub fn pool_for(&self, model: &str) -> &Pool {
+    pub(crate) fn pool_for(&self, model: &str) -> &Pool {
         match (decide(self.route, model).0, &self.coordinator) {
             (Target::Coordinator, Some(c)) => c,
             _ => &self.pool,
@@ -109,7 +109,7 @@ impl Ctx {
 /// An agent on a model: what every call of one phase shares. `ask` is `call`
 /// with the agent's own fields, `room` is `Ctx::room` for this agent and model.
 #[derive(Clone, Copy)]
-pub struct Role<'a> {
+pub(crate) struct Role<'a> {
     ctx: &'a Ctx,
     agent: &'a Agent,
     model: &'a str,
@@ -132,7 +132,7 @@ impl<'a> Role<'a> {
 
     /// Bytes of material a request to this agent can quote beside about `own`
     /// bytes of its own text.
-    pub fn room(self, own: usize) -> usize {
+    pub(crate) fn room(self, own: usize) -> usize {
         self.ctx.room(self.agent, self.model, own)
     }
 }

@@ -275,7 +275,7 @@ fn collect_strings(v: &Value, out: &mut Vec<String>) {
 
 /// Text a model put where a key belongs (`{"Paris is the capital. It…": …}`):
 /// several words, not a field name.
-pub fn is_prose(key: &str) -> bool {
+pub(crate) fn is_prose(key: &str) -> bool {
     key.split_whitespace().count() >= 4
 }
 

@@ -58,7 +58,7 @@ pub struct Detection {
 
 impl Detection {
     /// More than one chunk means the long-form pipeline is used.
-    pub fn multi_turn(&self) -> bool {
+    pub(crate) fn multi_turn(&self) -> bool {
         self.chunks > 1
     }
 }
@@ -248,7 +248,7 @@ pub fn detect(query: &str) -> Detection {
 
 /// Focus description for chunk `chunk` (1-based) of `total`. Chunk numbers
 /// outside 1..=5 are clamped into that range (stories use `total` instead).
-pub fn focus_area(ct: ContentType, chunk: usize, total: usize) -> String {
+pub(crate) fn focus_area(ct: ContentType, chunk: usize, total: usize) -> String {
     if ct == ContentType::Storytelling {
         return chapter_focus(chunk, total).to_string();
     }

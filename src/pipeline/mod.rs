@@ -27,7 +27,7 @@ use result::{Chunk, Gap, Metrics, NothingGenerated, QueryResult};
 use crate::scheduler::{Attribution, TaskFailed};
 
 /// How a query should run.
-pub struct Plan {
+pub(crate) struct Plan {
     /// Distributed mode: where the `longform` setting applies.
     pub distributed: bool,
     pub collaborative: bool,
@@ -72,7 +72,7 @@ pub(crate) fn gap(ctx: &Ctx, failure: &TaskFailed, instead: impl Into<String>) -
 
 /// Answer `query`. A leading `!long` or `!short` decides the answer's size
 /// for this query; otherwise the `longform` setting does (see `scope.rs`).
-pub async fn run_query(
+pub(crate) async fn run_query(
     ctx: &Ctx,
     query: &str,
     plan: &Plan,

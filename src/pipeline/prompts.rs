@@ -83,7 +83,7 @@ impl From<&str> for Prompt {
 /// The follow-up when a reply lacked fields or had the wrong types: the task
 /// and the format again, never what was wrong with the reply (a small model
 /// copies such findings into its answer).
-pub fn fix_fields(original: &Prompt, fields: &[(String, FieldType)]) -> Prompt {
+pub(crate) fn fix_fields(original: &Prompt, fields: &[(String, FieldType)]) -> Prompt {
     Prompt::default()
         .says(format!(
             "Answer the request below as ONE JSON object of exactly this shape, with real content in every field and nothing outside the object:\n{}\n\nThe request:\n",
@@ -108,7 +108,7 @@ pub fn critic(query: &str) -> Prompt {
 /// bytes: one entry per field (`key facts:` then `- item` lines), each cut to
 /// its share of the room (what a short field leaves goes to the others). The
 /// field labels are the prompt's own words; the values are quoted material.
-pub fn material(obj: &Map<String, Value>, max: usize) -> Prompt {
+pub(crate) fn material(obj: &Map<String, Value>, max: usize) -> Prompt {
     let entries: Vec<(String, String)> = obj
         .iter()
         .filter_map(|(k, v)| {
@@ -156,7 +156,7 @@ pub fn material(obj: &Map<String, Value>, max: usize) -> Prompt {
     p
 }
 
-pub fn critic_of(query: &str, research: &Map<String, Value>, room: usize) -> Prompt {
+pub(crate) fn critic_of(query: &str, research: &Map<String, Value>, room: usize) -> Prompt {
     Prompt::default()
         .says(format!("Question: {query}\n\nThe Researcher's answer:\n"))
         .then(&material(research, room))
@@ -224,14 +224,14 @@ pub fn refine(
 
 /// The Editor again after the output validation failed: the task and the
 /// format the answer must have, never the validator's findings.
-pub fn editor_retry(query: &str, answer: &str, room: usize) -> Prompt {
+pub(crate) fn editor_retry(query: &str, answer: &str, room: usize) -> Prompt {
     Prompt::default()
         .says(format!("Question to answer: {query}\n\nDraft answer:\n"))
         .quotes(cut(answer, room))
         .says("\n\nRewrite the draft as the final answer to the question: between 150 and 1,200 words, each point made once, formulas in plain text. Keep everything correct in it and fill every field.")
 }
 
-pub fn voter(query: &str, answer: &str, perspective: &str, room: usize) -> Prompt {
+pub(crate) fn voter(query: &str, answer: &str, perspective: &str, room: usize) -> Prompt {
     Prompt::default()
         .says(format!("Question: {query}\n\nAnswer to judge:\n"))
         .quotes(cut(answer, room))
@@ -240,7 +240,7 @@ pub fn voter(query: &str, answer: &str, perspective: &str, room: usize) -> Promp
 
 /// The Editor again after a failed quality vote: the task and the format,
 /// never the voters' words.
-pub fn improve(query: &str, answer: &str, room: usize) -> Prompt {
+pub(crate) fn improve(query: &str, answer: &str, room: usize) -> Prompt {
     Prompt::default()
         .says(format!("Question to answer: {query}\n\nCurrent answer:\n"))
         .quotes(cut(answer, room))
@@ -289,7 +289,7 @@ pub fn chunk(
 
 /// A chunk asked again after its quality check: the same task, and the form
 /// the text must take; never the check's findings.
-pub fn chunk_retry(prompt: &Prompt) -> Prompt {
+pub(crate) fn chunk_retry(prompt: &Prompt) -> Prompt {
     prompt.clone().says(
         "\n\nWrite it as connected paragraphs of complete, grammatical sentences in plain prose: no lists, no headings, no notes about these instructions.",
     )
@@ -313,7 +313,12 @@ pub fn synthesis(query: &str, ct: ContentType, parts: &[String]) -> Prompt {
 
 /// First stage of a synthesis that does not fit one request: a summary of a
 /// group of parts (`(number, text)`), about `words` words.
-pub fn group_summary(query: &str, total: usize, parts: &[(usize, &str)], words: usize) -> Prompt {
+pub(crate) fn group_summary(
+    query: &str,
+    total: usize,
+    parts: &[(usize, &str)],
+    words: usize,
+) -> Prompt {
     let numbers: Vec<String> = parts.iter().map(|(n, _)| n.to_string()).collect();
     let mut p = Prompt::default().says(format!(
         "Below are part(s) {} of a {total}-part answer to: {query}\n\nSummarise them in about {words} words of plain prose: the main points, in order.\n\n",
@@ -327,7 +332,7 @@ pub fn group_summary(query: &str, total: usize, parts: &[(usize, &str)], words: 
 
 /// The final stage: an overview of the whole answer from the summaries of its
 /// parts (`(label, summary)`), about `words` words.
-pub fn overview(query: &str, summaries: &[(String, String)], words: usize) -> Prompt {
+pub(crate) fn overview(query: &str, summaries: &[(String, String)], words: usize) -> Prompt {
     let mut p = Prompt::default().says(format!(
         "Summaries of the parts of an answer to: {query}\n\n"
     ));

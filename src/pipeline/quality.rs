@@ -75,7 +75,7 @@ const LATEX_WORDS: &[&str] = &["rac{", "sqrt{", "rangle", "langle", "cdot"];
 
 /// Result of [`validate_output`].
 #[derive(Clone, Debug, PartialEq)]
-pub struct Validation {
+pub(crate) struct Validation {
     /// Checks passed divided by 3.
     pub score: f64,
     pub problems: Vec<String>,
@@ -84,7 +84,7 @@ pub struct Validation {
 /// Whether a long-form chunk reads like real prose: at least 100 characters,
 /// at least 5 sentences over 10 characters, articles at least 5% and
 /// prepositions at least 6% of the words. Lists every failed rule.
-pub fn chunk_check(text: &str) -> Result<(), Vec<String>> {
+pub(crate) fn chunk_check(text: &str) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     let chars = text.trim().chars().count();
     if chars < MIN_CHUNK_CHARS {
@@ -135,7 +135,7 @@ pub fn chunk_check(text: &str) -> Result<(), Vec<String>> {
 /// Scores a final answer on three checks: repetition (at most 30% duplicate
 /// sentences), length (100-1500 words) and formatting (no LaTeX command that
 /// lost its backslash). `score` = checks passed / 3.
-pub fn validate_output(text: &str) -> Validation {
+pub(crate) fn validate_output(text: &str) -> Validation {
     let mut problems = Vec::new();
 
     let all: Vec<String> = sentences(text).map(|s| s.to_lowercase()).collect();

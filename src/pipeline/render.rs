@@ -16,7 +16,7 @@ const NARRATIVE_FIELDS: &[&str] = &[
 /// Markdown for an Editor reply: Summary, Key Points, Detailed Explanation,
 /// Examples, Practical Applications (each only if non-empty). With none of
 /// them present, the longest string value in the object.
-pub fn editor_markdown(obj: &Map<String, Value>) -> String {
+pub(crate) fn editor_markdown(obj: &Map<String, Value>) -> String {
     let obj = unwrap_data(obj);
     let mut sections = Vec::new();
     if let Some(text) = field_text(obj, "summary") {
@@ -53,7 +53,7 @@ pub fn editor_markdown(obj: &Map<String, Value>) -> String {
 /// The main text of a chunk reply: the first non-empty of
 /// detailed_explanation, story, context, summary, content, narrative;
 /// otherwise the longest string value (empty if there is none).
-pub fn narrative(obj: &Map<String, Value>) -> String {
+pub(crate) fn narrative(obj: &Map<String, Value>) -> String {
     let obj = unwrap_data(obj);
     NARRATIVE_FIELDS
         .iter()

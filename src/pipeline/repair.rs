@@ -51,7 +51,7 @@ impl FieldType {
 /// Finds a JSON object in `text`: the whole text, a fenced block, or the
 /// first balanced `{...}` that parses (with a light fix pass for trailing
 /// commas and smart quotes). A lone `"data"` wrapper object is unwrapped.
-pub fn extract_object(text: &str) -> Option<Map<String, Value>> {
+pub(crate) fn extract_object(text: &str) -> Option<Map<String, Value>> {
     let trimmed = text.trim();
     if let Some(obj) = parse_lenient(trimmed) {
         return Some(unwrap_data(obj));
@@ -76,7 +76,7 @@ pub fn extract_object(text: &str) -> Option<Map<String, Value>> {
 /// sentence dropped) and open lists and objects are closed; a dangling key or
 /// a value cut inside a number or word is left out. None when `text` holds no
 /// object start, or nothing readable follows it.
-pub fn close_truncated(text: &str) -> Option<Map<String, Value>> {
+pub(crate) fn close_truncated(text: &str) -> Option<Map<String, Value>> {
     let start = text.find('{')?;
     let body = &text[start..];
     // Positions after which the object can be closed, with the closers needed there.
@@ -170,7 +170,10 @@ fn drop_unfinished_sentence(obj: &mut Map<String, Value>) {
 
 /// Problems with `obj` against `required`, one line each, starting with the
 /// field name: missing, wrong type, empty text, or a copied schema word.
-pub fn check_fields(obj: &Map<String, Value>, required: &[(String, FieldType)]) -> Vec<String> {
+pub(crate) fn check_fields(
+    obj: &Map<String, Value>,
+    required: &[(String, FieldType)],
+) -> Vec<String> {
     let mut problems = Vec::new();
     for (name, ty) in required {
         match obj.get(name) {
@@ -193,7 +196,7 @@ pub fn check_fields(obj: &Map<String, Value>, required: &[(String, FieldType)]) 
 /// Fixes what can be fixed without asking the model again: a string where a
 /// list is required becomes a one-element list (empty string: empty list),
 /// and a numeric string where a number is required becomes that number.
-pub fn coerce(obj: &mut Map<String, Value>, required: &[(String, FieldType)]) {
+pub(crate) fn coerce(obj: &mut Map<String, Value>, required: &[(String, FieldType)]) {
     for (name, ty) in required {
         let Some(value) = obj.get_mut(name) else {
             continue;

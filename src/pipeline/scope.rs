@@ -45,16 +45,11 @@ impl Longform {
             _ => None,
         }
     }
-
-    /// The saved value (`None` is the default, auto).
-    pub fn from_setting(s: Option<&str>) -> Longform {
-        s.and_then(Longform::parse).unwrap_or_default()
-    }
 }
 
 /// A per-query override written before the question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Override {
+pub(crate) enum Override {
     /// `!long …`: a long-form answer, whatever the setting and the mode.
     Long,
     /// `!short …`: one part.
@@ -71,7 +66,7 @@ impl Override {
 }
 
 /// `!long QUESTION` / `!short QUESTION`: the override and the question without it.
-pub fn split_override(query: &str) -> (Option<Override>, &str) {
+pub(crate) fn split_override(query: &str) -> (Option<Override>, &str) {
     let q = query.trim_start();
     for (word, o) in [("!long", Override::Long), ("!short", Override::Short)] {
         if let Some(rest) = q.strip_prefix(word) {
@@ -235,7 +230,7 @@ fn long(rule: &str, parts: usize, reason: String, asks: Vec<String>) -> Scope {
 /// Decide how `query` (without its override) is answered. `distributed`: the
 /// shell is in distributed mode (the setting's rules apply there only; an
 /// override applies in both modes).
-pub fn decide(
+pub(crate) fn decide(
     query: &str,
     d: &Detection,
     setting: Longform,
@@ -458,7 +453,6 @@ mod tests {
     fn setting_words() {
         assert_eq!(Longform::parse("ALWAYS"), Some(Longform::Always));
         assert_eq!(Longform::parse("sometimes"), None);
-        assert_eq!(Longform::from_setting(None), Longform::Auto);
-        assert_eq!(Longform::from_setting(Some("never")), Longform::Never);
+        assert_eq!(Longform::default(), Longform::Auto);
     }
 }

@@ -21,10 +21,10 @@ use crate::scheduler::{Attribution, TaskFailed};
 
 /// Above this many characters the parts are never rewritten in one pass (the
 /// original's limit); the staged synthesis takes over.
-pub const SYNTHESIS_LIMIT: usize = 15_000;
+pub(crate) const SYNTHESIS_LIMIT: usize = 15_000;
 /// A one-pass synthesis shorter than this share of its input lost content:
 /// the parts are joined instead.
-pub const MIN_SYNTHESIS_RATIO: f64 = 0.8;
+pub(crate) const MIN_SYNTHESIS_RATIO: f64 = 0.8;
 /// Words asked for in one group summary, and at most in the overview.
 const SUMMARY_WORDS: usize = 90;
 const OVERVIEW_WORDS: usize = 250;

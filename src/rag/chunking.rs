@@ -16,11 +16,11 @@
 //! after an overlap it counted the new paragraph twice.
 
 /// The most characters a chunk may have (480 tokens × 4).
-pub const MAX_CHARS: usize = 1920;
+pub(crate) const MAX_CHARS: usize = 1920;
 /// Paragraphs are packed up to this many characters (512 tokens × 4).
-pub const TARGET_CHARS: usize = 2048;
+pub(crate) const TARGET_CHARS: usize = 2048;
 /// A last paragraph shorter than this is repeated at the start of the next chunk.
-pub const OVERLAP: usize = 100;
+pub(crate) const OVERLAP: usize = 100;
 /// Word groups of an over-long sentence have at least this many words.
 const MIN_WORDS: usize = 50;
 
@@ -29,7 +29,7 @@ fn len(s: &str) -> usize {
 }
 
 /// Split `text` into chunks by FlockParser's rules.
-pub fn chunk_text(text: &str) -> Vec<String> {
+pub(crate) fn chunk_text(text: &str) -> Vec<String> {
     let text = text.replace("\r\n", "\n");
     let paragraphs: Vec<&str> = text
         .split("\n\n")

@@ -17,13 +17,13 @@ use crate::pipeline::prompts::Prompt;
 use serde::Serialize;
 
 pub const MIN_SIMILARITY: f32 = 0.5;
-pub const TOP_K: usize = 15;
-pub const TOP_K_PART: usize = 10;
+pub(crate) const TOP_K: usize = 15;
+pub(crate) const TOP_K_PART: usize = 10;
 /// RAG is skipped when the mean similarity of the best 5 excerpts is below this.
-pub const GATE: f32 = 0.55;
-pub const GATE_OVER: usize = 5;
-pub const BUDGET: usize = 2000;
-pub const BUDGET_PART: usize = 1000;
+pub(crate) const GATE: f32 = 0.55;
+pub(crate) const GATE_OVER: usize = 5;
+pub(crate) const BUDGET: usize = 2000;
+pub(crate) const BUDGET_PART: usize = 1000;
 
 /// One retrieved chunk.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +35,7 @@ pub struct Excerpt {
 }
 
 /// The original's token estimate: characters / 3.5, rounded down.
-pub fn estimate_tokens(s: &str) -> usize {
+pub(crate) fn estimate_tokens(s: &str) -> usize {
     (s.chars().count() as f64 / 3.5) as usize
 }
 
@@ -48,7 +48,7 @@ fn formatted(e: &Excerpt) -> String {
 
 /// What the gate decided about a retrieval (excerpts best first).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The excerpts that fit the budget, in order.
     Use(Vec<Excerpt>),
     /// Nothing reached the similarity floor.
@@ -62,7 +62,7 @@ pub enum Verdict {
 }
 
 /// The mean similarity of the best `GATE_OVER` excerpts.
-pub fn mean_top(excerpts: &[Excerpt]) -> f32 {
+pub(crate) fn mean_top(excerpts: &[Excerpt]) -> f32 {
     let top = &excerpts[..excerpts.len().min(GATE_OVER)];
     if top.is_empty() {
         return 0.0;
@@ -72,7 +72,7 @@ pub fn mean_top(excerpts: &[Excerpt]) -> f32 {
 
 /// Gate, then take excerpts while their estimated tokens fit `budget`
 /// (stopping at the first that does not, as the original does).
-pub fn judge(excerpts: Vec<Excerpt>, budget: usize) -> Verdict {
+pub(crate) fn judge(excerpts: Vec<Excerpt>, budget: usize) -> Verdict {
     let Some(first) = excerpts.first() else {
         return Verdict::NoMatch;
     };
@@ -186,7 +186,7 @@ IMPORTANT:
 
 /// The question with the retrieved excerpts and the citation rules, in the
 /// original's layout: what the Researcher, the Editor and part 1 are given.
-pub fn research_prompt(query: &str, b: &Block) -> Prompt {
+pub(crate) fn research_prompt(query: &str, b: &Block) -> Prompt {
     Prompt::default()
         .says(format!(
             "Research topic: {query}\n\nRELEVANT DOCUMENT EXCERPTS:\n"
@@ -201,7 +201,7 @@ pub fn research_prompt(query: &str, b: &Block) -> Prompt {
 
 /// The excerpts for one part of a long answer, added below that part's prompt.
 /// The excerpts are quoted material: a reply may repeat them.
-pub fn part_context(b: &Block) -> Prompt {
+pub(crate) fn part_context(b: &Block) -> Prompt {
     Prompt::default()
         .says("📚 Relevant Knowledge Base Context:\n\nRELEVANT DOCUMENT EXCERPTS:\n")
         .quotes(&b.excerpts)
@@ -242,7 +242,7 @@ fn numbers_in(inner: &str) -> Vec<usize> {
 /// Renumber the answer's `[n]` citations in the order they first appear, and
 /// append the source list: cited sources first in that order, then the ones
 /// the prompts offered but the answer did not cite.
-pub fn cite(answer: &str, sources: &Sources) -> (String, Vec<Listed>) {
+pub(crate) fn cite(answer: &str, sources: &Sources) -> (String, Vec<Listed>) {
     let count = sources.0.len();
     if count == 0 {
         return (answer.to_string(), Vec::new());

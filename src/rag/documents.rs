@@ -7,7 +7,7 @@ use std::sync::Once;
 
 use crate::config::FileError;
 
-pub const EXTENSIONS: &[&str] = &["txt", "md", "pdf"];
+pub(crate) const EXTENSIONS: &[&str] = &["txt", "md", "pdf"];
 
 fn kind(path: &Path) -> Option<String> {
     let ext = path.extension()?.to_str()?.to_ascii_lowercase();
@@ -15,7 +15,7 @@ fn kind(path: &Path) -> Option<String> {
 }
 
 /// `~/x` → the home directory's `x`.
-pub fn expand_home(arg: &str) -> PathBuf {
+pub(crate) fn expand_home(arg: &str) -> PathBuf {
     match arg.strip_prefix("~/") {
         Some(rest) => dirs::home_dir()
             .map(|h| h.join(rest))
@@ -81,7 +81,7 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<String>) {
 }
 
 /// The text of a file (its bytes already read); an error names the file.
-pub fn text_of(path: &Path, bytes: &[u8]) -> Result<String, FileError> {
+pub(crate) fn text_of(path: &Path, bytes: &[u8]) -> Result<String, FileError> {
     let pdf = kind(path).as_deref() == Some("pdf");
     let text = if pdf {
         pdf_text(path, bytes)?

@@ -13,7 +13,7 @@ use crate::ollama::types::same_model;
 use crate::ollama::{Client, ClientError, Timeouts};
 use crate::scheduler::{Attempt, Attribution, Measured, Policy, Pool, Scheduler, Task, TaskFailed};
 
-pub const DEFAULT_MODEL: &str = "mxbai-embed-large";
+pub(crate) const DEFAULT_MODEL: &str = "mxbai-embed-large";
 
 /// No node can embed with the model.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -39,7 +39,7 @@ fn has_model(n: &Node, model: &str) -> bool {
 /// The nodes of `candidates` that have `model`. Nodes whose models are not
 /// known yet are asked (`/api/tags`) first; when none has it by what is known,
 /// every node is asked once more, in case the model was pulled since.
-pub async fn capable_nodes(
+pub(crate) async fn capable_nodes(
     client: &Client,
     candidates: &[Arc<Node>],
     model: &str,
@@ -151,7 +151,8 @@ impl Embedder {
     }
 
     /// Names of the nodes that can embed.
-    pub fn node_names(&self) -> Vec<String> {
+    #[cfg(test)]
+    fn node_names(&self) -> Vec<String> {
         self.pool
             .nodes()
             .iter()

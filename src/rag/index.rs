@@ -264,7 +264,7 @@ impl Index {
 
     /// An index built from vectors in memory (benchmarks, tests): `vectors`
     /// holds `files.len()` rows of `dims`; `files[i]` is (document name, chunk file).
-    pub fn from_vectors(
+    pub(crate) fn from_vectors(
         dims: usize,
         mut vectors: Vec<f32>,
         files: Vec<(String, PathBuf)>,

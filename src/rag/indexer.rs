@@ -21,7 +21,7 @@ use crate::blocking::{self, Stopped};
 use crate::scheduler::TaskFailed;
 
 /// The most chunks in one `/api/embed` request.
-pub const MAX_BATCH: usize = 16;
+pub(crate) const MAX_BATCH: usize = 16;
 /// Staged documents are committed at least this often (and at the end).
 const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 

@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::config::{json_error, read_text, FileError};
 
 pub const KB_DIR: &str = "knowledge_base";
-pub const INDEX_FILE: &str = "document_index.json";
+pub(crate) const INDEX_FILE: &str = "document_index.json";
 
 /// The CLI flavour's index (inside `knowledge_base/`).
 pub fn cli_index(root: &Path) -> PathBuf {
@@ -27,7 +27,7 @@ pub fn cli_index(root: &Path) -> PathBuf {
 }
 
 /// The root flavour's index.
-pub fn root_index(root: &Path) -> PathBuf {
+pub(crate) fn root_index(root: &Path) -> PathBuf {
     root.join(INDEX_FILE)
 }
 
@@ -57,7 +57,7 @@ impl Catalog {
 }
 
 /// The file name of a path written by another program (either separator).
-pub fn base_name(path: &str) -> &str {
+pub(crate) fn base_name(path: &str) -> &str {
     path.rsplit(['/', '\\']).next().unwrap_or(path)
 }
 
@@ -76,7 +76,7 @@ pub fn resolve(root: &Path, file: &str) -> Option<PathBuf> {
 }
 
 /// Read both indexes under `root`; chunk files listed twice count once.
-pub fn read_catalog(root: &Path) -> Catalog {
+pub(crate) fn read_catalog(root: &Path) -> Catalog {
     let mut cat = Catalog::default();
     let mut seen: HashSet<PathBuf> = HashSet::new();
     for path in [cli_index(root), root_index(root)] {
@@ -204,7 +204,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, FileError
 }
 
 /// A chunk file's embedding; an error names the file and what is wrong.
-pub fn read_vector(path: &Path) -> Result<Vec<f32>, FileError> {
+pub(crate) fn read_vector(path: &Path) -> Result<Vec<f32>, FileError> {
     let c: ChunkVector = read_json(path)?;
     if c.embedding.is_empty() {
         return Err(FileError::new(path, "the embedding is empty"));

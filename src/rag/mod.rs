@@ -71,7 +71,7 @@ impl Location {
 }
 
 /// The FlockParser folder in the home directory.
-pub fn default_folder() -> Option<PathBuf> {
+pub(crate) fn default_folder() -> Option<PathBuf> {
     dirs::home_dir().map(|h| h.join("FlockParser"))
 }
 
@@ -149,7 +149,7 @@ impl Cache {
 /// What the pipeline calls before it builds any prompt: retrieval for the
 /// question and for `parts` ((part number, focus) of a long answer's later
 /// parts). None when RAG is off for this query.
-pub async fn augment(
+pub(crate) async fn augment(
     retriever: Option<&Retriever>,
     query: &str,
     parts: &[(usize, String)],
@@ -159,7 +159,7 @@ pub async fn augment(
 }
 
 /// A long list of problems as at most `max` lines plus a count of the rest.
-pub fn summarise(problems: &[String], max: usize) -> Vec<String> {
+pub(crate) fn summarise(problems: &[String], max: usize) -> Vec<String> {
     let mut out: Vec<String> = problems.iter().take(max).cloned().collect();
     if problems.len() > max {
         out.push(format!(

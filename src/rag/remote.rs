@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::context::Excerpt;
 
-pub const DEFAULT_PORT: u16 = 8765;
+pub(crate) const DEFAULT_PORT: u16 = 8765;
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -28,9 +28,9 @@ use super::kb::{self, KB_DIR};
 use crate::config::atomic::{self, write_atomic, write_staged, WriteError};
 use crate::config::{json_error, read_text, FileError};
 
-pub const CONVERTED_DIR: &str = "converted_files";
+pub(crate) const CONVERTED_DIR: &str = "converted_files";
 const LOCK_FILE: &str = ".synapticllamas-rag-index.lock";
-pub const HASH_KEY: &str = "content_sha256";
+pub(crate) const HASH_KEY: &str = "content_sha256";
 
 /// Why a knowledge base could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -296,7 +296,7 @@ impl Writer {
 
     /// Write one document's chunk files and text and add it to the indexes in
     /// memory; `commit` makes it durable. Returns its id.
-    pub fn stage(
+    pub(crate) fn stage(
         &mut self,
         original: &Path,
         text: &str,

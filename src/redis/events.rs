@@ -28,11 +28,11 @@ pub const METRICS_CHANNEL: &str = "synapticllamas:llama_cpp:metrics";
 pub const ROUTING_CHANNEL: &str = "sollol:routing_events";
 pub const ROUTING_STREAM: &str = "sollol:routing_stream";
 /// The stream keeps about this many events (`XADD … MAXLEN ~`).
-pub const STREAM_MAXLEN: u64 = 10_000;
+pub(crate) const STREAM_MAXLEN: u64 = 10_000;
 /// Events waiting to go out at most; more are dropped.
 pub const QUEUE: usize = 1024;
 /// Limit for publishing one event.
-pub const OP_TIMEOUT: Duration = Duration::from_millis(1000);
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_millis(1000);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {
@@ -128,7 +128,7 @@ impl LogEvent {
 }
 
 /// SOLLOL's routing event: the common fields, then `extra`'s.
-pub fn routing_event(
+pub(crate) fn routing_event(
     event_type: &str,
     model: Option<&str>,
     backend: Option<&str>,
@@ -147,7 +147,7 @@ pub fn routing_event(
 }
 
 /// `2025-01-31T12:00:00.123456` (UTC, no zone suffix: Python's `utcnow().isoformat()`).
-pub fn iso_timestamp(t: SystemTime) -> String {
+pub(crate) fn iso_timestamp(t: SystemTime) -> String {
     let s = humantime::format_rfc3339_micros(t).to_string();
     s.trim_end_matches('Z').to_string()
 }
@@ -193,7 +193,7 @@ impl Publisher {
         })
     }
 
-    pub fn published(&self) -> u64 {
+    pub(crate) fn published(&self) -> u64 {
         self.published.load(Ordering::Relaxed)
     }
 

@@ -19,11 +19,11 @@ use super::instance;
 use super::link::Link;
 
 /// How long a recovery stays visible.
-pub const RECOVERED_KEEP: Duration = Duration::from_secs(60);
+pub(crate) const RECOVERED_KEEP: Duration = Duration::from_secs(60);
 /// Limit for one read; past it the answer is "unknown".
-pub const OP_TIMEOUT: Duration = Duration::from_millis(500);
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_millis(500);
 
-pub fn health_key(node: &str) -> String {
+pub(crate) fn health_key(node: &str) -> String {
     format!("synapticllamas:health:{node}")
 }
 
@@ -159,7 +159,7 @@ impl SharedHealth {
     }
 
     /// The views of several nodes in one round trip (missing = `Unknown`).
-    pub async fn views(&self, nodes: &[String]) -> HashMap<String, NodeView> {
+    pub(crate) async fn views(&self, nodes: &[String]) -> HashMap<String, NodeView> {
         let keys: Vec<String> = nodes.iter().map(|n| health_key(n)).collect();
         let asked = Instant::now();
         let answer = self

@@ -21,7 +21,7 @@ pub fn hostname() -> String {
 }
 
 /// A random 64-bit value (the standard library's per-process hash keys).
-pub fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
         std::time::SystemTime::now()

@@ -27,12 +27,12 @@ use super::instance;
 use super::link::{CallError, Link, LinkState, LEASE_RELEASED_CHANNEL};
 
 /// How long a lease lives unless renewed.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(10);
 /// Limit for one lease operation; past it the lease is granted locally.
-pub const OP_TIMEOUT: Duration = Duration::from_millis(500);
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_millis(500);
 /// Waiters look again at least this often (a crashed holder's lease expires
 /// without any announcement).
-pub const POLL_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const POLL_EVERY: Duration = Duration::from_millis(100);
 
 /// The Redis key of a host's leases.
 pub fn lease_key(host: &str) -> String {
@@ -307,13 +307,13 @@ impl SharedLeases {
     /// A receiver whose value changes whenever a lease may have been freed (a
     /// release by this or another instance). Mark it seen *before* trying, then
     /// wait with [`SharedLeases::wait_for_release`].
-    pub fn releases(&self) -> watch::Receiver<u64> {
+    pub(crate) fn releases(&self) -> watch::Receiver<u64> {
         self.inner.link.lease_released()
     }
 
     /// Wait until a release is announced, or [`POLL_EVERY`] (a crashed
     /// holder's lease expires silently), whichever comes first.
-    pub async fn wait_for_release(&self, rx: &mut watch::Receiver<u64>) {
+    pub(crate) async fn wait_for_release(&self, rx: &mut watch::Receiver<u64>) {
         let _ = tokio::time::timeout(POLL_EVERY, rx.changed()).await;
     }
 

@@ -16,17 +16,17 @@ use tokio::task::JoinHandle;
 use super::target::Target;
 
 /// Time between PINGs while connected.
-pub const HEARTBEAT: Duration = Duration::from_secs(1);
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 /// First and longest wait between reconnection attempts.
-pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(250);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Limit for connecting and for one answer.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long `enable` waits for the first verdict before leaving it to the background.
-pub const FIRST_VERDICT: Duration = Duration::from_secs(3);
+pub(crate) const FIRST_VERDICT: Duration = Duration::from_secs(3);
 
 /// The pub/sub channel on which a released host lease is announced (message: the host).
-pub const LEASE_RELEASED_CHANNEL: &str = "synapticllamas:lease:released";
+pub(crate) const LEASE_RELEASED_CHANNEL: &str = "synapticllamas:lease:released";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkState {
@@ -66,7 +66,7 @@ pub enum CallError {
 }
 
 /// A Redis error as one line without a trailing period.
-pub fn one_line(e: &RedisError) -> String {
+pub(crate) fn one_line(e: &RedisError) -> String {
     let text = e.to_string();
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     text.trim_end_matches('.').to_string()
@@ -165,7 +165,7 @@ impl Link {
     }
 
     /// A counter bumped whenever any instance announces a released host lease.
-    pub fn lease_released(&self) -> watch::Receiver<u64> {
+    pub(crate) fn lease_released(&self) -> watch::Receiver<u64> {
         self.released.subscribe()
     }
 

@@ -67,7 +67,7 @@ impl Redis {
 
     /// A routing decision (SOLLOL's `ROUTE_DECISION`): `model` goes to
     /// `backend` (`ollama` or `llamacpp`) because `reason`.
-    pub fn route_decision(&self, model: &str, backend: &str, reason: &str) {
+    pub(crate) fn route_decision(&self, model: &str, backend: &str, reason: &str) {
         if !self.link.is_connected() {
             return;
         }

@@ -10,15 +10,15 @@ use serde_json::{json, Value};
 
 use super::link::{CallError, Link};
 
-pub const NODE_PREFIX: &str = "sollol:rpc:node:";
-pub const ROUTER_METADATA: &str = "sollol:router:metadata";
+pub(crate) const NODE_PREFIX: &str = "sollol:rpc:node:";
+pub(crate) const ROUTER_METADATA: &str = "sollol:router:metadata";
 /// The original's registration lifetime (seconds).
-pub const DEFAULT_TTL_SECS: u64 = 3600;
+pub(crate) const DEFAULT_TTL_SECS: u64 = 3600;
 /// Limit for reading the registrations.
-pub const OP_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `sollol:rpc:node:<host>:<port>`.
-pub fn node_key(host: &str, port: u16) -> String {
+pub(crate) fn node_key(host: &str, port: u16) -> String {
     format!("{NODE_PREFIX}{host}:{port}")
 }
 
@@ -30,7 +30,7 @@ pub enum Found {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Registered {
+pub(crate) struct Registered {
     pub host: String,
     pub port: u16,
     pub found: Found,
@@ -39,7 +39,7 @@ pub struct Registered {
 }
 
 /// `sollol:rpc:node:10.0.0.5:50052` → ("10.0.0.5", 50052); IPv6 hosts keep their colons.
-pub fn parse_node_key(key: &str) -> Option<(String, u16)> {
+pub(crate) fn parse_node_key(key: &str) -> Option<(String, u16)> {
     let rest = key.strip_prefix(NODE_PREFIX)?;
     let (host, port) = rest.rsplit_once(':')?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -49,7 +49,7 @@ pub fn parse_node_key(key: &str) -> Option<(String, u16)> {
 
 /// The `rpc_backends` of a router metadata JSON: `{host, port}` objects or
 /// `"host:port"` strings; anything else is skipped.
-pub fn metadata_backends(text: &str) -> Vec<(String, u16)> {
+pub(crate) fn metadata_backends(text: &str) -> Vec<(String, u16)> {
     let Ok(v) = serde_json::from_str::<Value>(text) else {
         return Vec::new();
     };
@@ -79,7 +79,7 @@ pub fn metadata_backends(text: &str) -> Vec<(String, u16)> {
 }
 
 /// Every backend registered in Redis, node keys first, without duplicates.
-pub async fn registered_backends(link: &Link) -> Result<Vec<Registered>, CallError> {
+pub(crate) async fn registered_backends(link: &Link) -> Result<Vec<Registered>, CallError> {
     let (keys, metadata) = link
         .call(OP_TIMEOUT, |mut c| async move {
             let mut keys: Vec<String> = Vec::new();
@@ -134,7 +134,7 @@ pub async fn registered_backends(link: &Link) -> Result<Vec<Registered>, CallErr
 }
 
 /// What a worker registers: SOLLOL's shape (CPU memory, GPUs as `cuda:N`).
-pub fn registration_value(cpu_ram_mb: u64, gpu_vram_mb: &[u64]) -> Value {
+pub(crate) fn registration_value(cpu_ram_mb: u64, gpu_vram_mb: &[u64]) -> Value {
     let devices: Vec<String> = (0..gpu_vram_mb.len())
         .map(|i| format!("cuda:{i}"))
         .collect();
@@ -157,7 +157,7 @@ pub fn registration_value(cpu_ram_mb: u64, gpu_vram_mb: &[u64]) -> Value {
 
 /// Memory available for layers on this machine (MB), from /proc/meminfo;
 /// SOLLOL's CPU-only fallback (8000) where that cannot be read.
-pub fn available_ram_mb() -> u64 {
+pub(crate) fn available_ram_mb() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| {

@@ -26,7 +26,7 @@ impl EventTap {
         })
     }
 
-    pub fn set_model(&self, model: &str) {
+    pub(crate) fn set_model(&self, model: &str) {
         *self.model.lock().unwrap_or_else(|e| e.into_inner()) = model.to_string();
     }
 

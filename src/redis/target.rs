@@ -7,7 +7,8 @@ use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionI
 use crate::config::settings::Settings;
 
 /// The environment variables that name a Redis URL, strongest first.
-pub const URL_VARS: [&str; 3] = ["SYNAPTICLLAMAS_REDIS_URL", "SOLLOL_REDIS_URL", "REDIS_URL"];
+pub(crate) const URL_VARS: [&str; 3] =
+    ["SYNAPTICLLAMAS_REDIS_URL", "SOLLOL_REDIS_URL", "REDIS_URL"];
 
 /// Where the connection details came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +81,7 @@ pub fn resolve(
 }
 
 /// `resolve` with the process environment.
-pub fn resolve_env(settings: &Settings) -> Result<Target, TargetError> {
+pub(crate) fn resolve_env(settings: &Settings) -> Result<Target, TargetError> {
     resolve(settings, |k| std::env::var(k).ok())
 }
 

@@ -20,24 +20,24 @@ use super::progress::Progress;
 use crate::nodes::latency::{self, median};
 use crate::nodes::Node;
 
-pub const FIRST_TOKEN_FLOOR: Duration = Duration::from_secs(10);
+pub(crate) const FIRST_TOKEN_FLOOR: Duration = Duration::from_secs(10);
 /// A suspect node is on probation: it gets a much shorter first-token deadline.
-pub const PROBATION_FLOOR: Duration = Duration::from_secs(2);
-pub const STALL_FLOOR: Duration = Duration::from_secs(5);
+pub(crate) const PROBATION_FLOOR: Duration = Duration::from_secs(2);
+pub(crate) const STALL_FLOOR: Duration = Duration::from_secs(5);
 /// Hedge a request still without a first token after this many usual first-token times.
-pub const HEDGE_FACTOR: f64 = 3.0;
+pub(crate) const HEDGE_FACTOR: f64 = 3.0;
 /// Never hedge sooner than this.
-pub const HEDGE_FLOOR: Duration = Duration::from_millis(300);
+pub(crate) const HEDGE_FLOOR: Duration = Duration::from_millis(300);
 /// A streaming request is hedged only when a fresh start elsewhere would take
 /// less than its remaining time divided by this.
-pub const SLOW_MARGIN: f64 = 2.0;
+pub(crate) const SLOW_MARGIN: f64 = 2.0;
 /// ... and would save at least this much.
-pub const MIN_SAVING: Duration = Duration::from_secs(1);
+pub(crate) const MIN_SAVING: Duration = Duration::from_secs(1);
 
 /// What the cluster (the nodes of a pool) usually does, as medians of the
 /// nodes' models, with the priors where nothing was measured yet.
 #[derive(Debug, Clone, Copy)]
-pub struct ClusterView {
+pub(crate) struct ClusterView {
     pub ttft_ms: f64,
     pub tokens_per_sec: f64,
     pub reply_tokens: f64,
@@ -72,7 +72,7 @@ impl ClusterView {
     }
 
     /// Usual time to the first token for a prompt of this size (ms).
-    pub fn ttft_for(&self, prompt_tokens: usize) -> f64 {
+    pub(crate) fn ttft_for(&self, prompt_tokens: usize) -> f64 {
         self.ttft_ms
             + self
                 .prompt_tokens_per_sec
@@ -99,7 +99,7 @@ fn tokens_per_sec(node: &Node, cluster: &ClusterView) -> f64 {
 }
 
 /// How long `node` may take to start replying before the request counts as stalled.
-pub fn first_token_deadline(
+pub(crate) fn first_token_deadline(
     node: &Node,
     model: &str,
     prompt_tokens: usize,
@@ -137,7 +137,7 @@ pub fn first_token_deadline(
 }
 
 /// The longest silence allowed on `node` once its reply has started.
-pub fn stall_deadline(node: &Node, cluster: &ClusterView) -> Duration {
+pub(crate) fn stall_deadline(node: &Node, cluster: &ClusterView) -> Duration {
     Duration::from_secs_f64(30.0 / tokens_per_sec(node, cluster)).max(STALL_FLOOR)
 }
 
@@ -148,7 +148,7 @@ fn fresh_ms(node: &Node, cluster: &ClusterView) -> f64 {
 
 /// Whether an attempt that has been running as `progress` shows should be
 /// started again on `free` (an idle node of another host); the reason if so.
-pub fn should_hedge(
+pub(crate) fn should_hedge(
     progress: &Progress,
     prompt_tokens: usize,
     free: &Node,
@@ -192,7 +192,7 @@ pub fn should_hedge(
 }
 
 /// Milliseconds as a person reads them: "40 ms", "2.5s".
-pub fn human(ms: f64) -> String {
+pub(crate) fn human(ms: f64) -> String {
     if ms < 1000.0 {
         format!("{ms:.0} ms")
     } else {

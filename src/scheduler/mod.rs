@@ -38,10 +38,10 @@ pub use task::{
 
 /// How long a task waits for a cooling host to be re-admitted when it has no
 /// other host left, before it gives up.
-pub const RECOVERY_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const RECOVERY_WAIT: Duration = Duration::from_secs(10);
 /// How long a task waits for a healthy host before it takes a suspect one,
 /// when nothing has been measured yet.
-pub const PRIOR_PATIENCE: Duration = Duration::from_secs(10);
+pub(crate) const PRIOR_PATIENCE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
@@ -54,7 +54,7 @@ pub enum Policy {
 }
 
 /// The priority of a task that names none (an agent file without one, a gateway request).
-pub const DEFAULT_PRIORITY: i32 = 5;
+pub(crate) const DEFAULT_PRIORITY: i32 = 5;
 
 /// The nodes one query (or request) may use, how to choose among them, and on
 /// whose behalf it waits.
@@ -87,7 +87,7 @@ impl Pool {
     }
 
     /// The same pool (client, queue limit, priority) over fewer nodes.
-    pub fn narrowed(&self, nodes: Vec<Arc<Node>>) -> Pool {
+    pub(crate) fn narrowed(&self, nodes: Vec<Arc<Node>>) -> Pool {
         Pool {
             nodes,
             ..self.clone()
@@ -95,20 +95,20 @@ impl Pool {
     }
 
     /// Tasks of this pool wait with `priority` (see `Pool::priority`).
-    pub fn with_priority(mut self, priority: i32) -> Pool {
+    pub(crate) fn with_priority(mut self, priority: i32) -> Pool {
         self.priority = priority;
         self
     }
 
     /// Wait on behalf of `client`: when several clients wait, they take turns.
-    pub fn for_client(mut self, client: Option<Arc<str>>) -> Pool {
+    pub(crate) fn for_client(mut self, client: Option<Arc<str>>) -> Pool {
         self.client = client;
         self
     }
 
     /// A task of this pool that would have to wait while `limit` tasks already
     /// wait fails at once with `NoSlot::QueueFull` (its retries never do).
-    pub fn with_queue_limit(mut self, limit: usize) -> Pool {
+    pub(crate) fn with_queue_limit(mut self, limit: usize) -> Pool {
         self.queue_limit = Some(limit);
         self
     }
@@ -128,7 +128,7 @@ impl Pool {
 }
 
 /// What the scheduler did, for observers (the dashboard).
-pub trait Events: Send + Sync {
+pub(crate) trait Events: Send + Sync {
     /// A task got a node, and why that one.
     fn picked(&self, _task: &str, _node: &Node, _reason: &str) {}
     /// An attempt on a node ended.
@@ -354,7 +354,7 @@ impl Scheduler {
         self.shared().health.report_recovered(node.url());
     }
 
-    pub fn set_events(&self, events: Option<Arc<dyn Events>>) {
+    pub(crate) fn set_events(&self, events: Option<Arc<dyn Events>>) {
         *self.events.write().unwrap_or_else(|e| e.into_inner()) = events;
     }
 
@@ -366,7 +366,7 @@ impl Scheduler {
     }
 
     /// Where lines from background work go.
-    pub fn set_notifier(&self, f: impl Fn(String) + Send + Sync + 'static) {
+    pub(crate) fn set_notifier(&self, f: impl Fn(String) + Send + Sync + 'static) {
         *self.notifier.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(f);
     }
 
@@ -390,7 +390,7 @@ impl Scheduler {
     }
 
     /// Set one host's capacity (the coordinator's slot count).
-    pub fn set_capacity(self: &Arc<Self>, host: &str, n: u32) {
+    pub(crate) fn set_capacity(self: &Arc<Self>, host: &str, n: u32) {
         self.slots()
             .counts
             .capacity
@@ -418,7 +418,7 @@ impl Scheduler {
     }
 
     /// Tasks waiting for a slot, by client (`None`: the shell and unnamed clients).
-    pub fn queue_by_client(&self) -> Vec<(Option<Arc<str>>, usize)> {
+    pub(crate) fn queue_by_client(&self) -> Vec<(Option<Arc<str>>, usize)> {
         let slots = self.slots();
         let mut out: Vec<(Option<Arc<str>>, usize)> = Vec::new();
         for w in &slots.queue.waiters {
@@ -1063,7 +1063,7 @@ fn cmp_rank(a: &Node, b: &Node, model: &str, policy: Policy) -> std::cmp::Orderi
 }
 
 /// The preferred node: lowest priority number among those not cooling down.
-pub fn preferred(nodes: &[Arc<Node>]) -> Option<Arc<Node>> {
+pub(crate) fn preferred(nodes: &[Arc<Node>]) -> Option<Arc<Node>> {
     nodes
         .iter()
         .filter(|n| n.available())

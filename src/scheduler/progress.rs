@@ -37,7 +37,7 @@ impl Progress {
     }
 
     /// A piece of the reply arrived at `at` (tests give the time).
-    pub fn piece_at(&self, at: Instant) {
+    pub(crate) fn piece_at(&self, at: Instant) {
         let us = at.saturating_duration_since(self.started).as_micros() as u64 + 1;
         let _ = self
             .first_us
@@ -45,7 +45,7 @@ impl Progress {
         self.pieces.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn first_token_at(&self) -> Option<Instant> {
+    pub(crate) fn first_token_at(&self) -> Option<Instant> {
         match self.first_us.load(Ordering::Relaxed) {
             0 => None,
             us => Some(self.started + std::time::Duration::from_micros(us - 1)),

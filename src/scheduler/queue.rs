@@ -97,7 +97,7 @@ impl Queue {
     /// Waiter indexes in the order they may take a slot: one per client in
     /// turn (starting after the client served last), each client's by priority
     /// (highest first), then in arrival order.
-    pub fn fair_order(&self) -> Vec<usize> {
+    pub(crate) fn fair_order(&self) -> Vec<usize> {
         let mut clients: Vec<(&Option<Arc<str>>, Vec<usize>)> = Vec::new();
         for (i, w) in self.waiters.iter().enumerate() {
             match clients.iter_mut().find(|(c, _)| **c == w.client) {

@@ -326,7 +326,7 @@ impl Scheduler {
     /// as its reply has begun (its first piece decides which copy wins; retries
     /// and hedges happen only before that), and the winner's slot is returned
     /// as `Held` while the caller reads the rest.
-    pub async fn run_held<T, F, Fut>(
+    pub(crate) async fn run_held<T, F, Fut>(
         self: &Arc<Self>,
         pool: &Pool,
         task: &Task<'_>,

@@ -57,7 +57,7 @@ pub fn addr(b: &RpcBackendEntry) -> String {
 
 /// llama.cpp's rpc-server has no authentication: warn about anything that is
 /// neither loopback nor a private address.
-pub fn exposure_warning(b: &RpcBackendEntry) -> Option<String> {
+pub(crate) fn exposure_warning(b: &RpcBackendEntry) -> Option<String> {
     let private = match b.host.parse::<IpAddr>() {
         Ok(IpAddr::V4(v4)) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
         Ok(IpAddr::V6(v6)) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
@@ -93,7 +93,7 @@ pub struct BackendStats {
 }
 
 impl BackendStats {
-    pub fn record(&mut self, ok: bool, latency: Duration) {
+    pub(crate) fn record(&mut self, ok: bool, latency: Duration) {
         self.requests += 1;
         if ok {
             self.ok += 1;

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use super::ShardingError;
 use crate::ollama::{Client, ErrorKind, Timeouts};
 
-pub const DEFAULT_HOST: &str = "127.0.0.1";
-pub const DEFAULT_PORT: u16 = 18080;
-pub const CTX_SIZE: u32 = 8192;
+pub(crate) const DEFAULT_HOST: &str = "127.0.0.1";
+pub(crate) const DEFAULT_PORT: u16 = 18080;
+pub(crate) const CTX_SIZE: u32 = 8192;
 
 /// PIDs of coordinators this process started, for a last-moment cleanup.
 static OWNED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -35,7 +35,7 @@ pub async fn kill_owned() {
 
 /// The URL of a coordinator to reuse: `SOLLOL_COORDINATOR_HOST`/`_PORT`, else
 /// the `coordinator_url` setting, else the default address.
-pub fn configured_url(setting: Option<&str>) -> (String, bool) {
+pub(crate) fn configured_url(setting: Option<&str>) -> (String, bool) {
     let host = std::env::var("SOLLOL_COORDINATOR_HOST")
         .ok()
         .filter(|s| !s.is_empty());

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use super::ShardingError;
 
-pub const MODEL_MEDIA_TYPE: &str = "application/vnd.ollama.image.model";
+pub(crate) const MODEL_MEDIA_TYPE: &str = "application/vnd.ollama.image.model";
 
 /// The model stores to look in, in order.
-pub fn stores() -> Vec<PathBuf> {
+pub(crate) fn stores() -> Vec<PathBuf> {
     let mut v = Vec::new();
     if let Some(p) = std::env::var_os("OLLAMA_MODELS").filter(|p| !p.is_empty()) {
         v.push(PathBuf::from(p));
@@ -23,7 +23,7 @@ pub fn stores() -> Vec<PathBuf> {
 
 /// `llama3.2` → (registry.ollama.ai, library, llama3.2, latest);
 /// `user/model:tag` and `host/ns/model:tag` are understood too.
-pub fn manifest_path(store: &Path, model: &str) -> PathBuf {
+pub(crate) fn manifest_path(store: &Path, model: &str) -> PathBuf {
     let (name, tag) = match model.rsplit_once(':') {
         Some((n, t)) if !t.contains('/') => (n, t),
         _ => (model, "latest"),
@@ -56,7 +56,7 @@ pub fn resolve(model: &str) -> Result<PathBuf, ShardingError> {
     resolve_in(&stores(), model)
 }
 
-pub fn resolve_in(stores: &[PathBuf], model: &str) -> Result<PathBuf, ShardingError> {
+pub(crate) fn resolve_in(stores: &[PathBuf], model: &str) -> Result<PathBuf, ShardingError> {
     let mut looked = Vec::new();
     for store in stores {
         let manifest = manifest_path(store, model);

@@ -7,18 +7,14 @@ use crate::command::Route;
 
 /// Models whose name implies more than this many billion parameters go to the
 /// coordinator in `distributed both`.
-pub const LARGE_MODEL_BILLIONS: u64 = 8;
+pub(crate) const LARGE_MODEL_BILLIONS: u64 = 8;
 
 /// The parameter count in billions a model name implies (first `(\d+)b`).
-pub fn billions(model: &str) -> Option<u64> {
+pub(crate) fn billions(model: &str) -> Option<u64> {
     static RE: OnceLock<Regex> = OnceLock::new();
     let re = RE.get_or_init(|| Regex::new(r"(\d+)b").expect("a valid regex literal"));
     re.captures(&model.to_ascii_lowercase())
         .and_then(|c| c[1].parse().ok())
-}
-
-pub fn is_large(model: &str) -> bool {
-    billions(model).is_some_and(|b| b > LARGE_MODEL_BILLIONS)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +24,7 @@ pub enum Target {
 }
 
 /// The routing rule for a model, with the reason shown to the user.
-pub fn decide(route: Route, model: &str) -> (Target, String) {
+pub(crate) fn decide(route: Route, model: &str) -> (Target, String) {
     match route {
         Route::Task | Route::Off => (Target::Pool, "model sharding is off".into()),
         Route::Model => (
@@ -64,8 +60,8 @@ mod tests {
             Some(5),
             "first (\\d+)b, as the original"
         );
-        assert!(is_large("llama3.1:70b"));
-        assert!(!is_large("llama3.1:8b"));
+        assert_eq!(decide(Route::Both, "llama3.1:70b").0, Target::Coordinator);
+        assert_eq!(decide(Route::Both, "llama3.1:8b").0, Target::Pool);
         assert_eq!(decide(Route::Both, "codellama:13b").0, Target::Coordinator);
         assert_eq!(decide(Route::Both, "llama3.2").0, Target::Pool);
         assert_eq!(decide(Route::Model, "llama3.2").0, Target::Coordinator);

@@ -18,7 +18,7 @@ use crate::ui;
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 
 /// Whether stdout's reader has gone away.
-pub fn stdout_closed() -> bool {
+pub(crate) fn stdout_closed() -> bool {
     STDOUT_CLOSED.load(Ordering::SeqCst)
 }
 
@@ -59,7 +59,7 @@ pub fn notices_to_stderr(app: &App) {
 }
 
 /// Ctrl-C plumbing: one listener for the whole process.
-pub struct Interrupts {
+pub(crate) struct Interrupts {
     busy: Arc<AtomicBool>,
     cancel: Arc<Notify>,
     /// Ctrl-C while idle and piped: the loop ends (and main shuts down).

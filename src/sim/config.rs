@@ -107,7 +107,7 @@ impl Default for SimConfig {
 
 impl SimConfig {
     /// A pleasant default for interactive demos (`--simulate N`).
-    pub fn demo() -> SimConfig {
+    pub(crate) fn demo() -> SimConfig {
         SimConfig {
             tokens_per_sec: 400.0,
             ttft_ms: 40,
@@ -121,7 +121,7 @@ impl SimConfig {
         }
     }
 
-    pub fn token_delay(&self) -> Duration {
+    pub(crate) fn token_delay(&self) -> Duration {
         if self.tokens_per_sec <= 0.0 {
             Duration::ZERO
         } else {
@@ -130,7 +130,7 @@ impl SimConfig {
     }
 
     /// The fault for inference request number `n` (1-based) with this prompt.
-    pub fn fault_for(&self, n: u64, prompt: &str) -> Fault {
+    pub(crate) fn fault_for(&self, n: u64, prompt: &str) -> Fault {
         let after = n.saturating_sub(self.fault_after);
         let due = n > self.fault_after
             && (self.fault_every <= 1 || after.is_multiple_of(self.fault_every));

@@ -50,7 +50,7 @@ const TAILS: &[&str] = &[
 ];
 
 /// FNV-1a: small, stable across platforms and releases.
-pub fn hash(parts: &[&str]) -> u64 {
+pub(crate) fn hash(parts: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for p in parts {
         for b in p.bytes().chain(std::iter::once(0xff)) {
@@ -68,7 +68,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed | 1)
     }
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -89,7 +89,7 @@ pub fn head(prompt: &str) -> String {
 }
 
 /// One sentence of plain prose.
-pub fn sentence(rng: &mut Rng) -> String {
+pub(crate) fn sentence(rng: &mut Rng) -> String {
     let s = format!(
         "{} {} {} {}.",
         rng.pick(SUBJECTS),
@@ -107,7 +107,7 @@ pub fn sentence(rng: &mut Rng) -> String {
 /// The numbers of the sources a prompt offers for citation (the `[n] name`
 /// lines under `AVAILABLE SOURCES FOR CITATION:`), last listed first: the
 /// order a simulated model cites them in.
-pub fn citable(prompt: &str) -> Vec<String> {
+pub(crate) fn citable(prompt: &str) -> Vec<String> {
     let Some(at) = prompt.find("AVAILABLE SOURCES FOR CITATION:") else {
         return Vec::new();
     };
@@ -126,7 +126,7 @@ pub fn citable(prompt: &str) -> Vec<String> {
 
 /// Prose of about `words` words that begins with the prompt's head; when the
 /// prompt offers sources, the first sentences cite them, one each.
-pub fn prose(model: &str, prompt: &str, words: usize) -> String {
+pub(crate) fn prose(model: &str, prompt: &str, words: usize) -> String {
     let mut rng = Rng::new(hash(&[model, prompt]));
     let mut out = head(prompt);
     out.push_str(" — ");

@@ -26,22 +26,22 @@ pub fn init(no_color_flag: bool) {
     colored::control::set_override(out && !no_color);
 }
 
-pub fn color_stdout() -> bool {
+pub(crate) fn color_stdout() -> bool {
     COLOR_OUT.load(Ordering::Relaxed)
 }
 
-pub fn color_stderr() -> bool {
+pub(crate) fn color_stderr() -> bool {
     COLOR_ERR.load(Ordering::Relaxed)
 }
 
 /// Progress display is for people watching a terminal.
-pub fn stderr_is_terminal() -> bool {
+pub(crate) fn stderr_is_terminal() -> bool {
     TTY_ERR.load(Ordering::Relaxed)
 }
 
 /// The width of the terminal on stdout, if stdout is one (asked each time: the
 /// window may have been resized).
-pub fn stdout_columns() -> Option<u16> {
+pub(crate) fn stdout_columns() -> Option<u16> {
     if !TTY_OUT.load(Ordering::Relaxed) {
         return None;
     }
@@ -75,7 +75,7 @@ pub fn table(header: &[&str]) -> Table {
 }
 
 /// Columns that must not wrap (short counts): at least as wide as their header.
-pub fn keep_whole(t: &mut Table, columns: &[usize]) {
+pub(crate) fn keep_whole(t: &mut Table, columns: &[usize]) {
     let widths: Vec<(usize, u16)> = t
         .header()
         .map(|h| {
@@ -95,7 +95,7 @@ pub fn keep_whole(t: &mut Table, columns: &[usize]) {
 }
 
 /// Wrap text in an ANSI style for stderr when allowed.
-pub fn paint_err(text: &str, code: &str) -> String {
+pub(crate) fn paint_err(text: &str, code: &str) -> String {
     if color_stderr() {
         format!("\x1b[{code}m{text}\x1b[0m")
     } else {
@@ -104,7 +104,7 @@ pub fn paint_err(text: &str, code: &str) -> String {
 }
 
 /// Wrap text in an ANSI style for stdout when allowed.
-pub fn paint_out(text: &str, code: &str) -> String {
+pub(crate) fn paint_out(text: &str, code: &str) -> String {
     if color_stdout() {
         format!("\x1b[{code}m{text}\x1b[0m")
     } else {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A bar counting `len` steps, hidden unless stderr is a terminal.
-pub fn bar(len: u64, message: &str) -> ProgressBar {
+pub(crate) fn bar(len: u64, message: &str) -> ProgressBar {
     if !super::stderr_is_terminal() {
         return ProgressBar::hidden();
     }
@@ -20,7 +20,7 @@ pub fn bar(len: u64, message: &str) -> ProgressBar {
 }
 
 /// A bar counting `len` steps with the time left, hidden unless stderr is a terminal.
-pub fn eta_bar(len: u64, message: &str) -> ProgressBar {
+pub(crate) fn eta_bar(len: u64, message: &str) -> ProgressBar {
     let pb = bar(len, message);
     pb.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed}, {eta} left)")
@@ -31,7 +31,7 @@ pub fn eta_bar(len: u64, message: &str) -> ProgressBar {
 }
 
 /// A spinner line with a message, hidden unless stderr is a terminal.
-pub fn spinner(message: &str) -> ProgressBar {
+pub(crate) fn spinner(message: &str) -> ProgressBar {
     if !super::stderr_is_terminal() {
         return ProgressBar::hidden();
     }
@@ -46,7 +46,7 @@ pub fn spinner(message: &str) -> ProgressBar {
 }
 
 /// One spinner line per running task (terminal only).
-pub struct TaskBars {
+pub(crate) struct TaskBars {
     multi: Option<indicatif::MultiProgress>,
     bars: std::sync::Mutex<std::collections::HashMap<String, ProgressBar>>,
 }
@@ -112,7 +112,7 @@ impl Default for TaskBars {
 }
 
 /// "— 412 tokens, 31.5 tokens/s" (the rate once it can be measured).
-pub fn streaming_line(tokens: u64, per_sec: Option<f64>) -> String {
+pub(crate) fn streaming_line(tokens: u64, per_sec: Option<f64>) -> String {
     match per_sec {
         Some(r) => format!("— {tokens} tokens, {r:.1} tokens/s"),
         None => format!("— {tokens} tokens"),
