@@ -74,7 +74,7 @@ fn node_url(s: &str) -> Result<String, String> {
 }
 
 fn subnet(s: &str) -> Result<Ipv4Net, String> {
-    let net = crate::nodes::scan::parse_cidr(s)?;
+    let net = crate::nodes::scan::parse_cidr(s).map_err(|e| e.to_string())?;
     crate::nodes::scan::hosts(&net).map_err(|e| e.to_string())?;
     Ok(net)
 }
@@ -92,7 +92,7 @@ fn node_file(s: &str) -> Result<PathBuf, String> {
 }
 
 fn rpc_backend(s: &str) -> Result<RpcBackendEntry, String> {
-    crate::sharding::backends::parse(s)
+    crate::sharding::backends::parse(s).map_err(|e| e.to_string())
 }
 
 fn simulated_hosts(s: &str) -> Result<usize, String> {

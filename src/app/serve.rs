@@ -47,21 +47,28 @@ impl From<ServeArgs> for ServeOptions {
     }
 }
 
+/// A `serve` option out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServeConfigError {
+    #[error("serve: --max-queue must be at least 1")]
+    MaxQueue,
+    #[error("serve: --max-body-mb must be from 1 to 4096, got {0}")]
+    MaxBody(usize),
+}
+
 impl ServeOptions {
     /// The gateway's configuration; a bad address or value is one line.
-    pub fn config(&self) -> Result<Config, String> {
+    pub fn config(&self) -> Result<Config, ServeConfigError> {
         let bind = self.bind.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let env = std::env::var("SYNAPTICLLAMAS_API_KEY").ok();
         let d = Config::default();
         let max_queue = self.max_queue.unwrap_or(d.max_queue);
         if max_queue == 0 {
-            return Err("serve: --max-queue must be at least 1".into());
+            return Err(ServeConfigError::MaxQueue);
         }
         let max_body_mb = self.max_body_mb.unwrap_or(gateway::DEFAULT_MAX_BODY_MB);
         if max_body_mb == 0 || max_body_mb > 4096 {
-            return Err(format!(
-                "serve: --max-body-mb must be from 1 to 4096, got {max_body_mb}"
-            ));
+            return Err(ServeConfigError::MaxBody(max_body_mb));
         }
         Ok(Config {
             bind,
@@ -306,7 +313,7 @@ impl App {
         }
         let config = ServeOptions::from(args)
             .config()
-            .map_err(CommandError::refused)?;
+            .map_err(|e| CommandError::refused(e.to_string()))?;
         // Beside the prompt, requests are not logged line by line (the
         // dashboard shows them).
         self.start_gateway(config, Box::new(|_| {}), sink).await?;

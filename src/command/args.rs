@@ -153,12 +153,12 @@ pub(super) fn node_addr(v: &str) -> Result<HostSpec, String> {
 
 /// An IPv4 subnet to scan (IPv6 subnets are refused, saying so).
 pub(super) fn cidr(v: &str) -> Result<Ipv4Net, String> {
-    crate::nodes::scan::parse_cidr(v)
+    crate::nodes::scan::parse_cidr(v).map_err(|e| e.to_string())
 }
 
 /// An llama.cpp RPC backend, `HOST[:PORT]`.
 pub(super) fn backend(v: &str) -> Result<RpcBackendEntry, String> {
-    crate::sharding::backends::parse(v)
+    crate::sharding::backends::parse(v).map_err(|e| e.to_string())
 }
 
 /// A file path: the rest of the line (spaces allowed, one layer of double

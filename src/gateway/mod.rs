@@ -90,7 +90,7 @@ impl Default for Config {
 
 impl Config {
     /// Whether this configuration may start, and the warning to print if so.
-    pub fn check(&self) -> Result<Option<String>, String> {
+    pub fn check(&self) -> Result<Option<String>, NeedsKey> {
         if self.bind.is_loopback() || !self.keys.is_empty() {
             return Ok(None);
         }
@@ -101,14 +101,18 @@ impl Config {
                 self.bind
             )));
         }
-        Err(format!(
-            "serve: listening on {} (beyond this machine) needs an API key: pass --api-key KEY or set \
-             SYNAPTICLLAMAS_API_KEY (clients send `Authorization: Bearer KEY`), or say --no-auth to \
-             accept anyone who can reach it",
-            self.bind
-        ))
+        Err(NeedsKey(self.bind))
     }
 }
+
+/// A bind address beyond this machine without an API key (or `--no-auth`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "serve: listening on {0} (beyond this machine) needs an API key: pass --api-key KEY or set \
+     SYNAPTICLLAMAS_API_KEY (clients send `Authorization: Bearer KEY`), or say --no-auth to \
+     accept anyone who can reach it"
+)]
+pub struct NeedsKey(pub IpAddr);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

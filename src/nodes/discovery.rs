@@ -32,7 +32,7 @@ pub(crate) fn subnets(cidr: Option<&str>) -> Result<Vec<Ipv4Net>, SubnetError> {
     if let Some(c) = cidr {
         return scan::parse_cidr(c)
             .map(|n| vec![n])
-            .map_err(SubnetError::Bad);
+            .map_err(|e| SubnetError::Bad(e.to_string()));
     }
     if let Ok(list) = std::env::var("SYNAPTICLLAMAS_SUBNETS") {
         if !list.trim().is_empty() {

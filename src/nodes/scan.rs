@@ -18,21 +18,16 @@ pub(crate) const MIN_PREFIX: u8 = 16;
 /// Host bits are allowed and normalized away: `"10.0.0.1/24"` yields `10.0.0.0/24`.
 /// IPv6 input is rejected (IPv6 subnets are not scanned). Errors are one line
 /// and name the input.
-pub fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
+pub fn parse_cidr(s: &str) -> Result<Ipv4Net, CidrError> {
     let t = s.trim();
-    let bad = |why: &str| format!("`{t}` is not a valid CIDR ({why})");
     let (addr, prefix) = match t.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (t, None),
     };
     let ip = match addr.parse::<IpAddr>() {
         Ok(IpAddr::V4(ip)) => ip,
-        Ok(IpAddr::V6(_)) => {
-            return Err(format!(
-                "`{t}` is an IPv6 subnet; IPv6 subnets are not scanned"
-            ))
-        }
-        Err(_) => return Err(bad("expected an IPv4 address such as 10.0.0.0/24")),
+        Ok(IpAddr::V6(_)) => return Err(CidrError::Ipv6(t.to_string())),
+        Err(_) => return Err(CidrError::NotIpv4(t.to_string())),
     };
     let len = match prefix {
         None => 32,
@@ -40,10 +35,21 @@ pub fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
             .parse::<u8>()
             .ok()
             .filter(|n| *n <= 32)
-            .ok_or_else(|| bad("prefix length must be 0-32"))?,
+            .ok_or_else(|| CidrError::Prefix(t.to_string()))?,
     };
-    let net = Ipv4Net::new(ip, len).map_err(|_| bad("prefix length must be 0-32"))?;
+    let net = Ipv4Net::new(ip, len).map_err(|_| CidrError::Prefix(t.to_string()))?;
     Ok(net.trunc())
+}
+
+/// Why a subnet does not parse (each names the input).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("`{0}` is not a valid CIDR (expected an IPv4 address such as 10.0.0.0/24)")]
+    NotIpv4(String),
+    #[error("`{0}` is an IPv6 subnet; IPv6 subnets are not scanned")]
+    Ipv6(String),
+    #[error("`{0}` is not a valid CIDR (prefix length must be 0-32)")]
+    Prefix(String),
 }
 
 /// A subnet larger than [`hosts`] enumerates.
@@ -71,7 +77,7 @@ pub fn hosts(net: &Ipv4Net) -> Result<Vec<Ipv4Addr>, TooLarge> {
 
 /// Parse a comma-separated CIDR list (`SYNAPTICLLAMAS_SUBNETS` style): entries
 /// are trimmed, empty entries skipped; the first invalid entry is the error.
-pub(crate) fn parse_cidr_list(s: &str) -> Result<Vec<Ipv4Net>, String> {
+pub(crate) fn parse_cidr_list(s: &str) -> Result<Vec<Ipv4Net>, CidrError> {
     s.split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
@@ -213,7 +219,7 @@ mod tests {
         hosts(&n(s)).unwrap()
     }
     fn err(s: &str) -> String {
-        parse_cidr(s).unwrap_err()
+        parse_cidr(s).unwrap_err().to_string()
     }
 
     #[test]
@@ -243,7 +249,9 @@ mod tests {
         let list = parse_cidr_list(" 10.0.0.0/24, ,192.168.1.7 ,").unwrap();
         assert_eq!(list, [n("10.0.0.0/24"), n("192.168.1.7/32")]);
         assert!(parse_cidr_list("").unwrap().is_empty());
-        let e = parse_cidr_list("10.0.0.0/24, 1.2.3.4/40, nope").unwrap_err();
+        let e = parse_cidr_list("10.0.0.0/24, 1.2.3.4/40, nope")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`1.2.3.4/40`"), "{e}");
     }
 

@@ -140,7 +140,7 @@ fn read_all(
                         for (j, (_, f)) in files.iter().enumerate() {
                             match read_row(f, dims, &mut out[j * dims..(j + 1) * dims]) {
                                 Ok(()) => ok[j] = true,
-                                Err(e) => errs.push(e),
+                                Err(e) => errs.push(e.to_string()),
                             }
                             let d = done.fetch_add(1, Ordering::Relaxed) + 1;
                             if d.is_multiple_of(256) || d == total {
@@ -167,20 +167,31 @@ fn read_all(
 
 /// Read chunk file `f`'s vector into `row`, normalised; why not when it is
 /// unreadable or has other than `dims` dimensions.
-fn read_row(f: &Path, dims: usize, row: &mut [f32]) -> Result<(), String> {
-    match kb::read_vector(f) {
-        Ok(v) if v.len() == dims => {
-            row.copy_from_slice(&v);
-            normalise(row);
-            Ok(())
-        }
-        Ok(v) => Err(format!(
-            "{}: {} dimensions where the knowledge base has {dims}; skipped",
-            f.display(),
-            v.len()
-        )),
-        Err(e) => Err(format!("{e}; skipped")),
+fn read_row(f: &Path, dims: usize, row: &mut [f32]) -> Result<(), RowError> {
+    let v = kb::read_vector(f).map_err(RowError::Unreadable)?;
+    if v.len() != dims {
+        return Err(RowError::Dimensions {
+            file: f.to_path_buf(),
+            got: v.len(),
+            want: dims,
+        });
     }
+    row.copy_from_slice(&v);
+    normalise(row);
+    Ok(())
+}
+
+/// Why one chunk's vector was left out of the index.
+#[derive(Debug, thiserror::Error)]
+enum RowError {
+    #[error("{0}; skipped")]
+    Unreadable(crate::config::FileError),
+    #[error("{}: {got} dimensions where the knowledge base has {want}; skipped", file.display())]
+    Dimensions {
+        file: PathBuf,
+        got: usize,
+        want: usize,
+    },
 }
 
 /// The rows that loaded (`ok`), in order: moved up in `vectors` (without a

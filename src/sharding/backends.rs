@@ -6,29 +6,36 @@ use std::time::{Duration, Instant};
 
 use crate::config::settings::{default_rpc_port, RpcBackendEntry};
 
+/// Why a backend address does not parse (each names the input).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendAddrError {
+    #[error("`{0}`: unclosed `[`")]
+    Unclosed(String),
+    #[error("`{0}` is not a port number (1-65535)")]
+    Port(String),
+    #[error("`{0}` is not HOST[:PORT]")]
+    NotHostPort(String),
+}
+
 /// `HOST[:PORT]` (port 50052 by default; `[v6]:port` accepted).
-pub fn parse(s: &str) -> Result<RpcBackendEntry, String> {
+pub fn parse(s: &str) -> Result<RpcBackendEntry, BackendAddrError> {
     let s = s.trim();
+    let port_of = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| BackendAddrError::Port(p.to_string()))
+    };
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, after) = rest
             .split_once(']')
-            .ok_or_else(|| format!("`{s}`: unclosed `[`"))?;
+            .ok_or_else(|| BackendAddrError::Unclosed(s.to_string()))?;
         match after.strip_prefix(':') {
-            Some(p) => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("`{p}` is not a port number (1-65535)"))?,
-            ),
+            Some(p) => (h, port_of(p)?),
             None if after.is_empty() => (h, default_rpc_port()),
-            None => return Err(format!("`{s}` is not HOST[:PORT]")),
+            None => return Err(BackendAddrError::NotHostPort(s.to_string())),
         }
     } else {
         match s.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("`{p}` is not a port number (1-65535)"))?,
-            ),
+            Some((h, p)) if !h.contains(':') => (h, port_of(p)?),
             _ => (s, default_rpc_port()),
         }
     };
@@ -38,7 +45,7 @@ pub fn parse(s: &str) -> Result<RpcBackendEntry, String> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
     if !ok || port == 0 {
-        return Err(format!("`{s}` is not HOST[:PORT]"));
+        return Err(BackendAddrError::NotHostPort(s.to_string()));
     }
     Ok(RpcBackendEntry {
         host: host.to_string(),
