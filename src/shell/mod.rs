@@ -58,6 +58,41 @@ pub fn notices_to_stderr(app: &App) {
     }
 }
 
+/// SIGINT as a stream whose handler is installed when it is made.
+struct SigInt {
+    #[cfg(unix)]
+    inner: Option<tokio::signal::unix::Signal>,
+}
+
+impl SigInt {
+    fn new() -> SigInt {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            SigInt {
+                inner: signal(SignalKind::interrupt()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        SigInt {}
+    }
+
+    /// The next Ctrl-C; false when none can come.
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            match &mut self.inner {
+                Some(s) => s.recv().await.is_some(),
+                None => tokio::signal::ctrl_c().await.is_ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.is_ok()
+        }
+    }
+}
+
 /// Ctrl-C plumbing: one listener for the whole process.
 pub(crate) struct Interrupts {
     busy: Arc<AtomicBool>,
@@ -74,9 +109,16 @@ impl Interrupts {
         let cancel = Arc::new(Notify::new());
         let quit = Arc::new(Notify::new());
         let (b, c, q) = (busy.clone(), cancel.clone(), quit.clone());
+        // The handler is in place before this returns: a Ctrl-C that comes
+        // before the listener first runs is kept for it, not the default
+        // (which would end the process).
+        let mut interrupts = {
+            let _in_runtime = rt.enter();
+            SigInt::new()
+        };
         rt.spawn(async move {
             loop {
-                if tokio::signal::ctrl_c().await.is_err() {
+                if !interrupts.next().await {
                     return;
                 }
                 if b.load(Ordering::SeqCst) {
