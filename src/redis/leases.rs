@@ -109,7 +109,6 @@ struct Inner {
     link: Arc<Link>,
     ttl: Duration,
     held: Mutex<HashMap<u64, Held>>,
-    next: AtomicU64,
     jobs: OnceLock<mpsc::UnboundedSender<Job>>,
     warned: AtomicBool,
 }
@@ -226,7 +225,6 @@ impl SharedLeases {
                 link,
                 ttl: ttl.max(Duration::from_millis(300)),
                 held: Mutex::new(HashMap::new()),
-                next: AtomicU64::new(1),
                 jobs: OnceLock::new(),
                 warned: AtomicBool::new(false),
             }),
@@ -262,7 +260,11 @@ impl SharedLeases {
     pub async fn try_acquire(&self, host: &str, capacity: u32) -> Option<RemoteLease> {
         self.ensure_worker();
         let inner = &self.inner;
-        let id = inner.next.fetch_add(1, Ordering::Relaxed);
+        // Unique in the process (the member's prefix is the process's id):
+        // two sets of leases in one process — a reconnect while leases are
+        // held, or the tests' two instances — never name the same member.
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
         let held = Held {
             key: lease_key(host),
             member: format!("{}#{id}", instance::id()),
