@@ -411,10 +411,7 @@ pub(crate) async fn embed_batch(
     let labels: Vec<String> = (1..=count)
         .map(|i| format!("embed {model} (part {i}/{count})"))
         .collect();
-    let say = |line: String| {
-        shared.log(&line);
-        shared.hub.notice(line);
-    };
+    let say = relay::notice(shared);
     let parts = ranges.into_iter().zip(&labels).map(|(r, label)| {
         let mut body = req.clone();
         body.insert("input".into(), Value::Array(inputs[r].to_vec()));
@@ -441,14 +438,7 @@ pub(crate) async fn embed_batch(
                     message,
                 ))
             }
-            Err(f) => {
-                tally.gave_up(&f);
-                return Err(ApiError::from_failure(
-                    &f,
-                    model,
-                    shared.retry_after(pool.nodes()),
-                ));
-            }
+            Err(f) => return Err(relay::gave_up(shared, tally, &f, model, &pool)),
         }
     }
     tally.ran_on(&all.used, all.waited, all.retries, all.hedges);
@@ -609,14 +599,7 @@ pub async fn embeddings(Call(shared, tally, caller, body): Call) -> Response {
                 tally.ran(&node, waited, attr.retries, attr.hedges);
                 Ok(b)
             }
-            Err(f) => {
-                tally.gave_up(&f);
-                Err(ApiError::from_failure(
-                    &f,
-                    &model,
-                    shared.retry_after(pool.nodes()),
-                ))
-            }
+            Err(f) => Err(relay::gave_up(&shared, &tally, &f, &model, &pool)),
         }
     };
     match run.await {
