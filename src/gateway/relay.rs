@@ -235,6 +235,7 @@ impl Upstream {
 
     /// What the whole reply measured, for the node's latency model.
     pub fn measured(&self, d: &Done) -> Measured {
+        let d = &d.counts;
         let rate = |n: u64, ns: u64| (n > 0 && ns > 0).then(|| n as f64 * 1e9 / ns as f64);
         Measured {
             first_token_ms: self.reader.first_token_ms(),
