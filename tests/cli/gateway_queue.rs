@@ -38,6 +38,14 @@ fn streaming_client(url: &str, prompt: &str) -> (Child, std::sync::mpsc::Receive
     (c, rx)
 }
 
+/// `streaming_client`, once the first line of its reply arrived (within 10 s).
+fn begun_client(url: &str, prompt: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let (c, rx) = streaming_client(url, prompt);
+    rx.recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("the reply to {prompt:?} has not begun: {e}"));
+    (c, rx)
+}
+
 /// Every line a streaming client printed until it ended.
 fn drain(rx: &std::sync::mpsc::Receiver<String>, limit: Duration) -> Vec<Value> {
     let deadline = Instant::now() + limit;
@@ -120,10 +128,7 @@ fn a_client_that_goes_away_frees_its_slot_within_100_ms() {
     let slow = paced(200, 20.0);
     let home = home_with(&[(&slow, "only", "box")]);
     let g = Served::start(&home, &[]);
-    let (mut a, a_lines) = streaming_client(&g.url, "first");
-    a_lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the first client's reply has begun");
+    let (mut a, _a_lines) = begun_client(&g.url, "first");
     let (mut b, b_lines) = streaming_client(&g.url, "second");
     wait_until(
         "the second client waits in line",
@@ -186,10 +191,7 @@ fn a_full_line_gets_503_with_retry_after_and_no_admitted_request_is_lost() {
     let slow = paced(30, 30.0);
     let home = home_with(&[(&slow, "only", "box")]);
     let g = Served::start(&home, &["--max-queue", "2"]);
-    let (_a, a_lines) = streaming_client(&g.url, "one");
-    a_lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the first reply has begun");
+    let (_a, a_lines) = begun_client(&g.url, "one");
     let (_b, b_lines) = streaming_client(&g.url, "two");
     let (_c, c_lines) = streaming_client(&g.url, "three");
     wait_until("two requests wait", Duration::from_secs(5), || {
@@ -241,10 +243,7 @@ fn sigterm_lets_the_requests_in_flight_finish_then_exits_0() {
     let slow = paced(30, 40.0);
     let home = home_with(&[(&slow, "only", "box")]);
     let g = Served::start(&home, &[]);
-    let (_a, lines) = streaming_client(&g.url, "finish me");
-    lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the reply has begun");
+    let (_a, lines) = begun_client(&g.url, "finish me");
     g.signal(libc::SIGTERM);
     let rest = drain(&lines, Duration::from_secs(30));
     assert_eq!(rest.last().unwrap()["done"], true, "{rest:?}");
@@ -266,10 +265,7 @@ fn a_reply_still_running_after_the_drain_deadline_ends_with_an_error_line() {
     let slow = paced(200, 10.0);
     let home = home_with(&[(&slow, "only", "box")]);
     let g = Served::start(&home, &["--drain", "1"]);
-    let (_a, lines) = streaming_client(&g.url, "too long");
-    lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the reply has begun");
+    let (_a, lines) = begun_client(&g.url, "too long");
     let started = Instant::now();
     g.signal(libc::SIGINT);
     let rest = drain(&lines, Duration::from_secs(15));
