@@ -126,6 +126,22 @@ async fn sim(cfg: SimConfig, listeners: usize) -> Arc<SimHost> {
         .unwrap()
 }
 
+/// Four hosts of `cfg`, one listener each (`box-0`..`box-3`), and a gateway
+/// over them that lets each host take `cfg.capacity` requests at once.
+async fn four_hosts_behind_a_gateway(bin: &str, cfg: SimConfig) -> (Vec<Arc<SimHost>>, Gateway) {
+    let mut hosts = Vec::new();
+    for _ in 0..4 {
+        hosts.push(sim(cfg.clone(), 1).await);
+    }
+    let nodes: Vec<_> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.url(), format!("box-{i}")))
+        .collect();
+    let g = Gateway::start(bin, &nodes, json!({ "host_capacity": cfg.capacity }));
+    (hosts, g)
+}
+
 fn pct(v: &[f64], p: f64) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -211,26 +227,12 @@ async fn latency(bin: &str, http: &reqwest::Client, blocks: usize) {
 }
 
 async fn throughput(bin: &str, secs: u64) {
-    let mut hosts = Vec::new();
-    for _ in 0..4 {
-        hosts.push(
-            sim(
-                SimConfig {
-                    reply_words: 4,
-                    capacity: 64,
-                    ..Default::default()
-                },
-                1,
-            )
-            .await,
-        );
-    }
-    let nodes: Vec<_> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (h.url(), format!("box-{i}")))
-        .collect();
-    let g = Gateway::start(bin, &nodes, json!({"host_capacity": 64}));
+    let cfg = SimConfig {
+        reply_words: 4,
+        capacity: 64,
+        ..Default::default()
+    };
+    let (hosts, g) = four_hosts_behind_a_gateway(bin, cfg).await;
     println!(
         "### 2. Throughput (instant nodes, 4 hosts of capacity 64, 32 clients, {secs} s each)\n"
     );
@@ -284,27 +286,13 @@ async fn throughput(bin: &str, secs: u64) {
 }
 
 async fn memory(bin: &str) {
-    let mut hosts = Vec::new();
-    for _ in 0..4 {
-        hosts.push(
-            sim(
-                SimConfig {
-                    reply_words: 400,
-                    tokens_per_sec: 20.0,
-                    capacity: 25,
-                    ..Default::default()
-                },
-                1,
-            )
-            .await,
-        );
-    }
-    let nodes: Vec<_> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (h.url(), format!("box-{i}")))
-        .collect();
-    let g = Gateway::start(bin, &nodes, json!({"host_capacity": 25}));
+    let cfg = SimConfig {
+        reply_words: 400,
+        tokens_per_sec: 20.0,
+        capacity: 25,
+        ..Default::default()
+    };
+    let (_hosts, g) = four_hosts_behind_a_gateway(bin, cfg).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (idle, _) = g.memory();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();

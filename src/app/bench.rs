@@ -77,7 +77,7 @@ impl App {
                             .map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
                             .unwrap_or_else(|| "-".into()),
                         format!("{:.2} s", total.as_secs_f64()),
-                        c.eval_count.to_string(),
+                        c.counts.eval_count.to_string(),
                         c.tokens_per_second()
                             .map(|x| format!("{x:.1}"))
                             .unwrap_or_else(|| "-".into()),

@@ -28,7 +28,7 @@
 
 mod hub;
 mod monitor;
-mod prom;
+pub(crate) mod prom;
 mod server;
 
 use std::net::IpAddr;

@@ -11,6 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use crate::dashboard::prom::{esc, header};
+
 /// Upper bounds (seconds) of the queue-wait histogram; `+Inf` is implied.
 pub(crate) const WAIT_BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 120.0,
@@ -156,7 +158,7 @@ impl Metrics {
     /// The requests counter, one series per label set.
     fn requests_text(&self, out: &mut String) {
         let name = "synapticllamas_gateway_requests_total";
-        head(out, name, "counter", "Requests the gateway answered.");
+        header(out, name, "counter", "Requests the gateway answered.");
         for (k, n) in self
             .requests
             .lock()
@@ -190,7 +192,7 @@ impl Metrics {
             ),
         ];
         for (name, help, v) in gauges {
-            head(out, name, "gauge", help);
+            header(out, name, "gauge", help);
             let _ = writeln!(out, "{name} {v}");
         }
         let counters = [
@@ -221,7 +223,7 @@ impl Metrics {
             ),
         ];
         for (name, help, c) in counters {
-            head(out, name, "counter", help);
+            header(out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", c.load(Ordering::Relaxed));
         }
     }
@@ -229,7 +231,7 @@ impl Metrics {
     /// The queue-wait histogram (cumulative buckets, sum and count).
     fn wait_text(&self, out: &mut String) {
         let name = "synapticllamas_gateway_queue_wait_seconds";
-        head(
+        header(
             out,
             name,
             "histogram",
@@ -245,19 +247,6 @@ impl Metrics {
         let _ = writeln!(out, "{name}_sum {}", w.sum);
         let _ = writeln!(out, "{name}_count {}", w.count);
     }
-}
-
-/// A label value escaped for Prometheus text.
-fn esc(s: &str) -> String {
-    s.replace('\\', r"\\")
-        .replace('"', "\\\"")
-        .replace('\n', r"\n")
-}
-
-/// A series' HELP and TYPE lines.
-fn head(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 #[cfg(test)]

@@ -11,9 +11,11 @@
 //! - `orchestrate.rs`: the agent pipeline over HTTP, and the cluster as JSON;
 //! - `auth.rs`: API keys and the loopback host guard; `observe.rs`,
 //!   `metrics.rs`: per-request accounts, `/metrics`, the dashboard's view;
-//! - `state.rs`: what requests share, including the app's view of the cluster.
+//! - `state.rs`: what requests share, including the app's view of the cluster;
+//!   `call.rs`: what a model request's handler takes from it and the request.
 
 pub mod auth;
+mod call;
 mod errors;
 mod metrics;
 mod observe;

@@ -8,8 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,6 +16,7 @@ use futures_util::future::join_all;
 use serde_json::{json, Map, Value};
 
 use super::auth::Caller;
+use super::call::{Body, Call};
 use super::errors::ApiError;
 use super::observe::Tally;
 use super::relay::{self, Job, Wire, Writer};
@@ -32,7 +32,7 @@ use crate::scheduler::{Attempt, Measured, Task};
 type Ctx = State<Arc<Shared>>;
 
 /// A request body that must be a JSON object.
-pub fn object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiError> {
+pub fn object(body: Body) -> Result<Map<String, Value>, ApiError> {
     let body = body.map_err(|r| {
         let status = r.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -171,22 +171,14 @@ pub async fn ps(State(shared): Ctx) -> Response {
 }
 
 /// `/api/show` from the preferred node that has the model.
-pub async fn show(
-    State(shared): Ctx,
-    Extension(tally): Extension<Tally>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+pub async fn show(Call(shared, tally, _, body): Call) -> Response {
     match show_inner(&shared, &tally, body).await {
         Ok(r) => r,
         Err(e) => e.ollama(),
     }
 }
 
-async fn show_inner(
-    shared: &Shared,
-    tally: &Tally,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+async fn show_inner(shared: &Shared, tally: &Tally, body: Body) -> Result<Response, ApiError> {
     let req = object(body)?;
     let model = model_of(&req)?;
     let view = shared.view();
@@ -245,31 +237,15 @@ async fn show_inner(
     ))
 }
 
-pub async fn chat(
-    State(shared): Ctx,
-    Extension(tally): Extension<Tally>,
-    Extension(caller): Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    generation(shared, tally, caller, body, Shape::Chat).await
+pub async fn chat(call: Call) -> Response {
+    generation(call, Shape::Chat).await
 }
 
-pub async fn generate(
-    State(shared): Ctx,
-    Extension(tally): Extension<Tally>,
-    Extension(caller): Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    generation(shared, tally, caller, body, Shape::Generate).await
+pub async fn generate(call: Call) -> Response {
+    generation(call, Shape::Generate).await
 }
 
-async fn generation(
-    shared: Arc<Shared>,
-    tally: Tally,
-    caller: Caller,
-    body: Result<Bytes, BytesRejection>,
-    shape: Shape,
-) -> Response {
+async fn generation(Call(shared, tally, caller, body): Call, shape: Shape) -> Response {
     let raw = body.as_ref().ok().cloned();
     let prepared = async {
         let req = object(body)?;
@@ -435,10 +411,7 @@ pub(crate) async fn embed_batch(
     let labels: Vec<String> = (1..=count)
         .map(|i| format!("embed {model} (part {i}/{count})"))
         .collect();
-    let say = |line: String| {
-        shared.log(&line);
-        shared.hub.notice(line);
-    };
+    let say = relay::notice(shared);
     let parts = ranges.into_iter().zip(&labels).map(|(r, label)| {
         let mut body = req.clone();
         body.insert("input".into(), Value::Array(inputs[r].to_vec()));
@@ -465,14 +438,7 @@ pub(crate) async fn embed_batch(
                     message,
                 ))
             }
-            Err(f) => {
-                tally.gave_up(&f);
-                return Err(ApiError::from_failure(
-                    &f,
-                    model,
-                    shared.retry_after(pool.nodes()),
-                ));
-            }
+            Err(f) => return Err(relay::gave_up(shared, tally, &f, model, &pool)),
         }
     }
     tally.ran_on(&all.used, all.waited, all.retries, all.hedges);
@@ -562,12 +528,7 @@ impl Gathered {
 }
 
 /// `/api/embed`: `input` a string or a list of strings.
-pub async fn embed(
-    State(shared): Ctx,
-    Extension(tally): Extension<Tally>,
-    Extension(caller): Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+pub async fn embed(Call(shared, tally, caller, body): Call) -> Response {
     let started = std::time::Instant::now();
     let run = async {
         let req = object(body)?;
@@ -598,12 +559,7 @@ pub async fn embed(
 }
 
 /// The older `/api/embeddings` (`prompt`, one vector), relayed to one node.
-pub async fn embeddings(
-    State(shared): Ctx,
-    Extension(tally): Extension<Tally>,
-    Extension(caller): Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+pub async fn embeddings(Call(shared, tally, caller, body): Call) -> Response {
     let run = async {
         let req = object(body)?;
         let model = model_of(&req)?;
@@ -643,14 +599,7 @@ pub async fn embeddings(
                 tally.ran(&node, waited, attr.retries, attr.hedges);
                 Ok(b)
             }
-            Err(f) => {
-                tally.gave_up(&f);
-                Err(ApiError::from_failure(
-                    &f,
-                    &model,
-                    shared.retry_after(pool.nodes()),
-                ))
-            }
+            Err(f) => Err(relay::gave_up(&shared, &tally, &f, &model, &pool)),
         }
     };
     match run.await {

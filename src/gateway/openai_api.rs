@@ -6,17 +6,14 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-use super::auth::Caller;
+use super::call::Call;
 use super::errors::ApiError;
-use super::observe::Tally;
 use super::ollama_api::{self, model_of, object, respond, to_bytes};
 use super::relay::{Job, Wire, Writer};
 use super::route::{self, Target};
@@ -28,31 +25,15 @@ use super::writers::{OpenAiKind, OpenAiOut};
 
 type Ctx = State<Arc<Shared>>;
 
-pub(crate) async fn chat_completions(
-    State(shared): Ctx,
-    Extension(tally): Extension<Tally>,
-    Extension(caller): Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    completion(shared, tally, caller, body, OpenAiKind::Chat).await
+pub(crate) async fn chat_completions(call: Call) -> Response {
+    completion(call, OpenAiKind::Chat).await
 }
 
-pub async fn completions(
-    State(shared): Ctx,
-    Extension(tally): Extension<Tally>,
-    Extension(caller): Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    completion(shared, tally, caller, body, OpenAiKind::Text).await
+pub async fn completions(call: Call) -> Response {
+    completion(call, OpenAiKind::Text).await
 }
 
-async fn completion(
-    shared: Arc<Shared>,
-    tally: Tally,
-    caller: Caller,
-    body: Result<Bytes, BytesRejection>,
-    kind: OpenAiKind,
-) -> Response {
+async fn completion(Call(shared, tally, caller, body): Call, kind: OpenAiKind) -> Response {
     let prepared = async {
         let req = object(body)?;
         let model = model_of(&req)?;
@@ -124,12 +105,7 @@ pub(crate) fn base64_floats(v: &[Value]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-pub async fn embeddings(
-    State(shared): Ctx,
-    Extension(tally): Extension<Tally>,
-    Extension(caller): Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+pub async fn embeddings(Call(shared, tally, caller, body): Call) -> Response {
     let run = async {
         let req = object(body)?;
         let model = model_of(&req)?;

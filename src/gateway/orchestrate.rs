@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -22,6 +21,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::auth::Caller;
+use super::call::Call;
 use super::errors::ApiError;
 use super::observe::{End, Tally};
 use super::state::{QuerySetup, Shared, View};
@@ -306,12 +306,7 @@ impl Progress {
     }
 }
 
-pub async fn orchestrate(
-    State(shared): State<Arc<Shared>>,
-    Extension(tally): Extension<Tally>,
-    Extension(caller): Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+pub async fn orchestrate(Call(shared, tally, caller, body): Call) -> Response {
     let parsed = super::ollama_api::object(body).and_then(|m| {
         serde_json::from_value::<Request>(Value::Object(m))
             .map_err(|e| ApiError::bad_request(format!("orchestrate: {e}")))

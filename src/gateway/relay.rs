@@ -28,7 +28,7 @@ use super::writers::{ollama_error_line, sse_error, Collected, OllamaOut, OpenAiO
 use crate::nodes::Node;
 use crate::ollama::client::Reader;
 use crate::ollama::{ClientError, ErrorKind, Timeouts};
-use crate::scheduler::{Attempt, Held, Measured, Pool, Task};
+use crate::scheduler::{Attempt, Held, Measured, Pool, Task, TaskFailed};
 
 /// The API a node speaks for this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +235,7 @@ impl Upstream {
 
     /// What the whole reply measured, for the node's latency model.
     pub fn measured(&self, d: &Done) -> Measured {
+        let d = &d.counts;
         let rate = |n: u64, ns: u64| (n > 0 && ns > 0).then(|| n as f64 * 1e9 / ns as f64);
         Measured {
             first_token_ms: self.reader.first_token_ms(),
@@ -247,11 +248,24 @@ impl Upstream {
 }
 
 /// Scheduler notices (retries, hedges) go to the log and the dashboard.
-fn notice(shared: &Shared) -> impl Fn(String) + Sync + '_ {
+pub(crate) fn notice(shared: &Shared) -> impl Fn(String) + Sync + '_ {
     move |line: String| {
         shared.log(&line);
         shared.hub.notice(line);
     }
+}
+
+/// A request the scheduler gave up on: counted on its tally; the error its
+/// client gets (busy, with a Retry-After for the pool, when the line was full).
+pub(crate) fn gave_up(
+    shared: &Shared,
+    tally: &Tally,
+    f: &TaskFailed,
+    model: &str,
+    pool: &Pool,
+) -> ApiError {
+    tally.gave_up(f);
+    ApiError::from_failure(f, model, shared.retry_after(pool.nodes()))
 }
 
 /// The whole reply, retried or hedged as a whole.
@@ -292,14 +306,7 @@ pub async fn collect(
             tally.ran(&node, waited, attr.retries, attr.hedges);
             Ok(reply)
         }
-        Err(f) => {
-            tally.gave_up(&f);
-            Err(ApiError::from_failure(
-                &f,
-                &job.model,
-                shared.retry_after(job.pool.nodes()),
-            ))
-        }
+        Err(f) => Err(gave_up(shared, tally, &f, &job.model, &job.pool)),
     }
 }
 
@@ -339,23 +346,12 @@ pub(crate) async fn begin(
         )
         .await;
     match result {
-        Ok(((Ok(upstream), node, waited), attr, held)) => {
+        Ok(((reply, node, waited), attr, held)) => {
             tally.ran(&node, waited, attr.retries, attr.hedges);
-            Ok(Ok(Begun { upstream, held }))
+            // A refusal lets go of the node's slot here.
+            Ok(reply.map(|upstream| Begun { upstream, held }))
         }
-        Ok(((Err(refused), node, waited), attr, held)) => {
-            tally.ran(&node, waited, attr.retries, attr.hedges);
-            drop(held);
-            Ok(Err(refused))
-        }
-        Err(f) => {
-            tally.gave_up(&f);
-            Err(ApiError::from_failure(
-                &f,
-                &job.model,
-                shared.retry_after(job.pool.nodes()),
-            ))
-        }
+        Err(f) => Err(gave_up(shared, tally, &f, &job.model, &job.pool)),
     }
 }
 

@@ -4,6 +4,9 @@
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
+use crate::ollama::openai::counts as openai_counts;
+use crate::ollama::types::Counts;
+
 /// One piece of a reply, whichever API it came from.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Piece {
@@ -28,16 +31,11 @@ impl Piece {
     }
 }
 
-/// The end of a reply: why it stopped, and Ollama's counts (durations in ns).
+/// The end of a reply: why it stopped, and Ollama's counts.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Done {
     pub reason: String,
-    pub prompt_eval_count: u64,
-    pub prompt_eval_duration: u64,
-    pub eval_count: u64,
-    pub eval_duration: u64,
-    pub total_duration: u64,
-    pub load_duration: u64,
+    pub counts: Counts,
     /// The node's final Ollama line, parsed (keeps fields such as `context`).
     pub last: Option<Map<String, Value>>,
 }
@@ -122,12 +120,14 @@ pub(crate) fn ollama_piece_owned(mut owned: Vec<u8>) -> Result<Piece, LineError>
                     .and_then(|r| r.as_str())
                     .unwrap_or("stop")
                     .to_string(),
-                prompt_eval_count: n("prompt_eval_count"),
-                prompt_eval_duration: n("prompt_eval_duration"),
-                eval_count: n("eval_count"),
-                eval_duration: n("eval_duration"),
-                total_duration: n("total_duration"),
-                load_duration: n("load_duration"),
+                counts: Counts {
+                    prompt_eval_count: n("prompt_eval_count"),
+                    prompt_eval_duration: n("prompt_eval_duration"),
+                    eval_count: n("eval_count"),
+                    eval_duration: n("eval_duration"),
+                    total_duration: n("total_duration"),
+                    load_duration: n("load_duration"),
+                },
                 last: Some(v),
             })
         }
@@ -173,20 +173,7 @@ impl SseReader {
             ));
         }
         let d = self.done.get_or_insert_with(Done::default);
-        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-            d.prompt_eval_count = u["prompt_tokens"].as_u64().unwrap_or(d.prompt_eval_count);
-            d.eval_count = u["completion_tokens"].as_u64().unwrap_or(d.eval_count);
-        }
-        if let Some(t) = v.get("timings") {
-            d.prompt_eval_count = t["prompt_n"].as_u64().unwrap_or(d.prompt_eval_count);
-            d.eval_count = t["predicted_n"].as_u64().unwrap_or(d.eval_count);
-            if let Some(ms) = t["prompt_ms"].as_f64() {
-                d.prompt_eval_duration = (ms * 1e6) as u64;
-            }
-            if let Some(ms) = t["predicted_ms"].as_f64() {
-                d.eval_duration = (ms * 1e6) as u64;
-            }
-        }
+        openai_counts(&v, &mut d.counts);
         let choice = &v["choices"][0];
         if let Some(r) = choice["finish_reason"].as_str() {
             d.reason = match r {
@@ -292,7 +279,10 @@ mod tests {
         let d = ollama_piece(br#"{"model":"m","response":"","done":true,"done_reason":"length","eval_count":5,"eval_duration":1000,"context":[1,2]}"#)
             .unwrap();
         let done = d.done.unwrap();
-        assert_eq!((done.reason.as_str(), done.eval_count), ("length", 5));
+        assert_eq!(
+            (done.reason.as_str(), done.counts.eval_count),
+            ("length", 5)
+        );
         assert_eq!(done.last.unwrap()["context"], json!([1, 2]));
         assert_eq!(
             ollama_piece(br#"{"error":"boom"}"#).unwrap_err(),
@@ -321,7 +311,7 @@ mod tests {
         let end = r.line(b"data: [DONE]").unwrap();
         assert_eq!(end[0].tool_calls[0]["function"]["arguments"]["x"], 2);
         let d = end[1].done.as_ref().unwrap();
-        assert_eq!((d.prompt_eval_count, d.eval_count), (3, 4));
+        assert_eq!((d.counts.prompt_eval_count, d.counts.eval_count), (3, 4));
         assert!(r.finished);
         let mut cut = SseReader::default();
         cut.line(br#"data: {"choices":[{"delta":{"content":"x"}}]}"#)

@@ -51,12 +51,12 @@ impl OllamaOut {
         m.insert("done".into(), json!(true));
         m.insert("done_reason".into(), json!(d.reason));
         for (k, v) in [
-            ("total_duration", d.total_duration),
-            ("load_duration", d.load_duration),
-            ("prompt_eval_count", d.prompt_eval_count),
-            ("prompt_eval_duration", d.prompt_eval_duration),
-            ("eval_count", d.eval_count),
-            ("eval_duration", d.eval_duration),
+            ("total_duration", d.counts.total_duration),
+            ("load_duration", d.counts.load_duration),
+            ("prompt_eval_count", d.counts.prompt_eval_count),
+            ("prompt_eval_duration", d.counts.prompt_eval_duration),
+            ("eval_count", d.counts.eval_count),
+            ("eval_duration", d.counts.eval_duration),
         ] {
             m.insert(k.into(), json!(v));
         }
@@ -143,8 +143,9 @@ pub(crate) fn sse_error(msg: &str) -> Bytes {
 }
 
 fn usage(d: &Done) -> Value {
-    json!({"prompt_tokens": d.prompt_eval_count, "completion_tokens": d.eval_count,
-           "total_tokens": d.prompt_eval_count + d.eval_count})
+    let c = &d.counts;
+    json!({"prompt_tokens": c.prompt_eval_count, "completion_tokens": c.eval_count,
+           "total_tokens": c.prompt_eval_count + c.eval_count})
 }
 
 fn tool_calls_to_openai(calls: &[Value], first_index: usize) -> Vec<Value> {
@@ -295,6 +296,7 @@ impl OpenAiOut {
 mod tests {
     use super::*;
     use crate::gateway::replies::ollama_piece_owned;
+    use crate::ollama::types::Counts;
 
     #[test]
     fn pieces_written_for_openai_clients() {
@@ -309,8 +311,11 @@ mod tests {
         let end = out.events(&Piece {
             done: Some(Done {
                 reason: "stop".into(),
-                prompt_eval_count: 2,
-                eval_count: 3,
+                counts: Counts {
+                    prompt_eval_count: 2,
+                    eval_count: 3,
+                    ..Default::default()
+                },
                 ..Default::default()
             }),
             ..Default::default()

@@ -411,13 +411,8 @@ async fn read_completion(
                 out.text.push_str(text);
             }
             if chunk.done {
+                out.counts = chunk.counts();
                 out.done_reason = chunk.done_reason;
-                out.prompt_eval_count = chunk.prompt_eval_count.unwrap_or(0);
-                out.prompt_eval_duration = chunk.prompt_eval_duration.unwrap_or(0);
-                out.eval_count = chunk.eval_count.unwrap_or(0);
-                out.eval_duration = chunk.eval_duration.unwrap_or(0);
-                out.total_duration = chunk.total_duration.unwrap_or(0);
-                out.load_duration = chunk.load_duration.unwrap_or(0);
                 out.first_token_ms = reader.first_token_ms();
                 return Ok(out);
             }

@@ -5,7 +5,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::client::{Client, ClientError, ErrorKind, Reader, Timeouts};
-use super::types::{Completion, Message};
+use super::types::{Completion, Counts, Message};
 
 /// One `data:` payload's text, or the model error it carries.
 fn piece(v: &Value) -> Result<&str, ErrorKind> {
@@ -24,7 +24,9 @@ fn piece(v: &Value) -> Result<&str, ErrorKind> {
         .unwrap_or(""))
 }
 
-fn counts(v: &Value, out: &mut Completion) {
+/// The counts an event carries over what is known: `usage`, and
+/// llama-server's `timings` (which win).
+pub(crate) fn counts(v: &Value, out: &mut Counts) {
     if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
         out.eval_count = n;
     }
@@ -44,9 +46,6 @@ fn counts(v: &Value, out: &mut Completion) {
         if let Some(ms) = t["prompt_ms"].as_f64() {
             out.prompt_eval_duration = (ms * 1e6) as u64;
         }
-    }
-    if let Some(r) = v["choices"][0]["finish_reason"].as_str() {
-        out.done_reason = Some(r.to_string());
     }
 }
 
@@ -100,7 +99,10 @@ impl Client {
                     on_text(p);
                     out.text.push_str(p);
                 }
-                counts(&v, &mut out);
+                counts(&v, &mut out.counts);
+                if let Some(r) = v["choices"][0]["finish_reason"].as_str() {
+                    out.done_reason = Some(r.to_string());
+                }
             }
             if reader.ended {
                 return if out.done_reason.is_some() {
@@ -134,8 +136,8 @@ mod tests {
         );
         let mut c = Completion::default();
         let f: Value = serde_json::from_str(r#"{"choices":[{"delta":{},"finish_reason":"stop"}],"timings":{"predicted_n":12,"predicted_ms":100.0}}"#).unwrap();
-        counts(&f, &mut c);
-        assert_eq!(c.eval_count, 12);
+        counts(&f, &mut c.counts);
+        assert_eq!(c.counts.eval_count, 12);
         assert!((c.tokens_per_second().unwrap() - 120.0).abs() < 1e-6);
     }
 }

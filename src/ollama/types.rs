@@ -168,32 +168,54 @@ impl StreamChunk {
     }
 }
 
+impl StreamChunk {
+    /// The counts of a final line (what it leaves out counts 0).
+    pub(crate) fn counts(&self) -> Counts {
+        Counts {
+            prompt_eval_count: self.prompt_eval_count.unwrap_or(0),
+            prompt_eval_duration: self.prompt_eval_duration.unwrap_or(0),
+            eval_count: self.eval_count.unwrap_or(0),
+            eval_duration: self.eval_duration.unwrap_or(0),
+            total_duration: self.total_duration.unwrap_or(0),
+            load_duration: self.load_duration.unwrap_or(0),
+        }
+    }
+}
+
+/// The counts on the final line of a reply (durations in nanoseconds, as
+/// Ollama reports them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Counts {
+    pub prompt_eval_count: u64,
+    pub prompt_eval_duration: u64,
+    pub eval_count: u64,
+    pub eval_duration: u64,
+    pub total_duration: u64,
+    pub load_duration: u64,
+}
+
 /// A finished generation: the whole text plus the final line's counts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Completion {
     pub text: String,
     pub done_reason: Option<String>,
-    pub prompt_eval_count: u64,
-    /// Nanoseconds, as Ollama reports them.
-    pub prompt_eval_duration: u64,
-    pub eval_count: u64,
-    /// Nanoseconds, as Ollama reports them.
-    pub eval_duration: u64,
-    pub total_duration: u64,
-    pub load_duration: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
     /// Milliseconds from sending the request to the first piece of the reply.
     pub first_token_ms: Option<f64>,
 }
 
 impl Completion {
     pub fn tokens_per_second(&self) -> Option<f64> {
-        (self.eval_duration > 0).then(|| self.eval_count as f64 * 1e9 / self.eval_duration as f64)
+        let c = &self.counts;
+        (c.eval_duration > 0).then(|| c.eval_count as f64 * 1e9 / c.eval_duration as f64)
     }
 
     /// Prompt tokens evaluated per second, when the node reports it.
     pub(crate) fn prompt_tokens_per_second(&self) -> Option<f64> {
-        (self.prompt_eval_duration > 0 && self.prompt_eval_count > 0)
-            .then(|| self.prompt_eval_count as f64 * 1e9 / self.prompt_eval_duration as f64)
+        let c = &self.counts;
+        (c.prompt_eval_duration > 0 && c.prompt_eval_count > 0)
+            .then(|| c.prompt_eval_count as f64 * 1e9 / c.prompt_eval_duration as f64)
     }
 }
 

@@ -239,8 +239,8 @@ pub fn measured(c: &Completion) -> Measured {
         first_token_ms: c.first_token_ms,
         tokens_per_sec: c.tokens_per_second(),
         prompt_tokens_per_sec: c.prompt_tokens_per_second(),
-        load_ms: (c.load_duration > 0).then(|| c.load_duration as f64 / 1e6),
-        reply_tokens: (c.eval_count > 0).then_some(c.eval_count),
+        load_ms: (c.counts.load_duration > 0).then(|| c.counts.load_duration as f64 / 1e6),
+        reply_tokens: (c.counts.eval_count > 0).then_some(c.counts.eval_count),
     }
 }
 

@@ -48,8 +48,8 @@ fn chat_streams_incrementally_and_keeps_the_counts() {
         out.text
     );
     assert!(pieces > 10, "streamed in pieces: {pieces}");
-    assert!(out.eval_count > 10);
-    assert!(out.eval_duration > 0 && out.tokens_per_second().unwrap() > 0.0);
+    assert!(out.counts.eval_count > 10);
+    assert!(out.counts.eval_duration > 0 && out.tokens_per_second().unwrap() > 0.0);
     assert_eq!(out.done_reason.as_deref(), Some("stop"));
     let whole = rt()
         .block_on(c.chat(&h.url(), &chat("llama3.2", false), fast(), |_| {}))

@@ -14,18 +14,7 @@ use crate::support::*;
 #[test]
 fn the_official_ollama_client_uses_the_whole_cluster_through_the_gateway() {
     let (a, b) = (quick_sim(12), quick_sim(12));
-    let home = home_with(&[
-        Member {
-            sim: &a,
-            name: "alpha",
-            host_id: "box-a",
-        },
-        Member {
-            sim: &b,
-            name: "beta",
-            host_id: "box-b",
-        },
-    ]);
+    let home = home_with(&[(&a, "alpha", "box-a"), (&b, "beta", "box-b")]);
     let g = Served::start(&home, &[]);
     let script = r#"
 import sys, ollama
@@ -86,11 +75,7 @@ print("ok")
 #[test]
 fn the_official_openai_client_uses_the_cluster_through_the_gateway() {
     let a = quick_sim(12);
-    let home = home_with(&[Member {
-        sim: &a,
-        name: "alpha",
-        host_id: "box-a",
-    }]);
+    let home = home_with(&[(&a, "alpha", "box-a")]);
     let g = Served::start(&home, &[]);
     let script = r#"
 import sys, openai
@@ -131,11 +116,7 @@ print("ok")
 #[test]
 fn curl_sees_ollamas_shapes_headers_and_errors_and_the_gateway_keeps_serving() {
     let a = quick_sim(8);
-    let home = home_with(&[Member {
-        sim: &a,
-        name: "alpha",
-        host_id: "box-a",
-    }]);
+    let home = home_with(&[(&a, "alpha", "box-a")]);
     let g = Served::start(&home, &["--max-body-mb", "1"]);
     let u = &g.url;
     let (_, root) = curl(&[&format!("{u}/")]);
@@ -308,11 +289,7 @@ fn a_node_that_fails_before_the_first_byte_is_invisible_to_the_client() {
 fn a_reply_that_breaks_after_it_began_ends_with_an_error_the_clients_raise() {
     let flaky = quick_sim(40);
     flaky.set_fault(Fault::Drop, 0);
-    let home = home_with(&[Member {
-        sim: &flaky,
-        name: "flaky",
-        host_id: "box-a",
-    }]);
+    let home = home_with(&[(&flaky, "flaky", "box-a")]);
     let g = Served::start(&home, &[]);
     let script = r#"
 import sys, ollama, openai
@@ -354,18 +331,7 @@ print("ok")
 #[test]
 fn orchestrate_streams_progress_and_ends_with_what_dash_i_prints() {
     let (a, b) = (quick_sim(30), quick_sim(30));
-    let home = home_with(&[
-        Member {
-            sim: &a,
-            name: "alpha",
-            host_id: "box-a",
-        },
-        Member {
-            sim: &b,
-            name: "beta",
-            host_id: "box-b",
-        },
-    ]);
+    let home = home_with(&[(&a, "alpha", "box-a"), (&b, "beta", "box-b")]);
     let g = Served::start(&home, &[]);
     let (ok, out) = curl(&[
         "-N",
@@ -420,11 +386,7 @@ fn orchestrate_streams_progress_and_ends_with_what_dash_i_prints() {
 #[test]
 fn the_dashboard_is_served_under_its_own_path_and_shows_gateway_traffic() {
     let a = quick_sim(8);
-    let home = home_with(&[Member {
-        sim: &a,
-        name: "alpha",
-        host_id: "box-a",
-    }]);
+    let home = home_with(&[(&a, "alpha", "box-a")]);
     let g = Served::start(&home, &[]);
     let (_, page) = curl(&["-L", &format!("{}/dashboard", g.url)]);
     assert!(
@@ -460,11 +422,7 @@ fn the_dashboard_is_served_under_its_own_path_and_shows_gateway_traffic() {
 #[test]
 fn api_keys_are_required_when_given_and_each_key_is_a_client() {
     let a = quick_sim(8);
-    let home = home_with(&[Member {
-        sim: &a,
-        name: "alpha",
-        host_id: "box-a",
-    }]);
+    let home = home_with(&[(&a, "alpha", "box-a")]);
     let g = Served::start(&home, &["--api-key", "sesame", "--api-key", "other"]);
     let script = r#"
 import sys, ollama, openai
@@ -517,11 +475,7 @@ fn a_non_loopback_address_needs_a_key_and_a_taken_port_is_named() {
 #[test]
 fn a_loopback_gateway_refuses_requests_addressed_to_another_host() {
     let a = quick_sim(8);
-    let home = home_with(&[Member {
-        sim: &a,
-        name: "alpha",
-        host_id: "box-a",
-    }]);
+    let home = home_with(&[(&a, "alpha", "box-a")]);
     let g = Served::start(&home, &[]);
     let (_, out) = curl(&[
         "-w",
@@ -544,11 +498,7 @@ fn a_loopback_gateway_refuses_requests_addressed_to_another_host() {
 #[test]
 fn headless_serve_runs_the_health_monitor_and_says_when_a_node_goes_down() {
     let a = quick_sim(8);
-    let home = home_with(&[Member {
-        sim: &a,
-        name: "alpha",
-        host_id: "box-a",
-    }]);
+    let home = home_with(&[(&a, "alpha", "box-a")]);
     home.write_settings(br#"{"monitor_interval_secs": 1}"#);
     let mut g = Served::start(&home, &[]);
     a.kill();

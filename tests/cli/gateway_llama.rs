@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::gateway_support::*;
-use crate::llama::{binaries, RpcServer};
+use crate::llama::{binaries, with_llama_cpp, RpcServer};
 use crate::support::*;
 
 #[test]
@@ -25,11 +25,7 @@ fn ollama_and_openai_clients_reach_the_sharded_model_through_the_gateway() {
         .to_string()
         .as_bytes(),
     );
-    let mut c = command(&home, &[]);
-    c.env("SYNAPTICLLAMAS_LLAMA_SERVER", &b.llama_server)
-        .env("SOLLOL_MODEL_PATH", &b.model)
-        .env("SOLLOL_COORDINATOR_PORT", coord_port.to_string());
-    let mut g = Served::start_with(c, &[]);
+    let mut g = Served::start_with(with_llama_cpp(command(&home, &[]), &b, coord_port), &[]);
     assert!(
         g.seen_err
             .iter()

@@ -38,6 +38,14 @@ fn streaming_client(url: &str, prompt: &str) -> (Child, std::sync::mpsc::Receive
     (c, rx)
 }
 
+/// `streaming_client`, once the first line of its reply arrived (within 10 s).
+fn begun_client(url: &str, prompt: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let (c, rx) = streaming_client(url, prompt);
+    rx.recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("the reply to {prompt:?} has not begun: {e}"));
+    (c, rx)
+}
+
 /// Every line a streaming client printed until it ended.
 fn drain(rx: &std::sync::mpsc::Receiver<String>, limit: Duration) -> Vec<Value> {
     let deadline = Instant::now() + limit;
@@ -58,32 +66,16 @@ fn twelve_clients_on_three_hosts_never_put_two_requests_on_one_host() {
     let members: Vec<Member> = hosts
         .iter()
         .zip(["a", "b", "c"])
-        .map(|(h, n)| Member {
-            sim: h,
-            name: n,
-            host_id: n,
-        })
+        .map(|(h, n)| (h, n, n))
         .collect();
     let home = home_with(&members);
     let g = Served::start(&home, &[]);
-    let script = r#"
-import sys, threading, ollama
-url, answers, errors = sys.argv[1], [], []
-def client(i):
-    try:
-        r = ollama.Client(host=url).chat(model="llama3.2",
-            messages=[{"role": "user", "content": f"Question {i}: why is the sky blue?"}])
-        answers.append(r.message.content)
-    except Exception as e:
-        errors.append(repr(e))
-threads = [threading.Thread(target=client, args=(i,)) for i in range(12)]
-for t in threads: t.start()
-for t in threads: t.join()
-assert not errors and len(answers) == 12, errors
-assert len({a.split(" — ")[0] for a in answers}) == 12, "each client got its own answer"
-print("ok")
-"#;
-    python_ok(script, &[&g.url]);
+    let answers = concurrent_chats(&g.url, 12, 1);
+    let distinct: std::collections::HashSet<&str> = answers
+        .iter()
+        .map(|a| a.split(" — ").next().unwrap_or_default())
+        .collect();
+    assert_eq!(distinct.len(), 12, "each client got its own answer");
     let stats: Vec<_> = hosts.iter().map(|h| h.stats()).collect();
     assert_eq!(
         stats.iter().map(|s| s.requests).sum::<u64>(),
@@ -109,11 +101,7 @@ fn two_nodes_on_one_machine_never_run_at_once() {
             ..Default::default()
         },
     );
-    let home = home_with(&[Member {
-        sim: &shared,
-        name: "gpu0",
-        host_id: "one-box",
-    }]);
+    let home = home_with(&[(&shared, "gpu0", "one-box")]);
     let g = Served::start(&home, &[]);
     let cluster = get_json(&format!("{}/api/cluster", g.url));
     assert_eq!(cluster["hosts"].as_array().unwrap().len(), 1, "{cluster}");
@@ -138,16 +126,9 @@ print("ok")
 #[test]
 fn a_client_that_goes_away_frees_its_slot_within_100_ms() {
     let slow = paced(200, 20.0);
-    let home = home_with(&[Member {
-        sim: &slow,
-        name: "only",
-        host_id: "box",
-    }]);
+    let home = home_with(&[(&slow, "only", "box")]);
     let g = Served::start(&home, &[]);
-    let (mut a, a_lines) = streaming_client(&g.url, "first");
-    a_lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the first client's reply has begun");
+    let (mut a, _a_lines) = begun_client(&g.url, "first");
     let (mut b, b_lines) = streaming_client(&g.url, "second");
     wait_until(
         "the second client waits in line",
@@ -208,16 +189,9 @@ fn a_client_that_goes_away_frees_its_slot_within_100_ms() {
 #[test]
 fn a_full_line_gets_503_with_retry_after_and_no_admitted_request_is_lost() {
     let slow = paced(30, 30.0);
-    let home = home_with(&[Member {
-        sim: &slow,
-        name: "only",
-        host_id: "box",
-    }]);
+    let home = home_with(&[(&slow, "only", "box")]);
     let g = Served::start(&home, &["--max-queue", "2"]);
-    let (_a, a_lines) = streaming_client(&g.url, "one");
-    a_lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the first reply has begun");
+    let (_a, a_lines) = begun_client(&g.url, "one");
     let (_b, b_lines) = streaming_client(&g.url, "two");
     let (_c, c_lines) = streaming_client(&g.url, "three");
     wait_until("two requests wait", Duration::from_secs(5), || {
@@ -267,16 +241,9 @@ fn a_full_line_gets_503_with_retry_after_and_no_admitted_request_is_lost() {
 #[test]
 fn sigterm_lets_the_requests_in_flight_finish_then_exits_0() {
     let slow = paced(30, 40.0);
-    let home = home_with(&[Member {
-        sim: &slow,
-        name: "only",
-        host_id: "box",
-    }]);
+    let home = home_with(&[(&slow, "only", "box")]);
     let g = Served::start(&home, &[]);
-    let (_a, lines) = streaming_client(&g.url, "finish me");
-    lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the reply has begun");
+    let (_a, lines) = begun_client(&g.url, "finish me");
     g.signal(libc::SIGTERM);
     let rest = drain(&lines, Duration::from_secs(30));
     assert_eq!(rest.last().unwrap()["done"], true, "{rest:?}");
@@ -296,16 +263,9 @@ fn sigterm_lets_the_requests_in_flight_finish_then_exits_0() {
 #[test]
 fn a_reply_still_running_after_the_drain_deadline_ends_with_an_error_line() {
     let slow = paced(200, 10.0);
-    let home = home_with(&[Member {
-        sim: &slow,
-        name: "only",
-        host_id: "box",
-    }]);
+    let home = home_with(&[(&slow, "only", "box")]);
     let g = Served::start(&home, &["--drain", "1"]);
-    let (_a, lines) = streaming_client(&g.url, "too long");
-    lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the reply has begun");
+    let (_a, lines) = begun_client(&g.url, "too long");
     let started = Instant::now();
     g.signal(libc::SIGINT);
     let rest = drain(&lines, Duration::from_secs(15));
@@ -326,11 +286,7 @@ fn a_reply_still_running_after_the_drain_deadline_ends_with_an_error_line() {
 #[test]
 fn the_shells_queries_and_http_clients_share_one_queue() {
     let one = paced(30, 300.0);
-    let home = home_with(&[Member {
-        sim: &one,
-        name: "only",
-        host_id: "box",
-    }]);
+    let home = home_with(&[(&one, "only", "box")]);
     let mut s = Session::spawn(command(&home, &[]));
     s.send("serve --port 0\n");
     let line = s.until("Gateway listening on ", Duration::from_secs(30));

@@ -13,27 +13,23 @@ use synapticllamas::sim::{SimConfig, SimHost};
 
 use crate::support::*;
 
-/// A simulated host (kept alive by the caller) registered as node `name` on
-/// physical host `host_id`.
-pub struct Member<'a> {
-    pub sim: &'a Arc<SimHost>,
-    pub name: &'a str,
-    pub host_id: &'a str,
-}
+/// A simulated host (kept alive by the caller), the node name it is
+/// registered as and the physical host it stands on.
+pub type Member<'a> = (&'a Arc<SimHost>, &'a str, &'a str);
 
 /// A home whose node file lists every listener of `members` (a host with two
 /// listeners is two nodes on one machine).
 pub fn home_with(members: &[Member<'_>]) -> Home {
     let home = Home::new();
     let mut entries = Vec::new();
-    for m in members {
-        for (i, url) in m.sim.urls().iter().enumerate() {
+    for (sim, name, host_id) in members {
+        for (i, url) in sim.urls().iter().enumerate() {
             let name = if i == 0 {
-                m.name.to_string()
+                name.to_string()
             } else {
-                format!("{}-{}", m.name, i + 1)
+                format!("{name}-{}", i + 1)
             };
-            entries.push(entry(url, &name, m.host_id));
+            entries.push(entry(url, &name, host_id));
         }
     }
     home.write_nodes(&node_file(&entries));
@@ -223,4 +219,32 @@ pub fn queue_depth(url: &str) -> u64 {
     get_json(&format!("{url}/api/cluster"))["queue"]["depth"]
         .as_u64()
         .unwrap()
+}
+
+/// `clients` threads of the official `ollama` client at once, each asking
+/// `questions` chats in turn through `url` (each question names its client and
+/// number); asserts every one was answered without an error. The answers.
+pub fn concurrent_chats(url: &str, clients: usize, questions: usize) -> Vec<String> {
+    let script = r#"
+import sys, json, threading, ollama
+url, clients, questions = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+answers, errors = [], []
+def client(i):
+    for j in range(questions):
+        try:
+            r = ollama.Client(host=url).chat(model="llama3.2",
+                messages=[{"role": "user", "content": f"Client {i}, question {j}: why is the sky blue?"}])
+            answers.append(r.message.content)
+        except Exception as e:
+            errors.append(repr(e))
+threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert not errors and len(answers) == clients * questions, errors
+print(json.dumps(answers))
+print("ok")
+"#;
+    let out = python_ok(script, &[url, &clients.to_string(), &questions.to_string()]);
+    let answers = out.lines().rev().nth(1).unwrap_or_default();
+    serde_json::from_str(answers).unwrap_or_else(|e| panic!("answers not JSON ({e}): {out}"))
 }

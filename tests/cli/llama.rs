@@ -36,6 +36,15 @@ pub fn binaries() -> Binaries {
     b
 }
 
+/// `c` told where the llama.cpp server and the model are, and which port the
+/// coordinator it starts listens on.
+pub fn with_llama_cpp(mut c: Command, b: &Binaries, coord_port: u16) -> Command {
+    c.env("SYNAPTICLLAMAS_LLAMA_SERVER", &b.llama_server)
+        .env("SOLLOL_MODEL_PATH", &b.model)
+        .env("SOLLOL_COORDINATOR_PORT", coord_port.to_string());
+    c
+}
+
 /// An rpc-server on 127.0.0.1:port, killed on drop.
 pub struct RpcServer {
     child: Child,
@@ -90,10 +99,7 @@ fn sharded_query_over_two_real_rpc_servers() {
             .to_string()
             .as_bytes(),
     );
-    let mut c = command(&home, &[]);
-    c.env("SYNAPTICLLAMAS_LLAMA_SERVER", &b.llama_server)
-        .env("SOLLOL_MODEL_PATH", &b.model)
-        .env("SOLLOL_COORDINATOR_PORT", coord_port.to_string());
+    let c = with_llama_cpp(command(&home, &[]), &b, coord_port);
     let mut s = Session::spawn(c);
     s.send(&format!(
         "rpc add 127.0.0.1:{}\nrpc add 127.0.0.1:{}\ndistributed model\nhello there\n",
