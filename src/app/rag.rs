@@ -2,7 +2,7 @@
 //! RAG line of `status`, and the retriever a query gets when RAG is on.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use indicatif::ProgressBar;
@@ -14,17 +14,27 @@ use crate::command::RagCmd;
 use crate::nodes::Node;
 use crate::rag::embed::Embedder;
 use crate::rag::index::Index;
+use crate::rag::prepare::{self, Said, SHOWN_PROBLEMS};
 use crate::rag::remote::Remote;
 use crate::rag::writer::Writer;
-use crate::rag::{self, documents, indexer, Knowledge, Location, LocationError, Retriever};
+use crate::rag::{self, documents, indexer, Location, LocationError, Retriever};
 use crate::ui;
 
-/// Longest wait for a query's embedding (a cold node loads the model first).
-const QUERY_EMBED_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for one batch of `rag index`.
 const INDEX_EMBED_TIMEOUT: Duration = Duration::from_secs(300);
-/// Load problems shown before "… and N more".
-const SHOWN_PROBLEMS: usize = 5;
+
+/// A progress callback for loading a knowledge base, and the bar it makes on
+/// its first call (none when the index was already loaded).
+fn load_bar() -> (prepare::Progress, Arc<OnceLock<ProgressBar>>) {
+    let bar: Arc<OnceLock<ProgressBar>> = Arc::default();
+    let b = bar.clone();
+    let progress: prepare::Progress = Arc::new(move |done: usize, total: usize| {
+        let pb = b.get_or_init(|| ui::progress::bar(total as u64, "📚 Loading the knowledge base"));
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    });
+    (progress, bar)
+}
 
 fn on_off(b: bool) -> &'static str {
     if b {
@@ -88,7 +98,7 @@ impl App {
                     }
                 }
                 self.cfg.settings.rag_path = Some(loc.describe());
-                self.rag.clear();
+                self.rag.clear().await;
                 let saved = self.save_settings(&["rag_path"], sink).await;
                 super::confirm(
                     sink,
@@ -159,17 +169,11 @@ impl App {
     /// The local index of `root`, loaded (with a bar on a terminal) if needed;
     /// what was skipped while loading is said once.
     async fn rag_load(&mut self, root: &std::path::Path, sink: &mut dyn Sink) -> Arc<Index> {
-        if let Some(idx) = self.rag.fresh(root).await {
-            return idx;
-        }
-        let bar = ui::progress::bar(0, "📚 Loading the knowledge base");
-        let b = bar.clone();
-        let progress = Arc::new(move |done: usize, total: usize| {
-            b.set_length(total as u64);
-            b.set_position(done as u64);
-        });
+        let (progress, bar) = load_bar();
         let (idx, problems) = self.rag.get(root, progress).await;
-        bar.finish_and_clear();
+        if let Some(b) = bar.get() {
+            b.finish_and_clear();
+        }
         for p in rag::summarise(&problems, SHOWN_PROBLEMS) {
             sink.warn(&format!("⚠️  {p}"));
         }
@@ -237,56 +241,28 @@ impl App {
     /// The retriever for a query, or None (said once) when RAG is off or
     /// cannot run: no knowledge base, no documents, no node with the model.
     pub(super) async fn rag_retriever(&mut self, sink: &mut dyn Sink) -> Option<Retriever> {
-        if !self.cfg.settings.flockparser_enabled {
-            return None;
-        }
-        let without = "answering without documents";
-        let loc = match self.rag_location().await {
-            None => {
-                sink.err(&format!(
-                    "ℹ️  RAG is on but no knowledge base is set (`rag path DIR|URL`, or `rag index PATH…`); {without}"
-                ));
-                return None;
-            }
-            Some(Err(e)) => {
-                sink.warn(&format!("⚠️  RAG: rag_path: {e}; {without}"));
-                return None;
-            }
-            Some(Ok(l)) => l,
+        self.apply_capacities();
+        let candidates = self.embed_candidates();
+        let model = self.rag_model();
+        let (progress, bar) = load_bar();
+        let setup = prepare::Setup {
+            enabled: self.cfg.settings.flockparser_enabled,
+            path: self.cfg.settings.rag_path.as_deref(),
+            model: &model,
+            cache: &self.rag,
+            client: &self.cluster.client,
+            sched: self.cluster.sched.clone(),
+            candidates: &candidates,
         };
-        let knowledge = match &loc {
-            Location::Local(root) => {
-                let idx = self.rag_load(root, sink).await;
-                if idx.chunks() == 0 {
-                    sink.err(&format!(
-                        "📚 RAG: the knowledge base {} has no documents; {without}",
-                        root.display()
-                    ));
-                    return None;
-                }
-                Knowledge::Local(idx)
-            }
-            Location::Remote(url) => {
-                let r = Remote::new(url);
-                if let Err(e) = r.health().await {
-                    sink.warn(&format!("⚠️  RAG: {e}; {without}"));
-                    return None;
-                }
-                Knowledge::Remote(r)
-            }
-        };
-        let embedder = match self.embedder(QUERY_EMBED_TIMEOUT).await {
-            Ok(e) => e,
-            Err(e) => {
-                sink.warn(&format!("⚠️  RAG: {e}; {without}"));
-                return None;
-            }
-        };
-        Some(Retriever {
-            knowledge,
-            embedder,
-            location: loc.describe(),
+        let r = prepare::retriever(setup, progress, |said| match said {
+            Said::Info(l) => sink.err(&l),
+            Said::Warning(l) => sink.warn(&l),
         })
+        .await;
+        if let Some(b) = bar.get() {
+            b.finish_and_clear();
+        }
+        r
     }
 
     /// `rag index PATH…` into the configured local knowledge base (the
@@ -346,7 +322,7 @@ impl App {
             emit(sink, line);
         }
         bar.finish_and_clear();
-        self.rag.clear();
+        self.rag.clear().await;
         sink.out(&format!(
             "✅ Indexed {} document(s), {} chunk(s) in {:.1}s over {} host(s); {} already indexed, {} failed",
             summary.added,

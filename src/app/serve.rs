@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::dashboard::HubEvents;
 use super::{App, Captured, CommandError, Handled, Outcome, Sink};
 use crate::command::{Mode, ServeArgs};
-use crate::gateway::{self, Config, Gateway, Parts, QuerySetup, View};
+use crate::gateway::{self, Config, Gateway, Parts, QuerySetup, RagSetup, View};
 use crate::nodes::health::probe_all;
 use crate::nodes::locality;
 use crate::nodes::Node;
@@ -178,7 +178,12 @@ impl App {
                 strategy: self.strategy(),
                 task_distribution: self.cfg.settings.task_distribution_enabled,
                 longform: self.longform(),
-                rag_on: self.cfg.settings.flockparser_enabled,
+                rag: RagSetup {
+                    enabled: self.cfg.settings.flockparser_enabled,
+                    path: self.cfg.settings.rag_path.clone(),
+                    model: crate::rag::model(self.cfg.settings.rag_model.as_deref()).to_string(),
+                    cache: self.rag.clone(),
+                },
             },
         }
     }

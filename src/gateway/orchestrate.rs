@@ -24,7 +24,7 @@ use super::auth::Caller;
 use super::call::Call;
 use super::errors::ApiError;
 use super::observe::{End, Tally};
-use super::state::{QuerySetup, Shared, View};
+use super::state::{QuerySetup, RagSetup, Shared, View};
 use crate::command::{check_name, NameKind, Strategy};
 use crate::config::settings::REFINE_MAX;
 use crate::dashboard::Hub;
@@ -33,6 +33,8 @@ use crate::pipeline::call::Ctx;
 use crate::pipeline::observer::Observer;
 use crate::pipeline::result::{NothingGenerated, QueryResult};
 use crate::pipeline::{self, collab, Plan};
+use crate::rag::prepare::{self, Said};
+use crate::rag::Retriever;
 use crate::scheduler::{AttemptKind, Policy, Pool};
 use crate::sharding::route::{decide, Target};
 
@@ -144,16 +146,12 @@ fn prepare(
         agents: q.agents.clone(),
         observer,
     };
-    let plan = plan(&req, q, strategy);
-    if q.rag_on {
-        ctx.observer.notice(
-            "ℹ️  RAG is on in the shell, but /api/orchestrate answers without documents (not wired to the gateway yet)"
-                .into(),
-        );
-    }
+    let mut plan = plan(&req, q, strategy);
+    let (rag, embedders) = (q.rag.clone(), view.nodes.clone());
     let query = req.query;
     let hub = shared.hub.clone();
     let run: Run = Box::pin(async move {
+        plan.rag = retriever(&ctx, &rag, &embedders).await;
         let r = pipeline::run_query(&ctx, &query, &plan).await;
         if let Ok(r) = &r {
             hub.set_metrics(serde_json::to_value(&r.metrics).unwrap_or_default());
@@ -227,8 +225,27 @@ fn coordinator(view: &View, model: &str, caller: &Caller) -> Result<Option<Pool>
     }
 }
 
+/// Retrieval over the shell's documents when RAG is on there (what keeps it
+/// from running is a notice event; the answer then comes without documents).
+async fn retriever(ctx: &Ctx, rag: &RagSetup, embedders: &[Arc<Node>]) -> Option<Retriever> {
+    let setup = prepare::Setup {
+        enabled: rag.enabled,
+        path: rag.path.as_deref(),
+        model: &rag.model,
+        cache: &rag.cache,
+        client: &ctx.client,
+        sched: ctx.sched.clone(),
+        candidates: embedders,
+    };
+    let quiet: prepare::Progress = Arc::new(|_, _| {});
+    prepare::retriever(setup, quiet, |said| match said {
+        Said::Info(l) | Said::Warning(l) => ctx.observer.notice(l),
+    })
+    .await
+}
+
 /// The shell's plan for a query with the request's overrides (collaborative,
-/// refinement rounds, AST voting, strategy); no RAG.
+/// refinement rounds, AST voting, strategy); retrieval is added when the run starts.
 fn plan(req: &Request, q: &QuerySetup, strategy: Strategy) -> Plan {
     Plan {
         distributed: q.distributed,

@@ -39,8 +39,20 @@ pub struct QuerySetup {
     pub task_distribution: bool,
     /// The `longform` setting.
     pub longform: Longform,
-    /// RAG is on in the shell (`/api/orchestrate` answers without documents yet).
-    pub rag_on: bool,
+    /// RAG as the shell has it: `/api/orchestrate` answers from the same documents.
+    pub rag: RagSetup,
+}
+
+/// Where retrieval looks (the shell's `rag` settings) and the knowledge base
+/// the shell has loaded (shared: loaded once for both).
+#[derive(Clone, Default)]
+pub struct RagSetup {
+    pub enabled: bool,
+    /// The `rag_path` setting.
+    pub path: Option<String>,
+    /// The embedding model.
+    pub model: String,
+    pub cache: crate::rag::Cache,
 }
 
 /// The app's view of the cluster, as the gateway uses it.

@@ -12,6 +12,7 @@ pub mod embed;
 pub mod index;
 pub mod indexer;
 pub mod kb;
+pub mod prepare;
 pub mod remote;
 pub mod retrieve;
 pub mod writer;
@@ -96,42 +97,43 @@ pub fn model(setting: Option<&str>) -> &str {
 }
 
 /// The loaded local index, kept between queries and reloaded when the
-/// knowledge base's files change.
-#[derive(Default)]
+/// knowledge base's files change. Clones share it (the shell and the gateway
+/// load a knowledge base once between them).
+#[derive(Default, Clone)]
 pub struct Cache {
-    loaded: Option<(PathBuf, Arc<Index>, Fingerprint)>,
+    loaded: Arc<tokio::sync::Mutex<Option<Loaded>>>,
 }
+
+/// A loaded index: its folder, the index, and the files' fingerprint then.
+type Loaded = (PathBuf, Arc<Index>, Fingerprint);
 
 impl Cache {
     /// The index of `root` if it is loaded and its files have not changed
     /// (looked at off the async threads).
     pub async fn fresh(&self, root: &Path) -> Option<Arc<Index>> {
-        let (r, idx, fp) = self.loaded.as_ref()?;
-        if r != root {
-            return None;
-        }
-        let root = root.to_path_buf();
-        let now = crate::blocking::run(move || Fingerprint::of(&root)).await;
-        (now.ok().as_ref() == Some(fp)).then(|| idx.clone())
+        let loaded = self.loaded.lock().await;
+        fresh_in(&loaded, root).await
     }
 
     /// The index of `root`, loading it (off the async threads) when it is not
     /// loaded or changed. The problems are those of this load (none when the
-    /// loaded index was still current).
+    /// loaded index was still current). One load at a time: a second caller
+    /// waits for the first and gets its index.
     pub async fn get(
-        &mut self,
+        &self,
         root: &Path,
         progress: Arc<dyn Fn(usize, usize) + Send + Sync>,
     ) -> (Arc<Index>, Vec<String>) {
-        if let Some(idx) = self.fresh(root).await {
+        let mut loaded = self.loaded.lock().await;
+        if let Some(idx) = fresh_in(&loaded, root).await {
             return (idx, Vec::new());
         }
         let r = root.to_path_buf();
-        let loaded = tokio::task::spawn_blocking(move || Index::load(&r, &*progress)).await;
-        match loaded {
+        let load = tokio::task::spawn_blocking(move || Index::load(&r, &*progress)).await;
+        match load {
             Ok(l) => {
                 let idx = Arc::new(l.index);
-                self.loaded = Some((root.to_path_buf(), idx.clone(), l.fingerprint));
+                *loaded = Some((root.to_path_buf(), idx.clone(), l.fingerprint));
                 (idx, l.problems)
             }
             Err(e) => (
@@ -141,9 +143,19 @@ impl Cache {
         }
     }
 
-    pub fn clear(&mut self) {
-        self.loaded = None;
+    pub async fn clear(&self) {
+        *self.loaded.lock().await = None;
     }
+}
+
+async fn fresh_in(loaded: &Option<Loaded>, root: &Path) -> Option<Arc<Index>> {
+    let (r, idx, fp) = loaded.as_ref()?;
+    if r != root {
+        return None;
+    }
+    let root = root.to_path_buf();
+    let now = crate::blocking::run(move || Fingerprint::of(&root)).await;
+    (now.ok().as_ref() == Some(fp)).then(|| idx.clone())
 }
 
 /// What the pipeline calls before it builds any prompt: retrieval for the

@@ -749,3 +749,41 @@ fn a_changed_knowledge_base_is_reloaded_between_questions() {
         "{rest}"
     );
 }
+
+#[test]
+fn the_gateways_orchestrate_answers_from_the_same_documents() {
+    let a = host(true, 0);
+    let home = indexed_home(&[&a]);
+    let g = crate::gateway_support::Served::start(&home, &[]);
+    let (ok, out) = crate::gateway_support::curl(&[
+        "-N",
+        &format!("{}/api/orchestrate", g.url),
+        "-d",
+        r#"{"query":"How does the moon cause ocean tides?"}"#,
+    ]);
+    assert!(ok, "{out}");
+    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let sources = last["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 1, "{last:#}");
+    assert_eq!(sources[0]["name"], "tides.txt");
+    assert_eq!(last["rag"]["model"], "mxbai-embed-large");
+    assert!(
+        last["final_output"].as_str().unwrap().contains("[1]"),
+        "the answer cites the excerpt: {last:#}"
+    );
+    // RAG off in the settings: the same request answers without documents.
+    let off = home_with(&[&a], json!({"mode": "standard"}));
+    let g = crate::gateway_support::Served::start(&off, &[]);
+    let (ok, out) = crate::gateway_support::curl(&[
+        "-N",
+        &format!("{}/api/orchestrate", g.url),
+        "-d",
+        r#"{"query":"How does the moon cause ocean tides?"}"#,
+    ]);
+    assert!(ok, "{out}");
+    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert!(
+        last["rag"].is_null() && last["sources"] == json!([]),
+        "{last:#}"
+    );
+}
