@@ -344,11 +344,14 @@ impl App {
         } else {
             Box::new(|line| eprintln!("{line}"))
         };
+        // Listening for signals before the gateway says it listens: a signal
+        // that comes right after is a drain, never the default (an abrupt end).
+        let mut signals = Signals::new();
         if let Err(e) = self.start_gateway(config, log, sink).await {
             super::render_error(&e, sink);
             return 1;
         }
-        let signal = wait_for_signal().await;
+        let signal = signals.next().await;
         let drain =
             Duration::from_secs(opts.drain_secs.unwrap_or(gateway::DEFAULT_DRAIN.as_secs()));
         let running = self.services.gateway.as_ref().map_or(0, Gateway::in_flight);
@@ -360,7 +363,7 @@ impl App {
         let stopped = match self.services.gateway.take() {
             Some(g) => Some(
                 g.stop_unless(drain, async {
-                    wait_for_signal().await;
+                    signals.next().await;
                 })
                 .await,
             ),
@@ -380,25 +383,53 @@ impl App {
     }
 }
 
-/// The first SIGTERM or SIGINT, by name.
-async fn wait_for_signal() -> &'static str {
+/// SIGTERM and SIGINT, with their handlers in place from `new` on.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
+
+    /// The next SIGTERM or SIGINT, by name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            if self.term.is_none() && self.int.is_none() {
+                let _ = tokio::signal::ctrl_c().await;
+                return "SIGINT";
+            }
+            tokio::select! {
+                _ = recv(&mut self.term) => "SIGTERM",
+                _ = recv(&mut self.int) => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
     }
 }
