@@ -156,7 +156,7 @@ fn prepare(
     let run: Run = Box::pin(async move {
         let r = pipeline::run_query(&ctx, &query, &plan).await;
         if let Ok(r) = &r {
-            hub.set_metrics(serde_json::to_value(&r.metrics).unwrap_or_default());
+            hub.set_metrics(r.metrics.clone());
         }
         r
     });
@@ -377,10 +377,10 @@ pub async fn cluster(State(shared): State<Arc<Shared>>) -> Response {
         .into_iter()
         .map(|(c, n)| json!({"client": c.as_deref(), "waiting": n}))
         .collect();
-    let nodes: Vec<Value> = view
+    let nodes: Vec<crate::dashboard::NodeView> = view
         .nodes
         .iter()
-        .map(|n| crate::dashboard::node_json(n))
+        .map(|n| crate::dashboard::NodeView::of(n))
         .collect();
     Json(json!({
         "nodes": nodes,
