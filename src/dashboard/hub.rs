@@ -6,11 +6,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
 use tokio::sync::watch;
 
 use super::view::{
-    BackendView, CoordinatorView, NodeView, Notice, RoutingEntry, Snapshot, TaskView,
+    BackendView, CoordinatorView, GatewayView, NodeView, Notice, RoutingEntry, Snapshot, TaskView,
 };
 use crate::nodes::registry::NodeState;
 use crate::nodes::{Health, Node};
@@ -98,9 +97,8 @@ pub struct Hub {
     gateway: RwLock<Option<GatewaySource>>,
 }
 
-/// Something that describes the gateway's traffic as JSON, on demand (the
-/// gateway's own counters, `gateway::metrics::Metrics::json`, are JSON already).
-pub type GatewaySource = Arc<dyn Fn() -> Value + Send + Sync>;
+/// Something that describes the gateway's traffic on demand (`None`: it has stopped).
+pub type GatewaySource = Arc<dyn Fn() -> Option<GatewayView> + Send + Sync>;
 
 impl Default for Hub {
     fn default() -> Self {
@@ -292,8 +290,7 @@ impl Hub {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .map(|f| f())
-            .unwrap_or(Value::Null);
+            .and_then(|f| f());
         let s = self.lock();
         let tasks = s
             .tasks

@@ -39,8 +39,9 @@ pub use hub::{GatewaySource, Histogram, Hub, HubTap, KEEP_RECENT, LATENCY_BUCKET
 pub use monitor::{spawn_monitor, tcp_reachable};
 pub use server::{loopback_host, routes, snapshots, start, Dashboard, KEEP_ALIVE, MIN_GAP, POLL};
 pub use view::{
-    BackendStatus, BackendView, CoordinatorProcess, CoordinatorStatus, CoordinatorView, LoadedView,
-    NodeView, Notice, RoutingEntry, Snapshot, TaskView,
+    BackendStatus, BackendView, CoordinatorProcess, CoordinatorStatus, CoordinatorView,
+    GatewayRequest, GatewayView, LoadedView, NodeView, Notice, RoutingEntry, Snapshot, TaskView,
+    WaitsView,
 };
 
 /// Default address and port of `dashboard`.

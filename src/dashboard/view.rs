@@ -4,10 +4,10 @@
 //! order is the JSON's key order (the page lists the coordinator's and the
 //! metrics' keys in that order).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::hub::status_word;
 use crate::nodes::Node;
@@ -175,6 +175,48 @@ fn share(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// The gateway's traffic: the dashboard's gateway section and `/api/cluster`.
+/// The page lists every field but `by_route`, `recent` and `address`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GatewayView {
+    pub requests: u64,
+    pub in_flight: i64,
+    pub queue_depth: usize,
+    pub waits: WaitsView,
+    pub retries: u64,
+    pub hedges: u64,
+    pub broken_streams: u64,
+    pub disconnects: u64,
+    pub rejected: u64,
+    /// `"<route> <status>"` → requests.
+    pub by_route: BTreeMap<String, u64>,
+    pub recent: Vec<GatewayRequest>,
+    /// Where the gateway listens (the dashboard only; `/api/cluster` has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// Time requests spent in the gateway's queue.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WaitsView {
+    pub count: u64,
+    /// None waited yet: `null`.
+    pub mean_ms: Option<f64>,
+}
+
+/// One request the gateway answered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GatewayRequest {
+    pub at_ms: u64,
+    pub route: String,
+    pub model: String,
+    pub node: String,
+    pub host: Option<String>,
+    pub status: u16,
+    pub ms: u64,
+    pub queue_ms: Option<u64>,
+}
+
 /// Everything at once: what `/api/snapshot` and the event stream send.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
@@ -188,8 +230,8 @@ pub struct Snapshot {
     pub tasks: Vec<TaskView>,
     pub routing: Vec<RoutingEntry>,
     pub notices: Vec<Notice>,
-    /// The gateway's traffic (`null`: no gateway runs); see `GatewaySource`.
-    pub gateway: Value,
+    /// The gateway's traffic (`null`: no gateway runs).
+    pub gateway: Option<GatewayView>,
 }
 
 /// What an `Arc` holds (serde's `rc` feature is off: it would rebuild every
@@ -203,7 +245,7 @@ mod tests {
     //! The exact JSON each type produces: these are the keys and the nesting
     //! `page.js`, the endpoints' users and the gateway read.
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn text<T: Serialize>(v: &T) -> String {
         serde_json::to_string(v).unwrap()
@@ -316,6 +358,48 @@ mod tests {
         );
     }
 
+    fn gateway() -> GatewayView {
+        GatewayView {
+            requests: 2,
+            in_flight: 0,
+            queue_depth: 1,
+            waits: WaitsView {
+                count: 2,
+                mean_ms: Some(0.5),
+            },
+            retries: 0,
+            hedges: 0,
+            broken_streams: 0,
+            disconnects: 0,
+            rejected: 0,
+            by_route: [("/api/chat 200".to_string(), 2)].into(),
+            recent: vec![GatewayRequest {
+                at_ms: 5,
+                route: "/api/chat".into(),
+                model: "m".into(),
+                node: "alpha".into(),
+                host: None,
+                status: 200,
+                ms: 12,
+                queue_ms: Some(0),
+            }],
+            address: None,
+        }
+    }
+
+    #[test]
+    fn gateway_traffic() {
+        assert_eq!(
+            text(&gateway()),
+            r#"{"requests":2,"in_flight":0,"queue_depth":1,"waits":{"count":2,"mean_ms":0.5},"retries":0,"hedges":0,"broken_streams":0,"disconnects":0,"rejected":0,"by_route":{"/api/chat 200":2},"recent":[{"at_ms":5,"route":"/api/chat","model":"m","node":"alpha","host":null,"status":200,"ms":12,"queue_ms":0}]}"#
+        );
+        let shown = GatewayView {
+            address: Some("http://127.0.0.1:11434".into()),
+            ..gateway()
+        };
+        assert!(text(&shown).ends_with(r#"}],"address":"http://127.0.0.1:11434"}"#));
+    }
+
     #[test]
     fn snapshot_keys_and_metrics_as_the_query_result_has_them() {
         let metrics = Metrics {
@@ -332,7 +416,7 @@ mod tests {
             tasks: vec![],
             routing: vec![],
             notices: vec![],
-            gateway: Value::Null,
+            gateway: None,
         };
         let v = serde_json::to_value(&s).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
@@ -354,10 +438,13 @@ mod tests {
         assert_eq!(v["gateway"], Value::Null);
         assert_eq!(v["metrics"], serde_json::to_value(&metrics).unwrap());
         assert_eq!(v["metrics"]["total_execution_time"], json!(2.5));
-        let empty = Snapshot { metrics: None, ..s };
-        assert_eq!(
-            serde_json::to_value(&empty).unwrap()["metrics"],
-            Value::Null
-        );
+        let empty = Snapshot {
+            metrics: None,
+            gateway: Some(gateway()),
+            ..s
+        };
+        let v = serde_json::to_value(&empty).unwrap();
+        assert_eq!(v["metrics"], Value::Null);
+        assert_eq!(v["gateway"]["waits"]["mean_ms"], json!(0.5));
     }
 }

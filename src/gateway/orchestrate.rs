@@ -389,7 +389,7 @@ pub async fn cluster(State(shared): State<Arc<Shared>>) -> Response {
         "backends": shared.hub.backends(),
         "routing": format!("{:?}", view.route).to_lowercase(),
         "queue": {"depth": depth, "by_client": by_client, "limit": shared.config.max_queue},
-        "gateway": shared.metrics.json(depth),
+        "gateway": shared.metrics.view(depth),
     }))
     .into_response()
 }
