@@ -4,10 +4,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
-
 use super::{App, CommandError, Handled, Outcome, Sink};
-use crate::dashboard::{self, spawn_monitor, Hub};
+use crate::dashboard::{
+    self, spawn_monitor, BackendStatus, BackendView, CoordinatorProcess, CoordinatorStatus,
+    CoordinatorView, Hub,
+};
 use crate::nodes::Node;
 use crate::scheduler::Events;
 use crate::sharding::backends;
@@ -69,9 +70,13 @@ fn spawn_sharding_monitor(
                 }
                 last[i] = Some(up);
                 let mut list = hub.backends();
-                for b in list.iter_mut().filter(|b| b["address"] == a.as_str()) {
-                    b["status"] = json!(if up { "up" } else { "down" });
-                    b["checked_ms"] = json!(unix_ms(std::time::Instant::now()));
+                for b in list.iter_mut().filter(|b| b.address == *a) {
+                    b.status = if up {
+                        BackendStatus::Up
+                    } else {
+                        BackendStatus::Down
+                    };
+                    b.checked_ms = Some(unix_ms(std::time::Instant::now()));
                 }
                 hub.set_backends(list);
             }
@@ -100,8 +105,8 @@ fn spawn_sharding_monitor(
 #[derive(Default)]
 pub(crate) struct HubShown {
     nodes: Vec<Arc<Node>>,
-    coordinator: Option<serde_json::Value>,
-    backends: Option<Vec<serde_json::Value>>,
+    coordinator: Option<Option<CoordinatorView>>,
+    backends: Option<Vec<BackendView>>,
 }
 
 impl App {
@@ -138,23 +143,34 @@ impl App {
     }
 
     /// The coordinator as the page shows it.
-    fn coordinator_view(&self) -> serde_json::Value {
+    fn coordinator_view(&self) -> Option<CoordinatorView> {
+        let shown = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
         match &self.cluster.sharding.coordinator {
-            Some(c) => json!({
-                "url": c.url, "status": "running", "pid": c.pid,
-                "model": c.model_path.as_ref().map(|p| p.display().to_string()),
-                "backends": c.backends, "log": c.log_path.as_ref().map(|p| p.display().to_string()),
+            Some(c) => Some(CoordinatorView {
+                url: c.url.clone(),
+                status: CoordinatorStatus::Running,
+                process: Some(CoordinatorProcess {
+                    pid: c.pid,
+                    model: shown(&c.model_path),
+                    backends: c.backends.clone(),
+                    log: shown(&c.log_path),
+                }),
             }),
-            None if self.cfg.settings.model_sharding_enabled => {
-                json!({"url": crate::sharding::coordinator::configured_url(self.cfg.settings.coordinator_url.as_deref()).0, "status": "not started"})
-            }
-            None => serde_json::Value::Null,
+            None if self.cfg.settings.model_sharding_enabled => Some(CoordinatorView {
+                url: crate::sharding::coordinator::configured_url(
+                    self.cfg.settings.coordinator_url.as_deref(),
+                )
+                .0,
+                status: CoordinatorStatus::NotStarted,
+                process: None,
+            }),
+            None => None,
         }
     }
 
     /// The RPC backends as the page shows them: this app's observations, or
     /// the monitor's when they are newer.
-    fn backends_view(&self) -> Vec<serde_json::Value> {
+    fn backends_view(&self) -> Vec<BackendView> {
         let shown = self.services.hub.backends();
         self.cfg
             .settings
@@ -162,18 +178,33 @@ impl App {
             .iter()
             .map(|b| {
                 let a = backends::addr(b);
-                let st = self.cluster.sharding.stats.get(&a).cloned().unwrap_or_default();
-                let mut status = json!(match st.up { Some(true) => "up", Some(false) => "down", None => "unknown" });
+                let st = self
+                    .cluster
+                    .sharding
+                    .stats
+                    .get(&a)
+                    .cloned()
+                    .unwrap_or_default();
+                let mut status = match st.up {
+                    Some(true) => BackendStatus::Up,
+                    Some(false) => BackendStatus::Down,
+                    None => BackendStatus::Unknown,
+                };
                 let mut checked_ms = st.checked.map(unix_ms);
-                if let Some(p) = shown.iter().find(|p| p["address"] == a.as_str()) {
-                    let seen = p["checked_ms"].as_u64();
-                    if seen.is_some() && seen > checked_ms {
-                        status = p["status"].clone();
-                        checked_ms = seen;
+                if let Some(p) = shown.iter().find(|p| p.address == a) {
+                    if p.checked_ms.is_some() && p.checked_ms > checked_ms {
+                        status = p.status;
+                        checked_ms = p.checked_ms;
                     }
                 }
-                json!({"address": a, "status": status, "checked_ms": checked_ms,
-                       "requests": st.requests, "success_rate": st.success_rate(), "avg_latency_ms": st.avg_latency_ms()})
+                BackendView {
+                    success_rate: st.success_rate(),
+                    avg_latency_ms: st.avg_latency_ms(),
+                    address: a,
+                    status,
+                    checked_ms,
+                    requests: st.requests,
+                }
             })
             .collect()
     }
@@ -326,7 +357,7 @@ mod tests {
         });
         app.sync_hub();
         assert!(app.services.hub.version() > v2, "a new backend is pushed");
-        assert_eq!(app.services.hub.backends()[0]["address"], "127.0.0.1:50052");
+        assert_eq!(app.services.hub.backends()[0].address, "127.0.0.1:50052");
         let v3 = app.services.hub.version();
         app.sync_hub();
         assert_eq!(app.services.hub.version(), v3);

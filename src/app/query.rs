@@ -294,9 +294,7 @@ impl App {
             .run_query(text, sink)
             .await
             .map_err(|e| CommandError::Query(format!("Query failed: {e}")))?;
-        self.services
-            .hub
-            .set_metrics(serde_json::to_value(&r.metrics).unwrap_or_default());
+        self.services.hub.set_metrics(r.metrics.clone());
         print_result(&r, sink);
         let complete = r.complete();
         if !complete {

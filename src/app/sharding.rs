@@ -322,7 +322,7 @@ impl App {
             let ours = c.ours();
             c.stop().await;
             if ours {
-                self.services.hub.set_coordinator(serde_json::Value::Null);
+                self.services.hub.set_coordinator(None);
             }
         }
         self.services

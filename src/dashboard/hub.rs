@@ -6,11 +6,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::view::{
+    BackendView, CoordinatorView, GatewayView, NodeView, Notice, RoutingEntry, Snapshot, TaskView,
+};
 use crate::nodes::registry::NodeState;
 use crate::nodes::{Health, Node};
+use crate::pipeline::result::Metrics;
 
 /// Routing decisions (and notices) kept for the page.
 pub const KEEP_RECENT: usize = 50;
@@ -56,13 +59,13 @@ impl Histogram {
 #[derive(Debug, Default)]
 struct Inner {
     nodes: Vec<Arc<Node>>,
-    coordinator: Value,
-    backends: Vec<Value>,
-    metrics: Value,
+    coordinator: Option<CoordinatorView>,
+    backends: Vec<BackendView>,
+    metrics: Option<Arc<Metrics>>,
     /// Running tasks: label → (node, started at, unix ms).
     tasks: BTreeMap<String, (String, u64)>,
-    routing: VecDeque<Value>,
-    notices: VecDeque<Value>,
+    routing: VecDeque<RoutingEntry>,
+    notices: VecDeque<Notice>,
     latency: BTreeMap<String, Histogram>,
 }
 
@@ -71,12 +74,17 @@ struct Inner {
 pub trait HubTap: Send + Sync {
     /// A task of a query got a node, and why that one.
     fn node_picked(&self, _task: &str, _node: &Node, _reason: &str) {}
-    /// The coordinator object changed (`Value::Null` = none).
-    fn coordinator_changed(&self, _before: &Value, _after: &Value) {}
+    /// The coordinator changed (`None` = there is none).
+    fn coordinator_changed(
+        &self,
+        _before: Option<&CoordinatorView>,
+        _after: Option<&CoordinatorView>,
+    ) {
+    }
     /// The RPC backend list changed.
-    fn backends_changed(&self, _before: &[Value], _after: &[Value]) {}
+    fn backends_changed(&self, _before: &[BackendView], _after: &[BackendView]) {}
     /// A query finished with these metrics.
-    fn metrics(&self, _metrics: &Value) {}
+    fn metrics(&self, _metrics: &Metrics) {}
 }
 
 /// The shared state the dashboard shows. Every change bumps a version that
@@ -89,8 +97,8 @@ pub struct Hub {
     gateway: RwLock<Option<GatewaySource>>,
 }
 
-/// Something that describes the gateway's traffic as JSON, on demand.
-pub type GatewaySource = Arc<dyn Fn() -> Value + Send + Sync>;
+/// Something that describes the gateway's traffic on demand (`None`: it has stopped).
+pub type GatewaySource = Arc<dyn Fn() -> Option<GatewayView> + Send + Sync>;
 
 impl Default for Hub {
     fn default() -> Self {
@@ -113,7 +121,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn push_recent(q: &mut VecDeque<Value>, v: Value) {
+fn push_recent<T>(q: &mut VecDeque<T>, v: T) {
     q.push_back(v);
     while q.len() > KEEP_RECENT {
         q.pop_front();
@@ -179,19 +187,17 @@ impl Hub {
         self.lock().nodes.clone()
     }
 
-    /// The llama.cpp coordinator: a free-form object (`url`, `status`, `pid`,
-    /// `model`, `backends`, `log`…), or null when there is none.
-    pub fn set_coordinator(&self, coordinator: Value) {
-        let mut before = Value::Null;
+    /// The llama.cpp coordinator (`None` when there is none).
+    pub fn set_coordinator(&self, coordinator: Option<CoordinatorView>) {
+        let mut before = None;
         self.update(|s| before = std::mem::replace(&mut s.coordinator, coordinator.clone()));
         if let Some(t) = self.tap().filter(|_| before != coordinator) {
-            t.coordinator_changed(&before, &coordinator);
+            t.coordinator_changed(before.as_ref(), coordinator.as_ref());
         }
     }
 
-    /// RPC backends, each a free-form object; the page reads `address`,
-    /// `status`, `requests`, `success_rate` (0–1) and `avg_latency_ms`.
-    pub fn set_backends(&self, backends: Vec<Value>) {
+    /// The RPC backends.
+    pub fn set_backends(&self, backends: Vec<BackendView>) {
         let mut before = Vec::new();
         self.update(|s| before = std::mem::replace(&mut s.backends, backends.clone()));
         if let Some(t) = self.tap().filter(|_| before != backends) {
@@ -199,12 +205,13 @@ impl Hub {
         }
     }
 
-    /// The last query's metrics (`QueryResult::metrics` as JSON).
-    pub fn set_metrics(&self, metrics: Value) {
+    /// The last query's metrics (`QueryResult::metrics`).
+    pub fn set_metrics(&self, metrics: impl Into<Arc<Metrics>>) {
+        let metrics = metrics.into();
         if let Some(t) = self.tap() {
             t.metrics(&metrics);
         }
-        self.update(|s| s.metrics = metrics);
+        self.update(|s| s.metrics = Some(metrics));
     }
 
     /// A task of the running query started (or was retried) on `node`.
@@ -223,13 +230,20 @@ impl Hub {
 
     /// A routing decision and why it was made; the last `KEEP_RECENT` are kept.
     pub fn routing(&self, decision: impl Into<String>, reason: impl Into<String>) {
-        let v = json!({"at_ms": now_ms(), "decision": decision.into(), "reason": reason.into()});
+        let v = RoutingEntry {
+            at_ms: now_ms(),
+            decision: decision.into(),
+            reason: reason.into(),
+        };
         self.update(|s| push_recent(&mut s.routing, v));
     }
 
     /// A line worth showing (a node went down, came back…); the last `KEEP_RECENT` are kept.
     pub fn notice(&self, line: impl Into<String>) {
-        let v = json!({"at_ms": now_ms(), "line": line.into()});
+        let v = Notice {
+            at_ms: now_ms(),
+            line: line.into(),
+        };
         self.update(|s| push_recent(&mut s.notices, v));
     }
 
@@ -249,51 +263,55 @@ impl Hub {
         self.lock().latency.clone()
     }
 
-    pub fn coordinator(&self) -> Value {
+    pub fn coordinator(&self) -> Option<CoordinatorView> {
         self.lock().coordinator.clone()
     }
 
-    pub fn backends(&self) -> Vec<Value> {
+    pub fn backends(&self) -> Vec<BackendView> {
         self.lock().backends.clone()
     }
 
-    pub fn metrics(&self) -> Value {
+    /// The last query's metrics (`None` before the first).
+    pub fn metrics(&self) -> Option<Arc<Metrics>> {
         self.lock().metrics.clone()
     }
 
     /// Every node as the page and `/api/nodes` show it.
-    pub fn nodes_json(&self) -> Value {
-        Value::Array(self.nodes().iter().map(|n| node_json(n)).collect())
+    pub fn node_views(&self) -> Vec<NodeView> {
+        self.nodes().iter().map(|n| NodeView::of(n)).collect()
     }
 
     /// Everything at once: what the event stream sends.
-    pub fn snapshot(&self) -> Value {
+    pub fn snapshot(&self) -> Snapshot {
         let version = self.version();
-        let nodes = self.nodes_json();
+        let nodes = self.node_views();
         let gateway = self
             .gateway
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .map(|f| f())
-            .unwrap_or(Value::Null);
+            .and_then(|f| f());
         let s = self.lock();
-        let tasks: Vec<Value> = s
+        let tasks = s
             .tasks
             .iter()
-            .map(|(t, (node, at))| json!({"task": t, "node": node, "started_at_ms": at}))
+            .map(|(t, (node, at))| TaskView {
+                task: t.clone(),
+                node: node.clone(),
+                started_at_ms: *at,
+            })
             .collect();
-        json!({
-            "version": version,
-            "nodes": nodes,
-            "coordinator": s.coordinator,
-            "backends": s.backends,
-            "metrics": s.metrics,
-            "tasks": tasks,
-            "routing": s.routing,
-            "notices": s.notices,
-            "gateway": gateway,
-        })
+        Snapshot {
+            version,
+            nodes,
+            coordinator: s.coordinator.clone(),
+            backends: s.backends.clone(),
+            metrics: s.metrics.clone(),
+            tasks,
+            routing: s.routing.iter().cloned().collect(),
+            notices: s.notices.iter().cloned().collect(),
+            gateway,
+        }
     }
 }
 
@@ -307,49 +325,6 @@ pub(crate) fn status_word(st: &NodeState) -> &'static str {
         Health::Cooling => "cooling",
         Health::Busy => "busy",
         Health::Unknown => "unknown",
-    }
-}
-
-/// One node as the page, `/api/nodes` and the gateway's `/api/cluster` show it.
-pub fn node_json(n: &Node) -> Value {
-    let st = n.state();
-    let status = status_word(&st);
-    let loaded: Vec<Value> = st
-        .loaded
-        .iter()
-        .map(|m| {
-            json!({"name": m.name, "size": m.size, "size_vram": m.size_vram,
-                   "vram_share": share(m.size_vram, m.size)})
-        })
-        .collect();
-    let (vram, size) = st
-        .loaded
-        .iter()
-        .fold((0, 0), |(v, s), m| (v + m.size_vram, s + m.size));
-    json!({
-        "name": n.name(),
-        "url": n.url(),
-        "host": n.host,
-        "simulated": n.simulated,
-        "status": status,
-        "models": st.models,
-        "loaded": loaded,
-        "vram_share": (size > 0).then(|| share(vram, size)),
-        "requests": st.requests,
-        "errors": st.errors,
-        "in_flight": st.in_flight,
-        "avg_latency_ms": st.avg_latency_ms(),
-        "recent_latency_ms": st.recent_latency_ms,
-        "tokens_per_sec": st.tokens_per_sec,
-        "last_error": st.last_error,
-    })
-}
-
-fn share(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
     }
 }
 
@@ -393,10 +368,10 @@ mod tests {
         for i in 0..60 {
             hub.routing(format!("d{i}"), "r");
         }
-        let r = hub.snapshot()["routing"].as_array().unwrap().clone();
+        let r = hub.snapshot().routing;
         assert_eq!(r.len(), KEEP_RECENT);
-        assert_eq!(r[0]["decision"], "d10");
-        assert_eq!(r[49]["decision"], "d59");
+        assert_eq!(r[0].decision, "d10");
+        assert_eq!(r[49].decision, "d59");
     }
 
     #[test]
@@ -404,7 +379,7 @@ mod tests {
         let hub = Hub::new();
         let n = node("http://127.0.0.1:1", "alpha");
         hub.set_nodes(vec![n.clone()]);
-        assert_eq!(hub.nodes_json()[0]["requests"], 0);
+        assert_eq!(hub.node_views()[0].requests, 0);
         {
             let mut st = n.state();
             st.record_success();
@@ -417,14 +392,14 @@ mod tests {
                 ..Default::default()
             }];
         }
-        let j = &hub.nodes_json()[0];
-        assert_eq!(j["status"], "up");
-        assert_eq!(j["requests"], 2);
-        assert_eq!(j["errors"], 1);
-        assert_eq!(j["avg_latency_ms"], 200.0);
-        assert_eq!(j["tokens_per_sec"], 42.0);
-        assert_eq!(j["vram_share"], 0.25);
-        assert_eq!(j["loaded"][0]["vram_share"], 0.25);
+        let j = &hub.node_views()[0];
+        assert_eq!(j.status, "up");
+        assert_eq!(j.requests, 2);
+        assert_eq!(j.errors, 1);
+        assert_eq!(j.avg_latency_ms, Some(200.0));
+        assert_eq!(j.tokens_per_sec, Some(42.0));
+        assert_eq!(j.vram_share, Some(0.25));
+        assert_eq!(j.loaded[0].vram_share, 0.25);
     }
 
     #[test]
@@ -434,9 +409,9 @@ mod tests {
         hub.task_started("Critic", "beta");
         hub.task_started("Researcher", "gamma"); // a retry elsewhere
         hub.task_finished("Critic");
-        let t = hub.snapshot()["tasks"].clone();
-        assert_eq!(t.as_array().unwrap().len(), 1);
-        assert_eq!(t[0]["node"], "gamma");
+        let t = hub.snapshot().tasks;
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].node, "gamma");
     }
 
     #[test]

@@ -16,9 +16,10 @@
 //!   `hub.task_finished(task)`; `Observer::notice`: `hub.notice(line)`;
 //! - a routing choice (a node picked for a task, a fallback, Ollama pool vs
 //!   coordinator): `hub.routing(decision, reason)`;
-//! - a query finished: `hub.set_metrics(serde_json::to_value(&result.metrics)?)`;
-//! - coordinator / RPC backend state: `hub.set_coordinator(json)`,
-//!   `hub.set_backends(vec![json, ...])`;
+//! - a query finished: `hub.set_metrics(result.metrics.clone())`;
+//! - coordinator / RPC backend state: `hub.set_coordinator(Some(CoordinatorView))`,
+//!   `hub.set_backends(vec![BackendView, ...])` (the types in `view` are the
+//!   JSON the page and the endpoints read);
 //! - node state changed some other way (`health`, `nodes` probes): `hub.touch()`
 //!   (open pages also notice such changes within a second by themselves).
 //!
@@ -30,12 +31,18 @@ mod hub;
 mod monitor;
 pub(crate) mod prom;
 mod server;
+mod view;
 
 use std::net::IpAddr;
 
-pub use hub::{node_json, GatewaySource, Histogram, Hub, HubTap, KEEP_RECENT, LATENCY_BUCKETS};
+pub use hub::{GatewaySource, Histogram, Hub, HubTap, KEEP_RECENT, LATENCY_BUCKETS};
 pub use monitor::{spawn_monitor, tcp_reachable};
 pub use server::{loopback_host, routes, snapshots, start, Dashboard, KEEP_ALIVE, MIN_GAP, POLL};
+pub use view::{
+    BackendStatus, BackendView, CoordinatorProcess, CoordinatorStatus, CoordinatorView,
+    GatewayRequest, GatewayView, LoadedView, NodeView, Notice, RoutingEntry, Snapshot, TaskView,
+    WaitsView,
+};
 
 /// Default address and port of `dashboard`.
 pub(crate) const DEFAULT_PORT: u16 = 8080;

@@ -2,9 +2,8 @@
 
 use std::fmt::Write;
 
-use serde_json::Value;
-
 use super::hub::{status_word, Hub, LATENCY_BUCKETS};
+use super::view::{BackendStatus, CoordinatorStatus};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -19,15 +18,6 @@ pub(crate) fn esc(s: &str) -> String {
 pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// Healthy-looking status words of the free-form coordinator and backend objects.
-fn looks_up(v: &Value) -> bool {
-    let s = v.get("status").and_then(|s| s.as_str()).unwrap_or("");
-    let s = s.to_ascii_lowercase();
-    ["healthy", "up", "ok", "running"]
-        .iter()
-        .any(|w| s.contains(w))
 }
 
 pub(crate) fn render(hub: &Hub) -> String {
@@ -86,8 +76,7 @@ pub(crate) fn render(hub: &Hub) -> String {
         let _ = writeln!(out, "{name}_count{{{l}}} {}", h.count);
     }
 
-    let coordinator = hub.coordinator();
-    if !coordinator.is_null() {
+    if let Some(coordinator) = hub.coordinator() {
         let name = "synapticllamas_coordinator_up";
         header(
             &mut out,
@@ -95,19 +84,19 @@ pub(crate) fn render(hub: &Hub) -> String {
             "gauge",
             "1 if the llama.cpp coordinator is healthy.",
         );
-        let _ = writeln!(out, "{name} {}", u8::from(looks_up(&coordinator)));
+        let up = coordinator.status == CoordinatorStatus::Running;
+        let _ = writeln!(out, "{name} {}", u8::from(up));
     }
     let backends = hub.backends();
     if !backends.is_empty() {
         let name = "synapticllamas_rpc_backend_up";
         header(&mut out, name, "gauge", "1 if the RPC backend is healthy.");
         for b in &backends {
-            let addr = b.get("address").and_then(|a| a.as_str()).unwrap_or("?");
             let _ = writeln!(
                 out,
                 "{name}{{address=\"{}\"}} {}",
-                esc(addr),
-                u8::from(looks_up(b))
+                esc(&b.address),
+                u8::from(b.status == BackendStatus::Up)
             );
         }
     }
@@ -117,7 +106,7 @@ pub(crate) fn render(hub: &Hub) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::dashboard::BackendView;
 
     #[test]
     fn escapes_label_values() {
@@ -142,9 +131,14 @@ mod tests {
         hub.set_nodes(vec![std::sync::Arc::new(node)]);
         hub.observe_latency("alpha", "h1", 0.3);
         hub.observe_latency("alpha", "h1", 7.0);
-        hub.set_backends(vec![
-            json!({"address": "127.0.0.1:50052", "status": "healthy"}),
-        ]);
+        hub.set_backends(vec![BackendView {
+            address: "127.0.0.1:50052".into(),
+            status: BackendStatus::Up,
+            checked_ms: None,
+            requests: 0,
+            success_rate: None,
+            avg_latency_ms: None,
+        }]);
         let t = render(&hub);
         let b = "synapticllamas_request_latency_seconds_bucket{node=\"alpha\",host=\"h1\"";
         assert!(t.contains(&format!("{b},le=\"0.25\"}} 0\n")), "{t}");

@@ -144,7 +144,7 @@ fn router(ctx: Ctx) -> Router {
         )
         .route(
             "/api/nodes",
-            get(|s: State<Ctx>| async move { Json(s.hub.nodes_json()) }),
+            get(|s: State<Ctx>| async move { Json(s.hub.node_views()) }),
         )
         .route(
             "/api/backends",
@@ -156,7 +156,7 @@ fn router(ctx: Ctx) -> Router {
         )
         .route(
             "/api/metrics",
-            get(|s: State<Ctx>| async move { Json(s.hub.metrics()) }),
+            get(|s: State<Ctx>| async move { Json(s.hub.metrics().as_deref().cloned()) }),
         )
         .route("/metrics", get(metrics))
         .route("/api/events", get(events))
@@ -273,7 +273,7 @@ pub fn snapshots(hub: Arc<Hub>, shutdown: watch::Receiver<bool>) -> impl Stream<
                 }
             }
             f.changes.borrow_and_update();
-            let json = f.hub.snapshot().to_string();
+            let json = serde_json::to_string(&f.hub.snapshot()).unwrap_or_default();
             f.last_sent = Some(Instant::now());
             if f.last.as_deref() != Some(json.as_str()) {
                 f.last = Some(json.clone());

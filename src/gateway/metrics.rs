@@ -9,9 +9,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
-
 use crate::dashboard::prom::{esc, header};
+use crate::dashboard::{GatewayRequest, GatewayView, WaitsView};
 
 /// Upper bounds (seconds) of the queue-wait histogram; `+Inf` is implied.
 pub(crate) const WAIT_BUCKETS: [f64; 12] = [
@@ -109,8 +108,8 @@ impl Metrics {
             .sum()
     }
 
-    /// The counters as JSON (the dashboard, `/api/cluster`).
-    pub fn json(&self, queue_depth: usize) -> Value {
+    /// The counters as the dashboard and `/api/cluster` show them.
+    pub fn view(&self, queue_depth: usize) -> GatewayView {
         let by_route: BTreeMap<String, u64> = {
             let r = self.requests.lock().unwrap_or_else(|e| e.into_inner());
             let mut m = BTreeMap::new();
@@ -120,32 +119,39 @@ impl Metrics {
             m
         };
         let w = self.wait.lock().unwrap_or_else(|e| e.into_inner());
-        let recent: Vec<Value> = self
+        let recent = self
             .recent
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(at, d)| {
-                json!({
-                    "at_ms": at, "route": d.key.route, "model": d.key.model, "node": d.key.node,
-                    "host": d.host, "status": d.key.status, "ms": (d.seconds * 1000.0).round() as u64,
-                    "queue_ms": d.queue_ms,
-                })
+            .map(|(at, d)| GatewayRequest {
+                at_ms: *at,
+                route: d.key.route.clone(),
+                model: d.key.model.clone(),
+                node: d.key.node.clone(),
+                host: d.host.clone(),
+                status: d.key.status,
+                ms: (d.seconds * 1000.0).round() as u64,
+                queue_ms: d.queue_ms,
             })
             .collect();
-        json!({
-            "requests": self.total(),
-            "in_flight": self.in_flight.load(Ordering::Relaxed).max(0),
-            "queue_depth": queue_depth,
-            "waits": {"count": w.count, "mean_ms": (w.count > 0).then(|| w.sum / w.count as f64 * 1000.0)},
-            "retries": self.retries.load(Ordering::Relaxed),
-            "hedges": self.hedges.load(Ordering::Relaxed),
-            "broken_streams": self.broken_streams.load(Ordering::Relaxed),
-            "disconnects": self.disconnects.load(Ordering::Relaxed),
-            "rejected": self.rejected.load(Ordering::Relaxed),
-            "by_route": by_route,
-            "recent": recent,
-        })
+        GatewayView {
+            requests: self.total(),
+            in_flight: self.in_flight.load(Ordering::Relaxed).max(0),
+            queue_depth,
+            waits: WaitsView {
+                count: w.count,
+                mean_ms: (w.count > 0).then(|| w.sum / w.count as f64 * 1000.0),
+            },
+            retries: self.retries.load(Ordering::Relaxed),
+            hedges: self.hedges.load(Ordering::Relaxed),
+            broken_streams: self.broken_streams.load(Ordering::Relaxed),
+            disconnects: self.disconnects.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            by_route,
+            recent,
+            address: None,
+        }
     }
 
     /// Prometheus text (version 0.0.4) for the gateway's own series.
@@ -279,6 +285,6 @@ mod tests {
         assert!(out.contains("synapticllamas_gateway_queue_depth 4"));
         assert!(out.contains("synapticllamas_gateway_queue_wait_seconds_bucket{le=\"0.005\"} 1"));
         assert!(out.contains("synapticllamas_gateway_queue_wait_seconds_bucket{le=\"+Inf\"} 2"));
-        assert_eq!(m.json(0)["recent"].as_array().unwrap().len(), 2);
+        assert_eq!(m.view(0).recent.len(), 2);
     }
 }

@@ -48,7 +48,7 @@ pub use errors::{ApiError, BUSY};
 pub use observe::{HOST_HEADER, NODE_HEADER, QUEUE_HEADER};
 pub use state::{QuerySetup, RagSetup, Shared, View};
 
-use crate::dashboard::Hub;
+use crate::dashboard::{GatewayView, Hub};
 use crate::ollama::Client;
 use crate::scheduler::Scheduler;
 
@@ -192,13 +192,12 @@ pub async fn start(parts: Parts, config: Config) -> Result<Gateway, StartError> 
         shutdown_rx.clone(),
     ));
     let weak = Arc::downgrade(&shared);
-    hub.set_gateway(Some(Arc::new(move || match weak.upgrade() {
-        Some(s) => {
-            let mut v = s.metrics.json(s.sched.queue_depth());
-            v["address"] = serde_json::json!(format!("http://{}", s.addr));
-            v
-        }
-        None => serde_json::Value::Null,
+    hub.set_gateway(Some(Arc::new(move || {
+        let s = weak.upgrade()?;
+        Some(GatewayView {
+            address: Some(format!("http://{}", s.addr)),
+            ..s.metrics.view(s.sched.queue_depth())
+        })
     })));
     let app = router(shared.clone());
     let listener = listener.tap_io(|tcp| {

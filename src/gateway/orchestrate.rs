@@ -154,7 +154,7 @@ fn prepare(
         plan.rag = retriever(&ctx, &rag, &embedders).await;
         let r = pipeline::run_query(&ctx, &query, &plan).await;
         if let Ok(r) = &r {
-            hub.set_metrics(serde_json::to_value(&r.metrics).unwrap_or_default());
+            hub.set_metrics(r.metrics.clone());
         }
         r
     });
@@ -394,10 +394,10 @@ pub async fn cluster(State(shared): State<Arc<Shared>>) -> Response {
         .into_iter()
         .map(|(c, n)| json!({"client": c.as_deref(), "waiting": n}))
         .collect();
-    let nodes: Vec<Value> = view
+    let nodes: Vec<crate::dashboard::NodeView> = view
         .nodes
         .iter()
-        .map(|n| crate::dashboard::node_json(n))
+        .map(|n| crate::dashboard::NodeView::of(n))
         .collect();
     Json(json!({
         "nodes": nodes,
@@ -406,7 +406,7 @@ pub async fn cluster(State(shared): State<Arc<Shared>>) -> Response {
         "backends": shared.hub.backends(),
         "routing": format!("{:?}", view.route).to_lowercase(),
         "queue": {"depth": depth, "by_client": by_client, "limit": shared.config.max_queue},
-        "gateway": shared.metrics.json(depth),
+        "gateway": shared.metrics.view(depth),
     }))
     .into_response()
 }

@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
 use super::events::{routing_event, Component, Level, LogEvent, Publisher};
-use crate::dashboard::HubTap;
+use crate::dashboard::{BackendStatus, BackendView, CoordinatorProcess, CoordinatorView, HubTap};
 use crate::nodes::registry::Api;
 use crate::nodes::Node;
+use crate::pipeline::result::Metrics;
 
 /// Publishes hub changes; the model in use is set by the app before each command.
 pub struct EventTap {
@@ -34,18 +35,18 @@ impl EventTap {
         self.model.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn coordinator_started(&self, c: &Value, restart: bool) {
-        let url = c["url"].as_str().unwrap_or_default();
+    fn coordinator_started(&self, c: &CoordinatorView, p: &CoordinatorProcess, restart: bool) {
+        let url = c.url.as_str();
         let port = port_of(url);
-        let backends: Vec<Value> = c["backends"].as_array().cloned().unwrap_or_default();
-        let model_path = c["model"].as_str().unwrap_or_default();
+        let backends = &p.backends;
+        let model_path = p.model.as_deref().unwrap_or_default();
         let mut details = json!({
             "model_path": model_path,
             "port": port,
             "rpc_backends": backends,
             "backend_count": backends.len(),
             "url": url,
-            "pid": c["pid"],
+            "pid": p.pid,
         });
         if restart {
             details["restart"] = json!(true);
@@ -82,7 +83,7 @@ impl EventTap {
         ));
     }
 
-    fn coordinator_stopped(&self, c: &Value, reason: &str) {
+    fn coordinator_stopped(&self, c: &CoordinatorView, p: &CoordinatorProcess, reason: &str) {
         self.events.log(
             LogEvent::new(
                 Component::Coordinator,
@@ -90,13 +91,13 @@ impl EventTap {
                 "stop",
                 "llama.cpp coordinator stopped".into(),
             )
-            .details(json!({"reason": reason, "url": c["url"], "pid": c["pid"]})),
+            .details(json!({"reason": reason, "url": c.url, "pid": p.pid})),
         );
         let mut extra = Map::new();
         extra.insert("reason".into(), json!(reason));
         self.events.routing(routing_event(
             "COORDINATOR_STOP",
-            Some(&model_name(c["model"].as_str().unwrap_or_default())),
+            Some(&model_name(p.model.as_deref().unwrap_or_default())),
             Some("llamacpp"),
             extra,
         ));
@@ -124,10 +125,12 @@ impl EventTap {
     }
 }
 
-/// A coordinator this process runs (one found already running has no pid
-/// here, and its start and stop are not ours to announce).
-fn running(c: &Value) -> bool {
-    c["status"] == "running" && !c["pid"].is_null()
+/// A coordinator this process runs, with its process fields (one found
+/// already running has no pid here, and its start and stop are not ours to
+/// announce).
+fn running(c: Option<&CoordinatorView>) -> Option<(&CoordinatorView, &CoordinatorProcess)> {
+    let c = c.filter(|c| c.ours())?;
+    Some((c, c.process.as_ref()?))
 }
 
 fn port_of(url: &str) -> u64 {
@@ -146,14 +149,9 @@ fn model_name(path: &str) -> String {
         .unwrap_or_default()
 }
 
-fn statuses(list: &[Value]) -> BTreeMap<String, String> {
+fn statuses(list: &[BackendView]) -> BTreeMap<&str, BackendStatus> {
     list.iter()
-        .filter_map(|b| {
-            Some((
-                b["address"].as_str()?.to_string(),
-                b["status"].as_str().unwrap_or("unknown").to_string(),
-            ))
-        })
+        .map(|b| (b.address.as_str(), b.status))
         .collect()
 }
 
@@ -182,49 +180,52 @@ impl HubTap for EventTap {
         ));
     }
 
-    fn coordinator_changed(&self, before: &Value, after: &Value) {
+    fn coordinator_changed(
+        &self,
+        before: Option<&CoordinatorView>,
+        after: Option<&CoordinatorView>,
+    ) {
         match (running(before), running(after)) {
-            (false, true) => self.coordinator_started(after, false),
-            (true, false) => self.coordinator_stopped(before, "stopped"),
-            (true, true)
-                if before["pid"] != after["pid"]
-                    || before["backends"] != after["backends"]
-                    || before["model"] != after["model"] =>
+            (None, Some((c, p))) => self.coordinator_started(c, p, false),
+            (Some((c, p)), None) => self.coordinator_stopped(c, p, "stopped"),
+            (Some((bc, bp)), Some((ac, ap)))
+                if bp.pid != ap.pid || bp.backends != ap.backends || bp.model != ap.model =>
             {
-                self.coordinator_stopped(before, "restart");
-                self.coordinator_started(after, true);
+                self.coordinator_stopped(bc, bp, "restart");
+                self.coordinator_started(ac, ap, true);
             }
             _ => {}
         }
     }
 
-    fn backends_changed(&self, before: &[Value], after: &[Value]) {
+    fn backends_changed(&self, before: &[BackendView], after: &[BackendView]) {
+        use BackendStatus::{Down, Up};
         let (old, new) = (statuses(before), statuses(after));
         for (address, status) in &new {
-            let was = old.get(address).map(String::as_str);
-            match (was, status.as_str()) {
-                (Some("up"), "up") => {}
-                (_, "up") => self.backend(address, true, ""),
-                (Some("up"), "down") => self.backend(address, false, "not answering"),
+            match (old.get(address), status) {
+                (Some(Up), Up) => {}
+                (_, Up) => self.backend(address, true, ""),
+                (Some(Up), Down) => self.backend(address, false, "not answering"),
                 _ => {}
             }
         }
         for (address, status) in &old {
-            if status == "up" && !new.contains_key(address) {
+            if *status == Up && !new.contains_key(address) {
                 self.backend(address, false, "removed from the configuration");
             }
         }
     }
 
-    fn metrics(&self, metrics: &Value) {
-        let secs = metrics["total_execution_time"].as_f64();
-        let message = match secs {
-            Some(s) => format!("Query finished in {s:.2}s"),
-            None => "Query finished".to_string(),
-        };
+    fn metrics(&self, metrics: &Metrics) {
+        let secs = metrics.total_execution_time;
         self.events.log(
-            LogEvent::new(Component::System, Level::Info, "metric", message)
-                .details(metrics.clone()),
+            LogEvent::new(
+                Component::System,
+                Level::Info,
+                "metric",
+                format!("Query finished in {secs:.2}s"),
+            )
+            .details(serde_json::to_value(metrics).unwrap_or_default()),
         );
     }
 }
@@ -241,8 +242,21 @@ mod tests {
             model_name("/m/codellama-13b.Q4_K_M.gguf"),
             "codellama-13b.Q4_K_M"
         );
-        let s = statuses(&[json!({"address": "a:1", "status": "up"}), json!({"x": 1})]);
-        assert_eq!(s.len(), 1);
-        assert_eq!(s["a:1"], "up");
+        let backend = |address: &str, status| BackendView {
+            address: address.into(),
+            status,
+            checked_ms: None,
+            requests: 0,
+            success_rate: None,
+            avg_latency_ms: None,
+        };
+        let list = [
+            backend("a:1", BackendStatus::Up),
+            backend("b:2", BackendStatus::Unknown),
+        ];
+        let s = statuses(&list);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s["a:1"], BackendStatus::Up);
+        assert_eq!(s["b:2"], BackendStatus::Unknown);
     }
 }

@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use synapticllamas::config::nodes_file::NodeEntry;
-use synapticllamas::dashboard::{self, Dashboard, Hub};
+use synapticllamas::dashboard::{
+    self, BackendStatus, BackendView, CoordinatorStatus, CoordinatorView, Dashboard, Hub,
+};
 use synapticllamas::nodes::health::probe_all;
 use synapticllamas::nodes::Node;
 use synapticllamas::ollama::types::GenerateRequest;
 use synapticllamas::ollama::{Client, Timeouts};
+use synapticllamas::pipeline::result::Metrics;
 use synapticllamas::sim::{SimConfig, SimHost};
 
 use crate::support::*;
@@ -85,6 +88,38 @@ pub fn two_node_hub(vram_fraction: f64) -> (Vec<Arc<SimHost>>, Arc<Hub>, Arc<Nod
     (vec![a, b], hub, na, nb)
 }
 
+/// A coordinator this process runs, on 127.0.0.1:18080.
+pub(crate) fn coordinator(pid: u32, backends: &[&str]) -> CoordinatorView {
+    CoordinatorView {
+        url: "http://127.0.0.1:18080".into(),
+        status: CoordinatorStatus::Running,
+        process: Some(dashboard::CoordinatorProcess {
+            pid: Some(pid),
+            model: Some("/m/codellama-13b.Q4_K_M.gguf".into()),
+            backends: backends.iter().map(|b| b.to_string()).collect(),
+            log: None,
+        }),
+    }
+}
+
+/// An RPC backend as the page shows it.
+pub(crate) fn backend(
+    address: &str,
+    status: BackendStatus,
+    requests: u64,
+    success_rate: Option<f64>,
+    avg_latency_ms: Option<f64>,
+) -> BackendView {
+    BackendView {
+        address: address.into(),
+        status,
+        checked_ms: None,
+        requests,
+        success_rate,
+        avg_latency_ms,
+    }
+}
+
 async fn get_json(url: String) -> Value {
     let r = http().get(&url).send().await.expect("GET answers");
     assert!(r.status().is_success(), "{url}: {}", r.status());
@@ -94,11 +129,19 @@ async fn get_json(url: String) -> Value {
 #[test]
 fn json_endpoints_and_prometheus_reflect_simulated_nodes() {
     let (_hosts, hub, na, nb) = two_node_hub(0.5);
-    hub.set_coordinator(json!({"url": "http://127.0.0.1:18080", "status": "healthy", "pid": 42}));
-    hub.set_backends(vec![
-        json!({"address": "127.0.0.1:50052", "status": "healthy", "requests": 3, "success_rate": 1.0}),
-    ]);
-    hub.set_metrics(json!({"total_execution_time": 1.5, "hosts_used": 2}));
+    hub.set_coordinator(Some(coordinator(42, &[])));
+    hub.set_backends(vec![backend(
+        "127.0.0.1:50052",
+        BackendStatus::Up,
+        3,
+        Some(1.0),
+        None,
+    )]);
+    hub.set_metrics(Metrics {
+        total_execution_time: 1.5,
+        hosts_used: 2,
+        ..Default::default()
+    });
     let client = Client::default();
     rt().block_on(async {
         for _ in 0..3 {
@@ -291,7 +334,7 @@ fn monitor_reports_a_node_going_down_and_coming_back() {
     let down = next(&mut rx);
     assert!(down.starts_with("⚠️ node alpha is down"), "{down}");
     // Nothing listens any more: the node cools down (re-probed with a backoff).
-    assert_eq!(hub.nodes_json()[0]["status"], "cooling");
+    assert_eq!(hub.node_views()[0].status, "cooling");
 
     // The same address answers again.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -311,8 +354,8 @@ fn monitor_reports_a_node_going_down_and_coming_back() {
         }
     };
     assert_eq!(next(&mut rx), "✅ node alpha is back");
-    assert_eq!(hub.nodes_json()[0]["status"], "up");
-    let notices = hub.snapshot()["notices"].clone();
-    assert_eq!(notices.as_array().unwrap().len(), 2, "{notices}");
+    assert_eq!(hub.node_views()[0].status, "up");
+    let notices = hub.snapshot().notices;
+    assert_eq!(notices.len(), 2, "{notices:?}");
     monitor.abort();
 }

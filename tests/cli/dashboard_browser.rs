@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use synapticllamas::ollama::Client;
 
-use crate::dashboard::{http, request, start, two_node_hub};
+use synapticllamas::dashboard::BackendStatus;
+use synapticllamas::pipeline::result::Metrics;
+
+use crate::dashboard::{backend, coordinator, http, request, start, two_node_hub};
 use crate::support::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -142,13 +145,25 @@ impl Drop for Browser {
 #[test]
 fn page_shows_three_sections_and_updates_live_in_chromium() {
     let (_hosts, hub, na, nb) = two_node_hub(0.6);
-    hub.set_coordinator(json!({"url": "http://127.0.0.1:18080", "status": "healthy",
-                               "pid": 4242, "model": "codellama:13b", "backends": 2}));
+    hub.set_coordinator(Some(coordinator(
+        4242,
+        &["127.0.0.1:50052", "127.0.0.1:50053"],
+    )));
     hub.set_backends(vec![
-        json!({"address": "127.0.0.1:50052", "status": "healthy", "requests": 45,
-               "success_rate": 1.0, "avg_latency_ms": 1234.0}),
-        json!({"address": "127.0.0.1:50053", "status": "down", "requests": 3,
-               "success_rate": 0.67, "avg_latency_ms": 1189.0}),
+        backend(
+            "127.0.0.1:50052",
+            BackendStatus::Up,
+            45,
+            Some(1.0),
+            Some(1234.0),
+        ),
+        backend(
+            "127.0.0.1:50053",
+            BackendStatus::Down,
+            3,
+            Some(0.67),
+            Some(1189.0),
+        ),
     ]);
     let client = Client::default();
     rt().block_on(async {
@@ -211,8 +226,13 @@ fn page_shows_three_sections_and_updates_live_in_chromium() {
     hub.task_finished("Researcher");
     hub.task_started("Critic", "beta");
     hub.notice("node gamma is down (connection refused)");
-    hub.set_metrics(json!({"total_execution_time": 2.41, "pipeline": "standard",
-                           "agent_count": 3, "hosts_used": 2}));
+    hub.set_metrics(Metrics {
+        total_execution_time: 2.41,
+        pipeline: "standard".into(),
+        agent_count: 3,
+        hosts_used: 2,
+        ..Default::default()
+    });
     br.wait_for(&format!("{cell} === '4'"), "alpha's 4 requests");
     br.wait_for(
         "return document.querySelector('#tasks tr[data-task=\"Critic\"]') !== null",

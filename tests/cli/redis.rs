@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use serde_json::{json, Value};
 use synapticllamas::config::settings::Settings;
-use synapticllamas::dashboard::{Hub, HubTap};
+use synapticllamas::dashboard::{CoordinatorStatus, CoordinatorView, Hub, HubTap};
 use synapticllamas::redis::events::{self, Publisher};
 use synapticllamas::redis::tap::EventTap;
 use synapticllamas::redis::{target, Link, LinkState, NodeView, SharedHealth, SharedLeases};
@@ -755,15 +755,17 @@ fn coordinator_start_restart_and_stop_reach_the_coordinator_channel() {
         let hub = Hub::new();
         let tap: Arc<dyn HubTap> = EventTap::new(publisher.clone());
         hub.set_tap(Some(tap));
-        let running = |pid: u32, backends: &[&str]| {
-            json!({"url": "http://127.0.0.1:18080", "status": "running", "pid": pid,
-                   "model": "/m/codellama-13b.Q4_K_M.gguf", "backends": backends})
-        };
-        hub.set_coordinator(json!({"url": "http://127.0.0.1:18080", "status": "not started"}));
+        let running =
+            |pid: u32, backends: &[&str]| Some(crate::dashboard::coordinator(pid, backends));
+        hub.set_coordinator(Some(CoordinatorView {
+            url: "http://127.0.0.1:18080".into(),
+            status: CoordinatorStatus::NotStarted,
+            process: None,
+        }));
         hub.set_coordinator(running(41, &["10.77.0.5:50052", "10.77.0.6:50052"]));
         hub.set_coordinator(running(41, &["10.77.0.5:50052", "10.77.0.6:50052"])); // no change
         hub.set_coordinator(running(42, &["10.77.0.5:50052"]));
-        hub.set_coordinator(Value::Null);
+        hub.set_coordinator(None);
         publisher.flush(Duration::from_secs(5)).await;
         assert_eq!(publisher.dropped(), 0);
     });
