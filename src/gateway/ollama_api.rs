@@ -423,6 +423,7 @@ pub(crate) async fn embed_batch(
                 model,
                 prompt_tokens: body.len() / 4,
                 limits: shared.limits(),
+                own_bound: false,
             };
             let attempt = |a: Attempt| embed_part(shared, a, body.clone());
             shared.sched.run(pool, &task, attempt, say).await
@@ -572,6 +573,7 @@ pub async fn embeddings(Call(shared, tally, caller, body): Call) -> Response {
             model: &model,
             prompt_tokens: 0,
             limits: shared.limits(),
+            own_bound: false,
         };
         let body = to_bytes(&req);
         let say = |line: String| shared.log(&line);

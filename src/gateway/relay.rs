@@ -58,6 +58,7 @@ impl Job {
             model: &self.model,
             prompt_tokens: self.body.len() / 4,
             limits,
+            own_bound: false,
         }
     }
 }

@@ -170,6 +170,7 @@ pub async fn call(
         model,
         prompt_tokens: need as usize,
         limits: agent.limits(ctx.timeouts),
+        own_bound: agent.timeout_secs.is_some(),
     };
     ctx.observer.queued(label);
     let pool = fitting(ctx.pool_for(model), model, need).with_priority(agent.priority);

@@ -90,6 +90,7 @@ where
         model,
         prompt_tokens,
         limits,
+        own_bound: false,
     };
     sched
         .run(

@@ -1207,6 +1207,7 @@ mod tests {
             model: "m",
             prompt_tokens: 10,
             limits: Timeouts::generation(Duration::from_secs(5)),
+            own_bound: false,
         };
         // Every node refuses but C, which has the larger context.
         let run = |nodes: Vec<Arc<Node>>| async move {
@@ -1465,6 +1466,7 @@ mod tests {
             model: "m",
             prompt_tokens: 0,
             limits,
+            own_bound: false,
         };
         let quiet = |_: String| {};
         // The first task fails a second time on the suspect node: it cools down.

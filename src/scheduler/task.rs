@@ -37,6 +37,9 @@ pub struct Task<'a> {
     /// Connect, silence and total limits from the settings; `total` (the agent
     /// timeout) bounds the whole task, retries and waits included.
     pub limits: Timeouts,
+    /// `total` is the caller's own bound (an agent file's `timeout_secs`):
+    /// reaching it says nothing about the node, which is not blamed.
+    pub own_bound: bool,
 }
 
 /// Why an attempt runs.
@@ -488,10 +491,12 @@ impl Scheduler {
         };
         // The same error from another host: the request is the likely
         // culprit, not this node.
-        let blame = !(request_error(&e)
+        let same_elsewhere = request_error(&e)
             && tries.failed.iter().any(|f: &FailedAttempt| {
                 f.host != node.host && f.error.kind.name() == e.kind.name()
-            }));
+            });
+        let callers_bound = task.own_bound && matches!(e.kind, ErrorKind::Deadline { .. });
+        let blame = !(same_elsewhere || callers_bound);
         let mut line = self.failed(&node, task.label, &e, elapsed, then, blame);
         // The failure is recorded before the slot is handed on (a
         // freed slot goes straight to the next waiter).

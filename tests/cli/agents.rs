@@ -141,6 +141,11 @@ fn an_agent_files_timeout_bounds_that_agent_only() {
         r.stderr
     );
     assert!(
+        !r.stderr.contains("is suspect") && !r.stderr.contains("cooled down"),
+        "the agent's own bound is not the node's fault:\n{}",
+        r.stderr
+    );
+    assert!(
         !r.stderr
             .lines()
             .any(|l| l.contains("Researcher failed") || l.contains("Editor failed")),
