@@ -19,6 +19,7 @@ pub mod redis;
 pub mod scheduler;
 pub mod sharding;
 pub mod shell;
+mod signals;
 pub mod sim;
 pub mod startup;
 pub mod ui;

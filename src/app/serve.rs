@@ -346,7 +346,7 @@ impl App {
         };
         // Listening for signals before the gateway says it listens: a signal
         // that comes right after is a drain, never the default (an abrupt end).
-        let mut signals = Signals::new();
+        let mut signals = crate::signals::Signals::terminate_or_interrupt();
         if let Err(e) = self.start_gateway(config, log, sink).await {
             super::render_error(&e, sink);
             return 1;
@@ -380,56 +380,5 @@ impl App {
         }
         sink.err("👋 Gateway stopped");
         0
-    }
-}
-
-/// SIGTERM and SIGINT, with their handlers in place from `new` on.
-struct Signals {
-    #[cfg(unix)]
-    term: Option<tokio::signal::unix::Signal>,
-    #[cfg(unix)]
-    int: Option<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    fn new() -> Signals {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            Signals {
-                term: signal(SignalKind::terminate()).ok(),
-                int: signal(SignalKind::interrupt()).ok(),
-            }
-        }
-        #[cfg(not(unix))]
-        Signals {}
-    }
-
-    /// The next SIGTERM or SIGINT, by name.
-    async fn next(&mut self) -> &'static str {
-        #[cfg(unix)]
-        {
-            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
-                match s {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            }
-            if self.term.is_none() && self.int.is_none() {
-                let _ = tokio::signal::ctrl_c().await;
-                return "SIGINT";
-            }
-            tokio::select! {
-                _ = recv(&mut self.term) => "SIGTERM",
-                _ = recv(&mut self.int) => "SIGINT",
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-            "Ctrl-C"
-        }
     }
 }

@@ -58,41 +58,6 @@ pub fn notices_to_stderr(app: &App) {
     }
 }
 
-/// SIGINT as a stream whose handler is installed when it is made.
-struct SigInt {
-    #[cfg(unix)]
-    inner: Option<tokio::signal::unix::Signal>,
-}
-
-impl SigInt {
-    fn new() -> SigInt {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            SigInt {
-                inner: signal(SignalKind::interrupt()).ok(),
-            }
-        }
-        #[cfg(not(unix))]
-        SigInt {}
-    }
-
-    /// The next Ctrl-C; false when none can come.
-    async fn next(&mut self) -> bool {
-        #[cfg(unix)]
-        {
-            match &mut self.inner {
-                Some(s) => s.recv().await.is_some(),
-                None => tokio::signal::ctrl_c().await.is_ok(),
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            tokio::signal::ctrl_c().await.is_ok()
-        }
-    }
-}
-
 /// Ctrl-C plumbing: one listener for the whole process.
 pub(crate) struct Interrupts {
     busy: Arc<AtomicBool>,
@@ -114,13 +79,11 @@ impl Interrupts {
         // (which would end the process).
         let mut interrupts = {
             let _in_runtime = rt.enter();
-            SigInt::new()
+            crate::signals::Signals::interrupt()
         };
         rt.spawn(async move {
             loop {
-                if !interrupts.next().await {
-                    return;
-                }
+                interrupts.next().await;
                 if b.load(Ordering::SeqCst) {
                     c.notify_waiters();
                 } else if !interactive {

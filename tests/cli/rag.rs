@@ -750,19 +750,25 @@ fn a_changed_knowledge_base_is_reloaded_between_questions() {
     );
 }
 
-#[test]
-fn the_gateways_orchestrate_answers_from_the_same_documents() {
-    let a = host(true, 0);
-    let home = indexed_home(&[&a]);
-    let g = crate::gateway_support::Served::start(&home, &[]);
+/// The question asked through a gateway for `home`'s settings (`serve`, then
+/// `/api/orchestrate` with curl): the final object of the NDJSON stream.
+fn orchestrated(home: &Home, question: &str) -> Value {
+    let g = crate::gateway_support::Served::start(home, &[]);
     let (ok, out) = crate::gateway_support::curl(&[
         "-N",
         &format!("{}/api/orchestrate", g.url),
         "-d",
-        r#"{"query":"How does the moon cause ocean tides?"}"#,
+        &json!({ "query": question }).to_string(),
     ]);
     assert!(ok, "{out}");
-    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    serde_json::from_str(out.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn the_gateways_orchestrate_answers_from_the_same_documents() {
+    let a = host(true, 0);
+    let home = indexed_home(&[&a]);
+    let last = orchestrated(&home, "How does the moon cause ocean tides?");
     let sources = last["sources"].as_array().unwrap();
     assert_eq!(sources.len(), 1, "{last:#}");
     assert_eq!(sources[0]["name"], "tides.txt");
@@ -773,15 +779,7 @@ fn the_gateways_orchestrate_answers_from_the_same_documents() {
     );
     // RAG off in the settings: the same request answers without documents.
     let off = home_with(&[&a], json!({"mode": "standard"}));
-    let g = crate::gateway_support::Served::start(&off, &[]);
-    let (ok, out) = crate::gateway_support::curl(&[
-        "-N",
-        &format!("{}/api/orchestrate", g.url),
-        "-d",
-        r#"{"query":"How does the moon cause ocean tides?"}"#,
-    ]);
-    assert!(ok, "{out}");
-    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let last = orchestrated(&off, "How does the moon cause ocean tides?");
     assert!(
         last["rag"].is_null() && last["sources"] == json!([]),
         "{last:#}"
