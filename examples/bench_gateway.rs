@@ -317,7 +317,13 @@ async fn memory(bin: &str) {
             }
         }));
     }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while begun.load(Ordering::Relaxed) < 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of 100 streams began within 60 s",
+            begun.load(Ordering::Relaxed)
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut peak_now: f64 = 0.0;

@@ -242,7 +242,7 @@ impl Client {
     }
 
     /// A whole (small) body, within the deadline.
-    async fn body(
+    pub(super) async fn body(
         resp: reqwest::Response,
         url: &str,
         t: &Timeouts,

@@ -2,7 +2,7 @@
 //! with the older `POST /api/embeddings` (one `prompt` per request) as a
 //! fallback for servers that predate `/api/embed`.
 
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 
 use super::types::{
     EmbedInput, EmbedRequest, EmbedResponse, EmbeddingsRequest, EmbeddingsResponse,
@@ -35,7 +35,7 @@ impl Client {
         };
         let vectors = match self.send_json(&url, &body, &t, deadline).await {
             Ok(resp) => {
-                let bytes = read_body(&url, resp, &t, deadline).await?;
+                let bytes = Client::body(resp, &url, &t, deadline).await?;
                 let reply: EmbedResponse = serde_json::from_slice(&bytes)
                     .map_err(|e| bad_reply(&url, format!("not an /api/embed reply ({e})")))?;
                 reply.embeddings
@@ -73,36 +73,12 @@ impl Client {
                 prompt: Some(input.clone()),
             };
             let resp = self.send_json(&url, &body, t, deadline).await?;
-            let bytes = read_body(&url, resp, t, deadline).await?;
+            let bytes = Client::body(resp, &url, t, deadline).await?;
             let reply: EmbeddingsResponse = serde_json::from_slice(&bytes)
                 .map_err(|e| bad_reply(&url, format!("not an /api/embeddings reply ({e})")))?;
             out.push(reply.embedding);
         }
         Ok(out)
-    }
-}
-
-async fn read_body(
-    url: &str,
-    resp: reqwest::Response,
-    t: &Timeouts,
-    deadline: Instant,
-) -> Result<bytes::Bytes, ClientError> {
-    match timeout_at(deadline, resp.bytes()).await {
-        Err(_) => Err(ClientError::new(
-            url,
-            ErrorKind::Deadline {
-                secs: t.total.as_secs_f64(),
-            },
-        )),
-        Ok(Err(e)) => Err(ClientError::new(
-            url,
-            ErrorKind::Reset {
-                after_first_token: true,
-                detail: format!(" ({e})"),
-            },
-        )),
-        Ok(Ok(b)) => Ok(b),
     }
 }
 

@@ -71,6 +71,35 @@ pub(crate) fn extract_object(text: &str) -> Option<Map<String, Value>> {
     None
 }
 
+/// Where a scan of JSON text stands with respect to strings (escapes honoured).
+#[derive(Default)]
+struct Strings {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Strings {
+    /// Take the next character; true when it is structure (outside every
+    /// string, and not a quote).
+    fn outside(&mut self, c: char) -> bool {
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if c == '\\' {
+                self.escaped = true;
+            } else if c == '"' {
+                self.in_string = false;
+            }
+            return false;
+        }
+        if c == '"' {
+            self.in_string = true;
+            return false;
+        }
+        true
+    }
+}
+
 /// An object cut off before its end (a reply stopped by a length limit),
 /// closed where it stops: an open string is ended (its unfinished last
 /// sentence dropped) and open lists and objects are closed; a dangling key or
@@ -82,21 +111,12 @@ pub(crate) fn close_truncated(text: &str) -> Option<Map<String, Value>> {
     // Positions after which the object can be closed, with the closers needed there.
     let mut safe: Vec<(usize, String)> = Vec::new();
     let mut closers: Vec<char> = Vec::new();
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut strings = Strings::default();
     for (i, c) in body.char_indices() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
+        if !strings.outside(c) {
             continue;
         }
         match c {
-            '"' => in_string = true,
             '{' => closers.push('}'),
             '[' => closers.push(']'),
             '}' | ']' => {
@@ -111,7 +131,7 @@ pub(crate) fn close_truncated(text: &str) -> Option<Map<String, Value>> {
         }
     }
     let mut attempts: Vec<String> = Vec::new();
-    if in_string {
+    if strings.in_string {
         // End the open string where it stops, without a half escape.
         let mut cut = body.trim_end_matches('\\').to_string();
         if let Some(u) = cut.rfind("\\u") {
@@ -133,7 +153,7 @@ pub(crate) fn close_truncated(text: &str) -> Option<Map<String, Value>> {
     for (at, closing) in safe.iter().rev().take(8) {
         attempts.push(format!("{}{closing}", &body[..*at]));
     }
-    let cut_string = in_string;
+    let cut_string = strings.in_string;
     attempts.iter().enumerate().find_map(|(n, a)| {
         let mut obj = parse_object(a).or_else(|| parse_object(&fix_json(a)))?;
         if n == 0 && cut_string {
@@ -303,21 +323,12 @@ fn fenced_blocks(text: &str) -> Vec<&str> {
 /// strings and escapes; `None` if it never closes.
 pub(crate) fn balanced_end(text: &str) -> Option<usize> {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut strings = Strings::default();
     for (i, c) in text.char_indices() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
+        if !strings.outside(c) {
             continue;
         }
         match c {
-            '"' => in_string = true,
             '{' => depth += 1,
             '}' => {
                 depth = depth.checked_sub(1)?;
@@ -343,20 +354,9 @@ fn fix_json(text: &str) -> String {
         .collect();
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut strings = Strings::default();
     for (i, &c) in chars.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-        } else if c == ',' {
+        if strings.outside(c) && c == ',' {
             let next = chars[i + 1..].iter().find(|c| !c.is_whitespace());
             if matches!(next, Some('}') | Some(']')) {
                 continue;
