@@ -95,6 +95,14 @@ fn rpc_backend(s: &str) -> Result<RpcBackendEntry, String> {
     crate::sharding::backends::parse(s).map_err(|e| e.to_string())
 }
 
+/// A count or a number of seconds: a whole number, 1 or more.
+fn at_least_one(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}` is not a whole number of at least 1")),
+    }
+}
+
 fn simulated_hosts(s: &str) -> Result<usize, String> {
     let n: usize = s
         .parse()
@@ -138,13 +146,13 @@ pub struct Serve {
     #[arg(long = "no-auth")]
     pub no_auth: bool,
     /// Requests that may wait for a free host before new ones get 503 (default 512)
-    #[arg(long = "max-queue", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long = "max-queue", value_name = "N", value_parser = at_least_one)]
     pub max_queue: Option<u64>,
     /// Largest request body in MB (default 64)
     #[arg(long = "max-body-mb", value_name = "MB", value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub max_body_mb: Option<u64>,
     /// Longest a request may take, its wait in the queue included (default 1800)
-    #[arg(long = "request-timeout", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long = "request-timeout", value_name = "SECS", value_parser = at_least_one)]
     pub request_timeout: Option<u64>,
     /// On SIGTERM/SIGINT, how long requests in flight get to finish (default 30)
     #[arg(long, value_name = "SECS")]

@@ -102,6 +102,12 @@ fn bad_flags_exit_2_before_anything_happens() {
     }
     let r = run(&home, &["--simulate", "100000"], "");
     r.err_has("between 1 and 64");
+    // `serve`'s numbers say what they need, in words.
+    for (flag, value) in [("--max-queue", "0"), ("--request-timeout", "x")] {
+        let r = run(&home, &["serve", flag, value], "");
+        refused(&r, flag, value);
+        r.err_has("is not a whole number of at least 1");
+    }
 }
 
 #[test]
