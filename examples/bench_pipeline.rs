@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use synapticllamas::command::Route;
+use synapticllamas::config::choices::Route;
 use synapticllamas::config::nodes_file::NodeEntry;
 use synapticllamas::nodes::Node;
 use synapticllamas::ollama::types::{ChatRequest, Message};

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use synapticllamas::command::Route;
+use synapticllamas::config::choices::Route;
 use synapticllamas::config::nodes_file::NodeEntry;
 use synapticllamas::config::settings::Settings;
 use synapticllamas::nodes::Node;

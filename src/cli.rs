@@ -64,7 +64,9 @@ pub struct Cli {
 pub(crate) const MAX_SIMULATED: usize = 64;
 
 fn model_name(s: &str) -> Result<String, String> {
-    crate::command::check_name(crate::command::NameKind::Model, s).map(|_| s.to_string())
+    s.parse::<crate::names::ModelName>()
+        .map(String::from)
+        .map_err(|e| e.to_string())
 }
 
 fn node_url(s: &str) -> Result<String, String> {
@@ -194,6 +196,18 @@ pub struct RpcRegister {
     pub gpu_vram_mb: Vec<u64>,
 }
 
+impl RpcRegister {
+    /// The worker command's own options.
+    pub fn options(&self) -> crate::redis::register::Options {
+        crate::redis::register::Options {
+            addr: self.addr.clone(),
+            ttl_secs: self.ttl,
+            ram_mb: self.ram_mb,
+            gpu_vram_mb: self.gpu_vram_mb.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct SimServe {
     #[arg(long, default_value = "127.0.0.1")]
@@ -231,4 +245,36 @@ pub struct SimServe {
     /// Send JSON replies cut off before their end
     #[arg(long = "broken-json")]
     pub broken_json: bool,
+}
+
+impl SimServe {
+    /// The simulator's own options.
+    pub fn options(&self) -> crate::sim::serve::Options {
+        let mut config = crate::sim::SimConfig {
+            tokens_per_sec: self.tps,
+            ttft_ms: self.ttft_ms,
+            reply_words: self.words,
+            capacity: self.capacity,
+            penalty: self.penalty,
+            fault: self.fault,
+            fault_after: self.fault_after,
+            fault_every: self.fault_every,
+            context_length: self.context_length,
+            echo_prompt: self.echo_prompt,
+            broken_json: self.broken_json,
+            ..crate::sim::SimConfig::default()
+        };
+        if let Some(m) = &self.models {
+            config.models = m
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        crate::sim::serve::Options {
+            bind: self.bind,
+            ports: self.ports.clone(),
+            config,
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: line → `command::parse` → `app::App::dispatch` →
 //! subsystems (nodes, ollama, pipeline, sim) → a `Sink`. Only `shell` and `ui`
-//! know about the terminal.
+//! know about the terminal. Each module uses only the layers below its own;
+//! the layer table and its check are in `tests/cli/layers.rs`.
 
 pub mod app;
 pub mod blocking;
@@ -11,11 +12,14 @@ pub mod command;
 pub mod config;
 pub mod dashboard;
 pub mod gateway;
+pub mod names;
 pub mod nodes;
 pub mod ollama;
 pub mod pipeline;
+pub mod prompt;
 pub mod rag;
 pub mod redis;
+pub mod report;
 pub mod scheduler;
 pub mod sharding;
 pub mod shell;

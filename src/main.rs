@@ -19,9 +19,11 @@ fn main() {
         }
     };
     match &cli.sub {
-        Some(Sub::SimServe(args)) => std::process::exit(rt.block_on(sim::serve::run(args))),
+        Some(Sub::SimServe(args)) => {
+            std::process::exit(rt.block_on(sim::serve::run(args.options())))
+        }
         Some(Sub::RpcRegister(args)) => {
-            std::process::exit(rt.block_on(synapticllamas::redis::register::run(args)))
+            std::process::exit(rt.block_on(synapticllamas::redis::register::run(args.options())))
         }
         Some(Sub::Serve(_)) | None => {}
     }

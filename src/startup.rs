@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::app::{App, Sink};
 use crate::cli::Cli;
-use crate::command::Mode;
+use crate::config::choices::Mode;
 use crate::config::nodes_file::{self, NodeEntry};
 use crate::config::settings::{self, SettingsStore};
 use crate::config::{home_dir, NODES_FILE, SETTINGS_FILE};

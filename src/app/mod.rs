@@ -14,6 +14,7 @@ mod query;
 pub use query::{incomplete_line, QueryError};
 mod rag;
 mod redis_cmds;
+pub mod redis_tap;
 mod serve;
 pub use serve::ServeOptions;
 mod parts;
@@ -25,7 +26,8 @@ mod sharding;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::command::{self, Command, Mode, Route, Strategy};
+use crate::command::{self, Command};
+use crate::config::choices::{Longform, Mode, Route, Strategy};
 use crate::config::settings::{Settings, SettingsStore};
 use crate::nodes::Registry;
 use crate::ollama::Client;
@@ -238,7 +240,7 @@ impl App {
     }
 
     /// The `longform` setting (auto when unset).
-    pub fn longform(&self) -> command::Longform {
+    pub fn longform(&self) -> Longform {
         self.cfg.longform()
     }
 
@@ -274,7 +276,7 @@ impl App {
 
     /// Run one command; its failure, if any, is rendered here.
     pub(crate) async fn dispatch(&mut self, cmd: Command, sink: &mut dyn Sink) -> Outcome {
-        self.services.redis.tap.set_model(self.model());
+        self.services.redis_tap.set_model(self.model());
         let outcome = match self.dispatch_inner(cmd, sink).await {
             Ok(o) => o,
             Err(e) => {

@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::redis_tap::EventTap;
 use super::{dashboard::HubShown, sharding::ShardingState, Notifier, Sink};
-use crate::command::{Longform, Mode, Route, Strategy};
+use crate::config::choices::{Longform, Mode, Route, Strategy};
 use crate::config::settings::{Settings, SettingsStore};
 use crate::nodes::{Node, Registry};
 use crate::ollama::Client;
@@ -119,6 +120,8 @@ pub struct Services {
     pub notifier: Notifier,
     /// Shared host leases, node health and events (off until `redis on`).
     pub redis: crate::redis::Redis,
+    /// What the dashboard hears, published as Redis events while Redis is on.
+    pub redis_tap: Arc<EventTap>,
 }
 
 impl Services {
@@ -126,6 +129,7 @@ impl Services {
     pub fn new() -> Services {
         let notifier: Notifier = Arc::new(std::sync::RwLock::new(Arc::new(|_| {})));
         let redis = crate::redis::Redis::new(say(notifier.clone()));
+        let redis_tap = EventTap::new(redis.events.clone());
         Services {
             hub: Arc::new(crate::dashboard::Hub::new()),
             dashboard: None,
@@ -134,6 +138,7 @@ impl Services {
             shown: HubShown::default(),
             notifier,
             redis,
+            redis_tap,
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{App, CommandError, Handled, Outcome, Sink};
-use crate::command::{Mode, Strategy};
+use crate::config::choices::{Mode, Strategy};
 use crate::config::nodes_file::NodeEntry;
 use crate::dashboard::Hub;
 use crate::nodes::health::probe_all;

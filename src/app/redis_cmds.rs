@@ -62,7 +62,7 @@ impl App {
         let at = target.describe();
         self.services
             .hub
-            .set_tap(Some(self.services.redis.tap.clone()));
+            .set_tap(Some(self.services.redis_tap.clone()));
         match self.services.redis.link.enable(target).await {
             LinkState::Connected => {
                 sink.err(&format!("🔗 Redis connected: {at}"));

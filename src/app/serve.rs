@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::dashboard::HubEvents;
 use super::{App, Captured, CommandError, Handled, Outcome, Sink};
-use crate::command::{Mode, ServeArgs};
+use crate::command::ServeArgs;
+use crate::config::choices::Mode;
 use crate::gateway::{self, Config, Gateway, Parts, QuerySetup, RagSetup, View};
 use crate::nodes::health::probe_all;
 use crate::nodes::locality;

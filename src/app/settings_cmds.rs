@@ -1,7 +1,8 @@
 //! Commands that change a setting and save the settings file.
 
 use super::{App, Changes, Handled, Outcome, Sink};
-use crate::command::{Command, Longform, Mode, Strategy};
+use crate::command::Command;
+use crate::config::choices::{Longform, Mode, Strategy};
 
 fn on_off(b: bool) -> &'static str {
     if b {
@@ -43,7 +44,7 @@ impl App {
                     self.cfg.overrides.model.as_deref().unwrap_or(&s.model)
                 ));
                 ch.detail(format!("   Phase 4: {m}"));
-                s.synthesis_model = Some(m);
+                s.synthesis_model = Some(m.into());
             }
             Command::Timeout(secs) => {
                 s.agent_timeout = secs;
@@ -78,7 +79,7 @@ impl App {
                 if self.cfg.overrides.model.take().is_some() {
                     ch.detail("   (replaces the --model given on the command line)");
                 }
-                s.model = m;
+                s.model = m.into();
             }
             Command::Verbose(on) => {
                 s.dashboard_verbose = on;

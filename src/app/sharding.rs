@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{App, Changes, CommandError, Handled, Outcome, Sink};
-use crate::command::{Route, RpcCmd};
+use crate::command::RpcCmd;
+use crate::config::choices::Route;
 use crate::config::settings::RpcBackendEntry;
 use crate::nodes::discovery;
 use crate::nodes::scan::{self, ScanOptions};

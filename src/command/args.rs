@@ -187,53 +187,6 @@ pub(super) fn location(rest: &str) -> Result<Location, String> {
     Location::parse(p).map_err(|e| format!("rag path: {e}"))
 }
 
-/// The most characters a name (model, synthesis model, node) may have.
-pub const NAME_MAX: usize = 200;
-
-/// What a name names: model names also keep to the characters model tags use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NameKind {
-    Model,
-    Node,
-    Agent,
-}
-
-/// The one check for every name a user types or saves: not empty, no control
-/// characters, at most `NAME_MAX` characters (and a model name's characters).
-pub fn check_name(kind: NameKind, s: &str) -> Result<(), String> {
-    let what = match kind {
-        NameKind::Model => "model name",
-        NameKind::Node => "node name",
-        NameKind::Agent => "agent name",
-    };
-    if s.trim().is_empty() {
-        return Err(format!("the {what} is empty"));
-    }
-    let len = s.chars().count();
-    if len > NAME_MAX {
-        return Err(format!(
-            "the {what} is {len} characters long (at most {NAME_MAX})"
-        ));
-    }
-    if s.chars().any(char::is_control) {
-        return Err(format!(
-            "`{}` is not a valid {what} (control characters)",
-            s.escape_debug()
-        ));
-    }
-    if kind == NameKind::Model
-        && !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
-    {
-        return Err(format!(
-            "`{}` is not a valid model name (letters, digits and - _ . : / only)",
-            s.escape_debug()
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

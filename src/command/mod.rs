@@ -11,13 +11,13 @@ use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 
-pub use crate::config::choices::{Mode, Route, Strategy};
+use crate::config::choices::{Longform, Mode, Route, Strategy};
 use crate::config::settings::RpcBackendEntry;
+use crate::names::ModelName;
 use crate::ollama::host::HostSpec;
-pub use crate::pipeline::scope::Longform;
 use crate::rag::Location;
+pub use args::bind_addr;
 use args::Args;
-pub use args::{bind_addr, check_name, NameKind, NAME_MAX};
 
 /// One row of the command table.
 pub struct Spec {
@@ -316,14 +316,14 @@ pub enum Command {
     Rpc(RpcCmd),
     Collab(bool),
     Refine(u32),
-    Synthesis(Option<String>),
+    Synthesis(Option<ModelName>),
     Timeout(u64),
     Ast(bool),
     Quality(f64),
     QRetries(u32),
     Longform(Longform),
     Strategy(Strategy),
-    Model(String),
+    Model(ModelName),
     Status,
     Metrics {
         json: bool,
@@ -548,19 +548,16 @@ mod tests {
     }
 
     #[test]
-    fn one_name_check_for_every_name() {
-        assert!(check_name(NameKind::Model, "hf.co/User/Repo-GGUF:Q4_K_M").is_ok());
-        assert!(check_name(NameKind::Node, "Kitchen box (GPU)").is_ok());
-        for kind in [NameKind::Model, NameKind::Node, NameKind::Agent] {
-            assert!(check_name(kind, "").is_err());
-            assert!(check_name(kind, "a\u{7}b")
-                .unwrap_err()
-                .contains("control characters"));
-            let e = check_name(kind, &"x".repeat(NAME_MAX + 1)).unwrap_err();
-            assert!(e.contains("at most 200") && e.len() < 100, "{e}");
-            assert!(check_name(kind, &"x".repeat(NAME_MAX)).is_ok());
-        }
-        assert!(check_name(NameKind::Model, "a;b").is_err());
+    fn model_names_are_checked_by_the_one_rule() {
+        // The rule itself is tested in `names`; here, that both commands use it.
+        assert_eq!(
+            parse("model hf.co/User/Repo-GGUF:Q4_K_M").unwrap(),
+            Command::Model("hf.co/User/Repo-GGUF:Q4_K_M".parse().unwrap())
+        );
+        assert!(parse("synthesis a;b")
+            .unwrap_err()
+            .to_string()
+            .contains("not a valid model name"));
         for line in ["synthesis a\u{7}b", "model a\u{7}b"] {
             let e = parse(line).unwrap_err().to_string();
             assert!(

@@ -1,11 +1,17 @@
 //! One small parser per command word (the table in `COMMANDS` points here):
 //! the words after the command in, a typed `Command` or a one-line reason out.
 
-use super::args::{self, check_name, int_in, keyword, Args, NameKind};
-use super::{Command, Longform, Mode, RagCmd, Route, RpcCmd, ServeArgs, Strategy};
+use super::args::{self, int_in, keyword, Args};
+use super::{Command, RagCmd, RpcCmd, ServeArgs};
+use crate::config::choices::{Longform, Mode, Route, Strategy};
 use crate::config::settings::{QRETRIES_MAX, REFINE_MAX, TIMEOUT_MAX_SECS, TIMEOUT_MIN_SECS};
+use crate::names::{ModelName, NameError};
 
 type Parsed = Result<Command, String>;
+
+fn model_name(m: &str) -> Result<ModelName, String> {
+    m.parse().map_err(|e: NameError| e.to_string())
+}
 
 pub(super) fn mode(a: &Args) -> Parsed {
     let words: Vec<(&str, Mode)> = Mode::ALL.iter().map(|m| (m.word(), *m)).collect();
@@ -132,8 +138,7 @@ pub(super) fn synthesis(a: &Args) -> Parsed {
     if m.eq_ignore_ascii_case("none") {
         return Ok(Command::Synthesis(None));
     }
-    check_name(NameKind::Model, m)?;
-    Ok(Command::Synthesis(Some(m.to_string())))
+    Ok(Command::Synthesis(Some(model_name(m)?)))
 }
 
 pub(super) fn timeout(a: &Args) -> Parsed {
@@ -179,8 +184,7 @@ pub(super) fn strategy(a: &Args) -> Parsed {
 
 pub(super) fn model(a: &Args) -> Parsed {
     let m = a.one("model name")?;
-    check_name(NameKind::Model, m)?;
-    Ok(Command::Model(m.to_string()))
+    Ok(Command::Model(model_name(m)?))
 }
 
 pub(super) fn status(a: &Args) -> Parsed {

@@ -1,5 +1,5 @@
 //! The settings that are one of a few words: the mode, the work-spreading
-//! strategy and the routing path. Each keeps the settings file's spelling (the
+//! strategy, the routing path and when answers are written in parts. Each keeps the settings file's spelling (the
 //! Python original's) as its serde name, so the file and the `-i` JSON read the
 //! same whatever the variants are called here. A word the program does not know
 //! fails to deserialize: the settings loader then warns, uses the default and
@@ -117,6 +117,40 @@ impl Route {
     /// Whether large models may go to the sharded coordinator.
     pub(crate) fn model_sharding(self) -> bool {
         matches!(self, Route::Model | Route::Both)
+    }
+}
+
+/// The `longform` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Longform {
+    /// Split only when the question asks for depth, breadth, a long form or a length.
+    #[default]
+    Auto,
+    /// The original's rule: every question that scores for a type is split.
+    Always,
+    /// Never split (a `!long` query still is).
+    Never,
+}
+
+impl Longform {
+    pub const WORDS: &'static [&'static str] = &["auto", "always", "never"];
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Longform::Auto => "auto",
+            Longform::Always => "always",
+            Longform::Never => "never",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Longform> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Some(Longform::Auto),
+            "always" => Some(Longform::Always),
+            "never" => Some(Longform::Never),
+            _ => None,
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::settings::kind_of;
 use super::{json_error, read_text, FileError};
+use crate::names::{NameError, NodeName};
 use crate::ollama::host;
 
 /// One usable registry entry, as stored.
@@ -102,9 +103,8 @@ pub(crate) enum EntryError {
     },
     #[error("bad \"url\": {0}")]
     Url(#[from] host::HostError),
-    /// The name validator's one-line message.
     #[error("bad \"name\": {0}")]
-    Name(String),
+    Name(#[from] NameError),
 }
 
 /// `field`'s value when it is a string (or absent / null).
@@ -139,11 +139,7 @@ fn entry_from_value(raw: &Value) -> Result<NodeEntry, EntryError> {
     let spec = host::parse(&url)?;
     let name = match optional_string(&mut obj, "name")? {
         None => spec.default_name(),
-        Some(s) => {
-            crate::command::check_name(crate::command::NameKind::Node, &s)
-                .map_err(EntryError::Name)?;
-            s
-        }
+        Some(s) => NodeName::try_from(s)?.into(),
     };
     let priority = match obj.shift_remove("priority") {
         None | Some(Value::Null) => 0,

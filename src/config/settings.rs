@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::choices::{Mode, Route, Strategy};
+use super::choices::{Longform, Mode, Route, Strategy};
 use super::{json_error, read_text, FileError};
-use crate::pipeline::scope::Longform;
+use crate::names::{ModelName, NAME_MAX};
 
 /// An RPC backend entry (`{"host", "port"}`), extra fields kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -293,17 +293,16 @@ fn check_key(key: &str, val: &Value) -> Result<(), BadValue> {
 
 /// The checks beyond the value's type.
 fn in_range(key: &str, s: &Settings) -> bool {
-    use crate::command::{check_name, NameKind};
     match key {
         "refinement_rounds" => s.refinement_rounds <= REFINE_MAX,
         "agent_timeout" => (TIMEOUT_MIN_SECS..=TIMEOUT_MAX_SECS).contains(&s.agent_timeout),
         "quality_threshold" => (0.0..=1.0).contains(&s.quality_threshold),
         "max_quality_retries" => s.max_quality_retries <= QRETRIES_MAX,
-        "model" => check_name(NameKind::Model, &s.model).is_ok(),
+        "model" => s.model.parse::<ModelName>().is_ok(),
         "synthesis_model" => s
             .synthesis_model
             .as_deref()
-            .is_none_or(|m| check_name(NameKind::Model, m).is_ok()),
+            .is_none_or(|m| m.parse::<ModelName>().is_ok()),
         _ => true,
     }
 }
@@ -325,7 +324,7 @@ fn rule(key: &str) -> String {
         "max_quality_retries" => format!("a whole number from 0 to {QRETRIES_MAX}"),
         "model" => format!(
             "a model name (letters, digits and - _ . : /, at most {} characters)",
-            crate::command::NAME_MAX
+            NAME_MAX
         ),
         "synthesis_model" => "a model name or null".into(),
         "strategy" => format!(

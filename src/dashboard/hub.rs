@@ -13,7 +13,7 @@ use super::view::{
 };
 use crate::nodes::registry::NodeState;
 use crate::nodes::{Health, Node};
-use crate::pipeline::result::Metrics;
+use crate::report::Metrics;
 
 /// Routing decisions (and notices) kept for the page.
 pub const KEEP_RECENT: usize = 50;

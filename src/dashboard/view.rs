@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::hub::status_word;
 use crate::nodes::Node;
-use crate::pipeline::result::Metrics;
+use crate::report::Metrics;
 
 /// The llama.cpp coordinator. A coordinator that is not started has only
 /// `url` and `status`; a running one also its process fields (`null` when

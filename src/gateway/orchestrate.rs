@@ -25,9 +25,10 @@ use super::call::Call;
 use super::errors::ApiError;
 use super::observe::{End, Tally};
 use super::state::{QuerySetup, RagSetup, Shared, View};
-use crate::command::{check_name, NameKind, Strategy};
+use crate::config::choices::Strategy;
 use crate::config::settings::REFINE_MAX;
 use crate::dashboard::Hub;
+use crate::names::ModelName;
 use crate::nodes::Node;
 use crate::pipeline::call::Ctx;
 use crate::pipeline::observer::Observer;
@@ -168,7 +169,8 @@ fn check(req: &Request) -> Result<(), ApiError> {
         return Err(ApiError::bad_request("query is empty").with_param("query"));
     }
     if let Some(m) = &req.model {
-        check_name(NameKind::Model, m).map_err(|e| ApiError::bad_request(format!("model: {e}")))?;
+        m.parse::<ModelName>()
+            .map_err(|e| ApiError::bad_request(format!("model: {e}")))?;
     }
     if let Some(r) = req.refine.filter(|r| *r > REFINE_MAX) {
         return Err(ApiError::bad_request(format!(

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::metrics::Metrics;
 use super::Config;
-use crate::command::{Longform, Route, Strategy};
+use crate::config::choices::{Longform, Route, Strategy};
 use crate::dashboard::Hub;
 use crate::nodes::Node;
 use crate::ollama::{Client, Timeouts};

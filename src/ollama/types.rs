@@ -1,8 +1,8 @@
 //! The parts of Ollama's API this program sends and reads, and the simulated
-//! hosts (`crate::sim`) serve: the client serialises requests and reads
-//! replies with these structs, the simulator reads requests and writes replies
-//! with the same ones, so a change on one side breaks the other at compile
-//! time. Fields Ollama has and neither side uses are left out: unknown fields
+//! hosts serve: the client serialises requests and reads replies with these
+//! structs, the simulator (which builds on this module, never the reverse)
+//! reads requests and writes replies with the same ones, so a change on one
+//! side breaks the other at compile time. Fields Ollama has and neither side uses are left out: unknown fields
 //! are ignored when reading, and absent ones take their default.
 
 use serde::{Deserialize, Serialize};

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::FileError;
+use crate::names::AgentName;
 use crate::ollama::Timeouts;
 
 /// Built-in agent files, by file stem.
@@ -188,7 +189,10 @@ fn read_agent(path: &Path) -> Result<Agent, FileError> {
     let fault = |message: String| FileError::new(path, message);
     let text = std::fs::read_to_string(path).map_err(|e| fault(format!("cannot read: {e}")))?;
     let agent: Agent = serde_json::from_str(&text).map_err(|e| fault(e.to_string()))?;
-    crate::command::check_name(crate::command::NameKind::Agent, &agent.name).map_err(fault)?;
+    agent
+        .name
+        .parse::<AgentName>()
+        .map_err(|e| fault(e.to_string()))?;
     Ok(agent)
 }
 

@@ -11,13 +11,14 @@ use serde_json::{json, Map, Value};
 
 use super::agents::{self, Agent};
 use super::observer::Observer;
-use super::prompts::{self, Prompt};
+use super::prompts;
 use super::repair::{self, FieldType};
 use super::{budget, clean};
-use crate::command::Route;
+use crate::config::choices::Route;
 use crate::nodes::{context, Api, Node};
 use crate::ollama::types::{ChatRequest, Completion, Message, Options};
 use crate::ollama::{Client, ClientError, ErrorKind, Timeouts};
+use crate::prompt::Prompt;
 use crate::scheduler::{Attempt, Attribution, Measured, Pool, Scheduler, Task, TaskFailed};
 use crate::sharding::route::{decide, Target};
 

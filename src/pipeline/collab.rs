@@ -8,11 +8,13 @@ use futures_util::future::join_all;
 use serde_json::{Map, Value};
 
 use super::call::{Ctx, Reply, Role};
-use super::prompts::{self, Prompt};
+use super::prompts;
 use super::quality;
 use super::render;
-use super::result::{Gap, NothingGenerated, Vote};
+use super::result::{Gap, NothingGenerated};
 use super::standard::OWN_TEXT;
+use crate::prompt::Prompt;
+use crate::report::Vote;
 use crate::scheduler::TaskFailed;
 
 pub struct Settings {

@@ -15,6 +15,7 @@ use super::quality;
 use super::render;
 use super::result::{Chunk, Gap, NothingGenerated};
 use super::synthesis;
+use crate::prompt::Prompt;
 use crate::scheduler::{Attribution, TaskFailed};
 
 /// Words a part asks for when the context leaves room: the first part, the
@@ -167,7 +168,7 @@ fn words_that_fit(
     total: usize,
     focus: &str,
     first: Option<&str>,
-    excerpts: &prompts::Prompt,
+    excerpts: &Prompt,
 ) -> usize {
     let usual = match (ct, first) {
         (ContentType::Storytelling, _) => CHAPTER_WORDS,
@@ -187,7 +188,7 @@ fn words_that_fit(
 }
 
 /// A part's request with its excerpts (if any) below it.
-fn with_excerpts(request: prompts::Prompt, excerpts: &prompts::Prompt) -> prompts::Prompt {
+fn with_excerpts(request: Prompt, excerpts: &Prompt) -> Prompt {
     if excerpts.text.is_empty() {
         request
     } else {

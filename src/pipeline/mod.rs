@@ -22,8 +22,10 @@ pub mod synthesis;
 use std::time::Instant;
 
 use call::Ctx;
-use result::{Chunk, Gap, Metrics, NothingGenerated, QueryResult};
+use result::{Chunk, Gap, NothingGenerated, QueryResult};
 
+use crate::config::choices::Longform;
+use crate::report::{Metrics, Scope};
 use crate::scheduler::{Attribution, TaskFailed};
 
 /// How a query should run.
@@ -35,7 +37,7 @@ pub(crate) struct Plan {
     pub mode_label: String,
     pub strategy_label: String,
     /// The `longform` setting (`auto`, `always`, `never`).
-    pub longform: scope::Longform,
+    pub longform: Longform,
     /// Retrieval over the user's documents (`rag on`), if it can run.
     pub rag: Option<crate::rag::Retriever>,
 }
@@ -127,7 +129,7 @@ struct Answer {
 }
 
 /// The metrics known before any work: how the query runs and what it is.
-fn first_metrics(ctx: &Ctx, plan: &Plan, d: &detect::Detection, scope: &scope::Scope) -> Metrics {
+fn first_metrics(ctx: &Ctx, plan: &Plan, d: &detect::Detection, scope: &Scope) -> Metrics {
     Metrics {
         mode: plan.mode_label.clone(),
         strategy: plan.strategy_label.clone(),
@@ -145,7 +147,7 @@ async fn retrieve(
     plan: &Plan,
     query: &str,
     ct: detect::ContentType,
-    scope: &scope::Scope,
+    scope: &Scope,
 ) -> Option<crate::rag::Retrieved> {
     let long_parts = scope.longform.then_some(scope.parts);
     match rag_parts(ct, long_parts) {
@@ -167,7 +169,7 @@ async fn long_form(
     ctx: &Ctx,
     query: &str,
     d: &detect::Detection,
-    scope: &scope::Scope,
+    scope: &Scope,
     docs: Option<&crate::rag::Retrieved>,
     metrics: &mut Metrics,
 ) -> Result<Answer, NothingGenerated> {

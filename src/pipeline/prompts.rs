@@ -7,6 +7,7 @@ use super::agents::Agent;
 use super::budget::cut;
 use super::detect::ContentType;
 use super::repair::FieldType;
+use crate::prompt::Prompt;
 
 /// `{"context": "<string>", "key_facts": ["<string>"]}`: the reply's shape, shown
 /// to the model (and recognised by the simulator).
@@ -33,51 +34,6 @@ pub fn system(agent: &Agent, fields: &[(String, FieldType)]) -> String {
         agent.system_prompt,
         example(fields)
     )
-}
-
-/// A user message: its text, and the pieces of it this program wrote
-/// (instructions, labels, the question) as opposed to the material it quotes
-/// (findings, drafts, parts). A reply that repeats its own pieces is echoing
-/// the prompt (see `clean.rs`); one that repeats material may be doing its job.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Prompt {
-    pub text: String,
-    pub own: Vec<String>,
-}
-
-impl Prompt {
-    /// Text this program wrote.
-    pub fn says(mut self, s: impl Into<String>) -> Prompt {
-        let s = s.into();
-        self.text.push_str(&s);
-        self.own.push(s);
-        self
-    }
-
-    /// Material the prompt quotes.
-    pub fn quotes(mut self, s: impl AsRef<str>) -> Prompt {
-        self.text.push_str(s.as_ref());
-        self
-    }
-
-    /// Another prompt after this one, its pieces as they were.
-    pub fn then(mut self, other: &Prompt) -> Prompt {
-        self.text.push_str(&other.text);
-        self.own.extend(other.own.iter().cloned());
-        self
-    }
-}
-
-impl From<String> for Prompt {
-    fn from(text: String) -> Prompt {
-        Prompt::default().says(text)
-    }
-}
-
-impl From<&str> for Prompt {
-    fn from(text: &str) -> Prompt {
-        Prompt::default().says(text)
-    }
 }
 
 /// The follow-up when a reply lacked fields or had the wrong types: the task

@@ -3,6 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::report::Metrics;
 use crate::scheduler::{Attribution, TaskFailed};
 
 #[derive(Debug, Clone, Serialize)]
@@ -14,14 +15,6 @@ pub struct Chunk {
     pub seconds: f64,
     /// The chunk failed its quality check twice; the better attempt was kept.
     pub quality_warning: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Vote {
-    pub voter: String,
-    pub score: f64,
-    pub reasoning: String,
-    pub issues: Vec<String>,
 }
 
 /// A part of the work that could not be done: the answer has a marked gap
@@ -67,32 +60,6 @@ impl From<TaskFailed> for NothingGenerated {
     fn from(first: TaskFailed) -> Self {
         NothingGenerated { first, others: 0 }
     }
-}
-
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct Metrics {
-    pub total_execution_time: f64,
-    pub mode: String,
-    pub pipeline: String,
-    pub content_type: String,
-    pub strategy: String,
-    pub chunks_generated: usize,
-    pub agent_count: usize,
-    pub physical_hosts: usize,
-    pub hosts_used: usize,
-    pub node_attribution: Vec<Attribution>,
-    pub phase_timings: Vec<(String, f64)>,
-    pub quality_scores: Vec<Vote>,
-    pub quality_passed: Option<bool>,
-    pub synthesis: Option<String>,
-    /// Failed attempts that were retried elsewhere.
-    pub retries: usize,
-    /// Requests also started on an idle host because the first copy was slow.
-    pub hedges: usize,
-    /// Tasks that could not be done (see `failed` in the result).
-    pub failed_tasks: usize,
-    /// Whether the answer was written in parts, and why (or why not).
-    pub longform: Option<super::scope::Scope>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -9,43 +9,10 @@
 use std::sync::OnceLock;
 
 use regex::Regex;
-use serde::{Deserialize, Serialize};
 
 use super::detect::{ContentType, Detection};
-
-/// The `longform` setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Longform {
-    /// Split only when the question asks for depth, breadth, a long form or a length.
-    #[default]
-    Auto,
-    /// The original's rule: every question that scores for a type is split.
-    Always,
-    /// Never split (a `!long` query still is).
-    Never,
-}
-
-impl Longform {
-    pub const WORDS: &'static [&'static str] = &["auto", "always", "never"];
-
-    pub fn word(self) -> &'static str {
-        match self {
-            Longform::Auto => "auto",
-            Longform::Always => "always",
-            Longform::Never => "never",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Longform> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Some(Longform::Auto),
-            "always" => Some(Longform::Always),
-            "never" => Some(Longform::Never),
-            _ => None,
-        }
-    }
-}
+use crate::config::choices::Longform;
+use crate::report::Scope;
 
 /// A per-query override written before the question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,21 +43,6 @@ pub(crate) fn split_override(query: &str) -> (Option<Override>, &str) {
         }
     }
     (None, query.trim())
-}
-
-/// What was decided, and why (shown by `metrics` and in the `-i` JSON).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Scope {
-    /// The answer is written in parts (the long-form pipeline).
-    pub longform: bool,
-    /// Parts of a long-form answer (1 otherwise).
-    pub parts: usize,
-    /// What decided: `auto`, `always`, `never`, `!long`, `!short`.
-    pub rule: String,
-    /// Why, in words.
-    pub reason: String,
-    /// The words of the question that ask for depth, breadth, a form or a length.
-    pub asks: Vec<String>,
 }
 
 /// Parts of a long-form answer to a question the original's rules give one

@@ -4,9 +4,10 @@
 //! on the other's output, with a note; a failed Editor leaves the findings.
 
 use super::call::{Ctx, Reply, Role};
-use super::prompts::{self, Prompt};
+use super::prompts;
 use super::render;
 use super::result::{Gap, NothingGenerated};
+use crate::prompt::Prompt;
 use crate::scheduler::TaskFailed;
 
 /// About how many bytes of its own text (labels, instructions) a prompt

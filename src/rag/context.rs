@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-use crate::pipeline::prompts::Prompt;
+use crate::prompt::Prompt;
 use serde::Serialize;
 
 pub const MIN_SIMILARITY: f32 = 0.5;

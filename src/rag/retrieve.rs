@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use crate::pipeline::prompts::Prompt;
+use crate::prompt::Prompt;
 
 use super::context::{self, Excerpt, Listed, Sources, Verdict};
 use super::embed::Embedder;

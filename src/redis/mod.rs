@@ -7,7 +7,8 @@
 //! - [`leases`]: per-host semaphores shared by every instance (TTL, renewed);
 //! - [`health`]: node cooling and recovery shared by every instance;
 //! - [`registry`]: RPC backends registered under `sollol:rpc:node:<ip>:<port>`;
-//! - [`events`] and [`tap`]: the original's and SOLLOL's pub/sub events;
+//! - [`events`]: the original's and SOLLOL's pub/sub events (the app's tap
+//!   turns what the dashboard hears into them);
 //! - [`register`]: the `rpc-register` worker command.
 //!
 //! Everything works with Redis off or away: leases are then granted locally,
@@ -20,7 +21,6 @@ pub mod leases;
 pub mod link;
 pub mod register;
 pub mod registry;
-pub mod tap;
 pub mod target;
 
 use std::sync::Arc;
@@ -40,7 +40,6 @@ pub struct Redis {
     pub leases: SharedLeases,
     pub health: SharedHealth,
     pub events: Arc<Publisher>,
-    pub tap: Arc<tap::EventTap>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -59,7 +58,6 @@ impl Redis {
         Redis {
             leases: SharedLeases::new(link.clone()),
             health: SharedHealth::new(link.clone()),
-            tap: tap::EventTap::new(events.clone()),
             events,
             link,
         }

@@ -11,18 +11,30 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::link::{CallError, Link, LinkState};
 use super::registry::{available_ram_mb, node_key, registration_value};
 use super::target::Target;
-use crate::cli::RpcRegister;
 use crate::config::settings;
 use crate::config::settings::RpcBackendEntry;
 use crate::config::{home_dir, SETTINGS_FILE};
 use crate::sharding::backends;
 
+/// What the command line gave: the worker's address and its registration.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// HOST:PORT as other machines reach the rpc-server.
+    pub addr: String,
+    /// Lifetime of the key; it is refreshed every third of it.
+    pub ttl_secs: u64,
+    /// Memory offered for layers (default: the memory available now).
+    pub ram_mb: Option<u64>,
+    /// VRAM of each GPU, as cuda:0, cuda:1, …
+    pub gpu_vram_mb: Vec<u64>,
+}
+
 /// Limit for one write.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Run until a signal; the process exit status.
-pub async fn run(args: &RpcRegister) -> i32 {
-    let (backend, target) = match configured(args) {
+pub async fn run(args: Options) -> i32 {
+    let (backend, target) = match configured(&args) {
         Ok(c) => c,
         Err(status) => return status,
     };
@@ -36,7 +48,7 @@ pub async fn run(args: &RpcRegister) -> i32 {
             return 1;
         }
     };
-    let reg = Registration::new(args, &backend);
+    let reg = Registration::new(&args, &backend);
     if !backends::reachable(&backend, Duration::from_millis(500)).await {
         eprintln!(
             "⚠️  {} does not accept connections now (is rpc-server running?); registering anyway",
@@ -76,7 +88,7 @@ pub async fn run(args: &RpcRegister) -> i32 {
 /// The worker's address (the argument) and the Redis to register it in
 /// (the settings file and the environment); the exit status when either is
 /// wrong, said on stderr.
-fn configured(args: &RpcRegister) -> Result<(RpcBackendEntry, Target), i32> {
+fn configured(args: &Options) -> Result<(RpcBackendEntry, Target), i32> {
     let backend = match backends::parse(&args.addr) {
         Ok(b) => b,
         Err(e) => {
@@ -110,8 +122,8 @@ struct Registration {
 }
 
 impl Registration {
-    fn new(args: &RpcRegister, backend: &RpcBackendEntry) -> Registration {
-        let ttl = Duration::from_secs(args.ttl.max(1));
+    fn new(args: &Options, backend: &RpcBackendEntry) -> Registration {
+        let ttl = Duration::from_secs(args.ttl_secs.max(1));
         Registration {
             addr: backends::addr(backend),
             key: node_key(&backend.host, backend.port),

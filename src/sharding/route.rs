@@ -3,7 +3,7 @@
 use regex::Regex;
 use std::sync::OnceLock;
 
-use crate::command::Route;
+use crate::config::choices::Route;
 
 /// Models whose name implies more than this many billion parameters go to the
 /// coordinator in `distributed both`.

@@ -1,31 +1,25 @@
 //! `synapticllamas sim-serve`: one simulated host as its own process (the lab).
 
-use super::{SimConfig, SimHost};
-use crate::cli::SimServe;
+use std::net::IpAddr;
 
-pub async fn run(args: &SimServe) -> i32 {
-    let mut cfg = SimConfig {
-        tokens_per_sec: args.tps,
-        ttft_ms: args.ttft_ms,
-        reply_words: args.words,
-        capacity: args.capacity,
-        penalty: args.penalty,
-        fault: args.fault,
-        fault_after: args.fault_after,
-        fault_every: args.fault_every,
-        context_length: args.context_length,
-        echo_prompt: args.echo_prompt,
-        broken_json: args.broken_json,
-        ..SimConfig::default()
-    };
-    if let Some(m) = &args.models {
-        cfg.models = m
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
-    }
-    match SimHost::start(format!("sim-{}", args.bind), args.bind, &args.ports, cfg).await {
+use super::{SimConfig, SimHost};
+
+/// Where the host listens and how it behaves (the command line's flags).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub bind: IpAddr,
+    /// One Ollama instance per port, all on the same simulated host.
+    pub ports: Vec<u16>,
+    pub config: SimConfig,
+}
+
+pub async fn run(opts: Options) -> i32 {
+    let Options {
+        bind,
+        ports,
+        config,
+    } = opts;
+    match SimHost::start(format!("sim-{bind}"), bind, &ports, config).await {
         Ok(h) => {
             eprintln!("simulated Ollama host listening on {}", h.urls().join(", "));
             // Serve until killed.
@@ -33,7 +27,7 @@ pub async fn run(args: &SimServe) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("❌ sim-serve: cannot listen on {}: {e}", args.bind);
+            eprintln!("❌ sim-serve: cannot listen on {bind}: {e}");
             1
         }
     }

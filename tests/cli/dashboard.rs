@@ -15,7 +15,7 @@ use synapticllamas::nodes::health::probe_all;
 use synapticllamas::nodes::Node;
 use synapticllamas::ollama::types::GenerateRequest;
 use synapticllamas::ollama::{Client, Timeouts};
-use synapticllamas::pipeline::result::Metrics;
+use synapticllamas::report::Metrics;
 use synapticllamas::sim::{SimConfig, SimHost};
 
 use crate::support::*;

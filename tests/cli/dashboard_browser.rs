@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use synapticllamas::ollama::Client;
 
 use synapticllamas::dashboard::BackendStatus;
-use synapticllamas::pipeline::result::Metrics;
+use synapticllamas::report::Metrics;
 
 use crate::dashboard::{backend, coordinator, http, request, start, two_node_hub};
 use crate::support::*;

@@ -425,8 +425,9 @@ fn check_command_value(line: &str, cmd: &Command) -> Result<(), TestCaseError> {
             )
         }
         Command::Model(m) => ensure!(
-            !m.is_empty()
-                && m.chars()
+            !m.as_str().is_empty()
+                && m.as_str()
+                    .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c)),
             "{line:?}: model {m:?}"
         ),
@@ -908,7 +909,7 @@ fn usable_node_name() -> impl Strategy<Value = String> {
         let n: String = t
             .chars()
             .filter(|c| !c.is_control())
-            .take(synapticllamas::command::NAME_MAX)
+            .take(synapticllamas::names::NAME_MAX)
             .collect();
         if n.trim().is_empty() {
             format!("node{n}")

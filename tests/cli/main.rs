@@ -22,6 +22,7 @@ mod gateway_queue;
 mod gateway_support;
 mod identity;
 mod lab;
+mod layers;
 mod llama;
 mod load;
 mod lock_wait;

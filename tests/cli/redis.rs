@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 use serde_json::{json, Value};
+use synapticllamas::app::redis_tap::EventTap;
 use synapticllamas::config::settings::Settings;
 use synapticllamas::dashboard::{CoordinatorStatus, CoordinatorView, Hub, HubTap};
 use synapticllamas::redis::events::{self, Publisher};
-use synapticllamas::redis::tap::EventTap;
 use synapticllamas::redis::{target, Link, LinkState, NodeView, SharedHealth, SharedLeases};
 use synapticllamas::sim::SimConfig;
 use tokio::sync::Semaphore;

@@ -1,17 +1,18 @@
 //! What the dashboard hub hears, turned into Redis events: node picks and
 //! metrics as they come, coordinator and RPC backend changes as differences
-//! between the hub's old and new state.
+//! between the hub's old and new state. Glue between two subsystems that know
+//! nothing of each other, so it lives in the app.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Map};
 
-use super::events::{routing_event, Component, Level, LogEvent, Publisher};
 use crate::dashboard::{BackendStatus, BackendView, CoordinatorProcess, CoordinatorView, HubTap};
 use crate::nodes::registry::Api;
 use crate::nodes::Node;
-use crate::pipeline::result::Metrics;
+use crate::redis::events::{routing_event, Component, Level, LogEvent, Publisher};
+use crate::report::Metrics;
 
 /// Publishes hub changes; the model in use is set by the app before each command.
 pub struct EventTap {

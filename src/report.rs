@@ -1,0 +1,60 @@
+//! What a query reports about itself: its metrics, the votes on its answer and
+//! the long-form decision. Plain data shared by the pipeline that fills it in,
+//! the dashboard that shows it and the app's Redis tap that publishes it.
+
+use serde::Serialize;
+
+// Where each task ran is the scheduler's record; it moves here when the
+// scheduler no longer needs anything above it.
+use crate::scheduler::Attribution;
+
+/// What one query did: shown by `metrics`, in the `-i` JSON and on the dashboard.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Metrics {
+    pub total_execution_time: f64,
+    pub mode: String,
+    pub pipeline: String,
+    pub content_type: String,
+    pub strategy: String,
+    pub chunks_generated: usize,
+    pub agent_count: usize,
+    pub physical_hosts: usize,
+    pub hosts_used: usize,
+    pub node_attribution: Vec<Attribution>,
+    pub phase_timings: Vec<(String, f64)>,
+    pub quality_scores: Vec<Vote>,
+    pub quality_passed: Option<bool>,
+    pub synthesis: Option<String>,
+    /// Failed attempts that were retried elsewhere.
+    pub retries: usize,
+    /// Requests also started on an idle host because the first copy was slow.
+    pub hedges: usize,
+    /// Tasks that could not be done (see `failed` in the result).
+    pub failed_tasks: usize,
+    /// Whether the answer was written in parts, and why (or why not).
+    pub longform: Option<Scope>,
+}
+
+/// One voting agent's verdict on an answer (collaborative mode).
+#[derive(Debug, Clone, Serialize)]
+pub struct Vote {
+    pub voter: String,
+    pub score: f64,
+    pub reasoning: String,
+    pub issues: Vec<String>,
+}
+
+/// What was decided, and why (shown by `metrics` and in the `-i` JSON).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scope {
+    /// The answer is written in parts (the long-form pipeline).
+    pub longform: bool,
+    /// Parts of a long-form answer (1 otherwise).
+    pub parts: usize,
+    /// What decided: `auto`, `always`, `never`, `!long`, `!short`.
+    pub rule: String,
+    /// Why, in words.
+    pub reason: String,
+    /// The words of the question that ask for depth, breadth, a form or a length.
+    pub asks: Vec<String>,
+}
