@@ -5,6 +5,8 @@ use super::args::{self, check_name, int_in, keyword, Args, NameKind};
 use super::{Command, Longform, Mode, RagCmd, Route, RpcCmd, ServeArgs, Strategy};
 use crate::config::settings::{QRETRIES_MAX, REFINE_MAX, TIMEOUT_MAX_SECS, TIMEOUT_MIN_SECS};
 
+use super::SettingCmd;
+
 type Parsed = Result<Command, String>;
 
 pub(super) fn mode(a: &Args) -> Parsed {
@@ -114,7 +116,7 @@ pub(super) fn rpc(a: &Args) -> Parsed {
 }
 
 pub(super) fn collab(a: &Args) -> Parsed {
-    a.on_off().map(Command::Collab)
+    a.on_off().map(SettingCmd::Collab).map(Command::Set)
 }
 
 pub(super) fn refine(a: &Args) -> Parsed {
@@ -124,29 +126,33 @@ pub(super) fn refine(a: &Args) -> Parsed {
         0,
         REFINE_MAX.into(),
     )?;
-    Ok(Command::Refine(n as u32))
+    Ok(Command::Set(SettingCmd::Refine(n as u32)))
 }
 
 pub(super) fn synthesis(a: &Args) -> Parsed {
     let m = a.one("model name")?;
     if m.eq_ignore_ascii_case("none") {
-        return Ok(Command::Synthesis(None));
+        return Ok(Command::Set(SettingCmd::Synthesis(None)));
     }
     check_name(NameKind::Model, m)?;
-    Ok(Command::Synthesis(Some(m.to_string())))
+    Ok(Command::Set(SettingCmd::Synthesis(Some(m.to_string()))))
 }
 
 pub(super) fn timeout(a: &Args) -> Parsed {
     let what = "timeout in seconds";
-    int_in(a.one(what)?, what, TIMEOUT_MIN_SECS, TIMEOUT_MAX_SECS).map(Command::Timeout)
+    int_in(a.one(what)?, what, TIMEOUT_MIN_SECS, TIMEOUT_MAX_SECS)
+        .map(SettingCmd::Timeout)
+        .map(Command::Set)
 }
 
 pub(super) fn ast(a: &Args) -> Parsed {
-    a.on_off().map(Command::Ast)
+    a.on_off().map(SettingCmd::Ast).map(Command::Set)
 }
 
 pub(super) fn quality(a: &Args) -> Parsed {
-    args::fraction(a.one("threshold")?).map(Command::Quality)
+    args::fraction(a.one("threshold")?)
+        .map(SettingCmd::Quality)
+        .map(Command::Set)
 }
 
 pub(super) fn qretries(a: &Args) -> Parsed {
@@ -156,7 +162,7 @@ pub(super) fn qretries(a: &Args) -> Parsed {
         0,
         QRETRIES_MAX.into(),
     )?;
-    Ok(Command::QRetries(n as u32))
+    Ok(Command::Set(SettingCmd::QRetries(n as u32)))
 }
 
 pub(super) fn longform(a: &Args) -> Parsed {
@@ -169,18 +175,21 @@ pub(super) fn longform(a: &Args) -> Parsed {
             ("never", Longform::Never),
         ],
     )
-    .map(Command::Longform)
+    .map(SettingCmd::Longform)
+    .map(Command::Set)
 }
 
 pub(super) fn strategy(a: &Args) -> Parsed {
     let words: Vec<(&str, Strategy)> = Strategy::ALL.iter().map(|s| (s.word(), *s)).collect();
-    keyword(&a.words, "strategy", &words).map(Command::Strategy)
+    keyword(&a.words, "strategy", &words)
+        .map(SettingCmd::Strategy)
+        .map(Command::Set)
 }
 
 pub(super) fn model(a: &Args) -> Parsed {
     let m = a.one("model name")?;
     check_name(NameKind::Model, m)?;
-    Ok(Command::Model(m.to_string()))
+    Ok(Command::Set(SettingCmd::Model(m.to_string())))
 }
 
 pub(super) fn status(a: &Args) -> Parsed {
@@ -307,7 +316,7 @@ pub(super) fn redis(a: &Args) -> Parsed {
 }
 
 pub(super) fn verbose(a: &Args) -> Parsed {
-    a.on_off().map(Command::Verbose)
+    a.on_off().map(SettingCmd::Verbose).map(Command::Set)
 }
 
 pub(super) fn help(_: &Args) -> Parsed {
