@@ -18,9 +18,11 @@
 //! | `SYNAPTICLLAMAS_API_KEY` | API key(s), comma-separated, that `serve` requires |
 //! | `SYNAPTICLLAMAS_REDIS_URL`, then `SOLLOL_REDIS_URL`, then `REDIS_URL` | Redis instead of the `redis_*` settings |
 //!
-//! An empty value counts as unset everywhere. The test suite's own knobs
-//! (`SYNAPTICLLAMAS_PYENV`, the llama.cpp cache, the longer fuzz and load
-//! runs) are read by the tests and benchmarks, not by the program.
+//! An empty value counts as unset everywhere. The test suite's and the
+//! benchmarks' own knobs (`SYNAPTICLLAMAS_BIN`, `_CACHE`, `_PYENV`, `_SEED`,
+//! `_FAULT_SEED`, `_FUZZ_SECS`, `_FUZZ_SEED`, `_SCREENSHOT_DIR`,
+//! `SL_TEST_LEASE_*`, `BENCH_ANSWERS_DUMP`) are read where they are used, in
+//! `tests/` and `examples/`, never by the program.
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -59,16 +59,6 @@ impl Settings {
         self.task_distribution_enabled = route.task_distribution();
         self.model_sharding_enabled = route.model_sharding();
     }
-
-    /// The saved strategy (auto when unset).
-    pub fn strategy(&self) -> Strategy {
-        Strategy::from_stored(self.strategy)
-    }
-
-    /// The saved `longform` rule (auto when unset).
-    pub fn longform(&self) -> Longform {
-        self.longform.unwrap_or_default()
-    }
 }
 
 /// A key whose value could not be used: the default is used instead, and the
@@ -471,8 +461,8 @@ mod tests {
         let text = r#"{"mode":"distributed","strategy":"parallel_multi","longform":"never"}"#;
         let s = ok(text).settings;
         assert_eq!(s.mode, Some(Mode::Distributed));
-        assert_eq!(s.strategy(), Strategy::Multi);
-        assert_eq!(s.longform(), Longform::Never);
+        assert_eq!(s.strategy, Some(Strategy::Multi));
+        assert_eq!(s.longform, Some(Longform::Never));
         let back: Value = serde_json::from_str(&to_json(&s)).unwrap();
         assert_eq!(back["mode"], "distributed");
         assert_eq!(back["strategy"], "parallel_multi");
