@@ -6,7 +6,7 @@ use synapticllamas::{sim, startup, ui};
 
 fn main() {
     let cli = Cli::parse();
-    ui::init(cli.no_color);
+    ui::init(cli.no_color || synapticllamas::config::env::Env::process().no_color);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

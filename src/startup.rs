@@ -6,16 +6,19 @@ use std::path::Path;
 use crate::app::{App, Sink};
 use crate::cli::Cli;
 use crate::config::choices::Mode;
+use crate::config::env::Env;
 use crate::config::nodes_file::{self, NodeEntry};
+use crate::config::settings::Key;
 use crate::config::settings::{self, SettingsStore};
-use crate::config::{home_dir, NODES_FILE, SETTINGS_FILE};
+use crate::config::{NODES_FILE, SETTINGS_FILE};
 use crate::nodes::{NodeStore, Registry};
 use crate::sim::{SimConfig, SimHost};
 
 /// Load files, apply flags, start simulated hosts. Problems are reported on the
 /// sink; the app always comes up.
 pub async fn build(cli: &Cli, sink: &mut dyn Sink) -> App {
-    let home = home_dir();
+    let env = Env::process();
+    let home = env.home_dir();
     let settings_path = home.join(SETTINGS_FILE);
     let loaded = settings::load(&settings_path);
     for n in &loaded.notes {
@@ -39,23 +42,23 @@ pub async fn build(cli: &Cli, sink: &mut dyn Sink) -> App {
         load_registry(&home.join(NODES_FILE), sink)
     };
     let mut app = App::new(loaded.settings, store, registry, home);
-    app.agents = crate::app::agents::AgentCache::load(sink);
-    app.cfg.overrides.model = cli.model.clone();
-    if app.cfg.settings.redis_logging_enabled {
+    app.agents = crate::app::agents::AgentCache::load(env, sink);
+    app.cfg.set_flags(|f| f.model = cli.model.clone());
+    if app.cfg.settings().redis_logging_enabled {
         if let Err(e) = app.redis_start(sink).await {
             crate::app::render_error(&e, sink);
         }
     }
     if cli.distributed {
-        app.cfg.overrides.mode = Some(Mode::Distributed);
+        app.cfg.set_flags(|f| f.mode = Some(Mode::Distributed));
     }
 
     if let Some(n) = cli.simulate {
         start_simulated(&mut app, n, sink).await;
         // A simulated cluster is there to be used as one: distributed for this run (not saved).
-        if app.cfg.overrides.mode.is_none() {
-            app.cfg.overrides.mode = Some(Mode::Distributed);
-        }
+        app.cfg.set_flags(|f| {
+            f.mode.get_or_insert(Mode::Distributed);
+        });
     }
     if let Some(path) = &cli.load_config {
         let _ = app
@@ -72,7 +75,7 @@ pub async fn build(cli: &Cli, sink: &mut dyn Sink) -> App {
         let _ = app.run_line(&format!("discover {cidr}"), sink).await;
     }
     if app.mode() == Mode::Distributed && cli.discover.is_empty() && cli.simulate.is_none() {
-        if auto_discover_disabled() {
+        if env.auto_discover_off {
             sink.err("ℹ️  SOLLOL_AUTO_DISCOVER=false: start-up scan skipped");
         } else {
             let _ = app.run_line("discover", sink).await;
@@ -91,15 +94,6 @@ fn old_flag_notes(cli: &Cli, sink: &mut dyn Sink) {
             "ℹ️  --workers {n}: accepted for old launch scripts and ignored; requests are spread one per physical host (the host_capacity setting raises that)"
         ));
     }
-}
-
-fn auto_discover_disabled() -> bool {
-    std::env::var("SOLLOL_AUTO_DISCOVER").is_ok_and(|v| {
-        matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "false" | "0" | "no" | "off"
-        )
-    })
 }
 
 fn load_registry(path: &Path, sink: &mut dyn Sink) -> Registry {
@@ -172,7 +166,7 @@ pub(crate) async fn start_simulated(app: &mut App, n: usize, sink: &mut dyn Sink
 
 async fn apply_sharding_flags(app: &mut App, cli: &Cli, sink: &mut dyn Sink) {
     if cli.enable_distributed_inference {
-        app.cfg.settings.model_sharding_enabled = true;
+        app.cfg.settings_mut().model_sharding_enabled = true;
     }
     // Every value was checked when the flags were parsed (a bad one exits 2).
     if !cli.rpc_backend.is_empty() {
@@ -185,14 +179,14 @@ async fn apply_sharding_flags(app: &mut App, cli: &Cli, sink: &mut dyn Sink) {
             "🔗 Configured {} RPC backend(s) for distributed inference",
             cli.rpc_backend.len()
         ));
-        app.cfg.settings.rpc_backends = cli.rpc_backend.clone();
+        app.cfg.settings_mut().rpc_backends = cli.rpc_backend.clone();
     }
     let mut touched = Vec::new();
     if cli.enable_distributed_inference {
-        touched.push("model_sharding_enabled");
+        touched.push(Key::ModelShardingEnabled);
     }
     if !cli.rpc_backend.is_empty() {
-        touched.push("rpc_backends");
+        touched.push(Key::RpcBackends);
     }
     app.save_settings(&touched, sink).await;
 }

@@ -6,15 +6,15 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::Sink;
+use crate::config::env::Env;
 use crate::pipeline::agents::{self, Agent};
 
 /// Where agents are overridden from: `$SYNAPTICLLAMAS_AGENTS`, else
 /// `~/.config/synapticllamas/agents/`.
-pub(crate) fn agents_dir() -> Option<PathBuf> {
-    match std::env::var_os("SYNAPTICLLAMAS_AGENTS") {
-        Some(d) if !d.is_empty() => Some(d.into()),
-        _ => dirs::config_dir().map(|c| c.join("synapticllamas").join("agents")),
-    }
+pub(crate) fn agents_dir(env: &Env) -> Option<PathBuf> {
+    env.agents
+        .clone()
+        .or_else(|| dirs::config_dir().map(|c| c.join("synapticllamas").join("agents")))
 }
 
 /// What the directory looked like when it was read: each JSON file's name,
@@ -52,8 +52,8 @@ pub struct AgentCache {
 
 impl AgentCache {
     /// Load from the configured directory, reporting files that were not used.
-    pub fn load(sink: &mut dyn Sink) -> AgentCache {
-        let dir = agents_dir();
+    pub fn load(env: &Env, sink: &mut dyn Sink) -> AgentCache {
+        let dir = agents_dir(env);
         let mut c = AgentCache {
             dir,
             stamp: None,

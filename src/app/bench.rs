@@ -26,7 +26,10 @@ impl App {
         let t = Timeouts::new(
             Duration::from_secs(3),
             Duration::from_secs(120),
-            Duration::from_secs(self.cfg.settings.agent_timeout.max(30)),
+            self.cfg
+                .effective()
+                .agent_timeout
+                .max(Duration::from_secs(30)),
         );
         let mut table = ui::table(&[
             "Node",

@@ -27,8 +27,8 @@ impl App {
         if let Some(node) = self.reuse_coordinator(&up, sink).await {
             return Ok(node);
         }
-        let (url, configured) =
-            coordinator::configured_url(self.cfg.settings.coordinator_url.as_deref());
+        let eff = self.cfg.effective();
+        let (url, configured) = (eff.coordinator_url.clone(), eff.coordinator_configured);
         if coordinator::health(&self.cluster.client, &url).await == Health::Ready {
             sink.err(&format!(
                 "🎯 Using the coordinator already running at {url}"
@@ -36,10 +36,10 @@ impl App {
             self.cluster.sharding.coordinator = Some(Coordinator::found(url.clone()));
             return Ok(self.coordinator_node(&url).await);
         }
-        if !self.cfg.settings.rpc_backends.is_empty() && up.is_empty() {
+        if !self.cfg.settings().rpc_backends.is_empty() && up.is_empty() {
             return Err(ShardingError::NoBackends(down));
         }
-        if self.cfg.settings.rpc_backends.is_empty() && configured {
+        if self.cfg.settings().rpc_backends.is_empty() && configured {
             return Err(ShardingError::CoordinatorDown(url));
         }
         let c = self.start_coordinator(&url, &up, sink).await?;
@@ -53,7 +53,7 @@ impl App {
     async fn check_backends(&mut self, sink: &mut dyn Sink) -> (Vec<String>, Vec<String>) {
         let mut up = Vec::new();
         let mut down = Vec::new();
-        for b in self.cfg.settings.rpc_backends.clone() {
+        for b in self.cfg.settings().rpc_backends.clone() {
             let ok = backends::reachable(&b, Duration::from_millis(500)).await;
             let a = backends::addr(&b);
             let st = self.cluster.sharding.stats.entry(a.clone()).or_default();
@@ -106,33 +106,23 @@ impl App {
             .next()
             .and_then(|p| p.trim_end_matches('/').parse().ok())
             .unwrap_or(coordinator::DEFAULT_PORT);
-        let model = self
-            .cfg
-            .settings
+        let eff = self.cfg.effective();
+        let model = eff
             .synthesis_model
             .clone()
-            .filter(|_| self.cfg.settings.task_distribution_enabled)
-            .unwrap_or_else(|| self.model().to_string());
+            .filter(|_| eff.route.task_distribution())
+            .unwrap_or_else(|| eff.model.clone());
+        let env = self.cfg.env;
         let (gguf, bin) = blocking::try_run(move || {
-            Ok::<_, ShardingError>((gguf::resolve(&model)?, coordinator::binary()?))
+            Ok::<_, ShardingError>((gguf::resolve(&model, env)?, coordinator::binary(env)?))
         })
         .await?;
         let log = self
             .cfg
             .home
             .join(format!(".synapticllamas_coordinator-{port}.log"));
-        let extra = self
-            .cfg
-            .settings
-            .coordinator_args
-            .clone()
-            .unwrap_or_default();
-        let wait = Duration::from_secs(
-            self.cfg
-                .settings
-                .coordinator_start_timeout_secs
-                .unwrap_or(600),
-        );
+        let extra = self.cfg.effective().coordinator_args.clone();
+        let wait = self.cfg.effective().coordinator_start;
         sink.err(&format!(
             "🚀 Starting llama-server on 127.0.0.1:{port} with {} over {} backend(s) (log: {}) ...",
             gguf.display(),
@@ -181,12 +171,13 @@ impl App {
 
     /// Whether this query needs the coordinator, with the routing lines to show.
     pub(super) fn routing(&self) -> (bool, Vec<String>) {
-        let route = self.route();
-        if !self.cfg.settings.model_sharding_enabled {
+        let eff = self.cfg.effective();
+        let route = eff.route;
+        if !route.model_sharding() {
             return (false, Vec::new());
         }
-        let mut models = vec![self.model().to_string()];
-        if let Some(s) = &self.cfg.settings.synthesis_model {
+        let mut models = vec![eff.model.clone()];
+        if let Some(s) = &eff.synthesis_model {
             if !models.contains(s) {
                 models.push(s.clone());
             }
@@ -237,7 +228,7 @@ impl App {
             return None;
         }
         let mut dead = Vec::new();
-        for b in self.cfg.settings.rpc_backends.clone() {
+        for b in self.cfg.settings().rpc_backends.clone() {
             let up = backends::reachable(&b, Duration::from_millis(500)).await;
             let st = self
                 .cluster
@@ -255,16 +246,16 @@ impl App {
     }
 
     pub(super) async fn print_coordinator_section(&mut self, sink: &mut dyn Sink) {
-        if !self.cfg.settings.model_sharding_enabled
+        if !self.cfg.settings().model_sharding_enabled
             && self.cluster.sharding.coordinator.is_none()
-            && self.cfg.settings.coordinator_url.is_none()
+            && self.cfg.settings().coordinator_url.is_none()
         {
             return;
         }
         sink.out("🎯 COORDINATOR (llama.cpp model sharding)");
         let (url, _) = match &self.cluster.sharding.coordinator {
             Some(c) => (c.url.clone(), true),
-            None => coordinator::configured_url(self.cfg.settings.coordinator_url.as_deref()),
+            None => (self.cfg.effective().coordinator_url.clone(), true),
         };
         let status = match coordinator::health(&self.cluster.client, &url).await {
             Health::Ready => "✅ HEALTHY".to_string(),

@@ -13,9 +13,6 @@ use crate::nodes::Node;
 use crate::scheduler::Events;
 use crate::sharding::backends;
 
-/// Default seconds between background probes of the nodes.
-pub(crate) const MONITOR_EVERY_SECS: u64 = 30;
-
 /// An instant as Unix milliseconds.
 fn unix_ms(t: std::time::Instant) -> u64 {
     let now = std::time::SystemTime::now()
@@ -156,11 +153,8 @@ impl App {
                     log: shown(&c.log_path),
                 }),
             }),
-            None if self.cfg.settings.model_sharding_enabled => Some(CoordinatorView {
-                url: crate::sharding::coordinator::configured_url(
-                    self.cfg.settings.coordinator_url.as_deref(),
-                )
-                .0,
+            None if self.cfg.settings().model_sharding_enabled => Some(CoordinatorView {
+                url: self.cfg.effective().coordinator_url.clone(),
                 status: CoordinatorStatus::NotStarted,
                 process: None,
             }),
@@ -173,7 +167,7 @@ impl App {
     fn backends_view(&self) -> Vec<BackendView> {
         let shown = self.services.hub.backends();
         self.cfg
-            .settings
+            .settings()
             .rpc_backends
             .iter()
             .map(|b| {
@@ -216,12 +210,11 @@ impl App {
         let people = self.interactive
             || self.services.dashboard.is_some()
             || self.services.gateway.is_some();
-        let default = if people { MONITOR_EVERY_SECS } else { 0 };
-        let every = self.cfg.settings.monitor_interval_secs.unwrap_or(default);
+        let every = self.cfg.effective().monitor_every(people);
         let nodes = self.cluster.registry.nodes().to_vec();
         let backend_addrs: Vec<String> = self
             .cfg
-            .settings
+            .settings()
             .rpc_backends
             .iter()
             .map(backends::addr)
@@ -350,7 +343,7 @@ mod tests {
         let v2 = app.services.hub.version();
         assert!(v2 > v, "a new node is pushed");
         assert_eq!(app.services.hub.nodes().len(), 1);
-        app.cfg.settings.rpc_backends.push(RpcBackendEntry {
+        app.cfg.settings_mut().rpc_backends.push(RpcBackendEntry {
             host: "127.0.0.1".into(),
             port: 50052,
             extra: Default::default(),

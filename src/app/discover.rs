@@ -11,15 +11,9 @@ use crate::ui;
 
 impl App {
     fn discovery_timeouts(&self, connect_ms: Option<u64>) -> (Duration, Duration) {
-        let c = connect_ms
-            .or(self.cfg.settings.discovery_connect_timeout_ms)
-            .unwrap_or(discovery::DEFAULT_CONNECT_MS);
-        let v = self
-            .cfg
-            .settings
-            .discovery_verify_timeout_ms
-            .unwrap_or(discovery::DEFAULT_VERIFY_MS);
-        (Duration::from_millis(c), Duration::from_millis(v))
+        let eff = self.cfg.effective();
+        let c = connect_ms.map_or(eff.discovery_connect, Duration::from_millis);
+        (c, eff.discovery_verify)
     }
 
     /// The full scan behind `mode distributed`: OLLAMA_HOST first, then the subnets.
@@ -51,7 +45,10 @@ impl App {
             return Ok(Outcome::OK);
         }
         let nets = cidr
-            .map_or_else(|| discovery::subnets(None), |n| Ok(vec![n]))
+            .map_or_else(
+                || discovery::subnets(None, self.cfg.env.subnets.as_deref()),
+                |n| Ok(vec![n]),
+            )
             .map_err(|e| match e {
                 discovery::SubnetError::NoRoute => CommandError::network(format!(
                     "discover: {e}; give a CIDR, e.g. `discover 10.0.0.0/24`"
@@ -109,10 +106,13 @@ impl App {
 
     /// `OLLAMA_HOST`, if set and answering.
     async fn probe_ollama_host(&self, verify: Duration) -> Option<Found> {
-        let raw = std::env::var("OLLAMA_HOST")
-            .ok()
+        let raw = self
+            .cfg
+            .env
+            .ollama_host
+            .as_deref()
             .filter(|s| !s.trim().is_empty())?;
-        let url = host::parse(&raw).ok()?.base_url();
+        let url = host::parse(raw).ok()?.base_url();
         let t = Timeouts::new(verify, verify, verify);
         let models = self.cluster.client.tags(&url, t).await.ok()?;
         Some(Found {

@@ -15,19 +15,17 @@ fn on_off(b: bool) -> &'static str {
 }
 
 impl App {
-    fn mode_word(&self) -> &'static str {
-        self.mode().word()
-    }
-
-    /// The current value shown beside a command in `help`.
+    /// The current value shown beside a command in `help`: the value in
+    /// force (a command-line flag beats the saved setting).
     fn current_value(&self, name: &str) -> Option<String> {
-        let s = &self.cfg.settings;
+        let e = self.cfg.effective();
+        let s = self.cfg.settings();
         Some(match name {
-            "mode" => self.mode_word().to_string(),
+            "mode" => e.mode.word().to_string(),
             "distributed" => format!(
                 "task {}, model sharding {}",
-                on_off(s.task_distribution_enabled),
-                on_off(s.model_sharding_enabled)
+                on_off(e.route.task_distribution()),
+                on_off(e.route.model_sharding())
             ),
             "nodes" => format!(
                 "{} node(s), {} host(s)",
@@ -35,21 +33,17 @@ impl App {
                 self.cluster.registry.hosts().len()
             ),
             "rpc" => format!("{} backend(s)", s.rpc_backends.len()),
-            "collab" => on_off(s.collaborative_mode).into(),
-            "refine" => s.refinement_rounds.to_string(),
-            "synthesis" => s.synthesis_model.clone().unwrap_or_else(|| "none".into()),
+            "collab" => on_off(e.collaborative).into(),
+            "refine" => e.refinement_rounds.to_string(),
+            "synthesis" => e.synthesis_model.clone().unwrap_or_else(|| "none".into()),
             "timeout" => format!("{}s", s.agent_timeout),
-            "ast" => on_off(s.ast_voting_enabled).into(),
-            "quality" => format!("{:.2}", s.quality_threshold),
-            "qretries" => s.max_quality_retries.to_string(),
-            "longform" => self.longform().word().into(),
-            "strategy" => self.strategy().word().into(),
-            "model" => self.model().to_string(),
-            "rag" => format!(
-                "{}, {}",
-                on_off(s.flockparser_enabled),
-                crate::rag::model(s.rag_model.as_deref())
-            ),
+            "ast" => on_off(e.ast_voting).into(),
+            "quality" => format!("{:.2}", e.quality_threshold),
+            "qretries" => e.max_quality_retries.to_string(),
+            "longform" => e.longform.word().into(),
+            "strategy" => e.strategy.word().into(),
+            "model" => e.model.clone(),
+            "rag" => format!("{}, {}", on_off(e.rag_enabled), e.rag_model),
             "redis" if s.redis_logging_enabled => {
                 format!("on, {}", self.services.redis.link.state().word())
             }
@@ -98,32 +92,33 @@ impl App {
         let health = health_summary(&nodes);
         let rag_line = self.rag_status(sink).await;
         let (rag_place, rag_model) = self.rag_where().await;
-        let s = &self.cfg.settings;
+        let e = self.cfg.effective();
+        let s = self.cfg.settings();
         let mut t = ui::table(&["Property", "Value"]);
         let mut row = |k: &str, v: String| {
             t.add_row(vec![k.to_string(), v]);
         };
-        row("Mode", self.mode_word().into());
-        row("Model", self.model().to_string());
+        row("Mode", e.mode.word().into());
+        row("Model", e.model.clone());
         row(
             "Synthesis Model",
-            s.synthesis_model
+            e.synthesis_model
                 .clone()
                 .unwrap_or_else(|| "None (same as model)".into()),
         );
-        row("Strategy", strategy_label(self.strategy()).into());
-        row("Long-form Answers", longform_label(self.longform()).into());
-        row("Collaboration", on_off(s.collaborative_mode).into());
-        row("Refinement Rounds", s.refinement_rounds.to_string());
+        row("Strategy", strategy_label(e.strategy).into());
+        row("Long-form Answers", longform_label(e.longform).into());
+        row("Collaboration", on_off(e.collaborative).into());
+        row("Refinement Rounds", e.refinement_rounds.to_string());
         row("Agent Timeout", format!("{}s", s.agent_timeout));
-        row("AST Quality Voting", on_off(s.ast_voting_enabled).into());
-        row("Quality Threshold", format!("{:.2}", s.quality_threshold));
-        row("Quality Retries", s.max_quality_retries.to_string());
+        row("AST Quality Voting", on_off(e.ast_voting).into());
+        row("Quality Threshold", format!("{:.2}", e.quality_threshold));
+        row("Quality Retries", e.max_quality_retries.to_string());
         row(
             "Task Distribution",
-            on_off(s.task_distribution_enabled).into(),
+            on_off(e.route.task_distribution()).into(),
         );
-        row("Model Sharding", on_off(s.model_sharding_enabled).into());
+        row("Model Sharding", on_off(e.route.model_sharding()).into());
         row("RPC Backends", s.rpc_backends.len().to_string());
         row("FlockParser RAG", rag_line);
         row("RAG Knowledge Base", rag_place);

@@ -19,7 +19,7 @@ mod serve;
 pub use serve::ServeOptions;
 mod parts;
 use parts::waiting_for;
-pub use parts::{Cluster, Config, Overrides, Services};
+pub use parts::{Cluster, Config, Services, SettingsMut};
 mod settings_cmds;
 mod sharding;
 
@@ -28,7 +28,9 @@ use std::sync::Arc;
 
 use crate::command::{self, Command};
 use crate::config::choices::{Longform, Mode, Route, Strategy};
-use crate::config::settings::{Settings, SettingsStore};
+use crate::config::effective::Flags;
+use crate::config::env::Env;
+use crate::config::settings::{Key, Settings, SettingsStore};
 use crate::nodes::Registry;
 use crate::ollama::Client;
 use crate::scheduler::Scheduler;
@@ -183,7 +185,8 @@ pub(crate) type Handled = Result<Outcome, CommandError>;
 
 /// The application: its three parts, plus what queries use between commands.
 pub struct App {
-    /// Settings, where they are saved, command-line overrides, the home directory.
+    /// Settings, where they are saved, command-line flags, environment, the
+    /// values in force, the home directory.
     pub cfg: Config,
     /// Nodes, the client and queue that drive them, the sharding coordinator.
     pub cluster: Cluster,
@@ -211,12 +214,13 @@ impl App {
         let sched = Scheduler::new(client.clone());
         sched.share_through(services.redis.leases.clone(), services.redis.health.clone());
         App {
-            cfg: Config {
+            cfg: Config::new(
                 settings,
-                store: settings_store,
-                overrides: Overrides::default(),
+                settings_store,
+                Flags::default(),
+                Env::process(),
                 home,
-            },
+            ),
             cluster: Cluster::new(registry, client, sched),
             services,
             agents: agents::AgentCache::default(),
@@ -252,7 +256,7 @@ impl App {
     /// Save the settings this session changed (and `touched`, keys the user set
     /// even to the value they had); a failure is reported and makes the command
     /// fail. Waiting for another writer can be given up with Ctrl-C.
-    pub(crate) async fn save_settings(&mut self, touched: &[&str], sink: &mut dyn Sink) -> bool {
+    pub(crate) async fn save_settings(&mut self, touched: &[Key], sink: &mut dyn Sink) -> bool {
         let saved = self.cfg.save(touched, |p| waiting_for(sink, p)).await;
         saved_or_said(saved, sink)
     }
@@ -308,17 +312,7 @@ impl App {
             C::Save(path) => self.save_to(&path, sink).await,
             C::Load(path) => self.load_from(&path, sink).await,
             C::Mode(m) => self.set_mode(m, sink).await,
-            C::Collab(_)
-            | C::Refine(_)
-            | C::Synthesis(_)
-            | C::Timeout(_)
-            | C::Ast(_)
-            | C::Quality(_)
-            | C::QRetries(_)
-            | C::Longform(_)
-            | C::Strategy(_)
-            | C::Model(_)
-            | C::Verbose(_) => self.setting(cmd, sink).await,
+            C::Set(setting) => self.setting(setting, sink).await,
             C::Redis(on) => self.redis_cmd(on, sink).await,
             C::Discover { cidr, timeout_ms } => self.discover_cmd(cidr, timeout_ms, sink).await,
             C::Distributed(r) => self.distributed(r, sink).await,

@@ -9,68 +9,130 @@ use std::sync::Arc;
 use super::redis_tap::EventTap;
 use super::{dashboard::HubShown, sharding::ShardingState, Notifier, Sink};
 use crate::config::choices::{Longform, Mode, Route, Strategy};
-use crate::config::settings::{Settings, SettingsStore};
+use crate::config::effective::{Effective, Flags};
+use crate::config::env::Env;
+use crate::config::settings::{Key, Settings, SettingsStore};
 use crate::nodes::{Node, Registry};
 use crate::ollama::Client;
 use crate::scheduler::Scheduler;
 use crate::sim::SimHost;
 
-/// Values given on the command line: they beat saved settings for this run.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub model: Option<String>,
-    pub mode: Option<Mode>,
-}
-
-/// The settings: as loaded and changed, where they are saved, what the command
-/// line overrides for this run, and the directory the program's files live in.
+/// The settings: as loaded and changed, where they are saved, the flags and
+/// environment of this run, the values in force ([`Effective`], resolved
+/// again on every change), and the directory the program's files live in.
 pub struct Config {
-    pub settings: Settings,
+    settings: Settings,
     pub store: SettingsStore,
-    pub overrides: Overrides,
+    flags: Flags,
+    pub env: &'static Env,
     pub home: PathBuf,
+    effective: Effective,
 }
 
 impl Config {
+    pub fn new(
+        settings: Settings,
+        store: SettingsStore,
+        flags: Flags,
+        env: &'static Env,
+        home: PathBuf,
+    ) -> Config {
+        let effective = Effective::resolve(&settings, &flags, env);
+        Config {
+            settings,
+            store,
+            flags,
+            env,
+            home,
+            effective,
+        }
+    }
+
+    /// The settings as saved (or to be saved).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Change the settings: the values in force follow when the guard goes.
+    pub fn settings_mut(&mut self) -> SettingsMut<'_> {
+        SettingsMut(self)
+    }
+
+    /// The values in force: settings, flags and environment resolved.
+    pub fn effective(&self) -> &Effective {
+        &self.effective
+    }
+
+    pub fn flags(&self) -> &Flags {
+        &self.flags
+    }
+
+    /// Change the command-line values of this run.
+    pub fn set_flags(&mut self, change: impl FnOnce(&mut Flags)) {
+        change(&mut self.flags);
+        self.resolve();
+    }
+
+    fn resolve(&mut self) {
+        self.effective = Effective::resolve(&self.settings, &self.flags, self.env);
+    }
+
     /// The model in use: the command-line value, else the saved one.
     pub fn model(&self) -> &str {
-        self.overrides
-            .model
-            .as_deref()
-            .unwrap_or(&self.settings.model)
+        &self.effective.model
     }
 
     pub fn mode(&self) -> Mode {
-        self.overrides
-            .mode
-            .or(self.settings.mode)
-            .unwrap_or(Mode::Standard)
+        self.effective.mode
     }
 
     pub fn strategy(&self) -> Strategy {
-        self.settings.strategy()
+        self.effective.strategy
     }
 
     /// The `longform` setting (auto when unset).
     pub fn longform(&self) -> Longform {
-        self.settings.longform()
+        self.effective.longform
     }
 
     /// The routing path (`distributed task|model|both|off`).
     pub fn route(&self) -> Route {
-        self.settings.route()
+        self.effective.route
     }
 
     /// Save the settings this session changed (and `touched`, keys set even to
     /// the value they had); `waiting` is told when another program holds the lock.
     pub async fn save(
         &mut self,
-        touched: &[&str],
+        touched: &[Key],
         waiting: impl FnOnce(&Path),
     ) -> anyhow::Result<()> {
         self.store
             .save_async(&self.settings, touched, waiting)
             .await
+    }
+}
+
+/// The settings being changed; the values in force are resolved again when
+/// it is dropped.
+pub struct SettingsMut<'a>(&'a mut Config);
+
+impl std::ops::Deref for SettingsMut<'_> {
+    type Target = Settings;
+    fn deref(&self) -> &Settings {
+        &self.0.settings
+    }
+}
+
+impl std::ops::DerefMut for SettingsMut<'_> {
+    fn deref_mut(&mut self) -> &mut Settings {
+        &mut self.0.settings
+    }
+}
+
+impl Drop for SettingsMut<'_> {
+    fn drop(&mut self) {
+        self.0.resolve();
     }
 }
 
@@ -175,7 +237,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_command_line_beats_the_file_for_this_run() {
+    fn the_values_in_force_follow_every_change() {
         let dir = tempfile::tempdir().unwrap();
         let settings = Settings {
             mode: Some(Mode::Distributed),
@@ -183,22 +245,27 @@ mod tests {
             ..Settings::default()
         };
         let store = SettingsStore::new(dir.path().join("s.json"), None, &settings);
-        let mut cfg = Config {
-            settings,
-            store,
-            overrides: Overrides::default(),
-            home: dir.path().into(),
-        };
+        let env: &'static Env = Box::leak(Box::default());
+        let mut cfg = Config::new(settings, store, Flags::default(), env, dir.path().into());
         assert_eq!((cfg.mode(), cfg.model()), (Mode::Distributed, "saved"));
-        cfg.overrides = Overrides {
-            model: Some("given".into()),
-            mode: Some(Mode::Standard),
-        };
+        cfg.set_flags(|f| {
+            *f = Flags {
+                model: Some("given".into()),
+                mode: Some(Mode::Standard),
+            }
+        });
         assert_eq!((cfg.mode(), cfg.model()), (Mode::Standard, "given"));
-        cfg.settings.mode = None;
-        cfg.overrides.mode = None;
+        cfg.settings_mut().mode = None;
+        cfg.set_flags(|f| f.mode = None);
         assert_eq!(cfg.mode(), Mode::Standard, "unset is standard");
         assert_eq!(cfg.strategy(), Strategy::Auto);
         assert_eq!(cfg.route(), Route::Task);
+        cfg.settings_mut().set_route(Route::Model);
+        cfg.settings_mut().request_idle_timeout_ms = Some(10);
+        assert_eq!(cfg.route(), Route::Model);
+        assert_eq!(
+            cfg.effective().request_idle,
+            std::time::Duration::from_millis(10)
+        );
     }
 }

@@ -3,21 +3,21 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::{App, CommandError, Handled, Outcome, Sink};
-use crate::config::choices::{Mode, Strategy};
+use crate::config::choices::Mode;
 use crate::config::nodes_file::NodeEntry;
 use crate::dashboard::Hub;
 use crate::nodes::health::probe_all;
 use crate::nodes::Node;
-use crate::ollama::{host, Timeouts};
+use crate::ollama::host;
+use crate::pipeline;
 use crate::pipeline::call::Ctx;
 use crate::pipeline::observer::Observer;
+use crate::pipeline::plan::{Asked, QueryPlan};
 use crate::pipeline::result::{NothingGenerated, QueryResult};
-use crate::pipeline::{self, collab, Plan};
 use crate::scheduler::{self, Policy, Pool};
 use crate::ui;
 use crate::ui::progress::TaskBars;
@@ -89,8 +89,8 @@ impl App {
     /// The nodes a query may use in the current mode.
     pub(super) fn pool_nodes(&mut self) -> Vec<Arc<Node>> {
         let all = self.cluster.registry.nodes().to_vec();
-        let distributed =
-            self.mode() == Mode::Distributed && self.cfg.settings.task_distribution_enabled;
+        let eff = self.cfg.effective();
+        let distributed = eff.mode == Mode::Distributed && eff.route.task_distribution();
         if distributed && !all.is_empty() {
             return all;
         }
@@ -102,8 +102,8 @@ impl App {
 
     /// OLLAMA_HOST (or Ollama's default address) as a node, the same one every time.
     pub(super) fn fallback_node(&mut self) -> Arc<Node> {
-        let raw = std::env::var("OLLAMA_HOST").unwrap_or_default();
-        let spec = host::parse(&raw).unwrap_or_else(|e| {
+        let raw = self.cfg.env.ollama_host.as_deref().unwrap_or_default();
+        let spec = host::parse(raw).unwrap_or_else(|e| {
             // Not silently: the user set something that cannot be used.
             (self.services.say())(format!(
                 "⚠️  OLLAMA_HOST: {e}; using http://127.0.0.1:11434"
@@ -131,7 +131,7 @@ impl App {
     /// Requests a physical host takes at once: the largest `host_capacity` of its
     /// nodes, else the setting, else 1.
     pub(super) fn apply_capacities(&self) {
-        let default = self.cfg.settings.host_capacity.unwrap_or(1).max(1);
+        let default = self.cfg.effective().host_capacity;
         let mut per_host: HashMap<String, u32> = HashMap::new();
         for n in self.cluster.registry.nodes() {
             if let Some(c) = n.entry.extra.get("host_capacity").and_then(|v| v.as_u64()) {
@@ -144,27 +144,6 @@ impl App {
             per_host.insert(n.host.clone(), self.cluster.sched.capacity(&n.host));
         }
         self.cluster.sched.set_capacities(default, per_host);
-    }
-
-    pub(super) fn policy(&self) -> Policy {
-        match self.strategy() {
-            Strategy::Single => Policy::Single,
-            Strategy::Gpu => Policy::Gpu,
-            _ if !self.cfg.settings.task_distribution_enabled => Policy::Single,
-            _ => Policy::Pool,
-        }
-    }
-
-    pub(super) fn timeouts(&self) -> Timeouts {
-        let total = Duration::from_secs(self.cfg.settings.agent_timeout.max(1));
-        let idle = self
-            .cfg
-            .settings
-            .request_idle_timeout_ms
-            .map(Duration::from_millis)
-            .unwrap_or(Duration::from_secs(120))
-            .min(total);
-        Timeouts::new(Duration::from_secs(3), idle, total)
     }
 
     /// Run one query; notices stream to the sink while it runs.
@@ -203,7 +182,16 @@ impl App {
             }
         }
         self.apply_capacities();
-        let pool = Pool::new(nodes, self.policy());
+        let QueryPlan {
+            mut plan,
+            policy,
+            route,
+            model,
+            synthesis_model,
+            num_predict,
+            timeouts,
+        } = QueryPlan::new(self.cfg.effective(), Asked::default());
+        let pool = Pool::new(nodes, policy);
         let (needs_coordinator, routing) = self.routing();
         for line in routing {
             self.services
@@ -225,32 +213,15 @@ impl App {
             sched: self.cluster.sched.clone(),
             pool,
             coordinator,
-            route: self.route(),
-            num_predict: self
-                .cfg
-                .settings
-                .num_predict
-                .unwrap_or(crate::pipeline::call::NUM_PREDICT),
-            model: self.model().to_string(),
-            synthesis_model: self.cfg.settings.synthesis_model.clone(),
-            timeouts: self.timeouts(),
+            route,
+            num_predict,
+            model,
+            synthesis_model,
+            timeouts,
             agents,
             observer: observer.clone(),
         };
-        let plan = Plan {
-            distributed: self.mode() == Mode::Distributed,
-            collaborative: self.cfg.settings.collaborative_mode,
-            collab: collab::Settings {
-                refinement_rounds: self.cfg.settings.refinement_rounds,
-                ast_voting: self.cfg.settings.ast_voting_enabled,
-                quality_threshold: self.cfg.settings.quality_threshold,
-                max_quality_retries: self.cfg.settings.max_quality_retries,
-            },
-            mode_label: self.mode().word().to_string(),
-            strategy_label: self.strategy().word().to_string(),
-            rag: self.rag_retriever(sink).await,
-            longform: self.longform(),
-        };
+        plan.rag = self.rag_retriever(sink).await;
         let fut = pipeline::run_query(&ctx, query, &plan);
         tokio::pin!(fut);
         let result = loop {

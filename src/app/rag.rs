@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::{App, CommandError, Handled, Line, Outcome, Sink};
 use crate::blocking;
 use crate::command::RagCmd;
+use crate::config::settings::Key;
 use crate::nodes::Node;
 use crate::rag::embed::Embedder;
 use crate::rag::index::Index;
@@ -72,8 +73,8 @@ impl App {
         match cmd {
             RagCmd::On | RagCmd::Off => {
                 let on = cmd == RagCmd::On;
-                self.cfg.settings.flockparser_enabled = on;
-                let saved = self.save_settings(&["flockparser_enabled"], sink).await;
+                self.cfg.settings_mut().flockparser_enabled = on;
+                let saved = self.save_settings(&[Key::FlockparserEnabled], sink).await;
                 super::confirm(
                     sink,
                     saved,
@@ -97,9 +98,9 @@ impl App {
                         ));
                     }
                 }
-                self.cfg.settings.rag_path = Some(loc.describe());
+                self.cfg.settings_mut().rag_path = Some(loc.describe());
                 self.rag.clear().await;
-                let saved = self.save_settings(&["rag_path"], sink).await;
+                let saved = self.save_settings(&[Key::RagPath], sink).await;
                 super::confirm(
                     sink,
                     saved,
@@ -112,8 +113,8 @@ impl App {
                 Ok(Outcome::from(saved))
             }
             RagCmd::Model(m) => {
-                self.cfg.settings.rag_model = Some(m.clone());
-                let saved = self.save_settings(&["rag_model"], sink).await;
+                self.cfg.settings_mut().rag_model = Some(m.clone());
+                let saved = self.save_settings(&[Key::RagModel], sink).await;
                 super::confirm(
                     sink,
                     saved,
@@ -129,11 +130,11 @@ impl App {
     }
 
     async fn rag_location(&self) -> Option<Result<Location, LocationError>> {
-        rag::configured(self.cfg.settings.rag_path.as_deref()).await
+        rag::configured(self.cfg.effective().rag_path.as_deref()).await
     }
 
     fn rag_model(&self) -> String {
-        rag::model(self.cfg.settings.rag_model.as_deref()).to_string()
+        self.cfg.effective().rag_model.clone()
     }
 
     /// Nodes that may embed: every registered node (whatever the mode), else
@@ -218,7 +219,7 @@ impl App {
 
     /// The value of `status`'s RAG line.
     pub(super) async fn rag_status(&mut self, sink: &mut dyn Sink) -> String {
-        if !self.cfg.settings.flockparser_enabled {
+        if !self.cfg.effective().rag_enabled {
             return "OFF".into();
         }
         match self.rag_location().await {
@@ -246,8 +247,8 @@ impl App {
         let model = self.rag_model();
         let (progress, bar) = load_bar();
         let setup = prepare::Setup {
-            enabled: self.cfg.settings.flockparser_enabled,
-            path: self.cfg.settings.rag_path.as_deref(),
+            enabled: self.cfg.effective().rag_enabled,
+            path: self.cfg.effective().rag_path.as_deref(),
             model: &model,
             cache: &self.rag,
             client: &self.cluster.client,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{App, CommandError, Handled, Outcome, Sink};
-use crate::config::settings::RpcBackendEntry;
+use crate::config::settings::{Key, RpcBackendEntry};
 use crate::redis::link::LinkState;
 use crate::redis::registry::{self, Found};
 use crate::redis::target;
@@ -22,8 +22,8 @@ fn refused(why: &str) -> bool {
 impl App {
     /// `redis on|off`: save the setting, then connect or disconnect at once.
     pub(super) async fn redis_cmd(&mut self, on: bool, sink: &mut dyn Sink) -> Handled {
-        self.cfg.settings.redis_logging_enabled = on;
-        let saved = self.save_settings(&["redis_logging_enabled"], sink).await;
+        self.cfg.settings_mut().redis_logging_enabled = on;
+        let saved = self.save_settings(&[Key::RedisLoggingEnabled], sink).await;
         if !on {
             self.redis_stop().await;
             super::confirm(
@@ -52,7 +52,7 @@ impl App {
     /// line. An error when Redis refuses us or the URL cannot be used; an
     /// unreachable Redis is retried in the background (Ok: nothing to fix here).
     pub(crate) async fn redis_start(&mut self, sink: &mut dyn Sink) -> Result<(), CommandError> {
-        let target = match target::resolve_env(&self.cfg.settings) {
+        let target = match target::of(&self.cfg.effective().redis) {
             Ok(t) => t,
             Err(e) => {
                 self.redis_stop().await;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::dashboard::HubEvents;
 use super::{App, Captured, CommandError, Handled, Outcome, Sink};
 use crate::command::ServeArgs;
-use crate::config::choices::Mode;
-use crate::gateway::{self, Config, Gateway, Parts, QuerySetup, RagSetup, View};
+use crate::config::env::Env;
+use crate::gateway::{self, Config, Gateway, Parts, QuerySetup, View};
 use crate::nodes::health::probe_all;
 use crate::nodes::locality;
 use crate::nodes::Node;
@@ -58,10 +58,10 @@ pub enum ServeConfigError {
 }
 
 impl ServeOptions {
-    /// The gateway's configuration; a bad address or value is one line.
-    pub fn config(&self) -> Result<Config, ServeConfigError> {
+    /// The gateway's configuration, with `env`'s `SYNAPTICLLAMAS_API_KEY`
+    /// keys; a bad address or value is one line.
+    pub fn config(&self, env: &Env) -> Result<Config, ServeConfigError> {
         let bind = self.bind.unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let env = std::env::var("SYNAPTICLLAMAS_API_KEY").ok();
         let d = Config::default();
         let max_queue = self.max_queue.unwrap_or(d.max_queue);
         if max_queue == 0 {
@@ -74,7 +74,7 @@ impl ServeOptions {
         Ok(Config {
             bind,
             port: self.port.unwrap_or(gateway::DEFAULT_PORT),
-            keys: gateway::auth::keys(&self.api_keys, env.as_deref()),
+            keys: gateway::auth::keys(&self.api_keys, env.api_key.as_deref()),
             no_auth: self.no_auth,
             max_queue,
             max_body: max_body_mb * 1024 * 1024,
@@ -128,12 +128,12 @@ impl App {
             .into_iter()
             .filter(|n| !is_self(n, own))
             .collect();
-        let route = self.route();
-        let mut models = vec![self.model().to_string()];
-        models.extend(self.cfg.settings.synthesis_model.clone());
+        let eff = self.cfg.effective().clone();
+        let mut models = vec![eff.model.clone()];
+        models.extend(eff.synthesis_model.clone());
         let coordinator_models = models
             .into_iter()
-            .filter(|m| decide(route, m).0 == Target::Coordinator)
+            .filter(|m| decide(eff.route, m).0 == Target::Coordinator)
             .collect();
         let coordinator = self
             .cluster
@@ -141,50 +141,17 @@ impl App {
             .coordinator
             .as_ref()
             .and(self.cluster.sharding.node.clone());
-        let num_predict = self
-            .cfg
-            .settings
-            .num_predict
-            .unwrap_or(crate::pipeline::call::NUM_PREDICT);
         let mut quiet = Captured::default();
         let agents = self.agents.current(&mut quiet).await;
-        let idle = self
-            .cfg
-            .settings
-            .request_idle_timeout_ms
-            .map(Duration::from_millis)
-            .unwrap_or(Duration::from_secs(120));
         View {
             nodes,
-            policy: self.policy(),
-            route,
             coordinator,
             coordinator_models,
-            num_predict,
-            idle,
             query: QuerySetup {
                 nodes: query_nodes,
-                model: self.model().to_string(),
-                synthesis_model: self.cfg.settings.synthesis_model.clone(),
-                num_predict,
-                timeouts: self.timeouts(),
                 agents,
-                distributed: self.mode() == Mode::Distributed,
-                collaborative: self.cfg.settings.collaborative_mode,
-                refinement_rounds: self.cfg.settings.refinement_rounds,
-                ast_voting: self.cfg.settings.ast_voting_enabled,
-                quality_threshold: self.cfg.settings.quality_threshold,
-                max_quality_retries: self.cfg.settings.max_quality_retries,
-                mode_label: self.mode().word().to_string(),
-                strategy: self.strategy(),
-                task_distribution: self.cfg.settings.task_distribution_enabled,
-                longform: self.longform(),
-                rag: RagSetup {
-                    enabled: self.cfg.settings.flockparser_enabled,
-                    path: self.cfg.settings.rag_path.clone(),
-                    model: crate::rag::model(self.cfg.settings.rag_model.as_deref()).to_string(),
-                    cache: self.rag.clone(),
-                },
+                effective: Arc::new(eff),
+                rag: self.rag.clone(),
             },
         }
     }
@@ -318,7 +285,7 @@ impl App {
             return Ok(Outcome::OK);
         }
         let config = ServeOptions::from(args)
-            .config()
+            .config(self.cfg.env)
             .map_err(|e| CommandError::refused(e.to_string()))?;
         // Beside the prompt, requests are not logged line by line (the
         // dashboard shows them).
@@ -329,7 +296,7 @@ impl App {
     /// `synapticllamas serve`: run until SIGTERM or SIGINT, then drain; the exit status.
     pub async fn serve_headless(&mut self, opts: ServeOptions, sink: &mut dyn Sink) -> i32 {
         let sink = &mut AllToErr(sink);
-        let config = match opts.config() {
+        let config = match opts.config(self.cfg.env) {
             Ok(c) => c,
             Err(e) => {
                 sink.fail(&format!("❌ {e}"));

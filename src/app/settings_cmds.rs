@@ -1,8 +1,9 @@
 //! Commands that change a setting and save the settings file.
 
 use super::{App, Changes, Handled, Outcome, Sink};
-use crate::command::Command;
+use crate::command::SettingCmd;
 use crate::config::choices::{Longform, Mode, Strategy};
+use crate::config::settings::Key;
 
 fn on_off(b: bool) -> &'static str {
     if b {
@@ -15,13 +16,12 @@ fn on_off(b: bool) -> &'static str {
 impl App {
     /// Apply one setting command, save, then print what changed (marked as
     /// not saved when the file could not be written).
-    pub(super) async fn setting(&mut self, cmd: Command, out: &mut dyn Sink) -> Handled {
-        let key = setting_key(&cmd);
+    pub(super) async fn setting(&mut self, cmd: SettingCmd, out: &mut dyn Sink) -> Handled {
+        let key = cmd.key();
         let mut ch = Changes::default();
-        let s = &mut self.cfg.settings;
         match cmd {
-            Command::Collab(on) => {
-                s.collaborative_mode = on;
+            SettingCmd::Collab(on) => {
+                self.cfg.settings_mut().collaborative_mode = on;
                 ch.done(format!("Collaborative mode {}", on_off(on)));
                 ch.detail(if on {
                     "   Agents will work sequentially with feedback loops"
@@ -29,63 +29,60 @@ impl App {
                     "   Agents will work in parallel independently"
                 });
             }
-            Command::Refine(n) => {
-                s.refinement_rounds = n;
+            SettingCmd::Refine(n) => {
+                self.cfg.settings_mut().refinement_rounds = n;
                 ch.done(format!("Refinement rounds set to {n}"));
             }
-            Command::Synthesis(None) => {
-                s.synthesis_model = None;
+            SettingCmd::Synthesis(None) => {
+                self.cfg.settings_mut().synthesis_model = None;
                 ch.done("Synthesis model disabled (will use same model for all phases)");
             }
-            Command::Synthesis(Some(m)) => {
+            SettingCmd::Synthesis(Some(m)) => {
                 ch.done(format!("Synthesis model set to: {m}"));
-                ch.detail(format!(
-                    "   Phases 1-3: {}",
-                    self.cfg.overrides.model.as_deref().unwrap_or(&s.model)
-                ));
+                ch.detail(format!("   Phases 1-3: {}", self.model()));
                 ch.detail(format!("   Phase 4: {m}"));
-                s.synthesis_model = Some(m.into());
+                self.cfg.settings_mut().synthesis_model = Some(m.into());
             }
-            Command::Timeout(secs) => {
-                s.agent_timeout = secs;
+            SettingCmd::Timeout(secs) => {
+                self.cfg.settings_mut().agent_timeout = secs;
                 ch.done(format!("Inference timeout set to {secs}s"));
             }
-            Command::Ast(on) => {
-                s.ast_voting_enabled = on;
+            SettingCmd::Ast(on) => {
+                self.cfg.settings_mut().ast_voting_enabled = on;
                 ch.done(format!("AST Quality Voting {}", on_off(on)));
                 if on {
                     ch.detail("   Output will be evaluated by voting agents (collaborative mode)");
                 }
             }
-            Command::Quality(x) => {
-                s.quality_threshold = x;
+            SettingCmd::Quality(x) => {
+                self.cfg.settings_mut().quality_threshold = x;
                 ch.done(format!("Quality threshold set to {x:.2}"));
             }
-            Command::QRetries(n) => {
-                s.max_quality_retries = n;
+            SettingCmd::QRetries(n) => {
+                self.cfg.settings_mut().max_quality_retries = n;
                 ch.done(format!("Max quality retries set to {n}"));
             }
-            Command::Longform(l) => {
-                s.longform = Some(l);
+            SettingCmd::Longform(l) => {
+                self.cfg.settings_mut().longform = Some(l);
                 ch.done(format!("Long-form answers: {}", longform_label(l)));
                 ch.detail("   `!long QUESTION` / `!short QUESTION` decide for one query");
             }
-            Command::Strategy(st) => {
-                s.strategy = st.stored();
+            SettingCmd::Strategy(st) => {
+                self.cfg.settings_mut().strategy = st.stored();
                 ch.done(format!("Strategy: {}", strategy_label(st)));
             }
-            Command::Model(m) => {
+            SettingCmd::Model(m) => {
                 ch.done(format!("Model set to: {m}"));
-                if self.cfg.overrides.model.take().is_some() {
+                if self.cfg.flags().model.is_some() {
+                    self.cfg.set_flags(|f| f.model = None);
                     ch.detail("   (replaces the --model given on the command line)");
                 }
-                s.model = m.into();
+                self.cfg.settings_mut().model = m.into();
             }
-            Command::Verbose(on) => {
-                s.dashboard_verbose = on;
+            SettingCmd::Verbose(on) => {
+                self.cfg.settings_mut().dashboard_verbose = on;
                 ch.done(format!("Verbose dashboard logging {}", on_off(on)));
             }
-            other => unreachable!("not a setting command: {other:?}"),
         }
         let saved = self.save_settings(&[key], out).await;
         ch.report(out, saved);
@@ -93,43 +90,24 @@ impl App {
     }
 
     pub(super) async fn set_mode(&mut self, mode: Mode, sink: &mut dyn Sink) -> Handled {
-        self.cfg.overrides.mode = None;
+        self.cfg.set_flags(|f| f.mode = None);
         let mut ch = Changes::default();
-        self.cfg.settings.mode = Some(mode);
+        self.cfg.settings_mut().mode = Some(mode);
         match mode {
             Mode::Standard => {
                 ch.done("Switched to Standard Mode");
-                let saved = self.save_settings(&["mode"], sink).await;
+                let saved = self.save_settings(&[Key::Mode], sink).await;
                 ch.report(sink, saved);
                 Ok(Outcome::from(saved))
             }
             Mode::Distributed => {
                 ch.done("Switched to Distributed Mode");
-                let saved = self.save_settings(&["mode"], sink).await;
+                let saved = self.save_settings(&[Key::Mode], sink).await;
                 ch.report(sink, saved);
                 let scanned = self.discover_for_mode(sink).await?;
                 Ok(Outcome::from(saved && scanned.ok))
             }
         }
-    }
-}
-
-/// The settings-file key a setting command sets.
-fn setting_key(cmd: &Command) -> &'static str {
-    match cmd {
-        Command::Collab(_) => "collaborative_mode",
-        Command::Refine(_) => "refinement_rounds",
-        Command::Synthesis(_) => "synthesis_model",
-        Command::Timeout(_) => "agent_timeout",
-        Command::Ast(_) => "ast_voting_enabled",
-        Command::Quality(_) => "quality_threshold",
-        Command::QRetries(_) => "max_quality_retries",
-        Command::Longform(_) => "longform",
-        Command::Strategy(_) => "strategy",
-        Command::Model(_) => "model",
-        Command::Redis(_) => "redis_logging_enabled",
-        Command::Verbose(_) => "dashboard_verbose",
-        _ => "",
     }
 }
 

@@ -8,12 +8,12 @@ use std::time::Duration;
 use super::{App, Changes, CommandError, Handled, Outcome, Sink};
 use crate::command::RpcCmd;
 use crate::config::choices::Route;
-use crate::config::settings::RpcBackendEntry;
+use crate::config::settings::{Key, RpcBackendEntry};
 use crate::nodes::discovery;
 use crate::nodes::scan::{self, ScanOptions};
 use crate::nodes::Node;
 use crate::sharding::backends::{self, BackendStats};
-use crate::sharding::coordinator::{self, Coordinator};
+use crate::sharding::coordinator::Coordinator;
 use crate::ui;
 
 const TASK_MODEL: &str = "llama3.2";
@@ -30,7 +30,7 @@ pub struct ShardingState {
 
 impl App {
     fn coordinator_configured(&self) -> bool {
-        coordinator::configured_url(self.cfg.settings.coordinator_url.as_deref()).1
+        self.cfg.effective().coordinator_configured
     }
 
     /// Set the model the way the original did for this path, saying so.
@@ -41,10 +41,10 @@ impl App {
         } else {
             ch.detail(format!("   Model: {model}"));
         }
-        self.cfg.overrides.model = None;
-        self.cfg.settings.model = model.to_string();
-        let syn_before = self.cfg.settings.synthesis_model.clone();
-        self.cfg.settings.synthesis_model = synthesis.map(String::from);
+        self.cfg.set_flags(|f| f.model = None);
+        self.cfg.settings_mut().model = model.to_string();
+        let syn_before = self.cfg.settings().synthesis_model.clone();
+        self.cfg.settings_mut().synthesis_model = synthesis.map(String::from);
         if syn_before.as_deref() != synthesis {
             ch.detail(format!(
                 "   Synthesis model: {} → {}",
@@ -56,7 +56,7 @@ impl App {
 
     pub(super) async fn distributed(&mut self, route: Route, out: &mut dyn Sink) -> Handled {
         if route.model_sharding()
-            && self.cfg.settings.rpc_backends.is_empty()
+            && self.cfg.settings().rpc_backends.is_empty()
             && !self.coordinator_configured()
         {
             return Err(CommandError::Refused {
@@ -73,7 +73,7 @@ impl App {
             .iter()
             .filter(|n| n.available())
             .count();
-        self.cfg.settings.set_route(route);
+        self.cfg.settings_mut().set_route(route);
         match route {
             Route::Task => {
                 ch.done("TASK DISTRIBUTION MODE");
@@ -86,7 +86,7 @@ impl App {
                 ch.done("MODEL SHARDING MODE");
                 ch.detail(format!(
                     "   Using {} RPC backend(s) through the llama.cpp coordinator",
-                    self.cfg.settings.rpc_backends.len()
+                    self.cfg.settings().rpc_backends.len()
                 ));
                 self.switch_model(LARGE_MODEL, None, &mut ch);
                 ch.detail("   ⚠️  The coordinator loads the whole model file: 13B fits in 16 GB of RAM, 70B needs 32 GB or more.");
@@ -104,7 +104,7 @@ impl App {
         ch.detail("   Applied now (no restart needed).");
         let saved = self
             .save_settings(
-                &["task_distribution_enabled", "model_sharding_enabled"],
+                &[Key::TaskDistributionEnabled, Key::ModelShardingEnabled],
                 out,
             )
             .await;
@@ -125,22 +125,22 @@ impl App {
     }
 
     fn rpc_list(&self, sink: &mut dyn Sink) {
-        if self.cfg.settings.rpc_backends.is_empty() {
+        if self.cfg.settings().rpc_backends.is_empty() {
             sink.out("📡 No RPC backends configured");
             return;
         }
         sink.out(&format!(
             "📡 Configured RPC Backends ({}):",
-            self.cfg.settings.rpc_backends.len()
+            self.cfg.settings().rpc_backends.len()
         ));
-        for b in &self.cfg.settings.rpc_backends {
+        for b in &self.cfg.settings().rpc_backends {
             sink.out(&format!("   • {}", backends::addr(b)));
         }
     }
 
     fn has_backend(&self, a: &str) -> bool {
         self.cfg
-            .settings
+            .settings()
             .rpc_backends
             .iter()
             .any(|x| backends::addr(x) == a)
@@ -167,8 +167,8 @@ impl App {
         let st = self.cluster.sharding.stats.entry(a.clone()).or_default();
         st.up = Some(up);
         st.checked = Some(std::time::Instant::now());
-        self.cfg.settings.rpc_backends.push(b);
-        let saved = self.save_settings(&["rpc_backends"], sink).await;
+        self.cfg.settings_mut().rpc_backends.push(b);
+        let saved = self.save_settings(&[Key::RpcBackends], sink).await;
         super::confirm(sink, saved, &format!("Added RPC backend: {a}"));
         Ok(Outcome::from(saved))
     }
@@ -179,19 +179,20 @@ impl App {
             return Err(CommandError::NotFound(format!("Backend not found: {a}")));
         }
         self.cfg
-            .settings
+            .settings_mut()
             .rpc_backends
             .retain(|x| backends::addr(x) != a);
-        let saved = self.save_settings(&["rpc_backends"], sink).await;
+        let saved = self.save_settings(&[Key::RpcBackends], sink).await;
         super::confirm(sink, saved, &format!("Removed RPC backend: {a}"));
-        if self.cfg.settings.rpc_backends.is_empty() && self.cfg.settings.model_sharding_enabled {
+        if self.cfg.settings().rpc_backends.is_empty() && self.cfg.settings().model_sharding_enabled
+        {
             sink.warn("⚠️  No RPC backends remaining! Model sharding will fail.");
         }
         Ok(Outcome::from(saved))
     }
 
     async fn rpc_discover(&mut self, sink: &mut dyn Sink) -> Handled {
-        let nets = discovery::subnets(None).map_err(|e| match e {
+        let nets = discovery::subnets(None, self.cfg.env.subnets.as_deref()).map_err(|e| match e {
             discovery::SubnetError::NoRoute => CommandError::network(format!(
                 "rpc discover: {e}; name the subnets in SYNAPTICLLAMAS_SUBNETS (e.g. SYNAPTICLLAMAS_SUBNETS=10.0.0.0/24), or add a backend with `rpc add HOST[:PORT]`"
             )),
@@ -207,12 +208,7 @@ impl App {
         ));
         let opts = ScanOptions {
             port: crate::config::settings::default_rpc_port(),
-            connect_timeout: Duration::from_millis(
-                self.cfg
-                    .settings
-                    .discovery_connect_timeout_ms
-                    .unwrap_or(discovery::DEFAULT_CONNECT_MS),
-            ),
+            connect_timeout: self.cfg.effective().discovery_connect,
             concurrency: scan::concurrency_limit(),
         };
         let bar = ui::progress::bar(addrs.len() as u64, "scanning");
@@ -242,13 +238,13 @@ impl App {
         for (b, note) in &found {
             if !self
                 .cfg
-                .settings
+                .settings()
                 .rpc_backends
                 .iter()
                 .any(|x| backends::addr(x) == backends::addr(b))
             {
                 sink.out(&format!("   ✅ Found: {}{note}", backends::addr(b)));
-                self.cfg.settings.rpc_backends.push(b.clone());
+                self.cfg.settings_mut().rpc_backends.push(b.clone());
                 added += 1;
             }
         }
@@ -261,13 +257,13 @@ impl App {
             sink.out("ℹ️  All discovered backends already configured");
             return Ok(Outcome::OK);
         }
-        let saved = self.save_settings(&["rpc_backends"], sink).await;
+        let saved = self.save_settings(&[Key::RpcBackends], sink).await;
         super::confirm(
             sink,
             saved,
             &format!(
                 "Added {added} new RPC backend(s); total {}",
-                self.cfg.settings.rpc_backends.len()
+                self.cfg.settings().rpc_backends.len()
             ),
         );
         Ok(Outcome::from(saved))
@@ -276,7 +272,7 @@ impl App {
     pub(super) async fn print_rpc_section(&mut self, sink: &mut dyn Sink) {
         sink.out("");
         sink.out("🔗 RPC BACKENDS (model sharding)");
-        if self.cfg.settings.rpc_backends.is_empty() {
+        if self.cfg.settings().rpc_backends.is_empty() {
             sink.out("   No RPC backends configured (`rpc add HOST[:PORT]`)");
             return;
         }
@@ -287,7 +283,7 @@ impl App {
             "Success rate",
             "Avg latency",
         ]);
-        for b in self.cfg.settings.rpc_backends.clone() {
+        for b in self.cfg.settings().rpc_backends.clone() {
             let a = backends::addr(&b);
             let up = backends::reachable(&b, Duration::from_millis(500)).await;
             let st = self.cluster.sharding.stats.entry(a.clone()).or_default();

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use ipnet::Ipv4Net;
 
 use crate::config::choices::{Longform, Mode, Route, Strategy};
-use crate::config::settings::RpcBackendEntry;
+use crate::config::settings::{Key, RpcBackendEntry};
 use crate::names::ModelName;
 use crate::ollama::host::HostSpec;
 use crate::rag::Location;
@@ -314,16 +314,8 @@ pub enum Command {
     Save(PathBuf),
     Load(PathBuf),
     Rpc(RpcCmd),
-    Collab(bool),
-    Refine(u32),
-    Synthesis(Option<ModelName>),
-    Timeout(u64),
-    Ast(bool),
-    Quality(f64),
-    QRetries(u32),
-    Longform(Longform),
-    Strategy(Strategy),
-    Model(ModelName),
+    /// A command that sets one setting.
+    Set(SettingCmd),
     Status,
     Metrics {
         json: bool,
@@ -337,11 +329,45 @@ pub enum Command {
     Serve(ServeArgs),
     Rag(RagCmd),
     Redis(bool),
-    Verbose(bool),
     Help,
     Exit,
     /// Anything that is not a command.
     Query(String),
+}
+
+/// A command that sets one setting and saves it: the value, typed and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SettingCmd {
+    Collab(bool),
+    Refine(u32),
+    Synthesis(Option<ModelName>),
+    Timeout(u64),
+    Ast(bool),
+    Quality(f64),
+    QRetries(u32),
+    Longform(Longform),
+    Strategy(Strategy),
+    Model(ModelName),
+    Verbose(bool),
+}
+
+impl SettingCmd {
+    /// The settings-file key the command sets (a new command must say which).
+    pub fn key(&self) -> Key {
+        match self {
+            SettingCmd::Collab(_) => Key::CollaborativeMode,
+            SettingCmd::Refine(_) => Key::RefinementRounds,
+            SettingCmd::Synthesis(_) => Key::SynthesisModel,
+            SettingCmd::Timeout(_) => Key::AgentTimeout,
+            SettingCmd::Ast(_) => Key::AstVotingEnabled,
+            SettingCmd::Quality(_) => Key::QualityThreshold,
+            SettingCmd::QRetries(_) => Key::MaxQualityRetries,
+            SettingCmd::Longform(_) => Key::Longform,
+            SettingCmd::Strategy(_) => Key::Strategy,
+            SettingCmd::Model(_) => Key::Model,
+            SettingCmd::Verbose(_) => Key::DashboardVerbose,
+        }
+    }
 }
 
 /// `serve …` in the shell.
@@ -474,7 +500,10 @@ mod tests {
             parse("save /tmp/a b.json").unwrap(),
             Command::Save("/tmp/a b.json".into())
         );
-        assert_eq!(parse("synthesis none").unwrap(), Command::Synthesis(None));
+        assert_eq!(
+            parse("synthesis none").unwrap(),
+            Command::Set(SettingCmd::Synthesis(None))
+        );
         assert_eq!(parse("rag ON").unwrap(), Command::Rag(RagCmd::On));
         assert_eq!(
             parse("rag path ~/My Papers").unwrap(),
@@ -552,7 +581,9 @@ mod tests {
         // The rule itself is tested in `names`; here, that both commands use it.
         assert_eq!(
             parse("model hf.co/User/Repo-GGUF:Q4_K_M").unwrap(),
-            Command::Model("hf.co/User/Repo-GGUF:Q4_K_M".parse().unwrap())
+            Command::Set(SettingCmd::Model(
+                "hf.co/User/Repo-GGUF:Q4_K_M".parse().unwrap()
+            ))
         );
         assert!(parse("synthesis a;b")
             .unwrap_err()
@@ -580,8 +611,11 @@ mod tests {
             .unwrap_err()
             .message
             .contains("not a whole number"));
-        assert_eq!(parse("quality -0.0").unwrap(), Command::Quality(0.0));
-        let Command::Quality(q) = parse("quality -0.0").unwrap() else {
+        assert_eq!(
+            parse("quality -0.0").unwrap(),
+            Command::Set(SettingCmd::Quality(0.0))
+        );
+        let Command::Set(SettingCmd::Quality(q)) = parse("quality -0.0").unwrap() else {
             unreachable!()
         };
         assert!(q.is_sign_positive());
@@ -669,7 +703,7 @@ mod tests {
         assert_eq!(complete("longform a"), vec!["auto", "always"]);
         assert_eq!(
             parse("longform NEVER").unwrap(),
-            Command::Longform(Longform::Never)
+            Command::Set(SettingCmd::Longform(Longform::Never))
         );
         assert!(parse("longform sometimes")
             .unwrap_err()
@@ -683,5 +717,57 @@ mod tests {
         let read = |w: &str| serde_json::from_value::<Strategy>(serde_json::Value::from(w)).ok();
         assert_eq!(read("gpu_routing"), Some(Strategy::Gpu));
         assert_eq!(read("bogus"), None);
+    }
+
+    #[test]
+    fn each_setting_command_sets_its_own_key_within_the_tables_rule() {
+        use crate::config::settings::{
+            QRETRIES_MAX, REFINE_MAX, TIMEOUT_MAX_SECS, TIMEOUT_MIN_SECS,
+        };
+        use serde_json::{json, Value};
+        // A line, and the value its handler stores in the file.
+        let cases = [
+            ("collab on", json!(true)),
+            ("refine 0", json!(0)),
+            (&format!("refine {REFINE_MAX}"), json!(REFINE_MAX)),
+            ("synthesis none", Value::Null),
+            ("synthesis qwen2.5:7b", json!("qwen2.5:7b")),
+            (
+                &format!("timeout {TIMEOUT_MIN_SECS}"),
+                json!(TIMEOUT_MIN_SECS),
+            ),
+            (
+                &format!("timeout {TIMEOUT_MAX_SECS}"),
+                json!(TIMEOUT_MAX_SECS),
+            ),
+            ("ast off", json!(false)),
+            ("quality 1.0", json!(1.0)),
+            (&format!("qretries {QRETRIES_MAX}"), json!(QRETRIES_MAX)),
+            ("longform never", json!("never")),
+            ("strategy multi", json!("parallel_multi")),
+            ("strategy auto", Value::Null),
+            ("model llama3.2:1b", json!("llama3.2:1b")),
+            ("verbose on", json!(true)),
+        ];
+        let mut keys = std::collections::HashSet::new();
+        for (line, stored) in cases {
+            let Ok(Command::Set(c)) = parse(line) else {
+                panic!("{line}: not a setting command");
+            };
+            assert!(
+                c.key().accepts(&stored),
+                "{line}: {stored} for {}",
+                c.key().name()
+            );
+            keys.insert(c.key());
+        }
+        assert_eq!(keys.len(), 11, "one key per setting command");
+        // The ranges `help` shows are the table's.
+        let usage = |name: &str| lookup(name).unwrap().usage;
+        assert!(usage("refine").ends_with(&format!("(0-{REFINE_MAX})")));
+        assert!(usage("qretries").ends_with(&format!("(0-{QRETRIES_MAX})")));
+        assert!(usage("timeout").ends_with(&format!("({TIMEOUT_MIN_SECS}-{TIMEOUT_MAX_SECS})")));
+        assert!(Key::QualityThreshold.rule().ends_with("0.0 to 1.0"));
+        assert!(usage("quality").ends_with("(0.0-1.0)"));
     }
 }

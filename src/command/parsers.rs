@@ -7,6 +7,8 @@ use crate::config::choices::{Longform, Mode, Route, Strategy};
 use crate::config::settings::{QRETRIES_MAX, REFINE_MAX, TIMEOUT_MAX_SECS, TIMEOUT_MIN_SECS};
 use crate::names::{ModelName, NameError};
 
+use super::SettingCmd;
+
 type Parsed = Result<Command, String>;
 
 fn model_name(m: &str) -> Result<ModelName, String> {
@@ -120,7 +122,7 @@ pub(super) fn rpc(a: &Args) -> Parsed {
 }
 
 pub(super) fn collab(a: &Args) -> Parsed {
-    a.on_off().map(Command::Collab)
+    a.on_off().map(SettingCmd::Collab).map(Command::Set)
 }
 
 pub(super) fn refine(a: &Args) -> Parsed {
@@ -130,28 +132,32 @@ pub(super) fn refine(a: &Args) -> Parsed {
         0,
         REFINE_MAX.into(),
     )?;
-    Ok(Command::Refine(n as u32))
+    Ok(Command::Set(SettingCmd::Refine(n as u32)))
 }
 
 pub(super) fn synthesis(a: &Args) -> Parsed {
     let m = a.one("model name")?;
     if m.eq_ignore_ascii_case("none") {
-        return Ok(Command::Synthesis(None));
+        return Ok(Command::Set(SettingCmd::Synthesis(None)));
     }
-    Ok(Command::Synthesis(Some(model_name(m)?)))
+    Ok(Command::Set(SettingCmd::Synthesis(Some(model_name(m)?))))
 }
 
 pub(super) fn timeout(a: &Args) -> Parsed {
     let what = "timeout in seconds";
-    int_in(a.one(what)?, what, TIMEOUT_MIN_SECS, TIMEOUT_MAX_SECS).map(Command::Timeout)
+    int_in(a.one(what)?, what, TIMEOUT_MIN_SECS, TIMEOUT_MAX_SECS)
+        .map(SettingCmd::Timeout)
+        .map(Command::Set)
 }
 
 pub(super) fn ast(a: &Args) -> Parsed {
-    a.on_off().map(Command::Ast)
+    a.on_off().map(SettingCmd::Ast).map(Command::Set)
 }
 
 pub(super) fn quality(a: &Args) -> Parsed {
-    args::fraction(a.one("threshold")?).map(Command::Quality)
+    args::fraction(a.one("threshold")?)
+        .map(SettingCmd::Quality)
+        .map(Command::Set)
 }
 
 pub(super) fn qretries(a: &Args) -> Parsed {
@@ -161,7 +167,7 @@ pub(super) fn qretries(a: &Args) -> Parsed {
         0,
         QRETRIES_MAX.into(),
     )?;
-    Ok(Command::QRetries(n as u32))
+    Ok(Command::Set(SettingCmd::QRetries(n as u32)))
 }
 
 pub(super) fn longform(a: &Args) -> Parsed {
@@ -174,17 +180,20 @@ pub(super) fn longform(a: &Args) -> Parsed {
             ("never", Longform::Never),
         ],
     )
-    .map(Command::Longform)
+    .map(SettingCmd::Longform)
+    .map(Command::Set)
 }
 
 pub(super) fn strategy(a: &Args) -> Parsed {
     let words: Vec<(&str, Strategy)> = Strategy::ALL.iter().map(|s| (s.word(), *s)).collect();
-    keyword(&a.words, "strategy", &words).map(Command::Strategy)
+    keyword(&a.words, "strategy", &words)
+        .map(SettingCmd::Strategy)
+        .map(Command::Set)
 }
 
 pub(super) fn model(a: &Args) -> Parsed {
     let m = a.one("model name")?;
-    Ok(Command::Model(model_name(m)?))
+    Ok(Command::Set(SettingCmd::Model(model_name(m)?)))
 }
 
 pub(super) fn status(a: &Args) -> Parsed {
@@ -311,7 +320,7 @@ pub(super) fn redis(a: &Args) -> Parsed {
 }
 
 pub(super) fn verbose(a: &Args) -> Parsed {
-    a.on_off().map(Command::Verbose)
+    a.on_off().map(SettingCmd::Verbose).map(Command::Set)
 }
 
 pub(super) fn help(_: &Args) -> Parsed {

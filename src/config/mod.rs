@@ -1,8 +1,12 @@
 //! The two persistent files: settings (`~/.synapticllamas.json`) and the node
-//! registry (`~/.synapticllamas_nodes.json`), in the Python original's shapes.
+//! registry (`~/.synapticllamas_nodes.json`), in the Python original's shapes;
+//! the environment the program reads (`env`) and the settings in force
+//! (`effective`: settings, flags and environment resolved once).
 
 pub mod atomic;
 pub mod choices;
+pub mod effective;
+pub mod env;
 pub mod lock;
 pub mod nodes_file;
 pub mod settings;
@@ -13,20 +17,12 @@ pub(crate) const SETTINGS_FILE: &str = ".synapticllamas.json";
 pub(crate) const NODES_FILE: &str = ".synapticllamas_nodes.json";
 pub(crate) const HISTORY_FILE: &str = ".synapticllamas_history";
 
-/// The directory holding the two files: `$SYNAPTICLLAMAS_HOME`, else the home directory.
-pub fn home_dir() -> PathBuf {
-    match std::env::var_os("SYNAPTICLLAMAS_HOME") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => dirs::home_dir().unwrap_or_else(|| PathBuf::from(".")),
-    }
-}
-
 /// A path as typed: a leading `~` or `~/` means the home directory (`$HOME`).
 pub(crate) fn expand_tilde(path: &str) -> PathBuf {
     let home = || {
-        std::env::var_os("HOME")
-            .filter(|h| !h.is_empty())
-            .map(PathBuf::from)
+        env::Env::process()
+            .user_home
+            .clone()
             .or_else(dirs::home_dir)
     };
     if path == "~" {

@@ -1,7 +1,12 @@
 //! `~/.synapticllamas.json`: every key of the original with its default, plus the
-//! keys this port adds; keys nobody here knows are kept on every rewrite.
+//! keys this port adds (the table in `table.rs`); keys nobody here knows are
+//! kept on every rewrite. Loading checks each known key on its own, so one
+//! unusable value costs only its key; `store.rs` saves only what changed.
 
-use std::path::{Path, PathBuf};
+mod store;
+mod table;
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -9,6 +14,8 @@ use serde_json::{Map, Value};
 use super::choices::{Longform, Mode, Route, Strategy};
 use super::{json_error, read_text, FileError};
 use crate::names::{ModelName, NAME_MAX};
+pub use store::SettingsStore;
+pub use table::*;
 
 /// An RPC backend entry (`{"host", "port"}`), extra fields kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,116 +31,21 @@ pub(crate) fn default_rpc_port() -> u16 {
     50052
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Settings {
-    pub mode: Option<Mode>,
-    pub collaborative_mode: bool,
-    pub refinement_rounds: u32,
-    pub agent_timeout: u64,
-    pub ast_voting_enabled: bool,
-    pub quality_threshold: f64,
-    pub max_quality_retries: u32,
-    pub flockparser_enabled: bool,
-    pub dashboard_verbose: bool,
-    pub model: String,
-    pub synthesis_model: Option<String>,
-    /// `null` is auto ([`Strategy::stored`]).
-    pub strategy: Option<Strategy>,
-    pub task_distribution_enabled: bool,
-    pub model_sharding_enabled: bool,
-    pub rpc_backends: Vec<RpcBackendEntry>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub coordinator_url: Option<String>,
-    pub redis_logging_enabled: bool,
-    pub redis_host: String,
-    pub redis_port: u16,
-    pub redis_db: u32,
-    pub redis_password: Option<String>,
-    // Keys this port adds (written only once set).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub discovery_connect_timeout_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub discovery_verify_timeout_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host_capacity: Option<u32>,
-    /// `num_predict` / `max_tokens` for agent requests (default 4096).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub num_predict: Option<u64>,
-    /// Extra arguments for a llama-server this program starts.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub coordinator_args: Option<Vec<String>>,
-    /// How long to wait for a starting llama-server's /health (default 600 s).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub coordinator_start_timeout_secs: Option<u64>,
-    /// Seconds between background probes of the nodes (default 30; 0 = off).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub monitor_interval_secs: Option<u64>,
-    /// Longest silence allowed inside one agent request (default 120 s).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_idle_timeout_ms: Option<u64>,
-    /// RAG: a FlockParser folder or API URL (default ~/FlockParser when it exists).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rag_path: Option<String>,
-    /// RAG: the embedding model (default mxbai-embed-large).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rag_model: Option<String>,
-    /// When an answer is written in parts: "auto" (default), "always", "never".
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub longform: Option<Longform>,
-    /// Keys this program does not know: kept as they were.
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+/// Whether `m` is a model name (the one validator the commands use too).
+fn is_model_name(m: &str) -> bool {
+    m.parse::<ModelName>().is_ok()
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            mode: None,
-            collaborative_mode: false,
-            refinement_rounds: 1,
-            agent_timeout: 300,
-            ast_voting_enabled: false,
-            quality_threshold: 0.7,
-            max_quality_retries: 2,
-            flockparser_enabled: false,
-            dashboard_verbose: true,
-            model: "llama3.2".into(),
-            synthesis_model: None,
-            strategy: None,
-            task_distribution_enabled: true,
-            model_sharding_enabled: false,
-            rpc_backends: Vec::new(),
-            coordinator_url: None,
-            redis_logging_enabled: false,
-            redis_host: "localhost".into(),
-            redis_port: 6379,
-            redis_db: 0,
-            redis_password: None,
-            discovery_connect_timeout_ms: None,
-            discovery_verify_timeout_ms: None,
-            host_capacity: None,
-            request_idle_timeout_ms: None,
-            num_predict: None,
-            monitor_interval_secs: None,
-            coordinator_args: None,
-            coordinator_start_timeout_secs: None,
-            rag_path: None,
-            rag_model: None,
-            longform: None,
-            extra: Map::new(),
-        }
-    }
+/// What a model name is, in the user's words.
+fn model_name_rule() -> String {
+    format!(
+        "a model name (letters, digits and - _ . : /, at most {} characters)",
+        NAME_MAX
+    )
 }
 
 /// The legacy key the original migrated to `model_sharding_enabled`.
 const LEGACY_SHARDING_KEY: &str = "distributed_inference_enabled";
-
-/// Limits a user can see in `help` and in the settings warnings.
-pub const REFINE_MAX: u32 = 5;
-pub const QRETRIES_MAX: u32 = 5;
-pub const TIMEOUT_MIN_SECS: u64 = 30;
-pub const TIMEOUT_MAX_SECS: u64 = 86_400;
 
 impl Settings {
     /// The routing path the two saved flags describe.
@@ -145,16 +57,6 @@ impl Settings {
     pub(crate) fn set_route(&mut self, route: Route) {
         self.task_distribution_enabled = route.task_distribution();
         self.model_sharding_enabled = route.model_sharding();
-    }
-
-    /// The saved strategy (auto when unset).
-    pub fn strategy(&self) -> Strategy {
-        Strategy::from_stored(self.strategy)
-    }
-
-    /// The saved `longform` rule (auto when unset).
-    pub fn longform(&self) -> Longform {
-        self.longform.unwrap_or_default()
     }
 }
 
@@ -224,21 +126,20 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, FileError> {
         ));
     }
     // Check each known key on its own so one bad value costs only that key.
-    let known = known_keys();
     let mut invalid = Vec::new();
     let mut usable = Map::new();
-    for (key, val) in map {
-        if known.contains(&key) {
-            if let Err(problem) = check_key(&key, &val) {
+    for (name, val) in map {
+        if let Some(key) = Key::from_name(&name) {
+            if let Err(problem) = check_key(key, &val) {
                 invalid.push(InvalidKey {
-                    line: line_of_key(text, &key),
-                    key,
+                    line: line_of_key(text, &name),
+                    key: name,
                     problem: problem.to_string(),
                 });
                 continue;
             }
         }
-        usable.insert(key, val);
+        usable.insert(name, val);
     }
     let settings: Settings = serde_json::from_value(Value::Object(usable))
         .map_err(|e| FileError::new(path, e.to_string()))?;
@@ -270,96 +171,19 @@ pub(crate) struct BadValue {
 }
 
 /// Whether `val` can be used for `key`; the problem in user words when not.
-fn check_key(key: &str, val: &Value) -> Result<(), BadValue> {
-    let mut probe = Map::new();
-    probe.insert(key.to_string(), val.clone());
-    let ok = match serde_json::from_value::<Settings>(Value::Object(probe)) {
-        Ok(s) => in_range(key, &s),
-        Err(_) => false,
-    };
-    if ok {
+fn check_key(key: Key, val: &Value) -> Result<(), BadValue> {
+    if key.accepts(val) {
         return Ok(());
     }
-    let shown = if SECRET_KEYS.contains(&key) {
+    let shown = if key.kind() == Kind::Secret {
         format!("{} (value not shown)", kind_of(val))
     } else {
         shown(val)
     };
     Err(BadValue {
         shown,
-        rule: rule(key),
+        rule: key.rule(),
     })
-}
-
-/// The checks beyond the value's type.
-fn in_range(key: &str, s: &Settings) -> bool {
-    match key {
-        "refinement_rounds" => s.refinement_rounds <= REFINE_MAX,
-        "agent_timeout" => (TIMEOUT_MIN_SECS..=TIMEOUT_MAX_SECS).contains(&s.agent_timeout),
-        "quality_threshold" => (0.0..=1.0).contains(&s.quality_threshold),
-        "max_quality_retries" => s.max_quality_retries <= QRETRIES_MAX,
-        "model" => s.model.parse::<ModelName>().is_ok(),
-        "synthesis_model" => s
-            .synthesis_model
-            .as_deref()
-            .is_none_or(|m| m.parse::<ModelName>().is_ok()),
-        _ => true,
-    }
-}
-
-/// What a key takes, in the user's words.
-fn rule(key: &str) -> String {
-    let list = |xs: &mut dyn Iterator<Item = &str>| {
-        xs.map(|x| format!("\"{x}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match key {
-        "mode" => format!("{} or null", list(&mut Mode::ALL.iter().map(|m| m.word()))),
-        "refinement_rounds" => format!("a whole number from 0 to {REFINE_MAX}"),
-        "agent_timeout" => {
-            format!("a whole number of seconds from {TIMEOUT_MIN_SECS} to {TIMEOUT_MAX_SECS}")
-        }
-        "quality_threshold" => "a number from 0.0 to 1.0".into(),
-        "max_quality_retries" => format!("a whole number from 0 to {QRETRIES_MAX}"),
-        "model" => format!(
-            "a model name (letters, digits and - _ . : /, at most {} characters)",
-            NAME_MAX
-        ),
-        "synthesis_model" => "a model name or null".into(),
-        "strategy" => format!(
-            "one of {} or null (auto)",
-            list(&mut Strategy::ALL.iter().filter_map(|s| s.setting()))
-        ),
-        "longform" => format!(
-            "one of {} or null (auto)",
-            list(&mut Longform::WORDS.iter().copied())
-        ),
-        "collaborative_mode"
-        | "ast_voting_enabled"
-        | "flockparser_enabled"
-        | "dashboard_verbose"
-        | "task_distribution_enabled"
-        | "model_sharding_enabled"
-        | "redis_logging_enabled"
-        | LEGACY_SHARDING_KEY => "true or false".into(),
-        "rpc_backends" => "a list of {\"host\": \"…\", \"port\": 0-65535} objects".into(),
-        "coordinator_url" => "a URL string".into(),
-        "redis_host" => "a host name string".into(),
-        "redis_port" => "a port number from 0 to 65535".into(),
-        "redis_db" => "a whole number from 0 to 4294967295".into(),
-        "redis_password" => "a string or null".into(),
-        "host_capacity" => "a whole number from 0 to 4294967295".into(),
-        "coordinator_args" => "a list of strings".into(),
-        "discovery_connect_timeout_ms"
-        | "discovery_verify_timeout_ms"
-        | "request_idle_timeout_ms" => "a whole number of milliseconds (0 or more)".into(),
-        "num_predict" => "a whole number of tokens (0 or more)".into(),
-        "coordinator_start_timeout_secs" | "monitor_interval_secs" => {
-            "a whole number of seconds (0 or more)".into()
-        }
-        _ => "a value of the right type".into(),
-    }
 }
 
 /// A value as the user wrote it, short and on one line.
@@ -383,44 +207,21 @@ fn shown(v: &Value) -> String {
     }
 }
 
-/// The default value of a key, as it reads in the file.
+/// The default value of a key, as it reads in the file ("unset" for a key
+/// written only once set).
 pub(crate) fn default_shown(key: &str) -> String {
-    let defaults = serde_json::to_value(Settings::default()).unwrap_or_default();
-    match defaults.get(key) {
-        Some(v) => shown(v),
-        None => "unset".into(),
+    match Key::from_name(key) {
+        Some(k) if k.kind() != Kind::OnceSet => shown(&k.default_value()),
+        _ => "unset".into(),
     }
 }
 
-/// Keys whose values are never printed.
-const SECRET_KEYS: &[&str] = &["redis_password"];
-
 /// Every key this program reads (the legacy one included).
 pub fn known_keys() -> Vec<String> {
-    let defaults = serde_json::to_value(Settings::default()).unwrap_or_default();
-    let mut keys: Vec<String> = defaults
-        .as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
-    keys.extend(OPTIONAL_KEYS.iter().map(|k| k.to_string()));
+    let mut keys: Vec<String> = Key::ALL.iter().map(|k| k.name().to_string()).collect();
     keys.push(LEGACY_SHARDING_KEY.to_string());
     keys
 }
-
-const OPTIONAL_KEYS: &[&str] = &[
-    "coordinator_url",
-    "discovery_connect_timeout_ms",
-    "discovery_verify_timeout_ms",
-    "host_capacity",
-    "request_idle_timeout_ms",
-    "num_predict",
-    "monitor_interval_secs",
-    "coordinator_args",
-    "coordinator_start_timeout_secs",
-    "rag_path",
-    "rag_model",
-    "longform",
-];
 
 fn line_of_key(text: &str, key: &str) -> usize {
     let needle = format!("\"{key}\"");
@@ -495,144 +296,10 @@ fn to_map(settings: &Settings) -> Map<String, Value> {
     }
 }
 
-/// Where the settings live, whether they may be written, and what this session
-/// has saved so far (to tell which keys it changed).
-#[derive(Debug, Clone)]
-pub struct SettingsStore {
-    pub path: PathBuf,
-    /// Why the file must not be written (it is not a JSON object), if so.
-    pub blocked: Option<String>,
-    /// The settings as loaded or last saved by this session.
-    baseline: Map<String, Value>,
-}
-
-impl SettingsStore {
-    pub fn new(path: PathBuf, blocked: Option<String>, loaded: &Settings) -> SettingsStore {
-        SettingsStore {
-            path,
-            blocked,
-            baseline: to_map(loaded),
-        }
-    }
-
-    /// Save what this session changed: lock, re-read the file, apply only the
-    /// keys whose values differ from what was loaded (plus `touched`, keys the
-    /// user set even to the value they had), write atomically. Keys another
-    /// session changed meanwhile, unknown keys and values this program could
-    /// not use are left as they are on disk. Blocks the thread (start-up and
-    /// tests); commands use [`SettingsStore::save_async`].
-    pub fn save(&mut self, settings: &Settings, touched: &[&str]) -> anyhow::Result<()> {
-        let change = self.change(settings, touched)?;
-        let _lock = super::lock::FileLock::acquire(&self.path)?;
-        self.baseline = change.write()?;
-        Ok(())
-    }
-
-    /// `save` from async code: the lock is waited for and the file written on
-    /// the blocking pool. `waiting` is told when another program holds the
-    /// lock; dropping the future then gives up the save (nothing is written).
-    pub(crate) async fn save_async(
-        &mut self,
-        settings: &Settings,
-        touched: &[&str],
-        waiting: impl FnOnce(&Path),
-    ) -> anyhow::Result<()> {
-        let change = self.change(settings, touched)?;
-        let path = &self.path;
-        self.baseline =
-            super::lock::with_lock(path, || waiting(path), move || change.write()).await?;
-        Ok(())
-    }
-
-    /// What a save is to write, or why the file must not be written.
-    fn change(&self, settings: &Settings, touched: &[&str]) -> anyhow::Result<Change> {
-        if let Some(why) = &self.blocked {
-            anyhow::bail!(
-                "{}: not saved, the file on disk could not be read ({why}); fix or remove it",
-                self.path.display()
-            );
-        }
-        Ok(Change {
-            path: self.path.clone(),
-            baseline: self.baseline.clone(),
-            current: to_map(settings),
-            touched: touched.iter().map(|t| t.to_string()).collect(),
-            whole: to_json(settings),
-        })
-    }
-}
-
-/// One save of the settings, ready to run under the lock.
-struct Change {
-    path: PathBuf,
-    /// The settings as loaded or last saved.
-    baseline: Map<String, Value>,
-    current: Map<String, Value>,
-    touched: Vec<String>,
-    /// Every setting, for a file that does not exist yet.
-    whole: String,
-}
-
-impl Change {
-    /// Re-read the file, apply the changed keys, write atomically; the new
-    /// baseline. Runs holding the lock.
-    fn write(self) -> anyhow::Result<Map<String, Value>> {
-        let disk = match read_text(&self.path) {
-            Ok(None) => None,
-            Ok(Some(text)) if text.trim().is_empty() => None,
-            Ok(Some(text)) => match serde_json::from_str::<Value>(&text) {
-                Ok(Value::Object(m)) => Some(m),
-                Ok(other) => anyhow::bail!(
-                    "{}: not saved, the file now holds {} (expected a JSON object of settings)",
-                    self.path.display(),
-                    kind_of(&other)
-                ),
-                Err(e) => anyhow::bail!("not saved: {}", json_error(&self.path, &text, &e)),
-            },
-            Err(e) => anyhow::bail!("not saved: {e}"),
-        };
-        let Some(mut map) = disk else {
-            // No file yet (or an empty one): write every setting, as the original does.
-            super::atomic::write_atomic(&self.path, self.whole.as_bytes())?;
-            return Ok(self.current);
-        };
-        migrate_legacy(&mut map);
-        let current = self.current;
-        let mut keys: Vec<&String> = current
-            .iter()
-            .filter(|(k, v)| self.baseline.get(*k) != Some(*v))
-            .map(|(k, _)| k)
-            .collect();
-        // Optional keys this session unset.
-        let unset: Vec<&String> = self
-            .baseline
-            .keys()
-            .filter(|k| !current.contains_key(*k))
-            .collect();
-        for t in &self.touched {
-            if let Some((k, _)) = current.get_key_value(t) {
-                if !keys.contains(&k) {
-                    keys.push(k);
-                }
-            }
-        }
-        for k in keys {
-            map.insert(k.clone(), current[k].clone());
-        }
-        for k in unset {
-            map.shift_remove(k);
-        }
-        let mut text = serde_json::to_string_pretty(&Value::Object(map))
-            .expect("a JSON object always serializes");
-        text.push('\n');
-        super::atomic::write_atomic(&self.path, text.as_bytes())?;
-        Ok(current)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn p() -> PathBuf {
         PathBuf::from("/x/.synapticllamas.json")
@@ -657,6 +324,127 @@ mod tests {
         assert_eq!(v["rpc_backends"], serde_json::json!([]));
     }
 
+    /// The file's bytes as the settings struct wrote them before the table
+    /// (and as the Python original writes its keys): defaults, then every key set.
+    #[test]
+    fn the_file_keeps_its_shape() {
+        let default = r#"{
+  "mode": null,
+  "collaborative_mode": false,
+  "refinement_rounds": 1,
+  "agent_timeout": 300,
+  "ast_voting_enabled": false,
+  "quality_threshold": 0.7,
+  "max_quality_retries": 2,
+  "flockparser_enabled": false,
+  "dashboard_verbose": true,
+  "model": "llama3.2",
+  "synthesis_model": null,
+  "strategy": null,
+  "task_distribution_enabled": true,
+  "model_sharding_enabled": false,
+  "rpc_backends": [],
+  "redis_logging_enabled": false,
+  "redis_host": "localhost",
+  "redis_port": 6379,
+  "redis_db": 0,
+  "redis_password": null
+}
+"#;
+        assert_eq!(to_json(&Settings::default()), default);
+        let full = r#"{
+  "mode": "distributed",
+  "collaborative_mode": false,
+  "refinement_rounds": 1,
+  "agent_timeout": 300,
+  "ast_voting_enabled": false,
+  "quality_threshold": 0.7,
+  "max_quality_retries": 2,
+  "flockparser_enabled": false,
+  "dashboard_verbose": true,
+  "model": "llama3.2",
+  "synthesis_model": "syn",
+  "strategy": "gpu_routing",
+  "task_distribution_enabled": true,
+  "model_sharding_enabled": false,
+  "rpc_backends": [
+    {
+      "host": "h",
+      "port": 1
+    }
+  ],
+  "coordinator_url": "http://c:1",
+  "redis_logging_enabled": false,
+  "redis_host": "localhost",
+  "redis_port": 6379,
+  "redis_db": 0,
+  "redis_password": "pw",
+  "discovery_connect_timeout_ms": 1,
+  "discovery_verify_timeout_ms": 2,
+  "host_capacity": 3,
+  "num_predict": 4,
+  "coordinator_args": [
+    "-x"
+  ],
+  "coordinator_start_timeout_secs": 5,
+  "monitor_interval_secs": 6,
+  "request_idle_timeout_ms": 7,
+  "rag_path": "/r",
+  "rag_model": "rm",
+  "longform": "never",
+  "zz": 1
+}
+"#;
+        let s = Settings {
+            mode: Some(Mode::Distributed),
+            synthesis_model: Some("syn".into()),
+            strategy: Some(Strategy::Gpu),
+            rpc_backends: vec![RpcBackendEntry {
+                host: "h".into(),
+                port: 1,
+                extra: Map::new(),
+            }],
+            coordinator_url: Some("http://c:1".into()),
+            redis_password: Some("pw".into()),
+            discovery_connect_timeout_ms: Some(1),
+            discovery_verify_timeout_ms: Some(2),
+            host_capacity: Some(3),
+            num_predict: Some(4),
+            coordinator_args: Some(vec!["-x".into()]),
+            coordinator_start_timeout_secs: Some(5),
+            monitor_interval_secs: Some(6),
+            request_idle_timeout_ms: Some(7),
+            rag_path: Some("/r".into()),
+            rag_model: Some("rm".into()),
+            longform: Some(Longform::Never),
+            extra: [("zz".to_string(), Value::from(1))].into_iter().collect(),
+            ..Settings::default()
+        };
+        assert_eq!(to_json(&s), full);
+        assert_eq!(ok(full).settings, s);
+    }
+
+    #[test]
+    fn warnings_name_the_rule_and_the_default() {
+        let r = parse(
+            &p(),
+            "{\"rag_model\": 5, \"host_capacity\": -1, \"redis_port\": 70000}",
+        )
+        .unwrap();
+        let problems: Vec<&str> = r.invalid.iter().map(|k| k.problem.as_str()).collect();
+        assert_eq!(
+            problems,
+            [
+                "5 is not a model name string",
+                "-1 is not a whole number from 0 to 4294967295",
+                "70000 is not a port number from 0 to 65535"
+            ]
+        );
+        assert_eq!(default_shown("host_capacity"), "unset");
+        assert_eq!(default_shown("redis_port"), "6379");
+        assert_eq!(default_shown("redis_password"), "null");
+    }
+
     #[test]
     fn unknown_keys_survive_a_round_trip() {
         let text = r#"{"mode":"standard","dashboard_enable_dask":false,"zzz":{"a":[1,2]}}"#;
@@ -672,8 +460,8 @@ mod tests {
         let text = r#"{"mode":"distributed","strategy":"parallel_multi","longform":"never"}"#;
         let s = ok(text).settings;
         assert_eq!(s.mode, Some(Mode::Distributed));
-        assert_eq!(s.strategy(), Strategy::Multi);
-        assert_eq!(s.longform(), Longform::Never);
+        assert_eq!(s.strategy, Some(Strategy::Multi));
+        assert_eq!(s.longform, Some(Longform::Never));
         let back: Value = serde_json::from_str(&to_json(&s)).unwrap();
         assert_eq!(back["mode"], "distributed");
         assert_eq!(back["strategy"], "parallel_multi");
@@ -712,14 +500,14 @@ mod tests {
         let mut store = SettingsStore::new(path.clone(), None, &loaded.settings);
         let mut s = loaded.settings.clone();
         s.refinement_rounds = 3;
-        store.save(&s, &["refinement_rounds"]).unwrap();
+        store.save(&s, &[Key::RefinementRounds]).unwrap();
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(v["mode"], "dask");
         assert_eq!(v["strategy"], "fastest");
         assert_eq!(v["longform"], "sometimes");
         // Setting the key replaces the unknown word.
         s.mode = Some(Mode::Standard);
-        store.save(&s, &["mode"]).unwrap();
+        store.save(&s, &[Key::Mode]).unwrap();
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(v["mode"], "standard");
         assert_eq!(v["strategy"], "fastest");
@@ -849,7 +637,7 @@ mod tests {
         assert_eq!(v["x"], 1);
         // Setting the key (even to the default) replaces the unusable value.
         sb.refinement_rounds = 1;
-        b.save(&sb, &["refinement_rounds"]).unwrap();
+        b.save(&sb, &[Key::RefinementRounds]).unwrap();
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(v["refinement_rounds"], 1);
         assert_eq!(v["max_quality_retries"], 4);

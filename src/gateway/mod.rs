@@ -46,7 +46,7 @@ use tokio::task::JoinHandle;
 
 pub use errors::{ApiError, BUSY};
 pub use observe::{HOST_HEADER, NODE_HEADER, QUEUE_HEADER};
-pub use state::{QuerySetup, RagSetup, Shared, View};
+pub use state::{QuerySetup, Shared, View};
 
 use crate::dashboard::{GatewayView, Hub};
 use crate::ollama::Client;

@@ -284,7 +284,7 @@ async fn generation(Call(shared, tally, caller, body): Call, shape: Shape) -> Re
                 )
             }
             Target::Coordinator(c) => {
-                let m = openai_request_from_ollama(&req, shape, shared.view().num_predict);
+                let m = openai_request_from_ollama(&req, shape, shared.view().num_predict());
                 (
                     route::coordinator_pool(&shared, c, caller.0),
                     "/v1/chat/completions",

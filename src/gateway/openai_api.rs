@@ -66,7 +66,7 @@ async fn completion(Call(shared, tally, caller, body): Call, kind: OpenAiKind) -
                 },
                 to_bytes(&openai_request_for_coordinator(
                     &req,
-                    shared.view().num_predict,
+                    shared.view().num_predict(),
                 )),
                 Wire::OpenAi,
             ),

@@ -24,28 +24,22 @@ use super::auth::Caller;
 use super::call::Call;
 use super::errors::ApiError;
 use super::observe::{End, Tally};
-use super::state::{QuerySetup, RagSetup, Shared, View};
+use super::state::{Shared, View};
 use crate::config::choices::Strategy;
+use crate::config::effective::Effective;
 use crate::config::settings::REFINE_MAX;
 use crate::dashboard::Hub;
 use crate::names::ModelName;
 use crate::nodes::Node;
+use crate::pipeline;
 use crate::pipeline::call::Ctx;
 use crate::pipeline::observer::Observer;
+use crate::pipeline::plan::{Asked, QueryPlan};
 use crate::pipeline::result::{NothingGenerated, QueryResult};
-use crate::pipeline::{self, collab, Plan};
 use crate::rag::prepare::{self, Said};
 use crate::rag::Retriever;
 use crate::scheduler::{AttemptKind, Policy, Pool};
 use crate::sharding::route::{decide, Target};
-
-const STRATEGIES: [Strategy; 5] = [
-    Strategy::Auto,
-    Strategy::Single,
-    Strategy::Parallel,
-    Strategy::Multi,
-    Strategy::Gpu,
-];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,11 +115,19 @@ fn prepare(
     check(&req)?;
     let view = shared.view();
     let q = &view.query;
-    let strategy = strategy(&req, q)?;
+    let asked = asked(&req)?;
     if shared.sched.queue_depth() >= shared.config.max_queue {
         return Err(ApiError::busy(shared.retry_after(&q.nodes)));
     }
-    let model = req.model.clone().unwrap_or_else(|| q.model.clone());
+    let QueryPlan {
+        mut plan,
+        policy,
+        route,
+        model,
+        synthesis_model,
+        num_predict,
+        timeouts,
+    } = QueryPlan::new(&q.effective, asked);
     let coordinator = coordinator(&view, &model, caller)?;
     static RUNS: AtomicU64 = AtomicU64::new(0);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -137,22 +139,21 @@ fn prepare(
     let ctx = Ctx {
         client: shared.client.clone(),
         sched: shared.sched.clone(),
-        pool: Pool::new(q.nodes.clone(), policy(strategy, q)).for_client(caller.0.clone()),
+        pool: Pool::new(q.nodes.clone(), policy).for_client(caller.0.clone()),
         coordinator,
-        route: view.route,
-        num_predict: q.num_predict,
+        route,
+        num_predict,
         model,
-        synthesis_model: q.synthesis_model.clone(),
-        timeouts: q.timeouts,
+        synthesis_model,
+        timeouts,
         agents: q.agents.clone(),
         observer,
     };
-    let mut plan = plan(&req, q, strategy);
-    let (rag, embedders) = (q.rag.clone(), view.nodes.clone());
+    let (effective, cache, embedders) = (q.effective.clone(), q.rag.clone(), view.nodes.clone());
     let query = req.query;
     let hub = shared.hub.clone();
     let run: Run = Box::pin(async move {
-        plan.rag = retriever(&ctx, &rag, &embedders).await;
+        plan.rag = retriever(&ctx, &effective, &cache, &embedders).await;
         let r = pipeline::run_query(&ctx, &query, &plan).await;
         if let Ok(r) = &r {
             hub.set_metrics(r.metrics.clone());
@@ -180,37 +181,37 @@ fn check(req: &Request) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The request's strategy (a word, any case), else the shell's.
-fn strategy(req: &Request, q: &QuerySetup) -> Result<Strategy, ApiError> {
-    match &req.strategy {
-        None => Ok(q.strategy),
-        Some(w) => STRATEGIES
-            .into_iter()
-            .find(|s| s.word().eq_ignore_ascii_case(w))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "strategy `{w}` is not one of auto, single, parallel, multi, gpu"
-                ))
-            }),
-    }
-}
-
-/// How the query's nodes are used under `strategy`.
-fn policy(strategy: Strategy, q: &QuerySetup) -> Policy {
-    match strategy {
-        Strategy::Single => Policy::Single,
-        Strategy::Gpu => Policy::Gpu,
-        _ if !q.task_distribution => Policy::Single,
-        _ => Policy::Pool,
-    }
+/// What the request asks for beyond the shell's settings; its strategy is a
+/// word (any case).
+fn asked(req: &Request) -> Result<Asked, ApiError> {
+    let strategy = match &req.strategy {
+        None => None,
+        Some(w) => Some(
+            Strategy::ALL
+                .into_iter()
+                .find(|s| s.word().eq_ignore_ascii_case(w))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "strategy `{w}` is not one of auto, single, parallel, multi, gpu"
+                    ))
+                })?,
+        ),
+    };
+    Ok(Asked {
+        model: req.model.clone(),
+        collaborative: req.collab,
+        refinement_rounds: req.refine,
+        ast_voting: req.ast,
+        strategy,
+    })
 }
 
 /// The llama.cpp coordinator, when `model` or the synthesis model is routed
 /// to it; unavailable (503) when it is needed and none is running.
 fn coordinator(view: &View, model: &str, caller: &Caller) -> Result<Option<Pool>, ApiError> {
     let needs_coordinator = std::iter::once(model)
-        .chain(view.query.synthesis_model.as_deref())
-        .any(|m| decide(view.route, m).0 == Target::Coordinator);
+        .chain(view.query.effective.synthesis_model.as_deref())
+        .any(|m| decide(view.route(), m).0 == Target::Coordinator);
     match (needs_coordinator, &view.coordinator) {
         (false, _) => Ok(None),
         (true, Some(c)) => Ok(Some(
@@ -229,12 +230,17 @@ fn coordinator(view: &View, model: &str, caller: &Caller) -> Result<Option<Pool>
 
 /// Retrieval over the shell's documents when RAG is on there (what keeps it
 /// from running is a notice event; the answer then comes without documents).
-async fn retriever(ctx: &Ctx, rag: &RagSetup, embedders: &[Arc<Node>]) -> Option<Retriever> {
+async fn retriever(
+    ctx: &Ctx,
+    eff: &Effective,
+    cache: &crate::rag::Cache,
+    embedders: &[Arc<Node>],
+) -> Option<Retriever> {
     let setup = prepare::Setup {
-        enabled: rag.enabled,
-        path: rag.path.as_deref(),
-        model: &rag.model,
-        cache: &rag.cache,
+        enabled: eff.rag_enabled,
+        path: eff.rag_path.as_deref(),
+        model: &eff.rag_model,
+        cache,
         client: &ctx.client,
         sched: ctx.sched.clone(),
         candidates: embedders,
@@ -244,25 +250,6 @@ async fn retriever(ctx: &Ctx, rag: &RagSetup, embedders: &[Arc<Node>]) -> Option
         Said::Info(l) | Said::Warning(l) => ctx.observer.notice(l),
     })
     .await
-}
-
-/// The shell's plan for a query with the request's overrides (collaborative,
-/// refinement rounds, AST voting, strategy); retrieval is added when the run starts.
-fn plan(req: &Request, q: &QuerySetup, strategy: Strategy) -> Plan {
-    Plan {
-        distributed: q.distributed,
-        collaborative: req.collab.unwrap_or(q.collaborative),
-        collab: collab::Settings {
-            refinement_rounds: req.refine.unwrap_or(q.refinement_rounds),
-            ast_voting: req.ast.unwrap_or(q.ast_voting),
-            quality_threshold: q.quality_threshold,
-            max_quality_retries: q.max_quality_retries,
-        },
-        mode_label: q.mode_label.clone(),
-        strategy_label: strategy.word().to_string(),
-        rag: None,
-        longform: q.longform,
-    }
 }
 
 /// The object `-i` prints for a result (or its error).
@@ -406,7 +393,7 @@ pub async fn cluster(State(shared): State<Arc<Shared>>) -> Response {
         "hosts": hosts,
         "coordinator": shared.hub.coordinator(),
         "backends": shared.hub.backends(),
-        "routing": format!("{:?}", view.route).to_lowercase(),
+        "routing": format!("{:?}", view.route()).to_lowercase(),
         "queue": {"depth": depth, "by_client": by_client, "limit": shared.config.max_queue},
         "gateway": shared.metrics.view(depth),
     }))

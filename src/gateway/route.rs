@@ -40,7 +40,7 @@ pub(crate) fn nodes_with(nodes: &[Arc<Node>], model: &str) -> Vec<Arc<Node>> {
 /// Where a request for `model` goes.
 pub async fn resolve(shared: &Shared, model: &str) -> Result<Target, ApiError> {
     let view = shared.view();
-    let (target, why) = decide(view.route, model);
+    let (target, why) = decide(view.route(), model);
     if target == RouteTarget::Coordinator {
         return match &view.coordinator {
             Some(c) => Ok(Target::Coordinator(c.clone())),
@@ -85,7 +85,7 @@ fn refresh_due(shared: &Shared) -> bool {
 
 /// The scheduler pool for a request of `client`, with the gateway's queue limit.
 pub fn pool(shared: &Shared, nodes: Vec<Arc<Node>>, client: Option<Arc<str>>) -> Pool {
-    Pool::new(nodes, shared.view().policy)
+    Pool::new(nodes, shared.view().policy())
         .for_client(client)
         .with_queue_limit(shared.config.max_queue)
 }

@@ -11,7 +11,8 @@ use tokio::sync::watch;
 
 use super::metrics::Metrics;
 use super::Config;
-use crate::config::choices::{Longform, Route, Strategy};
+use crate::config::choices::Route;
+use crate::config::effective::Effective;
 use crate::dashboard::Hub;
 use crate::nodes::Node;
 use crate::ollama::{Client, Timeouts};
@@ -23,36 +24,12 @@ use crate::scheduler::{Policy, Scheduler};
 pub struct QuerySetup {
     /// The nodes a query may use in the current mode.
     pub nodes: Vec<Arc<Node>>,
-    pub model: String,
-    pub synthesis_model: Option<String>,
-    pub num_predict: u64,
-    pub timeouts: Timeouts,
     pub agents: Vec<Agent>,
-    pub distributed: bool,
-    pub collaborative: bool,
-    pub refinement_rounds: u32,
-    pub ast_voting: bool,
-    pub quality_threshold: f64,
-    pub max_quality_retries: u32,
-    pub mode_label: String,
-    pub strategy: Strategy,
-    pub task_distribution: bool,
-    /// The `longform` setting.
-    pub longform: Longform,
-    /// RAG as the shell has it: `/api/orchestrate` answers from the same documents.
-    pub rag: RagSetup,
-}
-
-/// Where retrieval looks (the shell's `rag` settings) and the knowledge base
-/// the shell has loaded (shared: loaded once for both).
-#[derive(Clone, Default)]
-pub struct RagSetup {
-    pub enabled: bool,
-    /// The `rag_path` setting.
-    pub path: Option<String>,
-    /// The embedding model.
-    pub model: String,
-    pub cache: crate::rag::Cache,
+    /// The settings in force in the shell: the plan comes from them through
+    /// `pipeline::plan::QueryPlan`, as the shell's does.
+    pub effective: Arc<Effective>,
+    /// The knowledge base the shell has loaded (shared: loaded once for both).
+    pub rag: crate::rag::Cache,
 }
 
 /// The app's view of the cluster, as the gateway uses it.
@@ -60,20 +37,34 @@ pub struct RagSetup {
 pub struct View {
     /// Every node requests may go to (the gateway's own address left out).
     pub nodes: Vec<Arc<Node>>,
-    pub policy: Policy,
-    pub route: Route,
     /// The llama.cpp coordinator, when one is running.
     pub coordinator: Option<Arc<Node>>,
     /// Model names the app routes to the coordinator (listed in `/api/tags`).
     pub coordinator_models: Vec<String>,
-    /// `max_tokens` for requests to the coordinator that name none.
-    pub num_predict: u64,
-    /// Silence allowed once a reply has begun.
-    pub idle: Duration,
     pub query: QuerySetup,
 }
 
-impl View {}
+impl View {
+    /// How relayed requests use the nodes (the shell's strategy).
+    pub fn policy(&self) -> Policy {
+        let eff = &self.query.effective;
+        crate::pipeline::plan::policy(eff.strategy, eff.route)
+    }
+
+    pub fn route(&self) -> Route {
+        self.query.effective.route
+    }
+
+    /// `max_tokens` for requests to the coordinator that name none.
+    pub fn num_predict(&self) -> u64 {
+        self.query.effective.num_predict
+    }
+
+    /// Silence allowed once a reply has begun.
+    pub fn idle(&self) -> Duration {
+        self.query.effective.request_idle
+    }
+}
 
 /// Everything a request handler can reach.
 pub struct Shared {
@@ -139,7 +130,7 @@ impl Shared {
     /// outer bound (queue time included).
     pub(crate) fn limits(&self) -> Timeouts {
         let total = self.config.request_timeout;
-        Timeouts::new(Duration::from_secs(3), self.view().idle.min(total), total)
+        Timeouts::new(Duration::from_secs(3), self.view().idle().min(total), total)
     }
 
     /// A guess at how long a client turned away should wait: the queue ahead,

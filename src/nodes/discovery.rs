@@ -13,8 +13,6 @@ use crate::config::nodes_file::NodeEntry;
 use crate::ollama::{host, Client, Timeouts};
 
 pub(crate) const OLLAMA_PORT: u16 = 11434;
-pub(crate) const DEFAULT_CONNECT_MS: u64 = 100;
-pub(crate) const DEFAULT_VERIFY_MS: u64 = 500;
 
 /// Why there is nothing to scan.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -27,18 +25,20 @@ pub(crate) enum SubnetError {
     Bad(String),
 }
 
-/// The subnets to scan: the given CIDR, else `SYNAPTICLLAMAS_SUBNETS`, else the local /24.
-pub(crate) fn subnets(cidr: Option<&str>) -> Result<Vec<Ipv4Net>, SubnetError> {
+/// The subnets to scan: the given CIDR, else `from_env` (the
+/// `SYNAPTICLLAMAS_SUBNETS` list), else the local /24.
+pub(crate) fn subnets(
+    cidr: Option<&str>,
+    from_env: Option<&str>,
+) -> Result<Vec<Ipv4Net>, SubnetError> {
     if let Some(c) = cidr {
         return scan::parse_cidr(c)
             .map(|n| vec![n])
             .map_err(|e| SubnetError::Bad(e.to_string()));
     }
-    if let Ok(list) = std::env::var("SYNAPTICLLAMAS_SUBNETS") {
-        if !list.trim().is_empty() {
-            return scan::parse_cidr_list(&list)
-                .map_err(|e| SubnetError::Bad(format!("SYNAPTICLLAMAS_SUBNETS: {e}")));
-        }
+    if let Some(list) = from_env.filter(|l| !l.trim().is_empty()) {
+        return scan::parse_cidr_list(list)
+            .map_err(|e| SubnetError::Bad(format!("SYNAPTICLLAMAS_SUBNETS: {e}")));
     }
     scan::local_subnet()
         .map(|n| vec![n])
@@ -181,7 +181,15 @@ mod tests {
             a,
             vec![Ipv4Addr::new(10, 77, 0, 1), Ipv4Addr::new(10, 77, 0, 2)]
         );
-        assert!(subnets(Some("10.77.0.0/33")).is_err());
+        assert!(subnets(Some("10.77.0.0/33"), None).is_err());
+        assert_eq!(
+            subnets(None, Some("127.0.0.1/32")).unwrap(),
+            vec!["127.0.0.1/32".parse::<Ipv4Net>().unwrap()]
+        );
+        assert!(subnets(None, Some("nonsense"))
+            .unwrap_err()
+            .to_string()
+            .starts_with("SYNAPTICLLAMAS_SUBNETS: "));
     }
 
     #[test]

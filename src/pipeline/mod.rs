@@ -10,6 +10,7 @@ pub mod collab;
 pub mod detect;
 pub mod longform;
 pub mod observer;
+pub mod plan;
 pub mod prompts;
 pub mod quality;
 pub mod render;

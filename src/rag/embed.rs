@@ -13,8 +13,6 @@ use crate::ollama::types::same_model;
 use crate::ollama::{Client, ClientError, Timeouts};
 use crate::scheduler::{Attempt, Attribution, Measured, Policy, Pool, Scheduler, Task, TaskFailed};
 
-pub(crate) const DEFAULT_MODEL: &str = "mxbai-embed-large";
-
 /// No node can embed with the model.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("no node has the embedding model {model} ({detail}); install it on a node with `ollama pull {model}`")]
@@ -229,7 +227,7 @@ mod tests {
             &client,
             sched.clone(),
             &nodes,
-            DEFAULT_MODEL,
+            crate::config::settings::RAG_MODEL,
             Duration::from_secs(5),
         )
         .await
@@ -246,7 +244,7 @@ mod tests {
             &client,
             sched,
             &nodes[..1],
-            DEFAULT_MODEL,
+            crate::config::settings::RAG_MODEL,
             Duration::from_secs(5),
         )
         .await
@@ -271,7 +269,7 @@ mod tests {
             &client,
             Scheduler::new(client.clone()),
             &nodes,
-            DEFAULT_MODEL,
+            crate::config::settings::RAG_MODEL,
             Duration::from_secs(5),
         )
         .await

@@ -89,13 +89,6 @@ pub async fn configured(rag_path: Option<&str>) -> Option<Result<Location, Locat
     }
 }
 
-/// The embedding model the settings name (default mxbai-embed-large).
-pub fn model(setting: Option<&str>) -> &str {
-    setting
-        .filter(|m| !m.trim().is_empty())
-        .unwrap_or(embed::DEFAULT_MODEL)
-}
-
 /// The loaded local index, kept between queries and reloaded when the
 /// knowledge base's files change. Clones share it (the shell and the gateway
 /// load a knowledge base once between them).
@@ -201,8 +194,6 @@ mod tests {
         );
         assert!(Location::parse("ftp://x").is_err());
         assert!(Location::parse(" ").is_err());
-        assert_eq!(model(None), "mxbai-embed-large");
-        assert_eq!(model(Some("nomic-embed-text")), "nomic-embed-text");
         assert_eq!(summarise(&["a".into(), "b".into(), "c".into()], 2).len(), 3);
     }
 }

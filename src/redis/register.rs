@@ -11,9 +11,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::link::{CallError, Link, LinkState};
 use super::registry::{available_ram_mb, node_key, registration_value};
 use super::target::Target;
+use crate::config::effective::{Effective, Flags};
+use crate::config::env::Env;
 use crate::config::settings;
 use crate::config::settings::RpcBackendEntry;
-use crate::config::{home_dir, SETTINGS_FILE};
+use crate::config::SETTINGS_FILE;
 use crate::sharding::backends;
 
 /// What the command line gave: the worker's address and its registration.
@@ -97,11 +99,13 @@ fn configured(args: &Options) -> Result<(RpcBackendEntry, Target), i32> {
             return Err(2);
         }
     };
-    let loaded = settings::load(&home_dir().join(SETTINGS_FILE));
+    let env = Env::process();
+    let loaded = settings::load(&env.home_dir().join(SETTINGS_FILE));
     if let Some(e) = &loaded.error {
         eprintln!("⚠️  {e} — using the default Redis settings");
     }
-    match super::target::resolve_env(&loaded.settings) {
+    let effective = Effective::resolve(&loaded.settings, &Flags::default(), env);
+    match super::target::of(&effective.redis) {
         Ok(t) => Ok((backend, t)),
         Err(e) => {
             eprintln!("❌ rpc-register: {e}");

@@ -4,11 +4,9 @@
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 
+use crate::config::effective::{Effective, Flags, RedisAt};
+use crate::config::env::Env;
 use crate::config::settings::Settings;
-
-/// The environment variables that name a Redis URL, strongest first.
-pub(crate) const URL_VARS: [&str; 3] =
-    ["SYNAPTICLLAMAS_REDIS_URL", "SOLLOL_REDIS_URL", "REDIS_URL"];
 
 /// Where the connection details came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,23 +64,27 @@ pub struct TargetError {
     pub why: String,
 }
 
-/// The Redis to use, looking up variables with `env` (empty values count as unset).
+/// The Redis to use, looking up variables with `env` (empty values count as
+/// unset); the precedence is [`Effective`]'s.
 pub fn resolve(
     settings: &Settings,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Target, TargetError> {
-    for var in URL_VARS {
-        let Some(url) = env(var).filter(|v| !v.trim().is_empty()) else {
-            continue;
-        };
-        return from_url(var, url.trim());
-    }
-    Ok(from_settings(settings))
+    let env = Env::from_vars(|k| env(k).map(Into::into));
+    of(&Effective::resolve(settings, &Flags::default(), &env).redis)
 }
 
-/// `resolve` with the process environment.
-pub(crate) fn resolve_env(settings: &Settings) -> Result<Target, TargetError> {
-    resolve(settings, |k| std::env::var(k).ok())
+/// The Redis the settings in force name.
+pub fn of(at: &RedisAt) -> Result<Target, TargetError> {
+    match at {
+        RedisAt::Url { var, url } => from_url(var, url.trim()),
+        RedisAt::Settings {
+            host,
+            port,
+            db,
+            password,
+        } => Ok(from_settings(host, *port, *db, password.as_deref())),
+    }
 }
 
 fn from_url(var: &'static str, url: &str) -> Result<Target, TargetError> {
@@ -100,18 +102,18 @@ fn from_url(var: &'static str, url: &str) -> Result<Target, TargetError> {
     })
 }
 
-fn from_settings(s: &Settings) -> Target {
-    let mut redis = RedisConnectionInfo::default().set_db(i64::from(s.redis_db));
-    let password = s.redis_password.as_deref().filter(|p| !p.is_empty());
+fn from_settings(host: &str, port: u16, db: u32, password: Option<&str>) -> Target {
+    let mut redis = RedisConnectionInfo::default().set_db(i64::from(db));
+    let password = password.filter(|p| !p.is_empty());
     if let Some(pw) = password {
         redis = redis.set_password(pw);
     }
-    let host = if s.redis_host.trim().is_empty() {
+    let host = if host.trim().is_empty() {
         "localhost".to_string()
     } else {
-        s.redis_host.trim().to_string()
+        host.trim().to_string()
     };
-    let info = ConnectionAddr::Tcp(host, s.redis_port)
+    let info = ConnectionAddr::Tcp(host, port)
         .into_connection_info()
         .expect("a TCP address converts whatever its host (redis does not check it)")
         .set_redis_settings(redis);

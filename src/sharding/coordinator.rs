@@ -8,10 +8,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::ShardingError;
+use crate::config::env::Env;
 use crate::ollama::{Client, ErrorKind, Timeouts};
 
-pub(crate) const DEFAULT_HOST: &str = "127.0.0.1";
-pub(crate) const DEFAULT_PORT: u16 = 18080;
+pub(crate) use crate::config::settings::{
+    COORDINATOR_HOST as DEFAULT_HOST, COORDINATOR_PORT as DEFAULT_PORT,
+};
 pub(crate) const CTX_SIZE: u32 = 8192;
 
 /// PIDs of coordinators this process started, for a last-moment cleanup.
@@ -33,44 +35,18 @@ pub async fn kill_owned() {
     }
 }
 
-/// The URL of a coordinator to reuse: `SOLLOL_COORDINATOR_HOST`/`_PORT`, else
-/// the `coordinator_url` setting, else the default address.
-pub(crate) fn configured_url(setting: Option<&str>) -> (String, bool) {
-    let host = std::env::var("SOLLOL_COORDINATOR_HOST")
-        .ok()
-        .filter(|s| !s.is_empty());
-    let port = std::env::var("SOLLOL_COORDINATOR_PORT")
-        .ok()
-        .filter(|s| !s.is_empty());
-    if host.is_some() || port.is_some() {
-        let h = host.unwrap_or_else(|| DEFAULT_HOST.into());
-        let p = port
-            .and_then(|p| p.parse::<u16>().ok())
-            .unwrap_or(DEFAULT_PORT);
-        return (format!("http://{h}:{p}"), true);
-    }
-    match setting {
-        Some(u) => (
-            crate::ollama::host::canonical_url(u).unwrap_or_else(|_| u.to_string()),
-            true,
-        ),
-        None => (format!("http://{DEFAULT_HOST}:{DEFAULT_PORT}"), false),
-    }
-}
-
 /// The llama-server binary: `SYNAPTICLLAMAS_LLAMA_SERVER`, else `llama-server` on PATH.
-pub fn binary() -> Result<PathBuf, ShardingError> {
-    if let Some(p) = std::env::var_os("SYNAPTICLLAMAS_LLAMA_SERVER").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
+pub fn binary(env: &Env) -> Result<PathBuf, ShardingError> {
+    if let Some(p) = &env.llama_server {
         return if p.is_file() {
-            Ok(p)
+            Ok(p.clone())
         } else {
-            Err(ShardingError::ServerNotAFile(p))
+            Err(ShardingError::ServerNotAFile(p.clone()))
         };
     }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+    env.path
+        .iter()
+        .flat_map(std::env::split_paths)
         .map(|d| d.join("llama-server"))
         .find(|p| p.is_file())
         .ok_or(ShardingError::ServerNotFound)
@@ -321,21 +297,5 @@ mod tests {
         assert_eq!(s[s.len() - 2..], ["--threads".to_string(), "2".to_string()]);
         let none = argv(Path::new("/m.gguf"), "127.0.0.1", 1, &[], &[]);
         assert!(!none.iter().any(|x| x == "--rpc"));
-    }
-
-    #[test]
-    fn configured_url_default() {
-        if std::env::var_os("SOLLOL_COORDINATOR_HOST").is_none()
-            && std::env::var_os("SOLLOL_COORDINATOR_PORT").is_none()
-        {
-            assert_eq!(
-                configured_url(None),
-                ("http://127.0.0.1:18080".to_string(), false)
-            );
-            assert_eq!(
-                configured_url(Some("127.0.0.1:9000")).0,
-                "http://127.0.0.1:9000"
-            );
-        }
     }
 }

@@ -5,14 +5,15 @@
 use std::path::{Path, PathBuf};
 
 use super::ShardingError;
+use crate::config::env::Env;
 
 pub(crate) const MODEL_MEDIA_TYPE: &str = "application/vnd.ollama.image.model";
 
-/// The model stores to look in, in order.
-pub(crate) fn stores() -> Vec<PathBuf> {
+/// The model stores to look in, in order (`OLLAMA_MODELS` first).
+pub(crate) fn stores(env: &Env) -> Vec<PathBuf> {
     let mut v = Vec::new();
-    if let Some(p) = std::env::var_os("OLLAMA_MODELS").filter(|p| !p.is_empty()) {
-        v.push(PathBuf::from(p));
+    if let Some(p) = &env.ollama_models {
+        v.push(p.clone());
     }
     if let Some(h) = dirs::home_dir() {
         v.push(h.join(".ollama").join("models"));
@@ -44,16 +45,15 @@ pub(crate) fn manifest_path(store: &Path, model: &str) -> PathBuf {
 }
 
 /// Resolve `model` to a GGUF file; the error names every place looked at.
-pub fn resolve(model: &str) -> Result<PathBuf, ShardingError> {
-    if let Some(p) = std::env::var_os("SOLLOL_MODEL_PATH").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
+pub fn resolve(model: &str, env: &Env) -> Result<PathBuf, ShardingError> {
+    if let Some(p) = &env.model_path {
         return if p.is_file() {
-            Ok(p)
+            Ok(p.clone())
         } else {
-            Err(ShardingError::ModelNotAFile(p))
+            Err(ShardingError::ModelNotAFile(p.clone()))
         };
     }
-    resolve_in(&stores(), model)
+    resolve_in(&stores(env), model)
 }
 
 pub(crate) fn resolve_in(stores: &[PathBuf], model: &str) -> Result<PathBuf, ShardingError> {

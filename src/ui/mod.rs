@@ -14,9 +14,9 @@ static COLOR_ERR: AtomicBool = AtomicBool::new(false);
 static TTY_ERR: AtomicBool = AtomicBool::new(false);
 static TTY_OUT: AtomicBool = AtomicBool::new(false);
 
-/// Decide once at start-up: colour only on a terminal, never with NO_COLOR or --no-color.
-pub fn init(no_color_flag: bool) {
-    let no_color = no_color_flag || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+/// Decide once at start-up: colour only on a terminal, never with `no_color`
+/// (`--no-color` or NO_COLOR).
+pub fn init(no_color: bool) {
     let out = std::io::stdout().is_terminal();
     let err = std::io::stderr().is_terminal();
     COLOR_OUT.store(out && !no_color, Ordering::Relaxed);

@@ -20,7 +20,7 @@ use proptest::sample::select;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use serde_json::{Map, Number, Value};
 
-use synapticllamas::command::{self, Command};
+use synapticllamas::command::{self, Command, SettingCmd};
 use synapticllamas::config::nodes_file::{self, NodeEntry, NodeFile};
 use synapticllamas::config::settings::{self, RpcBackendEntry, Settings};
 use synapticllamas::ollama::host;
@@ -415,16 +415,16 @@ fn check_command(line: &str) -> Result<(), TestCaseError> {
 
 fn check_command_value(line: &str, cmd: &Command) -> Result<(), TestCaseError> {
     match cmd {
-        Command::Refine(n) => ensure!(*n <= 5, "{line:?}: refine {n}"),
-        Command::QRetries(n) => ensure!(*n <= 5, "{line:?}: qretries {n}"),
-        Command::Timeout(s) => ensure!(*s >= 30, "{line:?}: timeout {s}"),
-        Command::Quality(x) => {
+        Command::Set(SettingCmd::Refine(n)) => ensure!(*n <= 5, "{line:?}: refine {n}"),
+        Command::Set(SettingCmd::QRetries(n)) => ensure!(*n <= 5, "{line:?}: qretries {n}"),
+        Command::Set(SettingCmd::Timeout(s)) => ensure!(*s >= 30, "{line:?}: timeout {s}"),
+        Command::Set(SettingCmd::Quality(x)) => {
             ensure!(
                 !x.is_nan() && (0.0..=1.0).contains(x),
                 "{line:?}: quality {x}"
             )
         }
-        Command::Model(m) => ensure!(
+        Command::Set(SettingCmd::Model(m)) => ensure!(
             !m.as_str().is_empty()
                 && m.as_str()
                     .chars()

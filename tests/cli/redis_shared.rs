@@ -190,9 +190,11 @@ fn shell_and_gateway_at_once(redis: Option<&RedisServer>) -> Vec<u64> {
     let clients = std::thread::spawn(move || concurrent_chats(&url, 6, 4));
     // The gateway's clients are at work before the shell asks (a slow Python
     // start-up on a loaded machine would otherwise let the shell run alone).
-    wait_until("the gateway's clients reach a host", Duration::from_secs(60), || {
-        hosts.iter().any(|h| h.stats().in_flight > 0)
-    });
+    wait_until(
+        "the gateway's clients reach a host",
+        Duration::from_secs(60),
+        || hosts.iter().any(|h| h.stats().in_flight > 0),
+    );
     let home = home_for(&hosts, redis);
     let r = run_with(shell(&home, &[]), &format!("{REPORT}\n"));
     r.ok().out_has("FINAL ANSWER");
