@@ -11,7 +11,7 @@ use synapticllamas::config::nodes_file::NodeEntry;
 use synapticllamas::dashboard::{
     self, BackendStatus, BackendView, CoordinatorStatus, CoordinatorView, Dashboard, Hub,
 };
-use synapticllamas::nodes::health::probe_all;
+use synapticllamas::nodes::health::{probe_all, NoLoad};
 use synapticllamas::nodes::Node;
 use synapticllamas::ollama::types::GenerateRequest;
 use synapticllamas::ollama::{Client, Timeouts};
@@ -149,7 +149,7 @@ fn json_endpoints_and_prometheus_reflect_simulated_nodes() {
         }
         assert!(request(&client, &hub, &nb, "qwen2.5:0.5b").await);
         assert!(!request(&client, &hub, &nb, "no-such-model").await);
-        assert!(probe_all(&client, &[na.clone(), nb.clone()], true)
+        assert!(probe_all(&client, &[na.clone(), nb.clone()], true, &NoLoad)
             .await
             .iter()
             .all(|r| r.ok));

@@ -353,7 +353,8 @@ fn a_node_cooled_by_one_instance_is_cooling_for_all_and_a_recovery_is_seen_by_al
         let (ha, hb) = (SharedHealth::new(a), SharedHealth::new(b));
         let node = "http://127.0.0.1:11434";
         assert_eq!(hb.view(node).await, NodeView::Unknown);
-        let cooled = Instant::now();
+        // Shared coolings end at a `tokio::time::Instant` (the scheduler's clock).
+        let cooled = tokio::time::Instant::now();
         ha.report_cooling(node, Duration::from_secs(5), 3, "connection refused");
         let mut seen = NodeView::Unknown;
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -373,7 +374,7 @@ fn a_node_cooled_by_one_instance_is_cooling_for_all_and_a_recovery_is_seen_by_al
         assert_eq!(reason, "connection refused");
         assert!(
             until > cooled + Duration::from_secs(4)
-                && until <= Instant::now() + Duration::from_secs(5)
+                && until <= tokio::time::Instant::now() + Duration::from_secs(5)
         );
         // A shorter, milder report from B keeps the later end and the larger count.
         hb.report_cooling(node, Duration::from_millis(500), 1, "timeout");
