@@ -275,13 +275,12 @@ fn event_stream_pushes_a_snapshot_after_each_change() {
         let s = next_snapshot(&mut body, &mut buf).await;
         assert_eq!(s["nodes"][0]["requests"], 1);
 
-        // A counter changed behind the hub's back still shows, by polling.
+        // A counter changed behind the hub's back still shows, by polling
+        // (that it takes one `POLL` is `dashboard::server`'s paused-clock test).
         n.state()
             .record_request(Duration::from_millis(5), false, None);
-        let started = Instant::now();
         let s = next_snapshot(&mut body, &mut buf).await;
         assert_eq!(s["nodes"][0]["errors"], 1);
-        assert!(started.elapsed() < dashboard::POLL * 3);
     });
     // Stopping ends open streams and frees the port.
     let addr = rt().block_on(async {
