@@ -266,7 +266,7 @@ async fn main() {
             let p = pool3.clone();
             tokio::spawn(async move {
                 let none = std::collections::HashSet::new();
-                let far = Instant::now() + Duration::from_secs(3600);
+                let far = tokio::time::Instant::now() + Duration::from_secs(3600);
                 for _ in 0..per {
                     let l = s.acquire(&p, "llama3.2", &none, far).await.unwrap();
                     drop(l);

@@ -87,7 +87,7 @@ impl App {
             .filter(|n| !n.state().cooling())
             .cloned()
             .collect();
-        let results = probe_all(&self.cluster.client, &awake, false).await;
+        let results = probe_all(&self.cluster.client, &awake, false, &*self.cluster.sched).await;
         let healthy = results.iter().filter(|r| r.ok).count();
         let health = health_summary(&nodes);
         let rag_line = self.rag_status(sink).await;
@@ -153,19 +153,15 @@ impl App {
 
 /// "2 healthy, 1 cooling" — the health view in a phrase.
 fn health_summary(nodes: &[std::sync::Arc<crate::nodes::Node>]) -> String {
-    use crate::nodes::Health;
-    let order = [
-        Health::Healthy,
-        Health::Busy,
-        Health::Suspect,
-        Health::Cooling,
-        Health::Unknown,
-    ];
+    let order = ["healthy", "busy", "suspect", "cooling", "unknown"];
     let words: Vec<String> = order
         .iter()
-        .filter_map(|h| {
-            let n = nodes.iter().filter(|x| x.state().health == *h).count();
-            (n > 0).then(|| format!("{n} {}", h.word()))
+        .filter_map(|w| {
+            let n = nodes
+                .iter()
+                .filter(|x| x.state().health.word() == *w)
+                .count();
+            (n > 0).then(|| format!("{n} {w}"))
         })
         .collect();
     if words.is_empty() {

@@ -213,6 +213,7 @@ impl App {
         let services = Services::new();
         let sched = Scheduler::new(client.clone());
         sched.share_through(services.redis.leases.clone(), services.redis.health.clone());
+        services.hub.set_load(Arc::downgrade(&sched) as _);
         App {
             cfg: Config::new(
                 settings,

@@ -25,7 +25,7 @@ fn fmt_gb(bytes: u64) -> String {
 impl App {
     pub(super) async fn nodes(&mut self, sink: &mut dyn Sink) -> Handled {
         let nodes: Vec<Arc<Node>> = self.cluster.registry.nodes().to_vec();
-        probe_all(&self.cluster.client, &nodes, true).await;
+        probe_all(&self.cluster.client, &nodes, true, &*self.cluster.sched).await;
         self.print_coordinator_section(sink).await;
         let label = if self.cluster.registry.simulated {
             " — simulated"
@@ -128,7 +128,13 @@ impl App {
             extra: Default::default(),
         };
         let node = Arc::new(Node::new(entry, false));
-        let result = probe(&self.cluster.client, node.clone(), false).await;
+        let result = probe(
+            &self.cluster.client,
+            node.clone(),
+            false,
+            &*self.cluster.sched,
+        )
+        .await;
         if !result.ok {
             if !force {
                 return Err(CommandError::Network {
@@ -201,7 +207,7 @@ impl App {
             return Ok(Outcome::OK);
         }
         sink.err("🏥 Running health checks...");
-        let results = probe_all(&self.cluster.client, &nodes, false).await;
+        let results = probe_all(&self.cluster.client, &nodes, false, &*self.cluster.sched).await;
         let healthy = results.iter().filter(|r| r.ok).count();
         for r in &results {
             let mark = match (r.ok, r.busy) {

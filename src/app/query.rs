@@ -169,10 +169,10 @@ impl App {
         // Nodes cooling down whose backoff has passed get a quick probe first.
         let due: Vec<Arc<Node>> = nodes
             .iter()
-            .filter(|n| n.state().reprobe_due(std::time::Instant::now()))
+            .filter(|n| n.state().reprobe_due(tokio::time::Instant::now()))
             .cloned()
             .collect();
-        for r in probe_all(&self.cluster.client, &due, false).await {
+        for r in probe_all(&self.cluster.client, &due, false, &*self.cluster.sched).await {
             if r.came_back {
                 sink.err(&format!(
                     "ℹ️  {} is answering again; back in the pool ({})",

@@ -195,7 +195,7 @@ impl App {
             ));
         }
         let nodes: Vec<Arc<Node>> = nodes.into_iter().filter(|n| !is_self(n, own)).collect();
-        let results = probe_all(&self.cluster.client, &nodes, true).await;
+        let results = probe_all(&self.cluster.client, &nodes, true, &*self.cluster.sched).await;
         let up: Vec<&Arc<Node>> = results.iter().filter(|r| r.ok).map(|r| &r.node).collect();
         for r in results.iter().filter(|r| !r.ok) {
             sink.warn(&format!(

@@ -3,7 +3,7 @@
 //! whenever a snapshot is taken, so they are never stale.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use super::view::{
     BackendView, CoordinatorView, GatewayView, NodeView, Notice, RoutingEntry, Snapshot, TaskView,
 };
+use crate::nodes::health::Load;
 use crate::nodes::registry::NodeState;
 use crate::nodes::{Health, Node};
 use crate::report::Metrics;
@@ -95,6 +96,8 @@ pub struct Hub {
     tap: RwLock<Option<Arc<dyn HubTap>>>,
     /// The gateway's traffic, read when a snapshot is taken.
     gateway: RwLock<Option<GatewaySource>>,
+    /// Who knows the requests in flight per node (the scheduler's slot table).
+    load: RwLock<Option<Weak<dyn Load>>>,
 }
 
 /// Something that describes the gateway's traffic on demand (`None`: it has stopped).
@@ -135,7 +138,13 @@ impl Hub {
             version: watch::channel(0).0,
             tap: RwLock::new(None),
             gateway: RwLock::new(None),
+            load: RwLock::new(None),
         }
+    }
+
+    /// Read the requests in flight per node from `load` (the scheduler).
+    pub(crate) fn set_load(&self, load: Weak<dyn Load>) {
+        *self.load.write().unwrap_or_else(|e| e.into_inner()) = Some(load);
     }
 
     /// Show the gateway's traffic (`None`: no gateway runs).
@@ -278,7 +287,10 @@ impl Hub {
 
     /// Every node as the page and `/api/nodes` show it.
     pub fn node_views(&self) -> Vec<NodeView> {
-        self.nodes().iter().map(|n| NodeView::of(n)).collect()
+        self.nodes()
+            .iter()
+            .map(|n| NodeView::of(n, self.in_flight(n)))
+            .collect()
     }
 
     /// Everything at once: what the event stream sends.
@@ -321,10 +333,24 @@ impl Hub {
 pub(crate) fn status_word(st: &NodeState) -> &'static str {
     match st.health {
         Health::Healthy => "up",
-        Health::Suspect => "suspect",
-        Health::Cooling => "cooling",
-        Health::Busy => "busy",
+        Health::Suspect(_) => "suspect",
+        Health::Cooling(_) => "cooling",
+        Health::Busy(_) => "busy",
         Health::Unknown => "unknown",
+    }
+}
+
+/// The hub answers with its scheduler's slot table (0 before one is set, or
+/// once it is gone).
+impl Load for Hub {
+    fn in_flight(&self, node: &Node) -> u32 {
+        let load = self
+            .load
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(Weak::upgrade);
+        load.map_or(0, |l| l.in_flight(node))
     }
 }
 

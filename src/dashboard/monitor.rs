@@ -37,8 +37,8 @@ pub fn spawn_monitor(
         let mut up: Vec<Option<bool>> = nodes
             .iter()
             .map(|n| match n.state().health {
-                Health::Healthy | Health::Busy | Health::Suspect => Some(true),
-                Health::Cooling => Some(false),
+                Health::Healthy | Health::Busy(_) | Health::Suspect(_) => Some(true),
+                Health::Cooling(_) => Some(false),
                 Health::Unknown => None,
             })
             .collect();
@@ -46,7 +46,7 @@ pub fn spawn_monitor(
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let results = probe_all(&client, &nodes, true).await;
+            let results = probe_all(&client, &nodes, true, &*hub).await;
             for (was, r) in up.iter_mut().zip(&results) {
                 let line = match (*was, r.ok) {
                     (Some(true) | None, false) => {

@@ -307,4 +307,34 @@ mod tests {
             assert!(!loopback_host(bad), "{bad:?}");
         }
     }
+
+    /// On a paused clock: a node's counter changed without any hub call goes
+    /// out on the open stream one `POLL` later.
+    #[tokio::test(start_paused = true)]
+    async fn a_change_nobody_announced_goes_out_one_poll_later() {
+        use crate::config::nodes_file::NodeEntry;
+        use futures_util::StreamExt;
+        let hub = Arc::new(Hub::new());
+        let node = Arc::new(crate::nodes::Node::new(
+            NodeEntry {
+                url: "http://127.0.0.1:1".into(),
+                name: "alpha".into(),
+                priority: 0,
+                host_id: Some("box-a".into()),
+                extra: Default::default(),
+            },
+            false,
+        ));
+        hub.set_nodes(vec![node.clone()]);
+        let (_stop, shutdown) = watch::channel(false);
+        let mut stream = Box::pin(snapshots(hub, shutdown));
+        let first = stream.next().await.unwrap();
+        assert!(first.contains(r#""errors":0"#), "{first}");
+        let changed = tokio::time::Instant::now();
+        node.state()
+            .record_request(Duration::from_millis(5), false, None);
+        let next = stream.next().await.unwrap();
+        assert!(next.contains(r#""errors":1"#), "{next}");
+        assert_eq!(changed.elapsed(), POLL);
+    }
 }

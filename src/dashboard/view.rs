@@ -131,7 +131,8 @@ pub struct LoadedView {
 }
 
 impl NodeView {
-    pub fn of(n: &Node) -> NodeView {
+    /// `n` as the page shows it, with `in_flight` requests on it now.
+    pub fn of(n: &Node, in_flight: u32) -> NodeView {
         let st = n.state();
         let loaded: Vec<LoadedView> = st
             .loaded
@@ -158,11 +159,11 @@ impl NodeView {
             vram_share: (size > 0).then(|| share(vram, size)),
             requests: st.requests,
             errors: st.errors,
-            in_flight: st.in_flight,
+            in_flight,
             avg_latency_ms: st.avg_latency_ms(),
             recent_latency_ms: st.recent_latency_ms,
             tokens_per_sec: st.tokens_per_sec,
-            last_error: st.last_error.clone(),
+            last_error: st.last_error().map(str::to_string),
         }
     }
 }

@@ -386,7 +386,7 @@ pub async fn cluster(State(shared): State<Arc<Shared>>) -> Response {
     let nodes: Vec<crate::dashboard::NodeView> = view
         .nodes
         .iter()
-        .map(|n| crate::dashboard::NodeView::of(n))
+        .map(|n| crate::dashboard::NodeView::of(n, shared.sched.in_flight_on(n)))
         .collect();
     Json(json!({
         "nodes": nodes,

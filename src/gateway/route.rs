@@ -62,7 +62,7 @@ pub async fn resolve(shared: &Shared, model: &str) -> Result<Target, ApiError> {
     }
     // Perhaps a node got the model since its list was read.
     if refresh_due(shared) {
-        probe_all(&shared.client, &view.nodes, false).await;
+        probe_all(&shared.client, &view.nodes, false, &*shared.sched).await;
         let with = nodes_with(&view.nodes, model);
         if !with.is_empty() {
             return Ok(Target::Nodes(with));

@@ -1,6 +1,8 @@
 //! Probing nodes: `/api/tags` (and `/api/ps`) of an Ollama node, `/health` of a
 //! llama.cpp coordinator, concurrently, each outcome recorded in the node's
-//! place in the health view (see `state.rs`).
+//! place in the health view (see `state.rs`). A probe that times out on a
+//! node with requests in flight (the scheduler's slot table knows, through
+//! [`Load`]) marks it busy, not down.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +12,20 @@ use futures_util::future::join_all;
 use super::registry::{Api, Node};
 use super::state::Transition;
 use crate::ollama::{Client, ClientError, ErrorKind, Timeouts};
+
+/// How many requests each node has in flight right now.
+pub trait Load: Send + Sync {
+    fn in_flight(&self, node: &Node) -> u32;
+}
+
+/// Nothing in flight anywhere: probes outside any scheduler.
+pub struct NoLoad;
+
+impl Load for NoLoad {
+    fn in_flight(&self, _: &Node) -> u32 {
+        0
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ProbeResult {
@@ -26,8 +42,14 @@ pub struct ProbeResult {
     pub came_back: bool,
 }
 
-/// Probe one node and record the outcome in its state.
-pub async fn probe(client: &Client, node: Arc<Node>, with_ps: bool) -> ProbeResult {
+/// Probe one node and record the outcome in its state; `load` tells whether
+/// it is working.
+pub async fn probe(
+    client: &Client,
+    node: Arc<Node>,
+    with_ps: bool,
+    load: &dyn Load,
+) -> ProbeResult {
     let started = Instant::now();
     let answer = match node.api {
         Api::Ollama => probe_ollama(client, &node, with_ps).await,
@@ -43,6 +65,7 @@ pub async fn probe(client: &Client, node: Arc<Node>, with_ps: bool) -> ProbeResu
         went_down: false,
         came_back: false,
     };
+    let in_flight = load.in_flight(&node);
     let mut st = node.state();
     match answer {
         Ok(detail) => {
@@ -50,13 +73,13 @@ pub async fn probe(client: &Client, node: Arc<Node>, with_ps: bool) -> ProbeResu
             result.came_back = st.record_probe_ok();
             result.detail = format!("{detail}, {latency_ms:.0} ms");
         }
-        Err(e) if is_slow(&e) && st.in_flight > 0 => {
+        Err(e) if is_slow(&e) && in_flight > 0 => {
             st.record_probe_slow();
             result.ok = true;
             result.busy = true;
             result.detail = format!(
                 "busy: {} request(s) in flight, the probe got no answer within {:.0}s",
-                st.in_flight,
+                in_flight,
                 Timeouts::PROBE.total.as_secs_f64()
             );
         }
@@ -113,6 +136,17 @@ async fn probe_llama_server(client: &Client, node: &Node) -> Result<String, Clie
 }
 
 /// Probe every node at once.
-pub async fn probe_all(client: &Client, nodes: &[Arc<Node>], with_ps: bool) -> Vec<ProbeResult> {
-    join_all(nodes.iter().cloned().map(|n| probe(client, n, with_ps))).await
+pub async fn probe_all(
+    client: &Client,
+    nodes: &[Arc<Node>],
+    with_ps: bool,
+    load: &dyn Load,
+) -> Vec<ProbeResult> {
+    join_all(
+        nodes
+            .iter()
+            .cloned()
+            .map(|n| probe(client, n, with_ps, load)),
+    )
+    .await
 }

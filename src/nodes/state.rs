@@ -1,8 +1,14 @@
-//! One node's live state: its place in the session's health view (healthy,
-//! suspect, cooling, busy), its counters, and its latency model. Every request
-//! outcome and every probe lands here, and every pick reads it.
+//! One node's live state: its place in the session's health view (one
+//! [`Health`] value whose variants carry what each state needs), its counters,
+//! and its latency model. Every request outcome and every probe lands here,
+//! and every pick reads it.
+//!
+//! Times are `tokio::time::Instant`: tests on a paused clock drive the
+//! back-off and re-probe rules.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::context::ModelContext;
 use super::latency::Latency;
@@ -15,34 +21,89 @@ pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(120);
 /// How often a task with no other host left may probe a cooling node early.
 pub(crate) const URGENT_EVERY: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Failures in a row, and the last one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failures {
+    /// How many in a row.
+    pub count: u32,
+    /// The last one in short (None when only another instance saw them).
+    pub last: Option<String>,
+    /// The last came from a real request: a probe that answers then makes
+    /// the node only suspect (answering `/api/tags` does not prove it can
+    /// generate).
+    pub on_request: bool,
+}
+
+/// A cool-down: no requests until a re-probe succeeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cooling {
+    pub failures: Failures,
+    /// When it began (a recovery another instance saw after this ends it).
+    pub since: Instant,
+    /// Its length: doubles with each failed re-probe, up to `MAX_BACKOFF`.
+    pub backoff: Duration,
+    /// When the next re-probe may run.
+    pub until: Instant,
+    /// A re-probe is running.
+    pub reprobing: bool,
+}
+
+/// A node's place in the health view.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Health {
     /// Not probed or used yet.
     Unknown,
+    /// Answers; no failure since it last did.
     Healthy,
-    /// One recent failure: picked only when no healthy host can take the task soon.
-    Suspect,
-    /// Failures in a row: no requests until a re-probe succeeds (after `cooldown_until`).
-    Cooling,
-    /// Answers, but slowly (a probe timed out while it was working).
-    Busy,
+    /// Failed recently: picked only when no healthy host can take the task soon.
+    Suspect(Failures),
+    /// Failed again: no requests until a re-probe succeeds (after `until`).
+    Cooling(Cooling),
+    /// Answers, but slowly (a probe timed out while it was working); the
+    /// failures before it did, if any.
+    Busy(Option<Failures>),
 }
 
 impl Health {
     /// One lower-case word (tables, JSON, the dashboard).
-    pub fn word(self) -> &'static str {
+    pub fn word(&self) -> &'static str {
         match self {
             Health::Unknown => "unknown",
             Health::Healthy => "healthy",
-            Health::Suspect => "suspect",
-            Health::Cooling => "cooling",
-            Health::Busy => "busy",
+            Health::Suspect(_) => "suspect",
+            Health::Cooling(_) => "cooling",
+            Health::Busy(_) => "busy",
         }
     }
 
     /// Known to answer (healthy or busy working).
-    pub(crate) fn is_up(self) -> bool {
-        matches!(self, Health::Healthy | Health::Busy)
+    pub(crate) fn is_up(&self) -> bool {
+        matches!(self, Health::Healthy | Health::Busy(_))
+    }
+
+    pub(crate) fn is_suspect(&self) -> bool {
+        matches!(self, Health::Suspect(_))
+    }
+
+    pub(crate) fn is_busy(&self) -> bool {
+        matches!(self, Health::Busy(_))
+    }
+
+    /// The failures in a row that led here, if any.
+    pub fn failures(&self) -> Option<&Failures> {
+        match self {
+            Health::Suspect(f) | Health::Busy(Some(f)) => Some(f),
+            Health::Cooling(c) => Some(&c.failures),
+            _ => None,
+        }
+    }
+
+    /// The cool-down, while cooling.
+    pub fn cooling(&self) -> Option<&Cooling> {
+        match self {
+            Health::Cooling(c) => Some(c),
+            _ => None,
+        }
     }
 }
 
@@ -60,26 +121,14 @@ pub(crate) enum Transition {
 #[derive(Debug, Clone)]
 pub struct NodeState {
     pub health: Health,
-    pub consecutive_failures: u32,
-    /// While cooling: when the next re-probe may run.
-    pub cooldown_until: Option<Instant>,
-    /// The current cool-down length (doubles per failure while cooling).
-    pub backoff: Duration,
-    /// A re-probe of this node is running.
-    pub reprobing: bool,
-    /// When the last re-probe started.
-    pub reprobed_at: Option<Instant>,
-    /// When it last began cooling.
-    pub cooled_at: Option<Instant>,
-    /// The last failure came from a real request (a probe success alone does
-    /// not make such a node healthy again, only suspect).
-    failed_on_request: bool,
-    pub last_error: Option<String>,
+    /// When its last re-probe started, whatever its health since: a task with
+    /// no other host left probes a cooling node at most once per
+    /// `URGENT_EVERY`, across cool-downs too.
+    reprobed_at: Option<Instant>,
     pub models: Vec<String>,
     pub loaded: Vec<LoadedModel>,
     pub requests: u64,
     pub errors: u64,
-    pub in_flight: u32,
     latency_sum_ms: f64,
     latency_count: u64,
     /// Exponentially weighted recent latency (ms).
@@ -94,19 +143,11 @@ impl Default for NodeState {
     fn default() -> Self {
         NodeState {
             health: Health::Unknown,
-            consecutive_failures: 0,
-            cooldown_until: None,
-            backoff: FIRST_BACKOFF,
-            reprobing: false,
             reprobed_at: None,
-            cooled_at: None,
-            failed_on_request: false,
-            last_error: None,
             models: Vec::new(),
             loaded: Vec::new(),
             requests: 0,
             errors: 0,
-            in_flight: 0,
             latency_sum_ms: 0.0,
             latency_count: 0,
             recent_latency_ms: None,
@@ -124,32 +165,54 @@ impl NodeState {
 
     /// Out of the pool until a re-probe succeeds.
     pub fn cooling(&self) -> bool {
-        self.health == Health::Cooling
+        matches!(self.health, Health::Cooling(_))
     }
 
-    /// Cooling, and its next re-probe is due.
+    /// Failures in a row (0 once it answered).
+    pub fn consecutive_failures(&self) -> u32 {
+        self.health.failures().map_or(0, |f| f.count)
+    }
+
+    /// The last failure in short, until the node answers again.
+    pub fn last_error(&self) -> Option<&str> {
+        self.health.failures().and_then(|f| f.last.as_deref())
+    }
+
+    /// Cooling with no re-probe running, and its next re-probe is due.
     pub(crate) fn reprobe_due(&self, now: Instant) -> bool {
-        self.cooling() && !self.reprobing && self.cooldown_until.is_none_or(|t| now >= t)
+        self.health
+            .cooling()
+            .is_some_and(|c| !c.reprobing && now >= c.until)
     }
 
     /// Cooling, and worth probing now although its backoff has not passed: a
     /// task has no other host left (at most one such probe per `URGENT_EVERY`).
     pub(crate) fn urgent_reprobe_due(&self, now: Instant) -> bool {
-        self.cooling()
-            && !self.reprobing
+        self.health.cooling().is_some_and(|c| !c.reprobing)
             && self
                 .reprobed_at
                 .is_none_or(|t| now.saturating_duration_since(t) >= URGENT_EVERY)
     }
 
+    /// A re-probe of this cooling node starts now (a second pick does not
+    /// start another while it runs).
+    pub(crate) fn reprobe_started(&mut self, now: Instant) {
+        if let Health::Cooling(c) = &mut self.health {
+            c.reprobing = true;
+            self.reprobed_at = Some(now);
+        }
+    }
+
+    /// The re-probe ended (its outcome is recorded apart).
+    pub(crate) fn reprobe_ended(&mut self) {
+        if let Health::Cooling(c) = &mut self.health {
+            c.reprobing = false;
+        }
+    }
+
     /// A real request succeeded: the node is healthy.
     pub(crate) fn record_success(&mut self) {
         self.health = Health::Healthy;
-        self.consecutive_failures = 0;
-        self.cooldown_until = None;
-        self.backoff = FIRST_BACKOFF;
-        self.failed_on_request = false;
-        self.last_error = None;
     }
 
     /// A probe answered. Returns true when this re-admits a cooling node. A node
@@ -157,11 +220,9 @@ impl NodeState {
     /// `/api/tags` does not prove it can generate.
     pub(crate) fn record_probe_ok(&mut self) -> bool {
         let was_cooling = self.cooling();
-        if self.failed_on_request && self.consecutive_failures > 0 {
-            self.health = Health::Suspect;
-            self.cooldown_until = None;
-        } else {
-            self.record_success();
+        match self.health.failures() {
+            Some(f) if f.on_request && f.count > 0 => self.health = Health::Suspect(f.clone()),
+            _ => self.record_success(),
         }
         was_cooling
     }
@@ -169,34 +230,48 @@ impl NodeState {
     /// Another instance cooled this node until `until` after `failures`
     /// failures: cool it here too (the later end and the larger count win).
     pub(crate) fn cool_until(&mut self, until: Instant, failures: u32) {
-        self.consecutive_failures = self.consecutive_failures.max(failures);
         let now = Instant::now();
-        if !self.cooling() {
-            self.health = Health::Cooling;
-            self.cooled_at = Some(now);
+        let left = until.saturating_duration_since(now);
+        match &mut self.health {
+            Health::Cooling(c) => {
+                c.failures.count = c.failures.count.max(failures);
+                c.backoff = left.max(c.backoff);
+                c.until = c.until.max(until);
+            }
+            h => {
+                let mut f = h.failures().cloned().unwrap_or(Failures {
+                    count: 0,
+                    last: None,
+                    on_request: false,
+                });
+                f.count = f.count.max(failures);
+                *h = Health::Cooling(Cooling {
+                    failures: f,
+                    since: now,
+                    backoff: left.max(FIRST_BACKOFF),
+                    until,
+                    reprobing: false,
+                });
+            }
         }
-        self.backoff = until.saturating_duration_since(now).max(self.backoff);
-        self.cooldown_until = Some(self.cooldown_until.map_or(until, |t| t.max(until)));
     }
 
     /// Another instance saw this node answer `ago` ago: a cooling that began
     /// before that ends here too (as suspect: this instance has not seen it).
     pub(crate) fn recovered_elsewhere(&mut self, ago: Duration) {
-        let seen = Instant::now().checked_sub(ago);
-        let cooled_before = match (self.cooled_at, seen) {
-            (Some(c), Some(s)) => c < s,
-            _ => false,
+        let Health::Cooling(c) = &self.health else {
+            return;
         };
-        if self.cooling() && cooled_before {
-            self.health = Health::Suspect;
-            self.cooldown_until = None;
+        let seen = Instant::now().checked_sub(ago);
+        if seen.is_some_and(|s| c.since < s) {
+            self.health = Health::Suspect(c.failures.clone());
         }
     }
 
     /// A probe got no answer in time while the node was working: busy, not down.
     pub(crate) fn record_probe_slow(&mut self) {
         if !self.cooling() {
-            self.health = Health::Busy;
+            self.health = Health::Busy(self.health.failures().cloned());
         }
     }
 
@@ -206,28 +281,36 @@ impl NodeState {
         if !err.is_node_fault() {
             return Transition::None;
         }
-        self.last_error = Some(err.short());
-        self.failed_on_request = from_request;
-        self.consecutive_failures += 1;
-        let refused = matches!(err.kind, ErrorKind::Refused { .. });
-        if self.cooling() {
+        let now = Instant::now();
+        let failures = Failures {
+            count: self.consecutive_failures() + 1,
+            last: Some(err.short()),
+            on_request: from_request,
+        };
+        if let Health::Cooling(c) = &mut self.health {
             // A failed re-probe: wait longer before the next one.
-            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-            self.cooldown_until = Some(Instant::now() + self.backoff);
+            c.failures = failures;
+            c.backoff = (c.backoff * 2).min(MAX_BACKOFF);
+            c.until = now + c.backoff;
             return Transition::None;
         }
-        if refused || self.consecutive_failures >= 2 {
-            self.health = Health::Cooling;
-            self.cooled_at = Some(Instant::now());
+        let refused = matches!(err.kind, ErrorKind::Refused { .. });
+        if refused || failures.count >= 2 {
             // A node that keeps failing after each re-admission waits longer each time.
-            let doublings = self.consecutive_failures.saturating_sub(2).min(8);
-            self.backoff = (FIRST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF);
-            self.cooldown_until = Some(Instant::now() + self.backoff);
-            return Transition::Cooled(self.backoff);
+            let doublings = failures.count.saturating_sub(2).min(8);
+            let backoff = (FIRST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF);
+            self.health = Health::Cooling(Cooling {
+                failures,
+                since: now,
+                backoff,
+                until: now + backoff,
+                reprobing: false,
+            });
+            return Transition::Cooled(backoff);
         }
-        let was = self.health;
-        self.health = Health::Suspect;
-        if was == Health::Suspect {
+        let was_suspect = self.health.is_suspect();
+        self.health = Health::Suspect(failures);
+        if was_suspect {
             Transition::None
         } else {
             Transition::Suspect
@@ -255,13 +338,13 @@ impl NodeState {
 
     /// How the node's health reads in one phrase, with the detail a user needs.
     pub fn describe(&self) -> String {
-        match self.health {
-            Health::Cooling => format!(
+        match &self.health {
+            Health::Cooling(c) => format!(
                 "cooling ({} failures; backoff {:.0}s)",
-                self.consecutive_failures,
-                self.backoff.as_secs_f64()
+                c.failures.count,
+                c.backoff.as_secs_f64()
             ),
-            Health::Suspect => match &self.last_error {
+            Health::Suspect(f) => match &f.last {
                 Some(e) => format!("suspect ({e})"),
                 None => "suspect".into(),
             },
@@ -285,25 +368,84 @@ mod tests {
         })
     }
 
+    fn backoff(s: &NodeState) -> Option<Duration> {
+        s.health.cooling().map(|c| c.backoff)
+    }
+
     #[test]
     fn one_failure_is_suspect_two_cool_and_backoff_doubles() {
         let mut s = NodeState::default();
         assert_eq!(s.record_fault(&reset(), true), Transition::Suspect);
-        assert_eq!(s.health, Health::Suspect);
+        assert!(s.health.is_suspect());
         assert_eq!(
             s.record_fault(&reset(), true),
             Transition::Cooled(FIRST_BACKOFF)
         );
         assert!(s.cooling());
         assert_eq!(s.record_fault(&reset(), false), Transition::None);
-        assert_eq!(s.backoff, FIRST_BACKOFF * 2);
+        assert_eq!(backoff(&s), Some(FIRST_BACKOFF * 2));
         for _ in 0..10 {
             s.record_fault(&reset(), false);
         }
-        assert_eq!(s.backoff, MAX_BACKOFF);
+        assert_eq!(backoff(&s), Some(MAX_BACKOFF));
         s.record_success();
         assert_eq!(s.health, Health::Healthy);
-        assert_eq!(s.backoff, FIRST_BACKOFF);
+        assert_eq!(s.consecutive_failures(), 0);
+        assert_eq!(s.last_error(), None);
+    }
+
+    /// On a paused clock: each failed re-probe doubles the wait before the
+    /// next (5 s, 10 s, 20 s, … capped at 120 s), and the re-probe is due
+    /// exactly when it ends, not a moment before.
+    #[tokio::test(start_paused = true)]
+    async fn backoff_doubles_per_failed_reprobe_up_to_the_cap_and_the_reprobe_waits_for_it() {
+        let mut s = NodeState::default();
+        s.record_fault(&reset(), true);
+        s.record_fault(&reset(), true);
+        let mut want = FIRST_BACKOFF;
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            let start = Instant::now();
+            assert_eq!(backoff(&s), Some(want));
+            assert_eq!(s.health.cooling().unwrap().until, start + want);
+            tokio::time::advance(want - Duration::from_millis(1)).await;
+            assert!(!s.reprobe_due(Instant::now()), "due before {want:?}");
+            tokio::time::advance(Duration::from_millis(1)).await;
+            assert!(s.reprobe_due(Instant::now()), "not due after {want:?}");
+            seen.push(want.as_secs());
+            // The re-probe runs and fails.
+            s.reprobe_started(Instant::now());
+            assert!(
+                !s.reprobe_due(Instant::now()),
+                "a second probe while one runs"
+            );
+            s.record_fault(&reset(), false);
+            s.reprobe_ended();
+            want = (want * 2).min(MAX_BACKOFF);
+        }
+        assert_eq!(seen, [5, 10, 20, 40, 80, 120, 120, 120]);
+    }
+
+    /// On a paused clock: with no other host left, a cooling node may be
+    /// probed before its backoff ends, but at most once per `URGENT_EVERY`.
+    #[tokio::test(start_paused = true)]
+    async fn an_urgent_reprobe_runs_at_most_once_per_second() {
+        let mut s = NodeState::default();
+        s.record_fault(
+            &err(ErrorKind::Refused {
+                reason: "refused".into(),
+            }),
+            false,
+        );
+        let now = Instant::now();
+        assert!(s.urgent_reprobe_due(now) && !s.reprobe_due(now));
+        s.reprobe_started(now);
+        s.record_fault(&reset(), false);
+        s.reprobe_ended();
+        tokio::time::advance(URGENT_EVERY - Duration::from_millis(1)).await;
+        assert!(!s.urgent_reprobe_due(Instant::now()));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(s.urgent_reprobe_due(Instant::now()));
     }
 
     #[test]
@@ -315,7 +457,7 @@ mod tests {
             Transition::Cooled(FIRST_BACKOFF)
         );
         s.record_probe_ok();
-        assert_eq!(s.health, Health::Suspect);
+        assert!(s.health.is_suspect());
         assert_eq!(
             s.record_fault(&reset(), true),
             Transition::Cooled(FIRST_BACKOFF * 2)
@@ -347,7 +489,43 @@ mod tests {
         s.record_fault(&reset(), true);
         s.record_fault(&reset(), true);
         assert!(s.record_probe_ok());
-        assert_eq!(s.health, Health::Suspect);
+        assert!(s.health.is_suspect());
+        assert_eq!(s.consecutive_failures(), 2);
+    }
+
+    #[test]
+    fn a_busy_node_keeps_its_failures_and_a_cooling_one_stays_cooling() {
+        let mut s = NodeState::default();
+        s.record_fault(&reset(), true);
+        s.record_probe_slow();
+        assert_eq!(s.health.word(), "busy");
+        assert_eq!(s.last_error(), Some(reset().short().as_str()));
+        // The next failure is the second in a row.
+        assert!(matches!(
+            s.record_fault(&reset(), true),
+            Transition::Cooled(_)
+        ));
+        s.record_probe_slow();
+        assert!(s.cooling());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_instances_cooling_and_recovery() {
+        let mut s = NodeState::default();
+        s.record_success();
+        let until = Instant::now() + Duration::from_secs(30);
+        s.cool_until(until, 3);
+        assert_eq!(s.describe(), "cooling (3 failures; backoff 30s)");
+        // A shorter report keeps the later end and the larger count.
+        s.cool_until(Instant::now() + Duration::from_secs(1), 1);
+        let c = s.health.cooling().unwrap();
+        assert_eq!((c.until, c.failures.count), (until, 3));
+        // A recovery seen before the cooling began does not end it; one after does.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        s.recovered_elsewhere(Duration::from_secs(3));
+        assert!(s.cooling());
+        s.recovered_elsewhere(Duration::from_secs(1));
+        assert_eq!(s.describe(), "suspect");
     }
 
     #[test]
@@ -361,6 +539,6 @@ mod tests {
         );
         assert_eq!(t, Transition::None);
         assert_eq!(s.health, Health::Unknown);
-        assert_eq!(s.consecutive_failures, 0);
+        assert_eq!(s.consecutive_failures(), 0);
     }
 }

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::nodes::health::probe_all;
+use crate::nodes::health::{probe_all, Load};
 use crate::nodes::{Api, Node};
 use crate::ollama::types::same_model;
 use crate::ollama::{Client, ClientError, Timeouts};
@@ -36,9 +36,11 @@ fn has_model(n: &Node, model: &str) -> bool {
 
 /// The nodes of `candidates` that have `model`. Nodes whose models are not
 /// known yet are asked (`/api/tags`) first; when none has it by what is known,
-/// every node is asked once more, in case the model was pulled since.
+/// every node is asked once more, in case the model was pulled since. `load`
+/// tells the probes which nodes are working.
 pub(crate) async fn capable_nodes(
     client: &Client,
+    load: &dyn Load,
     candidates: &[Arc<Node>],
     model: &str,
 ) -> Vec<Arc<Node>> {
@@ -47,7 +49,7 @@ pub(crate) async fn capable_nodes(
         .filter(|n| n.state().models.is_empty())
         .cloned()
         .collect();
-    probe_all(client, &unknown, false).await;
+    probe_all(client, &unknown, false, load).await;
     let pick = || -> Vec<Arc<Node>> {
         candidates
             .iter()
@@ -59,7 +61,7 @@ pub(crate) async fn capable_nodes(
     if !found.is_empty() || unknown.len() == candidates.len() {
         return found;
     }
-    probe_all(client, candidates, false).await;
+    probe_all(client, candidates, false, load).await;
     pick()
 }
 
@@ -115,7 +117,7 @@ impl Embedder {
         model: &str,
         total: Duration,
     ) -> Result<Embedder, NoEmbedder> {
-        let nodes = capable_nodes(client, candidates, model).await;
+        let nodes = capable_nodes(client, &*sched, candidates, model).await;
         if nodes.is_empty() {
             let answering = candidates
                 .iter()

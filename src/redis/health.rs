@@ -10,13 +10,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use redis::Script;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::instance;
 use super::link::Link;
+use crate::scheduler::HealthReports;
+pub use crate::scheduler::NodeView;
 
 /// How long a recovery stays visible.
 pub(crate) const RECOVERED_KEEP: Duration = Duration::from_secs(60);
@@ -58,22 +62,6 @@ return 1
 ",
     )
 });
-
-/// What the other instances say about a node.
-#[derive(Debug, Clone, PartialEq)]
-pub enum NodeView {
-    /// Nothing known (never reported, expired, or Redis off/away): use the local view.
-    Unknown,
-    /// Cooling until `until` after `failures` failures in a row.
-    Cooling {
-        until: Instant,
-        failures: u32,
-        by: String,
-        reason: String,
-    },
-    /// Seen answering again `ago` ago: end any local cooling that began before.
-    Recovered { ago: Duration, by: String },
-}
 
 enum Job {
     Cool {
@@ -186,6 +174,25 @@ impl SharedHealth {
             out.insert(n.clone(), parse_view(&fields, pttl, asked));
         }
         out
+    }
+}
+
+/// The scheduler's health view, shared through Redis.
+impl HealthReports for SharedHealth {
+    fn is_shared(&self) -> bool {
+        self.link.is_connected()
+    }
+
+    fn report_cooling(&self, node: &str, for_: Duration, failures: u32, reason: &str) {
+        SharedHealth::report_cooling(self, node, for_, failures, reason);
+    }
+
+    fn report_recovered(&self, node: &str) {
+        SharedHealth::report_recovered(self, node);
+    }
+
+    fn views<'a>(&'a self, nodes: &'a [String]) -> BoxFuture<'a, HashMap<String, NodeView>> {
+        Box::pin(SharedHealth::views(self, nodes))
     }
 }
 

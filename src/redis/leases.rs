@@ -16,15 +16,18 @@
 //! count is right again as soon as it is back.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use redis::Script;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::instance;
 use super::link::{CallError, Link, LinkState, LEASE_RELEASED_CHANNEL};
+use crate::scheduler::{Claim, HostLeases};
 
 /// How long a lease lives unless renewed.
 pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(10);
@@ -344,17 +347,109 @@ impl SharedLeases {
     }
 }
 
+/// The scheduler's host rule, shared through Redis: a claim is local while
+/// Redis is off or away.
+impl HostLeases for SharedLeases {
+    fn is_shared(&self) -> bool {
+        SharedLeases::is_shared(self)
+    }
+
+    fn claim<'a>(&'a self, host: &'a str, capacity: u32) -> BoxFuture<'a, Claim> {
+        Box::pin(async move {
+            if !SharedLeases::is_shared(self) {
+                return Claim::Local;
+            }
+            match self.try_acquire(host, capacity).await {
+                Some(lease) => Claim::Granted(Box::new(lease)),
+                None => Claim::Full,
+            }
+        })
+    }
+
+    fn releases(&self) -> watch::Receiver<u64> {
+        SharedLeases::releases(self)
+    }
+
+    fn next_release<'a>(&'a self, seen: &'a mut watch::Receiver<u64>) -> BoxFuture<'a, ()> {
+        Box::pin(self.wait_for_release(seen))
+    }
+}
+
+/// Where held leases live: Redis through the link (the tests model it, to
+/// drive the worker on a paused clock).
+trait Store: Send + Sync + 'static {
+    /// The connection's state, to renew at once when it comes back.
+    fn watch(&self) -> watch::Receiver<LinkState>;
+
+    fn is_connected(&self) -> bool;
+
+    /// Remove one lease; false if it could not be reached (tried again later).
+    fn release(&self, held: &Held) -> impl Future<Output = bool> + Send;
+
+    /// Every lease in `held` now lives `ttl` more (one round trip).
+    fn renew(&self, held: Vec<Held>, ttl: Duration) -> impl Future<Output = ()> + Send;
+}
+
+impl Store for Link {
+    fn watch(&self) -> watch::Receiver<LinkState> {
+        Link::watch(self)
+    }
+
+    fn is_connected(&self) -> bool {
+        Link::is_connected(self)
+    }
+
+    /// The release script (announced on the channel); false if Redis could
+    /// not be reached.
+    async fn release(&self, held: &Held) -> bool {
+        let (key, member, host) = (held.key.clone(), held.member.clone(), held.host.clone());
+        let done = self
+            .call(OP_TIMEOUT, |mut c| async move {
+                RELEASE
+                    .key(key)
+                    .arg(member)
+                    .arg(LEASE_RELEASED_CHANNEL)
+                    .arg(host)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        // Waiters in this process wake even when the announcement cannot go out.
+        self.note_release();
+        if self.state() == LinkState::Off {
+            return true;
+        }
+        !matches!(done, Err(CallError::Offline | CallError::Timeout(_)))
+            && !matches!(&done, Err(CallError::Redis(e)) if e.is_io_error() || e.is_connection_dropped())
+    }
+
+    /// The renewal script, which also re-adds members Redis lost.
+    async fn renew(&self, held: Vec<Held>, ttl: Duration) {
+        let ttl_ms = ttl.as_millis() as u64;
+        let _ = self
+            .call(OP_TIMEOUT, |mut c| async move {
+                let mut inv = RENEW.prepare_invoke();
+                inv.arg(ttl_ms);
+                for h in &held {
+                    inv.key(&h.key).arg(&h.member);
+                }
+                inv.invoke_async::<i64>(&mut c).await
+            })
+            .await;
+    }
+}
+
 /// Renew every held lease each TTL/3 (and at once when Redis comes back);
 /// release in order, so a renewal never revives a released lease. A release
 /// that could not reach Redis is tried again once it is back.
 /// Releases still queued when the last `SharedLeases` goes are carried out
 /// before the task ends.
-async fn work(inner: Weak<Inner>, link: Arc<Link>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+async fn work<S: Store>(inner: Weak<Inner>, store: Arc<S>, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let every = match inner.upgrade() {
         Some(i) => i.ttl / 3,
         None => return,
     };
-    let mut state = link.watch();
+    let mut state = store.watch();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut orphans: Vec<Held> = Vec::new();
@@ -362,7 +457,7 @@ async fn work(inner: Weak<Inner>, link: Arc<Link>, mut jobs: mpsc::UnboundedRece
         let renew = tokio::select! {
             job = jobs.recv() => {
                 let Some(Job::Release { held, ack }) = job else { return };
-                if !release(&link, &held).await && orphans.len() < MAX_ORPHANS {
+                if !store.release(&held).await && orphans.len() < MAX_ORPHANS {
                     orphans.push(held);
                 }
                 if let Some(ack) = ack {
@@ -377,17 +472,23 @@ async fn work(inner: Weak<Inner>, link: Arc<Link>, mut jobs: mpsc::UnboundedRece
             }
         };
         if renew {
-            if link.is_connected() && !orphans.is_empty() {
+            if store.is_connected() && !orphans.is_empty() {
                 let mut left = Vec::new();
                 for held in orphans.drain(..) {
-                    if !release(&link, &held).await {
+                    if !store.release(&held).await {
                         left.push(held);
                     }
                 }
                 orphans = left;
             }
-            if let Some(inner) = inner.upgrade() {
-                renew_all(&inner).await;
+            let Some(inner) = inner.upgrade() else {
+                continue;
+            };
+            let held = inner.snapshot();
+            let ttl = inner.ttl;
+            drop(inner);
+            if !held.is_empty() && store.is_connected() {
+                store.renew(held, ttl).await;
             }
         }
     }
@@ -396,44 +497,167 @@ async fn work(inner: Weak<Inner>, link: Arc<Link>, mut jobs: mpsc::UnboundedRece
 /// Releases kept for retry at most (beyond that, the TTL cleans up).
 const MAX_ORPHANS: usize = 10_000;
 
-/// Remove one lease from Redis; false if Redis could not be reached.
-async fn release(link: &Link, held: &Held) -> bool {
-    let (key, member, host) = (held.key.clone(), held.member.clone(), held.host.clone());
-    let done = link
-        .call(OP_TIMEOUT, |mut c| async move {
-            RELEASE
-                .key(key)
-                .arg(member)
-                .arg(LEASE_RELEASED_CHANNEL)
-                .arg(host)
-                .invoke_async::<i64>(&mut c)
-                .await
-        })
-        .await;
-    // Waiters in this process wake even when the announcement cannot go out.
-    link.note_release();
-    if link.state() == LinkState::Off {
-        return true;
-    }
-    !matches!(done, Err(CallError::Offline | CallError::Timeout(_)))
-        && !matches!(&done, Err(CallError::Redis(e)) if e.is_io_error() || e.is_connection_dropped())
-}
+#[cfg(test)]
+mod tests {
+    //! The renewal worker on a paused clock, against a model of the Redis
+    //! side (each member lives until its score, as the scripts keep it).
 
-async fn renew_all(inner: &Inner) {
-    let held = inner.snapshot();
-    if held.is_empty() || !inner.link.is_connected() {
-        return;
+    use super::*;
+    use tokio::time::Instant;
+
+    /// Members and their expiry, as the sorted sets hold them.
+    struct Model {
+        state: watch::Sender<LinkState>,
+        expiry: Mutex<HashMap<String, Instant>>,
+        renewed: Mutex<Vec<Instant>>,
     }
-    let ttl_ms = inner.ttl.as_millis() as u64;
-    let _ = inner
-        .link
-        .call(OP_TIMEOUT, |mut c| async move {
-            let mut inv = RENEW.prepare_invoke();
-            inv.arg(ttl_ms);
-            for h in &held {
-                inv.key(&h.key).arg(&h.member);
+
+    impl Model {
+        fn new() -> Arc<Model> {
+            Arc::new(Model {
+                state: watch::channel(LinkState::Connected).0,
+                expiry: Mutex::default(),
+                renewed: Mutex::default(),
+            })
+        }
+
+        /// The acquire script: the member lives `ttl` from now.
+        fn acquired(&self, held: &Held, ttl: Duration) {
+            let until = Instant::now() + ttl;
+            self.expiry
+                .lock()
+                .unwrap()
+                .insert(held.member.clone(), until);
+        }
+
+        /// The slot still counts (the member has not expired).
+        fn live(&self, member: &str) -> bool {
+            self.expiry
+                .lock()
+                .unwrap()
+                .get(member)
+                .is_some_and(|t| Instant::now() < *t)
+        }
+    }
+
+    impl Store for Model {
+        fn watch(&self) -> watch::Receiver<LinkState> {
+            self.state.subscribe()
+        }
+
+        fn is_connected(&self) -> bool {
+            true
+        }
+
+        async fn release(&self, held: &Held) -> bool {
+            self.expiry.lock().unwrap().remove(&held.member);
+            true
+        }
+
+        async fn renew(&self, held: Vec<Held>, ttl: Duration) {
+            let until = Instant::now() + ttl;
+            let mut expiry = self.expiry.lock().unwrap();
+            for h in held {
+                expiry.insert(h.member, until);
             }
-            inv.invoke_async::<i64>(&mut c).await
-        })
-        .await;
+            self.renewed.lock().unwrap().push(Instant::now());
+        }
+    }
+
+    /// Leases with `ttl` whose worker keeps them in `model`; one held lease.
+    fn holding(
+        ttl: Duration,
+        model: &Arc<Model>,
+    ) -> (
+        SharedLeases,
+        RemoteLease,
+        String,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let leases = SharedLeases::with_ttl(Link::off(), ttl);
+        let (tx, rx) = mpsc::unbounded_channel();
+        leases.inner.jobs.set(tx).unwrap();
+        let worker = tokio::spawn(work(Arc::downgrade(&leases.inner), model.clone(), rx));
+        let held = Held {
+            key: lease_key("h"),
+            member: "me#1".into(),
+            host: "h".into(),
+        };
+        model.acquired(&held, ttl);
+        leases.inner.held.lock().unwrap().insert(1, held.clone());
+        let lease = RemoteLease {
+            id: 1,
+            host: "h".into(),
+            shared: true,
+            owner: leases.inner.clone(),
+            done: false,
+        };
+        (leases, lease, held.member, worker)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_lease_is_renewed_every_third_of_its_ttl_and_never_expires() {
+        let ttl = Duration::from_secs(3);
+        let model = Model::new();
+        let (_leases, _lease, member, _worker) = holding(ttl, &model);
+        let start = Instant::now();
+        for _ in 0..300 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(model.live(&member), "expired at {:?}", start.elapsed());
+        }
+        let renewed: Vec<Duration> = model
+            .renewed
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| *t - start)
+            .collect();
+        // At once, then every TTL/3 (the one due at the very end may or may
+        // not have run when the loop stops).
+        assert!(renewed.len() >= 30, "{renewed:?}");
+        let want: Vec<Duration> = (0..30).map(|i| ttl / 3 * i).collect();
+        assert_eq!(renewed[..30], want[..], "{renewed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_no_longer_renewed_expires_one_ttl_after_its_last_renewal() {
+        let ttl = Duration::from_secs(3);
+        let model = Model::new();
+        let (_leases, lease, member, worker) = holding(ttl, &model);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // The holder dies: no release, no more renewals.
+        worker.abort();
+        std::mem::forget(lease);
+        let last = *model.renewed.lock().unwrap().last().unwrap();
+        let expires = last + ttl;
+        tokio::time::sleep_until(expires - Duration::from_millis(1)).await;
+        assert!(model.live(&member), "gone before its TTL");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(
+            !model.live(&member),
+            "still counted a TTL after the last renewal"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_lease_is_released_at_once_and_no_longer_renewed() {
+        let ttl = Duration::from_secs(3);
+        let model = Model::new();
+        let (leases, lease, member, _worker) = holding(ttl, &model);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = model.renewed.lock().unwrap().len();
+        let released = Instant::now();
+        lease.release().await;
+        assert_eq!(
+            Instant::now(),
+            released,
+            "the release waited for time to pass"
+        );
+        assert!(!model.live(&member));
+        assert_eq!(leases.held(), 0);
+        tokio::time::sleep(ttl * 3).await;
+        assert!(!model.live(&member), "a renewal revived a released lease");
+        // Nothing left to renew.
+        assert_eq!(model.renewed.lock().unwrap().len(), before);
+    }
 }

@@ -14,7 +14,9 @@
 //! The agent timeout stays the outer bound of everything.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::progress::Progress;
 use crate::nodes::latency::{self, median};
@@ -125,7 +127,7 @@ pub(crate) fn first_token_deadline(
         .map(|r| prompt_tokens as f64 / r.max(1.0) * 1000.0 * 2.0)
         .unwrap_or(0.0);
     let own = st.latency.ttft_p95_ms().unwrap_or(cluster.ttft_ms);
-    let probation = st.health == crate::nodes::Health::Suspect;
+    let probation = st.health.is_suspect();
     drop(st);
     if probation {
         // It failed recently: as patient as a hedge would be, no more.

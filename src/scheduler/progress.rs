@@ -3,7 +3,8 @@
 //! scheduler reads it to decide on hedging.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+
+use tokio::time::Instant;
 
 #[derive(Debug)]
 pub struct Progress {

@@ -8,9 +8,10 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::time::Instant;
 
 use super::estimate::{self, ClusterView};
 use super::progress::Progress;
@@ -376,7 +377,7 @@ impl Scheduler {
                     Ok(l) => l,
                     Err(stopped) => return Err(tries.no_slot(pool, task, stopped)),
                 };
-                let reason = self.reason(&lease.node, task.model, pool, &excluded);
+                let reason = super::pick::reason(&lease.node, task.model, pool, &excluded);
                 let kind = tries.next_kind();
                 let (a, r) = self.prepare(pool, task, lease, deadline, kind, &reason);
                 let fut = attempt(a);
@@ -634,7 +635,7 @@ impl Scheduler {
             ev.finished(node, elapsed.as_secs_f64(), true);
         }
         let mut st = node.state();
-        if st.consecutive_failures > 0 {
+        if st.consecutive_failures() > 0 {
             self.share_recovery(node);
         }
         st.record_success();

@@ -1,7 +1,7 @@
 //! The Ollama client against the simulator: streaming and not, generate and
 //! chat, errors, timeouts.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use synapticllamas::ollama::types::{ChatRequest, GenerateRequest, Message};
 use synapticllamas::ollama::{Client, ErrorKind, Timeouts};
@@ -293,12 +293,12 @@ fn hang_hits_the_idle_timeout() {
         fault: Fault::Hang,
         ..Default::default()
     });
-    let started = Instant::now();
     let e = rt()
         .block_on(Client::default().chat(&h.url(), &chat("llama3.2", true), fast(), |_| {}))
         .unwrap_err();
+    // The first-token limit (500 ms) ended the wait, not the total (10 s):
+    // that one would have been `Deadline`.
     assert!(matches!(e.kind, ErrorKind::NoFirstToken { .. }), "{e:?}");
-    assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(h.stats().max_in_flight, 1);
 }
 

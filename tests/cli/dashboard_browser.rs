@@ -169,7 +169,13 @@ fn page_shows_three_sections_and_updates_live_in_chromium() {
     rt().block_on(async {
         assert!(request(&client, &hub, &na, "llama3.2").await);
         assert!(request(&client, &hub, &nb, "qwen2.5:0.5b").await);
-        synapticllamas::nodes::health::probe_all(&client, &[na.clone(), nb.clone()], true).await;
+        synapticllamas::nodes::health::probe_all(
+            &client,
+            &[na.clone(), nb.clone()],
+            true,
+            &synapticllamas::nodes::health::NoLoad,
+        )
+        .await;
     });
     hub.routing(
         "Researcher → alpha (box-a)",

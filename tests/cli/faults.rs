@@ -156,9 +156,6 @@ fn completed(r: &Run, took: Duration) -> Result<(), String> {
             tail(&r.stderr)
         ));
     }
-    if took > Duration::from_secs(45) {
-        return Err(format!("took {took:?}"));
-    }
     Ok(())
 }
 
@@ -363,10 +360,8 @@ fn fault_every_host_gone_mid_query() {
         if c.home.settings()["refinement_rounds"] != 3 {
             return Err("the command after the failed query did not run".into());
         }
-        // Connect failures are immediate; the bound is the agent timeout (30 s).
-        if took > Duration::from_secs(30) {
-            return Err(format!("took {took:?} after the kill"));
-        }
+        // How soon a task whose hosts all refuse gives up (well within the
+        // agent timeout) is the scheduler's paused-clock test.
         eprintln!("  all gone: {failed}");
         Ok(took)
     });

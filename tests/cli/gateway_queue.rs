@@ -124,7 +124,7 @@ print("ok")
 }
 
 #[test]
-fn a_client_that_goes_away_frees_its_slot_within_100_ms() {
+fn a_client_that_goes_away_frees_its_slot_at_once() {
     let slow = paced(200, 20.0);
     let home = home_with(&[(&slow, "only", "box")]);
     let g = Served::start(&home, &[]);
@@ -145,25 +145,27 @@ fn a_client_that_goes_away_frees_its_slot_within_100_ms() {
     );
     c.kill().unwrap();
     c.wait().unwrap();
-    wait_until("the third leaves the line", Duration::from_secs(1), || {
+    wait_until("the third leaves the line", Duration::from_secs(10), || {
         queue_depth(&g.url) == 1
     });
 
-    // The first client goes away mid-reply: the second starts on the host at once.
+    // The first client goes away mid-reply (its reply would take about 10 s
+    // more): the second starts on the host while the first's reply is
+    // unfinished, so the slot was handed on when the client went, not when
+    // the node finished. (That the hand-over takes no time at all is the
+    // scheduler's `a_freed_slot_is_handed_on_without_any_time_passing`, on
+    // a paused clock.)
     a.kill().unwrap();
-    let gone = Instant::now();
     a.wait().unwrap();
-    while slow.stats().requests < 2 {
-        assert!(
-            gone.elapsed() < Duration::from_secs(5),
-            "the slot was never handed on"
-        );
-        std::thread::yield_now();
-    }
-    let freed = gone.elapsed();
-    assert!(
-        freed <= Duration::from_millis(100),
-        "the slot was handed on {freed:?} after the client went away"
+    wait_until(
+        "the second request reaches the host",
+        Duration::from_secs(30),
+        || slow.stats().requests >= 2,
+    );
+    assert_eq!(
+        slow.stats().completed,
+        0,
+        "the second request started only once the first reply had ended on the node"
     );
     // The abandoned request was cancelled on the node too (only the second runs there).
     wait_until(
@@ -266,7 +268,6 @@ fn a_reply_still_running_after_the_drain_deadline_ends_with_an_error_line() {
     let home = home_with(&[(&slow, "only", "box")]);
     let g = Served::start(&home, &["--drain", "1"]);
     let (_a, lines) = begun_client(&g.url, "too long");
-    let started = Instant::now();
     g.signal(libc::SIGINT);
     let rest = drain(&lines, Duration::from_secs(15));
     let last = rest.last().unwrap();
@@ -279,7 +280,8 @@ fn a_reply_still_running_after_the_drain_deadline_ends_with_an_error_line() {
     );
     let (code, stderr) = g.wait(Duration::from_secs(15));
     assert_eq!(code, 0, "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    // Cut at the drain deadline, not run to its end (about 20 s).
+    assert_eq!(slow.stats().completed, 0, "the reply ran to its end");
     assert!(stderr.contains("ended with an error line"), "{stderr}");
 }
 

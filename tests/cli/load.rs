@@ -183,13 +183,11 @@ fn two_hundred_queries_in_one_session_leak_nothing() {
             let hosts: Vec<Sample> = sims.iter().map(|s| sample(s.pid())).collect();
             (shell, hosts)
         };
-    let started = Instant::now();
     let warm = 10;
     let (a, ha) = phase(&mut stdin, warm, 0, 1);
     let half = n / 2;
     let (b, hb) = phase(&mut stdin, half, warm, 2);
     let (c, hc) = phase(&mut stdin, n - half, warm + half, 3);
-    let took = started.elapsed();
     drop(stdin);
     let status = child.wait().unwrap();
     let err = err_text.join().unwrap();
@@ -204,9 +202,8 @@ fn two_hundred_queries_in_one_session_leak_nothing() {
         .map(|s| s.stats()["requests"].as_u64().unwrap())
         .sum();
     eprintln!(
-        "load: {} queries in {:.1}s ({served} inference requests). shell after {warm} / {} / {} queries: {a:?} / {b:?} / {c:?}",
+        "load: {} queries ({served} inference requests). shell after {warm} / {} / {} queries: {a:?} / {b:?} / {c:?}",
         warm + n,
-        took.as_secs_f64(),
         warm + half,
         warm + n
     );
@@ -251,7 +248,6 @@ fn twenty_one_shot_processes_at_once() {
     let home = home_for(&sims);
     let before: Vec<Sample> = sims.iter().map(|s| sample(s.pid())).collect();
     let mut peak = Sample::default();
-    let started = Instant::now();
     let mut after_rounds = Vec::new();
     for round in 0..rounds {
         let children: Vec<Child> = (0..procs)
@@ -298,9 +294,8 @@ fn twenty_one_shot_processes_at_once() {
         .sum();
     let after = after_rounds.last().unwrap();
     eprintln!(
-        "load: {rounds} rounds of {procs} concurrent -i processes in {:.1}s ({served} inference requests); \
-         peak of one process {peak:?}; hosts before {before:?}; after each round {after_rounds:?}",
-        started.elapsed().as_secs_f64()
+        "load: {rounds} rounds of {procs} concurrent -i processes ({served} inference requests); \
+         peak of one process {peak:?}; hosts before {before:?}; after each round {after_rounds:?}"
     );
     // What one `-i` process holds at its busiest (measured: about 17 fds,
     // 3 threads, 13 MiB, 3-5 connections to the three hosts).

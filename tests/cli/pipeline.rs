@@ -114,7 +114,6 @@ fn faulty_hosts_do_not_lose_chunks() {
             (good.url(), "good"),
             (good2.url(), "good2"),
         ]);
-        let started = Instant::now();
         let r = run(&home, &[], &format!("{LONG}\nnodes\n"));
         r.ok().out_has("FINAL ANSWER");
         assert!(
@@ -128,11 +127,8 @@ fn faulty_hosts_do_not_lose_chunks() {
             "{fault:?}\n{}",
             r.stdout
         );
-        assert!(
-            started.elapsed() < Duration::from_secs(25),
-            "{fault:?} took {:?}",
-            started.elapsed()
-        );
+        // How soon a fault is left behind (hedging after 3x the usual first
+        // token, retries at once) is the scheduler's paused-clock tests.
     }
 }
 
@@ -382,33 +378,22 @@ fn agents_can_be_overridden_from_a_directory() {
 
 #[test]
 fn a_cooled_down_node_is_used_again_once_it_recovers() {
-    use std::io::Write;
     let flaky = sim(SimConfig {
         fault: Fault::Http500,
         ..paced()
     });
     let home = home_with(&[(flaky.url(), "A")]);
-    let mut child = command(&home, &[]).spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"hello there\n").unwrap();
-    // Three failures in a row: the node cools down.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while flaky.stats().requests < 3 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    let mut s = Session::spawn(command(&home, &[]));
+    s.send("hello there\n");
+    // Failures in a row: the node cools down, and the query fails.
+    s.until_err(
+        "node-1 cooled down (re-probe in 5s)",
+        Duration::from_secs(60),
+    );
+    s.until_err("Query failed", Duration::from_secs(60));
     flaky.set_fault(Fault::None, 0);
-    stdin.write_all(b"hello there\n").unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        stderr.contains("node-1 cooled down (re-probe in 5s)"),
-        "{stderr}"
-    );
+    s.send("hello there\n");
+    let (stdout, stderr, code) = s.finish();
     // Probed again (by the query, or by the background monitor) and back in use.
     assert!(
         stderr.contains("node-1 is answering again; back in the pool")
@@ -416,5 +401,5 @@ fn a_cooled_down_node_is_used_again_once_it_recovers() {
         "{stderr}"
     );
     assert!(stdout.contains("FINAL ANSWER"), "{stdout}\n{stderr}");
-    assert_eq!(out.status.code(), Some(1), "the first query failed");
+    assert_eq!(code, 1, "the first query failed");
 }

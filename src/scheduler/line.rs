@@ -3,21 +3,25 @@
 //! can use it (no race between woken waiters). When waiters name a client
 //! (an API key of the gateway), clients take turns: one waiter of each client
 //! in rotation, each client's own waiters in arrival order.
+//!
+//! A [`WaitState`] is also what a pick (`pick.rs`) finds for a task, in or
+//! out of line.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::Pool;
 use crate::nodes::Node;
 
-/// Where a waiter stands.
+/// Where a task stands: what a pick found for it.
 #[derive(Debug, Clone)]
 pub(super) enum WaitState {
+    /// Every host it may use has a request in flight: wait for a slot.
     Waiting,
-    /// A slot on this node was taken for the waiter; it has not picked it up yet.
+    /// A slot on this node was taken for the task; it has not picked it up yet.
     Granted(Arc<Node>),
     /// No node of its pool can ever take the task.
     Nobody,
@@ -66,7 +70,7 @@ impl Waiter {
 }
 
 #[derive(Default)]
-pub(super) struct Queue {
+pub(super) struct Line {
     /// In arrival order.
     pub waiters: Vec<Waiter>,
     next_id: u64,
@@ -74,7 +78,7 @@ pub(super) struct Queue {
     last_served: Option<Option<Arc<str>>>,
 }
 
-impl Queue {
+impl Line {
     pub fn push(&mut self, mut w: Waiter) -> u64 {
         self.next_id += 1;
         w.id = self.next_id;
@@ -154,7 +158,7 @@ mod tests {
 
     #[test]
     fn one_client_is_first_come_first_served() {
-        let mut q = Queue::default();
+        let mut q = Line::default();
         for _ in 0..4 {
             q.push(waiter(None));
         }
@@ -163,7 +167,7 @@ mod tests {
 
     #[test]
     fn clients_take_turns_starting_after_the_one_served_last() {
-        let mut q = Queue::default();
+        let mut q = Line::default();
         for c in ["a", "a", "a", "b", "c", "b"] {
             q.push(waiter(Some(c)));
         }
@@ -179,13 +183,13 @@ mod tests {
 
     #[test]
     fn a_clients_higher_priority_waiter_goes_first_and_equal_ones_keep_arrival_order() {
-        let mut q = Queue::default();
+        let mut q = Line::default();
         for (c, p) in [(None, 5), (None, 7), (None, 5), (None, 6)] {
             q.push(waiter_at(c, p));
         }
         assert_eq!(q.fair_order(), vec![1, 3, 0, 2]);
         // Between clients, turns come first: priority orders each client's own.
-        let mut q = Queue::default();
+        let mut q = Line::default();
         for (c, p) in [(Some("a"), 5), (Some("a"), 9), (Some("b"), 1)] {
             q.push(waiter_at(c, p));
         }
