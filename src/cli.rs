@@ -231,4 +231,10 @@ pub struct SimServe {
     /// Send JSON replies cut off before their end
     #[arg(long = "broken-json")]
     pub broken_json: bool,
+    /// Answer a JSON Schema in `format` as if only "json" had been asked
+    #[arg(long = "ignore-schema")]
+    pub ignore_schema: bool,
+    /// The release /api/version reports (below 0.5.0: no JSON Schema in `format`)
+    #[arg(long = "ollama-version", value_name = "VERSION", default_value = crate::sim::config::SIM_VERSION)]
+    pub ollama_version: String,
 }

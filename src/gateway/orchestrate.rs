@@ -145,6 +145,7 @@ fn prepare(
         timeouts: q.timeouts,
         agents: q.agents.clone(),
         observer,
+        replies: Default::default(),
     };
     let mut plan = plan(&req, q, strategy);
     let (rag, embedders) = (q.rag.clone(), view.nodes.clone());

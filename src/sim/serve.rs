@@ -16,6 +16,8 @@ pub async fn run(args: &SimServe) -> i32 {
         context_length: args.context_length,
         echo_prompt: args.echo_prompt,
         broken_json: args.broken_json,
+        ignore_schema: args.ignore_schema,
+        version: args.ollama_version.clone(),
         ..SimConfig::default()
     };
     if let Some(m) = &args.models {
