@@ -116,9 +116,9 @@ impl Ctx {
         if let Some(c) = &self.coordinator {
             nodes.extend(c.nodes().iter().cloned());
         }
-        let versions =
-            futures_util::future::join_all(nodes.iter().map(|n| release::learn(&self.client, n)));
-        tokio::join!(context::learn_all(&self.client, &nodes, &models), versions);
+        context::learn_all(&self.client, &nodes, &models).await;
+        // After the contexts, on the connections they opened (no more at once).
+        futures_util::future::join_all(nodes.iter().map(|n| release::learn(&self.client, n))).await;
     }
 
     /// The agent for a role; the built-in one when the loaded set lacks it.
