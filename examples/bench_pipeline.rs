@@ -82,6 +82,7 @@ fn ctx(nodes: Vec<Arc<Node>>, capacity: u32) -> Ctx {
         timeouts: Timeouts::generation(Duration::from_secs(120)),
         agents: agents::builtin(),
         observer: Arc::new(Collect::default()),
+        replies: Default::default(),
     }
 }
 

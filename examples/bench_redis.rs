@@ -202,6 +202,7 @@ fn ctx(sched: Arc<Scheduler>, nodes: Vec<Arc<Node>>) -> Ctx {
         timeouts: Timeouts::generation(Duration::from_secs(120)),
         agents: agents::builtin(),
         observer: Arc::new(Collect::default()),
+        replies: Default::default(),
     }
 }
 

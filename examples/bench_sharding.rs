@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use synapticllamas::ollama::types::Message;
-use synapticllamas::ollama::{Client, Timeouts};
+use synapticllamas::ollama::{Client, OpenAiChat, Timeouts};
 use synapticllamas::sharding::coordinator::Coordinator;
 
 fn free_port() -> u16 {
@@ -41,7 +41,17 @@ async fn tokens_per_second(client: &Client, url: &str) -> f64 {
     let mut v = Vec::new();
     for _ in 0..3 {
         let c = client
-            .openai_chat(url, "m", &msgs, 64, t, |_| {})
+            .openai_chat(
+                url,
+                OpenAiChat {
+                    model: "m",
+                    messages: &msgs,
+                    max_tokens: 64,
+                    response_format: None,
+                },
+                t,
+                |_| {},
+            )
             .await
             .unwrap();
         v.push(c.tokens_per_second().unwrap_or(0.0));

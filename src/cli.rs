@@ -245,6 +245,12 @@ pub struct SimServe {
     /// Send JSON replies cut off before their end
     #[arg(long = "broken-json")]
     pub broken_json: bool,
+    /// Answer a JSON Schema in `format` as if only "json" had been asked
+    #[arg(long = "ignore-schema")]
+    pub ignore_schema: bool,
+    /// The release /api/version reports (below 0.5.0: no JSON Schema in `format`)
+    #[arg(long = "ollama-version", value_name = "VERSION", default_value = crate::sim::config::SIM_VERSION)]
+    pub ollama_version: String,
 }
 
 impl SimServe {
@@ -262,6 +268,8 @@ impl SimServe {
             context_length: self.context_length,
             echo_prompt: self.echo_prompt,
             broken_json: self.broken_json,
+            ignore_schema: self.ignore_schema,
+            version: self.ollama_version.clone(),
             ..crate::sim::SimConfig::default()
         };
         if let Some(m) = &self.models {

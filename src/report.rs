@@ -33,6 +33,29 @@ pub struct Metrics {
     pub failed_tasks: usize,
     /// Whether the answer was written in parts, and why (or why not).
     pub longform: Option<Scope>,
+    /// How the agents' replies came back.
+    pub replies: ReplyCounts,
+}
+
+/// How the agents' replies came back: the agent's JSON object as sent, made
+/// one by the repair path, or kept as plain text; and how many of their
+/// requests carried a JSON Schema (the rest asked for `"json"`: a node
+/// before Ollama 0.5.0).
+#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq, Eq)]
+pub struct ReplyCounts {
+    /// Agent replies the answer used.
+    pub total: usize,
+    /// Replies that were the agent's object, every field in place, as they came.
+    pub valid_first_try: usize,
+    /// Replies the repair path made the object (found in other text, closed
+    /// where the length limit cut them, coerced, or asked for again).
+    pub repaired: usize,
+    /// Replies that never became the object; their text was used as it is.
+    pub as_text: usize,
+    /// Replies to requests that carried the reply's JSON Schema.
+    pub with_schema: usize,
+    /// Replies to requests that asked for `format: "json"` only.
+    pub json_only: usize,
 }
 
 /// One voting agent's verdict on an answer (collaborative mode).

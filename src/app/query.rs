@@ -220,6 +220,7 @@ impl App {
             timeouts,
             agents,
             observer: observer.clone(),
+            replies: Default::default(),
         };
         plan.rag = self.rag_retriever(sink).await;
         let fut = pipeline::run_query(&ctx, query, &plan);
@@ -311,6 +312,14 @@ impl App {
         t.add_row(vec!["Strategy".into(), m.strategy.clone()]);
         t.add_row(vec!["Chunks".into(), m.chunks_generated.to_string()]);
         t.add_row(vec!["Agent calls".into(), m.agent_count.to_string()]);
+        let c = &m.replies;
+        t.add_row(vec![
+            "Agent replies".into(),
+            format!(
+                "{} of {} valid on the first try ({} repaired, {} kept as text); {} asked with a schema",
+                c.valid_first_try, c.total, c.repaired, c.as_text, c.with_schema
+            ),
+        ]);
         t.add_row(vec![
             "Physical hosts (used / in pool)".into(),
             format!("{} / {}", m.hosts_used, m.physical_hosts),

@@ -24,7 +24,7 @@ use super::route::{self, Target};
 use super::state::Shared;
 use super::translate::{openai_request_from_ollama, Shape};
 use super::writers::OllamaOut;
-use crate::nodes::Node;
+use crate::nodes::{release, Node};
 use crate::ollama::types::same_model;
 use crate::ollama::{ClientError, ErrorKind, Timeouts};
 use crate::scheduler::{Attempt, Measured, Task};
@@ -90,14 +90,6 @@ async fn gather(shared: &Shared, nodes: &[Arc<Node>], path: &str) -> Vec<(Arc<No
         .collect()
 }
 
-/// Numeric parts of a version, for comparing.
-fn version_key(v: &str) -> Vec<u64> {
-    v.split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap_or(0))
-        .collect()
-}
-
 /// The lowest version among the nodes: what every node supports.
 pub async fn version(State(shared): Ctx) -> Response {
     let nodes = shared.view().nodes.clone();
@@ -108,7 +100,7 @@ pub async fn version(State(shared): Ctx) -> Response {
         .collect();
     let lowest = versions
         .into_iter()
-        .min_by_key(|v| version_key(v))
+        .min_by_key(|v| release::key(v))
         .unwrap_or_else(|| "0.0.0".into());
     Json(json!({ "version": lowest })).into_response()
 }
@@ -664,7 +656,7 @@ mod tests {
     #[test]
     fn versions_compare_by_number() {
         let mut v = ["0.10.1", "0.9.6", "0.12.0"];
-        v.sort_by_key(|x| version_key(x));
+        v.sort_by_key(|x| release::key(x));
         assert_eq!(v, ["0.9.6", "0.10.1", "0.12.0"]);
     }
 

@@ -148,6 +148,7 @@ fn prepare(
         timeouts,
         agents: q.agents.clone(),
         observer,
+        replies: Default::default(),
     };
     let (effective, cache, embedders) = (q.effective.clone(), q.rag.clone(), view.nodes.clone());
     let query = req.query;

@@ -6,6 +6,7 @@ pub mod health;
 pub mod latency;
 pub mod locality;
 pub mod registry;
+pub mod release;
 pub mod scan;
 pub mod state;
 

@@ -30,6 +30,8 @@ pub struct Node {
     pub simulated: bool,
     pub api: Api,
     state: Mutex<NodeState>,
+    /// The node's version was asked for (see `release.rs`).
+    pub(crate) release_asked: tokio::sync::OnceCell<()>,
 }
 
 impl Node {
@@ -41,6 +43,7 @@ impl Node {
             simulated,
             api: Api::Ollama,
             state: Mutex::new(NodeState::default()),
+            release_asked: tokio::sync::OnceCell::new(),
         }
     }
 

@@ -137,6 +137,8 @@ pub struct NodeState {
     pub latency: Latency,
     /// What is known of each model's context window here, by model key.
     pub contexts: std::collections::HashMap<String, ModelContext>,
+    /// The server's release (Ollama's `/api/version`), once asked.
+    pub version: Option<String>,
 }
 
 impl Default for NodeState {
@@ -154,6 +156,7 @@ impl Default for NodeState {
             tokens_per_sec: None,
             latency: Latency::default(),
             contexts: Default::default(),
+            version: None,
         }
     }
 }

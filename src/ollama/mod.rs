@@ -10,3 +10,4 @@ pub mod types;
 
 pub use client::{Client, Timeouts};
 pub use error::{ClientError, ErrorKind};
+pub use openai::OpenAiChat;

@@ -49,21 +49,40 @@ pub(crate) fn counts(v: &Value, out: &mut Counts) {
     }
 }
 
+/// A chat completion to ask an OpenAI-compatible server for.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenAiChat<'a> {
+    pub model: &'a str,
+    pub messages: &'a [Message],
+    pub max_tokens: u64,
+    /// `response_format` (e.g. `{"type": "json_schema", "json_schema": {…}}`).
+    pub response_format: Option<&'a Value>,
+}
+
+impl OpenAiChat<'_> {
+    /// The request body, streamed.
+    fn body(&self) -> Value {
+        let mut body = serde_json::json!({
+            "model": self.model, "messages": self.messages, "max_tokens": self.max_tokens, "stream": true,
+        });
+        if let Some(rf) = self.response_format {
+            body["response_format"] = rf.clone();
+        }
+        body
+    }
+}
+
 impl Client {
     /// Stream a chat completion from an OpenAI-compatible server.
     pub async fn openai_chat(
         &self,
         base: &str,
-        model: &str,
-        messages: &[Message],
-        max_tokens: u64,
+        ask: OpenAiChat<'_>,
         t: Timeouts,
         mut on_text: impl FnMut(&str),
     ) -> Result<Completion, ClientError> {
         let url = format!("{}/v1/chat/completions", base.trim_end_matches('/'));
-        let body = serde_json::json!({
-            "model": model, "messages": messages, "max_tokens": max_tokens, "stream": true,
-        });
+        let body = ask.body();
         let started = Instant::now();
         let resp = self.send_json(&url, &body, &t, started + t.total).await?;
         let fail = |kind| Err(ClientError::new(&url, kind));

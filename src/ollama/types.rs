@@ -82,15 +82,6 @@ pub struct GenerateRequest {
     pub options: Option<Value>,
 }
 
-/// Whether a request's `format` asks for JSON (`"json"` or a schema object).
-pub(crate) fn asks_json(format: Option<&Value>) -> bool {
-    match format {
-        Some(Value::String(s)) => s == "json",
-        Some(v) => v.is_object(),
-        None => false,
-    }
-}
-
 /// The request `options` this program sets and the simulator reads; any
 /// other option passes through in `other`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -3,9 +3,8 @@
 //! directory of JSON files can override them (matched by file stem or name) or
 //! add new ones. The role is a description for people; it is not sent.
 
-use super::repair::FieldType;
-use serde::{Deserialize, Deserializer};
-use serde_json::{Map, Value};
+use super::schema::{self, Field};
+use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
 
@@ -35,8 +34,8 @@ pub struct Agent {
     pub name: String,
     pub system_prompt: String,
     /// Fields the reply object must carry, in file order.
-    #[serde(deserialize_with = "field_list")]
-    pub required_fields: Vec<(String, FieldType)>,
+    #[serde(deserialize_with = "schema::field_list")]
+    pub required_fields: Vec<Field>,
     /// This agent's own outer bound for a request, instead of the session's
     /// `timeout` (the built-in agents have none and follow `timeout`).
     #[serde(default)]
@@ -62,18 +61,6 @@ impl Agent {
             None => session,
         }
     }
-}
-
-/// Reads `{"field": "type", ...}` into an ordered list.
-fn field_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<(String, FieldType)>, D::Error> {
-    let map = Map::<String, Value>::deserialize(de)?;
-    map.into_iter()
-        .map(|(name, ty)| {
-            FieldType::deserialize(ty)
-                .map(|t| (name.clone(), t))
-                .map_err(|e| serde::de::Error::custom(format!("field \"{name}\": {e}")))
-        })
-        .collect()
 }
 
 /// The six built-in agents: Researcher, Critic, Editor, Storyteller,
@@ -214,6 +201,7 @@ fn key(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::schema::FieldType;
 
     /// A fresh, empty directory, removed when the test ends.
     fn temp_dir() -> tempfile::TempDir {
@@ -228,7 +216,7 @@ mod tests {
         agent
             .required_fields
             .iter()
-            .map(|(n, t)| (n.as_str(), *t))
+            .map(|f| (f.name.as_str(), f.kind))
             .collect()
     }
 
@@ -306,7 +294,7 @@ mod tests {
                 "{name}"
             );
             // Every prompt names each required field and asks for bare JSON.
-            for (field, _) in &agent.required_fields {
+            for Field { name: field, .. } in &agent.required_fields {
                 assert!(
                     agent.system_prompt.contains(&format!("\"{field}\"")),
                     "{name}: {field}"
@@ -315,6 +303,29 @@ mod tests {
             assert!(agent.system_prompt.contains("ONE JSON object"), "{name}");
             assert!(agent.system_prompt.contains("no code fences"), "{name}");
         }
+    }
+
+    #[test]
+    fn builtin_fields_say_which_lists_may_be_empty_and_the_scores_range() {
+        let agents = builtin();
+        let field = |agent: &str, name: &str| {
+            find(&agents, agent)
+                .unwrap()
+                .required_fields
+                .iter()
+                .find(|f| f.name == name)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(field("Researcher", "key_facts").min_items, 1);
+        assert_eq!(field("Researcher", "sources").min_items, 0);
+        assert_eq!(field("Editor", "examples").min_items, 1);
+        for list in ["issues", "biases", "strengths", "recommendations"] {
+            assert_eq!(field("Critic", list).min_items, 0, "{list}");
+        }
+        assert_eq!(field("QualityVoter", "issues").min_items, 0);
+        let score = field("QualityVoter", "score");
+        assert_eq!((score.minimum, score.maximum), (Some(0.0), Some(1.0)));
     }
 
     #[test]

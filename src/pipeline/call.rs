@@ -1,24 +1,31 @@
 //! Calling one agent: a streamed `/api/chat` request through the scheduler, to
 //! a node whose context window the prompt fits (a request that fits none is
 //! not sent), with the node's fixed `num_ctx` and a reply no longer than the
-//! room left; the reply repaired into the agent's fields and cleaned of prompt
-//! text, one follow-up request when fields are missing, and the plain text kept
-//! (with a warning) when nothing else works.
+//! room left. The request carries the reply's JSON Schema (`schema.rs`) where
+//! the node takes one, else `format: "json"` (an Ollama before 0.5.0). A reply
+//! that is not the agent's object all the same (an old node, a server that
+//! ignores the schema, a reply cut off by the length limit) goes through the
+//! repair path: the object found or closed and coerced, one follow-up request
+//! when fields are missing, and the plain text kept (with a warning) when
+//! nothing else works. Every reply is cleaned of prompt text it repeats, and
+//! counted (`metrics.replies`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Map, Value};
 
 use super::agents::{self, Agent};
 use super::observer::Observer;
 use super::prompts;
-use super::repair::{self, FieldType};
+use super::repair;
+use super::schema::{self, Field, FieldType};
 use super::{budget, clean};
 use crate::config::choices::Route;
-use crate::nodes::{context, Api, Node};
+use crate::nodes::{context, release, Api, Node};
 use crate::ollama::types::{ChatRequest, Completion, Message, Options};
-use crate::ollama::{Client, ClientError, ErrorKind, Timeouts};
+use crate::ollama::{Client, ClientError, ErrorKind, OpenAiChat, Timeouts};
 use crate::prompt::Prompt;
+use crate::report::ReplyCounts;
 use crate::scheduler::{Attempt, Attribution, Measured, Pool, Scheduler, Task, TaskFailed};
 use crate::sharding::route::{decide, Target};
 
@@ -44,6 +51,34 @@ pub struct Ctx {
     pub timeouts: Timeouts,
     pub agents: Vec<Agent>,
     pub observer: Arc<dyn Observer>,
+    /// How the agents' replies came back, counted as they come.
+    pub replies: Tally,
+}
+
+/// `ReplyCounts` as replies come in from tasks running at once.
+#[derive(Debug, Default)]
+pub struct Tally(Mutex<ReplyCounts>);
+
+impl Tally {
+    fn add(&self, outcome: Outcome, with_schema: bool) {
+        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        c.total += 1;
+        match outcome {
+            Outcome::Valid => c.valid_first_try += 1,
+            Outcome::Repaired => c.repaired += 1,
+            Outcome::AsText => c.as_text += 1,
+        }
+        if with_schema {
+            c.with_schema += 1;
+        } else {
+            c.json_only += 1;
+        }
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> ReplyCounts {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Ctx {
@@ -71,7 +106,8 @@ impl Ctx {
     }
 
     /// Learn every node's context for the models this query uses (once per
-    /// node and model in a session).
+    /// node and model in a session), and its version (once per node: whether
+    /// it takes a JSON Schema for a reply).
     pub(crate) async fn learn_contexts(&self) {
         let mut models = vec![self.model.as_str()];
         if let Some(s) = &self.synthesis_model {
@@ -82,6 +118,8 @@ impl Ctx {
             nodes.extend(c.nodes().iter().cloned());
         }
         context::learn_all(&self.client, &nodes, &models).await;
+        // After the contexts, on the connections they opened (no more at once).
+        futures_util::future::join_all(nodes.iter().map(|n| release::learn(&self.client, n))).await;
     }
 
     /// The agent for a role; the built-in one when the loaded set lacks it.
@@ -143,27 +181,41 @@ impl<'a> Role<'a> {
 pub struct Reply {
     pub fields: Map<String, Value>,
     pub attribution: Attribution,
-    /// False when the reply never became the agent's JSON and its text was kept as is.
-    pub structured: bool,
+    /// How the reply became the agent's object (or did not).
+    pub outcome: Outcome,
+}
+
+/// How a reply became the agent's object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It was the object, every field there and of its type, as it came.
+    Valid,
+    /// The repair path made it one: found in other text, closed where the
+    /// length limit cut it, coerced, or asked for again.
+    Repaired,
+    /// It never became the object; its text is used as it is.
+    AsText,
 }
 
 /// Ask `agent` with `user`, on any node the scheduler picks whose context
 /// the request fits; `fields` overrides the agent's required fields (e.g. a
-/// synthesis asks the Editor for one field). The reply is repaired into the
-/// fields and cleaned of prompt text it repeats.
+/// synthesis asks the Editor for one field). The reply is constrained to the
+/// fields' schema where the node allows, repaired into them where it is not
+/// already their object, and cleaned of prompt text it repeats.
 pub async fn call(
     ctx: &Ctx,
     agent: &Agent,
     label: &str,
     user: impl Into<Prompt>,
     model: &str,
-    fields: Option<&[(String, FieldType)]>,
+    fields: Option<&[Field]>,
 ) -> Result<Reply, TaskFailed> {
     let user: Prompt = user.into();
-    let fields: Vec<(String, FieldType)> = fields
+    let fields: Vec<Field> = fields
         .map(|f| f.to_vec())
         .unwrap_or_else(|| agent.required_fields.clone());
     let system = prompts::system(agent, &fields);
+    let schema = schema::object(&fields);
     let need = budget::prompt_tokens(&system, &user.text);
     let notice = |line: String| ctx.observer.notice(line);
     let task = Task {
@@ -177,10 +229,12 @@ pub async fn call(
     let pool = fitting(ctx.pool_for(model), model, need).with_priority(agent.priority);
     let request = Request {
         label,
+        agent: &agent.name,
         model,
         system: &system,
         user: &user,
         fields: &fields,
+        schema: &schema,
     };
     let result = ctx
         .sched
@@ -198,21 +252,34 @@ pub async fn call(
         )
         .await;
     ctx.observer.finished(label);
-    let ((fields, structured), attribution) = result?;
+    let (got, attribution) = result?;
+    ctx.replies.add(got.outcome, got.with_schema);
     Ok(Reply {
-        fields,
+        fields: got.fields,
         attribution,
-        structured,
+        outcome: got.outcome,
     })
 }
 
 /// One agent request, as sent to every node that tries it.
 struct Request<'a> {
     label: &'a str,
+    /// The agent's name (the schema's name for OpenAI-style servers).
+    agent: &'a str,
     model: &'a str,
     system: &'a str,
     user: &'a Prompt,
-    fields: &'a [(String, FieldType)],
+    fields: &'a [Field],
+    /// The reply's JSON Schema.
+    schema: &'a Value,
+}
+
+/// What one attempt made of its reply.
+struct Got {
+    fields: Map<String, Value>,
+    outcome: Outcome,
+    /// The request carried the schema (else `format: "json"`).
+    with_schema: bool,
 }
 
 /// The nodes of `pool` whose context `need` prompt tokens fit with room for a
@@ -272,11 +339,14 @@ fn sizing(
     Ok((num_ctx, room.min(ctx.num_predict)))
 }
 
+/// One request to the attempt's node: with the reply's schema where the node
+/// takes one (`with_schema`), else asking for `"json"`.
 async fn chat(
     ctx: &Ctx,
     a: &Attempt,
     r: &Request<'_>,
     user: &str,
+    with_schema: bool,
 ) -> Result<Completion, ClientError> {
     let need = budget::prompt_tokens(r.system, user);
     let (num_ctx, max_reply) = sizing(ctx, &a.node, r.model, need)?;
@@ -294,12 +364,16 @@ async fn chat(
     };
     let sent = match a.node.api {
         Api::OpenAi => {
+            let response_format = with_schema.then(|| schema::response_format(r.agent, r.schema));
             ctx.client
                 .openai_chat(
                     a.node.url(),
-                    r.model,
-                    &messages,
-                    max_reply,
+                    OpenAiChat {
+                        model: r.model,
+                        messages: &messages,
+                        max_tokens: max_reply,
+                        response_format: response_format.as_ref(),
+                    },
                     a.timeouts,
                     on_text,
                 )
@@ -310,7 +384,11 @@ async fn chat(
                 model: r.model.to_string(),
                 messages,
                 stream: true,
-                format: Some(json!("json")),
+                format: Some(if with_schema {
+                    r.schema.clone()
+                } else {
+                    json!("json")
+                }),
                 options: Some(
                     Options {
                         num_predict: i64::try_from(max_reply).ok(),
@@ -337,23 +415,40 @@ async fn chat(
     sent
 }
 
-/// One request; a second stating the schema if the first lacked fields and the
-/// node's context has room for it. A reply cut off by the length limit keeps
-/// the fields it completed. Every text is cleaned of the prompt's own words.
+/// One request, with the reply's schema where the node takes one; the repair
+/// path for a reply that is not the agent's object all the same: a second
+/// request stating the shape if the first lacked fields and the node's context
+/// has room for it. A reply cut off by the length limit keeps the fields it
+/// completed. Every text is cleaned of the prompt's own words.
 async fn ask_with_repair(
     ctx: &Ctx,
     a: &Attempt,
     r: &Request<'_>,
-) -> Result<((Map<String, Value>, bool), Measured), ClientError> {
+) -> Result<(Got, Measured), ClientError> {
     let echo =
         clean::Echo::new(std::iter::once(r.system).chain(r.user.own.iter().map(String::as_str)));
-    let reply = chat(ctx, a, r, &r.user.text).await?;
+    // Known since the query's start; asked here once if not (a node that
+    // came in later).
+    release::learn(&ctx.client, &a.node).await;
+    let with_schema = release::takes_schema(&a.node);
+    let got = |fields, outcome| Got {
+        fields,
+        outcome,
+        with_schema,
+    };
+    let reply = chat(ctx, a, r, &r.user.text, with_schema).await?;
     let m = measured(&reply);
     let cut_off = reply.done_reason.as_deref() == Some("length");
     let text = reply.text;
+    let as_sent = is_the_object(&text, r.fields);
     let (first, problems) = usable(&text, r.fields, &echo);
     if let (Some(obj), true) = (&first, problems.is_empty()) {
-        return Ok(((obj.clone(), true), m));
+        let outcome = if as_sent {
+            Outcome::Valid
+        } else {
+            Outcome::Repaired
+        };
+        return Ok((got(obj.clone(), outcome), m));
     }
     if let (Some(obj), true) = (&first, cut_off && complete_text(&problems, r.fields)) {
         // Cut off by the length limit after its text: asking again for the same
@@ -364,7 +459,7 @@ async fn ask_with_repair(
         ));
         let mut obj = obj.clone();
         fill_lists(&mut obj, r.fields);
-        return Ok(((obj, true), m));
+        return Ok((got(obj, Outcome::Repaired), m));
     }
     let follow_up = prompts::fix_fields(r.user, r.fields);
     let fits = budget::reply_room(
@@ -373,14 +468,14 @@ async fn ask_with_repair(
     )
     .is_some();
     let (second, problems2, m) = if fits {
-        let again = chat(ctx, a, r, &follow_up.text).await?;
+        let again = chat(ctx, a, r, &follow_up.text, with_schema).await?;
         let m = Measured {
             tokens_per_sec: m.tokens_per_sec.or(again.tokens_per_second()),
             ..m
         };
         let (second, problems2) = usable(&again.text, r.fields, &echo);
         if let (Some(obj), true) = (&second, problems2.is_empty()) {
-            return Ok(((obj.clone(), true), m));
+            return Ok((got(obj.clone(), Outcome::Repaired), m));
         }
         (second, problems2, m)
     } else {
@@ -401,7 +496,16 @@ async fn ask_with_repair(
         r.label,
         problems2.join("; ")
     ));
-    Ok(((kept, false), m))
+    Ok((got(kept, Outcome::AsText), m))
+}
+
+/// The reply is the agent's object as it came: the whole text one JSON
+/// object whose every field is there, of its type, with content.
+fn is_the_object(text: &str, fields: &[Field]) -> bool {
+    match serde_json::from_str::<Value>(text.trim()) {
+        Ok(Value::Object(obj)) => repair::check_fields(&obj, fields).is_empty(),
+        _ => false,
+    }
 }
 
 /// What is kept of a reply that never matched the fields: the better object
@@ -411,7 +515,7 @@ fn keep(
     best: Option<Map<String, Value>>,
     text: &str,
     echo: &clean::Echo,
-    fields: &[(String, FieldType)],
+    fields: &[Field],
 ) -> Map<String, Value> {
     match best {
         Some(mut obj)
@@ -426,8 +530,8 @@ fn keep(
             let mut m = Map::new();
             let main = fields
                 .iter()
-                .find(|(_, t)| *t == FieldType::String)
-                .map(|(n, _)| n.clone())
+                .find(|f| f.kind == FieldType::String)
+                .map(|f| f.name.clone())
                 .unwrap_or_else(|| "content".into());
             m.insert(main, Value::String(clean::text(text, echo)));
             m
@@ -438,8 +542,8 @@ fn keep(
 /// A reply whose text went under keys of the model's own choosing (or into
 /// the keys themselves): the main text field (the first required one), when
 /// missing or empty, gets all of its text in order, so none of it is lost.
-fn fill_main(obj: &mut Map<String, Value>, fields: &[(String, FieldType)]) {
-    let Some((main, _)) = fields.iter().find(|(_, t)| *t == FieldType::String) else {
+fn fill_main(obj: &mut Map<String, Value>, fields: &[Field]) {
+    let Some(Field { name: main, .. }) = fields.iter().find(|f| f.kind == FieldType::String) else {
         return;
     };
     if obj
@@ -458,18 +562,22 @@ fn fill_main(obj: &mut Map<String, Value>, fields: &[(String, FieldType)]) {
 }
 
 /// Every required text field is there: only lists (or numbers) were lost.
-fn complete_text(problems: &[String], fields: &[(String, FieldType)]) -> bool {
+fn complete_text(problems: &[String], fields: &[Field]) -> bool {
     fields
         .iter()
-        .filter(|(_, t)| *t == FieldType::String)
-        .all(|(name, _)| !problems.iter().any(|p| p.starts_with(&format!("{name}:"))))
+        .filter(|f| f.kind == FieldType::String)
+        .all(|f| {
+            !problems
+                .iter()
+                .any(|p| p.starts_with(&format!("{}:", f.name)))
+        })
 }
 
 /// Required lists a cut-off reply never reached become empty lists.
-fn fill_lists(obj: &mut Map<String, Value>, fields: &[(String, FieldType)]) {
-    for (name, t) in fields {
-        if *t == FieldType::List && !obj.get(name).is_some_and(Value::is_array) {
-            obj.insert(name.clone(), Value::Array(Vec::new()));
+fn fill_lists(obj: &mut Map<String, Value>, fields: &[Field]) {
+    for f in fields {
+        if f.kind == FieldType::List && !obj.get(&f.name).is_some_and(Value::is_array) {
+            obj.insert(f.name.clone(), Value::Array(Vec::new()));
         }
     }
 }
@@ -478,7 +586,7 @@ fn fill_lists(obj: &mut Map<String, Value>, fields: &[(String, FieldType)]) {
 /// cleaned, with what is still wrong with it.
 fn usable(
     text: &str,
-    fields: &[(String, FieldType)],
+    fields: &[Field],
     echo: &clean::Echo,
 ) -> (Option<Map<String, Value>>, Vec<String>) {
     match repair::extract_object(text).or_else(|| repair::close_truncated(text)) {

@@ -16,6 +16,7 @@ pub mod quality;
 pub mod render;
 pub mod repair;
 pub mod result;
+pub mod schema;
 pub mod scope;
 pub mod standard;
 pub mod synthesis;
@@ -109,6 +110,7 @@ pub(crate) async fn run_query(
         answer.gaps.len(),
         started,
     );
+    metrics.replies = ctx.replies.counts();
     Ok(QueryResult {
         query: query.to_string(),
         final_output,

@@ -6,16 +6,16 @@ use serde_json::{Map, Value};
 use super::agents::Agent;
 use super::budget::cut;
 use super::detect::ContentType;
-use super::repair::FieldType;
+use super::schema::{Field, FieldType};
 use crate::prompt::Prompt;
 
 /// `{"context": "<string>", "key_facts": ["<string>"]}`: the reply's shape, shown
 /// to the model (and recognised by the simulator).
-pub fn example(fields: &[(String, FieldType)]) -> String {
+pub fn example(fields: &[Field]) -> String {
     let parts: Vec<String> = fields
         .iter()
-        .map(|(name, ty)| {
-            let v = match ty {
+        .map(|Field { name, kind, .. }| {
+            let v = match kind {
                 FieldType::String => "\"<text>\"",
                 FieldType::List => "[\"<item>\", \"<item>\"]",
                 FieldType::Object => "{}",
@@ -28,7 +28,7 @@ pub fn example(fields: &[(String, FieldType)]) -> String {
 }
 
 /// The system message: the agent's own prompt plus the exact reply shape.
-pub fn system(agent: &Agent, fields: &[(String, FieldType)]) -> String {
+pub fn system(agent: &Agent, fields: &[Field]) -> String {
     format!(
         "{}\n\nReply shape (one JSON object, real content in every field): {}",
         agent.system_prompt,
@@ -39,7 +39,7 @@ pub fn system(agent: &Agent, fields: &[(String, FieldType)]) -> String {
 /// The follow-up when a reply lacked fields or had the wrong types: the task
 /// and the format again, never what was wrong with the reply (a small model
 /// copies such findings into its answer).
-pub(crate) fn fix_fields(original: &Prompt, fields: &[(String, FieldType)]) -> Prompt {
+pub(crate) fn fix_fields(original: &Prompt, fields: &[Field]) -> Prompt {
     Prompt::default()
         .says(format!(
             "Answer the request below as ONE JSON object of exactly this shape, with real content in every field and nothing outside the object:\n{}\n\nThe request:\n",
@@ -326,9 +326,9 @@ mod tests {
     #[test]
     fn example_shapes() {
         let f = vec![
-            ("context".to_string(), FieldType::String),
-            ("topics".to_string(), FieldType::List),
-            ("score".to_string(), FieldType::Number),
+            Field::text("context"),
+            Field::new("topics", FieldType::List),
+            Field::new("score", FieldType::Number),
         ];
         let e = example(&f);
         let v: Value = serde_json::from_str(&e).unwrap();
@@ -375,7 +375,7 @@ mod tests {
 
     #[test]
     fn retry_prompts_restate_the_task_never_the_findings() {
-        let fields = vec![("context".to_string(), FieldType::String)];
+        let fields = vec![Field::text("context")];
         let first = chunk(
             "Why is the sky blue?",
             ContentType::Research,

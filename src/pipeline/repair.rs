@@ -1,8 +1,14 @@
 //! Getting a JSON object out of a small model's reply, and checking it
-//! against an agent's required fields.
+//! against an agent's required fields. With a JSON Schema in the request
+//! (`schema.rs`) the server writes the object itself; this is the fallback
+//! for a node that takes no schema (`format: "json"`, Ollama before 0.5.0) and
+//! for a reply that is still not the object (a server that ignores the
+//! schema, a reply cut off by the length limit). `check_fields` also decides
+//! whether a reply was the object as it came (`metrics.replies`).
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use super::schema::{Field, FieldType};
 
 /// Most `{` positions tried before giving up on a reply.
 const MAX_CANDIDATES: usize = 256;
@@ -11,42 +17,6 @@ const MAX_CANDIDATES: usize = 256;
 const PLACEHOLDERS: &[&str] = &[
     "str", "string", "list", "array", "dict", "object", "number", "int", "float", "...", "…",
 ];
-
-/// Type a required field must have.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FieldType {
-    #[serde(alias = "str")]
-    String,
-    #[serde(alias = "array")]
-    List,
-    #[serde(alias = "dict")]
-    Object,
-    #[serde(alias = "float", alias = "int", alias = "integer")]
-    Number,
-}
-
-impl FieldType {
-    /// Lower-case name, as written in agent files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FieldType::String => "string",
-            FieldType::List => "list",
-            FieldType::Object => "object",
-            FieldType::Number => "number",
-        }
-    }
-
-    /// Whether `value` has this type.
-    pub fn matches(self, value: &Value) -> bool {
-        match self {
-            FieldType::String => value.is_string(),
-            FieldType::List => value.is_array(),
-            FieldType::Object => value.is_object(),
-            FieldType::Number => value.is_number(),
-        }
-    }
-}
 
 /// Finds a JSON object in `text`: the whole text, a fenced block, or the
 /// first balanced `{...}` that parses (with a light fix pass for trailing
@@ -190,12 +160,9 @@ fn drop_unfinished_sentence(obj: &mut Map<String, Value>) {
 
 /// Problems with `obj` against `required`, one line each, starting with the
 /// field name: missing, wrong type, empty text, or a copied schema word.
-pub(crate) fn check_fields(
-    obj: &Map<String, Value>,
-    required: &[(String, FieldType)],
-) -> Vec<String> {
+pub(crate) fn check_fields(obj: &Map<String, Value>, required: &[Field]) -> Vec<String> {
     let mut problems = Vec::new();
-    for (name, ty) in required {
+    for Field { name, kind: ty, .. } in required {
         match obj.get(name) {
             None | Some(Value::Null) => problems.push(format!("{name}: missing")),
             Some(v) if is_placeholder(v) => problems.push(format!(
@@ -216,8 +183,8 @@ pub(crate) fn check_fields(
 /// Fixes what can be fixed without asking the model again: a string where a
 /// list is required becomes a one-element list (empty string: empty list),
 /// and a numeric string where a number is required becomes that number.
-pub(crate) fn coerce(obj: &mut Map<String, Value>, required: &[(String, FieldType)]) {
-    for (name, ty) in required {
+pub(crate) fn coerce(obj: &mut Map<String, Value>, required: &[Field]) {
+    for Field { name, kind: ty, .. } in required {
         let Some(value) = obj.get_mut(name) else {
             continue;
         };
@@ -372,8 +339,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn req(fields: &[(&str, FieldType)]) -> Vec<(String, FieldType)> {
-        fields.iter().map(|(n, t)| (n.to_string(), *t)).collect()
+    fn req(fields: &[(&str, FieldType)]) -> Vec<Field> {
+        fields.iter().map(|(n, t)| Field::new(*n, *t)).collect()
     }
 
     #[test]
@@ -522,17 +489,5 @@ mod tests {
         assert!(!obj.contains_key("absent"));
         let problems = check_fields(&obj, &required);
         assert_eq!(problems.len(), 3, "{problems:?}");
-    }
-
-    #[test]
-    fn field_type_names() {
-        let t: FieldType = serde_json::from_str("\"list\"").unwrap();
-        assert_eq!(t, FieldType::List);
-        let t: FieldType = serde_json::from_str("\"str\"").unwrap();
-        assert_eq!(t, FieldType::String);
-        assert!(serde_json::from_str::<FieldType>("\"blob\"").is_err());
-        assert_eq!(FieldType::Number.as_str(), "number");
-        assert!(FieldType::Object.matches(&json!({})));
-        assert!(!FieldType::Number.matches(&json!("1")));
     }
 }

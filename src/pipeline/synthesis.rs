@@ -15,8 +15,8 @@ use super::call::{call, Ctx, Reply};
 use super::detect::ContentType;
 use super::prompts;
 use super::render;
-use super::repair::FieldType;
 use super::result::Chunk;
+use super::schema;
 use crate::scheduler::{Attribution, TaskFailed};
 
 /// Above this many characters the parts are never rewritten in one pass (the
@@ -63,7 +63,7 @@ pub async fn run(
     } else {
         ("Editor", "detailed_explanation")
     };
-    let fields = only(field);
+    let fields = schema::one_text(field);
     let prompt = prompts::synthesis(query, ct, &texts);
     let need = budget::prompt_tokens(&prompts::system(ctx.agent(agent), &fields), &prompt.text)
         + budget::tokens(&joined)
@@ -152,11 +152,6 @@ fn one_pass(
     }
 }
 
-/// One text field named `name`: what each synthesis request asks for.
-fn only(name: &str) -> Vec<(String, FieldType)> {
-    vec![(name.to_string(), FieldType::String)]
-}
-
 /// Group summaries, then an overview from them, above the parts.
 async fn staged(
     ctx: &Ctx,
@@ -217,7 +212,7 @@ fn summary_groups(
     let summary_reply = (budget::MIN_REPLY * 2)
         .min(narrowest / 4)
         .max(budget::MIN_REPLY);
-    let system = prompts::system(ctx.agent("Editor"), &only("summary"));
+    let system = prompts::system(ctx.agent("Editor"), &schema::one_text("summary"));
     let fixed = budget::prompt_tokens(&system, query)
         + SUMMARY_INSTRUCTIONS
         + summary_reply
@@ -239,7 +234,7 @@ async fn summarise(
     attribution: &mut Vec<Attribution>,
 ) -> Vec<(String, String)> {
     let (model, editor) = (ctx.synthesis_model(), ctx.agent("Editor"));
-    let summary_fields = only("summary");
+    let summary_fields = schema::one_text("summary");
     let requests = groups.iter().map(|g| {
         let parts: Vec<(usize, &str)> = g.iter().map(|(n, t)| (*n, t.as_str())).collect();
         let label = format!("synthesis: summary of {}", span(g));
@@ -295,7 +290,7 @@ async fn overview(
     widest: u64,
 ) -> Result<Reply, TaskFailed> {
     let (model, editor) = (ctx.synthesis_model(), ctx.agent("Editor"));
-    let overview_fields = only("overview");
+    let overview_fields = schema::one_text("overview");
     let overview_reply = (widest / 3)
         .clamp(budget::MIN_REPLY, 600)
         .min(ctx.num_predict);

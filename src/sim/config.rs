@@ -79,7 +79,16 @@ pub struct SimConfig {
     /// Send JSON replies cut off before their end (the last quarter, at most
     /// 80 bytes), as a model stopped by a length limit.
     pub broken_json: bool,
+    /// Answer a request whose `format` is a JSON Schema as if it had asked
+    /// for `"json"` only (a generic object), as a server that ignores schemas.
+    pub ignore_schema: bool,
+    /// The release `/api/version` reports (below 0.5.0, an Ollama that takes
+    /// no JSON Schema in `format`: clients send `"json"`).
+    pub version: String,
 }
+
+/// The release a simulated host reports unless told otherwise.
+pub const SIM_VERSION: &str = "0.12.6-simulated";
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -101,6 +110,8 @@ impl Default for SimConfig {
             trained_context: None,
             echo_prompt: false,
             broken_json: false,
+            ignore_schema: false,
+            version: SIM_VERSION.into(),
         }
     }
 }

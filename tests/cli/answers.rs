@@ -324,7 +324,10 @@ fn simulated_hosts_report_their_context_and_refuse_what_does_not_fit() {
             model: "tiny".into(),
             messages: vec![Message::user(text)],
             stream: true,
-            format: Some(json!("json")),
+            format: Some(
+                json!({"type": "object", "properties": {"context": {"type": "string"}},
+                                "required": ["context"]}),
+            ),
             options: Some(json!({"num_ctx": 1024})),
             keep_alive: None,
         };

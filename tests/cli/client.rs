@@ -83,16 +83,32 @@ fn generate_streamed_and_not() {
         .unwrap();
     assert!(a.text.starts_with("List three rivers"));
     assert_eq!(a.text, b.text);
+    // A JSON Schema in `format` is answered with an object of its shape,
+    // whatever the prompt says; `"json"` alone with a generic object.
+    let schema = serde_json::json!({"type": "object", "properties": {"answer": {"type": "string"}},
+                                    "required": ["answer"]});
     let json = GenerateRequest {
-        format: Some("json".into()),
-        prompt: "Reply with {\"answer\": \"text\"}".into(),
+        format: Some(schema),
+        prompt: "Reply with {\"reply\": \"text\"}".into(),
         ..req
     };
     let j = rt()
         .block_on(c.generate(&h.url(), &json, fast(), |_| {}))
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(&j.text).unwrap();
-    assert!(v["answer"].is_string(), "{v}");
+    assert!(v["answer"].is_string() && v.get("reply").is_none(), "{v}");
+    let any = GenerateRequest {
+        format: Some("json".into()),
+        ..json
+    };
+    let j = rt()
+        .block_on(c.generate(&h.url(), &any, fast(), |_| {}))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&j.text).unwrap();
+    assert!(
+        v["response"].is_string() && v.get("answer").is_none(),
+        "{v}"
+    );
 }
 
 #[test]

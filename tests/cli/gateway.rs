@@ -370,6 +370,12 @@ fn orchestrate_streams_progress_and_ends_with_what_dash_i_prints() {
         k
     };
     assert_eq!(keys(last), keys(&want));
+    // How the agents' replies came back: all valid, asked with a schema.
+    let replies = &last["metrics"]["replies"];
+    let total = replies["total"].as_u64().unwrap();
+    assert!(total >= 3, "{replies}");
+    assert_eq!(replies["valid_first_try"], total, "{replies}");
+    assert_eq!(replies["with_schema"], total, "{replies}");
     let (_, bad) = curl(&[
         "-w",
         " %{http_code}",

@@ -36,6 +36,7 @@ mod rag_llama;
 mod redis;
 mod redis_shared;
 mod redis_support;
+mod replies;
 mod resilience;
 mod security;
 mod settings_file;

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::routing::{get, post};
 use serde_json::{json, Value};
@@ -18,19 +18,25 @@ use crate::support::*;
 struct FakeCoordinator {
     addr: SocketAddr,
     requests: Arc<AtomicU64>,
+    /// The last chat request's body.
+    last: Arc<Mutex<Value>>,
 }
 
 fn fake_coordinator() -> FakeCoordinator {
     let requests = Arc::new(AtomicU64::new(0));
     let count = requests.clone();
+    let last = Arc::new(Mutex::new(Value::Null));
+    let keep = last.clone();
     let app = axum::Router::new()
         .route("/health", get(|| async { axum::Json(json!({"status": "ok"})) }))
         .route(
             "/v1/chat/completions",
             post(move |axum::Json(body): axum::Json<Value>| {
                 let count = count.clone();
+                let keep = keep.clone();
                 async move {
                     count.fetch_add(1, Ordering::SeqCst);
+                    *keep.lock().unwrap() = body.clone();
                     assert!(body["max_tokens"].as_u64().is_some(), "max_tokens is explicit");
                     let text = json!({"summary": "Sharded summary.", "key_points": ["one"], "detailed_explanation": "Sharded.\nSecond line.",
                                       "examples": ["e"], "practical_applications": ["p"], "detailed": "x"})
@@ -53,7 +59,11 @@ fn fake_coordinator() -> FakeCoordinator {
     rt().spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    FakeCoordinator { addr, requests }
+    FakeCoordinator {
+        addr,
+        requests,
+        last,
+    }
 }
 
 #[test]
@@ -203,6 +213,24 @@ fn both_routes_large_models_to_the_coordinator() {
         .lines()
         .any(|l| l.starts_with("| Researcher") && !l.contains("coordinator")));
     assert_eq!(fake.requests.load(Ordering::SeqCst), 1);
+    // llama-server is asked for the Editor's reply by its JSON Schema.
+    let rf = fake.last.lock().unwrap()["response_format"].clone();
+    assert_eq!(rf["type"], "json_schema", "{rf}");
+    assert_eq!(rf["json_schema"]["name"], "Editor");
+    assert_eq!(rf["json_schema"]["strict"], true);
+    let schema = &rf["json_schema"]["schema"];
+    assert_eq!(
+        schema["required"],
+        json!([
+            "summary",
+            "key_points",
+            "detailed_explanation",
+            "examples",
+            "practical_applications"
+        ]),
+        "{schema}"
+    );
+    assert_eq!(schema["additionalProperties"], false);
 }
 
 #[test]
