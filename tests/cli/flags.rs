@@ -172,3 +172,55 @@ fn input_json_keeps_the_originals_keys() {
         assert!(a["agent"].is_string() && a["time"].is_number(), "{a}");
     }
 }
+
+/// `-i` in distributed mode: stdout holds exactly one JSON value. What start-up
+/// prints on the way (the scan's summary, OLLAMA_HOST found, `--add-node`,
+/// `--load-config`, a settings warning) is on stderr, not lost.
+#[test]
+fn input_json_is_all_of_stdout_in_distributed_mode() {
+    let (a, b, c) = (
+        sim(SimConfig::default()),
+        sim(SimConfig::default()),
+        sim(SimConfig::default()),
+    );
+    let home = Home::new();
+    home.write_settings(br#"{"quality_threshold": 5}"#);
+    let file = home.path().join("more-nodes.json");
+    std::fs::write(
+        &file,
+        node_file(&[serde_json::json!({"url": c.url(), "name": "c"})]),
+    )
+    .unwrap();
+    let mut cmd = command(
+        &home,
+        &[
+            "-d",
+            "-i",
+            "hello there",
+            "--discover",
+            "127.0.0.1/32",
+            "--add-node",
+            &b.url(),
+            "--load-config",
+            file.to_str().unwrap(),
+        ],
+    );
+    cmd.env("OLLAMA_HOST", a.url());
+    let r = run_with(cmd, "");
+    r.ok();
+    let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON value ({e}):\n{}\nstderr:\n{}",
+            r.stdout, r.stderr
+        )
+    });
+    assert!(v["final_output"].is_string(), "{v}");
+    r.err_has("🔍 Discovery: probed 1 address")
+        .err_has(&format!("✅ Found: {}", a.url()))
+        .err_has(&format!(
+            "Added node: ollama-127-0-0-1-{}",
+            b.addrs()[0].port()
+        ))
+        .err_has("Loaded 1 node(s) from")
+        .err_has("quality_threshold");
+}
