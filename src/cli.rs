@@ -70,9 +70,7 @@ fn model_name(s: &str) -> Result<String, String> {
 }
 
 fn node_url(s: &str) -> Result<String, String> {
-    crate::ollama::host::parse(s)
-        .map(|_| s.to_string())
-        .map_err(|e| e.to_string())
+    crate::command::node_addr(s).map(|_| s.to_string())
 }
 
 fn subnet(s: &str) -> Result<Ipv4Net, String> {

@@ -78,6 +78,7 @@ fn bad_flags_exit_2_before_anything_happens() {
         (&["--discover", "10.0.0.0/8"], "--discover", "10.0.0.0/8"),
         (&["--discover", "bogus"], "--discover", "bogus"),
         (&["--add-node", "ftp://x"], "--add-node", "ftp://x"),
+        (&["--add-node", "127.0.0.1:0"], "--add-node", "127.0.0.1:0"),
         (&["--simulate", "100000"], "--simulate", "100000"),
         (&["--simulate", "0"], "--simulate", "0"),
         (&["--model", "a\u{7}b"], "--model", "a\u{7}b"),
