@@ -14,7 +14,7 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("❌ cannot start the async runtime: {e}");
+            ui::err_line(&format!("❌ cannot start the async runtime: {e}"));
             std::process::exit(1);
         }
     };
