@@ -70,9 +70,7 @@ fn model_name(s: &str) -> Result<String, String> {
 }
 
 fn node_url(s: &str) -> Result<String, String> {
-    crate::ollama::host::parse(s)
-        .map(|_| s.to_string())
-        .map_err(|e| e.to_string())
+    crate::command::node_addr(s).map(|_| s.to_string())
 }
 
 fn subnet(s: &str) -> Result<Ipv4Net, String> {
@@ -185,8 +183,8 @@ pub struct RpcRegister {
     /// The rpc-server's address as other machines reach it (port 50052 by default)
     #[arg(value_name = "HOST:PORT")]
     pub addr: String,
-    /// Lifetime of the key in seconds; it is refreshed every third of it
-    #[arg(long, value_name = "SECS", default_value_t = crate::redis::registry::DEFAULT_TTL_SECS)]
+    /// Lifetime of the key in seconds (at least 1); it is refreshed every third of it
+    #[arg(long, value_name = "SECS", default_value_t = crate::redis::registry::DEFAULT_TTL_SECS, value_parser = at_least_one)]
     pub ttl: u64,
     /// Memory offered for layers, in MB (default: the memory available now)
     #[arg(long = "ram-mb", value_name = "MB")]

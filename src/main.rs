@@ -14,7 +14,7 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("❌ cannot start the async runtime: {e}");
+            ui::err_line(&format!("❌ cannot start the async runtime: {e}"));
             std::process::exit(1);
         }
     };
@@ -27,7 +27,12 @@ fn main() {
         }
         Some(Sub::Serve(_)) | None => {}
     }
-    let mut sink = StdSink;
+    // With -i, stdout is the query's JSON alone: what start-up prints on the
+    // way (discovery, --add-node, --load-config, …) goes to stderr.
+    let mut sink = match (&cli.sub, &cli.input) {
+        (None, Some(_)) => StdSink::json_only(),
+        _ => StdSink::default(),
+    };
     let mut app = rt.block_on(startup::build(&cli, &mut sink));
     shell::notices_to_stderr(&app);
     let code = match (&cli.sub, &cli.input) {

@@ -37,8 +37,9 @@ pub enum CommandError {
     /// The knowledge base could not be used or written.
     #[error("{0}")]
     Rag(String),
-    /// The Redis settings or environment name no usable server.
-    #[error("redis: {0}")]
+    /// The Redis settings or environment name no usable server (Redis is
+    /// then not used).
+    #[error("redis: {0} — Redis stays off")]
     Redis(#[from] crate::redis::target::TargetError),
     /// A query produced no answer.
     #[error("{0}")]

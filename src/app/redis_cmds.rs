@@ -5,33 +5,49 @@ use std::time::Duration;
 
 use super::{App, CommandError, Handled, Outcome, Sink};
 use crate::config::settings::{Key, RpcBackendEntry};
-use crate::redis::link::LinkState;
+use crate::redis::link::{self, LinkState, Refusal};
 use crate::redis::registry::{self, Found};
-use crate::redis::target;
+use crate::redis::target::{self, Target};
 use crate::sharding::backends;
 
 /// How long a registered backend gets to accept a TCP connection.
 const REGISTERED_CHECK: Duration = Duration::from_millis(500);
 
-/// A refusal by the server (a password problem), as opposed to no answer.
-fn refused(why: &str) -> bool {
-    let w = why.to_ascii_uppercase();
-    w.contains("AUTH") || w.contains("WRONGPASS") || w.contains("NOPERM")
-}
-
 impl App {
     /// `redis on|off`: save the setting, then connect or disconnect at once.
+    /// A URL that cannot be used turns nothing on (the setting is left as it
+    /// is); `redis on` while connected to the same server says so in one line.
     pub(super) async fn redis_cmd(&mut self, on: bool, sink: &mut dyn Sink) -> Handled {
+        let target = if on {
+            Some(self.redis_target().await?)
+        } else {
+            None
+        };
         self.cfg.settings_mut().redis_logging_enabled = on;
         let saved = self.save_settings(&[Key::RedisLoggingEnabled], sink).await;
-        if !on {
+        let saved_note = if saved { " (saved)" } else { "" };
+        let Some(target) = target else {
             self.redis_stop().await;
             super::confirm(
                 sink,
                 saved,
                 &format!(
-                    "Redis OFF{}: host rule, node health and events stay in this instance",
-                    if saved { " (saved)" } else { "" }
+                    "Redis OFF{saved_note}: host rule, node health and events stay in this instance"
+                ),
+            );
+            return Ok(Outcome::from(saved));
+        };
+        let link = &self.services.redis.link;
+        let same = link
+            .target()
+            .is_some_and(|t| t.describe() == target.describe());
+        if same && link.is_connected() {
+            super::confirm(
+                sink,
+                saved,
+                &format!(
+                    "Redis ON{saved_note}: already connected — {}",
+                    target.describe()
                 ),
             );
             return Ok(Outcome::from(saved));
@@ -40,43 +56,69 @@ impl App {
             sink,
             saved,
             &format!(
-                "Redis ON{}: host leases, node health, RPC registrations and events go through Redis",
-                if saved { " (saved)" } else { "" }
+                "Redis ON{saved_note}: host leases, node health, RPC registrations and events go through Redis"
             ),
         );
-        self.redis_start(sink).await?;
+        self.redis_connect(target, sink).await?;
         Ok(Outcome::from(saved))
+    }
+
+    /// The Redis the environment and settings name; when they name none that
+    /// can be used, Redis is stopped (it stays off) and the error says why.
+    async fn redis_target(&mut self) -> Result<Target, CommandError> {
+        match target::of(&self.cfg.effective().redis) {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                self.redis_stop().await;
+                Err(CommandError::Redis(e))
+            }
+        }
     }
 
     /// Connect per the environment and settings, reporting the outcome in one
     /// line. An error when Redis refuses us or the URL cannot be used; an
     /// unreachable Redis is retried in the background (Ok: nothing to fix here).
     pub(crate) async fn redis_start(&mut self, sink: &mut dyn Sink) -> Result<(), CommandError> {
-        let target = match target::of(&self.cfg.effective().redis) {
-            Ok(t) => t,
-            Err(e) => {
-                self.redis_stop().await;
-                return Err(CommandError::Redis(e));
-            }
-        };
+        let target = self.redis_target().await?;
+        self.redis_connect(target, sink).await
+    }
+
+    /// Connect to `target`, reporting the first verdict in one line: an error
+    /// when the server answers but will not serve us (a password, a database
+    /// it does not have, not Redis at all), a warning when nothing answers.
+    async fn redis_connect(
+        &mut self,
+        target: Target,
+        sink: &mut dyn Sink,
+    ) -> Result<(), CommandError> {
         let at = target.describe();
         self.services
             .hub
             .set_tap(Some(self.services.redis_tap.clone()));
-        match self.services.redis.link.enable(target).await {
+        let state = self.services.redis.link.enable(target).await;
+        let meanwhile = "retrying in the background, host rule per instance until then";
+        match state {
             LinkState::Connected => {
                 sink.err(&format!("🔗 Redis connected: {at}"));
                 Ok(())
             }
-            LinkState::Failed(why) if refused(&why) => Err(CommandError::network(format!(
-                "Redis at {at} refused us: {why} — check redis_password or the URL; retrying in the background, host rule per instance until then"
-            ))),
-            LinkState::Failed(why) => {
-                sink.warn(&format!(
-                    "⚠️  Redis at {at} is unreachable: {why} — retrying in the background; host rule per instance until then"
-                ));
-                Ok(())
-            }
+            LinkState::Failed(why) => match link::refusal(&why) {
+                Some(Refusal::Password) => Err(CommandError::network(format!(
+                    "Redis at {at} refused us: {why} — check redis_password or the URL; {meanwhile}"
+                ))),
+                Some(Refusal::Database) => Err(CommandError::network(format!(
+                    "Redis at {at}: {why} — use a database number the server has (below its `databases` setting, 16 by default); {meanwhile}"
+                ))),
+                Some(Refusal::NotRedis) => Err(CommandError::network(format!(
+                    "Redis at {at}: {why} — check the host and port; {meanwhile}"
+                ))),
+                None => {
+                    sink.warn(&format!(
+                        "⚠️  Redis at {at} is unreachable: {why} — retrying in the background; host rule per instance until then"
+                    ));
+                    Ok(())
+                }
+            },
             _ => {
                 sink.err(&format!(
                     "⏳ Redis at {at} has not answered yet — still trying in the background; host rule per instance until then"

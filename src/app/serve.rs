@@ -310,7 +310,8 @@ impl App {
         let log: Box<dyn Fn(&str) + Send + Sync> = if opts.quiet {
             Box::new(|_| {})
         } else {
-            Box::new(|line| eprintln!("{line}"))
+            // Never a panic when stderr is closed or full (eprintln! would).
+            Box::new(crate::ui::err_line)
         };
         // Listening for signals before the gateway says it listens: a signal
         // that comes right after is a drain, never the default (an abrupt end).

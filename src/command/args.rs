@@ -147,8 +147,17 @@ pub fn bind_addr(v: &str) -> Result<IpAddr, String> {
 
 /// An Ollama node's address, parsed as Ollama parses `OLLAMA_HOST`; its
 /// canonical URL ([`HostSpec::base_url`]) is the node's identity.
-pub(super) fn node_addr(v: &str) -> Result<HostSpec, String> {
-    host::parse(v).map_err(|e| e.to_string())
+pub(crate) fn node_addr(v: &str) -> Result<HostSpec, String> {
+    let spec = host::parse(v).map_err(|e| e.to_string())?;
+    if spec.port == 0 {
+        // Ollama reads `:0` as "any free port" for a server to bind; no server
+        // is reached there.
+        return Err(format!(
+            "`{}`: port 0 is not a port a server can be reached on",
+            v.escape_debug()
+        ));
+    }
+    Ok(spec)
 }
 
 /// An IPv4 subnet to scan (IPv6 subnets are refused, saying so).

@@ -17,6 +17,7 @@ use crate::names::ModelName;
 use crate::ollama::host::HostSpec;
 use crate::rag::Location;
 pub use args::bind_addr;
+pub(crate) use args::node_addr;
 use args::Args;
 
 /// One row of the command table.

@@ -3,7 +3,7 @@
 //! defaults to its own port, a path is kept.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 pub(crate) const DEFAULT_PORT: u16 = 11434;
 
@@ -173,12 +173,16 @@ fn valid_host(h: &str) -> bool {
 }
 
 impl HostSpec {
-    /// The address a client should connect to: bind-all and empty hosts mean loopback.
+    /// The address a client should connect to: bind-all and empty hosts mean
+    /// loopback; an IP address in its one standard spelling (`0:0::1` is `::1`).
     pub(crate) fn connectable(&self) -> HostSpec {
         let host = match self.host.as_str() {
             "" | "0.0.0.0" => "127.0.0.1".to_string(),
             "::" => "::1".to_string(),
-            h => h.to_ascii_lowercase(),
+            h => match h.parse::<IpAddr>() {
+                Ok(ip) => ip.to_string(),
+                Err(_) => h.to_ascii_lowercase(),
+            },
         };
         HostSpec {
             host,
@@ -196,13 +200,23 @@ impl HostSpec {
     }
 
     /// The default node name: `ollama-10-77-0-11`, with `-PORT` when not 11434.
+    /// An IPv6 address keeps all its eight groups as an IPv4 one keeps its four
+    /// octets (`::1` is `ollama-0-0-0-0-0-0-0-1`), so the port stays readable.
     pub fn default_name(&self) -> String {
         let c = self.connectable();
-        let host: String = c
-            .host
-            .chars()
-            .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '-' })
-            .collect();
+        let host: String = match c.host.parse::<Ipv6Addr>() {
+            Ok(v6) => v6
+                .segments()
+                .iter()
+                .map(|g| format!("{g:x}"))
+                .collect::<Vec<_>>()
+                .join("-"),
+            Err(_) => c
+                .host
+                .chars()
+                .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '-' })
+                .collect(),
+        };
         let host = host.trim_matches('-');
         if c.port == DEFAULT_PORT {
             format!("ollama-{host}")
@@ -298,5 +312,24 @@ mod tests {
             "ollama-10-77-0-11-11435"
         );
         assert_eq!(parse("box.lan").unwrap().default_name(), "ollama-box-lan");
+        assert_eq!(
+            parse("[::1]").unwrap().default_name(),
+            "ollama-0-0-0-0-0-0-0-1"
+        );
+        assert_eq!(
+            parse("http://[FE80::A:1]:47105").unwrap().default_name(),
+            "ollama-fe80-0-0-0-0-0-a-1-47105"
+        );
+    }
+
+    #[test]
+    fn an_ip_address_has_one_spelling() {
+        for (input, want) in [
+            ("[0:0::1]", "http://[::1]:11434"),
+            ("http://[FE80:0000::0A:1]:8080", "http://[fe80::a:1]:8080"),
+            ("[::ffff:7f00:1]", "http://[::ffff:127.0.0.1]:11434"),
+        ] {
+            assert_eq!(canonical_url(input).unwrap(), want, "input {input:?}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError};
+use redis::{Client, ErrorKind, RedisError};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -336,17 +336,51 @@ enum Unreachable {
     Redis(#[from] RedisError),
 }
 
+/// A server that answered, but not as a Redis server would.
+const NOT_REDIS: &str = "not a Redis server (its reply is not in the Redis protocol)";
+/// The start of the reason when the server refused the database in the URL.
+const NO_SUCH_DB: &str = "the server refused database ";
+
+/// Why the server that answered will not serve us, read from a failed
+/// connection's reason (the link's `Failed` state); `None` when nothing
+/// answered (unreachable, silent, reset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A password is missing or wrong.
+    Password,
+    /// The database number is one the server does not have.
+    Database,
+    /// What answered is not a Redis server (an HTTP port, say).
+    NotRedis,
+}
+
+/// The refusal a `Failed` reason tells of, if any.
+pub fn refusal(why: &str) -> Option<Refusal> {
+    if why.starts_with(NOT_REDIS) {
+        return Some(Refusal::NotRedis);
+    }
+    if why.starts_with(NO_SUCH_DB) {
+        return Some(Refusal::Database);
+    }
+    let w = why.to_ascii_uppercase();
+    (w.contains("NOAUTH") || w.contains("WRONGPASS") || w.contains("AUTH") || w.contains("NOPERM"))
+        .then_some(Refusal::Password)
+}
+
 impl Unreachable {
-    /// The server answered but refused us: a password problem, not an outage.
-    fn refused_by_server(&self) -> bool {
-        let Unreachable::Redis(e) = self else {
-            return false;
-        };
-        let w = one_line(e).to_ascii_uppercase();
-        w.contains("NOAUTH")
-            || w.contains("WRONGPASS")
-            || w.contains("AUTH")
-            || w.contains("NOPERM")
+    /// The reason in the user's terms: the library's words, except for a reply
+    /// that is not Redis's protocol and a database the server refuses.
+    fn explain(&self, db: i64) -> String {
+        match self {
+            Unreachable::Redis(e) if e.kind() == ErrorKind::Parse => NOT_REDIS.to_string(),
+            Unreachable::Redis(e) if e.to_string().contains("refused to switch database") => {
+                format!(
+                    "{NO_SUCH_DB}{db} ({})",
+                    e.detail().unwrap_or("no reason given")
+                )
+            }
+            other => other.to_string(),
+        }
     }
 }
 
@@ -388,6 +422,7 @@ async fn ping(m: &ConnectionManager) -> Result<(), Unreachable> {
 /// Keep the link connected for as long as `generation` is current (and the
 /// link is in use).
 async fn supervise(link: Weak<Link>, client: Client, generation: u64) {
+    let db = client.get_connection_info().redis_settings().db();
     let mut backoff = BACKOFF_MIN;
     let mut conn: Option<ConnectionManager> = None;
     loop {
@@ -414,10 +449,10 @@ async fn supervise(link: Weak<Link>, client: Client, generation: u64) {
             }
             Err(e) => {
                 conn = None;
-                let why = e.to_string();
+                let why = e.explain(db);
                 let next = match link.state() {
                     LinkState::Connected => LinkState::Reconnecting(why),
-                    LinkState::Reconnecting(_) if !e.refused_by_server() => {
+                    LinkState::Reconnecting(_) if refusal(&why).is_none() => {
                         LinkState::Reconnecting(why)
                     }
                     _ => LinkState::Failed(why),
@@ -460,5 +495,25 @@ async fn listen_releases(link: Weak<Link>, client: Client, generation: u64) {
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_tells_a_refusal_from_an_outage() {
+        assert_eq!(refusal(NOT_REDIS), Some(Refusal::NotRedis));
+        assert_eq!(
+            refusal("the server refused database 99 (DB index is out of range)"),
+            Some(Refusal::Database)
+        );
+        assert_eq!(
+            refusal("WRONGPASS invalid username-password pair"),
+            Some(Refusal::Password)
+        );
+        assert_eq!(refusal("no answer within 2000 ms"), None);
+        assert_eq!(refusal("Connection refused (os error 111)"), None);
     }
 }

@@ -1,8 +1,9 @@
 //! `synapticllamas rpc-register HOST:PORT`: run on a worker machine beside its
 //! `rpc-server`. Writes SOLLOL's registration key and refreshes it (every
 //! TTL/3) until stopped, so the registration never expires while the worker
-//! is up; SIGTERM or SIGINT deletes the key and exits 0. Redis going away is
-//! survived: the key is written again as soon as it is back.
+//! is up; SIGTERM, SIGINT or SIGHUP deletes the key and exits 0, and so does
+//! its output's reader going away. Redis going away is survived: the key is
+//! written again as soon as it is back.
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::config::settings;
 use crate::config::settings::RpcBackendEntry;
 use crate::config::SETTINGS_FILE;
 use crate::sharding::backends;
+use crate::ui;
 
 /// What the command line gave: the worker's address and its registration.
 #[derive(Debug, Clone)]
@@ -34,44 +36,53 @@ pub struct Options {
 /// Limit for one write.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Run until a signal; the process exit status.
+/// How often the output is checked for a reader that has gone away.
+const OUTPUT_CHECK: Duration = Duration::from_millis(250);
+
+/// Run until a signal or until our output's reader has gone away (`2>&1 |
+/// head -1` ended); either way the key is deleted before the exit status is
+/// returned.
 pub async fn run(args: Options) -> i32 {
     let (backend, target) = match configured(&args) {
         Ok(c) => c,
         Err(status) => return status,
     };
-    let (mut term, mut int) = match (
+    let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        // The terminal that started it closing: as SIGTERM.
+        signal(SignalKind::hangup()),
     ) {
-        (Ok(t), Ok(i)) => (t, i),
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
         _ => {
-            eprintln!("❌ rpc-register: cannot listen for signals");
+            say("❌ rpc-register: cannot listen for signals");
             return 1;
         }
     };
     let reg = Registration::new(&args, &backend);
     if !backends::reachable(&backend, Duration::from_millis(500)).await {
-        eprintln!(
+        say(&format!(
             "⚠️  {} does not accept connections now (is rpc-server running?); registering anyway",
             reg.addr
-        );
+        ));
     }
-    let link = Link::new(|line| eprintln!("{line}"));
+    let link = Link::new(|line| say(&line));
     let shown = target.describe();
     if let LinkState::Failed(why) = link.enable(target).await {
-        eprintln!("❌ Redis at {shown}: {why} — retrying in the background");
+        say(&format!(
+            "❌ Redis at {shown}: {why} — retrying in the background"
+        ));
     }
-    eprintln!(
+    say(&format!(
         "📡 Registering {} as {} (TTL {} s, refreshed every {:.1} s); SIGTERM or Ctrl-C removes it",
         reg.addr,
         reg.key,
         reg.ttl.as_secs(),
         reg.every.as_secs_f64()
-    );
+    ));
     let mut state = link.watch();
     let mut written = false;
-    loop {
+    while !ui::stderr_gone() {
         written = link.is_connected() && reg.write(&link, written).await;
         tokio::select! {
             _ = tokio::time::sleep(reg.every) => {}
@@ -80,11 +91,29 @@ pub async fn run(args: Options) -> i32 {
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = hup.recv() => break,
+            _ = output_gone() => break,
         }
     }
     reg.remove(&link).await;
     link.disable();
     0
+}
+
+/// A line on stderr (never a panic when stderr is closed or full).
+fn say(line: &str) {
+    ui::err_line(line);
+}
+
+/// Returns once stderr's reader has gone away.
+async fn output_gone() {
+    let mut every = tokio::time::interval(OUTPUT_CHECK);
+    loop {
+        every.tick().await;
+        if ui::stderr_gone() {
+            return;
+        }
+    }
 }
 
 /// The worker's address (the argument) and the Redis to register it in
@@ -94,21 +123,21 @@ fn configured(args: &Options) -> Result<(RpcBackendEntry, Target), i32> {
     let backend = match backends::parse(&args.addr) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("❌ rpc-register: {e}");
-            eprintln!("   Usage: synapticllamas rpc-register HOST:PORT [--ttl SECS]");
+            say(&format!("❌ rpc-register: {e}"));
+            say("   Usage: synapticllamas rpc-register HOST:PORT [--ttl SECS]");
             return Err(2);
         }
     };
     let env = Env::process();
     let loaded = settings::load(&env.home_dir().join(SETTINGS_FILE));
     if let Some(e) = &loaded.error {
-        eprintln!("⚠️  {e} — using the default Redis settings");
+        say(&format!("⚠️  {e} — using the default Redis settings"));
     }
     let effective = Effective::resolve(&loaded.settings, &Flags::default(), env);
     match super::target::of(&effective.redis) {
         Ok(t) => Ok((backend, t)),
         Err(e) => {
-            eprintln!("❌ rpc-register: {e}");
+            say(&format!("❌ rpc-register: {e}"));
             Err(2)
         }
     }
@@ -127,6 +156,7 @@ struct Registration {
 
 impl Registration {
     fn new(args: &Options, backend: &RpcBackendEntry) -> Registration {
+        // The command line refuses 0 (`--ttl` is at least 1).
         let ttl = Duration::from_secs(args.ttl_secs.max(1));
         Registration {
             addr: backends::addr(backend),
@@ -160,13 +190,13 @@ impl Registration {
             .await;
         match ok {
             Ok(()) if !written => {
-                eprintln!("✅ Registered {} in Redis", self.addr);
+                say(&format!("✅ Registered {} in Redis", self.addr));
                 true
             }
             Ok(()) => true,
             Err(e) => {
                 if written {
-                    eprintln!("⚠️  Could not refresh {}: {e}", self.key);
+                    say(&format!("⚠️  Could not refresh {}: {e}", self.key));
                 }
                 false
             }
@@ -183,12 +213,14 @@ impl Registration {
             })
             .await
         {
-            Ok(_) => eprintln!("🛑 Unregistered {addr} ({key} deleted)"),
-            Err(CallError::Offline) => eprintln!(
+            Ok(_) => say(&format!("🛑 Unregistered {addr} ({key} deleted)")),
+            Err(CallError::Offline) => say(&format!(
                 "⚠️  Redis is away: {key} could not be deleted and expires by itself within {} s",
                 self.ttl.as_secs()
-            ),
-            Err(e) => eprintln!("⚠️  {key} could not be deleted ({e}); it expires by itself"),
+            )),
+            Err(e) => say(&format!(
+                "⚠️  {key} could not be deleted ({e}); it expires by itself"
+            )),
         }
     }
 }

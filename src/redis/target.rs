@@ -89,6 +89,11 @@ pub fn of(at: &RedisAt) -> Result<Target, TargetError> {
 
 fn from_url(var: &'static str, url: &str) -> Result<Target, TargetError> {
     let bad = |why: String| TargetError { var, why };
+    // The URL parser's reason ("invalid port number") says more than the
+    // library's ("invalid client config"), and never repeats the URL.
+    if let Err(e) = url::Url::parse(url) {
+        return Err(bad(e.to_string()));
+    }
     let info = url.into_connection_info().map_err(|e| {
         // The library's message never includes the URL; keep only its kind and detail.
         bad(e.detail().unwrap_or(e.category()).to_string())
@@ -214,6 +219,13 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("REDIS_URL: not a usable Redis URL"));
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let e = resolve(
+            &Settings::default(),
+            env(&[("REDIS_URL", "redis://:s3cret@127.0.0.1:99999/0")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.why, "invalid port number");
         assert!(!e.to_string().contains("s3cret"), "{e}");
     }
 

@@ -24,13 +24,26 @@ pub(crate) fn stdout_closed() -> bool {
 
 /// Writes results to stdout and diagnostics to stderr; a closed stdout (a pipe
 /// whose reader went away) drops further results and ends the session.
-pub struct StdSink;
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdSink {
+    /// `-i`: stdout holds the one JSON value and nothing else, so every line a
+    /// command prints on the way (discovery, `--add-node`, …) goes to stderr.
+    json_only: bool,
+}
+
+impl StdSink {
+    /// The sink for `-i`: results of the start-up commands and of the query's
+    /// steps go to stderr; only [`one_query`] writes stdout (its JSON).
+    pub fn json_only() -> StdSink {
+        StdSink { json_only: true }
+    }
+}
 
 impl Sink for StdSink {
     fn line(&mut self, kind: Line, text: &str) {
         let painted = match kind {
-            Line::Result => return result_line(text),
-            Line::Notice => text.to_string(),
+            Line::Result if !self.json_only => return result_line(text),
+            Line::Result | Line::Notice => text.to_string(),
             Line::Warning => ui::paint_err(text, "33"),
             Line::Failure => ui::paint_err(text, "31"),
         };
@@ -54,7 +67,7 @@ fn result_line(text: &str) {
 /// Background notices (a node went down or came back) as lines on stderr.
 pub fn notices_to_stderr(app: &App) {
     if let Ok(mut n) = app.services.notifier.write() {
-        *n = Arc::new(|line: String| StdSink.err(&line));
+        *n = Arc::new(|line: String| StdSink::default().err(&line));
     }
 }
 
@@ -120,7 +133,7 @@ impl Interrupts {
 /// the answer has gaps or failed, 130 when Ctrl-C cancelled it.
 pub fn one_query(rt: &Runtime, app: &mut App, query: &str) -> i32 {
     let interrupts = Interrupts::install(rt, false);
-    let mut sink = StdSink;
+    let mut sink = StdSink::json_only();
     interrupts.busy.store(true, Ordering::SeqCst);
     let cancel = interrupts.cancel.clone();
     let result = rt.block_on(async {
@@ -134,7 +147,7 @@ pub fn one_query(rt: &Runtime, app: &mut App, query: &str) -> i32 {
     });
     match result {
         Some(Ok(r)) => {
-            sink.out(&serde_json::to_string_pretty(&r.to_json()).unwrap_or_default());
+            result_line(&serde_json::to_string_pretty(&r.to_json()).unwrap_or_default());
             if r.complete() {
                 0
             } else {
@@ -144,7 +157,7 @@ pub fn one_query(rt: &Runtime, app: &mut App, query: &str) -> i32 {
         }
         Some(Err(e)) => {
             sink.fail(&format!("❌ Query failed: {e}"));
-            sink.out(&serde_json::json!({ "error": e.to_string() }).to_string());
+            result_line(&serde_json::json!({ "error": e.to_string() }).to_string());
             1
         }
         None => {
@@ -162,7 +175,7 @@ pub struct ShellOptions {
 pub fn run(rt: &Runtime, app: &mut App, opts: ShellOptions) -> i32 {
     let interactive = std::io::stdin().is_terminal();
     let interrupts = Interrupts::install(rt, interactive);
-    let mut sink = StdSink;
+    let mut sink = StdSink::default();
     if interactive {
         editor::run(rt, app, &interrupts, &mut sink)
     } else {

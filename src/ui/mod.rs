@@ -2,6 +2,8 @@
 //! stay readable when piped, progress bars only on a terminal.
 
 pub mod progress;
+mod streams;
+pub use streams::{err_line, stderr_gone};
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -162,6 +162,44 @@ fn add_probes_canonicalises_and_refuses_duplicates() {
 }
 
 #[test]
+fn add_refuses_port_0_and_names_an_ipv6_node_like_an_ipv4_one() {
+    let home = Home::new();
+    let dead = dead_port();
+    let r = run(
+        &home,
+        &[],
+        &format!(
+            "add 127.0.0.1:0 --force\nadd [::1]:{dead} --force\nadd http://[0:0::1]:{dead} --force\nadd [::1] --force\n"
+        ),
+    );
+    r.failed()
+        .out_has(&format!(
+            "Added node: ollama-0-0-0-0-0-0-0-1-{dead} (http://[::1]:{dead})"
+        ))
+        .out_has("Added node: ollama-0-0-0-0-0-0-0-1 (http://[::1]:11434)")
+        .err_has(&format!(
+            "Node already registered: ollama-0-0-0-0-0-0-0-1-{dead}"
+        ));
+    let refusal = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("port 0"))
+        .unwrap_or_else(|| panic!("port 0 was not refused:\n{}", r.stderr));
+    assert!(
+        refusal
+            .starts_with("❌ add: `127.0.0.1:0`: port 0 is not a port a server can be reached on"),
+        "{refusal}"
+    );
+    assert_eq!(
+        home.node_urls(),
+        vec![
+            format!("http://[::1]:{dead}"),
+            "http://[::1]:11434".to_string()
+        ]
+    );
+}
+
+#[test]
 fn remove_by_url_or_name() {
     let home = Home::new();
     let (a, b) = (sim(Default::default()), sim(Default::default()));

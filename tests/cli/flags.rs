@@ -78,6 +78,7 @@ fn bad_flags_exit_2_before_anything_happens() {
         (&["--discover", "10.0.0.0/8"], "--discover", "10.0.0.0/8"),
         (&["--discover", "bogus"], "--discover", "bogus"),
         (&["--add-node", "ftp://x"], "--add-node", "ftp://x"),
+        (&["--add-node", "127.0.0.1:0"], "--add-node", "127.0.0.1:0"),
         (&["--simulate", "100000"], "--simulate", "100000"),
         (&["--simulate", "0"], "--simulate", "0"),
         (&["--model", "a\u{7}b"], "--model", "a\u{7}b"),
@@ -171,4 +172,56 @@ fn input_json_keeps_the_originals_keys() {
     for a in v["attribution"].as_array().unwrap() {
         assert!(a["agent"].is_string() && a["time"].is_number(), "{a}");
     }
+}
+
+/// `-i` in distributed mode: stdout holds exactly one JSON value. What start-up
+/// prints on the way (the scan's summary, OLLAMA_HOST found, `--add-node`,
+/// `--load-config`, a settings warning) is on stderr, not lost.
+#[test]
+fn input_json_is_all_of_stdout_in_distributed_mode() {
+    let (a, b, c) = (
+        sim(SimConfig::default()),
+        sim(SimConfig::default()),
+        sim(SimConfig::default()),
+    );
+    let home = Home::new();
+    home.write_settings(br#"{"quality_threshold": 5}"#);
+    let file = home.path().join("more-nodes.json");
+    std::fs::write(
+        &file,
+        node_file(&[serde_json::json!({"url": c.url(), "name": "c"})]),
+    )
+    .unwrap();
+    let mut cmd = command(
+        &home,
+        &[
+            "-d",
+            "-i",
+            "hello there",
+            "--discover",
+            "127.0.0.1/32",
+            "--add-node",
+            &b.url(),
+            "--load-config",
+            file.to_str().unwrap(),
+        ],
+    );
+    cmd.env("OLLAMA_HOST", a.url());
+    let r = run_with(cmd, "");
+    r.ok();
+    let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON value ({e}):\n{}\nstderr:\n{}",
+            r.stdout, r.stderr
+        )
+    });
+    assert!(v["final_output"].is_string(), "{v}");
+    r.err_has("🔍 Discovery: probed 1 address")
+        .err_has(&format!("✅ Found: {}", a.url()))
+        .err_has(&format!(
+            "Added node: ollama-127-0-0-1-{}",
+            b.addrs()[0].port()
+        ))
+        .err_has("Loaded 1 node(s) from")
+        .err_has("quality_threshold");
 }

@@ -34,6 +34,8 @@ mod pipeline;
 mod rag;
 mod rag_llama;
 mod redis;
+mod redis_messages;
+mod redis_register;
 mod redis_shared;
 mod redis_support;
 mod replies;

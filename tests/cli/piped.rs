@@ -78,3 +78,49 @@ fn invalid_utf8_and_nul_lines_are_errors_not_panics() {
         "the session went on"
     );
 }
+
+/// `synapticllamas < script | head -1`: once stdout's reader has gone the
+/// session stops (the lines after are not run), quietly, without a panic.
+#[test]
+fn a_closed_stdout_ends_the_session_quietly() {
+    use std::io::{BufRead, Read, Write};
+    let home = Home::new();
+    let mut child = command(&home, &[]).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        // Far more than a pipe holds: the shell meets the closed pipe mid-way.
+        let _ = stdin.write_all("help\n".repeat(300).as_bytes());
+        let _ = stdin.write_all(b"refine 4\n");
+    });
+    let mut err = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("Commands"), "{first:?}");
+    // The reader is gone (dropped above); the shell must end by itself.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shell kept running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    writer.join().unwrap();
+    let stderr = errors.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !home.settings_path().exists(),
+        "the line after the closed stdout ran"
+    );
+}
