@@ -6,6 +6,12 @@ use synapticllamas::{sim, startup, ui};
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(Sub::Completions(c)) = &cli.sub {
+        use std::io::Write;
+        // A closed stdout (`| head`) is not an error worth a word.
+        let _ = std::io::stdout().write_all(&c.script());
+        std::process::exit(0);
+    }
     ui::init(cli.no_color);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -25,7 +31,7 @@ fn main() {
         Some(Sub::RpcRegister(args)) => {
             std::process::exit(rt.block_on(synapticllamas::redis::register::run(args.options())))
         }
-        Some(Sub::Serve(_)) | None => {}
+        Some(Sub::Serve(_)) | Some(Sub::Completions(_)) | None => {}
     }
     let mut sink = StdSink;
     let mut app = rt.block_on(startup::build(&cli, &mut sink));
