@@ -134,9 +134,14 @@ impl Open {
         }
     }
 
-    async fn run<F: std::future::Future>(self, conn: F) {
+    async fn run<F: std::future::Future<Output = hyper::Result<()>>>(self, conn: F) {
         // A connection's own failure (reset, header timeout) ends only it.
-        let _ = conn.await;
+        if let Err(e) = conn.await {
+            if e.is_timeout() {
+                let m = &self.shared.metrics;
+                m.header_timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         drop(self);
     }
 }

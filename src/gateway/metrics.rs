@@ -56,6 +56,9 @@ pub struct Metrics {
     pub connections: AtomicI64,
     /// Connections that had to wait for one to close (`--max-connections`).
     pub connections_waited: AtomicU64,
+    /// Connections closed by the header timeout: a request head too slow, or
+    /// none at all (a new connection, or one idle after its last reply).
+    pub header_timeouts: AtomicU64,
 }
 
 /// One finished request, for the counters, the log and the dashboard.
@@ -240,6 +243,11 @@ impl Metrics {
                 "synapticllamas_gateway_connections_waited_total",
                 "Connections that waited for another to close (--max-connections).",
                 &self.connections_waited,
+            ),
+            (
+                "synapticllamas_gateway_header_timeouts_total",
+                "Connections closed because no request head came within --header-timeout (slow or idle).",
+                &self.header_timeouts,
             ),
         ];
         for (name, help, c) in counters {

@@ -1,16 +1,22 @@
-//! The cluster as one endpoint (`serve`): Ollama's API and OpenAI's, every
+//! The cluster as one endpoint (`serve`): Ollama's API, OpenAI's (chat and
+//! text completions, the Responses API) and Anthropic's Messages API, every
 //! request scheduled by the process's one host-aware queue — the same queue
 //! the shell's queries use — so the host rule (one request per physical host
 //! unless its capacity says more) holds across every client.
 //!
-//! - `ollama_api.rs`, `openai_api.rs`: the endpoints; `translate.rs`: request
-//!   shapes between the two APIs (and llama-server's); `replies.rs` reads
-//!   replies of either kind, `writers.rs` writes them for either kind of client;
+//! - `ollama_api.rs`, `openai_api.rs`, `responses_api.rs`, `anthropic_api.rs`:
+//!   the endpoints, each reading its API's request into an Ollama one
+//!   (`translate.rs` for OpenAI's chat and llama-server's); `replies.rs` reads
+//!   replies of either kind, `writers.rs`, `responses_out.rs` and
+//!   `anthropic_out.rs` write them for each kind of client; `fields.rs`
+//!   checks the JSON types of a request's fields;
 //! - `route.rs`: which nodes (or the coordinator) a model goes to;
 //! - `relay.rs`: one generation through the scheduler, whole or streamed;
 //! - `orchestrate.rs`: the agent pipeline over HTTP, and the cluster as JSON;
-//! - `auth.rs`: API keys and the loopback host guard; `observe.rs`,
-//!   `metrics.rs`: per-request accounts, `/metrics`, the dashboard's view;
+//! - `listen.rs`: connections (header and idle timeout, the connection limit,
+//!   a declared body too large); `auth.rs`: API keys and the loopback host
+//!   guard; `observe.rs`, `metrics.rs`: per-request accounts, `/metrics`, the
+//!   dashboard's view;
 //! - `state.rs`: what requests share, including the app's view of the cluster;
 //!   `call.rs`: what a model request's handler takes from it and the request.
 

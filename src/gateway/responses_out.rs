@@ -37,22 +37,36 @@ pub(crate) struct ResponsesOut {
     open: Option<Open>,
 }
 
-/// The request fields a response object repeats, with OpenAI's defaults.
-const ECHOED: &[(&str, fn() -> Value)] = &[
-    ("instructions", || Value::Null),
-    ("max_output_tokens", || Value::Null),
-    ("temperature", || json!(1.0)),
-    ("top_p", || json!(1.0)),
-    ("tools", || json!([])),
-    ("tool_choice", || json!("auto")),
-    ("parallel_tool_calls", || json!(true)),
-    ("reasoning", || Value::Null),
-    ("text", || json!({"format": {"type": "text"}})),
-    ("metadata", || json!({})),
-    ("previous_response_id", || Value::Null),
-    ("store", || json!(false)),
-    ("user", || Value::Null),
+/// The request fields a response object repeats.
+const ECHOED: &[&str] = &[
+    "instructions",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "reasoning",
+    "text",
+    "metadata",
+    "previous_response_id",
+    "store",
+    "user",
 ];
+
+/// What OpenAI's response object says for a field the request left out.
+fn echo_default(field: &str) -> Value {
+    match field {
+        "temperature" | "top_p" => json!(1.0),
+        "tools" => json!([]),
+        "tool_choice" => json!("auto"),
+        "parallel_tool_calls" => json!(true),
+        "text" => json!({"format": {"type": "text"}}),
+        "metadata" => json!({}),
+        "store" => json!(false),
+        _ => Value::Null,
+    }
+}
 
 fn text_part(text: &str) -> Value {
     json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
@@ -87,9 +101,9 @@ impl ResponsesOut {
     pub fn new(model: &str, req: &Map<String, Value>) -> ResponsesOut {
         let echo = ECHOED
             .iter()
-            .map(|(k, default)| {
+            .map(|k| {
                 let v = req.get(*k).filter(|v| !v.is_null()).cloned();
-                (k.to_string(), v.unwrap_or_else(default))
+                (k.to_string(), v.unwrap_or_else(|| echo_default(k)))
             })
             .collect();
         ResponsesOut {

@@ -1,0 +1,154 @@
+//! The APIs agent tools speak, through `synapticllamas serve` in front of
+//! simulated hosts, driven by the official Python clients: OpenAI's Responses
+//! API (`openai`, as Codex CLI uses it) and Anthropic's Messages API
+//! (`anthropic`, as Claude Code uses it) — whole replies, streams (the clients
+//! parse every event), a tool round trip sent back to the model, the
+//! gateway's headers and errors in each API's own shape.
+//!
+//! The simulated hosts never ask for a tool themselves, so the replies' tool
+//! calls (`function_call` items, `tool_use` blocks) are covered by the unit
+//! tests of `gateway::responses_out` and `gateway::anthropic_out`.
+
+use crate::gateway_support::*;
+
+#[test]
+fn the_official_openai_client_speaks_the_responses_api_through_the_gateway() {
+    let a = quick_sim(12);
+    let home = home_with(&[(&a, "alpha", "box-a")]);
+    let g = Served::start(&home, &["--api-key", "sesame"]);
+    let script = r#"
+import sys, openai, ollama
+gw, node = sys.argv[1], sys.argv[2]
+c = openai.OpenAI(base_url=gw + "/v1", api_key="sesame")
+q = "Why is the sky blue?"
+want = ollama.Client(host=node).chat(model="llama3.2", messages=[{"role": "user", "content": q}]).message.content
+raw = c.responses.with_raw_response.create(model="llama3.2", input=q, instructions="Be brief.",
+                                           max_output_tokens=500, temperature=0.2)
+assert raw.headers.get("x-synapticllamas-node") == "alpha", raw.headers
+r = raw.parse()
+assert r.object == "response" and r.status == "completed" and r.model == "llama3.2", r
+assert r.instructions == "Be brief." and r.max_output_tokens == 500, r
+assert r.output[0].type == "message" and r.output[0].role == "assistant", r.output
+assert r.output_text == want, (r.output_text, want)
+u = r.usage
+assert u.output_tokens > 3 and u.total_tokens == u.input_tokens + u.output_tokens, u
+
+# Streamed: every event parses, in order, numbered from 0.
+items = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": q}]}]
+events = list(c.responses.create(model="llama3.2", input=items, stream=True))
+types = [e.type for e in events]
+assert types[:4] == ["response.created", "response.in_progress",
+                     "response.output_item.added", "response.content_part.added"], types
+assert types[-4:] == ["response.output_text.done", "response.content_part.done",
+                      "response.output_item.done", "response.completed"], types
+assert [e.sequence_number for e in events] == list(range(len(events)))
+deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+assert len(deltas) > 3 and "".join(deltas) == want
+assert events[-1].response.output_text == want and events[-1].response.usage.output_tokens > 3
+
+# The client's own stream helper builds the same final response.
+with c.responses.stream(model="llama3.2", input=q) as s:
+    final = s.get_final_response()
+assert final.output_text == want, final
+
+# A tool round trip: the model's call and the tool's output go back to it.
+tools = [{"type": "function", "name": "get_weather", "description": "Weather for a city",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                         "required": ["city"]}}]
+r2 = c.responses.create(model="llama3.2", tools=tools, input=[
+    {"role": "user", "content": q},
+    {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"},
+    {"type": "function_call_output", "call_id": "call_1", "output": "sunny, 21 C"}])
+assert r2.status == "completed" and r2.output_text == want, r2
+
+try:
+    c.responses.create(model="llama9", input=q)
+    raise SystemExit("no error for an unknown model")
+except openai.NotFoundError as ex:
+    assert ex.body["message"] == "model 'llama9' not found", ex.body
+try:
+    c.responses.create(model="llama3.2", input=q, previous_response_id="resp_1")
+    raise SystemExit("no error for previous_response_id")
+except openai.BadRequestError as ex:
+    assert "keeps no responses" in ex.body["message"], ex.body
+try:
+    openai.OpenAI(base_url=gw + "/v1", api_key="wrong").responses.create(model="llama3.2", input=q)
+    raise SystemExit("a wrong key, yet answered")
+except openai.AuthenticationError:
+    pass
+print("ok")
+"#;
+    python_ok(script, &[&g.url, &a.url()]);
+    assert_eq!(a.stats().max_in_flight, 1);
+}
+
+#[test]
+fn the_official_anthropic_client_speaks_the_messages_api_through_the_gateway() {
+    let a = quick_sim(12);
+    let home = home_with(&[(&a, "alpha", "box-a")]);
+    let g = Served::start(&home, &["--api-key", "sesame"]);
+    let script = r#"
+import sys, anthropic, ollama
+gw, node = sys.argv[1], sys.argv[2]
+# Anthropic's client sends its key as `x-api-key`.
+c = anthropic.Anthropic(base_url=gw, api_key="sesame")
+q = "Why is the sky blue?"
+want = ollama.Client(host=node).chat(model="llama3.2", messages=[{"role": "user", "content": q}]).message.content
+raw = c.messages.with_raw_response.create(model="llama3.2", max_tokens=500, system="Be brief.",
+                                          messages=[{"role": "user", "content": q}])
+assert raw.headers.get("x-synapticllamas-node") == "alpha", raw.headers
+m = raw.parse()
+assert m.type == "message" and m.role == "assistant" and m.model == "llama3.2", m
+assert m.stop_reason == "end_turn" and m.stop_sequence is None, m
+assert [b.type for b in m.content] == ["text"] and m.content[0].text == want, m.content
+assert m.usage.output_tokens > 3 and m.usage.input_tokens > 0, m.usage
+
+# Streamed through the client's helper, and as raw events.
+with c.messages.stream(model="llama3.2", max_tokens=500,
+                       messages=[{"role": "user", "content": [{"type": "text", "text": q}]}]) as s:
+    text = "".join(s.text_stream)
+    final = s.get_final_message()
+assert text == want and final.content[0].text == want, (text, want)
+assert final.stop_reason == "end_turn" and final.usage.output_tokens == m.usage.output_tokens, final
+events = list(c.messages.create(model="llama3.2", max_tokens=500, stream=True,
+                                messages=[{"role": "user", "content": q}]))
+types = [e.type for e in events]
+assert types[0] == "message_start" and types[1] == "content_block_start", types
+assert types[-3:] == ["content_block_stop", "message_delta", "message_stop"], types
+assert "".join(e.delta.text for e in events if e.type == "content_block_delta") == want
+
+# A tool round trip: the model's tool_use and the tool's result go back to it.
+tools = [{"name": "get_weather", "description": "Weather for a city",
+          "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+m2 = c.messages.create(model="llama3.2", max_tokens=300, tools=tools, messages=[
+    {"role": "user", "content": q},
+    {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}]},
+    {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny, 21 C"}]}])
+assert m2.content[0].type == "text" and m2.content[0].text, m2
+
+try:
+    c.messages.create(model="llama9", max_tokens=10, messages=[{"role": "user", "content": q}])
+    raise SystemExit("no error for an unknown model")
+except anthropic.NotFoundError as ex:
+    assert ex.body == {"type": "error", "error": {"type": "not_found_error",
+                       "message": "model 'llama9' not found"}}, ex.body
+try:
+    c.messages.create(model="llama3.2", max_tokens=10, extra_body={"temperature": "hot"},
+                      messages=[{"role": "user", "content": q}])
+    raise SystemExit("no error for a wrong type")
+except anthropic.BadRequestError as ex:
+    assert ex.body["error"]["type"] == "invalid_request_error", ex.body
+    assert ex.body["error"]["message"] == "temperature must be a number, not a string", ex.body
+try:
+    anthropic.Anthropic(base_url=gw, api_key="wrong").messages.create(
+        model="llama3.2", max_tokens=10, messages=[{"role": "user", "content": q}])
+    raise SystemExit("a wrong key, yet answered")
+except anthropic.AuthenticationError as ex:
+    assert ex.body["error"]["type"] == "authentication_error", ex.body
+print("ok")
+"#;
+    python_ok(script, &[&g.url, &a.url()]);
+    assert_eq!(a.stats().max_in_flight, 1);
+}
