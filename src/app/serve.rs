@@ -294,7 +294,7 @@ impl App {
         self.publish_gateway().await;
         self.sync_hub();
         sink.out(&format!(
-            "🦙 Gateway listening on {url} — Ollama API at /api, OpenAI API at /v1, \
+            "🦙 Gateway listening on {url} — Ollama API at /api, OpenAI and Anthropic APIs at /v1, \
              dashboard at {url}/dashboard/"
         ));
         Ok(())

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use super::errors::anthropic_kind;
 use super::replies::{Done, Piece};
-use super::translate::fresh_id;
-use super::writers::{arguments_text, call_id, Collected};
+use super::translate::fresh_id_underscored;
+use super::writers::{arguments_text, call_id_underscored, Collected};
 
 /// The content block being streamed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ fn tool_use(call: &Value) -> Value {
         Value::String(s) => serde_json::from_str(s).unwrap_or_else(|_| json!({})),
         _ => json!({}),
     };
-    json!({"type": "tool_use", "id": call_id(call, "toolu"), "name": call["function"]["name"],
+    json!({"type": "tool_use", "id": call_id_underscored(call, "toolu"), "name": call["function"]["name"],
            "input": input})
 }
 
@@ -65,7 +65,7 @@ fn event(kind: &str, body: Value) -> Bytes {
 impl AnthropicOut {
     pub fn new(model: &str) -> AnthropicOut {
         AnthropicOut {
-            id: fresh_id("msg"),
+            id: fresh_id_underscored("msg"),
             model: model.to_string(),
             started: false,
             next: 0,

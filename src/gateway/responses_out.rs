@@ -12,8 +12,8 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::replies::{Done, Piece};
-use super::translate::{fresh_id, now_unix};
-use super::writers::{arguments_text, call_id, Collected};
+use super::translate::{fresh_id_underscored, now_unix};
+use super::writers::{arguments_text, call_id_underscored, Collected};
 
 /// The item being streamed.
 #[derive(Debug, Clone)]
@@ -85,14 +85,14 @@ fn reasoning_item(id: &str, status: &str, content: Vec<Value>) -> Value {
 }
 
 fn function_call_item(call: &Value, status: &str, arguments: &str) -> Value {
-    json!({"id": fresh_id("fc"), "type": "function_call", "status": status,
-           "call_id": call_id(call, "call"), "name": call["function"]["name"],
+    json!({"id": fresh_id_underscored("fc"), "type": "function_call", "status": status,
+           "call_id": call_id_underscored(call, "call"), "name": call["function"]["name"],
            "arguments": arguments})
 }
 
 fn usage(d: &Done) -> Value {
     let c = &d.counts;
-    json!({"input_tokens": c.prompt_eval_count, "input_tokens_details": {"cached_tokens": 0},
+    json!({"input_tokens": c.prompt_eval_count, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
            "output_tokens": c.eval_count, "output_tokens_details": {"reasoning_tokens": 0},
            "total_tokens": c.prompt_eval_count + c.eval_count})
 }
@@ -107,7 +107,7 @@ impl ResponsesOut {
             })
             .collect();
         ResponsesOut {
-            id: fresh_id("resp"),
+            id: fresh_id_underscored("resp"),
             created_at: now_unix(),
             model: model.to_string(),
             echo,
@@ -166,11 +166,11 @@ impl ResponsesOut {
             None => {}
         }
         let (id, item, part) = if reasoning {
-            let id = fresh_id("rs");
+            let id = fresh_id_underscored("rs");
             let item = reasoning_item(&id, "in_progress", vec![]);
             (id, item, reasoning_part(""))
         } else {
-            let id = fresh_id("msg");
+            let id = fresh_id_underscored("msg");
             let item = message_item(&id, "in_progress", vec![]);
             (id, item, text_part(""))
         };
@@ -326,14 +326,18 @@ impl ResponsesOut {
         self.output.clear();
         if !c.thinking.is_empty() {
             let item = reasoning_item(
-                &fresh_id("rs"),
+                &fresh_id_underscored("rs"),
                 "completed",
                 vec![reasoning_part(&c.thinking)],
             );
             self.output.push(item);
         }
         if !c.content.is_empty() || c.tool_calls.is_empty() {
-            let item = message_item(&fresh_id("msg"), "completed", vec![text_part(&c.content)]);
+            let item = message_item(
+                &fresh_id_underscored("msg"),
+                "completed",
+                vec![text_part(&c.content)],
+            );
             self.output.push(item);
         }
         for call in &c.tool_calls {

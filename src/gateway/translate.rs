@@ -38,13 +38,22 @@ pub fn created_at() -> String {
 
 /// A fresh id such as `chatcmpl-1a2b3c`.
 pub(crate) fn fresh_id(prefix: &str) -> String {
+    format!("{prefix}-{}", unique())
+}
+
+/// A fresh id such as `resp_1a2b3c` (the Responses and Messages APIs' style).
+pub(crate) fn fresh_id_underscored(prefix: &str) -> String {
+    format!("{prefix}_{}", unique())
+}
+
+fn unique() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let t = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    format!("{prefix}-{:x}{n:x}", t & 0xffff_ffff_ffff)
+    format!("{:x}{n:x}", t & 0xffff_ffff_ffff)
 }
 
 // ---- requests: OpenAI → Ollama -------------------------------------------------

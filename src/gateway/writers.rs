@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::replies::{Done, Piece};
-use super::translate::{created_at, fresh_id, now_unix, Shape};
+use super::translate::{created_at, fresh_id, fresh_id_underscored, now_unix, Shape};
 
 // ---- replies: writing for Ollama clients -------------------------------------------
 
@@ -167,12 +167,21 @@ pub(crate) fn arguments_text(call: &Value) -> String {
     }
 }
 
-/// A tool call's id: the node's, or a fresh one with `prefix`.
+/// A tool call's id: the node's, or a fresh one with `prefix` (`call-…`).
 pub(crate) fn call_id(call: &Value, prefix: &str) -> String {
-    match call["id"].as_str() {
-        Some(id) if !id.is_empty() => id.to_string(),
-        _ => fresh_id(prefix),
-    }
+    node_call_id(call).unwrap_or_else(|| fresh_id(prefix))
+}
+
+/// A tool call's id: the node's, or a fresh one with `prefix` (`toolu_…`).
+pub(crate) fn call_id_underscored(call: &Value, prefix: &str) -> String {
+    node_call_id(call).unwrap_or_else(|| fresh_id_underscored(prefix))
+}
+
+fn node_call_id(call: &Value) -> Option<String> {
+    call["id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map(String::from)
 }
 
 fn tool_calls_to_openai(calls: &[Value], first_index: usize) -> Vec<Value> {

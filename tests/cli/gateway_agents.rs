@@ -9,6 +9,8 @@
 //! calls (`function_call` items, `tool_use` blocks) are covered by the unit
 //! tests of `gateway::responses_out` and `gateway::anthropic_out`.
 
+use synapticllamas::sim::Fault;
+
 use crate::gateway_support::*;
 
 #[test]
@@ -151,4 +153,92 @@ print("ok")
 "#;
     python_ok(script, &[&g.url, &a.url()]);
     assert_eq!(a.stats().max_in_flight, 1);
+}
+
+#[test]
+fn a_reply_that_breaks_after_it_began_ends_with_each_apis_error_event() {
+    let flaky = quick_sim(40);
+    flaky.set_fault(Fault::Drop, 0);
+    let home = home_with(&[(&flaky, "flaky", "box-a")]);
+    let g = Served::start(&home, &[]);
+    let script = r#"
+import sys, anthropic, openai
+gw = sys.argv[1]
+events = list(openai.OpenAI(base_url=gw + "/v1", api_key="x").responses.create(
+    model="llama3.2", input="hi", stream=True))
+types = [e.type for e in events]
+assert "response.output_text.delta" in types, types
+assert types[-2:] == ["error", "response.failed"], types
+assert "flaky failed after the reply began" in events[-2].message, events[-2]
+assert events[-1].response.status == "failed", events[-1]
+assert "response.completed" not in types
+got = []
+try:
+    with anthropic.Anthropic(base_url=gw, api_key="x").messages.stream(
+            model="llama3.2", max_tokens=100, messages=[{"role": "user", "content": "hi"}]) as s:
+        for t in s.text_stream:
+            got.append(t)
+    raise SystemExit("the Anthropic stream ended without an error")
+except anthropic.APIStatusError as e:
+    assert got and "failed after the reply began" in str(e.body), (got, e.body)
+print("ok")
+"#;
+    python_ok(script, &[&g.url]);
+}
+
+/// The clients build their objects leniently; here every event and object is
+/// validated strictly against the clients' own models (each required field
+/// there, of its type).
+#[test]
+fn every_event_and_object_validates_strictly_against_the_clients_models() {
+    let a = quick_sim(12);
+    let home = home_with(&[(&a, "alpha", "box-a")]);
+    let g = Served::start(&home, &[]);
+    let script = r#"
+import sys, json, typing, httpx, pydantic
+from openai.types.responses import ResponseStreamEvent, Response
+from anthropic.types import RawMessageStreamEvent, Message
+gw = sys.argv[1]
+def by_type(union):
+    args = typing.get_args(union)
+    if typing.get_origin(union) is typing.Annotated:
+        return by_type(args[0])
+    return {typing.get_args(c.model_fields["type"].annotation)[0]: c for c in args}
+def events(path, body):
+    out, name = [], None
+    with httpx.stream("POST", gw + path, json=body, timeout=60) as r:
+        assert r.status_code == 200, r.status_code
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                name = line[len("event: "):]
+            elif line.startswith("data: "):
+                out.append((name, json.loads(line[len("data: "):])))
+    return out
+def strict(cls, data):
+    try:
+        cls.model_validate(data)
+    except pydantic.ValidationError as e:
+        raise SystemExit(f"{cls.__name__}: {e}\n{json.dumps(data)[:2000]}")
+ask = {"model": "llama3.2", "instructions": "Be brief.", "input": "Why is the sky blue?",
+       "max_output_tokens": 300, "temperature": 0.5}
+kinds = by_type(ResponseStreamEvent)
+seen = events("/v1/responses", dict(ask, stream=True))
+for name, data in seen:
+    assert name == data["type"], (name, data["type"])
+    strict(kinds[data["type"]], data)
+assert seen[-1][0] == "response.completed"
+strict(Response, httpx.post(gw + "/v1/responses", json=ask, timeout=60).json())
+ask = {"model": "llama3.2", "max_tokens": 300, "system": [{"type": "text", "text": "Be brief."}],
+       "messages": [{"role": "user", "content": "Why is the sky blue?"}]}
+kinds = by_type(RawMessageStreamEvent)
+seen = events("/v1/messages", dict(ask, stream=True))
+for name, data in seen:
+    assert name == data["type"], (name, data["type"])
+    if name != "ping":
+        strict(kinds[data["type"]], data)
+assert [n for n, _ in seen][:2] == ["message_start", "ping"] and seen[-1][0] == "message_stop"
+strict(Message, httpx.post(gw + "/v1/messages", json=ask, timeout=60).json())
+print("ok")
+"#;
+    python_ok(script, &[&g.url]);
 }
