@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::gateway_support::*;
+use crate::support::{paced_at, sim};
 
 /// A raw connection to the gateway at `url` (`http://127.0.0.1:PORT`).
 fn connect(url: &str) -> TcpStream {
@@ -188,6 +189,26 @@ fn a_client_trickling_its_head_and_an_idle_connection_are_closed() {
         metrics.contains("synapticllamas_gateway_header_timeouts_total 2"),
         "{metrics}"
     );
+}
+
+#[test]
+fn a_reply_that_outlasts_the_header_timeout_is_not_cut() {
+    // About 60 tokens at 20 a second: three times the header timeout.
+    let slow = sim(paced_at(20.0));
+    let home = home_with(&[(&slow, "slow", "box-a")]);
+    let g = Served::start(&home, &["--header-timeout", "1"]);
+    for stream in ["true", "false"] {
+        let (ok, body) = curl(&[
+            "-N",
+            &format!("{}/api/generate", g.url),
+            "-d",
+            &format!(r#"{{"model":"llama3.2","prompt":"hi","stream":{stream}}}"#),
+        ]);
+        assert!(ok, "curl failed (stream {stream}): {body}");
+        let last: Value = serde_json::from_str(body.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("stream {stream}: not JSON ({e}): {body}"));
+        assert_eq!(last["done"], true, "stream {stream}: {body}");
+    }
 }
 
 #[test]
