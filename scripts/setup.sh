@@ -8,14 +8,15 @@
 #                     scanner-confinement test), chromium + chromium-driver (the
 #                     dashboard's browser test), redis-server (the Redis tests),
 #                     curl (the gateway tests), g++ (the llama.cpp build),
+#                     systemd (`systemd-analyze verify` checks contrib/'s units),
 #                     python3-venv / python3-pip
 #   rustup            the rustfmt and clippy components (scripts/test.sh runs both)
 #   llama.cpp         scripts/install-llama-cpp.sh: llama-server, rpc-server and a
 #                     small test model, built and cached in ~/.cache/synapticllamas
 #   Python venv       $SYNAPTICLLAMAS_PYENV (default ~/.cache/synapticllamas/pyenv)
-#                     with the official `ollama` and `openai` client libraries from
-#                     PyPI, for tests that talk to this program the way those
-#                     clients do (tests/cli/support.rs: `pyenv_python`)
+#                     with the official `ollama`, `openai` and `anthropic` client
+#                     libraries from PyPI, for tests that talk to this program the
+#                     way those clients do (tests/cli/support.rs: `pyenv_python`)
 #
 # Environment: SYNAPTICLLAMAS_CACHE (cache dir), SYNAPTICLLAMAS_PYENV (venv dir).
 set -euo pipefail
@@ -44,7 +45,7 @@ quietly() {
 CACHE="${SYNAPTICLLAMAS_CACHE:-$HOME/.cache/synapticllamas}"
 PYENV="${SYNAPTICLLAMAS_PYENV:-$CACHE/pyenv}"
 # Pinned so every machine tests against the same client libraries.
-PY_PACKAGES=("ollama==0.6.3" "openai==3.57.0")
+PY_PACKAGES=("ollama==0.6.3" "openai==3.57.0" "anthropic==2.17.0")
 
 # ---- 1. Debian packages -----------------------------------------------------
 need=()
@@ -70,6 +71,16 @@ if ((${#need[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     quietly "${sudo[@]}" apt-get update -qq || die "apt-get update failed"
     quietly "${sudo[@]}" apt-get install -y -qq "${need[@]}" || die "apt-get install ${need[*]} failed"
+fi
+# Optional: without it the unit-file test says it skipped, so a machine where
+# the package will not install still gets set up.
+if ! have systemd-analyze && have apt-get; then
+    sudo=()
+    [[ "$(id -u)" -ne 0 ]] && have sudo && sudo=(sudo)
+    log "installing Debian package: systemd (for systemd-analyze)"
+    export DEBIAN_FRONTEND=noninteractive
+    { quietly "${sudo[@]}" apt-get update -qq && quietly "${sudo[@]}" apt-get install -y -qq systemd; } ||
+        log "could not install systemd: the contrib/ unit-file test will be skipped"
 fi
 
 # ---- 2. rustfmt and clippy ---------------------------------------------------

@@ -128,6 +128,40 @@ pub enum Sub {
     /// logs to stderr, drains requests in flight on SIGTERM/SIGINT)
     #[command(name = "serve")]
     Serve(Serve),
+    /// Print a completion script for bash, zsh or fish on stdout, e.g.
+    /// `synapticllamas completions bash > ~/.local/share/bash-completion/completions/synapticllamas`
+    #[command(name = "completions")]
+    Completions(Completions),
+}
+
+/// The shells `completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct Completions {
+    /// The shell to complete in
+    #[arg(value_name = "SHELL")]
+    pub shell: CompletionShell,
+}
+
+impl Completions {
+    /// The completion script, generated from this program's own flags.
+    pub fn script(&self) -> Vec<u8> {
+        use clap::CommandFactory;
+        let shell = match self.shell {
+            CompletionShell::Bash => clap_complete::Shell::Bash,
+            CompletionShell::Zsh => clap_complete::Shell::Zsh,
+            CompletionShell::Fish => clap_complete::Shell::Fish,
+        };
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "synapticllamas", &mut out);
+        out
+    }
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +191,15 @@ pub struct Serve {
     /// On SIGTERM/SIGINT, how long requests in flight get to finish (default 30)
     #[arg(long, value_name = "SECS")]
     pub drain: Option<u64>,
+    /// Time a connection has to send a request's head, counted from when it
+    /// connected or its previous reply ended (so idle keep-alive connections
+    /// close after it too; default 30)
+    #[arg(long = "header-timeout", value_name = "SECS", value_parser = at_least_one)]
+    pub header_timeout: Option<u64>,
+    /// Client connections open at once; beyond it new ones wait until one
+    /// closes (default 1024)
+    #[arg(long = "max-connections", value_name = "N", value_parser = at_least_one)]
+    pub max_connections: Option<u64>,
     /// No line per request on stderr
     #[arg(long)]
     pub quiet: bool,
@@ -173,6 +216,8 @@ impl Serve {
             max_body_mb: self.max_body_mb.map(|n| n as usize),
             request_timeout_secs: self.request_timeout,
             drain_secs: self.drain,
+            header_timeout_secs: self.header_timeout,
+            max_connections: self.max_connections.map(|n| n as usize),
             quiet: self.quiet,
         }
     }

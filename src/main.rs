@@ -6,6 +6,12 @@ use synapticllamas::{sim, startup, ui};
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(Sub::Completions(c)) = &cli.sub {
+        use std::io::Write;
+        // A closed stdout (`| head`) is not an error worth a word.
+        let _ = std::io::stdout().write_all(&c.script());
+        std::process::exit(0);
+    }
     ui::init(cli.no_color || synapticllamas::config::env::Env::process().no_color);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -25,7 +31,7 @@ fn main() {
         Some(Sub::RpcRegister(args)) => {
             std::process::exit(rt.block_on(synapticllamas::redis::register::run(args.options())))
         }
-        Some(Sub::Serve(_)) | None => {}
+        Some(Sub::Serve(_)) | Some(Sub::Completions(_)) | None => {}
     }
     // With -i, stdout is the query's JSON alone: what start-up prints on the
     // way (discovery, --add-node, --load-config, …) goes to stderr.

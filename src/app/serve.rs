@@ -32,6 +32,8 @@ pub struct ServeOptions {
     pub max_body_mb: Option<usize>,
     pub request_timeout_secs: Option<u64>,
     pub drain_secs: Option<u64>,
+    pub header_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
     /// No line per request on stderr (headless only).
     pub quiet: bool,
 }
@@ -82,6 +84,11 @@ impl ServeOptions {
                 .request_timeout_secs
                 .map(Duration::from_secs)
                 .unwrap_or(d.request_timeout),
+            header_timeout: self
+                .header_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.header_timeout),
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
         })
     }
 }
@@ -254,7 +261,7 @@ impl App {
         self.publish_gateway().await;
         self.sync_hub();
         sink.out(&format!(
-            "🦙 Gateway listening on {url} — Ollama API at /api, OpenAI API at /v1, \
+            "🦙 Gateway listening on {url} — Ollama API at /api, OpenAI and Anthropic APIs at /v1, \
              dashboard at {url}/dashboard/"
         ));
         Ok(())

@@ -1,6 +1,7 @@
 //! Who may use the gateway. With API keys (`--api-key`, repeatable, or
 //! `SYNAPTICLLAMAS_API_KEY`, comma-separated) every request but `GET /` needs
-//! `Authorization: Bearer KEY`, and each key is its own client for fair turns
+//! `Authorization: Bearer KEY` (or `x-api-key: KEY`, as Anthropic's clients
+//! send it), and each key is its own client for fair turns
 //! in the queue. Without keys the gateway must listen on loopback (or the
 //! user said `--no-auth`), and there a request whose `Host` names something
 //! other than this machine is refused, a guard against DNS rebinding, as
@@ -18,6 +19,9 @@ use subtle::ConstantTimeEq;
 use super::errors::ApiError;
 use super::state::Shared;
 
+/// Anthropic's clients send the key in this header.
+const X_API_KEY: &str = "x-api-key";
+
 /// The client a request comes from, for turns in the queue (`None`: no keys).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Caller(pub Option<Arc<str>>);
@@ -29,7 +33,12 @@ pub(crate) fn key_index(keys: &[String], authorization: Option<&str>) -> Option<
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
-    let token = token.trim().as_bytes();
+    matching_key(keys, token.trim())
+}
+
+/// The index of `token` among the keys.
+fn matching_key(keys: &[String], token: &str) -> Option<usize> {
+    let token = token.as_bytes();
     // Every key is compared, in constant time each.
     let mut found = None;
     for (i, k) in keys.iter().enumerate() {
@@ -75,11 +84,7 @@ pub fn keys(flag: &[String], env: Option<&str>) -> Vec<String> {
 }
 
 fn reject(path: &str, e: ApiError) -> Response {
-    if path.starts_with("/v1/") {
-        e.openai()
-    } else {
-        e.ollama()
-    }
+    e.for_path(path)
 }
 
 /// Middleware: the host guard and the key check; tells handlers the caller.
@@ -103,17 +108,17 @@ pub async fn guard(State(shared): State<Arc<Shared>>, mut req: Request, next: Ne
     }
     let mut caller = Caller(None);
     if !keys.is_empty() && path != "/" {
-        let auth = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok());
-        match key_index(keys, auth) {
+        let get = |name| req.headers().get(name).and_then(|h| h.to_str().ok());
+        let auth = get(header::AUTHORIZATION.as_str());
+        let api_key = get(X_API_KEY);
+        let found = key_index(keys, auth).or_else(|| matching_key(keys, api_key?.trim()));
+        match found {
             Some(i) => caller = Caller(Some(Arc::from(format!("key-{}", i + 1)))),
             None => {
-                let why = if auth.is_some() {
+                let why = if auth.is_some() || api_key.is_some() {
                     "unauthorized: the API key is not one of this gateway's keys"
                 } else {
-                    "unauthorized: send an API key as `Authorization: Bearer KEY`"
+                    "unauthorized: send an API key as `Authorization: Bearer KEY` or `x-api-key: KEY`"
                 };
                 return reject(&path, ApiError::new(StatusCode::UNAUTHORIZED, why));
             }

@@ -119,6 +119,26 @@ impl ApiError {
         self.respond(body)
     }
 
+    /// Anthropic's `{"type": "error", "error": {"type", "message"}}`.
+    pub fn anthropic(self) -> Response {
+        let body = json!({"type": "error", "error": {
+            "type": anthropic_kind(self.status.as_u16()), "message": self.message,
+        }});
+        self.respond(body)
+    }
+
+    /// In the shape of the API `path` belongs to (for answers given before a
+    /// handler runs: unknown paths, wrong methods, keys, declared sizes).
+    pub(crate) fn for_path(self, path: &str) -> Response {
+        if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+            self.anthropic()
+        } else if path.starts_with("/v1/") {
+            self.openai()
+        } else {
+            self.ollama()
+        }
+    }
+
     fn respond(self, body: serde_json::Value) -> Response {
         let mut r = (self.status, axum::Json(body)).into_response();
         if let Some(s) = self.retry_after {
@@ -131,6 +151,20 @@ impl ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         r
+    }
+}
+
+/// Anthropic's error `type` for a status.
+pub(crate) fn anthropic_kind(status: u16) -> &'static str {
+    match status {
+        400 | 405 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
     }
 }
 

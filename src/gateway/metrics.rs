@@ -52,6 +52,13 @@ pub struct Metrics {
     pub disconnects: AtomicU64,
     /// Requests turned away because the queue was full.
     pub rejected: AtomicU64,
+    /// Client connections open now.
+    pub connections: AtomicI64,
+    /// Connections that had to wait for one to close (`--max-connections`).
+    pub connections_waited: AtomicU64,
+    /// Connections closed by the header timeout: a request head too slow, or
+    /// none at all (a new connection, or one idle after its last reply).
+    pub header_timeouts: AtomicU64,
 }
 
 /// One finished request, for the counters, the log and the dashboard.
@@ -196,6 +203,11 @@ impl Metrics {
                 "Requests the gateway is working on.",
                 self.in_flight.load(Ordering::Relaxed).max(0),
             ),
+            (
+                "synapticllamas_gateway_connections_open",
+                "Client connections open now.",
+                self.connections.load(Ordering::Relaxed).max(0),
+            ),
         ];
         for (name, help, v) in gauges {
             header(out, name, "gauge", help);
@@ -226,6 +238,16 @@ impl Metrics {
                 "synapticllamas_gateway_rejected_total",
                 "Requests turned away because the queue was full.",
                 &self.rejected,
+            ),
+            (
+                "synapticllamas_gateway_connections_waited_total",
+                "Connections that waited for another to close (--max-connections).",
+                &self.connections_waited,
+            ),
+            (
+                "synapticllamas_gateway_header_timeouts_total",
+                "Connections closed because no request head came within --header-timeout (slow or idle).",
+                &self.header_timeouts,
             ),
         ];
         for (name, help, c) in counters {

@@ -1,22 +1,32 @@
-//! The cluster as one endpoint (`serve`): Ollama's API and OpenAI's, every
+//! The cluster as one endpoint (`serve`): Ollama's API, OpenAI's (chat and
+//! text completions, the Responses API) and Anthropic's Messages API, every
 //! request scheduled by the process's one host-aware queue — the same queue
 //! the shell's queries use — so the host rule (one request per physical host
 //! unless its capacity says more) holds across every client.
 //!
-//! - `ollama_api.rs`, `openai_api.rs`: the endpoints; `translate.rs`: request
-//!   shapes between the two APIs (and llama-server's); `replies.rs` reads
-//!   replies of either kind, `writers.rs` writes them for either kind of client;
+//! - `ollama_api.rs`, `openai_api.rs`, `responses_api.rs`, `anthropic_api.rs`:
+//!   the endpoints, each reading its API's request into an Ollama one
+//!   (`translate.rs` for OpenAI's chat and llama-server's); `replies.rs` reads
+//!   replies of either kind, `writers.rs`, `responses_out.rs` and
+//!   `anthropic_out.rs` write them for each kind of client; `fields.rs`
+//!   checks the JSON types of a request's fields;
 //! - `route.rs`: which nodes (or the coordinator) a model goes to;
 //! - `relay.rs`: one generation through the scheduler, whole or streamed;
 //! - `orchestrate.rs`: the agent pipeline over HTTP, and the cluster as JSON;
-//! - `auth.rs`: API keys and the loopback host guard; `observe.rs`,
-//!   `metrics.rs`: per-request accounts, `/metrics`, the dashboard's view;
+//! - `listen.rs`: connections (header and idle timeout, the connection limit,
+//!   a declared body too large); `auth.rs`: API keys and the loopback host
+//!   guard; `observe.rs`, `metrics.rs`: per-request accounts, `/metrics`, the
+//!   dashboard's view;
 //! - `state.rs`: what requests share, including the app's view of the cluster;
 //!   `call.rs`: what a model request's handler takes from it and the request.
 
+mod anthropic_api;
+mod anthropic_out;
 pub mod auth;
 mod call;
 mod errors;
+mod fields;
+mod listen;
 mod metrics;
 mod observe;
 mod ollama_api;
@@ -24,6 +34,8 @@ mod openai_api;
 mod orchestrate;
 mod relay;
 pub mod replies;
+mod responses_api;
+mod responses_out;
 mod route;
 mod state;
 pub mod translate;
@@ -39,7 +51,6 @@ use axum::http::{header, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -61,6 +72,12 @@ pub(crate) const DEFAULT_MAX_BODY_MB: usize = 64;
 pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(1800);
 /// How long a stopping gateway lets requests in flight finish.
 pub(crate) const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+/// How long a connection may take to send a request's head (and may sit idle
+/// between requests): hyper's own default.
+pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Client connections open at once; beyond it new ones wait (twice the queue,
+/// so a full queue of one-request clients fits).
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -74,6 +91,10 @@ pub struct Config {
     /// Largest request body, in bytes.
     pub max_body: usize,
     pub request_timeout: Duration,
+    /// Time to send a request's head, from connecting or the previous reply.
+    pub header_timeout: Duration,
+    /// Client connections open at once.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -86,6 +107,8 @@ impl Default for Config {
             max_queue: DEFAULT_MAX_QUEUE,
             max_body: DEFAULT_MAX_BODY_MB * 1024 * 1024,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -200,18 +223,7 @@ pub async fn start(parts: Parts, config: Config) -> Result<Gateway, StartError> 
         })
     })));
     let app = router(shared.clone());
-    let listener = listener.tap_io(|tcp| {
-        // Small NDJSON lines go out at once.
-        let _ = tcp.set_nodelay(true);
-    });
-    let mut stop = shutdown_rx;
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await;
-    });
+    let task = tokio::spawn(listen::serve(listener, app, shared.clone(), shutdown_rx));
     Ok(Gateway {
         shared,
         addr,
@@ -294,11 +306,13 @@ impl Drop for Gateway {
 }
 
 fn router(shared: Arc<Shared>) -> Router {
+    let guard = middleware::from_fn_with_state(shared.clone(), auth::guard);
     let dashboard = crate::dashboard::routes(
         shared.hub.clone(),
         shared.shutdown.clone(),
         shared.config.bind.is_loopback(),
-    );
+    )
+    .layer(guard.clone());
     Router::new()
         .route("/", get(ollama_api::root))
         .route("/api/version", get(ollama_api::version))
@@ -322,19 +336,30 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/cluster", get(orchestrate::cluster))
         .route("/v1/chat/completions", post(openai_api::chat_completions))
         .route("/v1/completions", post(openai_api::completions))
+        .route("/v1/responses", post(responses_api::responses))
+        .route("/v1/messages", post(anthropic_api::messages))
         .route("/v1/embeddings", post(openai_api::embeddings))
         .route("/v1/models", get(openai_api::models))
         .route("/v1/models/{model}", get(openai_api::model))
         .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn_with_state(
-            shared.clone(),
-            observe::observe,
-        ))
+        // Matched routes: the route's label, then the key and host check (so
+        // a refusal is counted under the route it was for).
+        .route_layer(guard)
+        .route_layer(middleware::from_fn(observe::label))
         .nest_service("/dashboard", dashboard)
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(shared.config.max_body))
-        .layer(middleware::from_fn_with_state(shared.clone(), auth::guard))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            listen::declared_length,
+        ))
+        // Around everything: every reply is counted and logged, 404s and
+        // refusals included.
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            observe::observe,
+        ))
         .with_state(shared)
 }
 
@@ -355,26 +380,25 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-fn in_api(req: &Request, e: ApiError) -> Response {
-    if req.uri().path().starts_with("/v1/") {
-        e.openai()
-    } else {
-        e.ollama()
-    }
-}
-
 async fn not_found(req: Request) -> Response {
     let e = ApiError::new(
         StatusCode::NOT_FOUND,
         format!("{} {}: no such endpoint", req.method(), req.uri().path()),
     );
-    in_api(&req, e)
+    e.for_path(req.uri().path())
 }
 
 async fn wrong_method(req: Request) -> Response {
+    // The path is a route (only its method is wrong): counted under it.
+    if let (Some(t), Some(p)) = (
+        req.extensions().get::<observe::Tally>(),
+        req.extensions().get::<axum::extract::MatchedPath>(),
+    ) {
+        t.route(p.as_str());
+    }
     let e = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     );
-    in_api(&req, e)
+    e.for_path(req.uri().path())
 }

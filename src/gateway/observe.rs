@@ -36,7 +36,11 @@ pub enum End {
 struct Inner {
     shared: Arc<Shared>,
     method: Method,
+    /// The route's pattern once the router matched it (`unmatched` until then:
+    /// a bounded label whatever paths clients make up).
     route: String,
+    /// The path asked for, for the log line of a request no route matched.
+    path: String,
     started: Instant,
     status: u16,
     model: Option<String>,
@@ -55,12 +59,13 @@ struct Inner {
 pub(crate) struct Tally(Arc<Mutex<Inner>>);
 
 impl Tally {
-    fn new(shared: Arc<Shared>, method: Method, route: String) -> Tally {
+    fn new(shared: Arc<Shared>, method: Method, route: String, path: String) -> Tally {
         shared.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
         Tally(Arc::new(Mutex::new(Inner {
             shared,
             method,
             route,
+            path,
             started: Instant::now(),
             status: 0,
             model: None,
@@ -76,6 +81,11 @@ impl Tally {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The route the router matched (its pattern, e.g. `/v1/models/{model}`).
+    pub(crate) fn route(&self, pattern: &str) {
+        self.lock().route = pattern.to_string();
     }
 
     /// The model asked for (known to the cluster).
@@ -210,7 +220,12 @@ impl Drop for Inner {
             host: self.host.clone(),
         };
         m.record(&done);
-        let mut line = format!("{} {}", self.method, self.route);
+        let shown = if self.route == UNMATCHED {
+            &self.path
+        } else {
+            &self.route
+        };
+        let mut line = format!("{} {shown}", self.method);
         if let Some(model) = &self.model {
             line.push_str(&format!(" {model}"));
         }
@@ -244,21 +259,58 @@ impl Drop for Inner {
     }
 }
 
-/// Middleware: a `Tally` for every request (handlers find it in the request's
-/// extensions); the status is filled in from the response.
+/// The route label of a request no route matched.
+pub(crate) const UNMATCHED: &str = "unmatched";
+
+/// The dashboard's pages, all under one label.
+const DASHBOARD: &str = "/dashboard";
+
+/// A path as a log line shows it: printable, and not too long.
+fn shown_path(path: &str) -> String {
+    let mut s: String = path
+        .chars()
+        .take(120)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if path.chars().count() > 120 {
+        s.push('…');
+    }
+    s
+}
+
+/// Middleware around everything: a `Tally` for every request, refused or
+/// unknown ones included (handlers find it in the request's extensions); the
+/// status is filled in from the response.
 pub(crate) async fn observe(
     State(shared): State<Arc<Shared>>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let tally = Tally::new(shared, req.method().clone(), route);
+    let path = req.uri().path();
+    let route = if path == DASHBOARD || path.starts_with("/dashboard/") {
+        DASHBOARD
+    } else {
+        UNMATCHED
+    };
+    let tally = Tally::new(
+        shared,
+        req.method().clone(),
+        route.to_string(),
+        shown_path(path),
+    );
     req.extensions_mut().insert(tally.clone());
     let resp = next.run(req).await;
     tally.lock().status = resp.status().as_u16();
     resp
+}
+
+/// Route middleware: the request's route label, once the router matched it.
+pub(crate) async fn label(req: Request, next: Next) -> Response {
+    if let (Some(t), Some(p)) = (
+        req.extensions().get::<Tally>(),
+        req.extensions().get::<MatchedPath>(),
+    ) {
+        t.route(p.as_str());
+    }
+    next.run(req).await
 }

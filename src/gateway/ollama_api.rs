@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 use super::auth::Caller;
 use super::call::{Body, Call};
 use super::errors::ApiError;
+use super::fields;
 use super::observe::Tally;
 use super::relay::{self, Job, Wire, Writer};
 use super::route::{self, Target};
@@ -172,6 +173,7 @@ pub async fn show(Call(shared, tally, _, body): Call) -> Response {
 
 async fn show_inner(shared: &Shared, tally: &Tally, body: Body) -> Result<Response, ApiError> {
     let req = object(body)?;
+    fields::check(&req, fields::OLLAMA_SHOW)?;
     let model = model_of(&req)?;
     let view = shared.view();
     let mut nodes = route::nodes_with(&view.nodes, &model);
@@ -241,14 +243,14 @@ async fn generation(Call(shared, tally, caller, body): Call, shape: Shape) -> Re
     let raw = body.as_ref().ok().cloned();
     let prepared = async {
         let req = object(body)?;
+        fields::check(
+            &req,
+            match shape {
+                Shape::Chat => fields::OLLAMA_CHAT,
+                Shape::Generate => fields::OLLAMA_GENERATE,
+            },
+        )?;
         let model = model_of(&req)?;
-        if shape == Shape::Chat
-            && req
-                .get("messages")
-                .is_some_and(|m| !m.is_array() && !m.is_null())
-        {
-            return Err(ApiError::bad_request("messages must be a list").with_param("messages"));
-        }
         let stream = req.get("stream").and_then(|s| s.as_bool()).unwrap_or(true);
         // A streamed request goes to the node as it came.
         let as_sent = stream && req.get("stream").is_none_or(|s| s == &json!(true));
@@ -298,7 +300,7 @@ async fn generation(Call(shared, tally, caller, body): Call, shape: Shape) -> Re
             model,
             relay_raw: wire == Wire::Ollama,
         });
-        Ok((job, writer, stream))
+        Ok::<_, ApiError>((job, writer, stream))
     }
     .await;
     let (job, writer, stream) = match prepared {
@@ -525,6 +527,7 @@ pub async fn embed(Call(shared, tally, caller, body): Call) -> Response {
     let started = std::time::Instant::now();
     let run = async {
         let req = object(body)?;
+        fields::check(&req, fields::OLLAMA_EMBED)?;
         let model = model_of(&req)?;
         let inputs = match req.get("input") {
             None | Some(Value::Null) => Vec::new(),
@@ -555,6 +558,7 @@ pub async fn embed(Call(shared, tally, caller, body): Call) -> Response {
 pub async fn embeddings(Call(shared, tally, caller, body): Call) -> Response {
     let run = async {
         let req = object(body)?;
+        fields::check(&req, fields::OLLAMA_EMBED)?;
         let model = model_of(&req)?;
         let nodes = embedding_nodes(&shared, &model).await?;
         tally.model(&model);

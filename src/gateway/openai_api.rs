@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 
 use super::call::Call;
 use super::errors::ApiError;
+use super::fields;
 use super::ollama_api::{self, model_of, object, respond, to_bytes};
 use super::relay::{Job, Wire, Writer};
 use super::route::{self, Target};
@@ -36,6 +37,13 @@ pub async fn completions(call: Call) -> Response {
 async fn completion(Call(shared, tally, caller, body): Call, kind: OpenAiKind) -> Response {
     let prepared = async {
         let req = object(body)?;
+        fields::check_openai(
+            &req,
+            match kind {
+                OpenAiKind::Chat => fields::OPENAI_CHAT,
+                OpenAiKind::Text => fields::OPENAI_TEXT,
+            },
+        )?;
         let model = model_of(&req)?;
         let stream = req.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
         let include_usage = field(&req, "stream_options")["include_usage"]
@@ -75,7 +83,9 @@ async fn completion(Call(shared, tally, caller, body): Call, kind: OpenAiKind) -
             OpenAiKind::Chat => format!("v1 chat {model}"),
             OpenAiKind::Text => format!("v1 completion {model}"),
         };
-        let writer = Writer::OpenAi(OpenAiOut::new(kind, &model, include_usage));
+        let mut out = OpenAiOut::new(kind, &model, include_usage);
+        out.logprobs = kind == OpenAiKind::Chat && req.get("logprobs") == Some(&Value::Bool(true));
+        let writer = Writer::OpenAi(out);
         Ok::<_, ApiError>((
             Job {
                 pool,
@@ -108,6 +118,7 @@ pub(crate) fn base64_floats(v: &[Value]) -> String {
 pub async fn embeddings(Call(shared, tally, caller, body): Call) -> Response {
     let run = async {
         let req = object(body)?;
+        fields::check(&req, fields::OPENAI_EMBEDDINGS)?;
         let model = model_of(&req)?;
         let inputs = match req.get("input") {
             Some(Value::String(s)) => vec![json!(s)],

@@ -20,9 +20,11 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::anthropic_out::AnthropicOut;
 use super::errors::ApiError;
 use super::observe::{End, Tally};
 use super::replies::{ollama_piece_owned, Done, LineError, Piece, SseReader};
+use super::responses_out::ResponsesOut;
 use super::state::Shared;
 use super::writers::{ollama_error_line, sse_error, Collected, OllamaOut, OpenAiOut};
 use crate::nodes::Node;
@@ -360,6 +362,10 @@ pub(crate) async fn begin(
 pub enum Writer {
     Ollama(OllamaOut),
     OpenAi(OpenAiOut),
+    /// OpenAI's Responses API.
+    Responses(Box<ResponsesOut>),
+    /// Anthropic's Messages API.
+    Anthropic(AnthropicOut),
 }
 
 impl Writer {
@@ -367,20 +373,24 @@ impl Writer {
         match self {
             Writer::Ollama(o) => vec![o.line(p)],
             Writer::OpenAi(o) => o.events(p),
+            Writer::Responses(o) => o.events(p),
+            Writer::Anthropic(o) => o.events(p),
         }
     }
 
-    fn error(&self, msg: &str) -> Bytes {
+    fn error(&mut self, msg: &str) -> Bytes {
         match self {
             Writer::Ollama(_) => ollama_error_line(msg),
             Writer::OpenAi(_) => sse_error(msg),
+            Writer::Responses(o) => o.error(msg),
+            Writer::Anthropic(o) => o.error(msg),
         }
     }
 
     fn content_type(&self) -> &'static str {
         match self {
             Writer::Ollama(_) => "application/x-ndjson",
-            Writer::OpenAi(_) => "text/event-stream",
+            _ => "text/event-stream",
         }
     }
 
@@ -389,6 +399,8 @@ impl Writer {
         match self {
             Writer::Ollama(o) => o.whole(c),
             Writer::OpenAi(o) => o.whole(c),
+            Writer::Responses(o) => o.whole(c),
+            Writer::Anthropic(o) => o.whole(c),
         }
     }
 
@@ -396,7 +408,8 @@ impl Writer {
     pub(crate) fn reject(&self, e: ApiError) -> Response {
         match self {
             Writer::Ollama(_) => e.ollama(),
-            Writer::OpenAi(_) => e.openai(),
+            Writer::OpenAi(_) | Writer::Responses(_) => e.openai(),
+            Writer::Anthropic(_) => e.anthropic(),
         }
     }
 }

@@ -17,6 +17,8 @@ pub(crate) struct Piece {
     pub thinking: String,
     /// In Ollama's shape: `{"function": {"name", "arguments": {…}}}`.
     pub tool_calls: Vec<Value>,
+    /// Ollama's `logprobs` entries (when asked for): `{token, logprob, bytes, top_logprobs}`.
+    pub logprobs: Vec<Value>,
     pub done: Option<Done>,
 }
 
@@ -65,6 +67,8 @@ struct Line {
     thinking: Option<String>,
     #[serde(default)]
     done: Option<bool>,
+    #[serde(default)]
+    logprobs: Option<Vec<Value>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -139,6 +143,7 @@ pub(crate) fn ollama_piece_owned(mut owned: Vec<u8>) -> Result<Piece, LineError>
         content,
         thinking,
         tool_calls,
+        logprobs: l.logprobs.unwrap_or_default(),
         done,
     })
 }
@@ -212,6 +217,7 @@ impl SseReader {
                 .unwrap_or("")
                 .to_string(),
             tool_calls: Vec::new(),
+            logprobs: Vec::new(),
             done: None,
         };
         Ok(if piece.meaningful() {

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 
 use super::errors::ApiError;
+use super::ollama_api::to_bytes;
+use super::relay::{Job, Wire};
 use super::state::Shared;
+use super::translate::{openai_request_from_ollama, Shape};
 use crate::nodes::health::probe_all;
 use crate::nodes::Node;
 use crate::ollama::types::same_model;
@@ -95,4 +98,43 @@ pub(crate) fn coordinator_pool(shared: &Shared, node: Arc<Node>, client: Option<
     Pool::new(vec![node], Policy::Pool)
         .for_client(client)
         .with_queue_limit(shared.config.max_queue)
+}
+
+/// A chat for `model`, written as an Ollama `/api/chat` body (streamed), as a
+/// job: to the nodes that have the model as it is, or to the coordinator as
+/// an OpenAI chat (the APIs that translate to Ollama's chat use this).
+pub(crate) async fn chat_job(
+    shared: &Shared,
+    caller: Option<Arc<str>>,
+    model: &str,
+    chat: &serde_json::Map<String, serde_json::Value>,
+    label: String,
+) -> Result<Job, ApiError> {
+    let target = resolve(shared, model).await?;
+    let (pool, path, body, wire) = match target {
+        Target::Nodes(nodes) => (
+            pool(shared, nodes, caller),
+            "/api/chat",
+            to_bytes(chat),
+            Wire::Ollama,
+        ),
+        Target::Coordinator(c) => (
+            coordinator_pool(shared, c, caller),
+            "/v1/chat/completions",
+            to_bytes(&openai_request_from_ollama(
+                chat,
+                Shape::Chat,
+                shared.view().num_predict(),
+            )),
+            Wire::OpenAi,
+        ),
+    };
+    Ok(Job {
+        pool,
+        label,
+        model: model.to_string(),
+        path,
+        body,
+        wire,
+    })
 }

@@ -3,6 +3,7 @@
 //! coordinator). Replies: `replies.rs` reads them, `writers.rs` writes them.
 //! Pure functions: no I/O.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -37,13 +38,22 @@ pub fn created_at() -> String {
 
 /// A fresh id such as `chatcmpl-1a2b3c`.
 pub(crate) fn fresh_id(prefix: &str) -> String {
+    format!("{prefix}-{}", unique())
+}
+
+/// A fresh id such as `resp_1a2b3c` (the Responses and Messages APIs' style).
+pub(crate) fn fresh_id_underscored(prefix: &str) -> String {
+    format!("{prefix}_{}", unique())
+}
+
+fn unique() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let t = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    format!("{prefix}-{:x}{n:x}", t & 0xffff_ffff_ffff)
+    format!("{:x}{n:x}", t & 0xffff_ffff_ffff)
 }
 
 // ---- requests: OpenAI → Ollama -------------------------------------------------
@@ -120,20 +130,64 @@ fn image_data(part: &Value) -> Result<String, ApiError> {
     }
 }
 
+/// Tool-call arguments as Ollama wants them: an object (OpenAI sends JSON text).
+pub(crate) fn arguments_object(v: &Value) -> Value {
+    match v {
+        Value::String(s) => serde_json::from_str(s).unwrap_or_else(|_| json!({})),
+        v if v.is_object() => v.clone(),
+        _ => json!({}),
+    }
+}
+
+/// One tool call in Ollama's shape (its id kept when there is one).
+pub(crate) fn ollama_tool_call(id: Option<&str>, name: &Value, args: Value) -> Value {
+    let mut call = json!({"function": {"name": name, "arguments": args}});
+    if let Some(id) = id.filter(|i| !i.is_empty()) {
+        call["id"] = json!(id);
+    }
+    call
+}
+
 /// OpenAI `tool_calls` (arguments as JSON text) in Ollama's shape (arguments as an object).
 fn tool_calls_to_ollama(calls: &[Value]) -> Vec<Value> {
     calls
         .iter()
         .map(|c| {
             let f = &c["function"];
-            let args = match &f["arguments"] {
-                Value::String(s) => serde_json::from_str(s).unwrap_or_else(|_| json!({})),
-                v if v.is_object() => v.clone(),
-                _ => json!({}),
-            };
-            json!({"function": {"name": f["name"], "arguments": args}})
+            ollama_tool_call(
+                c["id"].as_str(),
+                &f["name"],
+                arguments_object(&f["arguments"]),
+            )
         })
         .collect()
+}
+
+/// OpenAI's reasoning effort (`reasoning_effort`, or the Responses API's
+/// `reasoning.effort`) as Ollama's `think`.
+pub(crate) fn think_from_effort(
+    effort: &Value,
+    param: &'static str,
+) -> Result<Option<Value>, ApiError> {
+    let think = match effort {
+        Value::Null => return Ok(None),
+        Value::String(s) => match s.as_str() {
+            "none" => json!(false),
+            "minimal" | "low" => json!("low"),
+            "medium" => json!("medium"),
+            "high" | "xhigh" => json!("high"),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "{param} `{other}` is not one of none, minimal, low, medium, high"
+                ))
+                .with_param(param))
+            }
+        },
+        _ => {
+            return Err(ApiError::bad_request(format!("{param} must be a string")).with_param(param))
+        }
+    };
+    Ok(Some(think))
 }
 
 fn openai_messages(req: &Map<String, Value>) -> Result<Vec<Value>, ApiError> {
@@ -141,7 +195,14 @@ fn openai_messages(req: &Map<String, Value>) -> Result<Vec<Value>, ApiError> {
         return Err(ApiError::bad_request("messages must be a list").with_param("messages"));
     };
     let mut out = Vec::with_capacity(msgs.len());
+    // Tool names by call id, from the assistant's calls, for the tool results.
+    let mut names: HashMap<String, Value> = HashMap::new();
     for m in msgs {
+        if !m.is_object() {
+            return Err(
+                ApiError::bad_request("each message must be an object").with_param("messages")
+            );
+        }
         let role = m["role"].as_str().unwrap_or("user");
         let mut msg = Map::new();
         msg.insert("role".into(), json!(role));
@@ -166,13 +227,27 @@ fn openai_messages(req: &Map<String, Value>) -> Result<Vec<Value>, ApiError> {
             msg.insert("images".into(), Value::Array(images));
         }
         if let Some(calls) = m["tool_calls"].as_array() {
+            for c in calls {
+                if let Some(id) = c["id"].as_str() {
+                    names.insert(id.to_string(), c["function"]["name"].clone());
+                }
+            }
             msg.insert(
                 "tool_calls".into(),
                 Value::Array(tool_calls_to_ollama(calls)),
             );
         }
-        if let Some(name) = m["name"].as_str().filter(|_| role == "tool") {
-            msg.insert("tool_name".into(), json!(name));
+        if role == "tool" {
+            let id = m["tool_call_id"].as_str();
+            if let Some(id) = id {
+                msg.insert("tool_call_id".into(), json!(id));
+            }
+            let name = id
+                .and_then(|id| names.get(id).cloned())
+                .or_else(|| m["name"].as_str().map(|n| json!(n)));
+            if let Some(name) = name {
+                msg.insert("tool_name".into(), name);
+            }
         }
         out.push(Value::Object(msg));
     }
@@ -207,6 +282,15 @@ pub(crate) fn chat_request_from_openai(
     }
     if let Some(t) = req.get("tools").filter(|t| t.is_array()) {
         out.insert("tools".into(), t.clone());
+    }
+    if let Some(think) = think_from_effort(field(req, "reasoning_effort"), "reasoning_effort")? {
+        out.insert("think".into(), think);
+    }
+    if req.get("logprobs").and_then(|l| l.as_bool()) == Some(true) {
+        out.insert("logprobs".into(), json!(true));
+        if let Some(n) = req.get("top_logprobs").filter(|n| n.is_u64()) {
+            out.insert("top_logprobs".into(), n.clone());
+        }
     }
     Ok(out)
 }
@@ -403,6 +487,44 @@ mod tests {
             r["messages"][2]["tool_calls"][0]["function"]["arguments"]["x"],
             1
         );
+    }
+
+    #[test]
+    fn effort_logprobs_and_tool_results_reach_ollama_as_it_expects() {
+        let r = chat_request_from_openai(&obj(json!({
+            "model": "m", "reasoning_effort": "minimal", "logprobs": true, "top_logprobs": 3,
+            "messages": [
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}},
+                    {"id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "call_b", "content": "noon"},
+                {"role": "tool", "tool_call_id": "call_a", "content": "sunny"}
+            ]
+        })))
+        .unwrap();
+        assert_eq!(r["think"], "low");
+        assert_eq!(
+            (r["logprobs"].clone(), r["top_logprobs"].clone()),
+            (json!(true), json!(3))
+        );
+        assert_eq!(r["messages"][1]["tool_calls"][1]["id"], "call_b");
+        assert_eq!(
+            r["messages"][2],
+            json!({"role": "tool", "content": "noon", "tool_call_id": "call_b", "tool_name": "get_time"})
+        );
+        assert_eq!(r["messages"][3]["tool_name"], "get_weather");
+        let none = chat_request_from_openai(&obj(
+            json!({"model": "m", "messages": [], "reasoning_effort": "none"}),
+        ))
+        .unwrap();
+        assert_eq!(none["think"], false);
+        assert!(none.get("logprobs").is_none());
+        let bad = chat_request_from_openai(&obj(
+            json!({"model": "m", "messages": [], "reasoning_effort": "max"}),
+        ))
+        .unwrap_err();
+        assert_eq!(bad.param, Some("reasoning_effort"));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::replies::{Done, Piece};
-use super::translate::{created_at, fresh_id, now_unix, Shape};
+use super::translate::{created_at, fresh_id, fresh_id_underscored, now_unix, Shape};
 
 // ---- replies: writing for Ollama clients -------------------------------------------
 
@@ -47,6 +47,12 @@ impl OllamaOut {
         }
     }
 
+    fn put_logprobs(m: &mut Map<String, Value>, logprobs: &[Value]) {
+        if !logprobs.is_empty() {
+            m.insert("logprobs".into(), Value::Array(logprobs.to_vec()));
+        }
+    }
+
     fn put_done(m: &mut Map<String, Value>, d: &Done) {
         m.insert("done".into(), json!(true));
         m.insert("done_reason".into(), json!(d.reason));
@@ -71,6 +77,7 @@ impl OllamaOut {
         }
         let mut m = self.base();
         self.put_text(&mut m, &p.content, &p.thinking, &p.tool_calls);
+        Self::put_logprobs(&mut m, &p.logprobs);
         match &p.done {
             Some(d) => Self::put_done(&mut m, d),
             None => {
@@ -91,6 +98,7 @@ impl OllamaOut {
             }
         };
         self.put_text(&mut m, &c.content, &c.thinking, &c.tool_calls);
+        Self::put_logprobs(&mut m, &c.logprobs);
         Value::Object(m)
     }
 }
@@ -112,6 +120,7 @@ pub(crate) struct Collected {
     pub content: String,
     pub thinking: String,
     pub tool_calls: Vec<Value>,
+    pub logprobs: Vec<Value>,
     pub done: Done,
 }
 
@@ -120,6 +129,7 @@ impl Collected {
         self.content.push_str(&p.content);
         self.thinking.push_str(&p.thinking);
         self.tool_calls.extend(p.tool_calls);
+        self.logprobs.extend(p.logprobs);
         if let Some(d) = p.done {
             self.done = d;
         }
@@ -148,19 +158,60 @@ fn usage(d: &Done) -> Value {
            "total_tokens": c.prompt_eval_count + c.eval_count})
 }
 
+/// A tool call's arguments as JSON text (Ollama sends an object).
+pub(crate) fn arguments_text(call: &Value) -> String {
+    match &call["function"]["arguments"] {
+        Value::String(s) => s.clone(),
+        Value::Null => "{}".to_string(),
+        v => v.to_string(),
+    }
+}
+
+/// A tool call's id: the node's, or a fresh one with `prefix` (`call-…`).
+pub(crate) fn call_id(call: &Value, prefix: &str) -> String {
+    node_call_id(call).unwrap_or_else(|| fresh_id(prefix))
+}
+
+/// A tool call's id: the node's, or a fresh one with `prefix` (`toolu_…`).
+pub(crate) fn call_id_underscored(call: &Value, prefix: &str) -> String {
+    node_call_id(call).unwrap_or_else(|| fresh_id_underscored(prefix))
+}
+
+fn node_call_id(call: &Value) -> Option<String> {
+    call["id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map(String::from)
+}
+
 fn tool_calls_to_openai(calls: &[Value], first_index: usize) -> Vec<Value> {
     calls
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let args = match &c["function"]["arguments"] {
-                Value::String(s) => s.clone(),
-                v => v.to_string(),
-            };
-            json!({"index": first_index + i, "id": fresh_id("call"), "type": "function",
-                   "function": {"name": c["function"]["name"], "arguments": args}})
+            json!({"index": first_index + i, "id": call_id(c, "call"), "type": "function",
+                   "function": {"name": c["function"]["name"], "arguments": arguments_text(c)}})
         })
         .collect()
+}
+
+/// Ollama's `logprobs` entries as OpenAI's `choices[].logprobs`.
+pub(crate) fn openai_logprobs(entries: &[Value]) -> Value {
+    let one =
+        |e: &Value| json!({"token": e["token"], "logprob": e["logprob"], "bytes": e["bytes"]});
+    let content: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            let mut v = one(e);
+            let top: Vec<Value> = e["top_logprobs"]
+                .as_array()
+                .map(|t| t.iter().map(one).collect())
+                .unwrap_or_default();
+            v["top_logprobs"] = Value::Array(top);
+            v
+        })
+        .collect();
+    json!({"content": content, "refusal": null})
 }
 
 /// OpenAI's reply kinds.
@@ -180,6 +231,8 @@ pub(crate) struct OpenAiOut {
     pub created: u64,
     pub model: String,
     pub include_usage: bool,
+    /// The client asked for `logprobs` (chat only).
+    pub logprobs: bool,
     tools_sent: usize,
 }
 
@@ -194,6 +247,7 @@ impl OpenAiOut {
             created: now_unix(),
             model: model.to_string(),
             include_usage,
+            logprobs: false,
             tools_sent: 0,
         }
     }
@@ -224,7 +278,10 @@ impl OpenAiOut {
     /// Events for one piece (the final piece also ends the stream).
     pub fn events(&mut self, p: &Piece) -> Vec<Bytes> {
         let mut out = Vec::new();
-        let has_text = !p.content.is_empty() || !p.thinking.is_empty() || !p.tool_calls.is_empty();
+        let has_text = !p.content.is_empty()
+            || !p.thinking.is_empty()
+            || !p.tool_calls.is_empty()
+            || !p.logprobs.is_empty();
         if has_text {
             let choice = match self.kind {
                 OpenAiKind::Chat => {
@@ -237,7 +294,11 @@ impl OpenAiOut {
                             Value::Array(tool_calls_to_openai(&p.tool_calls, self.tools_sent));
                         self.tools_sent += p.tool_calls.len();
                     }
-                    json!({"index": 0, "delta": delta, "finish_reason": null})
+                    let logprobs = match self.logprobs {
+                        true => openai_logprobs(&p.logprobs),
+                        false => Value::Null,
+                    };
+                    json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": null})
                 }
                 OpenAiKind::Text => {
                     json!({"index": 0, "text": p.content, "logprobs": null, "finish_reason": null})
@@ -280,7 +341,11 @@ impl OpenAiOut {
                 if !c.tool_calls.is_empty() {
                     msg["tool_calls"] = Value::Array(tool_calls_to_openai(&c.tool_calls, 0));
                 }
-                json!({"index": 0, "message": msg, "finish_reason": reason})
+                let logprobs = match self.logprobs {
+                    true => openai_logprobs(&c.logprobs),
+                    false => Value::Null,
+                };
+                json!({"index": 0, "message": msg, "logprobs": logprobs, "finish_reason": reason})
             }
             OpenAiKind::Text => {
                 json!({"index": 0, "text": c.content, "logprobs": null, "finish_reason": reason})
@@ -329,6 +394,32 @@ mod tests {
         });
         assert_eq!(whole["object"], "chat.completion");
         assert_eq!(whole["choices"][0]["message"]["content"], "Hi");
+    }
+
+    #[test]
+    fn ollamas_logprobs_become_openais_when_asked_for() {
+        let line = br#"{"model":"m","message":{"role":"assistant","content":"Hi"},"done":false,"logprobs":[{"token":"Hi","logprob":-0.5,"bytes":[72,105],"top_logprobs":[{"token":"Hi","logprob":-0.5,"bytes":[72,105]},{"token":"Yo","logprob":-1.5}]}]}"#;
+        let p = ollama_piece_owned(line.to_vec()).unwrap();
+        let mut out = OpenAiOut::new(OpenAiKind::Chat, "m", false);
+        out.logprobs = true;
+        let ev = String::from_utf8(out.events(&p)[0].to_vec()).unwrap();
+        let v: Value = serde_json::from_str(ev.trim().strip_prefix("data: ").unwrap()).unwrap();
+        let lp = &v["choices"][0]["logprobs"]["content"][0];
+        assert_eq!(
+            (lp["token"].as_str(), lp["logprob"].as_f64()),
+            (Some("Hi"), Some(-0.5))
+        );
+        assert_eq!(lp["bytes"], json!([72, 105]));
+        assert_eq!(lp["top_logprobs"][1]["token"], "Yo");
+        assert_eq!(lp["top_logprobs"][1]["bytes"], Value::Null);
+        let mut c = Collected::default();
+        c.add(p);
+        assert_eq!(
+            out.whole(&c)["choices"][0]["logprobs"]["content"][0]["token"],
+            "Hi"
+        );
+        let mut plain = OpenAiOut::new(OpenAiKind::Chat, "m", false);
+        assert_eq!(plain.whole(&c)["choices"][0]["logprobs"], Value::Null);
     }
 
     #[test]
