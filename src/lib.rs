@@ -12,6 +12,7 @@ pub mod command;
 pub mod config;
 pub mod dashboard;
 pub mod gateway;
+pub mod models;
 pub mod names;
 pub mod nodes;
 pub mod ollama;

@@ -9,6 +9,7 @@ mod discover;
 mod error;
 pub use error::{render_error, CommandError};
 mod info;
+mod model_cmds;
 mod node_cmds;
 mod query;
 pub use query::{incomplete_line, QueryError};
@@ -65,6 +66,14 @@ pub trait Sink {
     /// Something failed.
     fn fail(&mut self, text: &str) {
         self.line(Line::Failure, text)
+    }
+    /// Whether a person can answer a yes/no question here (a terminal).
+    fn can_confirm(&self) -> bool {
+        false
+    }
+    /// Ask a person `question`; true only for a yes.
+    fn confirm(&mut self, _question: &str) -> bool {
+        false
     }
 }
 
@@ -318,6 +327,8 @@ impl App {
             C::Discover { cidr, timeout_ms } => self.discover_cmd(cidr, timeout_ms, sink).await,
             C::Distributed(r) => self.distributed(r, sink).await,
             C::Rpc(r) => self.rpc(r, sink).await,
+            C::Pull { model, nodes } => self.pull_cmd(&model, &nodes, sink).await,
+            C::Rm { model, nodes, yes } => self.rm_cmd(&model, &nodes, yes, sink).await,
             C::Metrics { json } => self.metrics(json, sink),
             C::Benchmark => self.benchmark(sink).await,
             C::Dashboard { stop, port, bind } => self.dashboard_cmd(stop, port, bind, sink).await,

@@ -114,7 +114,7 @@ fn is_self(node: &Node, own: SocketAddr) -> bool {
 impl App {
     /// The nodes requests may go to: every registered node (the gateway
     /// serves the whole cluster, whatever the shell's mode), or OLLAMA_HOST's.
-    fn gateway_nodes(&mut self) -> Vec<Arc<Node>> {
+    pub(super) fn gateway_nodes(&mut self) -> Vec<Arc<Node>> {
         if self.cluster.registry.is_empty() {
             vec![self.fallback_node()]
         } else {

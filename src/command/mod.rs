@@ -114,6 +114,22 @@ pub const COMMANDS: &[Spec] = &[
         parse: parsers::rpc,
     },
     Spec {
+        name: "pull",
+        aliases: &[],
+        usage: "pull MODEL [NODE…]",
+        help: "pull a model onto every node that lacks it (or onto the nodes named)",
+        keywords: &[],
+        parse: parsers::pull,
+    },
+    Spec {
+        name: "rm",
+        aliases: &[],
+        usage: "rm MODEL [NODE…] [--yes]",
+        help: "delete a model from every node that has it (or from the nodes named)",
+        keywords: &["--yes"],
+        parse: parsers::rm,
+    },
+    Spec {
         name: "collab",
         aliases: &[],
         usage: "collab on|off",
@@ -315,6 +331,19 @@ pub enum Command {
     Save(PathBuf),
     Load(PathBuf),
     Rpc(RpcCmd),
+    /// `pull MODEL [NODE…]`: onto the nodes named (by name or URL), else every
+    /// node that lacks it.
+    Pull {
+        model: ModelName,
+        nodes: Vec<String>,
+    },
+    /// `rm MODEL [NODE…] [--yes]`: from the nodes named, else every node that
+    /// has it; `yes` skips the question.
+    Rm {
+        model: ModelName,
+        nodes: Vec<String>,
+        yes: bool,
+    },
     /// A command that sets one setting.
     Set(SettingCmd),
     Status,
@@ -665,6 +694,38 @@ mod tests {
             parse("rag path ftp://x").unwrap_err().message.as_str(),
             m if m.contains("only http:// and https://")
         ));
+    }
+
+    #[test]
+    fn pull_and_rm_take_a_model_and_nodes() {
+        assert_eq!(
+            parse("pull tinyllama").unwrap(),
+            Command::Pull {
+                model: "tinyllama".parse().unwrap(),
+                nodes: vec![]
+            }
+        );
+        assert_eq!(
+            parse("rm llama3.2:1b alpha http://b:11434 --yes").unwrap(),
+            Command::Rm {
+                model: "llama3.2:1b".parse().unwrap(),
+                nodes: vec!["alpha".into(), "http://b:11434".into()],
+                yes: true
+            }
+        );
+        assert!(matches!(
+            parse("rm -y tinyllama").unwrap(),
+            Command::Rm { yes: true, .. }
+        ));
+        for (bad, says) in [
+            ("pull", "missing model name"),
+            ("pull a;b", "not a valid model name"),
+            ("pull m --force", "unknown option `--force`"),
+            ("rm", "missing model name"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.message.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

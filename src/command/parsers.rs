@@ -52,6 +52,32 @@ pub(super) fn add(a: &Args) -> Parsed {
     Ok(Command::Add { node, force })
 }
 
+/// A model name, then node names or URLs; `--yes` (or `-y`) when `yes_ok`.
+fn model_and_nodes(a: &Args, yes_ok: bool) -> Result<(ModelName, Vec<String>, bool), String> {
+    let mut yes = false;
+    let mut words = Vec::new();
+    for w in &a.words {
+        match *w {
+            "--yes" | "-y" if yes_ok => yes = true,
+            o if o.starts_with('-') => return Err(format!("unknown option `{o}`")),
+            w => words.push(w),
+        }
+    }
+    let (first, nodes) = words.split_first().ok_or("missing model name")?;
+    let model = model_name(first)?;
+    Ok((model, nodes.iter().map(|n| n.to_string()).collect(), yes))
+}
+
+pub(super) fn pull(a: &Args) -> Parsed {
+    let (model, nodes, _) = model_and_nodes(a, false)?;
+    Ok(Command::Pull { model, nodes })
+}
+
+pub(super) fn rm(a: &Args) -> Parsed {
+    let (model, nodes, yes) = model_and_nodes(a, true)?;
+    Ok(Command::Rm { model, nodes, yes })
+}
+
 pub(super) fn remove(a: &Args) -> Parsed {
     a.one("URL or name").map(|u| Command::Remove(u.to_string()))
 }

@@ -28,6 +28,7 @@ mod errors;
 mod fields;
 mod listen;
 mod metrics;
+mod models_api;
 mod observe;
 mod ollama_api;
 mod openai_api;
@@ -323,11 +324,11 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/generate", post(ollama_api::generate))
         .route("/api/embed", post(ollama_api::embed))
         .route("/api/embeddings", post(ollama_api::embeddings))
-        .route("/api/pull", post(ollama_api::manage))
+        .route("/api/pull", post(models_api::pull))
         .route("/api/push", post(ollama_api::manage))
         .route("/api/create", post(ollama_api::manage))
-        .route("/api/copy", post(ollama_api::manage))
-        .route("/api/delete", delete(ollama_api::manage))
+        .route("/api/copy", post(models_api::copy))
+        .route("/api/delete", delete(models_api::delete))
         .route(
             "/api/blobs/{digest}",
             post(ollama_api::manage).head(ollama_api::manage),

@@ -1,8 +1,11 @@
 //! Ollama's API for the whole cluster: `/`, `/api/version`, `/api/tags` (the
 //! union of the nodes' models), `/api/ps` (what runs where), `/api/show`,
 //! `/api/chat` and `/api/generate` (streamed or whole), `/api/embed` (a batch
-//! split across hosts and put back in order) and `/api/embeddings`; model
-//! management answers that it belongs on a node.
+//! split across hosts and put back in order) and `/api/embeddings`. A node
+//! cooling down is not asked for its lists: its models stay listed from what
+//! it last said, so a client asking for one gets the gateway's account of the
+//! node rather than "not found". Pull, delete, copy, load and unload are
+//! `models_api.rs`'s; create, push and blobs answer that they belong on a node.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use super::auth::Caller;
 use super::call::{Body, Call};
 use super::errors::ApiError;
 use super::fields;
+use super::models_api;
 use super::observe::Tally;
 use super::relay::{self, Job, Wire, Writer};
 use super::route::{self, Target};
@@ -26,6 +30,7 @@ use super::state::Shared;
 use super::translate::{openai_request_from_ollama, Shape};
 use super::writers::OllamaOut;
 use crate::nodes::{release, Node};
+use crate::ollama::manage::Residency;
 use crate::ollama::types::same_model;
 use crate::ollama::{ClientError, ErrorKind, Timeouts};
 use crate::scheduler::{Attempt, Measured, Task};
@@ -112,24 +117,37 @@ pub async fn tags(State(shared): Ctx) -> Response {
     Json(json!({ "models": models(&shared).await })).into_response()
 }
 
-/// The models of `/api/tags` (read fresh from the live nodes).
+/// The models of `/api/tags` (read fresh from the live nodes; a cooling
+/// node's as it last listed them).
 pub async fn models(shared: &Shared) -> Vec<Value> {
     let view = shared.view();
     let mut models: Vec<Value> = Vec::new();
-    for (node, v) in gather(shared, &view.nodes, "/api/tags").await {
-        let list = v["models"].as_array().cloned().unwrap_or_default();
-        node.state().models = list
-            .iter()
-            .filter_map(|m| m["name"].as_str().map(String::from))
-            .collect();
-        for m in list {
-            let name = m["name"].as_str().unwrap_or("");
-            if !models
+    let answered = gather(shared, &view.nodes, "/api/tags").await;
+    let lists: Vec<Vec<Value>> = {
+        let mut listed = shared.listed.lock().unwrap_or_else(|e| e.into_inner());
+        for (node, v) in &answered {
+            let list = v["models"].as_array().cloned().unwrap_or_default();
+            node.state().models = list
                 .iter()
-                .any(|x| same_model(x["name"].as_str().unwrap_or(""), name))
-            {
-                models.push(m);
-            }
+                .filter_map(|m| m["name"].as_str().map(String::from))
+                .collect();
+            listed.insert(node.url().to_string(), list);
+        }
+        let cooling = view.nodes.iter().filter(|n| !n.available());
+        answered
+            .iter()
+            .map(|(n, _)| n)
+            .chain(cooling)
+            .map(|n| listed.get(n.url()).cloned().unwrap_or_else(|| known(n)))
+            .collect()
+    };
+    for m in lists.into_iter().flatten() {
+        let name = m["name"].as_str().unwrap_or("");
+        if !models
+            .iter()
+            .any(|x| same_model(x["name"].as_str().unwrap_or(""), name))
+        {
+            models.push(m);
         }
     }
     if view.coordinator.is_some() {
@@ -146,18 +164,43 @@ pub async fn models(shared: &Shared) -> Vec<Value> {
     models
 }
 
-/// Every node's running models, each with the node and host that hold it.
+/// A node's models as its state knows them (its names alone), when the
+/// gateway never read its list.
+fn known(node: &Node) -> Vec<Value> {
+    node.state()
+        .models
+        .iter()
+        .map(|m| json!({"name": m, "model": m}))
+        .collect()
+}
+
+/// Every node's running models, each with the node and host that hold it (a
+/// cooling node's as it last said).
 pub async fn ps(State(shared): Ctx) -> Response {
     let nodes = shared.view().nodes.clone();
     let mut out = Vec::new();
+    let mut add = |node: &Node, mut m: Value| {
+        if let Value::Object(o) = &mut m {
+            o.insert("node".into(), json!(node.name()));
+            o.insert("node_url".into(), json!(node.url()));
+            o.insert("host".into(), json!(node.host));
+        }
+        out.push(m);
+    };
     for (node, v) in gather(&shared, &nodes, "/api/ps").await {
-        for mut m in v["models"].as_array().cloned().unwrap_or_default() {
-            if let Value::Object(o) = &mut m {
-                o.insert("node".into(), json!(node.name()));
-                o.insert("node_url".into(), json!(node.url()));
-                o.insert("host".into(), json!(node.host));
-            }
-            out.push(m);
+        let list = v["models"].as_array().cloned().unwrap_or_default();
+        node.state().loaded = list
+            .iter()
+            .filter_map(|m| serde_json::from_value(m.clone()).ok())
+            .collect();
+        for m in list {
+            add(&node, m);
+        }
+    }
+    for node in nodes.iter().filter(|n| !n.available()) {
+        let loaded = node.state().loaded.clone();
+        for m in loaded {
+            add(node, serde_json::to_value(m).unwrap_or_default());
         }
     }
     Json(json!({ "models": out })).into_response()
@@ -251,6 +294,9 @@ async fn generation(Call(shared, tally, caller, body): Call, shape: Shape) -> Re
             },
         )?;
         let model = model_of(&req)?;
+        if let Some(what) = models_api::residency_of(&req, shape) {
+            return Ok(Prepared::Residency(req, model, what));
+        }
         let stream = req.get("stream").and_then(|s| s.as_bool()).unwrap_or(true);
         // A streamed request goes to the node as it came.
         let as_sent = stream && req.get("stream").is_none_or(|s| s == &json!(true));
@@ -300,14 +346,26 @@ async fn generation(Call(shared, tally, caller, body): Call, shape: Shape) -> Re
             model,
             relay_raw: wire == Wire::Ollama,
         });
-        Ok::<_, ApiError>((job, writer, stream))
+        Ok::<_, ApiError>(Prepared::Relay(job, writer, stream))
     }
     .await;
-    let (job, writer, stream) = match prepared {
-        Ok(p) => p,
-        Err(e) => return e.ollama(),
-    };
-    respond(&shared, job, writer, stream, tally).await
+    match prepared {
+        Ok(Prepared::Relay(job, writer, stream)) => {
+            respond(&shared, job, writer, stream, tally).await
+        }
+        Ok(Prepared::Residency(req, model, what)) => {
+            models_api::residency(&shared, &tally, &req, &model, shape, what).await
+        }
+        Err(e) => e.ollama(),
+    }
+}
+
+/// What a generate or chat request turned out to be.
+enum Prepared {
+    /// A generation, relayed through the scheduler.
+    Relay(Job, Writer, bool),
+    /// An empty request: load or unload the model on the nodes that have it.
+    Residency(Map<String, Value>, String, Residency),
 }
 
 /// Relay a generation and answer in the writer's API.
@@ -609,8 +667,8 @@ pub async fn embeddings(Call(shared, tally, caller, body): Call) -> Response {
     }
 }
 
-/// `pull`, `push`, `create`, `copy`, `delete`, blobs: they change one node's
-/// store, so they are run on that node.
+/// `push`, `create` and blobs: they make or publish a model from one node's
+/// files, so they are run on that node.
 pub(crate) async fn manage(State(shared): Ctx, uri: axum::http::Uri) -> Response {
     let op = uri.path().rsplit('/').next().unwrap_or("this").to_string();
     let op = if uri.path().starts_with("/api/blobs") {
@@ -633,8 +691,8 @@ pub(crate) async fn manage(State(shared): Ctx, uri: axum::http::Uri) -> Response
     ApiError::new(
         StatusCode::NOT_IMPLEMENTED,
         format!(
-            "`{op}` changes one node's models, so run it on the node itself, not through the \
-             SynapticLlamas gateway{example}; nodes: {}",
+            "`{op}` works on one node's own files, so run it on the node itself, not through \
+             the SynapticLlamas gateway{example}; nodes: {}",
             if nodes.is_empty() {
                 "none registered".to_string()
             } else {

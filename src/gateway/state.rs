@@ -80,6 +80,9 @@ pub struct Shared {
     log: Box<dyn Fn(&str) + Send + Sync>,
     /// When the model lists were last re-read because a model was not found.
     pub(super) tags_refreshed: Mutex<Option<Instant>>,
+    /// Each node's last `/api/tags` entries (by URL): a node cooling down is
+    /// not asked, and its models stay listed from here.
+    pub(super) listed: Mutex<std::collections::HashMap<String, Vec<serde_json::Value>>>,
     /// Becomes true when the drain deadline passed: replies still running end
     /// with an error line.
     pub(super) cut: watch::Receiver<bool>,
@@ -109,6 +112,7 @@ impl Shared {
             view: RwLock::new(Arc::new(view)),
             log,
             tags_refreshed: Mutex::new(None),
+            listed: Mutex::default(),
             cut,
             shutdown,
         }

@@ -53,7 +53,7 @@ impl Timeouts {
 
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
 }
 
 impl Default for Client {
@@ -104,7 +104,7 @@ impl Client {
 
     /// Send a request and wait for its headers (at most `first_token`, never past
     /// `deadline`); an error status becomes a classified error.
-    async fn send(
+    pub(super) async fn send(
         &self,
         req: reqwest::RequestBuilder,
         url: &str,

@@ -4,6 +4,7 @@ pub mod client;
 pub mod embed;
 pub mod error;
 pub mod host;
+pub mod manage;
 pub mod ndjson;
 pub mod openai;
 pub mod types;

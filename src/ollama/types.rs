@@ -80,6 +80,8 @@ pub struct GenerateRequest {
     /// An `Options` object (kept as JSON so any option passes through).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<Value>,
 }
 
 /// The request `options` this program sets and the simulator reads; any
@@ -311,6 +313,11 @@ pub(crate) struct ShowResponse {
     /// GGUF metadata: `general.architecture`, `<arch>.context_length`, ...
     #[serde(default)]
     pub model_info: Map<String, Value>,
+    /// What the model can do: `completion`, `embedding`, `tools`, `vision`, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_at: Option<String>,
 }
 
 impl ShowResponse {
@@ -397,6 +404,104 @@ pub(crate) struct EmbeddingsRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub(crate) struct EmbeddingsResponse {
     pub embedding: Vec<f32>,
+}
+
+/// `POST /api/pull`: `model` (or the older `name`), `insecure`, `stream`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct PullRequest {
+    #[serde(default)]
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
+    #[serde(default = "streams_by_default")]
+    pub stream: bool,
+}
+
+impl PullRequest {
+    /// The model asked for, whichever field names it.
+    pub fn model(&self) -> &str {
+        match (&self.model, &self.name) {
+            (m, Some(n)) if m.trim().is_empty() => n.trim(),
+            (m, _) => m.trim(),
+        }
+    }
+}
+
+/// One line of a pull's progress (Ollama's `ProgressResponse`): `status`
+/// ("pulling manifest", "pulling <digest>", "verifying sha256 digest",
+/// "writing manifest", "success"), with `digest`, `total` and `completed`
+/// while a layer downloads; or `{"error": …}`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct ProgressLine {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ProgressLine {
+    pub fn status(s: impl Into<String>) -> ProgressLine {
+        ProgressLine {
+            status: s.into(),
+            ..ProgressLine::default()
+        }
+    }
+}
+
+/// `DELETE /api/delete`: `model` (or the older `name`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct DeleteRequest {
+    #[serde(default)]
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl DeleteRequest {
+    /// The model named, whichever field names it.
+    pub fn model(&self) -> &str {
+        match (&self.model, &self.name) {
+            (m, Some(n)) if m.trim().is_empty() => n.trim(),
+            (m, _) => m.trim(),
+        }
+    }
+}
+
+/// `POST /api/copy`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct CopyRequest {
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub destination: String,
+}
+
+/// Whether a request's `keep_alive` asks Ollama to unload the model now: a
+/// duration of zero, as a number of seconds (`0`) or a Go duration string
+/// (`"0"`, `"0s"`, `"0m"`). Absent, or any other value, is not.
+pub fn keep_alive_is_zero(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            if let Ok(x) = s.parse::<f64>() {
+                return x == 0.0;
+            }
+            // A Go duration: digits and units ("0s", "0m0s", "0.0h").
+            !s.is_empty()
+                && s.chars().any(|c| c.is_ascii_digit())
+                && s.chars().all(|c| "0.hmsuµn".contains(c))
+        }
+        _ => false,
+    }
 }
 
 /// Ollama's error body, `{"error": "..."}`, for any status.
@@ -499,6 +604,42 @@ mod tests {
         .unwrap();
         assert_eq!(s.context_length(), Some(131_072));
         assert_eq!(s.details.unwrap().other["families"], json!(["llama"]));
+    }
+
+    #[test]
+    fn keep_alive_zero_is_an_unload() {
+        for zero in [
+            json!(0),
+            json!(0.0),
+            json!("0"),
+            json!("0s"),
+            json!("0m0s"),
+            json!(" 0ms "),
+        ] {
+            assert!(keep_alive_is_zero(Some(&zero)), "{zero}");
+        }
+        for not in [
+            json!(-1),
+            json!("5m"),
+            json!("10s"),
+            json!(""),
+            json!(null),
+            json!("ms"),
+        ] {
+            assert!(!keep_alive_is_zero(Some(&not)), "{not}");
+        }
+        assert!(!keep_alive_is_zero(None));
+        let p: PullRequest = serde_json::from_str(r#"{"name": " tinyllama "}"#).unwrap();
+        assert_eq!((p.model(), p.stream), ("tinyllama", true));
+        let line: ProgressLine = serde_json::from_str(
+            r#"{"status":"pulling 2af3b81862c6","digest":"sha256:2af3","total":637,"completed":0}"#,
+        )
+        .unwrap();
+        assert_eq!((line.total, line.completed), (Some(637), Some(0)));
+        assert_eq!(
+            serde_json::to_string(&ProgressLine::status("success")).unwrap(),
+            r#"{"status":"success"}"#
+        );
     }
 
     #[test]

@@ -272,6 +272,39 @@ impl Tries {
         excluded
     }
 
+    /// Where the retry after a failure on `node` goes, in words: another host
+    /// when one is left; else the same node (or host), said as such — a
+    /// model on one node only is retried there; else nowhere.
+    fn retry_where(&self, pool: &Pool, node: &Node) -> String {
+        let failed = |host: &str| {
+            self.failures.get(host).copied().unwrap_or(0) + u32::from(host == node.host)
+        };
+        let left: HashSet<&str> = pool
+            .nodes()
+            .iter()
+            .map(|n| n.host.as_str())
+            .filter(|h| failed(h) < self.per_host)
+            .collect();
+        if left.iter().any(|h| *h != node.host) {
+            return "; retrying from scratch on another host".into();
+        }
+        if !left.contains(node.host.as_str()) {
+            return "; no other host can take it".into();
+        }
+        let on_host = pool.nodes().iter().filter(|n| n.host == node.host).count();
+        if on_host == 1 {
+            format!(
+                "; retrying from scratch on {} (the only node that can take it)",
+                node.name()
+            )
+        } else {
+            format!(
+                "; retrying from scratch on {} (no other host can take it)",
+                node.host
+            )
+        }
+    }
+
     /// The first attempt, or a retry after the last failure.
     fn next_kind(&self) -> AttemptKind {
         match self.failed.last() {
@@ -484,11 +517,11 @@ impl Scheduler {
         let node = done.lease.node.clone();
         let elapsed = done.progress.started.elapsed();
         let then = if matches!(e.kind, ErrorKind::TooLarge { .. }) {
-            "; the request does not fit that node's context for the model"
+            "; the request does not fit that node's context for the model".to_string()
         } else if still_running {
-            "; the copy on another host goes on"
+            "; the copy on another host goes on".to_string()
         } else {
-            "; retrying from scratch on another host"
+            tries.retry_where(pool, &node)
         };
         // The same error from another host: the request is the likely
         // culprit, not this node.
@@ -498,7 +531,7 @@ impl Scheduler {
             });
         let callers_bound = task.own_bound && matches!(e.kind, ErrorKind::Deadline { .. });
         let blame = !(same_elsewhere || callers_bound);
-        let mut line = self.failed(&node, task.label, &e, elapsed, then, blame);
+        let mut line = self.failed(&node, task.label, &e, elapsed, &then, blame);
         // The failure is recorded before the slot is handed on (a
         // freed slot goes straight to the next waiter).
         drop(done.lease);
@@ -747,4 +780,44 @@ fn transition_words(node: &Node, t: Transition) -> String {
 
 async fn tagged<F: Future>(i: usize, f: F) -> (usize, F::Output) {
     (i, f.await)
+}
+
+#[cfg(test)]
+mod retry_words {
+    use super::super::tests::node;
+    use super::*;
+    use crate::scheduler::Policy;
+
+    fn failed_once(tries: &mut Tries, n: &Node) {
+        *tries.failures.entry(n.host.clone()).or_insert(0) += 1;
+    }
+
+    #[test]
+    fn a_retry_says_where_it_goes() {
+        let (a, b) = (node("http://a:1", "A", 0), node("http://b:1", "B", 0));
+        let two = Pool::new(vec![a.clone(), b.clone()], Policy::Pool);
+        let mut tries = Tries::new(&two);
+        assert_eq!(
+            tries.retry_where(&two, &a),
+            "; retrying from scratch on another host"
+        );
+        failed_once(&mut tries, &a);
+        assert_eq!(tries.retry_where(&two, &b), "; no other host can take it");
+
+        let one = Pool::new(vec![a.clone()], Policy::Pool);
+        let mut tries = Tries::new(&one);
+        assert_eq!(
+            tries.retry_where(&one, &a),
+            "; retrying from scratch on http://a:1 (the only node that can take it)"
+        );
+        failed_once(&mut tries, &a);
+        assert_eq!(tries.retry_where(&one, &a), "; no other host can take it");
+
+        let a2 = node("http://a:2", "A", 0);
+        let one_host = Pool::new(vec![a.clone(), a2], Policy::Pool);
+        assert_eq!(
+            Tries::new(&one_host).retry_where(&one_host, &a),
+            "; retrying from scratch on A (no other host can take it)"
+        );
+    }
 }

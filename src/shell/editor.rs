@@ -10,7 +10,7 @@ use rustyline::{Context, Editor, Helper};
 use tokio::runtime::Runtime;
 
 use super::Interrupts;
-use crate::app::{App, Sink};
+use crate::app::{App, Line, Sink};
 use crate::command;
 use crate::config::HISTORY_FILE;
 
@@ -85,7 +85,7 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
                     continue;
                 }
                 let _ = ed.add_history_entry(line);
-                let outcome = ints.run(rt, app, line, sink);
+                let outcome = ints.run(rt, app, line, &mut Asking(&mut *sink));
                 if outcome.exit || super::stdout_closed() {
                     break;
                 }
@@ -108,6 +108,31 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
         ));
     }
     0
+}
+
+/// The prompt's sink: it can ask the person at the terminal (`rm` does).
+struct Asking<'a>(&'a mut dyn Sink);
+
+impl Sink for Asking<'_> {
+    fn line(&mut self, kind: Line, text: &str) {
+        self.0.line(kind, text)
+    }
+
+    fn can_confirm(&self) -> bool {
+        true
+    }
+
+    /// `QUESTION [y/N] `, read by a line editor of its own (Ctrl-C or
+    /// Ctrl-D is a no).
+    fn confirm(&mut self, question: &str) -> bool {
+        let Ok(mut ed) = rustyline::DefaultEditor::new() else {
+            return false;
+        };
+        matches!(
+            ed.readline(&format!("{question} [y/N] ")),
+            Ok(a) if matches!(a.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+        )
+    }
 }
 
 fn banner(app: &App, sink: &mut dyn Sink) {

@@ -1,6 +1,6 @@
 //! A simulated host's HTTP API: Ollama's routes (`/`, `/api/version`,
 //! `/api/tags`, `/api/ps`, `/api/show`; inference in `inference.rs`,
-//! embeddings in `embeddings.rs`) and the simulator's own (`/sim/stats`,
+//! embeddings in `embeddings.rs`, pull, delete and copy in `store.rs`) and the simulator's own (`/sim/stats`,
 //! `/sim/config`, `/sim/requests`), with the replies every route shares.
 
 use std::sync::atomic::Ordering;
@@ -10,7 +10,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -20,6 +20,7 @@ use super::config::SimConfig;
 use super::embeddings::{embed, embeddings};
 use super::host::{lock, SimHost, DEFAULT_CTX};
 use super::inference::{chat, generate};
+use super::store;
 use super::text;
 use crate::ollama::types::{
     same_model, ErrorResponse, LoadedModel, ModelDetails, ModelInfo, PsResponse, ShowRequest,
@@ -39,6 +40,9 @@ pub(super) fn router(host: Arc<SimHost>) -> Router {
         .route("/api/chat", post(chat))
         .route("/api/embed", post(embed))
         .route("/api/embeddings", post(embeddings))
+        .route("/api/pull", post(store::pull))
+        .route("/api/delete", delete(store::delete))
+        .route("/api/copy", post(store::copy))
         .route("/sim/stats", get(stats))
         .route("/sim/config", get(get_config).post(set_config))
         .route("/sim/requests", get(requests))
@@ -134,18 +138,28 @@ async fn version(State(h): Host) -> Response {
     })
 }
 
-fn model_size(name: &str) -> u64 {
+pub(super) fn model_size(name: &str) -> u64 {
     1_000_000_000 + text::hash(&[name]) % 1_000_000_000
 }
 
 /// What `/api/tags` and `/api/show` say of every simulated model.
-fn model_details(quantization: bool) -> ModelDetails {
+fn model_details() -> ModelDetails {
     ModelDetails {
         format: Some("gguf".into()),
         family: Some("simulated".into()),
         parameter_size: Some("1B".into()),
-        quantization_level: quantization.then(|| "Q4_0".into()),
+        quantization_level: Some("Q4_0".into()),
         other: Map::new(),
+    }
+}
+
+/// What `/api/show` says a model can do: an embedding model (its name says
+/// so, as `mxbai-embed-large` and `nomic-embed-text` do) embeds, any other completes.
+pub(super) fn capability(model: &str) -> &'static str {
+    if model.to_ascii_lowercase().contains("embed") {
+        "embedding"
+    } else {
+        "completion"
     }
 }
 
@@ -163,7 +177,7 @@ async fn tags(State(h): Host) -> Response {
             modified_at: Some(CREATED_AT.into()),
             size: model_size(m),
             digest: Some(format!("{:016x}", text::hash(&[m]))),
-            details: Some(model_details(true)),
+            details: Some(model_details()),
         })
         .collect();
     Json(TagsResponse { models }).into_response()
@@ -220,8 +234,10 @@ async fn show(State(h): Host, body: Bytes) -> Response {
         modelfile: format!("FROM {m}"),
         parameters: String::new(),
         template: "{{ .Prompt }}".into(),
-        details: Some(model_details(false)),
+        details: Some(model_details()),
         model_info,
+        capabilities: vec![capability(&m).into()],
+        modified_at: Some(CREATED_AT.into()),
     })
     .into_response()
 }

@@ -85,7 +85,27 @@ pub struct SimConfig {
     /// The release `/api/version` reports (below 0.5.0, an Ollama that takes
     /// no JSON Schema in `format`: clients send `"json"`).
     pub version: String,
+    /// The models `/api/pull` can fetch (besides those installed); any other
+    /// name gets Ollama's "pull model manifest: file does not exist".
+    pub library: Vec<String>,
+    /// Download speed of a pull in bytes per second (0 = at once); a model's
+    /// size is what `/api/tags` reports for it.
+    pub pull_bytes_per_sec: u64,
+    /// Pulls fail halfway through the download with this `{"error"}` line.
+    pub pull_error: Option<String>,
 }
+
+/// The models a simulated host's library holds unless told otherwise.
+pub const SIM_LIBRARY: &[&str] = &[
+    "llama3.2:latest",
+    "llama3.2:1b",
+    "qwen2.5:0.5b",
+    "tinyllama:latest",
+    "phi3:mini",
+    "gemma3:1b",
+    "mxbai-embed-large:latest",
+    "nomic-embed-text:latest",
+];
 
 /// The release a simulated host reports unless told otherwise.
 pub const SIM_VERSION: &str = "0.12.6-simulated";
@@ -112,6 +132,9 @@ impl Default for SimConfig {
             broken_json: false,
             ignore_schema: false,
             version: SIM_VERSION.into(),
+            library: SIM_LIBRARY.iter().map(|m| m.to_string()).collect(),
+            pull_bytes_per_sec: 0,
+            pull_error: None,
         }
     }
 }
@@ -128,6 +151,8 @@ impl SimConfig {
                 "qwen2.5:0.5b".into(),
                 "mxbai-embed-large:latest".into(),
             ],
+            // A pull of a 1-2 GB model takes a few seconds.
+            pull_bytes_per_sec: 400_000_000,
             ..SimConfig::default()
         }
     }

@@ -20,8 +20,9 @@ use super::api::{
 use super::config::{Fault, SimConfig};
 use super::host::{InFlight, SimHost};
 use super::reply::Reply;
+use super::store::unload;
 use crate::ollama::types::{
-    ChatRequest, ErrorResponse, GenerateRequest, Message, Options, StreamChunk,
+    keep_alive_is_zero, ChatRequest, ErrorResponse, GenerateRequest, Message, Options, StreamChunk,
 };
 
 #[derive(Clone, Copy, PartialEq)]
@@ -50,6 +51,9 @@ pub(super) struct Ask {
     /// The request's `format`: `"json"`, a JSON Schema, or none.
     pub format: Option<Value>,
     pub options: Options,
+    /// No prompt (generate) or no messages (chat): load or unload the model.
+    empty: bool,
+    keep_alive: Option<Value>,
 }
 
 impl Ask {
@@ -63,6 +67,8 @@ impl Ask {
                 let r: GenerateRequest = parse(body)?;
                 Ask {
                     kind,
+                    empty: r.prompt.is_empty(),
+                    keep_alive: r.keep_alive,
                     options: options(r.options.as_ref())?,
                     format: r.format,
                     stream: r.stream,
@@ -89,6 +95,8 @@ impl Ask {
                     .join("\n");
                 Ask {
                     kind,
+                    empty: r.messages.is_empty(),
+                    keep_alive: r.keep_alive,
                     options: options(r.options.as_ref())?,
                     format: r.format,
                     stream: r.stream,
@@ -113,6 +121,8 @@ impl Ask {
             stream: false,
             format,
             options: Options::default(),
+            empty: false,
+            keep_alive: None,
         }
     }
 }
@@ -123,10 +133,17 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
     if let Some(r) = enter(&h) {
         return r;
     }
+    let ask = Ask::read(kind, &body);
+    if let Ok(a) = &ask {
+        if a.empty {
+            // Not a generation: neither counted nor kept, nor struck by faults.
+            return residency(&h, a);
+        }
+    }
     let n = h.requests.fetch_add(1, Ordering::SeqCst) + 1;
     h.record(&body);
     let cfg = h.config();
-    let ask = match Ask::read(kind, &body) {
+    let ask = match ask {
         Ok(a) => a,
         Err(r) => return r.into_response(),
     };
@@ -135,6 +152,43 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
         Ok(model) => respond(h, cfg, ask, model, fault).await,
         Err(r) => r.into_response(),
     }
+}
+
+/// An empty request loads the model (`done_reason: "load"`) or, with a
+/// `keep_alive` of zero, unloads it (`"unload"`; `/api/ps` no longer lists
+/// it): one JSON object, streamed or not, as Ollama answers.
+fn residency(h: &SimHost, ask: &Ask) -> Response {
+    if ask.model.is_empty() {
+        return Refusal::bad_request("model is required").into_response();
+    }
+    let Some(model) = find_model(h, &ask.model) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("model '{}' not found", ask.model),
+        );
+    };
+    let reason = if keep_alive_is_zero(ask.keep_alive.as_ref()) {
+        unload(h, &model);
+        "unload"
+    } else {
+        let cfg = h.config();
+        h.load(&model, ask.options.num_ctx, cfg.trained());
+        "load"
+    };
+    let (response, message) = match ask.kind {
+        Kind::Generate => (Some(String::new()), None),
+        Kind::Chat => (None, Some(Message::assistant(""))),
+    };
+    Json(StreamChunk {
+        model: Some(ask.model.clone()),
+        created_at: Some(CREATED_AT.into()),
+        response,
+        message,
+        done: true,
+        done_reason: Some(reason.into()),
+        ..StreamChunk::default()
+    })
+    .into_response()
 }
 
 /// The installed model the request names, unless a fault that strikes before

@@ -10,6 +10,7 @@ mod inference;
 mod reply;
 mod schema;
 pub mod serve;
+mod store;
 pub mod text;
 
 pub use config::{Fault, SimConfig};

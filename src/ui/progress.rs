@@ -111,6 +111,63 @@ impl Default for TaskBars {
     }
 }
 
+/// One byte-count bar per key (a node's download), terminal only; a bar
+/// stays on screen with its last message when it finishes.
+pub(crate) struct ByteBars {
+    multi: Option<indicatif::MultiProgress>,
+    bars: std::sync::Mutex<std::collections::HashMap<String, ProgressBar>>,
+}
+
+impl ByteBars {
+    pub fn new() -> ByteBars {
+        ByteBars {
+            multi: super::stderr_is_terminal().then(indicatif::MultiProgress::new),
+            bars: Default::default(),
+        }
+    }
+
+    /// Whether the bars are drawn (stderr is a terminal).
+    pub fn shown(&self) -> bool {
+        self.multi.is_some()
+    }
+
+    fn bars(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, ProgressBar>> {
+        self.bars.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A bar for `key`, labelled `prefix`.
+    pub fn start(&self, key: &str, prefix: &str) {
+        let Some(m) = &self.multi else { return };
+        let pb = m.add(ProgressBar::new(0));
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{prefix:<16} [{bar:30}] {bytes:>10}/{total_bytes:<10} {msg} ({elapsed})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        pb.set_prefix(prefix.to_string());
+        pb.enable_steady_tick(Duration::from_millis(200));
+        self.bars().insert(key.to_string(), pb);
+    }
+
+    /// `done` of `total` bytes, and what is happening.
+    pub fn set(&self, key: &str, total: u64, done: u64, msg: &str) {
+        if let Some(pb) = self.bars().get(key) {
+            pb.set_length(total);
+            pb.set_position(done);
+            pb.set_message(msg.to_string());
+        }
+    }
+
+    /// The bar stops, showing `msg`.
+    pub fn finish(&self, key: &str, msg: &str) {
+        if let Some(pb) = self.bars().remove(key) {
+            pb.finish_with_message(msg.to_string());
+        }
+    }
+}
+
 /// "— 412 tokens, 31.5 tokens/s" (the rate once it can be measured).
 pub(crate) fn streaming_line(tokens: u64, per_sec: Option<f64>) -> String {
     match per_sec {

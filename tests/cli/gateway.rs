@@ -207,7 +207,7 @@ fn curl_sees_ollamas_shapes_headers_and_errors_and_the_gateway_keeps_serving() {
     ]);
     assert_eq!(code, "413", "{v}");
     assert!(v["error"].as_str().unwrap().contains("too large"), "{v}");
-    let (code, v) = status(&[&format!("{u}/api/pull"), "-d", r#"{"model":"llama3.2"}"#]);
+    let (code, v) = status(&[&format!("{u}/api/create"), "-d", r#"{"model":"llama3.2"}"#]);
     assert_eq!(code, "501");
     let msg = v["error"].as_str().unwrap();
     assert!(

@@ -28,8 +28,9 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["nodes", "sim", "sharding"],
     ),
     (
-        "the scheduler (it owns the traits for sharing its rule and health)",
-        &["scheduler"],
+        "the scheduler (it owns the traits for sharing its rule and health), and the \
+         cluster's models managed as one (management calls: no scheduler slot)",
+        &["scheduler", "models"],
     ),
     // Redis implements the scheduler's traits; `report` is above the scheduler
     // only because `Metrics` holds its `Attribution`.

@@ -30,6 +30,7 @@ mod llama;
 mod load;
 mod lock_wait;
 mod messages;
+mod models;
 mod official_clients;
 mod ollama_adapter;
 mod piped;

@@ -206,3 +206,39 @@ fn a_part_in_progress_shows_its_tokens_and_rate() {
     t.send(b"exit\r");
     t.exit_status(Duration::from_secs(20));
 }
+
+/// On a terminal `rm` asks before it deletes (no keeps the model), and `pull`
+/// draws a bar per node that ends with what happened there.
+#[test]
+fn rm_asks_first_and_pull_shows_a_bar_per_node() {
+    let a = sim(synapticllamas::sim::SimConfig::default());
+    let home = Home::new();
+    home.write_nodes(&node_file(&[entry(&a.url(), "alpha", "h1")]));
+    let mut t = Pty::spawn(&home, &[], 120);
+    t.wait_for(PROMPT, 1, Duration::from_secs(20));
+    t.send(b"pull tinyllama\r");
+    t.wait_for("alpha: pulled tinyllama in", 1, Duration::from_secs(30));
+    t.wait_for("| pulled ", 1, Duration::from_secs(10));
+    t.wait_for(PROMPT, 2, Duration::from_secs(10));
+    t.send(b"rm tinyllama\r");
+    t.wait_for(
+        "Delete tinyllama from alpha (1 node(s))? [y/N] ",
+        1,
+        Duration::from_secs(20),
+    );
+    t.send(b"n\r");
+    t.wait_for("Nothing deleted.", 1, Duration::from_secs(10));
+    t.wait_for(PROMPT, 3, Duration::from_secs(10));
+    t.send(b"rm tinyllama\r");
+    t.wait_for("[y/N] ", 2, Duration::from_secs(20));
+    t.send(b"y\r");
+    t.wait_for("alpha: deleted tinyllama", 1, Duration::from_secs(10));
+    t.wait_for(PROMPT, 4, Duration::from_secs(10));
+    t.send(b"exit\r");
+    assert!(t.exit_status(Duration::from_secs(10)).success());
+    let models = a.config().models;
+    assert!(
+        !models.iter().any(|m| m == "tinyllama:latest"),
+        "{models:?}"
+    );
+}
