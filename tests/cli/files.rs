@@ -290,6 +290,139 @@ fn atomic_write_leaves_no_temp_files() {
     assert_eq!(names, vec![".synapticllamas.json".to_string()], "{names:?}");
 }
 
+/// Long enough for any of these sessions; the unfixed binary blocked forever
+/// on a FIFO and read `/dev/zero` until memory ran out.
+const BOUND: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `r` has exactly one stderr line naming `path`, and it says `what`.
+#[track_caller]
+fn one_line(r: &Run, path: &std::path::Path, what: &str) {
+    one_line_with(r, &format!("{}:", path.display()), what)
+}
+
+/// `r` has exactly one stderr line holding `path`, and it says `what`.
+#[track_caller]
+fn one_line_with(r: &Run, path: &str, what: &str) {
+    let lines = lines_naming(r, path);
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line names {path}:\nstdout:\n{}\nstderr:\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(lines[0].contains(what), "{:?} lacks {what:?}", lines[0]);
+}
+
+#[test]
+fn load_reads_only_a_regular_file_within_its_limit() {
+    let home = Home::new();
+    let fifo = home.path().join("pipe.json");
+    mkfifo(&fifo);
+    // 33 MiB: more than a node file may be (the size is what is checked).
+    let big = home.path().join("big.json");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(33 << 20)
+        .unwrap();
+    let folder = home.path().join("folder.json");
+    std::fs::create_dir(&folder).unwrap();
+    let zero_link = home.path().join("zero.json");
+    std::os::unix::fs::symlink("/dev/zero", &zero_link).unwrap();
+    let script = format!(
+        "load /dev/zero\nload {}\nload {}\nload {}\nload {}\nstatus\n",
+        fifo.display(),
+        big.display(),
+        folder.display(),
+        zero_link.display()
+    );
+    let r = run_bounded(&home, &[], &script, BOUND);
+    r.failed().out_has("SYSTEM STATUS");
+    one_line_with(
+        &r,
+        "load: /dev/zero:",
+        "is a character device, not a regular file",
+    );
+    one_line(&r, &fifo, "is a named pipe (FIFO), not a regular file");
+    one_line(
+        &r,
+        &big,
+        "is 33.0 MiB, more than a node file may be (32.0 MiB)",
+    );
+    one_line(&r, &folder, "is a directory");
+    one_line(
+        &r,
+        &zero_link,
+        "is a symbolic link to /dev/zero, a character device",
+    );
+    assert!(
+        !home.nodes_path().exists(),
+        "nothing was loaded, nothing saved"
+    );
+    // The flag says the same, before anything happens (exit 2).
+    for bad in [&fifo, &big] {
+        let r = run_bounded(
+            &home,
+            &["--load-config", &bad.display().to_string()],
+            "",
+            BOUND,
+        );
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        r.err_has("--load-config")
+            .err_has(&bad.display().to_string());
+    }
+}
+
+#[test]
+fn a_fifo_as_the_node_file_is_named_and_left_alone() {
+    let home = Home::new();
+    mkfifo(&home.nodes_path());
+    let a = sim(Default::default());
+    let r = run_bounded(&home, &[], &format!("status\nadd {}\n", a.url()), BOUND);
+    r.out_has("SYSTEM STATUS").out_has("Added node");
+    one_line_of_kind(&r, &home.nodes_path(), "is a named pipe (FIFO)");
+    // The file could not be read, so it is not written: still a FIFO.
+    r.err_has("not saved");
+    let t = std::fs::symlink_metadata(home.nodes_path())
+        .unwrap()
+        .file_type();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&t), "{t:?}");
+}
+
+#[test]
+fn a_settings_file_linked_to_dev_zero_is_named_and_not_written() {
+    let home = Home::new();
+    std::os::unix::fs::symlink("/dev/zero", home.settings_path()).unwrap();
+    let r = run_bounded(&home, &[], "status\ncollab on\n", BOUND);
+    r.failed()
+        .out_has("SYSTEM STATUS")
+        .out_has("Collaborative mode ENABLED");
+    one_line_of_kind(
+        &r,
+        &home.settings_path(),
+        "is a symbolic link to /dev/zero, a character device, not a regular file",
+    );
+    r.err_has("not saved");
+    assert_eq!(
+        std::fs::read_link(home.settings_path()).unwrap(),
+        std::path::Path::new("/dev/zero"),
+        "the link is kept"
+    );
+}
+
+/// The start-up line naming `path` says `what`; a later refusal to save over
+/// it names it again (that line says "not saved").
+#[track_caller]
+fn one_line_of_kind(r: &Run, path: &std::path::Path, what: &str) {
+    let path = path.display().to_string();
+    let lines: Vec<&str> = lines_naming(r, &path)
+        .into_iter()
+        .filter(|l| !l.contains("not saved"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line names {path}:\n{}", r.stderr);
+    assert!(lines[0].contains(what), "{:?} lacks {what:?}", lines[0]);
+}
+
 /// The one stderr line that names `path` (the file whose `bytes` were bad).
 fn line_naming<'a>(r: &'a Run, path: &str, bytes: &[u8]) -> &'a str {
     r.stderr
