@@ -410,6 +410,61 @@ fn a_settings_file_linked_to_dev_zero_is_named_and_not_written() {
     );
 }
 
+#[test]
+fn a_node_file_of_130000_entries_is_probed_in_the_background() {
+    // Loopback only: 127.100.0.0/16 on ports 9 and 13, where nothing listens
+    // (checked), so every probe is refused at once and no packet leaves.
+    for port in [9, 13] {
+        assert!(
+            std::net::TcpStream::connect(("127.100.0.1", port)).is_err(),
+            "something listens on port {port}: pick other ports"
+        );
+    }
+    let mut text = String::from("{\"nodes\": [\n");
+    let mut n = 0;
+    'fill: for port in [9, 13] {
+        for i in 0..65536u32 {
+            if n == 130_000 {
+                break 'fill;
+            }
+            if n > 0 {
+                text.push_str(",\n");
+            }
+            text.push_str(&format!(
+                "{{\"url\": \"http://127.100.{}.{}:{port}\"}}",
+                i / 256,
+                i % 256
+            ));
+            n += 1;
+        }
+    }
+    text.push_str("\n]}\n");
+    let home = Home::new();
+    home.write_nodes(text.as_bytes());
+    let r = run(&home, &[], "status\n");
+    r.ok()
+        .err_has("probing 130000 nodes in the background")
+        .err_has("what is known so far");
+    let row = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("Ollama Nodes"))
+        .unwrap_or_else(|| panic!("no node count:\n{}", r.stdout));
+    assert!(row.contains("130000"), "{row}");
+    // A few nodes are probed before `status` answers, as always.
+    let (a, b) = (sim(Default::default()), sim(Default::default()));
+    let small = nodes_home(&[&a, &b], json!({}));
+    let r = run(&small, &[], "status\n");
+    r.ok();
+    assert!(!r.stderr.contains("in the background"), "{}", r.stderr);
+    let row = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("Healthy Nodes"))
+        .unwrap();
+    assert!(row.contains(" 2 "), "{row}");
+}
+
 /// The start-up line naming `path` says `what`; a later refusal to save over
 /// it names it again (that line says "not saved").
 #[track_caller]
