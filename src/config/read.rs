@@ -47,6 +47,8 @@ pub enum FileKind {
     Chunk,
     /// An Ollama model manifest (a few hundred bytes of JSON).
     Manifest,
+    /// The shell's line history (read and written by the line editor).
+    History,
 }
 
 impl FileKind {
@@ -55,7 +57,7 @@ impl FileKind {
         match self {
             FileKind::Settings | FileKind::Agent | FileKind::Manifest => 4 * MIB,
             FileKind::Nodes => 32 * MIB,
-            FileKind::Chunk => 16 * MIB,
+            FileKind::Chunk | FileKind::History => 16 * MIB,
             FileKind::Document | FileKind::Index => 256 * MIB,
         }
     }
@@ -77,6 +79,7 @@ impl FileKind {
             FileKind::Index => "a knowledge-base index",
             FileKind::Chunk => "a chunk file",
             FileKind::Manifest => "a model manifest",
+            FileKind::History => "a history file",
         }
     }
 }
@@ -90,18 +93,8 @@ const PIECE: usize = 256 * 1024;
 pub fn read(path: &Path, kind: FileKind) -> Result<Option<Vec<u8>>, FileError> {
     let fault = |m: String| FileError::new(path, m);
     // First look without opening: a device or a FIFO is never opened.
-    match std::fs::metadata(path) {
-        Ok(m) => check(path, &m, kind)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return match std::fs::symlink_metadata(path) {
-                Ok(_) => Err(fault(format!(
-                    "is a symbolic link to {}, which does not exist",
-                    link_target(path)
-                ))),
-                Err(_) => Ok(None),
-            };
-        }
-        Err(e) => return Err(fault(format!("cannot read: {e}"))),
+    if !check(path, kind)? {
+        return Ok(None);
     }
     // Non-blocking, so not even a FIFO put there since the look can hang the
     // open; no controlling terminal from a tty put there either.
@@ -118,14 +111,39 @@ pub fn read(path: &Path, kind: FileKind) -> Result<Option<Vec<u8>>, FileError> {
     let meta = file
         .metadata()
         .map_err(|e| fault(format!("cannot read: {e}")))?;
-    check(path, &meta, kind)?;
+    check_meta(path, &meta, kind)?;
     read_limited(file, meta.len(), kind.limit(), kind.deadline())
         .map(Some)
         .map_err(|why| fault(why.message(kind)))
 }
 
+/// Whether `path` may be handed to a reader this module does not drive (the
+/// line editor's history): `Ok(false)` when nothing is there, `Ok(true)` for a
+/// regular file within the limit, else the one-line error [`read`] would give.
+/// A look at the metadata only, nothing is opened (so a path swapped for a
+/// FIFO at that very moment is not caught: keep this for files such as the
+/// history, which only this program writes).
+pub fn check(path: &Path, kind: FileKind) -> Result<bool, FileError> {
+    match std::fs::metadata(path) {
+        Ok(m) => check_meta(path, &m, kind).map(|()| true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match std::fs::symlink_metadata(path) {
+                Ok(_) => Err(FileError::new(
+                    path,
+                    format!(
+                        "is a symbolic link to {}, which does not exist",
+                        link_target(path)
+                    ),
+                )),
+                Err(_) => Ok(false),
+            }
+        }
+        Err(e) => Err(FileError::new(path, format!("cannot read: {e}"))),
+    }
+}
+
 /// Refuse anything but a regular file within the size limit.
-fn check(path: &Path, meta: &Metadata, kind: FileKind) -> Result<(), FileError> {
+fn check_meta(path: &Path, meta: &Metadata, kind: FileKind) -> Result<(), FileError> {
     if !meta.is_file() {
         let what = describe(meta.file_type());
         let message = if is_link(path) {
@@ -308,6 +326,21 @@ mod tests {
         let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         let e = read(&sock, FileKind::Settings).unwrap_err();
         assert!(e.message.contains("a socket"), "{e}");
+    }
+
+    #[test]
+    fn check_looks_without_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("history");
+        mkfifo(&fifo);
+        assert!(check(&fifo, FileKind::History)
+            .unwrap_err()
+            .message
+            .contains("a named pipe (FIFO)"));
+        assert!(!check(&dir.path().join("none"), FileKind::History).unwrap());
+        let f = dir.path().join("h");
+        std::fs::write(&f, "x\n").unwrap();
+        assert!(check(&f, FileKind::History).unwrap());
     }
 
     #[test]
