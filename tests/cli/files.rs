@@ -374,6 +374,35 @@ fn load_reads_only_a_regular_file_within_its_limit() {
 }
 
 #[test]
+fn rag_index_reads_only_a_regular_document_within_its_limit() {
+    let a = sim(synapticllamas::sim::SimConfig {
+        models: vec!["llama3.2:latest".into(), "mxbai-embed-large:latest".into()],
+        ..Default::default()
+    });
+    let home = nodes_home(&[&a], json!({}));
+    let fifo = home.path().join("notes.txt");
+    mkfifo(&fifo);
+    let big = home.path().join("huge.md");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(257 << 20)
+        .unwrap();
+    let r = run_bounded(
+        &home,
+        &[],
+        &format!("rag index {} {}\nstatus\n", fifo.display(), big.display()),
+        BOUND,
+    );
+    r.failed().out_has("SYSTEM STATUS");
+    one_line(&r, &fifo, "is a named pipe (FIFO), not a regular file");
+    one_line(
+        &r,
+        &big,
+        "is 257.0 MiB, more than a document may be (256.0 MiB)",
+    );
+}
+
+#[test]
 fn a_fifo_as_the_node_file_is_named_and_left_alone() {
     let home = Home::new();
     mkfifo(&home.nodes_path());
