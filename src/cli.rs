@@ -79,16 +79,15 @@ fn subnet(s: &str) -> Result<Ipv4Net, String> {
     Ok(net)
 }
 
-/// A node file that exists and reads as one (it is merged at start-up).
+/// A node file that exists and reads as one (it is merged at start-up): a
+/// regular file within a node file's size limit (`config::read`).
 fn node_file(s: &str) -> Result<PathBuf, String> {
     let p = crate::config::expand_tilde(s);
-    match std::fs::metadata(&p) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => return Err(format!("{} is not a file", p.display())),
-        Err(e) => return Err(format!("{}: {e}", p.display())),
+    match crate::config::nodes_file::load(&p) {
+        Ok(Some(_)) => Ok(p),
+        Ok(None) => Err(format!("{}: no such file", p.display())),
+        Err(e) => Err(e.to_string()),
     }
-    crate::config::nodes_file::load(&p).map_err(|e| e.to_string())?;
-    Ok(p)
 }
 
 fn rpc_backend(s: &str) -> Result<RpcBackendEntry, String> {

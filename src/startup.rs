@@ -42,6 +42,8 @@ pub async fn build(cli: &Cli, sink: &mut dyn Sink) -> App {
         load_registry(&home.join(NODES_FILE), sink)
     };
     let mut app = App::new(loaded.settings, store, registry, home);
+    // Thousands of nodes are probed in the background; a few, when shown.
+    app.probe_in_background_if_large(sink);
     app.agents = crate::app::agents::AgentCache::load(env, sink);
     app.cfg.set_flags(|f| f.model = cli.model.clone());
     if app.cfg.settings().redis_logging_enabled {

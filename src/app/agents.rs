@@ -69,6 +69,9 @@ impl AgentCache {
     }
 
     fn take(&mut self, stamp: Option<Stamp>, loaded: agents::Loaded, sink: &mut dyn Sink) {
+        for n in &loaded.notes {
+            sink.err(&format!("ℹ️  {n}"));
+        }
         for p in &loaded.problems {
             sink.warn(&format!("⚠️  {p}"));
         }

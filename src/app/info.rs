@@ -3,7 +3,6 @@
 use super::settings_cmds::{longform_label, strategy_label};
 use super::{App, Handled, Outcome, Sink};
 use crate::command::COMMANDS;
-use crate::nodes::health::probe_all;
 use crate::ui;
 
 fn on_off(b: bool) -> &'static str {
@@ -87,8 +86,11 @@ impl App {
             .filter(|n| !n.state().cooling())
             .cloned()
             .collect();
-        let results = probe_all(&self.cluster.client, &awake, false, &*self.cluster.sched).await;
-        let healthy = results.iter().filter(|r| r.ok).count();
+        let healthy = match self.probe_for_view(&awake, false, sink).await {
+            Some(results) => results.iter().filter(|r| r.ok).count(),
+            // A large registry: what the background probes found so far.
+            None => nodes.iter().filter(|n| n.state().health.is_up()).count(),
+        };
         let health = health_summary(&nodes);
         let rag_line = self.rag_status(sink).await;
         let (rag_place, rag_model) = self.rag_where().await;

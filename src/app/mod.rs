@@ -19,6 +19,7 @@ pub mod redis_tap;
 mod serve;
 pub use serve::ServeOptions;
 mod parts;
+mod probing;
 use parts::waiting_for;
 pub use parts::{Cluster, Config, Services, SettingsMut};
 mod settings_cmds;

@@ -3,12 +3,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::probing::probe_bounded;
 use super::{App, CommandError, Handled, Outcome, Sink};
 use crate::blocking;
 use crate::config::atomic::write_atomic;
 use crate::config::nodes_file::{self, NodeEntry};
 use crate::config::FileError;
-use crate::nodes::health::{probe, probe_all};
+use crate::nodes::health::probe;
 use crate::nodes::registry::{AddOutcome, Node, RemoveError};
 use crate::ollama::host::HostSpec;
 use crate::ui;
@@ -25,7 +26,7 @@ fn fmt_gb(bytes: u64) -> String {
 impl App {
     pub(super) async fn nodes(&mut self, sink: &mut dyn Sink) -> Handled {
         let nodes: Vec<Arc<Node>> = self.cluster.registry.nodes().to_vec();
-        probe_all(&self.cluster.client, &nodes, true, &*self.cluster.sched).await;
+        self.probe_for_view(&nodes, true, sink).await;
         self.print_coordinator_section(sink).await;
         let label = if self.cluster.registry.simulated {
             " — simulated"
@@ -207,7 +208,8 @@ impl App {
             return Ok(Outcome::OK);
         }
         sink.err("🏥 Running health checks...");
-        let results = probe_all(&self.cluster.client, &nodes, false, &*self.cluster.sched).await;
+        let results =
+            probe_bounded(&self.cluster.client, &nodes, false, &*self.cluster.sched).await;
         let healthy = results.iter().filter(|r| r.ok).count();
         for r in &results {
             let mark = match (r.ok, r.busy) {

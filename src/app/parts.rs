@@ -150,6 +150,8 @@ pub struct Cluster {
     /// Simulated hosts started by this process (`--simulate N`).
     pub simulated: Vec<Arc<SimHost>>,
     pub sharding: ShardingState,
+    /// Probes of a large registry running in the background (`probing`).
+    pub(super) probing: Option<super::probing::BackgroundProbe>,
 }
 
 impl Cluster {
@@ -161,6 +163,7 @@ impl Cluster {
             fallback: None,
             simulated: Vec::new(),
             sharding: ShardingState::default(),
+            probing: None,
         }
     }
 }

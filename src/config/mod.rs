@@ -9,6 +9,7 @@ pub mod effective;
 pub mod env;
 pub mod lock;
 pub mod nodes_file;
+pub mod read;
 pub mod settings;
 
 use std::path::{Path, PathBuf};
@@ -76,19 +77,31 @@ pub(crate) fn json_error(path: &Path, text: &str, err: &serde_json::Error) -> Fi
     FileError::new(path, message)
 }
 
-/// Read a file as UTF-8 text; a byte-order mark is reported, not silently accepted
-/// by serde (which rejects it with a confusing message).
-pub(crate) fn read_text(path: &Path) -> Result<Option<String>, FileError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(FileError::new(path, format!("cannot read: {e}"))),
+/// A file's text, and whether it started with a UTF-8 byte-order mark (which
+/// is dropped: serde would reject it with a confusing message).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Text {
+    pub text: String,
+    pub bom: bool,
+}
+
+/// Read a file of `kind` as UTF-8 text (see [`read::read`]: a regular file,
+/// within its size limit); `Ok(None)` when it does not exist.
+pub(crate) fn read_text(path: &Path, kind: read::FileKind) -> Result<Option<Text>, FileError> {
+    let Some(bytes) = read::read(path, kind)? else {
+        return Ok(None);
     };
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    match String::from_utf8(bytes.to_vec()) {
-        Ok(s) => Ok(Some(s)),
+    let (bom, bytes) = match bytes.strip_prefix(b"\xEF\xBB\xBF") {
+        Some(rest) => (true, rest),
+        None => (false, &bytes[..]),
+    };
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Ok(Some(Text {
+            text: s.to_string(),
+            bom,
+        })),
         Err(e) => {
-            let upto = &bytes[..e.utf8_error().valid_up_to()];
+            let upto = &bytes[..e.valid_up_to()];
             let line = upto.iter().filter(|&&b| b == b'\n').count() + 1;
             let col = upto.len() - upto.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
             Err(FileError::new(
@@ -97,9 +110,4 @@ pub(crate) fn read_text(path: &Path) -> Result<Option<String>, FileError> {
             ))
         }
     }
-}
-
-/// Whether a file starts with a UTF-8 byte-order mark.
-pub(crate) fn has_bom(path: &Path) -> bool {
-    std::fs::read(path).is_ok_and(|b| b.starts_with(b"\xEF\xBB\xBF"))
 }

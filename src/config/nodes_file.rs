@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::read::FileKind;
 use super::settings::kind_of;
 use super::{json_error, read_text, FileError};
 use crate::names::{NameError, NodeName};
@@ -60,10 +61,11 @@ pub fn parse(path: &Path, text: &str) -> Result<(NodeFile, Vec<String>), FileErr
         ..Default::default()
     };
     let mut warnings = Vec::new();
+    let mut urls = std::collections::HashSet::new();
     for (i, raw) in nodes.into_iter().enumerate() {
         match entry_from_value(&raw) {
             Ok(e) => {
-                if file.entries.iter().any(|x| x.url == e.url) {
+                if !urls.insert(e.url.clone()) {
                     warnings.push(format!(
                         "{}: entry {} ({}) repeats an earlier URL; kept aside",
                         path.display(),
@@ -182,11 +184,11 @@ pub fn to_json(file: &NodeFile) -> String {
 
 /// Load a node file. `Ok(None)` when it does not exist.
 pub fn load(path: &Path) -> Result<Option<(NodeFile, Vec<String>)>, FileError> {
-    let Some(text) = read_text(path)? else {
+    let Some(super::Text { text, bom }) = read_text(path, FileKind::Nodes)? else {
         return Ok(None);
     };
     let (file, mut warnings) = parse(path, &text)?;
-    if super::has_bom(path) {
+    if bom {
         warnings.insert(
             0,
             format!(

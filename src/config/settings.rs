@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::choices::{Longform, Mode, Route, Strategy};
+use super::read::FileKind;
 use super::{json_error, read_text, FileError};
 use crate::names::{ModelName, NAME_MAX};
 pub use store::SettingsStore;
@@ -249,11 +250,11 @@ pub fn load(path: &Path) -> LoadedSettings {
         invalid: Vec::new(),
         existed: false,
     };
-    match read_text(path) {
+    match read_text(path, FileKind::Settings) {
         Ok(None) => {}
-        Ok(Some(text)) => {
+        Ok(Some(super::Text { text, bom })) => {
             out.existed = true;
-            if super::has_bom(path) {
+            if bom {
                 out.notes.push(format!(
                     "{}: starts with a UTF-8 byte-order mark; read anyway",
                     path.display()

@@ -105,8 +105,14 @@ pub struct Registry {
     store: Option<NodeStore>,
     unusable: Vec<Value>,
     extra: Map<String, Value>,
-    /// URLs removed in this session: a merge with the file on disk must not bring them back.
+    /// URLs removed in this session since its last save: a save removes them
+    /// from the file as it is then.
     removed: BTreeSet<String>,
+    /// URLs added or updated (or listed by `load FILE`) in this session since
+    /// its last save: a save writes these entries over the file as it is then.
+    /// Every other entry is taken from the file, so what another session
+    /// removed or changed meanwhile stays so.
+    changed: BTreeSet<String>,
     pub simulated: bool,
 }
 
@@ -203,6 +209,7 @@ impl Registry {
             return AddOutcome::Duplicate(existing.entry.url.clone());
         }
         self.removed.remove(&entry.url);
+        self.changed.insert(entry.url.clone());
         self.nodes.push(Arc::new(Node::new(entry, simulated)));
         AddOutcome::Added
     }
@@ -213,6 +220,7 @@ impl Registry {
             return AddOutcome::Duplicate(existing.entry.url.clone());
         }
         self.removed.remove(&node.entry.url);
+        self.changed.insert(node.entry.url.clone());
         self.nodes.push(node);
         AddOutcome::Added
     }
@@ -231,6 +239,7 @@ impl Registry {
             [] => Err(RemoveError::NotFound),
             [i] => {
                 let node = self.nodes.remove(*i);
+                self.changed.remove(&node.entry.url);
                 self.removed.insert(node.entry.url.clone());
                 Ok(node)
             }
@@ -251,11 +260,23 @@ impl Registry {
     pub(crate) fn merge_file(&mut self, file: NodeFile) -> LoadReport {
         let mut report = LoadReport::default();
         let listed: BTreeSet<String> = file.entries.iter().map(|e| e.url.clone()).collect();
+        // Where each registered URL is (a file of many thousand nodes, merged
+        // into as many, is not quadratic).
+        let mut at: std::collections::HashMap<String, usize> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.entry.url.clone(), i))
+            .collect();
         for e in file.entries {
             self.removed.remove(&e.url);
-            match self.nodes.iter().position(|n| n.entry.url == e.url) {
+            // Listed by the user's file: on disk after the next save, even if
+            // another session removed it meanwhile.
+            self.changed.insert(e.url.clone());
+            match at.get(&e.url).copied() {
                 None => {
                     report.added.push(e.url.clone());
+                    at.insert(e.url.clone(), self.nodes.len());
                     self.nodes.push(Arc::new(Node::new(e, false)));
                 }
                 Some(i) if self.nodes[i].entry == e => report.unchanged += 1,
@@ -292,9 +313,11 @@ impl Registry {
         }
     }
 
-    /// Save to the node file: lock, re-read, merge in entries another process
-    /// added meanwhile (unless removed here), write atomically — the lock
-    /// waited for and the file written on the blocking pool. `waiting` is told
+    /// Save to the node file: lock, re-read, write this session's changes —
+    /// adds, updates, removals — over the file as it is then, atomically; the
+    /// lock waited for and the file written on the blocking pool. What another
+    /// process changed meanwhile is kept, in the file and in this registry
+    /// (entries it added join, entries it removed leave). `waiting` is told
     /// when another program holds the lock; dropping the future then gives up
     /// the save (nothing is written).
     /// Returns Ok(false) when there is nothing to save to (simulated registry).
@@ -313,15 +336,34 @@ impl Registry {
             mine: self.to_file(),
             known: self.nodes.iter().map(|n| n.entry.url.clone()).collect(),
             removed: self.removed.clone(),
+            changed: self.changed.clone(),
         };
         let path = &store.path;
-        let (joined, written) = with_lock(path, || waiting(path), move || merge.run()).await?;
-        for e in joined.entries {
+        let (sync, written) = with_lock(path, || waiting(path), move || merge.run()).await?;
+        self.apply(sync);
+        written?;
+        // Written: these changes are in the file now.
+        self.removed.clear();
+        self.changed.clear();
+        Ok(true)
+    }
+
+    /// Take in what another process changed in the file.
+    fn apply(&mut self, sync: Sync) {
+        self.nodes
+            .retain(|n| n.simulated || !sync.gone.contains(&n.entry.url));
+        for e in sync.refreshed {
+            if let Some(i) = self.nodes.iter().position(|n| n.entry.url == e.url) {
+                self.nodes[i] = Arc::new(Node::new(e, false));
+            }
+        }
+        for e in sync.joined {
             self.nodes.push(Arc::new(Node::new(e, false)));
         }
-        self.unusable.extend(joined.unusable);
-        written?;
-        Ok(true)
+        self.unusable.extend(sync.unusable);
+        if let Some(extra) = sync.extra {
+            self.extra = extra;
+        }
     }
 }
 
@@ -333,42 +375,93 @@ struct Merge {
     /// Every registered URL (simulated nodes too).
     known: BTreeSet<String>,
     removed: BTreeSet<String>,
+    changed: BTreeSet<String>,
 }
 
-/// What another process wrote meanwhile that joins this registry.
+/// What another process wrote meanwhile, for this registry to take in.
 #[derive(Default)]
-struct Joined {
-    entries: Vec<NodeEntry>,
+struct Sync {
+    /// Entries it added.
+    joined: Vec<NodeEntry>,
+    /// Entries it changed (this session did not).
+    refreshed: Vec<NodeEntry>,
+    /// URLs it removed (this session did not change them).
+    gone: BTreeSet<String>,
     unusable: Vec<Value>,
+    /// The file's other top-level keys.
+    extra: Option<Map<String, Value>>,
 }
 
 impl Merge {
-    /// Re-read the file, take in what is new there, write the result: what
-    /// joined (even when the write failed) and the write's result. An error
-    /// when the file cannot be read (it is then left as it is).
-    fn run(mut self) -> Result<(Joined, Result<(), WriteError>)> {
-        let mut joined = Joined::default();
-        match nodes_file::load(&self.path) {
-            Ok(None) => {}
-            Ok(Some((disk, _))) => {
-                for e in disk.entries {
-                    if !self.removed.contains(&e.url) && self.known.insert(e.url.clone()) {
-                        joined.entries.push(e);
-                    }
-                }
-                for u in disk.unusable {
-                    if !self.mine.unusable.contains(&u) && !joined.unusable.contains(&u) {
-                        joined.unusable.push(u);
-                    }
-                }
+    /// Re-read the file, apply this session's changes over it, write the
+    /// result: what the registry must take in (even when the write failed)
+    /// and the write's result. An error when the file cannot be read (it is
+    /// then left as it is).
+    fn run(self) -> Result<(Sync, Result<(), WriteError>)> {
+        let disk = match nodes_file::load(&self.path) {
+            // No file (yet, or any more): this registry is the whole of it.
+            Ok(None) => {
+                let written = write_atomic(&self.path, nodes_file::to_json(&self.mine).as_bytes());
+                return Ok((Sync::default(), written));
             }
+            Ok(Some((disk, _))) => disk,
             // Another program wrote something this one cannot read: leave it be.
             Err(e) => anyhow::bail!("not saved: {e}"),
+        };
+        let mut sync = Sync::default();
+        let mine: std::collections::HashMap<&str, &NodeEntry> = self
+            .mine
+            .entries
+            .iter()
+            .map(|e| (e.url.as_str(), e))
+            .collect();
+        let mut out = NodeFile {
+            entries: Vec::with_capacity(disk.entries.len() + self.changed.len()),
+            unusable: self.mine.unusable.clone(),
+            extra: disk.extra.clone(),
+        };
+        let mut on_disk = BTreeSet::new();
+        for e in disk.entries {
+            on_disk.insert(e.url.clone());
+            if self.removed.contains(&e.url) {
+                continue;
+            }
+            match mine.get(e.url.as_str()) {
+                Some(m) if self.changed.contains(&e.url) => out.entries.push((*m).clone()),
+                Some(m) => {
+                    if **m != e {
+                        sync.refreshed.push(e.clone());
+                    }
+                    out.entries.push(e);
+                }
+                None => {
+                    if !self.known.contains(&e.url) {
+                        sync.joined.push(e.clone());
+                    }
+                    out.entries.push(e);
+                }
+            }
         }
-        self.mine.entries.extend(joined.entries.iter().cloned());
-        self.mine.unusable.extend(joined.unusable.iter().cloned());
-        let written = write_atomic(&self.path, nodes_file::to_json(&self.mine).as_bytes());
-        Ok((joined, written))
+        for e in &self.mine.entries {
+            if on_disk.contains(&e.url) {
+                continue;
+            }
+            if self.changed.contains(&e.url) {
+                out.entries.push(e.clone());
+            } else {
+                // Loaded from the file, and since removed from it by another process.
+                sync.gone.insert(e.url.clone());
+            }
+        }
+        for u in disk.unusable {
+            if !out.unusable.contains(&u) {
+                sync.unusable.push(u.clone());
+                out.unusable.push(u);
+            }
+        }
+        sync.extra = Some(disk.extra);
+        let written = write_atomic(&self.path, nodes_file::to_json(&out).as_bytes());
+        Ok((sync, written))
     }
 }
 
@@ -416,6 +509,77 @@ mod tests {
         );
         assert!(r.remove("ollama-127-0-0-1").is_ok());
         assert!(r.is_empty());
+    }
+
+    fn file_registry(path: &Path, urls: &[&str]) -> Registry {
+        let file = NodeFile {
+            entries: urls.iter().map(|u| entry(u)).collect(),
+            ..Default::default()
+        };
+        std::fs::write(path, nodes_file::to_json(&file)).unwrap();
+        Registry::from_file(
+            NodeStore {
+                path: path.to_path_buf(),
+                blocked: None,
+            },
+            file,
+        )
+    }
+
+    fn urls_on_disk(path: &Path) -> Vec<String> {
+        let (f, _) = nodes_file::load(path).unwrap().unwrap();
+        f.entries.into_iter().map(|e| e.url).collect()
+    }
+
+    fn urls(r: &Registry) -> Vec<&str> {
+        r.nodes().iter().map(|n| n.url()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_save_writes_this_sessions_changes_over_the_file_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nodes.json");
+        let (a, gone, b, c) = (
+            "http://10.77.0.1:11434",
+            "http://10.77.0.2:11434",
+            "http://10.77.0.3:11434",
+            "http://10.77.0.4:11434",
+        );
+        // Two sessions start from the same file.
+        let mut first = file_registry(&path, &[a, gone]);
+        let mut second = file_registry(&path, &[a, gone]);
+        // The first removes a node and adds one; the second adds another.
+        first.remove(gone).unwrap();
+        first.add(entry(b), false);
+        first.save(|_| {}).await.unwrap();
+        assert_eq!(urls_on_disk(&path), [a, b]);
+        second.add(entry(c), false);
+        second.save(|_| {}).await.unwrap();
+        assert_eq!(urls_on_disk(&path), [a, b, c], "the removal holds");
+        assert_eq!(urls(&second), [a, c, b], "and the second session knows it");
+        // Another session's change to an entry is kept, and taken in.
+        let mut renamed = entry(a);
+        renamed.name = "kitchen".into();
+        first.merge_file(NodeFile {
+            entries: vec![renamed],
+            ..Default::default()
+        });
+        first.save(|_| {}).await.unwrap();
+        second.remove(c).unwrap();
+        second.save(|_| {}).await.unwrap();
+        let (disk, _) = nodes_file::load(&path).unwrap().unwrap();
+        assert_eq!(disk.entries[0].name, "kitchen");
+        assert_eq!(urls_on_disk(&path), [a, b]);
+        assert_eq!(second.find(a).unwrap().name(), "kitchen");
+        // A change already saved is not made again: the first session's
+        // removal of `gone` does not undo a later add of it elsewhere.
+        second.add(entry(gone), false);
+        second.save(|_| {}).await.unwrap();
+        let d = "http://10.77.0.5:11434";
+        first.add(entry(d), false);
+        first.save(|_| {}).await.unwrap();
+        assert_eq!(urls_on_disk(&path), [a, b, gone, d]);
+        assert_eq!(urls(&first), [a, b, d, gone], "c left, gone joined");
     }
 
     #[test]

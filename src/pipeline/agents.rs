@@ -5,10 +5,11 @@
 
 use super::schema::{self, Field};
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::FileError;
+use crate::config::read::FileKind;
+use crate::config::{read_text, FileError};
 use crate::names::AgentName;
 use crate::ollama::Timeouts;
 
@@ -91,22 +92,50 @@ pub(crate) fn builtin_role(name: &str) -> &'static Agent {
 }
 
 /// Agents as loaded: every built-in role is there (overridden or not), plus
-/// added agents; `problems` has one line per file that was not used.
+/// added agents; `problems` has one line per file that was not used, `notes`
+/// one per file used with a remark (a byte-order mark).
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub agents: Vec<Agent>,
     pub problems: Vec<String>,
+    pub notes: Vec<String>,
 }
 
-/// Built-ins, overridden or extended by the `*.json` files in `dir`. A file
-/// whose `name` is a known agent's (ignoring case, spaces, `_` and `-`)
-/// replaces it; a file named after a built-in (`researcher.json`) must name
-/// that agent; other files add agents. A missing directory is fine; a file that
-/// cannot be read or used is reported in one line naming it, and skipped.
+/// Why a file in the agents directory was not used; told once every file is
+/// read, so each line says which definition is in use in the end.
+enum Unused {
+    /// It cannot be read or is not an agent; `slot` is the built-in agent its
+    /// file name is after, if any.
+    Broken {
+        why: FileError,
+        slot: Option<String>,
+    },
+    /// Named after the built-in `slot`, it defines another agent.
+    Misnamed {
+        path: PathBuf,
+        names: String,
+        slot: String,
+    },
+    /// A file later in name order defines the same agent.
+    Shadowed {
+        path: PathBuf,
+        agent: String,
+        by: PathBuf,
+    },
+}
+
+/// Built-ins, overridden or extended by the `*.json` files in `dir`, read in
+/// name order. A file whose `name` is a known agent's (ignoring case, spaces,
+/// `_` and `-`) replaces it (of two such files, the later in name order); a
+/// file named after a built-in (`researcher.json`) must name that agent and is
+/// otherwise ignored (it replaces no agent); other files add agents. A missing
+/// directory is fine; a file that cannot be read or used is reported in one
+/// line naming it and saying which definition is used instead.
 pub fn load(dir: Option<&Path>) -> Loaded {
     let mut out = Loaded {
         agents: builtin(),
         problems: Vec::new(),
+        notes: Vec::new(),
     };
     let Some(dir) = dir else {
         return out;
@@ -119,10 +148,11 @@ pub fn load(dir: Option<&Path>) -> Loaded {
         Ok(entries) => {
             for entry in entries.flatten() {
                 let path = entry.path();
-                if path.is_file()
-                    && path
-                        .extension()
-                        .is_some_and(|x| x.eq_ignore_ascii_case("json"))
+                // Not only regular files: a FIFO or a directory named `*.json`
+                // is reported by the reader, not passed over in silence.
+                if path
+                    .extension()
+                    .is_some_and(|x| x.eq_ignore_ascii_case("json"))
                 {
                     paths.push(path);
                 }
@@ -137,50 +167,120 @@ pub fn load(dir: Option<&Path>) -> Loaded {
         }
     }
     paths.sort();
+    // Where each agent's definition comes from (None: built in), by index.
+    let mut from: Vec<Option<PathBuf>> = vec![None; out.agents.len()];
+    let mut unused = Vec::new();
     for path in paths {
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default();
-        let builtin_slot = BUILTIN.iter().position(|(s, _)| key(s) == key(stem));
-        let fallback = match builtin_slot {
-            Some(i) => format!("ignored; the built-in {} is used", out.agents[i].name),
-            None => "ignored".to_string(),
-        };
-        let agent = match read_agent(&path) {
+        let slot = BUILTIN
+            .iter()
+            .position(|(s, _)| key(s) == key(stem))
+            .map(|i| builtin_static()[i].name.clone());
+        let (agent, bom) = match read_agent(&path) {
             Ok(a) => a,
             Err(why) => {
-                out.problems.push(format!("{why}; {fallback}"));
+                unused.push(Unused::Broken { why, slot });
                 continue;
             }
         };
-        match out.agents.iter().position(|a| key(&a.name) == key(&agent.name)) {
-            Some(i) => out.agents[i] = agent,
-            None => match builtin_slot {
-                Some(i) => out.problems.push(format!(
-                    "{}: names its agent `{}`, but this file name overrides the built-in {}; {fallback} (set \"name\": \"{}\" to override it, or rename the file to add a new agent)",
-                    path.display(),
-                    agent.name.escape_debug(),
-                    out.agents[i].name,
-                    out.agents[i].name
-                )),
-                None => out.agents.push(agent),
-            },
+        if let Some(slot) = slot.filter(|s| key(s) != key(&agent.name)) {
+            unused.push(Unused::Misnamed {
+                path,
+                names: agent.name,
+                slot,
+            });
+            continue;
+        }
+        if bom {
+            out.notes.push(format!(
+                "{}: starts with a UTF-8 byte-order mark; read anyway",
+                path.display()
+            ));
+        }
+        match out
+            .agents
+            .iter()
+            .position(|a| key(&a.name) == key(&agent.name))
+        {
+            Some(i) => {
+                if let Some(earlier) = from[i].take() {
+                    unused.push(Unused::Shadowed {
+                        path: earlier,
+                        agent: out.agents[i].name.clone(),
+                        by: path.clone(),
+                    });
+                }
+                out.agents[i] = agent;
+                from[i] = Some(path);
+            }
+            None => {
+                out.agents.push(agent);
+                from.push(Some(path));
+            }
         }
     }
+    // Which definition of `name` is in use, in words.
+    let in_use = |name: &str| -> String {
+        match out.agents.iter().position(|a| key(&a.name) == key(name)) {
+            Some(i) => match &from[i] {
+                None => format!("the built-in {} is used", out.agents[i].name),
+                Some(p) => format!("the {} from {} is used", out.agents[i].name, p.display()),
+            },
+            None => format!("no agent {name} is defined"),
+        }
+    };
+    let problems: Vec<String> = unused
+        .iter()
+        .map(|u| match u {
+            Unused::Broken { why, slot: None } => format!("{why}; ignored"),
+            Unused::Broken {
+                why,
+                slot: Some(slot),
+            } => format!("{why}; ignored; {}", in_use(slot)),
+            Unused::Misnamed { path, names, slot } => {
+                let other = find(&out.agents, names).map(|a| a.name.clone());
+                let (also, rename) = match &other {
+                    Some(o) => (
+                        format!(" ({} is not changed by this file: {})", o, in_use(o)),
+                        format!("rename the file to override the {o}"),
+                    ),
+                    None => (String::new(), "rename the file to add a new agent".into()),
+                };
+                format!(
+                    "{}: names its agent `{}`, but this file name overrides the built-in {slot}; ignored; {}{also} (set \"name\": \"{slot}\" to override the {slot}, or {rename})",
+                    path.display(),
+                    names.escape_debug(),
+                    in_use(slot),
+                )
+            }
+            Unused::Shadowed { path, agent, by } => format!(
+                "{}: defines the {agent}, as {} (later in name order) does; ignored; {}",
+                path.display(),
+                by.display(),
+                in_use(agent)
+            ),
+        })
+        .collect();
+    out.problems = problems;
     out
 }
 
-/// One agent file, or what is wrong with it (one line naming the file).
-fn read_agent(path: &Path) -> Result<Agent, FileError> {
+/// One agent file and whether it began with a byte-order mark (dropped), or
+/// what is wrong with it (one line naming the file). Only a regular file of
+/// an agent file's size is read (`config::read`).
+fn read_agent(path: &Path) -> Result<(Agent, bool), FileError> {
     let fault = |message: String| FileError::new(path, message);
-    let text = std::fs::read_to_string(path).map_err(|e| fault(format!("cannot read: {e}")))?;
-    let agent: Agent = serde_json::from_str(&text).map_err(|e| fault(e.to_string()))?;
+    let text = read_text(path, FileKind::Agent)?
+        .ok_or_else(|| fault("cannot read: no such file".into()))?;
+    let agent: Agent = serde_json::from_str(&text.text).map_err(|e| fault(e.to_string()))?;
     agent
         .name
         .parse::<AgentName>()
         .map_err(|e| fault(e.to_string()))?;
-    Ok(agent)
+    Ok((agent, text.bom))
 }
 
 /// The agent called `name`, ignoring case, spaces, `_` and `-`.
@@ -425,6 +525,97 @@ mod tests {
         assert!(p.contains("x.json") && p.contains("field \"a\""), "{p}");
         assert!(p.contains("line "), "{p}");
         assert_eq!(loaded.agents.len(), 6);
+    }
+
+    /// A valid agent file's text.
+    fn agent_json(name: &str, priority: i32) -> String {
+        format!(
+            r#"{{"name": "{name}", "role": "r", "system_prompt": "p",
+                "required_fields": {{}}, "timeout_secs": 1, "priority": {priority}}}"#
+        )
+    }
+
+    #[test]
+    fn a_file_named_after_one_agent_that_names_another_replaces_neither() {
+        let tmp = temp_dir();
+        let dir = tmp.path();
+        let wrong = dir.join("Researcher.json");
+        std::fs::write(&wrong, agent_json("Critic", 1)).unwrap();
+        let broken = dir.join("critic.json");
+        std::fs::write(&broken, "{ oops").unwrap();
+        let loaded = load(Some(dir));
+        assert_eq!(
+            find(&loaded.agents, "Critic").unwrap().priority,
+            6,
+            "built in"
+        );
+        assert_eq!(find(&loaded.agents, "Researcher").unwrap().priority, 7);
+        assert_eq!(loaded.problems.len(), 2, "{:?}", loaded.problems);
+        let about = |p: &Path| {
+            let p = p.display().to_string();
+            loaded
+                .problems
+                .iter()
+                .find(|l| l.contains(&p))
+                .unwrap()
+                .clone()
+        };
+        let w = about(&wrong);
+        assert!(w.contains("names its agent `Critic`"), "{w}");
+        assert!(w.contains("the built-in Researcher is used"), "{w}");
+        assert!(w.contains("the built-in Critic is used"), "{w}");
+        assert!(about(&broken).contains("ignored; the built-in Critic is used"));
+    }
+
+    #[test]
+    fn each_warning_names_the_definition_in_use() {
+        let tmp = temp_dir();
+        let dir = tmp.path();
+        // critic.json is broken, but another file defines the Critic.
+        let broken = dir.join("critic.json");
+        std::fs::write(&broken, "[]").unwrap();
+        let mine = dir.join("my_critic.json");
+        std::fs::write(&mine, agent_json("Critic", 2)).unwrap();
+        // Two files define the Poet: the later in name order wins.
+        let (a, b) = (dir.join("a_poet.json"), dir.join("b_poet.json"));
+        std::fs::write(&a, agent_json("Poet", 3)).unwrap();
+        std::fs::write(&b, agent_json("Poet", 4)).unwrap();
+        let loaded = load(Some(dir));
+        assert_eq!(find(&loaded.agents, "Critic").unwrap().priority, 2);
+        assert_eq!(find(&loaded.agents, "Poet").unwrap().priority, 4);
+        let [p1, p2] = loaded.problems.as_slice() else {
+            panic!("{:?}", loaded.problems)
+        };
+        let (shadowed, broken_line) = if p1.contains("a_poet") {
+            (p1, p2)
+        } else {
+            (p2, p1)
+        };
+        assert!(
+            broken_line.contains(&format!("the Critic from {} is used", mine.display())),
+            "{broken_line}"
+        );
+        assert!(
+            shadowed.contains(&format!("the Poet from {} is used", b.display())),
+            "{shadowed}"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_read_with_a_note() {
+        let tmp = temp_dir();
+        let path = tmp.path().join("critic.json");
+        let mut bytes = b"\xEF\xBB\xBF".to_vec();
+        bytes.extend_from_slice(agent_json("Critic", 2).as_bytes());
+        std::fs::write(&path, bytes).unwrap();
+        let loaded = load(Some(tmp.path()));
+        assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+        assert_eq!(find(&loaded.agents, "Critic").unwrap().priority, 2);
+        assert!(
+            loaded.notes[0].contains("byte-order mark"),
+            "{:?}",
+            loaded.notes
+        );
     }
 
     #[test]

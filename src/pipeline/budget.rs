@@ -1,13 +1,15 @@
 //! Token arithmetic for requests that must fit a node's context window: a
 //! conservative estimate of a prompt's tokens, the room left for the reply,
 //! and how much quoted material or how many words of reply fit.
+//!
+//! Tokens are estimated by [`crate::prompt::tokens`] (3 bytes a token for
+//! ASCII, more for other scripts), the one estimate every budget uses. Room
+//! for material is counted in its unit, thirds of a token
+//! ([`crate::prompt::weight`]: one per ASCII byte), and [`cut`] cuts to it.
 
-/// Bytes of text per token assumed when estimating. Llama-style tokenizers
-/// give about 4 bytes a token for English prose and about 3 for JSON, code and
-/// numbers (measured with SmolLM2's tokenizer on this project's prompts: 4.2-4.4
-/// for the agents' prompts, 3.5 for Markdown, 3.1 for JSON); 3 keeps the
-/// estimate on the safe side. Non-ASCII text counts by its UTF-8 bytes.
-pub(crate) const BYTES_PER_TOKEN: f64 = 3.0;
+/// Text cut to a room: [`crate::prompt::cut`].
+pub use crate::prompt::cut;
+
 /// Tokens a chat template adds per message, and once per request.
 const PER_MESSAGE: u64 = 8;
 const PER_REQUEST: u64 = 16;
@@ -19,9 +21,9 @@ pub(crate) const MARGIN: u64 = 16;
 /// the `num_ctx` this program then sends Ollama.
 pub(crate) const DEFAULT_CONTEXT: u64 = 8192;
 
-/// About how many tokens `text` is (rounded up).
+/// About how many tokens `text` is (rounded up): [`crate::prompt::tokens`].
 pub fn tokens(text: &str) -> u64 {
-    (text.len() as f64 / BYTES_PER_TOKEN).ceil() as u64
+    crate::prompt::tokens(text)
 }
 
 /// Tokens of a chat request with a system and a user message.
@@ -43,16 +45,18 @@ pub(crate) fn reply_reserve(context: u64, num_predict: u64) -> u64 {
     (context / 2).max(MIN_REPLY).min(num_predict.max(MIN_REPLY))
 }
 
-/// Bytes of quoted material that fit beside `fixed` bytes of prompt text (the
-/// system prompt and the instructions) and a reply of `reply` tokens.
+/// Room for quoted material (in thirds of a token, [`crate::prompt::weight`]:
+/// an ASCII byte each) beside `fixed` prompt text (the system prompt and the
+/// instructions) and a reply of `reply` tokens.
 pub(crate) fn material_room(context: u64, fixed: &str, reply: u64) -> usize {
     let used = tokens(fixed) + 2 * PER_MESSAGE + PER_REQUEST + MARGIN + reply;
-    bytes_for(context.saturating_sub(used))
+    room_for(context.saturating_sub(used))
 }
 
-/// Bytes of text that make about `tokens` tokens.
-pub(crate) fn bytes_for(tokens: u64) -> usize {
-    (tokens as f64 * BYTES_PER_TOKEN) as usize
+/// The room (in thirds of a token: as many ASCII bytes) that makes about
+/// `tokens` tokens.
+pub(crate) fn room_for(tokens: u64) -> usize {
+    (tokens as usize).saturating_mul(3)
 }
 
 /// Words of prose a reply of `tokens` tokens holds inside a JSON object:
@@ -62,35 +66,10 @@ pub(crate) fn words_for(tokens: u64) -> usize {
     (tokens.saturating_sub(32) as f64 * 0.55) as usize
 }
 
-/// `text` cut to at most `max` bytes: at the end of its last whole sentence
-/// within the limit, else at a space, with "…" to show the cut. Text that fits
-/// is returned as it is.
-pub fn cut(text: &str, max: usize) -> String {
-    let text = text.trim();
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max.saturating_sub('…'.len_utf8());
-    while end > 0 && !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let head = &text[..end];
-    let at_sentence = head
-        .rfind(['.', '!', '?'])
-        .filter(|i| *i >= head.len() / 2)
-        .map(|i| i + 1);
-    match at_sentence {
-        Some(i) => head[..i].to_string(),
-        None => {
-            let at_space = head.rfind(char::is_whitespace).unwrap_or(head.len());
-            format!("{}…", head[..at_space].trim_end())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prompt::weight;
 
     #[test]
     fn estimates_are_conservative_for_prose() {
@@ -124,6 +103,10 @@ mod tests {
         assert_eq!(cut("One two three. Four five six.", 20), "One two three.");
         assert_eq!(cut("One two. Three four five six.", 20), "One two. Three…");
         assert_eq!(cut("alpha beta gamma delta epsilon", 16), "alpha beta…");
-        assert!(cut(&"é".repeat(50), 11).len() <= 11);
+        assert!(weight(&cut(&"é".repeat(50), 11)) <= 11);
+        // Cut by what the text costs, not its bytes: CJK costs 2 tokens a character.
+        let ja = "日本語の文。".repeat(20);
+        let c = cut(&ja, 60);
+        assert_eq!(c, "日本語の文。", "the last sentence end within 20 tokens");
     }
 }

@@ -13,7 +13,7 @@ use super::quality;
 use super::render;
 use super::result::{Gap, NothingGenerated};
 use super::standard::OWN_TEXT;
-use crate::prompt::Prompt;
+use crate::prompt::{weight, Prompt};
 use crate::report::Vote;
 use crate::scheduler::TaskFailed;
 
@@ -120,7 +120,7 @@ impl<'a> Run<'a> {
     async fn critique(&mut self, research: &Map<String, Value>) -> Option<Reply> {
         let t = self.phase_start("🔍 Phase 2: Critic - review and feedback");
         let critic = Role::new(self.ctx, "Critic", &self.ctx.model);
-        let room = critic.room(self.query.len() + OWN_TEXT);
+        let room = critic.room(weight(self.query) + OWN_TEXT);
         let prompt = prompts::critic_of(self.query, research, room);
         let instead = "the answer goes on without a review (no refinement)";
         let critique = self.ask(critic, "Critic", prompt, instead).await;
@@ -157,7 +157,7 @@ impl<'a> Run<'a> {
     ) {
         let (ctx, query) = (self.ctx, self.query);
         let researcher = self.researcher();
-        let room = researcher.room(query.len() + OWN_TEXT);
+        let room = researcher.room(weight(query) + OWN_TEXT);
         let n = (rounds as usize).min(hosts);
         ctx.observer.notice(format!(
             "🔁 Phase 3: {n} refinement(s) in parallel across {hosts} hosts (longest kept)"
@@ -192,7 +192,7 @@ impl<'a> Run<'a> {
         rounds: u32,
     ) {
         let researcher = self.researcher();
-        let room = researcher.room(self.query.len() + OWN_TEXT);
+        let room = researcher.room(weight(self.query) + OWN_TEXT);
         self.ctx.observer.notice(format!(
             "🔁 Phase 3: {rounds} refinement round(s), one at a time (one host)"
         ));
@@ -225,7 +225,7 @@ impl<'a> Run<'a> {
         critique: Option<&Map<String, Value>>,
     ) -> String {
         let editor = self.editor();
-        let room = editor.room(self.asked.text.len() + OWN_TEXT);
+        let room = editor.room(weight(&self.asked.text) + OWN_TEXT);
         let prompt = prompts::editor(self.asked.clone(), Some(best), critique, room);
         let instead = "the answer is the refined research, unedited";
         let Some(edited) = self.ask(editor, "Editor", prompt, instead).await else {
@@ -314,7 +314,7 @@ impl<'a> Run<'a> {
     /// could not (the current answer is kept).
     async fn improve(&mut self, markdown: &mut String, attempt: u32) -> bool {
         let editor = self.editor();
-        let room = editor.room(self.query.len() + OWN_TEXT);
+        let room = editor.room(weight(self.query) + OWN_TEXT);
         let prompt = prompts::improve(self.query, markdown, room);
         let label = format!("Editor (quality retry {attempt})");
         let instead = "the current answer is kept";
@@ -368,7 +368,7 @@ async fn vote(ctx: &Ctx, query: &str, answer: &str) -> Result<(Vec<Vote>, Vec<Re
         ("Voter 2 (clarity)", "for clarity, structure and formatting"),
     ];
     let voter = Role::new(ctx, "QualityVoter", ctx.synthesis_model());
-    let room = voter.room(query.len() + OWN_TEXT);
+    let room = voter.room(weight(query) + OWN_TEXT);
     let results = join_all(
         perspectives
             .iter()

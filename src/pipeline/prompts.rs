@@ -7,7 +7,7 @@ use super::agents::Agent;
 use super::budget::cut;
 use super::detect::ContentType;
 use super::schema::{Field, FieldType};
-use crate::prompt::Prompt;
+use crate::prompt::{weight, Prompt};
 
 /// `{"context": "<string>", "key_facts": ["<string>"]}`: the reply's shape, shown
 /// to the model (and recognised by the simulator).
@@ -61,7 +61,7 @@ pub fn critic(query: &str) -> Prompt {
 }
 
 /// An agent's reply as plain text for another agent to read, within `max`
-/// bytes: one entry per field (`key facts:` then `- item` lines), each cut to
+/// (thirds of a token, [`crate::prompt::weight`]; an ASCII byte each): one entry per field (`key facts:` then `- item` lines), each cut to
 /// its share of the room (what a short field leaves goes to the others). The
 /// field labels are the prompt's own words; the values are quoted material.
 pub(crate) fn material(obj: &Map<String, Value>, max: usize) -> Prompt {
@@ -86,14 +86,15 @@ pub(crate) fn material(obj: &Map<String, Value>, max: usize) -> Prompt {
         })
         .collect();
     let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_by_key(|i| entries[*i].1.len());
+    let cost: Vec<usize> = entries.iter().map(|(_, t)| weight(t)).collect();
+    order.sort_by_key(|i| cost[*i]);
     let mut left = max;
     let mut shares = vec![0usize; entries.len()];
     for (done, &i) in order.iter().enumerate() {
-        let label = entries[i].0.len() + 3;
+        let label = weight(&entries[i].0) + 3;
         let share = (left / (entries.len() - done)).saturating_sub(label);
         shares[i] = share;
-        left = left.saturating_sub(entries[i].1.len().min(share) + label);
+        left = left.saturating_sub(cost[i].min(share) + label);
     }
     let mut p = Prompt::default();
     for (i, ((label, text), share)) in entries.iter().zip(shares).enumerate() {

@@ -7,7 +7,7 @@ use super::call::{Ctx, Reply, Role};
 use super::prompts;
 use super::render;
 use super::result::{Gap, NothingGenerated};
-use crate::prompt::Prompt;
+use crate::prompt::{weight, Prompt};
 use crate::scheduler::TaskFailed;
 
 /// About how many bytes of its own text (labels, instructions) a prompt
@@ -33,7 +33,7 @@ pub async fn run(
     let (research, critique) = research_and_critique(ctx, query, &asked, &mut gaps).await?;
     let fallback = Fallback::of(research.as_ref(), critique.as_ref());
     let editor = Role::new(ctx, "Editor", ctx.synthesis_model());
-    let room = editor.room(asked.text.len() + OWN_TEXT);
+    let room = editor.room(weight(&asked.text) + OWN_TEXT);
     let prompt = prompts::editor(
         asked,
         research.as_ref().map(|r| &r.fields),

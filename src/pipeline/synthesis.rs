@@ -217,7 +217,7 @@ fn summary_groups(
         + SUMMARY_INSTRUCTIONS
         + summary_reply
         + budget::MARGIN;
-    let room = budget::bytes_for(narrowest.saturating_sub(fixed)).max(200);
+    let room = budget::room_for(narrowest.saturating_sub(fixed)).max(200);
     let words = budget::words_for(summary_reply).clamp(30, SUMMARY_WORDS);
     (group(chunks, room), words)
 }
@@ -298,7 +298,7 @@ async fn overview(
         + SUMMARY_INSTRUCTIONS
         + overview_reply
         + budget::MARGIN;
-    let share = budget::bytes_for(widest.saturating_sub(fixed)) / summaries.len().max(1);
+    let share = budget::room_for(widest.saturating_sub(fixed)) / summaries.len().max(1);
     for (_, s) in summaries.iter_mut() {
         *s = budget::cut(s, share.saturating_sub(16).max(80));
     }
@@ -315,19 +315,21 @@ async fn overview(
     .await
 }
 
-/// Adjacent parts in groups of at most `room` bytes; a part larger than
-/// that alone is cut to it (its summary only needs its substance).
+/// Adjacent parts in groups of at most `room` (thirds of a token,
+/// [`crate::prompt::weight`]); a part larger than that alone is cut to it
+/// (its summary only needs its substance).
 fn group(chunks: &[Chunk], room: usize) -> Vec<Vec<(usize, String)>> {
     let mut groups: Vec<Vec<(usize, String)>> = Vec::new();
     let mut size = 0;
     for c in chunks {
         let text = budget::cut(&c.content, room);
-        let fits = groups.last().is_some_and(|_| size + text.len() <= room);
+        let cost = crate::prompt::weight(&text);
+        let fits = groups.last().is_some_and(|_| size + cost <= room);
         if !fits {
             groups.push(Vec::new());
             size = 0;
         }
-        size += text.len();
+        size += cost;
         if let Some(g) = groups.last_mut() {
             g.push((c.chunk, text));
         }

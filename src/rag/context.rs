@@ -1,7 +1,8 @@
 //! The original's retrieval rules and prompt layout, kept: cosine similarity
 //! with a floor of 0.5, the top 15 excerpts (10 for one part of a long answer),
 //! no RAG when the mean similarity of the top 5 is under 0.55, a budget of
-//! 2,000 estimated tokens (1,000 per part) at 3.5 characters a token, excerpts
+//! 2,000 estimated tokens (1,000 per part) at 3.5 characters a token (here
+//! in the one estimate every budget uses, `prompt::tokens`: see [`BUDGET`]), excerpts
 //! headed `[Source: name, Relevance: 0.xx]`, a numbered source list, inline
 //! `[n]` citations, and a `## 📚 Source Documents` list after the answer.
 //!
@@ -13,7 +14,7 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-use crate::prompt::Prompt;
+use crate::prompt::{cut, Prompt};
 use serde::Serialize;
 
 pub const MIN_SIMILARITY: f32 = 0.5;
@@ -22,8 +23,14 @@ pub(crate) const TOP_K_PART: usize = 10;
 /// RAG is skipped when the mean similarity of the best 5 excerpts is below this.
 pub(crate) const GATE: f32 = 0.55;
 pub(crate) const GATE_OVER: usize = 5;
-pub(crate) const BUDGET: usize = 2000;
-pub(crate) const BUDGET_PART: usize = 1000;
+/// The original's budget, 2,000 tokens at 3.5 characters a token, in the
+/// estimate the prompts are measured with (`prompt::tokens`, 3 bytes a token
+/// for ASCII): 7,000 characters of English excerpts, as in the original;
+/// text in other scripts counts for what it costs, so excerpts in Japanese
+/// or full of emoji no longer overflow the context the prompt must fit.
+pub(crate) const BUDGET: usize = 2000 * 7 / 6;
+/// The original's 1,000 per part, in the same units.
+pub(crate) const BUDGET_PART: usize = 1000 * 7 / 6;
 
 /// One retrieved chunk.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,9 +41,9 @@ pub struct Excerpt {
     pub text: String,
 }
 
-/// The original's token estimate: characters / 3.5, rounded down.
-pub(crate) fn estimate_tokens(s: &str) -> usize {
-    (s.chars().count() as f64 / 3.5) as usize
+/// The tokens of an excerpt: the one estimate every budget uses.
+fn estimate_tokens(s: &str) -> usize {
+    crate::prompt::tokens(s) as usize
 }
 
 fn formatted(e: &Excerpt) -> String {
@@ -86,9 +93,19 @@ pub(crate) fn judge(excerpts: Vec<Excerpt>, budget: usize) -> Verdict {
     }
     let mut used = 0;
     let mut out = Vec::new();
-    for e in excerpts {
+    for mut e in excerpts {
         let t = estimate_tokens(&formatted(&e));
         if used + t > budget {
+            if out.is_empty() {
+                // The best excerpt alone is over the budget (a long chunk in a
+                // script that costs more tokens a character): its beginning.
+                let header = estimate_tokens(&formatted(&Excerpt {
+                    text: String::new(),
+                    ..e.clone()
+                }));
+                e.text = cut(&e.text, budget.saturating_sub(header) * 3);
+                out.push(e);
+            }
             break;
         }
         used += t;
@@ -339,7 +356,7 @@ mod tests {
 
     #[test]
     fn the_budget_stops_at_the_first_excerpt_that_does_not_fit() {
-        let big = "x".repeat(3500); // ~1,000 tokens with its header
+        let big = "x".repeat(3500); // ~1,170 tokens with its header
         let small = "y".repeat(35);
         let v = vec![
             ex("a", 0.9, &small),
@@ -350,8 +367,27 @@ mod tests {
             Verdict::Use(used) => assert_eq!(used.len(), 1, "stops at b, never reaches c"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(estimate_tokens("abcdefg"), 2);
-        assert_eq!(estimate_tokens("ééé"), 0);
+        assert_eq!(estimate_tokens("abcdefg"), 3);
+        assert_eq!(estimate_tokens("ééé"), 3);
+        // English excerpts fit as in the original (7,000 characters)…
+        let english = "x".repeat(3300);
+        let v = vec![ex("a", 0.9, &english), ex("b", 0.8, &english)];
+        assert!(matches!(judge(v, BUDGET), Verdict::Use(u) if u.len() == 2));
+        // …and Japanese for what it costs: 2 tokens a character, not 1/3.5.
+        let japanese = "潮の満ち引き。".repeat(100);
+        let v: Vec<Excerpt> = (0..4)
+            .map(|i| ex("j", 0.9 - i as f32 / 100.0, &japanese))
+            .collect();
+        assert!(matches!(judge(v, BUDGET), Verdict::Use(u) if u.len() == 1));
+        // The best excerpt alone over the budget: its beginning, within it.
+        let long = "潮の満ち引き。".repeat(300);
+        let v = vec![ex("j", 0.9, &long), ex("k", 0.8, "short")];
+        let Verdict::Use(u) = judge(v, BUDGET_PART) else {
+            panic!("nothing used")
+        };
+        assert_eq!(u.len(), 1);
+        assert!(u[0].text.len() < long.len() && u[0].text.ends_with('。'));
+        assert!(estimate_tokens(&formatted(&u[0])) <= BUDGET_PART);
     }
 
     #[test]

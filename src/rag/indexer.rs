@@ -18,6 +18,8 @@ use super::documents::text_of;
 use super::embed::Embedder;
 use super::writer::{KbError, Writer};
 use crate::blocking::{self, Stopped};
+use crate::config::read::{self, FileKind};
+use crate::config::FileError;
 use crate::scheduler::TaskFailed;
 
 /// The most chunks in one `/api/embed` request.
@@ -235,12 +237,16 @@ impl Out<'_> {
     /// the documents of this run (`earlier`) (skipped); each is said.
     async fn read(&mut self, path: &Path, earlier: &[Pending]) -> Option<Pending> {
         let p = path.to_path_buf();
-        let read = blocking::try_run(move || std::fs::read(&p).map(|b| (sha256_hex(&b), b))).await;
+        let read = blocking::run(move || {
+            let bytes = read::read(&p, FileKind::Document)?
+                .ok_or_else(|| FileError::new(&p, "cannot read: no such file"))?;
+            Ok::<_, FileError>((sha256_hex(&bytes), bytes))
+        })
+        .await;
         let (hash, bytes) = match read {
-            Ok(r) => r,
-            Err(e) => {
-                return self.failed(format!("❌ {}: cannot read: {e}", path.display()));
-            }
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return self.failed(format!("❌ {e}")),
+            Err(e) => return self.failed(format!("❌ {}: cannot read: {e}", path.display())),
         };
         if let Some(id) = self.writer.known(&hash) {
             let line = format!("⏭️  {}: already indexed as {id}", path.display());

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::config::read::{self, FileKind};
 use crate::config::{json_error, read_text, FileError};
 
 pub const KB_DIR: &str = "knowledge_base";
@@ -80,9 +81,9 @@ pub(crate) fn read_catalog(root: &Path) -> Catalog {
     let mut cat = Catalog::default();
     let mut seen: HashSet<PathBuf> = HashSet::new();
     for path in [cli_index(root), root_index(root)] {
-        let text = match read_text(&path) {
+        let text = match read_text(&path, FileKind::Index) {
             Ok(None) => continue,
-            Ok(Some(t)) => t,
+            Ok(Some(t)) => t.text,
             Err(e) => {
                 cat.problems.push(format!("{e}; index skipped"));
                 continue;
@@ -197,8 +198,8 @@ struct ChunkText {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, FileError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| FileError::new(path, format!("cannot read: {e}")))?;
+    let bytes = read::read(path, FileKind::Chunk)?
+        .ok_or_else(|| FileError::new(path, "cannot read: no such file"))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| json_error(path, &String::from_utf8_lossy(&bytes), &e))
 }

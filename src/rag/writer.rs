@@ -26,6 +26,7 @@ use serde_json::{json, Map, Value};
 
 use super::kb::{self, KB_DIR};
 use crate::config::atomic::{self, write_atomic, write_staged, WriteError};
+use crate::config::read::FileKind;
 use crate::config::{json_error, read_text, FileError};
 
 pub(crate) const CONVERTED_DIR: &str = "converted_files";
@@ -65,7 +66,7 @@ pub enum KbError {
 }
 
 fn read_index(path: &Path) -> Result<Option<Value>, KbError> {
-    let Some(text) = read_text(path)? else {
+    let Some(text) = read_text(path, FileKind::Index)?.map(|t| t.text) else {
         return Ok(None);
     };
     let v: Value = serde_json::from_str(&text).map_err(|e| json_error(path, &text, &e))?;

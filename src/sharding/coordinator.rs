@@ -260,9 +260,23 @@ fn forget(pid: Option<u32>) {
     }
 }
 
-/// The last lines of a log, for an error message.
+/// The last lines of a log, for an error message (only its last 64 KiB are
+/// read: a server that logged for hours leaves a large file).
 pub async fn tail(path: &Path) -> String {
-    let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
+    const LAST: u64 = 64 * 1024;
+    let text = async {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut f = tokio::fs::File::open(path).await.ok()?;
+        let len = f.metadata().await.ok()?.len();
+        f.seek(std::io::SeekFrom::Start(len.saturating_sub(LAST)))
+            .await
+            .ok()?;
+        let mut bytes = Vec::new();
+        f.take(LAST).read_to_end(&mut bytes).await.ok()?;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    }
+    .await
+    .unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let last = &lines[lines.len().saturating_sub(5)..];
     format!("last log lines ({}): {}", path.display(), last.join(" | "))
@@ -271,6 +285,21 @@ pub async fn tail(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn tail_reads_the_end_of_a_long_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        let mut text: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+        text.push_str("\nerror: out of memory\n");
+        std::fs::write(&log, text).unwrap();
+        let t = tail(&log).await;
+        assert!(
+            t.ends_with("line 19997 | line 19998 | line 19999 | error: out of memory"),
+            "{t}"
+        );
+        assert!(tail(&dir.path().join("none")).await.ends_with("): "));
+    }
 
     #[test]
     fn argv_keeps_odd_paths_whole() {

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::ShardingError;
 use crate::config::env::Env;
+use crate::config::read::FileKind;
+use crate::config::read_text;
 
 pub(crate) const MODEL_MEDIA_TYPE: &str = "application/vnd.ollama.image.model";
 
@@ -60,9 +62,16 @@ pub(crate) fn resolve_in(stores: &[PathBuf], model: &str) -> Result<PathBuf, Sha
     let mut looked = Vec::new();
     for store in stores {
         let manifest = manifest_path(store, model);
-        let Ok(text) = std::fs::read_to_string(&manifest) else {
-            looked.push(format!("{} (no manifest)", manifest.display()));
-            continue;
+        let text = match read_text(&manifest, FileKind::Manifest) {
+            Ok(Some(t)) => t.text,
+            Ok(None) => {
+                looked.push(format!("{} (no manifest)", manifest.display()));
+                continue;
+            }
+            Err(e) => {
+                looked.push(format!("{} ({})", manifest.display(), e.message));
+                continue;
+            }
         };
         let v: serde_json::Value = match serde_json::from_str(&text) {
             Ok(v) => v,

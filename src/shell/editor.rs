@@ -12,6 +12,7 @@ use tokio::runtime::Runtime;
 use super::Interrupts;
 use crate::app::{App, Line, Sink};
 use crate::command;
+use crate::config::read::FileKind;
 use crate::config::HISTORY_FILE;
 
 pub const PROMPT: &str = "SynapticLlamas> ";
@@ -74,7 +75,20 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
         }
     }
     let history = app.cfg.home.join(HISTORY_FILE);
-    let _ = ed.load_history(&history);
+    // Only a regular file of a sane size is handed to the editor (it would
+    // block on a FIFO, read `/dev/zero` forever) or written over.
+    let history_ok = match crate::config::read::check(&history, FileKind::History) {
+        Ok(exists) => {
+            if exists {
+                let _ = ed.load_history(&history);
+            }
+            true
+        }
+        Err(e) => {
+            sink.warn(&format!("⚠️  {e}; history not read or saved"));
+            false
+        }
+    };
     banner(app, sink);
     let prompt = crate::ui::paint_out(PROMPT, "1;31");
     loop {
@@ -100,6 +114,9 @@ pub fn run(rt: &Runtime, app: &mut App, ints: &Interrupts, sink: &mut dyn Sink) 
                 break;
             }
         }
+    }
+    if !history_ok {
+        return 0;
     }
     if let Err(e) = ed.save_history(&history) {
         sink.warn(&format!(

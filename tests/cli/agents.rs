@@ -153,3 +153,121 @@ fn an_agent_files_timeout_bounds_that_agent_only() {
         r.stderr
     );
 }
+
+/// Two hosts on which a whole reply takes about 2 s, as the user's cluster,
+/// in distributed mode (the Researcher and the Critic at once).
+fn slow_cluster() -> (Home, Vec<std::sync::Arc<synapticllamas::sim::SimHost>>) {
+    let slow = || {
+        sim(SimConfig {
+            reply_words: 200,
+            tokens_per_sec: 100.0,
+            ..Default::default()
+        })
+    };
+    let (a, b) = (slow(), slow());
+    let home = nodes_home(&[&a, &b], json!({"mode": "distributed"}));
+    (home, vec![a, b])
+}
+
+#[test]
+fn a_file_named_after_one_agent_that_names_another_replaces_neither() {
+    let (home, _hosts) = slow_cluster();
+    let dir = home.path().join("agents");
+    std::fs::create_dir(&dir).unwrap();
+    // Researcher.json defines a Critic whose own bound (1 s) is shorter than
+    // its reply: were it used, the answer would lack its Critic.
+    let misnamed = dir.join("Researcher.json");
+    std::fs::write(
+        &misnamed,
+        edited_builtin("critic", json!({"timeout_secs": 1})),
+    )
+    .unwrap();
+    let broken = dir.join("critic.json");
+    std::fs::write(&broken, b"{ not json").unwrap();
+    let mut c = command(&home, &[]);
+    c.env("SYNAPTICLLAMAS_AGENTS", &dir);
+    let r = run_with(c, "timeout 60\nWhy is the sky blue?\n");
+    r.ok().out_has("FINAL ANSWER");
+    assert!(!r.stderr.contains("Critic missing"), "{}", r.stderr);
+    let m = lines_naming(&r, &misnamed.display().to_string());
+    assert_eq!(m.len(), 1, "reported once:\n{}", r.stderr);
+    for says in [
+        "names its agent `Critic`",
+        "ignored",
+        "the built-in Researcher is used",
+        "the built-in Critic is used",
+    ] {
+        assert!(m[0].contains(says), "{:?} lacks {says:?}", m[0]);
+    }
+    let b = lines_naming(&r, &broken.display().to_string());
+    assert_eq!(b.len(), 1, "{}", r.stderr);
+    assert!(b[0].contains("the built-in Critic is used"), "{}", b[0]);
+}
+
+#[test]
+fn a_broken_files_warning_names_the_definition_in_use() {
+    let (home, _a) = home_with_node();
+    let dir = home.path().join("agents");
+    std::fs::create_dir(&dir).unwrap();
+    let broken = dir.join("critic.json");
+    std::fs::write(&broken, b"[]").unwrap();
+    let mine = dir.join("my_critic.json");
+    std::fs::write(&mine, edited_builtin("critic", json!({"priority": 6}))).unwrap();
+    let mut c = command(&home, &[]);
+    c.env("SYNAPTICLLAMAS_AGENTS", &dir);
+    let r = run_with(c, "hello there\n");
+    r.ok().out_has("FINAL ANSWER");
+    let b = lines_naming(&r, &broken.display().to_string());
+    assert_eq!(b.len(), 1, "{}", r.stderr);
+    assert!(
+        b[0].contains(&format!("the Critic from {} is used", mine.display())),
+        "{}",
+        b[0]
+    );
+    assert!(!r.stderr.contains("built-in Critic"), "{}", r.stderr);
+}
+
+#[test]
+fn an_agent_file_that_is_a_fifo_or_too_large_is_named() {
+    let (home, _a) = home_with_node();
+    let dir = home.path().join("agents");
+    std::fs::create_dir(&dir).unwrap();
+    let fifo = dir.join("critic.json");
+    mkfifo(&fifo);
+    let big = dir.join("editor.json");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(5 << 20)
+        .unwrap();
+    let mut c = command(&home, &[]);
+    c.env("SYNAPTICLLAMAS_AGENTS", &dir);
+    let r = run_with_bound(c, "hello there\n");
+    r.ok().out_has("FINAL ANSWER");
+    for (path, says) in [
+        (&fifo, "is a named pipe (FIFO), not a regular file; ignored; the built-in Critic is used"),
+        (&big, "is 5.0 MiB, more than an agent file may be (4.0 MiB); not read; ignored; the built-in Editor is used"),
+    ] {
+        let l = lines_naming(&r, &path.display().to_string());
+        assert_eq!(l.len(), 1, "{}", r.stderr);
+        assert!(l[0].contains(says), "{:?} lacks {says:?}", l[0]);
+    }
+}
+
+#[test]
+fn an_agent_file_with_a_byte_order_mark_is_read() {
+    let (home, _a) = home_with_node();
+    let dir = home.path().join("agents");
+    std::fs::create_dir(&dir).unwrap();
+    let file = dir.join("critic.json");
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend_from_slice(edited_builtin("critic", json!({"priority": 6})).as_bytes());
+    std::fs::write(&file, bytes).unwrap();
+    let mut c = command(&home, &[]);
+    c.env("SYNAPTICLLAMAS_AGENTS", &dir);
+    let r = run_with(c, "hello there\n");
+    r.ok().out_has("FINAL ANSWER");
+    let l = lines_naming(&r, &file.display().to_string());
+    assert_eq!(l.len(), 1, "{}", r.stderr);
+    assert!(l[0].contains("byte-order mark; read anyway"), "{}", l[0]);
+    assert!(!r.stderr.contains("ignored"), "{}", r.stderr);
+}

@@ -258,6 +258,39 @@ fn two_shells_adding_nodes_at_once_lose_nothing() {
     );
 }
 
+#[test]
+fn a_removal_in_one_shell_is_not_undone_by_an_earlier_shells_save() {
+    let home = Home::new();
+    let gone = format!("http://127.0.0.1:{}", dead_port());
+    let keep = sim(Default::default());
+    home.write_nodes(&node_file(&[
+        entry(&keep.url(), "keep", "keep-host"),
+        entry(&gone, "gone", "gone-host"),
+    ]));
+    // Shell B starts first and has read the file (both nodes).
+    let mut b = Session::spawn(command(&home, &[]));
+    b.send("nodes\n");
+    b.until("2 nodes on 2 physical hosts", Duration::from_secs(30));
+    // Shell A, started later, removes one.
+    run(&home, &[], "remove gone\n")
+        .ok()
+        .out_has("Removed node: gone");
+    assert!(!home.node_urls().contains(&gone));
+    // B then saves an add: the removal holds, in the file and in B.
+    let added = sim(Default::default());
+    b.send(&format!("add {}\nnodes\n", added.url()));
+    b.until("Added node", Duration::from_secs(30));
+    let after = b.until("physical host", Duration::from_secs(30));
+    let (_, err, code) = b.finish();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(home.node_urls(), [keep.url(), added.url()]);
+    assert!(
+        !after.contains(&gone),
+        "B still lists the removed node:\n{after}"
+    );
+    assert!(after.contains("2 nodes on 2 physical hosts"), "{after}");
+}
+
 /// Settings keys this program does not know, with awkward values.
 fn unknown_settings() -> Value {
     json!({

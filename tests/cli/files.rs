@@ -290,6 +290,223 @@ fn atomic_write_leaves_no_temp_files() {
     assert_eq!(names, vec![".synapticllamas.json".to_string()], "{names:?}");
 }
 
+/// Long enough for any of these sessions; the unfixed binary blocked forever
+/// on a FIFO and read `/dev/zero` until memory ran out.
+const BOUND: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `r` has exactly one stderr line naming `path`, and it says `what`.
+#[track_caller]
+fn one_line(r: &Run, path: &std::path::Path, what: &str) {
+    one_line_with(r, &format!("{}:", path.display()), what)
+}
+
+/// `r` has exactly one stderr line holding `path`, and it says `what`.
+#[track_caller]
+fn one_line_with(r: &Run, path: &str, what: &str) {
+    let lines = lines_naming(r, path);
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line names {path}:\nstdout:\n{}\nstderr:\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(lines[0].contains(what), "{:?} lacks {what:?}", lines[0]);
+}
+
+#[test]
+fn load_reads_only_a_regular_file_within_its_limit() {
+    let home = Home::new();
+    let fifo = home.path().join("pipe.json");
+    mkfifo(&fifo);
+    // 33 MiB: more than a node file may be (the size is what is checked).
+    let big = home.path().join("big.json");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(33 << 20)
+        .unwrap();
+    let folder = home.path().join("folder.json");
+    std::fs::create_dir(&folder).unwrap();
+    let zero_link = home.path().join("zero.json");
+    std::os::unix::fs::symlink("/dev/zero", &zero_link).unwrap();
+    let script = format!(
+        "load /dev/zero\nload {}\nload {}\nload {}\nload {}\nstatus\n",
+        fifo.display(),
+        big.display(),
+        folder.display(),
+        zero_link.display()
+    );
+    let r = run_bounded(&home, &[], &script, BOUND);
+    r.failed().out_has("SYSTEM STATUS");
+    one_line_with(
+        &r,
+        "load: /dev/zero:",
+        "is a character device, not a regular file",
+    );
+    one_line(&r, &fifo, "is a named pipe (FIFO), not a regular file");
+    one_line(
+        &r,
+        &big,
+        "is 33.0 MiB, more than a node file may be (32.0 MiB)",
+    );
+    one_line(&r, &folder, "is a directory");
+    one_line(
+        &r,
+        &zero_link,
+        "is a symbolic link to /dev/zero, a character device",
+    );
+    assert!(
+        !home.nodes_path().exists(),
+        "nothing was loaded, nothing saved"
+    );
+    // The flag says the same, before anything happens (exit 2).
+    for bad in [&fifo, &big] {
+        let r = run_bounded(
+            &home,
+            &["--load-config", &bad.display().to_string()],
+            "",
+            BOUND,
+        );
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        r.err_has("--load-config")
+            .err_has(&bad.display().to_string());
+    }
+}
+
+#[test]
+fn rag_index_reads_only_a_regular_document_within_its_limit() {
+    let a = sim(synapticllamas::sim::SimConfig {
+        models: vec!["llama3.2:latest".into(), "mxbai-embed-large:latest".into()],
+        ..Default::default()
+    });
+    let home = nodes_home(&[&a], json!({}));
+    let fifo = home.path().join("notes.txt");
+    mkfifo(&fifo);
+    let big = home.path().join("huge.md");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(257 << 20)
+        .unwrap();
+    let r = run_bounded(
+        &home,
+        &[],
+        &format!("rag index {} {}\nstatus\n", fifo.display(), big.display()),
+        BOUND,
+    );
+    r.failed().out_has("SYSTEM STATUS");
+    one_line(&r, &fifo, "is a named pipe (FIFO), not a regular file");
+    one_line(
+        &r,
+        &big,
+        "is 257.0 MiB, more than a document may be (256.0 MiB)",
+    );
+}
+
+#[test]
+fn a_fifo_as_the_node_file_is_named_and_left_alone() {
+    let home = Home::new();
+    mkfifo(&home.nodes_path());
+    let a = sim(Default::default());
+    let r = run_bounded(&home, &[], &format!("status\nadd {}\n", a.url()), BOUND);
+    r.out_has("SYSTEM STATUS").out_has("Added node");
+    one_line_of_kind(&r, &home.nodes_path(), "is a named pipe (FIFO)");
+    // The file could not be read, so it is not written: still a FIFO.
+    r.err_has("not saved");
+    let t = std::fs::symlink_metadata(home.nodes_path())
+        .unwrap()
+        .file_type();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&t), "{t:?}");
+}
+
+#[test]
+fn a_settings_file_linked_to_dev_zero_is_named_and_not_written() {
+    let home = Home::new();
+    std::os::unix::fs::symlink("/dev/zero", home.settings_path()).unwrap();
+    let r = run_bounded(&home, &[], "status\ncollab on\n", BOUND);
+    r.failed()
+        .out_has("SYSTEM STATUS")
+        .out_has("Collaborative mode ENABLED");
+    one_line_of_kind(
+        &r,
+        &home.settings_path(),
+        "is a symbolic link to /dev/zero, a character device, not a regular file",
+    );
+    r.err_has("not saved");
+    assert_eq!(
+        std::fs::read_link(home.settings_path()).unwrap(),
+        std::path::Path::new("/dev/zero"),
+        "the link is kept"
+    );
+}
+
+#[test]
+fn a_node_file_of_130000_entries_is_probed_in_the_background() {
+    // Loopback only: 127.100.0.0/16 on ports 9 and 13, where nothing listens
+    // (checked), so every probe is refused at once and no packet leaves.
+    for port in [9, 13] {
+        assert!(
+            std::net::TcpStream::connect(("127.100.0.1", port)).is_err(),
+            "something listens on port {port}: pick other ports"
+        );
+    }
+    let mut text = String::from("{\"nodes\": [\n");
+    let mut n = 0;
+    'fill: for port in [9, 13] {
+        for i in 0..65536u32 {
+            if n == 130_000 {
+                break 'fill;
+            }
+            if n > 0 {
+                text.push_str(",\n");
+            }
+            text.push_str(&format!(
+                "{{\"url\": \"http://127.100.{}.{}:{port}\"}}",
+                i / 256,
+                i % 256
+            ));
+            n += 1;
+        }
+    }
+    text.push_str("\n]}\n");
+    let home = Home::new();
+    home.write_nodes(text.as_bytes());
+    let r = run(&home, &[], "status\n");
+    r.ok()
+        .err_has("probing 130000 nodes in the background")
+        .err_has("what is known so far");
+    let row = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("Ollama Nodes"))
+        .unwrap_or_else(|| panic!("no node count:\n{}", r.stdout));
+    assert!(row.contains("130000"), "{row}");
+    // A few nodes are probed before `status` answers, as always.
+    let (a, b) = (sim(Default::default()), sim(Default::default()));
+    let small = nodes_home(&[&a, &b], json!({}));
+    let r = run(&small, &[], "status\n");
+    r.ok();
+    assert!(!r.stderr.contains("in the background"), "{}", r.stderr);
+    let row = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("Healthy Nodes"))
+        .unwrap();
+    assert!(row.contains(" 2 "), "{row}");
+}
+
+/// The start-up line naming `path` says `what`; a later refusal to save over
+/// it names it again (that line says "not saved").
+#[track_caller]
+fn one_line_of_kind(r: &Run, path: &std::path::Path, what: &str) {
+    let path = path.display().to_string();
+    let lines: Vec<&str> = lines_naming(r, &path)
+        .into_iter()
+        .filter(|l| !l.contains("not saved"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line names {path}:\n{}", r.stderr);
+    assert!(lines[0].contains(what), "{:?} lacks {what:?}", lines[0]);
+}
+
 /// The one stderr line that names `path` (the file whose `bytes` were bad).
 fn line_naming<'a>(r: &'a Run, path: &str, bytes: &[u8]) -> &'a str {
     r.stderr

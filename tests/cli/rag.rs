@@ -785,3 +785,54 @@ fn the_gateways_orchestrate_answers_from_the_same_documents() {
         "{last:#}"
     );
 }
+
+/// Issue 21: a Markdown file of French, emoji and Japanese, indexed and asked
+/// about on hosts whose model has a context of 4,096 tokens. The excerpts
+/// must be budgeted as the prompt is measured, so no agent's request is
+/// refused as too large for the context.
+#[test]
+fn excerpts_in_any_script_fit_the_context() {
+    let hosts: Vec<Arc<SimHost>> = (0..2)
+        .map(|_| {
+            sim(SimConfig {
+                models: vec!["llama3.2:latest".into(), EMBED_MODEL.into()],
+                reply_words: 60,
+                context_length: Some(4096),
+                ..SimConfig::default()
+            })
+        })
+        .collect();
+    let home = home_with(
+        &hosts.iter().collect::<Vec<_>>(),
+        json!({"mode": "standard", "flockparser_enabled": true}),
+    );
+    let docs = home.path().join("docs");
+    let japanese = "春の大潮では、月と太陽が一直線に並ぶため、潮の満ち引きの差が最も大きくなります。日本語の資料によれば、満月と新月のころに海面は大きく上下します。";
+    let paragraph = |i: usize| {
+        format!(
+            "## Les marées de printemps 🌊 日本語 — partie {i}\n\nLes marées de printemps 🌊 se produisent quand la Lune et le Soleil sont alignés ; l'écart entre la marée haute et la marée basse est alors le plus grand. 🌕☀️ {}\n\n{}",
+            japanese.repeat(3),
+            japanese.repeat(4)
+        )
+    };
+    let text: String = (1..=12).map(paragraph).collect::<Vec<_>>().join("\n\n");
+    write_files(&docs, &[("marees.md", &text)]);
+    run(&home, &[], &format!("rag index {}\n", docs.display())).ok();
+    let r = run(&home, &["-i", "Les marées de printemps 🌊 日本語"], "");
+    assert!(
+        !r.stderr.contains("leave no room"),
+        "a request was refused as too large:\n{}",
+        r.stderr
+    );
+    r.ok().err_has("📚 RAG for the question:");
+    let v = json_of(&r);
+    assert_eq!(v["sources"][0]["name"], "marees.md", "{v:#}");
+    assert_eq!(v["complete"], true, "{v:#}");
+    for h in &hosts {
+        assert_eq!(
+            h.stats().too_large,
+            0,
+            "a host refused a request as too large"
+        );
+    }
+}

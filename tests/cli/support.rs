@@ -157,6 +157,100 @@ pub fn run_with(mut c: Command, script: &str) -> Run {
     }
 }
 
+/// `run`, for inputs that once hung the binary or made it eat memory: the
+/// binary gets at most 2 GiB of address space and `limit` to finish; past
+/// that it is killed and the test fails with what it printed so far.
+pub fn run_bounded(home: &Home, args: &[&str], script: &str, limit: std::time::Duration) -> Run {
+    run_bounded_with(command(home, args), script, limit)
+}
+
+/// [`run_bounded`] for a command already set up, within a minute.
+pub fn run_with_bound(c: Command, script: &str) -> Run {
+    run_bounded_with(c, script, std::time::Duration::from_secs(60))
+}
+
+/// [`run_bounded`] for a command already set up.
+pub fn run_bounded_with(mut c: Command, script: &str, limit: std::time::Duration) -> Run {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        c.pre_exec(|| {
+            let cap = libc::rlimit {
+                rlim_cur: 2 << 30,
+                rlim_max: 2 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &cap) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().expect("binary runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let bytes = script.as_bytes().to_vec();
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&bytes);
+    });
+    let collect = |mut from: Box<dyn Read + Send>| {
+        let text = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = text.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        (text, reader)
+    };
+    let (out, out_reader) = collect(Box::new(child.stdout.take().unwrap()));
+    let (err, err_reader) = collect(Box::new(child.stderr.take().unwrap()));
+    let text = |t: &Arc<std::sync::Mutex<Vec<u8>>>| {
+        String::from_utf8_lossy(&t.lock().unwrap()).into_owned()
+    };
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the binary did not finish within {limit:?} (killed)\nstdout:\n{}\nstderr:\n{}",
+                text(&out),
+                text(&err)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    out_reader.join().unwrap();
+    err_reader.join().unwrap();
+    Run {
+        stdout: text(&out),
+        stderr: text(&err),
+        code: status.code().unwrap_or(-1),
+    }
+}
+
+/// A named pipe (FIFO) at `path` that nobody writes: opening it for reading
+/// blocks until a writer comes.
+pub fn mkfifo(path: &Path) {
+    let st = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(st.success(), "mkfifo {}", path.display());
+}
+
+/// The stderr lines that name `what`.
+pub fn lines_naming<'a>(r: &'a Run, what: &str) -> Vec<&'a str> {
+    r.stderr.lines().filter(|l| l.contains(what)).collect()
+}
+
 /// One runtime for every simulated host the tests start.
 pub fn rt() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();

@@ -242,3 +242,27 @@ fn rm_asks_first_and_pull_shows_a_bar_per_node() {
         "{models:?}"
     );
 }
+
+/// Issue 21: the line history is a file the shell reads too. A FIFO there
+/// (nobody writes it) blocked the prompt forever; now it is named in one line
+/// and left alone (neither read nor written over).
+#[test]
+fn a_history_file_that_is_a_fifo_is_named_and_left_alone() {
+    let home = Home::new();
+    let history = home.path().join(".synapticllamas_history");
+    mkfifo(&history);
+    let mut t = Pty::spawn(&home, &[], 100);
+    let shown = t.wait_for(PROMPT, 1, Duration::from_secs(20));
+    assert!(
+        shown.contains(&format!(
+            "{}: is a named pipe (FIFO), not a regular file; history not read or saved",
+            history.display()
+        )),
+        "{shown}"
+    );
+    t.send(b"exit\r");
+    t.wait_for("Goodbye", 1, Duration::from_secs(10));
+    assert!(t.exit_status(Duration::from_secs(10)).success());
+    let kind = std::fs::symlink_metadata(&history).unwrap().file_type();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&kind), "{kind:?}");
+}

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::{kind_of, migrate_legacy, to_json, to_map, Key, Settings};
+use crate::config::read::FileKind;
 use crate::config::{json_error, read_text};
 
 /// Where the settings live, whether they may be written, and what this session
@@ -90,7 +91,7 @@ impl Change {
     /// Re-read the file, apply the changed keys, write atomically; the new
     /// baseline. Runs holding the lock.
     fn write(self) -> anyhow::Result<Map<String, Value>> {
-        let disk = match read_text(&self.path) {
+        let disk = match read_text(&self.path, FileKind::Settings).map(|t| t.map(|t| t.text)) {
             Ok(None) => None,
             Ok(Some(text)) if text.trim().is_empty() => None,
             Ok(Some(text)) => match serde_json::from_str::<Value>(&text) {
