@@ -53,18 +53,34 @@ pub enum NoSlot {
     Deadline,
     /// Too many tasks wait already (the pool's queue limit).
     QueueFull,
+    /// The same error came from this many hosts: the request (or its model)
+    /// is at fault, not the nodes.
+    SameError { hosts: usize },
+    /// The model failed a whole task the same way on this many hosts before,
+    /// and no request for it has answered since: not tried elsewhere.
+    ModelBroken { hosts: usize },
 }
 
 impl std::fmt::Display for NoSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            NoSlot::NoUsableHost => "no node is available",
-            NoSlot::AllCooling => {
-                "every node left is cooling down after failures and none came back in time"
+        match self {
+            NoSlot::NoUsableHost => f.write_str("no node is available"),
+            NoSlot::AllCooling => f.write_str(
+                "every node left is cooling down after failures and none came back in time",
+            ),
+            NoSlot::Deadline => {
+                f.write_str("the agent timeout passed while waiting for a free host")
             }
-            NoSlot::Deadline => "the agent timeout passed while waiting for a free host",
-            NoSlot::QueueFull => "too many requests are waiting for a free host",
-        })
+            NoSlot::QueueFull => f.write_str("too many requests are waiting for a free host"),
+            NoSlot::SameError { hosts } => write!(
+                f,
+                "the same error came from {hosts} hosts, so the request (or its model) is at fault, not the nodes"
+            ),
+            NoSlot::ModelBroken { hosts } => write!(
+                f,
+                "the model failed the same way on {hosts} hosts before and has not answered since, so it was not tried on another host"
+            ),
+        }
     }
 }
 

@@ -340,3 +340,112 @@ async fn a_task_whose_hosts_all_refuse_gives_up_well_within_its_timeout() {
     assert_eq!(after, RECOVERY_WAIT);
     assert!(after < total);
 }
+
+fn http500(url: &str) -> ClientError {
+    ClientError::new(
+        url,
+        ErrorKind::Http {
+            status: 500,
+            message: "llama runner process has terminated".into(),
+        },
+    )
+}
+
+/// Run a task for `model` whose attempts answer as `answer` says (by node
+/// host); the hosts tried, in order, and the outcome.
+async fn tried(
+    s: &Arc<Scheduler>,
+    p: &Pool,
+    model: &'static str,
+    answer: impl Fn(&str) -> Result<(), ClientError>,
+) -> (Vec<String>, Result<Attribution, TaskFailed>) {
+    let hosts = Mutex::new(Vec::new());
+    let t = Task {
+        model,
+        ..task(Duration::from_secs(60))
+    };
+    let r = s
+        .run(
+            p,
+            &t,
+            |at: Attempt| {
+                hosts.lock().unwrap().push(at.node.host.clone());
+                let r = answer(&at.node.host).map(|()| ((), Measured::default()));
+                async move { r }
+            },
+            &|_| {},
+        )
+        .await;
+    (hosts.into_inner().unwrap(), r.map(|(_, a)| a))
+}
+
+/// On a paused clock: the same error for one model from two hosts blames
+/// the request, not the hosts, and no time passes; the next task for that
+/// model stops at its first attempt with the real reason, while another
+/// model uses every host.
+#[tokio::test(start_paused = true)]
+async fn a_model_broken_on_every_host_fails_fast_and_leaves_the_hosts_healthy() {
+    let s = Scheduler::new(Client::default());
+    let (a, b) = (node("http://a:1", "A", 0), node("http://b:1", "B", 1));
+    for n in [&a, &b] {
+        n.state().record_success();
+    }
+    let p = Pool::new(vec![a.clone(), b.clone()], Policy::Pool);
+    let start = Instant::now();
+    let broken = |h: &str| Err(http500(h));
+    let (hosts, r) = tried(&s, &p, "qwen", broken).await;
+    assert_eq!(hosts, ["A", "B"]);
+    let f = r.unwrap_err();
+    assert_eq!(f.stopped, NoSlot::SameError { hosts: 2 });
+    assert!(f
+        .to_string()
+        .contains("llama runner process has terminated"));
+    for n in [&a, &b] {
+        assert_eq!(n.state().health.word(), "healthy", "{}", n.host);
+    }
+    // The next request for the model: one attempt, the same error, no wait.
+    let (hosts, r) = tried(&s, &p, "qwen:latest", broken).await;
+    assert_eq!(hosts, ["A"]);
+    assert_eq!(r.unwrap_err().stopped, NoSlot::ModelBroken { hosts: 2 });
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(a.state().health.word(), "healthy");
+    // Another model takes both hosts at once.
+    let l1 = s.acquire(&p, "llama3.2", &none(), far()).await.unwrap();
+    let l2 = s.acquire(&p, "llama3.2", &none(), far()).await.unwrap();
+    assert_ne!(l1.node.host, l2.node.host);
+    drop((l1, l2));
+    // Once a request for the model answers, it is tried everywhere again.
+    let (_, r) = tried(&s, &p, "qwen", |_| Ok(())).await;
+    assert!(r.is_ok());
+    let (hosts, _) = tried(&s, &p, "qwen", broken).await;
+    assert_eq!(hosts, ["A", "B"]);
+}
+
+/// An HTTP error another host then answers is the failing node's: it is
+/// blamed when the task succeeds (and not before).
+#[tokio::test(start_paused = true)]
+async fn an_error_another_host_answers_is_the_nodes() {
+    let s = Scheduler::new(Client::default());
+    let (a, b) = (node("http://a:1", "A", 0), node("http://b:1", "B", 1));
+    for n in [&a, &b] {
+        n.state().record_success();
+    }
+    let p = Pool::new(vec![a.clone(), b.clone()], Policy::Pool);
+    let (hosts, r) = tried(
+        &s,
+        &p,
+        "m",
+        |h| {
+            if h == "A" {
+                Err(http500(h))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(hosts, ["A", "B"]);
+    assert_eq!(r.unwrap().host, "B");
+    assert!(a.state().health.is_suspect());
+    assert_eq!(b.state().health.word(), "healthy");
+}

@@ -27,6 +27,7 @@ mod llama;
 mod load;
 mod lock_wait;
 mod messages;
+mod model_faults;
 mod official_clients;
 mod ollama_adapter;
 mod piped;
