@@ -18,7 +18,7 @@ use crate::pipeline::call::Ctx;
 use crate::pipeline::observer::Observer;
 use crate::pipeline::plan::{Asked, QueryPlan};
 use crate::pipeline::result::{NothingGenerated, QueryResult};
-use crate::scheduler::{self, Policy, Pool};
+use crate::scheduler::{self, NoSlot, Policy, Pool};
 use crate::ui;
 use crate::ui::progress::TaskBars;
 
@@ -34,6 +34,24 @@ pub enum QueryError {
         failure: Option<NothingGenerated>,
         dead: String,
     },
+    /// Every node refused the connection: nothing listens there.
+    #[error(
+        "no node answers ({nodes} refused the connection) — start Ollama there, `add URL` for a node that runs, or try the simulated cluster: `synapticllamas --simulate 3`"
+    )]
+    NothingAnswers { nodes: String },
+}
+
+/// The nodes named in one line: the first three URLs, then how many more.
+fn named(nodes: &[Arc<Node>]) -> String {
+    let mut urls: Vec<&str> = nodes.iter().take(3).map(|n| n.url()).collect();
+    let more = nodes.len().saturating_sub(3);
+    let more = (more > 0).then(|| format!("{more} more"));
+    urls.extend(more.as_deref());
+    match urls.len() {
+        0 => "the node".to_string(),
+        1 => urls[0].to_string(),
+        n => format!("{} and {}", urls[..n - 1].join(", "), urls[n - 1]),
+    }
 }
 
 /// One stderr line for an answer with gaps (the line counts as failed).
@@ -166,6 +184,7 @@ impl App {
             ))));
         self.cluster.sched.set_notifier(self.services.say());
         let nodes = self.pool_nodes();
+        let names = named(&nodes);
         // Nodes cooling down whose backoff has passed get a quick probe first.
         let due: Vec<Arc<Node>> = nodes
             .iter()
@@ -251,7 +270,16 @@ impl App {
                 });
             }
         }
-        result.map_err(QueryError::Nothing)
+        // Nothing answered at all (every node refused every connection):
+        // say so, and what to do, in one line.
+        result.map_err(|n| {
+            let refused = n.first.attempts.iter().all(|a| a.error.is_refused());
+            if n.first.stopped == NoSlot::NothingAnswers && refused {
+                QueryError::NothingAnswers { nodes: names }
+            } else {
+                QueryError::Nothing(n)
+            }
+        })
     }
 
     /// A query typed at the prompt: run it, print the answer and its summary.

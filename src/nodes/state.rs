@@ -32,6 +32,9 @@ pub struct Failures {
     /// the node only suspect (answering `/api/tags` does not prove it can
     /// generate).
     pub on_request: bool,
+    /// The last was a refused connection: nothing listens there (not a
+    /// timeout, which a busy or distant host may give).
+    pub refused: bool,
 }
 
 /// A cool-down: no requests until a re-probe succeeds.
@@ -171,6 +174,15 @@ impl NodeState {
         matches!(self.health, Health::Cooling(_))
     }
 
+    /// Cooling because nothing listens there (its last failure was a refused
+    /// connection): whether a re-probe is running. None otherwise.
+    pub(crate) fn refusing(&self) -> Option<bool> {
+        self.health
+            .cooling()
+            .filter(|c| c.failures.refused)
+            .map(|c| c.reprobing)
+    }
+
     /// Failures in a row (0 once it answered).
     pub fn consecutive_failures(&self) -> u32 {
         self.health.failures().map_or(0, |f| f.count)
@@ -246,6 +258,7 @@ impl NodeState {
                     count: 0,
                     last: None,
                     on_request: false,
+                    refused: false,
                 });
                 f.count = f.count.max(failures);
                 *h = Health::Cooling(Cooling {
@@ -289,6 +302,7 @@ impl NodeState {
             count: self.consecutive_failures() + 1,
             last: Some(err.short()),
             on_request: from_request,
+            refused: err.is_refused(),
         };
         if let Health::Cooling(c) = &mut self.health {
             // A failed re-probe: wait longer before the next one.

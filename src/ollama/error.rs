@@ -5,6 +5,9 @@
 
 use std::fmt;
 
+/// How a connection attempt that timed out begins its reason.
+pub(crate) const CONNECT_TIMED_OUT: &str = "connect timed out";
+
 /// A failed request: the URL it went to and what went wrong.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{url}: {kind}")]
@@ -53,6 +56,13 @@ impl ClientError {
     /// True when the node could not be reached at all (as opposed to a bad reply).
     pub fn is_unreachable(&self) -> bool {
         matches!(self.kind, ErrorKind::Refused { .. })
+    }
+
+    /// Nothing listens there: the connection was refused (or the network
+    /// said at once that the address cannot be reached), as opposed to a
+    /// connection attempt that timed out.
+    pub fn is_refused(&self) -> bool {
+        matches!(&self.kind, ErrorKind::Refused { reason } if !reason.starts_with(CONNECT_TIMED_OUT))
     }
 
     /// True when the failure says something about the node (it should be

@@ -528,7 +528,9 @@ impl Scheduler {
             1
         };
         *tries.failures.entry(node.host.clone()).or_insert(0) += count;
-        let then = if too_large {
+        let mut line = self.failed(&node, task.label, &e, elapsed, "", blame_now);
+        // What follows, once the failure is recorded.
+        line.push_str(&if too_large {
             "; the request does not fit that node's context for the model".to_string()
         } else if still_running {
             "; the copy on another host goes on".to_string()
@@ -539,8 +541,7 @@ impl Scheduler {
             )
         } else {
             next_step(tries, pool, task.model, &node)
-        };
-        let mut line = self.failed(&node, task.label, &e, elapsed, &then, blame_now);
+        });
         // The failure is recorded before the slot is handed on (a
         // freed slot goes straight to the next waiter).
         drop(done.lease);
@@ -615,6 +616,13 @@ impl Scheduler {
             if stopped == NoSlot::NoUsableHost {
                 stopped = NoSlot::SameError { hosts };
             }
+        }
+        // Every host it could use refused the connection: nothing answers.
+        if stopped == NoSlot::NoUsableHost
+            && !tries.failed.is_empty()
+            && tries.failed.iter().all(|f| f.error.is_refused())
+        {
+            stopped = NoSlot::NothingAnswers;
         }
         tries.no_slot(pool, task, stopped)
     }
@@ -808,6 +816,8 @@ fn next_step(tries: &Tries, pool: &Pool, model: &str, node: &Node) -> String {
     let left = pool.candidates(model, &excluded);
     if left.is_empty() {
         "; no other host left to try".to_string()
+    } else if left.iter().all(|n| n.state().refusing().is_some()) {
+        "; every node left refuses connections".to_string()
     } else if left.iter().any(|n| n.host != node.host) {
         "; retrying from scratch on another host".to_string()
     } else {

@@ -28,6 +28,7 @@ mod load;
 mod lock_wait;
 mod messages;
 mod model_faults;
+mod no_answer;
 mod official_clients;
 mod ollama_adapter;
 mod piped;
