@@ -7,6 +7,7 @@ mod bad_input;
 mod client;
 mod commands;
 mod confine;
+mod counts;
 mod dashboard;
 mod dashboard_browser;
 mod dashboard_shell;

@@ -58,8 +58,9 @@ fn with_every_node_refusing_each_line_of_a_long_file_fails_at_once_with_a_hint()
     let r = run_within(&home, &script, Duration::from_secs(120));
     r.failed();
     let want = format!(
-        "❌ Query failed: no node answers ({url} refused the connection) — start Ollama there, \
-         `add URL` for a node that runs, or try the simulated cluster: `synapticllamas --simulate 3`"
+        "❌ Query failed: no node answers: nothing-there ({url}) refused the connection — start \
+         Ollama there, `add URL` for a node that runs, or try the simulated cluster: \
+         `synapticllamas --simulate 3`"
     );
     let said = r.stderr.lines().filter(|l| *l == want).count();
     assert_eq!(said, lines, "each line fails with the hint:\n{}", r.stderr);
