@@ -2,11 +2,12 @@
 //!
 //! An error that may be the request's (an HTTP error, an error line inside
 //! the stream, a reply that is not what the API promises) is not held
-//! against the node until the task ends: when another host then answers the
-//! same request, the node failed it and takes the blame; when the task fails
-//! with the same error from two hosts or more, the request (or its model) is
-//! at fault and no node is blamed. A model the node says it does not have
-//! (Ollama's 404) is never the node's fault.
+//! against the node until the task ends, when the pool has another host to
+//! compare with (with one host it is the node's at once): when another host
+//! then answers the same request, the node failed it and takes the blame;
+//! when the task fails with the same error from two hosts or more, the
+//! request (or its model) is at fault and no node is blamed. A model the
+//! node says it does not have (Ollama's 404) is never the node's fault.
 //!
 //! What is known of each model is kept here too: when a request for it last
 //! answered, and the error that made a whole task fail on two hosts or more

@@ -497,7 +497,8 @@ impl Scheduler {
 
     /// An attempt failed with `e`: recorded before its slot is handed on,
     /// and said. An error that may be the request's waits for the task's end
-    /// before it counts against the node (`blame.rs`); one the model is
+    /// before it counts against the node when the pool has another host to
+    /// compare with (`blame.rs`); one the model is
     /// known to give (it failed a whole task that way on several hosts)
     /// never does, and ends the task. A model the node does not have rules
     /// the host out for the task. A request too large for the node goes on
@@ -518,7 +519,8 @@ impl Scheduler {
         let elapsed = done.progress.started.elapsed();
         let too_large = matches!(e.kind, ErrorKind::TooLarge { .. });
         let known = self.models.broken(task.model).filter(|b| b.error == e.kind);
-        let defer = known.is_none() && blame::request_error(&e);
+        // With one host there is no second to compare with: the node's at once.
+        let defer = known.is_none() && blame::request_error(&e) && pool.hosts() > 1;
         let callers_bound = task.own_bound && matches!(e.kind, ErrorKind::Deadline { .. });
         let blame_now = !(known.is_some() || defer || callers_bound);
         // A node without the model is not tried again for this task.

@@ -387,20 +387,18 @@ async fn a_task_that_gives_up_leaves_the_line_and_a_slot_it_was_given_goes_on() 
 #[tokio::test]
 async fn the_next_task_sees_a_failure_before_it_is_given_the_slot() {
     use crate::ollama::{ClientError, ErrorKind, Timeouts};
-    // A failure that is the node's at once (an HTTP error waits for the
-    // task's end: it may be the request's).
-    let reset = || {
+    let http500 = || {
         ClientError::new(
             "http://127.0.0.1:9",
-            ErrorKind::Reset {
-                after_first_token: false,
-                detail: String::new(),
+            ErrorKind::Http {
+                status: 500,
+                message: "x".into(),
             },
         )
     };
     let s = Scheduler::new(Client::default());
     let a = node("http://127.0.0.1:9", "A", 0);
-    a.state().record_fault(&reset(), true);
+    a.state().record_fault(&http500(), true);
     let p = Pool::new(vec![a.clone()], Policy::Pool);
     let limits = Timeouts::new(
         Duration::from_millis(100),
@@ -421,7 +419,7 @@ async fn the_next_task_sees_a_failure_before_it_is_given_the_slot() {
         &task,
         |_| async {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            Err::<((), Measured), _>(reset())
+            Err::<((), Measured), _>(http500())
         },
         &quiet,
     );
