@@ -16,7 +16,10 @@ pub struct Metrics {
     pub pipeline: String,
     pub content_type: String,
     pub strategy: String,
+    /// Long-form parts written, of `chunks_planned`.
     pub chunks_generated: usize,
+    /// Long-form parts the answer was planned in (0 for one part).
+    pub chunks_planned: usize,
     pub agent_count: usize,
     pub physical_hosts: usize,
     pub hosts_used: usize,
@@ -25,7 +28,7 @@ pub struct Metrics {
     pub quality_scores: Vec<Vote>,
     pub quality_passed: Option<bool>,
     pub synthesis: Option<String>,
-    /// Failed attempts that were retried elsewhere.
+    /// Retries started after a failed attempt (of tasks that answered or not).
     pub retries: usize,
     /// Requests also started on an idle host because the first copy was slow.
     pub hedges: usize,

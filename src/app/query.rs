@@ -18,7 +18,7 @@ use crate::pipeline::call::Ctx;
 use crate::pipeline::observer::Observer;
 use crate::pipeline::plan::{Asked, QueryPlan};
 use crate::pipeline::result::{NothingGenerated, QueryResult};
-use crate::scheduler::{self, Policy, Pool};
+use crate::scheduler::{self, NoSlot, Policy, Pool};
 use crate::ui;
 use crate::ui::progress::TaskBars;
 
@@ -34,6 +34,30 @@ pub enum QueryError {
         failure: Option<NothingGenerated>,
         dead: String,
     },
+    /// Every node refused the connection: nothing listens there.
+    #[error(
+        "no node answers: {nodes} refused the connection — start Ollama there, `add URL` for a node that runs, or try the simulated cluster: `synapticllamas --simulate 3`"
+    )]
+    NothingAnswers { nodes: String },
+}
+
+/// The nodes named in one line: the first three (name and URL), then how
+/// many more.
+fn named(nodes: &[Arc<Node>]) -> String {
+    let mut names: Vec<String> = nodes
+        .iter()
+        .take(3)
+        .map(|n| format!("{} ({})", n.name(), n.url()))
+        .collect();
+    let more = nodes.len().saturating_sub(3);
+    if more > 0 {
+        names.push(format!("{more} more"));
+    }
+    match names.len() {
+        0 => "the node".to_string(),
+        1 => names.remove(0),
+        n => format!("{} and {}", names[..n - 1].join(", "), names[n - 1]),
+    }
 }
 
 /// One stderr line for an answer with gaps (the line counts as failed).
@@ -166,6 +190,7 @@ impl App {
             ))));
         self.cluster.sched.set_notifier(self.services.say());
         let nodes = self.pool_nodes();
+        let names = named(&nodes);
         // Nodes cooling down whose backoff has passed get a quick probe first.
         let due: Vec<Arc<Node>> = nodes
             .iter()
@@ -251,7 +276,16 @@ impl App {
                 });
             }
         }
-        result.map_err(QueryError::Nothing)
+        // Nothing answered at all (every node refused every connection):
+        // say so, and what to do, in one line.
+        result.map_err(|n| {
+            let refused = n.first.attempts.iter().all(|a| a.error.is_refused());
+            if n.first.stopped == NoSlot::NothingAnswers && refused {
+                QueryError::NothingAnswers { nodes: names }
+            } else {
+                QueryError::Nothing(n)
+            }
+        })
     }
 
     /// A query typed at the prompt: run it, print the answer and its summary.
@@ -310,7 +344,12 @@ impl App {
             ]);
         }
         t.add_row(vec!["Strategy".into(), m.strategy.clone()]);
-        t.add_row(vec!["Chunks".into(), m.chunks_generated.to_string()]);
+        let chunks = if m.chunks_planned > 0 && m.chunks_generated != m.chunks_planned {
+            format!("{} of {}", m.chunks_generated, m.chunks_planned)
+        } else {
+            m.chunks_generated.to_string()
+        };
+        t.add_row(vec!["Chunks".into(), chunks]);
         t.add_row(vec!["Agent calls".into(), m.agent_count.to_string()]);
         let c = &m.replies;
         t.add_row(vec![
@@ -370,6 +409,45 @@ fn attribution_table(r: &QueryResult) -> comfy_table::Table {
     t
 }
 
+/// "Completed", and when parts of the answer are missing, which.
+fn completed_line(r: &QueryResult) -> String {
+    let m = &r.metrics;
+    let secs = m.total_execution_time;
+    if r.complete() {
+        return format!("✓  Completed in {secs:.2}s");
+    }
+    let parts = r.gaps.iter().filter(|g| g.chunk.is_some()).count();
+    let tasks: Vec<&str> = r
+        .gaps
+        .iter()
+        .filter(|g| g.chunk.is_none())
+        .map(|g| g.task.as_str())
+        .collect();
+    let mut missing = Vec::new();
+    if parts > 0 {
+        missing.push(format!(
+            "with {parts} of {} parts missing",
+            m.chunks_planned
+        ));
+    }
+    if !tasks.is_empty() {
+        missing.push(format!("without the {}", tasks.join(" and the ")));
+    }
+    format!("⚠️  Completed in {secs:.2}s {}", missing.join(" and "))
+}
+
+/// Long-form parts: how many, or how many were written of how many planned.
+fn parts_written(m: &crate::report::Metrics) -> String {
+    if m.chunks_generated == m.chunks_planned {
+        format!("{} parts", m.chunks_planned)
+    } else {
+        format!(
+            "{} of {} parts written",
+            m.chunks_generated, m.chunks_planned
+        )
+    }
+}
+
 pub(crate) fn print_result(r: &QueryResult, sink: &mut dyn Sink) {
     let rule = "═".repeat(70);
     sink.out(&ui::paint_out(&rule, "31"));
@@ -378,12 +456,9 @@ pub(crate) fn print_result(r: &QueryResult, sink: &mut dyn Sink) {
     sink.out(r.final_output.trim_end());
     sink.out(&"─".repeat(70));
     let m = &r.metrics;
-    sink.out(&format!("✓  Completed in {:.2}s", m.total_execution_time));
-    let shape = if m.chunks_generated > 0 {
-        format!(
-            "{} ({}, {} chunks)",
-            m.pipeline, m.content_type, m.chunks_generated
-        )
+    sink.out(&completed_line(r));
+    let shape = if m.chunks_planned > 0 {
+        format!("{} ({}, {})", m.pipeline, m.content_type, parts_written(m))
     } else {
         m.pipeline.clone()
     };

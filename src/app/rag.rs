@@ -324,16 +324,24 @@ impl App {
         }
         bar.finish_and_clear();
         self.rag.clear().await;
+        let failed = summary.failed + problems.len();
+        // The mark says how it went: nothing indexed and some failed, some
+        // failed, nothing to index at all, or every document in.
+        let mark = match (summary.added, failed, summary.skipped) {
+            (0, f, _) if f > 0 => "❌",
+            (_, f, _) if f > 0 => "⚠️ ",
+            (0, 0, 0) => "⚠️ ",
+            _ => "✅",
+        };
         sink.out(&format!(
-            "✅ Indexed {} document(s), {} chunk(s) in {:.1}s over {} host(s); {} already indexed, {} failed",
+            "{mark} Indexed {} document(s), {} chunk(s) in {:.1}s over {} host(s); {} already indexed, {failed} failed",
             summary.added,
             summary.chunks,
             summary.seconds,
             embedder.hosts(),
             summary.skipped,
-            summary.failed + problems.len()
         ));
-        Ok(Outcome::from(summary.failed == 0 && problems.is_empty()))
+        Ok(Outcome::from(failed == 0))
     }
 
     /// The local knowledge base `rag index` writes into.

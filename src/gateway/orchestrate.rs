@@ -323,6 +323,7 @@ pub async fn orchestrate(Call(shared, tally, caller, body): Call) -> Response {
         Err(e) => return e.ollama(),
     };
     let stream = req.stream;
+    let model = req.model.clone();
     let (run, rx) = match prepare(&shared, req, &caller) {
         Ok(p) => p,
         Err(e) => {
@@ -332,6 +333,15 @@ pub async fn orchestrate(Call(shared, tally, caller, body): Call) -> Response {
             return e.ollama();
         }
     };
+    // A model no node has is a 404 in Ollama's words, as for `/api/chat`:
+    // no node is asked, so none is blamed.
+    if let Some(m) = model {
+        if let Err(e) = super::route::resolve(&shared, &m).await {
+            if e.status == StatusCode::NOT_FOUND {
+                return e.ollama();
+            }
+        }
+    }
     if !stream {
         return match run.await {
             Ok(r) => Json(r.to_json()).into_response(),

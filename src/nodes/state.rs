@@ -32,6 +32,9 @@ pub struct Failures {
     /// the node only suspect (answering `/api/tags` does not prove it can
     /// generate).
     pub on_request: bool,
+    /// The last was a refused connection: nothing listens there (not a
+    /// timeout, which a busy or distant host may give).
+    pub refused: bool,
 }
 
 /// A cool-down: no requests until a re-probe succeeds.
@@ -46,6 +49,9 @@ pub struct Cooling {
     pub until: Instant,
     /// A re-probe is running.
     pub reprobing: bool,
+    /// ... and it started before the backoff ended (a task had no other
+    /// host): its failure is no new failure in a row.
+    pub early: bool,
 }
 
 /// A node's place in the health view.
@@ -171,6 +177,15 @@ impl NodeState {
         matches!(self.health, Health::Cooling(_))
     }
 
+    /// Cooling because nothing listens there (its last failure was a refused
+    /// connection): whether a re-probe is running. None otherwise.
+    pub(crate) fn refusing(&self) -> Option<bool> {
+        self.health
+            .cooling()
+            .filter(|c| c.failures.refused)
+            .map(|c| c.reprobing)
+    }
+
     /// Failures in a row (0 once it answered).
     pub fn consecutive_failures(&self) -> u32 {
         self.health.failures().map_or(0, |f| f.count)
@@ -202,6 +217,7 @@ impl NodeState {
     pub(crate) fn reprobe_started(&mut self, now: Instant) {
         if let Health::Cooling(c) = &mut self.health {
             c.reprobing = true;
+            c.early = now < c.until;
             self.reprobed_at = Some(now);
         }
     }
@@ -210,6 +226,7 @@ impl NodeState {
     pub(crate) fn reprobe_ended(&mut self) {
         if let Health::Cooling(c) = &mut self.health {
             c.reprobing = false;
+            c.early = false;
         }
     }
 
@@ -246,6 +263,7 @@ impl NodeState {
                     count: 0,
                     last: None,
                     on_request: false,
+                    refused: false,
                 });
                 f.count = f.count.max(failures);
                 *h = Health::Cooling(Cooling {
@@ -254,6 +272,7 @@ impl NodeState {
                     backoff: left.max(FIRST_BACKOFF),
                     until,
                     reprobing: false,
+                    early: false,
                 });
             }
         }
@@ -280,6 +299,10 @@ impl NodeState {
 
     /// A request or probe failed. `refused` failures (nothing listening) cool the
     /// node at once; others make it suspect first and cool it on the second in a row.
+    /// While it cools, a failed probe doubles the backoff — except the
+    /// scheduler's early re-probes (a task with no other host probes once a
+    /// second before the backoff ends): those are no new failure in a row and
+    /// leave the backoff as it was said when the node cooled.
     pub(crate) fn record_fault(&mut self, err: &ClientError, from_request: bool) -> Transition {
         if !err.is_node_fault() {
             return Transition::None;
@@ -289,9 +312,16 @@ impl NodeState {
             count: self.consecutive_failures() + 1,
             last: Some(err.short()),
             on_request: from_request,
+            refused: err.is_refused(),
         };
         if let Health::Cooling(c) = &mut self.health {
-            // A failed re-probe: wait longer before the next one.
+            if c.early && !from_request {
+                // An early re-probe: the same failure, seen again.
+                c.failures.last = failures.last;
+                c.failures.refused = failures.refused;
+                return Transition::None;
+            }
+            // A failed probe: wait longer before the next one.
             c.failures = failures;
             c.backoff = (c.backoff * 2).min(MAX_BACKOFF);
             c.until = now + c.backoff;
@@ -308,6 +338,7 @@ impl NodeState {
                 backoff,
                 until: now + backoff,
                 reprobing: false,
+                early: false,
             });
             return Transition::Cooled(backoff);
         }
@@ -343,8 +374,9 @@ impl NodeState {
     pub fn describe(&self) -> String {
         match &self.health {
             Health::Cooling(c) => format!(
-                "cooling ({} failures; backoff {:.0}s)",
+                "cooling ({} failure{}; backoff {:.0}s)",
                 c.failures.count,
+                if c.failures.count == 1 { "" } else { "s" },
                 c.backoff.as_secs_f64()
             ),
             Health::Suspect(f) => match &f.last {
@@ -449,6 +481,36 @@ mod tests {
         assert!(!s.urgent_reprobe_due(Instant::now()));
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(s.urgent_reprobe_due(Instant::now()));
+    }
+
+    /// On a paused clock: the scheduler's early re-probes (a task with no
+    /// other host probes once a second) count no new failure and keep the
+    /// backoff said when the node cooled; a request that fails meanwhile
+    /// counts; the re-probe once the backoff has passed doubles it.
+    #[tokio::test(start_paused = true)]
+    async fn early_reprobes_neither_count_nor_lengthen_the_backoff() {
+        let mut s = NodeState::default();
+        let refused = err(ErrorKind::Refused {
+            reason: "Connection refused (os error 111)".into(),
+        });
+        assert_eq!(
+            s.record_fault(&refused, true),
+            Transition::Cooled(FIRST_BACKOFF)
+        );
+        for _ in 0..4 {
+            tokio::time::advance(URGENT_EVERY).await;
+            s.reprobe_started(Instant::now());
+            s.record_fault(&refused, false);
+            s.reprobe_ended();
+        }
+        assert_eq!(s.describe(), "cooling (1 failure; backoff 5s)");
+        s.record_fault(&reset(), true);
+        assert_eq!(s.describe(), "cooling (2 failures; backoff 10s)");
+        tokio::time::advance(FIRST_BACKOFF * 2).await;
+        s.reprobe_started(Instant::now());
+        s.record_fault(&refused, false);
+        s.reprobe_ended();
+        assert_eq!(s.describe(), "cooling (3 failures; backoff 20s)");
     }
 
     #[test]

@@ -84,7 +84,11 @@ impl Client {
     fn map_send_error(url: &str, e: reqwest::Error, t: &Timeouts) -> ClientError {
         let kind = if e.is_connect() {
             let reason = if e.is_timeout() {
-                format!("connect timed out after {:.1}s", t.connect.as_secs_f64())
+                format!(
+                    "{} after {:.1}s",
+                    super::error::CONNECT_TIMED_OUT,
+                    t.connect.as_secs_f64()
+                )
             } else {
                 root_cause(&e)
             };

@@ -5,6 +5,9 @@
 
 use std::fmt;
 
+/// How a connection attempt that timed out begins its reason.
+pub(crate) const CONNECT_TIMED_OUT: &str = "connect timed out";
+
 /// A failed request: the URL it went to and what went wrong.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{url}: {kind}")]
@@ -55,10 +58,31 @@ impl ClientError {
         matches!(self.kind, ErrorKind::Refused { .. })
     }
 
+    /// Nothing listens there: the connection was refused (or the network
+    /// said at once that the address cannot be reached), as opposed to a
+    /// connection attempt that timed out.
+    pub fn is_refused(&self) -> bool {
+        matches!(&self.kind, ErrorKind::Refused { reason } if !reason.starts_with(CONNECT_TIMED_OUT))
+    }
+
     /// True when the failure says something about the node (it should be
-    /// suspected or cooled); false for a request that was too large or cancelled.
+    /// suspected or cooled); false for a request that was too large or
+    /// cancelled, or for a model the node says it does not have.
     pub(crate) fn is_node_fault(&self) -> bool {
         !matches!(self.kind, ErrorKind::TooLarge { .. } | ErrorKind::Cancelled)
+            && !self.is_missing_model()
+    }
+
+    /// The node says it does not have the model: Ollama's 404 `model 'x' not
+    /// found` (`model "x" not found, try pulling it first` in newer releases).
+    pub(crate) fn is_missing_model(&self) -> bool {
+        match &self.kind {
+            ErrorKind::Http { status, message } => {
+                let m = message.to_ascii_lowercase();
+                *status == 404 && m.contains("model") && m.contains("not found")
+            }
+            _ => false,
+        }
     }
 
     /// The kind alone, short enough for a one-line notice.
@@ -168,5 +192,18 @@ mod tests {
         assert_eq!(e.short(), "HTTP 500: boom");
         assert!(e.is_node_fault());
         assert!(!ClientError::new("u", ErrorKind::Cancelled).is_node_fault());
+        for message in [
+            "model 'nope' not found",
+            "model \"nope\" not found, try pulling it first",
+        ] {
+            let missing = ClientError::new(
+                "u",
+                ErrorKind::Http {
+                    status: 404,
+                    message: message.into(),
+                },
+            );
+            assert!(missing.is_missing_model() && !missing.is_node_fault());
+        }
     }
 }

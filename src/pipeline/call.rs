@@ -10,6 +10,7 @@
 //! nothing else works. Every reply is cleaned of prompt text it repeats, and
 //! counted (`metrics.replies`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Map, Value};
@@ -26,7 +27,9 @@ use crate::ollama::types::{ChatRequest, Completion, Message, Options};
 use crate::ollama::{Client, ClientError, ErrorKind, OpenAiChat, Timeouts};
 use crate::prompt::Prompt;
 use crate::report::ReplyCounts;
-use crate::scheduler::{Attempt, Attribution, Measured, Pool, Scheduler, Task, TaskFailed};
+use crate::scheduler::{
+    Attempt, AttemptKind, Attribution, Measured, Pool, Scheduler, Task, TaskFailed,
+};
 use crate::sharding::route::{decide, Target};
 
 /// `num_predict` (Ollama) / `max_tokens` (llama-server) for every agent request,
@@ -51,17 +54,46 @@ pub struct Ctx {
     pub timeouts: Timeouts,
     pub agents: Vec<Agent>,
     pub observer: Arc<dyn Observer>,
-    /// How the agents' replies came back, counted as they come.
+    /// How the agents' replies came back, and the retries and hedges
+    /// started, counted as they come.
     pub replies: Tally,
 }
 
-/// `ReplyCounts` as replies come in from tasks running at once.
+/// `ReplyCounts` as replies come in from tasks running at once, and every
+/// retry and hedge started (whether its task then answered or not).
 #[derive(Debug, Default)]
-pub struct Tally(Mutex<ReplyCounts>);
+pub struct Tally {
+    replies: Mutex<ReplyCounts>,
+    retries: AtomicUsize,
+    hedges: AtomicUsize,
+}
 
 impl Tally {
+    /// An attempt of `kind` starts.
+    fn started(&self, kind: &AttemptKind) {
+        match kind {
+            AttemptKind::First => {}
+            AttemptKind::Retry { .. } => {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            AttemptKind::Hedge { .. } => {
+                self.hedges.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Retries started so far (after a failed attempt).
+    pub fn retries(&self) -> usize {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Hedges started so far (copies of a slow attempt).
+    pub fn hedges(&self) -> usize {
+        self.hedges.load(Ordering::Relaxed)
+    }
+
     fn add(&self, outcome: Outcome, with_schema: bool) {
-        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = self.replies.lock().unwrap_or_else(|e| e.into_inner());
         c.total += 1;
         match outcome {
             Outcome::Valid => c.valid_first_try += 1,
@@ -77,7 +109,7 @@ impl Tally {
 
     /// The counts so far.
     pub fn counts(&self) -> ReplyCounts {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+        *self.replies.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -244,6 +276,7 @@ pub async fn call(
             |a: Attempt| {
                 let request = &request;
                 async move {
+                    ctx.replies.started(&a.kind);
                     ctx.observer.attempt(label, &a.node, &a.kind);
                     ask_with_repair(ctx, &a, request).await
                 }

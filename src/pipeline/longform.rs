@@ -54,8 +54,22 @@ fn writer(ctx: &Ctx, ct: ContentType) -> &super::agents::Agent {
     }
 }
 
+/// Which attempt at a chunk was kept (its quality retry, if any, is the second).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kept {
+    /// The first passed its quality check: no retry.
+    Only,
+    /// The quality retry.
+    Retry,
+    /// The first: its quality retry was no better.
+    First,
+    /// The first: its quality retry failed.
+    FirstRetryFailed,
+}
+
 /// Write one chunk: ask, check, retry once, keep the better attempt. A failed
-/// retry keeps the first attempt.
+/// retry keeps the first attempt. The chunk, where its attempts ran, and
+/// which was kept.
 async fn chunk(
     ctx: &Ctx,
     query: &str,
@@ -64,7 +78,7 @@ async fn chunk(
     total: usize,
     first: Option<&str>,
     docs: Option<&crate::rag::Retrieved>,
-) -> Result<(Chunk, Vec<Attribution>), TaskFailed> {
+) -> Result<(Chunk, Vec<Attribution>, Kept), TaskFailed> {
     let focus = focus_area(ct, n, total);
     let label = format!("chunk {n}/{total}");
     let agent = writer(ctx, ct);
@@ -78,7 +92,7 @@ async fn chunk(
     let a = Draft::of(call(ctx, agent, &label, prompt.clone(), &ctx.model, None).await?);
     let mut attribution = vec![a.attribution.clone()];
     let problems = match quality::chunk_check(&a.text) {
-        Ok(()) => return Ok((a.chunk(n, &focus, None), attribution)),
+        Ok(()) => return Ok((a.chunk(n, &focus, None), attribution, Kept::Only)),
         Err(p) => p,
     };
     ctx.observer.notice(format!(
@@ -92,12 +106,13 @@ async fn chunk(
         Err(e) => {
             let why = format!("its quality retry failed ({e}); the first attempt is kept");
             ctx.observer.notice(format!("⚠️  {label}: {why}"));
-            return Ok((a.chunk(n, &focus, Some(why)), attribution));
+            let chunk = a.chunk(n, &focus, Some(why));
+            return Ok((chunk, attribution, Kept::FirstRetryFailed));
         }
     };
     attribution.push(b.attribution.clone());
-    let chunk = better(ctx, &label, (n, &focus), (a, problems), b);
-    Ok((chunk, attribution))
+    let (chunk, kept) = better(ctx, &label, (n, &focus), (a, problems), b);
+    Ok((chunk, attribution, kept))
 }
 
 /// One attempt at a chunk: its text and where it was written.
@@ -136,9 +151,9 @@ fn better(
     (n, focus): (usize, &str),
     (a, problems): (Draft, Vec<String>),
     b: Draft,
-) -> Chunk {
+) -> (Chunk, Kept) {
     let problems_b = match quality::chunk_check(&b.text) {
-        Ok(()) => return b.chunk(n, focus, None),
+        Ok(()) => return (b.chunk(n, focus, None), Kept::Retry),
         Err(p) => p,
     };
     let keep_b = problems_b.len() < problems.len()
@@ -152,8 +167,12 @@ fn better(
         }
     );
     ctx.observer.notice(format!("⚠️  {label} {why}"));
-    let kept = if keep_b { b } else { a };
-    kept.chunk(n, focus, Some(why))
+    let (kept, which) = if keep_b {
+        (b, Kept::Retry)
+    } else {
+        (a, Kept::First)
+    };
+    (kept.chunk(n, focus, Some(why)), which)
 }
 
 /// Words part `n` can ask for: its usual length, or what the smallest
@@ -206,28 +225,47 @@ async fn part(
     first: Option<&str>,
     docs: Option<&crate::rag::Retrieved>,
 ) -> Result<(Chunk, Vec<Attribution>), TaskFailed> {
-    let r = chunk(ctx, query, ct, n, total, first, docs).await;
-    if let Ok((c, a)) = &r {
-        let unit = if ct == ContentType::Storytelling {
-            "chapter"
-        } else {
-            "part"
-        };
-        let secs: f64 = a.iter().map(|x| x.seconds).sum();
-        let rate = a
-            .iter()
-            .rev()
-            .find_map(|x| x.tokens_per_sec)
-            .map(|t| format!(", {t:.1} tokens/s"))
-            .unwrap_or_default();
-        let retried = if a.len() > 1 { ", after a retry" } else { "" };
-        ctx.observer.notice(format!(
-            "✅ {unit} {n}/{total} done on {} in {secs:.1}s ({} words{rate}{retried})",
-            c.node,
-            c.content.split_whitespace().count()
-        ));
-    }
-    r
+    let (c, a, kept) = chunk(ctx, query, ct, n, total, first, docs).await?;
+    let unit = if ct == ContentType::Storytelling {
+        "chapter"
+    } else {
+        "part"
+    };
+    ctx.observer.notice(done_line(unit, n, total, &c, &a, kept));
+    Ok((c, a))
+}
+
+/// The line for a finished part: the node, time and rate of the attempt
+/// that was kept, and whether a quality retry came into it.
+fn done_line(
+    unit: &str,
+    n: usize,
+    total: usize,
+    c: &Chunk,
+    attempts: &[Attribution],
+    kept: Kept,
+) -> String {
+    let one = match kept {
+        Kept::Retry => attempts.last(),
+        _ => attempts.first(),
+    };
+    let (node, secs) = one.map_or((c.node.as_str(), c.seconds), |x| {
+        (x.node.as_str(), x.seconds)
+    });
+    let rate = one
+        .and_then(|x| x.tokens_per_sec)
+        .map(|t| format!(", {t:.1} tokens/s"))
+        .unwrap_or_default();
+    let retry = match kept {
+        Kept::Only => "",
+        Kept::Retry => ", after a quality retry",
+        Kept::First => ", the first attempt: its quality retry was no better",
+        Kept::FirstRetryFailed => ", the first attempt: its quality retry failed",
+    };
+    format!(
+        "✅ {unit} {n}/{total} done on {node} in {secs:.1}s ({} words{rate}{retry})",
+        c.content.split_whitespace().count()
+    )
 }
 
 pub async fn run(

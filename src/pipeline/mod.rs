@@ -111,6 +111,9 @@ pub(crate) async fn run_query(
         started,
     );
     metrics.replies = ctx.replies.counts();
+    // Every retry and hedge started, those of tasks that then failed too.
+    metrics.retries = ctx.replies.retries();
+    metrics.hedges = ctx.replies.hedges();
     Ok(QueryResult {
         query: query.to_string(),
         final_output,
@@ -184,6 +187,7 @@ async fn long_form(
         scope.reason
     ));
     metrics.pipeline = "long-form".into();
+    metrics.chunks_planned = scope.parts;
     let lf = longform::run(ctx, query, d.content_type, scope.parts, docs).await?;
     metrics.chunks_generated = lf.chunks.len();
     metrics.synthesis = Some(lf.synthesis);
@@ -236,14 +240,11 @@ async fn standard(
     })
 }
 
-/// The metrics counted once the work is done: time, tasks, hosts, retries,
-/// hedges and failures.
+/// The metrics counted once the work is done: time, tasks, hosts and failures.
 fn count(metrics: &mut Metrics, attribution: &[Attribution], failed: usize, started: Instant) {
     metrics.total_execution_time = started.elapsed().as_secs_f64();
     metrics.agent_count = attribution.len();
     metrics.hosts_used = hosts_used(attribution);
-    metrics.retries = attribution.iter().map(|a| a.retries).sum();
-    metrics.hedges = attribution.iter().map(|a| a.hedges).sum();
     metrics.failed_tasks = failed;
     metrics.node_attribution = attribution.to_vec();
 }

@@ -53,18 +53,40 @@ pub enum NoSlot {
     Deadline,
     /// Too many tasks wait already (the pool's queue limit).
     QueueFull,
+    /// The same error came from this many hosts: the request (or its model)
+    /// is at fault, not the nodes.
+    SameError { hosts: usize },
+    /// Every node left refuses connections (nothing listens there): no
+    /// waiting for one to come back.
+    NothingAnswers,
+    /// The model failed a whole task the same way on this many hosts before,
+    /// and no request for it has answered since: not tried elsewhere.
+    ModelBroken { hosts: usize },
 }
 
 impl std::fmt::Display for NoSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            NoSlot::NoUsableHost => "no node is available",
-            NoSlot::AllCooling => {
-                "every node left is cooling down after failures and none came back in time"
+        match self {
+            NoSlot::NoUsableHost => f.write_str("no node is available"),
+            NoSlot::AllCooling => f.write_str(
+                "every node left is cooling down after failures and none came back in time",
+            ),
+            NoSlot::Deadline => {
+                f.write_str("the agent timeout passed while waiting for a free host")
             }
-            NoSlot::Deadline => "the agent timeout passed while waiting for a free host",
-            NoSlot::QueueFull => "too many requests are waiting for a free host",
-        })
+            NoSlot::QueueFull => f.write_str("too many requests are waiting for a free host"),
+            NoSlot::NothingAnswers => {
+                f.write_str("no node answers: every node left refuses connections")
+            }
+            NoSlot::SameError { hosts } => write!(
+                f,
+                "the same error came from {hosts} hosts, so the request (or its model) is at fault, not the nodes"
+            ),
+            NoSlot::ModelBroken { hosts } => write!(
+                f,
+                "the model failed the same way on {hosts} hosts before and has not answered since, so it was not tried on another host"
+            ),
+        }
     }
 }
 
@@ -204,7 +226,13 @@ impl Scheduler {
                 }
                 WaitState::Nobody => return Err(NoSlot::NoUsableHost),
                 WaitState::Recovering(due) => {
-                    if recovering_since.is_none() {
+                    // Nothing listens on any of them: no use waiting, once
+                    // the re-probes running have said so too.
+                    let refusing = all_refuse(pool, model, excluded);
+                    if refusing == Some(false) {
+                        return Err(NoSlot::NothingAnswers);
+                    }
+                    if recovering_since.is_none() && refusing.is_none() {
                         self.say_recovering(pool, now);
                     }
                     let since = *recovering_since.get_or_insert(now);
@@ -293,6 +321,17 @@ impl Scheduler {
             }
             WaitState::Nobody => Err(NoSlot::NoUsableHost),
             _ => Ok(None),
+        }
+    }
+
+    /// Wake the tasks waiting for a cooling node to come back: a re-probe
+    /// ended (perhaps saying that nothing answers there).
+    pub(super) fn wake_recovering(&self) {
+        let slots = self.slots();
+        for w in &slots.line.waiters {
+            if matches!(w.state, WaitState::Recovering(_)) {
+                w.wake.notify_one();
+            }
         }
     }
 
@@ -442,6 +481,18 @@ impl Scheduler {
             .unwrap_or(PRIOR_PATIENCE)
             .clamp(Duration::from_millis(200), Duration::from_secs(60))
     }
+}
+
+/// Whether every node of `pool` a task for `model` may use (not on an
+/// `excluded` host) is cooling because it refused connections: `Some(true)`
+/// while a re-probe of one still runs, `Some(false)` when none does; None
+/// when one of them may still come back.
+fn all_refuse(pool: &Pool, model: &str, excluded: &HashSet<String>) -> Option<bool> {
+    let mut probing = false;
+    for n in pool.candidates(model, excluded) {
+        probing |= n.state().refusing()?;
+    }
+    Some(probing)
 }
 
 /// What a waiter knows of slots released by other instances (Redis): a host

@@ -4,6 +4,8 @@
 //!   node gets the blame) is generous: ten times the node's usual time to first
 //!   token, plus the time to load the model when the node does not have it in
 //!   memory, plus the prompt's evaluation time, never under `FIRST_TOKEN_FLOOR`.
+//!   A suspect node is on probation: three usual times, plus a model load only
+//!   when one was measured there, never under `PROBATION_FLOOR`.
 //! - Its stall deadline (silence once tokens flow) is thirty token gaps, never
 //!   under `STALL_FLOOR`.
 //! - Hedging is eager, because it only ever uses a host that is idle: a request
@@ -112,13 +114,11 @@ pub(crate) fn first_token_deadline(
         .loaded
         .iter()
         .any(|m| crate::ollama::types::same_model(&m.name, model));
+    let measured_load = st.latency.load_ms.get();
     let load_ms = if loaded {
         0.0
     } else {
-        st.latency
-            .load_ms
-            .get()
-            .unwrap_or(latency::PRIOR_LOAD.as_secs_f64() * 1000.0)
+        measured_load.unwrap_or(latency::PRIOR_LOAD.as_secs_f64() * 1000.0)
     };
     let prompt_ms = st
         .latency
@@ -130,7 +130,13 @@ pub(crate) fn first_token_deadline(
     let probation = st.health.is_suspect();
     drop(st);
     if probation {
-        // It failed recently: as patient as a hedge would be, no more.
+        // It failed recently: as patient as a hedge would be, no more; a
+        // model load only when one was seen there (not the prior).
+        let load_ms = if loaded {
+            0.0
+        } else {
+            measured_load.unwrap_or(0.0)
+        };
         let ms = HEDGE_FACTOR * cluster.ttft_ms.max(own) + load_ms + prompt_ms;
         return Duration::from_secs_f64(ms / 1000.0).max(PROBATION_FLOOR);
     }
@@ -259,6 +265,28 @@ mod tests {
             first_token_deadline(&n, "m", 0, &cluster(50.0, 100.0)),
             PROBATION_FLOOR
         );
+    }
+
+    #[test]
+    fn a_suspect_node_gets_no_model_load_allowance_it_never_saw() {
+        let n = node();
+        let c = ClusterView::of(&[]);
+        n.state().record_fault(
+            &crate::ollama::ClientError::new(
+                "u",
+                crate::ollama::ErrorKind::NoFirstToken { secs: 40.0 },
+            ),
+            true,
+        );
+        // Nothing measured, the model not loaded: 3 × the 1 s prior, not
+        // 3 s + the 30 s prior for loading the model.
+        assert_eq!(first_token_deadline(&n, "m", 0, &c), Duration::from_secs(3));
+        // A load measured there is allowed for.
+        n.state().latency.record(&Sample {
+            load_ms: Some(2000.0),
+            ..Default::default()
+        });
+        assert_eq!(first_token_deadline(&n, "m", 0, &c), Duration::from_secs(5));
     }
 
     #[test]

@@ -18,12 +18,15 @@
 //!   instances, behind traits this module owns ([`HostLeases`],
 //!   [`HealthReports`]; Redis implements them);
 //! - `task.rs`: one task on top of this: deadlines from the latency model,
-//!   hedging, retries on hosts that have not failed the task.
+//!   hedging, retries on hosts that have not failed the task;
+//! - `blame.rs`: whose fault a failure is, the node's or the request's (the
+//!   same error from two hosts), and which models are broken everywhere.
 //!
 //! Time is `tokio::time` throughout, so tests on a paused clock drive
 //! back-off, recovery, patience and hedging.
 
 mod acquire;
+mod blame;
 pub mod estimate;
 mod line;
 mod pick;
@@ -94,6 +97,8 @@ pub struct Scheduler {
     slots: Mutex<Slots>,
     /// How a cooling node is re-probed.
     prober: recovery::Prober,
+    /// What is known of each model's requests (answered, broken everywhere).
+    models: blame::Models,
 }
 
 impl Scheduler {
@@ -112,6 +117,7 @@ impl Scheduler {
             notifier: RwLock::new(Arc::new(|_| {})),
             slots: Mutex::new(Slots::default()),
             prober,
+            models: blame::Models::default(),
         })
     }
 

@@ -72,6 +72,7 @@ impl Scheduler {
                 ));
             }
             sched.dispatch();
+            sched.wake_recovering();
         });
     }
 

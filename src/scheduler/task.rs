@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
+use super::blame::{self, Deferred};
 use super::estimate::{self, ClusterView};
 use super::progress::Progress;
 use super::{Lease, NoSlot, Pool, Scheduler};
@@ -242,11 +243,18 @@ struct Tries {
     hedges: usize,
     /// After a "does not fit" refusal: the largest context known to be too small.
     too_small: Option<u64>,
+    /// Failures that may be the request's: blamed on their nodes only once
+    /// the task ends (`blame.rs`).
+    deferred: Vec<Deferred>,
+    /// When the task began.
+    began: Instant,
 }
 
 impl Tries {
     fn new(pool: &Pool) -> Tries {
         Tries {
+            deferred: Vec::new(),
+            began: Instant::now(),
             failed: Vec::new(),
             failures: HashMap::new(),
             // A task may fail twice on a host only when the pool has no other host.
@@ -272,39 +280,6 @@ impl Tries {
         excluded
     }
 
-    /// Where the retry after a failure on `node` goes, in words: another host
-    /// when one is left; else the same node (or host), said as such — a
-    /// model on one node only is retried there; else nowhere.
-    fn retry_where(&self, pool: &Pool, node: &Node) -> String {
-        let failed = |host: &str| {
-            self.failures.get(host).copied().unwrap_or(0) + u32::from(host == node.host)
-        };
-        let left: HashSet<&str> = pool
-            .nodes()
-            .iter()
-            .map(|n| n.host.as_str())
-            .filter(|h| failed(h) < self.per_host)
-            .collect();
-        if left.iter().any(|h| *h != node.host) {
-            return "; retrying from scratch on another host".into();
-        }
-        if !left.contains(node.host.as_str()) {
-            return "; no other host can take it".into();
-        }
-        let on_host = pool.nodes().iter().filter(|n| n.host == node.host).count();
-        if on_host == 1 {
-            format!(
-                "; retrying from scratch on {} (the only node that can take it)",
-                node.name()
-            )
-        } else {
-            format!(
-                "; retrying from scratch on {} (no other host can take it)",
-                node.host
-            )
-        }
-    }
-
     /// The first attempt, or a retry after the last failure.
     fn next_kind(&self) -> AttemptKind {
         match self.failed.last() {
@@ -322,9 +297,13 @@ impl Tries {
     }
 
     /// No slot for another attempt (`stopped` says why): the task fails with
-    /// the attempts so far and, unless no host was usable, the pool's health.
+    /// the attempts so far and, when it gave up waiting, the pool's health.
     fn no_slot(self, pool: &Pool, task: &Task<'_>, stopped: NoSlot) -> TaskFailed {
-        let pool_health = (stopped != NoSlot::NoUsableHost).then(|| {
+        let waited = matches!(
+            stopped,
+            NoSlot::AllCooling | NoSlot::Deadline | NoSlot::QueueFull | NoSlot::NothingAnswers
+        );
+        let pool_health = waited.then(|| {
             pool.nodes()
                 .iter()
                 .map(|n| format!("{}: {}", n.name(), n.state().describe()))
@@ -408,7 +387,7 @@ impl Scheduler {
                     .await
                 {
                     Ok(l) => l,
-                    Err(stopped) => return Err(tries.no_slot(pool, task, stopped)),
+                    Err(stopped) => return Err(self.give_up(tries, pool, task, stopped, notice)),
                 };
                 let reason = super::pick::reason(&lease.node, task.model, pool, &excluded);
                 let kind = tries.next_kind();
@@ -423,12 +402,14 @@ impl Scheduler {
                     let Some(done) = tries.running[i].take() else { continue };
                     match result {
                         Ok((value, measured)) => {
-                            let (a, held) = self.answered(&tries, done, measured, task, hold, notice);
+                            let (a, held) = self.answered(&mut tries, done, measured, task, hold, notice);
                             return Ok((value, a, held));
                         }
                         Err(e) => {
                             let still_running = !futs.is_empty();
-                            self.attempt_failed(&mut tries, done, e, still_running, pool, task, notice)?;
+                            if let Err(stopped) = self.attempt_failed(&mut tries, done, e, still_running, pool, task, notice) {
+                                return Err(self.give_up(tries, pool, task, stopped, notice));
+                            }
                         }
                     }
                 }
@@ -454,7 +435,7 @@ impl Scheduler {
     /// relayed); the other copies are given up. Where and how it ran.
     fn answered(
         &self,
-        tries: &Tries,
+        tries: &mut Tries,
         done: Running,
         mut measured: Measured,
         task: &Task<'_>,
@@ -485,6 +466,21 @@ impl Scheduler {
         for other in tries.running.iter().flatten() {
             self.abandon(other, &node, task.label, notice);
         }
+        // The request works: the nodes that failed it are to blame.
+        self.models.answered(task.model);
+        for d in std::mem::take(&mut tries.deferred) {
+            let t = self.blame(&d);
+            if t != Transition::None {
+                notice(format!(
+                    "⚠️  {}: {} answered what {} failed ({}){}",
+                    task.label,
+                    node.name(),
+                    d.node.name(),
+                    d.error.short(),
+                    transition_words(&d.node, t)
+                ));
+            }
+        }
         let attribution = Attribution {
             task: task.label.to_string(),
             node: node.name().to_string(),
@@ -499,10 +495,15 @@ impl Scheduler {
         (attribution, held)
     }
 
-    /// An attempt failed with `e`: recorded (against the node unless the
-    /// request is the likely culprit) before its slot is handed on, and said.
-    /// A request too large for the node goes on only to a node known to give
-    /// the model a larger context; the task fails when there is none.
+    /// An attempt failed with `e`: recorded before its slot is handed on,
+    /// and said. An error that may be the request's waits for the task's end
+    /// before it counts against the node when the pool has another host to
+    /// compare with (`blame.rs`); one the model is
+    /// known to give (it failed a whole task that way on several hosts)
+    /// never does, and ends the task. A model the node does not have rules
+    /// the host out for the task. A request too large for the node goes on
+    /// only to a node known to give the model a larger context. `Err`: no
+    /// further attempt, and why.
     #[allow(clippy::too_many_arguments)]
     fn attempt_failed(
         &self,
@@ -513,35 +514,54 @@ impl Scheduler {
         pool: &Pool,
         task: &Task<'_>,
         notice: &(dyn Fn(String) + Sync),
-    ) -> Result<(), TaskFailed> {
+    ) -> Result<(), NoSlot> {
         let node = done.lease.node.clone();
         let elapsed = done.progress.started.elapsed();
-        let then = if matches!(e.kind, ErrorKind::TooLarge { .. }) {
+        let too_large = matches!(e.kind, ErrorKind::TooLarge { .. });
+        let known = self.models.broken(task.model).filter(|b| b.error == e.kind);
+        // With one host there is no second to compare with: the node's at once.
+        let defer = known.is_none() && blame::request_error(&e) && pool.hosts() > 1;
+        let callers_bound = task.own_bound && matches!(e.kind, ErrorKind::Deadline { .. });
+        let blame_now = !(known.is_some() || defer || callers_bound);
+        // A node without the model is not tried again for this task.
+        let count = if e.is_missing_model() {
+            tries.per_host
+        } else {
+            1
+        };
+        *tries.failures.entry(node.host.clone()).or_insert(0) += count;
+        let mut line = self.failed(&node, task.label, &e, elapsed, "", blame_now);
+        // What follows, once the failure is recorded.
+        line.push_str(&if too_large {
             "; the request does not fit that node's context for the model".to_string()
         } else if still_running {
             "; the copy on another host goes on".to_string()
+        } else if let Some(b) = &known {
+            format!(
+                "; {} failed the same way on {} hosts before and has not answered since: not retried",
+                task.model, b.hosts
+            )
         } else {
-            tries.retry_where(pool, &node)
-        };
-        // The same error from another host: the request is the likely
-        // culprit, not this node.
-        let same_elsewhere = request_error(&e)
-            && tries.failed.iter().any(|f: &FailedAttempt| {
-                f.host != node.host && f.error.kind.name() == e.kind.name()
-            });
-        let callers_bound = task.own_bound && matches!(e.kind, ErrorKind::Deadline { .. });
-        let blame = !(same_elsewhere || callers_bound);
-        let mut line = self.failed(&node, task.label, &e, elapsed, &then, blame);
+            next_step(tries, pool, task.model, &node)
+        });
         // The failure is recorded before the slot is handed on (a
         // freed slot goes straight to the next waiter).
         drop(done.lease);
-        *tries.failures.entry(node.host.clone()).or_insert(0) += 1;
-        let too_large = matches!(e.kind, ErrorKind::TooLarge { .. });
+        if defer {
+            tries.deferred.push(Deferred {
+                node: node.clone(),
+                error: e.clone(),
+            });
+        }
         tries.failed.push(FailedAttempt {
             node: node.name().to_string(),
             host: node.host.clone(),
             error: e,
         });
+        if let (Some(b), false) = (&known, still_running) {
+            notice(line);
+            return Err(NoSlot::ModelBroken { hosts: b.hosts });
+        }
         if too_large && !still_running {
             // Never again on a node with the same or a smaller
             // context: only one known to give the model more.
@@ -551,18 +571,69 @@ impl Scheduler {
                 limit.is_some_and(|l| no_larger_context(pool, task.model, l).len() < pool.hosts());
             if !elsewhere {
                 notice(line);
-                return Err(TaskFailed {
-                    label: task.label.to_string(),
-                    attempts: std::mem::take(&mut tries.failed),
-                    stopped: NoSlot::NoUsableHost,
-                    pool_health: None,
-                });
+                return Err(NoSlot::NoUsableHost);
             }
             tries.too_small = limit;
             line.push_str("; trying a node with a larger context");
         }
         notice(line);
         Ok(())
+    }
+
+    /// The task fails (`stopped` says why no further attempt was made): the
+    /// failures that waited for its end are settled — the same error from
+    /// two hosts or more is the request's (and, when no request for the
+    /// model answered meanwhile, the model is broken), any other is its node's.
+    fn give_up(
+        &self,
+        mut tries: Tries,
+        pool: &Pool,
+        task: &Task<'_>,
+        mut stopped: NoSlot,
+        notice: &(dyn Fn(String) + Sync),
+    ) -> TaskFailed {
+        let (shared, nodes) = blame::split(std::mem::take(&mut tries.deferred));
+        // Another task may have found the model broken meanwhile: its error is
+        // then no node's fault either.
+        let known = self.models.broken(task.model).map(|b| b.error);
+        for d in nodes
+            .iter()
+            .filter(|d| known.as_ref() != Some(&d.error.kind))
+        {
+            let t = self.blame(d);
+            if t != Transition::None {
+                notice(format!(
+                    "⚠️  {}: no other host gave the error {} gave ({}){}",
+                    task.label,
+                    d.node.name(),
+                    d.error.short(),
+                    transition_words(&d.node, t)
+                ));
+            }
+        }
+        if let Some((error, hosts)) = shared.into_iter().max_by_key(|(_, h)| *h) {
+            if !self.models.answered_since(task.model, tries.began) {
+                self.models.broke(task.model, error, hosts);
+            }
+            if stopped == NoSlot::NoUsableHost {
+                stopped = NoSlot::SameError { hosts };
+            }
+        }
+        // Every host it could use refused the connection: nothing answers.
+        if stopped == NoSlot::NoUsableHost
+            && !tries.failed.is_empty()
+            && tries.failed.iter().all(|f| f.error.is_refused())
+        {
+            stopped = NoSlot::NothingAnswers;
+        }
+        tries.no_slot(pool, task, stopped)
+    }
+
+    /// A failure that waited for its task's end is its node's after all.
+    fn blame(&self, d: &Deferred) -> Transition {
+        let t = d.node.state().record_fault(&d.error, true);
+        self.share_health(&d.node, t);
+        t
     }
 
     /// A copy of the running attempt on an idle host (not one of `excluded`)
@@ -740,13 +811,28 @@ impl Scheduler {
     }
 }
 
-/// An error that may come from the request itself (every node answers it the
-/// same way), as opposed to one that says the node or the network is unwell.
-fn request_error(e: &ClientError) -> bool {
-    matches!(
-        e.kind,
-        ErrorKind::Http { .. } | ErrorKind::Model { .. } | ErrorKind::BadReply { .. }
-    )
+/// What follows a failed attempt, in words: a retry on another host, on the
+/// same one (the only one left), or none.
+fn next_step(tries: &Tries, pool: &Pool, model: &str, node: &Node) -> String {
+    let excluded = tries.excluded(pool, model);
+    let left = pool.candidates(model, &excluded);
+    if left.is_empty() {
+        "; no other host left to try".to_string()
+    } else if left.iter().all(|n| n.state().refusing().is_some()) {
+        "; every node left refuses connections".to_string()
+    } else if left.iter().any(|n| n.host != node.host) {
+        "; retrying from scratch on another host".to_string()
+    } else if let [only] = left.as_slice() {
+        format!(
+            "; retrying from scratch on {} (the only node that can take it)",
+            only.name()
+        )
+    } else {
+        format!(
+            "; retrying from scratch on {} (no other host can take it)",
+            node.host
+        )
+    }
 }
 
 /// Hosts none of whose nodes is known to give `model` more than `limit`
@@ -797,26 +883,38 @@ mod retry_words {
         let (a, b) = (node("http://a:1", "A", 0), node("http://b:1", "B", 0));
         let two = Pool::new(vec![a.clone(), b.clone()], Policy::Pool);
         let mut tries = Tries::new(&two);
+        failed_once(&mut tries, &a);
         assert_eq!(
-            tries.retry_where(&two, &a),
+            next_step(&tries, &two, "m", &a),
             "; retrying from scratch on another host"
         );
-        failed_once(&mut tries, &a);
-        assert_eq!(tries.retry_where(&two, &b), "; no other host can take it");
+        failed_once(&mut tries, &b);
+        assert_eq!(
+            next_step(&tries, &two, "m", &b),
+            "; no other host left to try"
+        );
 
         let one = Pool::new(vec![a.clone()], Policy::Pool);
         let mut tries = Tries::new(&one);
+        // One host: a node gets a second try there.
+        assert_eq!(tries.per_host, 2);
+        failed_once(&mut tries, &a);
         assert_eq!(
-            tries.retry_where(&one, &a),
+            next_step(&tries, &one, "m", &a),
             "; retrying from scratch on http://a:1 (the only node that can take it)"
         );
         failed_once(&mut tries, &a);
-        assert_eq!(tries.retry_where(&one, &a), "; no other host can take it");
+        assert_eq!(
+            next_step(&tries, &one, "m", &a),
+            "; no other host left to try"
+        );
 
         let a2 = node("http://a:2", "A", 0);
         let one_host = Pool::new(vec![a.clone(), a2], Policy::Pool);
+        let mut tries = Tries::new(&one_host);
+        failed_once(&mut tries, &a);
         assert_eq!(
-            Tries::new(&one_host).retry_where(&one_host, &a),
+            next_step(&tries, &one_host, "m", &a),
             "; retrying from scratch on A (no other host can take it)"
         );
     }

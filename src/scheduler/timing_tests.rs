@@ -35,10 +35,22 @@ fn refused(url: &str) -> ClientError {
     )
 }
 
+/// A connection attempt that timed out (a host that may come back: tasks
+/// wait for it).
+fn timed_out(url: &str) -> ClientError {
+    ClientError::new(
+        url,
+        ErrorKind::Refused {
+            reason: "connect timed out after 1.0s".into(),
+        },
+    )
+}
+
 /// A prober that answers when `answers(now)` says so, recording the outcome
-/// as the real probe does; counts the probes in `probes`.
+/// as the real probe does (a failure as `fails`); counts the probes in `probes`.
 fn prober(
     answers: impl Fn(Instant) -> bool + Send + Sync + 'static,
+    fails: fn(&str) -> ClientError,
     probes: &Arc<AtomicU32>,
 ) -> Prober {
     let probes = probes.clone();
@@ -50,26 +62,35 @@ fn prober(
             if ok {
                 node.state().record_probe_ok()
             } else {
-                node.state().record_fault(&refused(node.url()), false);
+                node.state().record_fault(&fails(node.url()), false);
                 false
             }
         })
     })
 }
 
-/// A scheduler whose re-probes answer per `answers`.
+/// A scheduler whose re-probes answer per `answers` (failing as a connect timeout).
 fn sched_probing(
     answers: impl Fn(Instant) -> bool + Send + Sync + 'static,
 ) -> (Arc<Scheduler>, Arc<AtomicU32>) {
+    sched_probing_with(answers, timed_out)
+}
+
+/// A scheduler whose re-probes answer per `answers`, failing with `fails`.
+fn sched_probing_with(
+    answers: impl Fn(Instant) -> bool + Send + Sync + 'static,
+    fails: fn(&str) -> ClientError,
+) -> (Arc<Scheduler>, Arc<AtomicU32>) {
     let probes = Arc::new(AtomicU32::new(0));
-    let s = Scheduler::with_prober(Client::default(), prober(answers, &probes));
+    let s = Scheduler::with_prober(Client::default(), prober(answers, fails, &probes));
     (s, probes)
 }
 
-/// A node cooled now by a refused connection (backoff `FIRST_BACKOFF`).
+/// A node cooled now by a connection attempt that timed out (backoff
+/// `FIRST_BACKOFF`).
 fn cooled(url: &str, host: &str) -> Arc<Node> {
     let n = node(url, host, 0);
-    n.state().record_fault(&refused(url), false);
+    n.state().record_fault(&timed_out(url), false);
     assert!(n.state().cooling());
     n
 }
@@ -309,10 +330,10 @@ async fn a_slow_stream_is_hedged_and_a_fast_one_is_not() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_task_whose_hosts_all_refuse_gives_up_well_within_its_timeout() {
+async fn a_task_whose_hosts_all_refuse_fails_at_once_and_one_that_may_come_back_is_waited_for() {
     let total = Duration::from_secs(30);
-    let run = |nodes: Vec<Arc<Node>>| async move {
-        let (s, _) = sched_probing(|_| false);
+    let run = |nodes: Vec<Arc<Node>>, fails: fn(&str) -> ClientError| async move {
+        let (s, _) = sched_probing_with(|_| false, fails);
         let p = Pool::new(nodes, Policy::Pool);
         let start = Instant::now();
         let r = s
@@ -321,22 +342,195 @@ async fn a_task_whose_hosts_all_refuse_gives_up_well_within_its_timeout() {
                 &task(total),
                 |at: Attempt| {
                     let url = at.node.url().to_string();
-                    async move { Err::<((), Measured), _>(refused(&url)) }
+                    async move { Err::<((), Measured), _>(fails(&url)) }
                 },
                 &|_| {},
             )
             .await;
         (r.err().map(|e| e.stopped), start.elapsed())
     };
-    // Each host failed the task: it fails at once.
-    let several = vec![node("http://a:1", "A", 0), node("http://b:1", "B", 0)];
+    let two = || vec![node("http://a:1", "A", 0), node("http://b:1", "B", 0)];
+    let one = || vec![node("http://a:1", "A", 0)];
+    // Nothing listens anywhere: the task fails at once, saying so (one host
+    // or several: no waiting for a refusing node to come back).
     assert_eq!(
-        run(several).await,
+        run(two(), refused).await,
+        (Some(NoSlot::NothingAnswers), Duration::ZERO)
+    );
+    assert_eq!(
+        run(one(), refused).await,
+        (Some(NoSlot::NothingAnswers), Duration::ZERO)
+    );
+    // Each host timed out: every host failed the task, which fails at once.
+    assert_eq!(
+        run(two(), timed_out).await,
         (Some(NoSlot::NoUsableHost), Duration::ZERO)
     );
-    // One host, which cools down: the task waits for it to come back, then gives up.
-    let (stopped, after) = run(vec![node("http://a:1", "A", 0)]).await;
+    // One host that timed out, and cools down: the task waits for it to
+    // come back, then gives up.
+    let (stopped, after) = run(one(), timed_out).await;
     assert_eq!(stopped, Some(NoSlot::AllCooling));
     assert_eq!(after, RECOVERY_WAIT);
     assert!(after < total);
+}
+
+/// On a paused clock: a suspect node alone, with nothing measured, gets the
+/// short first-token deadline of probation (3 × the 1 s prior), not one
+/// with the prior's 30 s to load the model; its request fails then.
+#[tokio::test(start_paused = true)]
+async fn a_suspect_node_gets_the_short_first_token_deadline() {
+    let (s, _) = sched_probing(|_| false);
+    let n = node("http://a:1", "A", 0);
+    n.state().record_fault(
+        &ClientError::new(n.url(), ErrorKind::NoFirstToken { secs: 40.0 }),
+        true,
+    );
+    assert!(n.state().health.is_suspect());
+    let p = Pool::new(vec![n.clone()], Policy::Pool);
+    let start = Instant::now();
+    let deadline = Mutex::new(None);
+    let t = Task {
+        limits: Timeouts::new(
+            Duration::from_secs(3),
+            Duration::from_secs(120),
+            Duration::from_secs(600),
+        ),
+        ..task(Duration::from_secs(600))
+    };
+    let r = s
+        .run(
+            &p,
+            &t,
+            |at: Attempt| {
+                let first = at.timeouts.first_token;
+                deadline.lock().unwrap().get_or_insert(first);
+                let url = at.node.url().to_string();
+                async move {
+                    // A hung node: nothing until the deadline.
+                    tokio::time::sleep(first).await;
+                    Err::<((), Measured), _>(ClientError::new(
+                        url,
+                        ErrorKind::NoFirstToken {
+                            secs: first.as_secs_f64(),
+                        },
+                    ))
+                }
+            },
+            &|_| {},
+        )
+        .await;
+    assert!(r.is_err());
+    assert_eq!(*deadline.lock().unwrap(), Some(Duration::from_secs(3)));
+    // The first attempt failed 3 s in (then the node cooled down).
+    assert!(start.elapsed() >= Duration::from_secs(3));
+    assert!(n.state().cooling());
+}
+
+fn http500(url: &str) -> ClientError {
+    ClientError::new(
+        url,
+        ErrorKind::Http {
+            status: 500,
+            message: "llama runner process has terminated".into(),
+        },
+    )
+}
+
+/// Run a task for `model` whose attempts answer as `answer` says (by node
+/// host); the hosts tried, in order, and the outcome.
+async fn tried(
+    s: &Arc<Scheduler>,
+    p: &Pool,
+    model: &'static str,
+    answer: impl Fn(&str) -> Result<(), ClientError>,
+) -> (Vec<String>, Result<Attribution, TaskFailed>) {
+    let hosts = Mutex::new(Vec::new());
+    let t = Task {
+        model,
+        ..task(Duration::from_secs(60))
+    };
+    let r = s
+        .run(
+            p,
+            &t,
+            |at: Attempt| {
+                hosts.lock().unwrap().push(at.node.host.clone());
+                let r = answer(&at.node.host).map(|()| ((), Measured::default()));
+                async move { r }
+            },
+            &|_| {},
+        )
+        .await;
+    (hosts.into_inner().unwrap(), r.map(|(_, a)| a))
+}
+
+/// On a paused clock: the same error for one model from two hosts blames
+/// the request, not the hosts, and no time passes; the next task for that
+/// model stops at its first attempt with the real reason, while another
+/// model uses every host.
+#[tokio::test(start_paused = true)]
+async fn a_model_broken_on_every_host_fails_fast_and_leaves_the_hosts_healthy() {
+    let (s, _) = sched_probing(|_| false);
+    let (a, b) = (node("http://a:1", "A", 0), node("http://b:1", "B", 1));
+    for n in [&a, &b] {
+        n.state().record_success();
+    }
+    let p = Pool::new(vec![a.clone(), b.clone()], Policy::Pool);
+    let start = Instant::now();
+    let broken = |h: &str| Err(http500(h));
+    let (hosts, r) = tried(&s, &p, "qwen", broken).await;
+    assert_eq!(hosts, ["A", "B"]);
+    let f = r.unwrap_err();
+    assert_eq!(f.stopped, NoSlot::SameError { hosts: 2 });
+    assert!(f
+        .to_string()
+        .contains("llama runner process has terminated"));
+    for n in [&a, &b] {
+        assert_eq!(n.state().health.word(), "healthy", "{}", n.host);
+    }
+    // The next request for the model: one attempt, the same error, no wait.
+    let (hosts, r) = tried(&s, &p, "qwen:latest", broken).await;
+    assert_eq!(hosts, ["A"]);
+    assert_eq!(r.unwrap_err().stopped, NoSlot::ModelBroken { hosts: 2 });
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(a.state().health.word(), "healthy");
+    // Another model takes both hosts at once.
+    let l1 = s.acquire(&p, "llama3.2", &none(), far()).await.unwrap();
+    let l2 = s.acquire(&p, "llama3.2", &none(), far()).await.unwrap();
+    assert_ne!(l1.node.host, l2.node.host);
+    drop((l1, l2));
+    // Once a request for the model answers, it is tried everywhere again.
+    let (_, r) = tried(&s, &p, "qwen", |_| Ok(())).await;
+    assert!(r.is_ok());
+    let (hosts, _) = tried(&s, &p, "qwen", broken).await;
+    assert_eq!(hosts, ["A", "B"]);
+}
+
+/// An HTTP error another host then answers is the failing node's: it is
+/// blamed when the task succeeds (and not before).
+#[tokio::test(start_paused = true)]
+async fn an_error_another_host_answers_is_the_nodes() {
+    let (s, _) = sched_probing(|_| false);
+    let (a, b) = (node("http://a:1", "A", 0), node("http://b:1", "B", 1));
+    for n in [&a, &b] {
+        n.state().record_success();
+    }
+    let p = Pool::new(vec![a.clone(), b.clone()], Policy::Pool);
+    let (hosts, r) = tried(
+        &s,
+        &p,
+        "m",
+        |h| {
+            if h == "A" {
+                Err(http500(h))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(hosts, ["A", "B"]);
+    assert_eq!(r.unwrap().host, "B");
+    assert!(a.state().health.is_suspect());
+    assert_eq!(b.state().health.word(), "healthy");
 }

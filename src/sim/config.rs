@@ -60,6 +60,9 @@ pub struct SimConfig {
     pub fault_every: u64,
     /// ... and only to requests whose prompt contains this text (None = any).
     pub fault_match: Option<String>,
+    /// ... and only to requests for this model (`llama3.2` is
+    /// `llama3.2:latest`; None = any): a model broken on this host.
+    pub fault_model: Option<String>,
     /// VRAM reported in `/api/ps` as a fraction of the model size.
     pub vram_fraction: f64,
     /// Ignore `format` and answer in plain prose, as small models often do.
@@ -123,6 +126,7 @@ impl Default for SimConfig {
             fault_after: 0,
             fault_every: 0,
             fault_match: None,
+            fault_model: None,
             vram_fraction: 0.0,
             plain_replies: false,
             embed_dims: 1024,
@@ -165,15 +169,19 @@ impl SimConfig {
         }
     }
 
-    /// The fault for inference request number `n` (1-based) with this prompt.
-    pub(crate) fn fault_for(&self, n: u64, prompt: &str) -> Fault {
+    /// The fault for inference request number `n` (1-based) for `model` with this prompt.
+    pub(crate) fn fault_for(&self, n: u64, model: &str, prompt: &str) -> Fault {
         let after = n.saturating_sub(self.fault_after);
         let due = n > self.fault_after
             && (self.fault_every <= 1 || after.is_multiple_of(self.fault_every));
         let matches = self
             .fault_match
             .as_deref()
-            .is_none_or(|m| prompt.contains(m));
+            .is_none_or(|m| prompt.contains(m))
+            && self
+                .fault_model
+                .as_deref()
+                .is_none_or(|m| crate::ollama::types::same_model(m, model));
         if due && matches {
             self.fault
         } else {
@@ -231,7 +239,7 @@ mod tests {
             ..SimConfig::default()
         };
         let hits: Vec<bool> = (1..=6)
-            .map(|n| c.fault_for(n, "p") == Fault::Drop)
+            .map(|n| c.fault_for(n, "m", "p") == Fault::Drop)
             .collect();
         assert_eq!(hits, [false, false, true, false, true, false]);
         let m = SimConfig {
@@ -239,7 +247,14 @@ mod tests {
             fault_match: Some("Part 3 of 5".into()),
             ..SimConfig::default()
         };
-        assert_eq!(m.fault_for(1, "Part 3 of 5. Focus"), Fault::Http500);
-        assert_eq!(m.fault_for(2, "Part 2 of 5. Focus"), Fault::None);
+        assert_eq!(m.fault_for(1, "m", "Part 3 of 5. Focus"), Fault::Http500);
+        assert_eq!(m.fault_for(2, "m", "Part 2 of 5. Focus"), Fault::None);
+        let q = SimConfig {
+            fault: Fault::Http500,
+            fault_model: Some("qwen2.5:0.5b".into()),
+            ..SimConfig::default()
+        };
+        assert_eq!(q.fault_for(1, "qwen2.5:0.5b", "p"), Fault::Http500);
+        assert_eq!(q.fault_for(2, "llama3.2", "p"), Fault::None);
     }
 }

@@ -77,7 +77,7 @@ async fn embedding(h: Arc<SimHost>, body: Bytes, legacy: bool) -> Response {
         .fetch_add(inputs.len() as u64, Ordering::SeqCst);
     // An embedding reply is one piece: a reset breaks it before it starts, a
     // stall is a reply that never comes, an error line is an error status.
-    let fault = cfg.fault_for(n, &inputs.join("\n"));
+    let fault = cfg.fault_for(n, &requested, &inputs.join("\n"));
     match fault {
         Fault::Die => {
             h.kill();

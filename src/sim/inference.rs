@@ -147,7 +147,7 @@ async fn inference(h: Arc<SimHost>, kind: Kind, body: Bytes) -> Response {
         Ok(a) => a,
         Err(r) => return r.into_response(),
     };
-    let fault = cfg.fault_for(n, &ask.prompt);
+    let fault = cfg.fault_for(n, &ask.model, &ask.prompt);
     match admit(&h, &ask, fault) {
         Ok(model) => respond(h, cfg, ask, model, fault).await,
         Err(r) => r.into_response(),

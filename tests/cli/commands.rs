@@ -270,7 +270,7 @@ fn health_cools_an_unreachable_node_down_and_keeps_it() {
         .collect();
     assert_eq!(lines.len(), 3, "{}", r.stdout);
     assert!(
-        lines[0].contains("cooling (1 failures; backoff 5s) (kept in the registry)"),
+        lines[0].contains("cooling (1 failure; backoff 5s) (kept in the registry)"),
         "{}",
         lines[0]
     );
