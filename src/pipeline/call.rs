@@ -448,10 +448,21 @@ async fn ask_with_repair(
     r: &Request<'_>,
 ) -> Result<(Got, Measured), ClientError> {
     let (got, m) = reply_object(ctx, a, r).await?;
-    if !has_text(&got.fields) {
+    if !has_text(&got.fields) && wants_text(r.fields) {
         return Err(empty_reply(a));
     }
     Ok((got, m))
+}
+
+/// The shape asks for some text: a text field, or a list that may not be
+/// empty. (A Critic whose lists may all be empty has said nothing wrong by
+/// leaving them so.)
+fn wants_text(fields: &[Field]) -> bool {
+    fields.iter().any(|f| match f.kind {
+        FieldType::String => true,
+        FieldType::List => f.min_items > 0,
+        _ => false,
+    })
 }
 
 /// The error of an attempt whose reply had no usable text.
@@ -554,7 +565,7 @@ async fn reply_object(
         (a, b) => a.or(b),
     };
     let kept = keep(best, &text, &echo, r.fields);
-    if !has_text(&kept) {
+    if !has_text(&kept) && wants_text(r.fields) {
         // Nothing to keep: the attempt fails (see `ask_with_repair`).
         return Err(empty_reply(a));
     }
@@ -685,5 +696,17 @@ mod tests {
             json!({"context": "", "key_points": ["Paris"]})
         )));
         assert!(has_text(&obj(json!({"parts": [{"title": "Vaccines"}]}))));
+    }
+
+    #[test]
+    fn only_a_shape_that_asks_for_text_can_come_back_empty() {
+        let critic = super::agents::builtin_role("Critic");
+        assert!(
+            !wants_text(&critic.required_fields),
+            "every list may be empty"
+        );
+        let part = super::agents::builtin_role("ChunkWriter");
+        assert!(wants_text(&part.required_fields));
+        assert!(wants_text(&schema::outline(3)));
     }
 }
