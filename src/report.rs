@@ -96,7 +96,8 @@ pub struct Outline {
     /// content type (false).
     pub planned: bool,
     /// Why the original's parts were used (the plan failed, `longform
-    /// always`, a story); None when planned.
+    /// always`, a story), or which of them stand in for planned parts that
+    /// could not be used; None when every part was planned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
     pub parts: Vec<Section>,

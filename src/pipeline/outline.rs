@@ -40,7 +40,9 @@ pub(crate) async fn decide(
     (outline, attribution)
 }
 
-/// Ask the Editor for the outline; the templates when that fails.
+/// Ask the Editor for the outline; the templates when that fails. A plan
+/// with some unusable titles keeps the usable ones when they are at least
+/// half of the parts, the original's part standing in for each other one.
 async fn plan(
     ctx: &Ctx,
     query: &str,
@@ -51,20 +53,10 @@ async fn plan(
     let prompt = prompts::outline(query, total, false);
     let editor = ctx.agent("Editor");
     match call(ctx, editor, "outline", prompt, &ctx.model, Some(&fields)).await {
-        Ok(reply) => match read(&reply.fields, total) {
-            Ok(parts) => (
-                Outline {
-                    planned: true,
-                    fallback: None,
-                    parts,
-                },
-                Some(reply.attribution),
-            ),
-            Err(why) => {
-                let why = format!("the plan could not be used: {why}");
-                (templates(ct, total, why), Some(reply.attribution))
-            }
-        },
+        Ok(reply) => (
+            merge(ct, total, read(&reply.fields, total)),
+            Some(reply.attribution),
+        ),
         Err(e) => {
             let why = format!(
                 "the plan failed: {}",
@@ -75,6 +67,54 @@ async fn plan(
             );
             (templates(ct, total, why), None)
         }
+    }
+}
+
+/// The planned parts, each usable one kept; the original's part in place of
+/// each other one, or the original's outline when fewer than half are usable.
+fn merge(
+    ct: ContentType,
+    total: usize,
+    planned: Result<Vec<Result<Section, String>>, String>,
+) -> Outline {
+    let planned = match planned {
+        Ok(p) => p,
+        Err(why) => return templates(ct, total, format!("the plan could not be used: {why}")),
+    };
+    let problems: Vec<&String> = planned.iter().filter_map(|p| p.as_ref().err()).collect();
+    if problems.is_empty() {
+        return Outline {
+            planned: true,
+            fallback: None,
+            parts: planned.into_iter().flatten().collect(),
+        };
+    }
+    let joined = problems
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if problems.len() * 2 > total {
+        return templates(ct, total, format!("the plan could not be used: {joined}"));
+    }
+    let originals = templates(ct, total, "");
+    let unused: Vec<String> = planned
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_err())
+        .map(|(i, _)| (i + 1).to_string())
+        .collect();
+    Outline {
+        planned: true,
+        fallback: Some(format!(
+            "the original's part {} in place of what could not be used: {joined}",
+            unused.join(", ")
+        )),
+        parts: planned
+            .into_iter()
+            .zip(originals.parts)
+            .map(|(p, original)| p.unwrap_or(original))
+            .collect(),
     }
 }
 
@@ -103,27 +143,33 @@ fn line(o: &Outline, ct: ContentType) -> String {
         .enumerate()
         .map(|(i, s)| format!("{}. {}", i + 1, s.title))
         .collect();
-    let how = match &o.fallback {
-        None => "planned for the question".to_string(),
-        Some(why) => format!("the original's {} parts ({why})", ct.as_str()),
+    let how = match (&o.fallback, o.planned) {
+        (None, _) => "planned for the question".to_string(),
+        (Some(why), true) => format!("planned for the question ({why})"),
+        (Some(why), false) => format!("the original's {} parts ({why})", ct.as_str()),
     };
     format!("📋 Outline, {how}: {}", titles.join(" · "))
 }
 
-/// The planner's parts, or why they cannot be used: exactly `total` entries,
-/// each with a title of a few words (numbering and Markdown taken off), no
-/// two the same; a missing focus is the title.
-pub(crate) fn read(fields: &Map<String, Value>, total: usize) -> Result<Vec<Section>, String> {
+/// The planner's parts, each usable or why not (no list at all: why): a
+/// title of a few words (numbering and Markdown taken off) that no earlier
+/// part has; a missing focus is the title. Entries past `total` are dropped,
+/// missing ones are unusable.
+pub(crate) fn read(
+    fields: &Map<String, Value>,
+    total: usize,
+) -> Result<Vec<Result<Section, String>>, String> {
     let list = fields
         .get("parts")
         .and_then(Value::as_array)
+        .filter(|l| !l.is_empty())
         .ok_or("no list of parts")?;
-    if list.len() != total {
-        return Err(format!("{} parts for {total}", list.len()));
-    }
-    let mut parts: Vec<Section> = Vec::with_capacity(total);
-    for (i, entry) in list.iter().enumerate() {
-        let n = i + 1;
+    let mut parts: Vec<Result<Section, String>> = Vec::with_capacity(total);
+    for n in 1..=total {
+        let Some(entry) = list.get(n - 1) else {
+            parts.push(Err(format!("part {n} is missing")));
+            continue;
+        };
         let text = |key: &str| {
             entry
                 .get(key)
@@ -133,20 +179,30 @@ pub(crate) fn read(fields: &Map<String, Value>, total: usize) -> Result<Vec<Sect
         };
         let title = bare_title(&text("title"));
         let letters = title.chars().filter(|c| c.is_alphabetic()).count();
-        if letters < 3 || title.contains('<') {
-            return Err(format!("part {n} has no usable title"));
-        }
-        if title.chars().count() > schema::TITLE_CHARS.1 as usize {
-            return Err(format!("part {n}'s title is a paragraph"));
-        }
-        if parts.iter().any(|p| p.title.eq_ignore_ascii_case(&title)) {
-            return Err(format!("part {n} repeats the title \"{title}\""));
+        let taken = |t: &str| {
+            parts
+                .iter()
+                .flatten()
+                .any(|p: &Section| p.title.eq_ignore_ascii_case(t))
+        };
+        let problem = if letters < 3 || title.contains('<') {
+            Some(format!("part {n} has no usable title"))
+        } else if title.chars().count() > schema::TITLE_CHARS.1 as usize {
+            Some(format!("part {n}'s title is a paragraph"))
+        } else if taken(&title) {
+            Some(format!("part {n} repeats the title \"{title}\""))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            parts.push(Err(p));
+            continue;
         }
         let focus = match text("focus") {
             f if f.chars().any(char::is_alphabetic) => f,
             _ => title.clone(),
         };
-        parts.push(Section { title, focus });
+        parts.push(Ok(Section { title, focus }));
     }
     Ok(parts)
 }
@@ -191,7 +247,8 @@ mod tests {
     use serde_json::json;
 
     fn parts(v: Value) -> Result<Vec<Section>, String> {
-        read(v.as_object().unwrap(), 3)
+        let read = read(v.as_object().unwrap(), 3)?;
+        read.into_iter().collect()
     }
 
     #[test]
@@ -212,13 +269,13 @@ mod tests {
     }
 
     #[test]
-    fn a_plan_that_cannot_be_used_says_why() {
+    fn a_title_that_cannot_be_used_says_why() {
         let t = |title: &str| json!({"title": title, "focus": "f"});
         let err = |v: Value| parts(v).unwrap_err();
         assert_eq!(err(json!({"content": "text"})), "no list of parts");
         assert_eq!(
             err(json!({"parts": [t("A one"), t("B two")]})),
-            "2 parts for 3"
+            "part 3 is missing"
         );
         assert_eq!(
             err(json!({"parts": [t("Vaccines"), t(" "), t("Safety")]})),
@@ -237,6 +294,31 @@ mod tests {
             err(json!({"parts": [t("Vaccines"), t(&long), t("Safety")]})),
             "part 2's title is a paragraph"
         );
+    }
+
+    #[test]
+    fn a_plan_keeps_its_usable_titles_when_they_are_most_of_it() {
+        let t = |title: &str| json!({"title": title, "focus": "f"});
+        let plan = |v: Value| merge(ContentType::Research, 3, read(v.as_object().unwrap(), 3));
+        let o = plan(json!({"parts": [t("Vaccines"), t("Immune memory"), t("vaccines")]}));
+        assert!(o.planned);
+        assert_eq!(o.parts[1].title, "Immune memory");
+        assert_eq!(
+            o.parts[2].title,
+            heading(&focus_area(ContentType::Research, 3, 3))
+        );
+        assert_eq!(
+            o.fallback.as_deref(),
+            Some("the original's part 3 in place of what could not be used: part 3 repeats the title \"vaccines\"")
+        );
+        let o = plan(json!({"parts": [t("Vaccines"), t("vaccines"), t("VACCINES")]}));
+        assert!(!o.planned);
+        assert!(o
+            .fallback
+            .unwrap()
+            .starts_with("the plan could not be used: part 2 repeats"));
+        let o = plan(json!({"parts": [t("Vaccines"), t("Memory"), t("Safety")]}));
+        assert!(o.planned && o.fallback.is_none());
     }
 
     #[test]

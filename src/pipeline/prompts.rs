@@ -214,7 +214,7 @@ pub fn outline(query: &str, total: usize, story: bool) -> Prompt {
         .says(format!("Plan a {total}-{unit} answer to this request: "))
         .quotes(query)
         .says(format!(
-            "\n\nList the {total} {unit}s in order. Give each a short title (three to eight words) that names the subject of the request, and a focus: one sentence saying what that {unit} must cover. The {unit}s must not overlap, and together they answer the request fully."
+            "\n\nList the {total} {unit}s in order. Give each a short title of its own (three to eight words, no two alike) that names the subject of the request and what that {unit} covers, and a focus: one sentence saying what that {unit} must explain. The {unit}s must not overlap, and together they answer the request fully."
         ))
 }
 
