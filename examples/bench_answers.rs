@@ -57,6 +57,8 @@ struct Cell {
     warnings: usize,
     empty_parts: usize,
     missing: usize,
+    /// HTTP 400 refusals ("exceeds the available context size") the nodes sent.
+    refused: u64,
     /// The answer's `## ` headings.
     headings: Vec<String>,
     ok: bool,
@@ -86,6 +88,13 @@ fn run_one(bin: &Path, nodes: &[LlamaNode], question: &str) -> Cell {
         settings.to_string(),
     )
     .unwrap();
+    let refused = || -> u64 {
+        nodes
+            .iter()
+            .map(|n| n.stats.too_large.load(Ordering::SeqCst))
+            .sum()
+    };
+    let refused_before = refused();
     let started = Instant::now();
     let mut child = Command::new(bin)
         .args(["-i", question])
@@ -132,6 +141,7 @@ fn run_one(bin: &Path, nodes: &[LlamaNode], question: &str) -> Cell {
         warnings: stderr.matches("did not match the agent's fields").count(),
         empty_parts: stderr.matches(" (0 words").count(),
         missing: v["failed_chunks"].as_array().map_or(0, Vec::len),
+        refused: refused() - refused_before,
         headings: answer
             .lines()
             .filter_map(|l| l.strip_prefix("## "))
@@ -197,8 +207,8 @@ fn main() {
         if free { "free (format ignored)" } else { "constrained to the request's format (as Ollama)" }
     );
     println!();
-    println!("| question | binary | wall (s) | pipeline, parts | replies valid on first try | retries | \"did not match\" warnings | parts of 0 words | missing parts | headings |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| question | binary | wall (s) | pipeline, parts | replies valid on first try | retries | \"did not match\" warnings | parts of 0 words | missing parts | HTTP 400s | headings |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut times: Vec<(String, f64)> = Vec::new();
     for (q, label) in [(FRANCE, "one-line question"), (REPORT, "vaccines report")] {
         for (name, bin, legacy) in variants {
@@ -234,7 +244,7 @@ fn main() {
                 c.headings.join(", ")
             };
             println!(
-                "| {label} | {name} | {t:.1} | {}{}, {} | {valid} of {replies} ({:.0} %) | {} | {} | {} | {} | {headings} |",
+                "| {label} | {name} | {t:.1} | {}{}, {} | {valid} of {replies} ({:.0} %) | {} | {} | {} | {} | {} | {headings} |",
                 c.pipeline,
                 if failed > 0 { format!(" ({failed} failed)") } else { String::new() },
                 c.parts,
@@ -243,6 +253,7 @@ fn main() {
                 cells.iter().map(|c| c.warnings).sum::<usize>(),
                 cells.iter().map(|c| c.empty_parts).sum::<usize>(),
                 cells.iter().map(|c| c.missing).sum::<usize>(),
+                sum(|c| c.refused),
             );
             times.push((format!("{label}, {name}"), t));
         }

@@ -119,7 +119,7 @@ fn merge(
 }
 
 /// The original's parts for `ct`, each headed by the first clause of its focus.
-pub(crate) fn templates(ct: ContentType, total: usize, why: impl Into<String>) -> Outline {
+pub fn templates(ct: ContentType, total: usize, why: impl Into<String>) -> Outline {
     Outline {
         planned: false,
         fallback: Some(why.into()),

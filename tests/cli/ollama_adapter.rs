@@ -73,6 +73,7 @@ pub struct LlamaNode {
     /// Behave as the adapter did before issue 22 (for the benchmark's
     /// "before"): report version 0.0.0 (so clients send `"json"`) and turn
     /// any `format` into a `json_object`.
+    #[allow(dead_code)] // set by examples/bench_answers.rs only
     pub legacy: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
