@@ -1,28 +1,32 @@
-//! Answers from real models (issue 16): the time of the one-line question and
-//! of a five-part report on two real llama.cpp nodes with 1,024 tokens of
-//! context each (SmolLM2-135M, `llama-server -c 1024 -t 1` behind the
-//! Ollama-compatible adapter of the tests), before and after, in the same run:
+//! Answers from real models (issues 16 and 22): the one-line question and a
+//! report on two real llama.cpp nodes with 1,024 tokens of context each
+//! (SmolLM2-135M, `llama-server -c 1024 -t 1` behind the Ollama-compatible
+//! adapter of the tests), before and after, in the same run, on the same nodes:
 //!
-//! - before: the binary built from main before this work (the original's rule:
-//!   "what is" makes a five-part report; retry prompts that quote the checker;
-//!   a fixed `num_ctx` of 8192 and `num_predict` 4096, whatever the context);
-//! - after, `longform always`: this binary with the original's rule for the
-//!   size of the answer (same parts as before) and the new requests;
-//! - after, `longform auto` (the default): the one-line question in one part.
+//! - before, old adapter: the binary built from main before this work, with
+//!   the adapter as it was (it reported Ollama 0.0.0, so the binary asked for
+//!   `format: "json"`, and it turned any `format` into a `json_object`);
+//! - before: the same binary with the adapter as it is now (an Ollama of today:
+//!   it reports 0.12.6 and turns a `format` schema into llama-server's
+//!   `json_schema`, so replies are constrained to the agent's fields);
+//! - after: this binary, the same adapter (parts planned for the question, a
+//!   short answer for a short factual question, no empty part).
 //!
 //! Each cell runs `BIN -i QUESTION` in a fresh temporary home and reports the
-//! wall time, the pipeline and parts, what happened to the synthesis, the HTTP
-//! 400 refusals the nodes sent, and whether the answer holds the checker's
-//! words or JSON. Replies depend on sampling (the adapter fixes llama-server's
-//! seed) and on which node gets which request, so times vary from run to run:
-//! RUNS runs per cell, the median shown.
+//! wall time, the pipeline and parts, how many agent replies were the agent's
+//! object on the first try, the retries, the "did not match the agent's
+//! fields" warnings, parts of 0 words and missing parts, the sections of the
+//! one-line answer and the report's part headings. Replies depend on which
+//! node gets which request (the adapter fixes llama-server's seed), so RUNS
+//! runs per cell, the median time shown and the counts summed.
 //!
 //! bash scripts/install-llama-cpp.sh
-//! git archive 52cd698 | tar -x -C /tmp/before && (cd /tmp/before && cargo build --release --bin synapticllamas && cp $CARGO_TARGET_DIR/release/synapticllamas /tmp/synapticllamas-before)
-//! cargo build --release && cargo run --release --example bench_answers -- /tmp/synapticllamas-before [RUNS] [--json]
+//! git archive c07c1b7 | tar -x -C /tmp/before && (cd /tmp/before && CARGO_TARGET_DIR=/tmp/before-target cargo build --release --bin synapticllamas)
+//! cargo build --release && cargo run --release --example bench_answers -- /tmp/before-target/release/synapticllamas [RUNS] [--free]
 //!
-//! `--json`: the nodes constrain replies to JSON when asked, as Ollama does;
-//! without it the model writes as it likes, as the issue's nodes did.
+//! `--free`: the nodes ignore `format` and the model writes as it likes (as the
+//! nodes of issue 16 did). `BENCH_ANSWERS_DUMP=DIR` keeps every answer and its
+//! stderr to read.
 
 #[path = "../tests/cli/ollama_adapter.rs"]
 mod ollama_adapter;
@@ -38,28 +42,25 @@ use serde_json::{json, Value};
 
 const MODEL: &str = "smollm2:135m";
 const FRANCE: &str = "What is the capital of France?";
-const REPORT: &str = "Write a comprehensive report on the history of the printing press in Europe";
-/// What must never reach an answer: the checker's words, prompt text, JSON.
-const LEAKS: &[&str] = &[
-    "rejected",
-    "too few",
-    "too short",
-    "quality check",
-    "An earlier attempt",
-    "could not be used",
-    "Reply shape",
-    "Request:",
-    "{\"",
-    "\":",
-];
+const REPORT: &str = "Write a detailed report on how vaccines train the immune system";
+/// Words that name the report's subject in a part's heading.
+const TOPIC: &[&str] = &["vaccin", "immun", "antibod", "antigen"];
 
+#[derive(Default)]
 struct Cell {
     seconds: f64,
     pipeline: String,
     parts: u64,
-    synthesis: String,
+    replies: u64,
+    valid_first_try: u64,
+    retries: u64,
+    warnings: usize,
+    empty_parts: usize,
+    missing: usize,
+    /// HTTP 400 refusals ("exceeds the available context size") the nodes sent.
     refused: u64,
-    leaks: Vec<&'static str>,
+    /// The answer's `## ` headings.
+    headings: Vec<String>,
     ok: bool,
 }
 
@@ -69,7 +70,7 @@ fn cache() -> PathBuf {
         .unwrap_or_else(|| dirs::home_dir().unwrap().join(".cache/synapticllamas"))
 }
 
-fn run_one(bin: &Path, nodes: &[LlamaNode], settings: &Value, question: &str) -> Cell {
+fn run_one(bin: &Path, nodes: &[LlamaNode], question: &str) -> Cell {
     let home = tempfile::tempdir().unwrap();
     let entries: Vec<Value> = nodes
         .iter()
@@ -81,15 +82,19 @@ fn run_one(bin: &Path, nodes: &[LlamaNode], settings: &Value, question: &str) ->
         serde_json::to_vec_pretty(&json!({ "nodes": entries })).unwrap(),
     )
     .unwrap();
+    let settings = json!({"mode": "distributed", "model": MODEL, "agent_timeout": 900, "request_idle_timeout_ms": 120000});
     std::fs::write(
         home.path().join(".synapticllamas.json"),
         settings.to_string(),
     )
     .unwrap();
-    let refused_before: u64 = nodes
-        .iter()
-        .map(|n| n.stats.too_large.load(Ordering::SeqCst))
-        .sum();
+    let refused = || -> u64 {
+        nodes
+            .iter()
+            .map(|n| n.stats.too_large.load(Ordering::SeqCst))
+            .sum()
+    };
+    let refused_before = refused();
     let started = Instant::now();
     let mut child = Command::new(bin)
         .args(["-i", question])
@@ -109,15 +114,10 @@ fn run_one(bin: &Path, nodes: &[LlamaNode], settings: &Value, question: &str) ->
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
     let seconds = started.elapsed().as_secs_f64();
-    let refused: u64 = nodes
-        .iter()
-        .map(|n| n.stats.too_large.load(Ordering::SeqCst))
-        .sum::<u64>()
-        - refused_before;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     let answer = v["final_output"].as_str().unwrap_or("");
     if let Some(dir) = std::env::var_os("BENCH_ANSWERS_DUMP") {
-        // Every answer and its notices, to read what the models wrote.
         let name = format!(
             "{}-{}.txt",
             bin.file_name().unwrap_or_default().to_string_lossy(),
@@ -125,27 +125,27 @@ fn run_one(bin: &Path, nodes: &[LlamaNode], settings: &Value, question: &str) ->
         );
         let _ = std::fs::write(
             Path::new(&dir).join(name),
-            format!(
-                "{question}\n{settings}\n\n{answer}\n\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
+            format!("{question}\n\n{answer}\n\n{stderr}"),
         );
     }
     let m = &v["metrics"];
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
     let _ = std::io::stderr().write_all(b".");
     Cell {
         seconds,
         pipeline: m["pipeline"].as_str().unwrap_or("failed").to_string(),
-        parts: m["chunks_generated"].as_u64().unwrap_or(0),
-        synthesis: m["synthesis"]
-            .as_str()
-            .map(|s| s.split([':', ';']).next().unwrap_or(s).to_string())
-            .unwrap_or_else(|| "-".into()),
-        refused,
-        leaks: LEAKS
-            .iter()
-            .copied()
-            .filter(|w| answer.contains(w))
+        parts: n(&m["chunks_generated"]),
+        replies: n(&m["replies"]["total"]),
+        valid_first_try: n(&m["replies"]["valid_first_try"]),
+        retries: n(&m["retries"]),
+        warnings: stderr.matches("did not match the agent's fields").count(),
+        empty_parts: stderr.matches(" (0 words").count(),
+        missing: v["failed_chunks"].as_array().map_or(0, Vec::len),
+        refused: refused() - refused_before,
+        headings: answer
+            .lines()
+            .filter_map(|l| l.strip_prefix("## "))
+            .map(String::from)
             .collect(),
         ok: v.get("final_output").is_some(),
     }
@@ -160,10 +160,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let before = PathBuf::from(
         args.first()
-            .expect("usage: bench_answers BEFORE-BINARY [RUNS] [--json]"),
+            .expect("usage: bench_answers BEFORE-BINARY [RUNS] [--free]"),
     );
     let runs: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
-    let honour_json = args.iter().any(|a| a == "--json");
+    let free = args.iter().any(|a| a == "--free");
     assert!(before.is_file(), "{} is not a file", before.display());
     let after =
         PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
@@ -191,81 +191,91 @@ fn main() {
         })
         .collect();
     for n in &nodes {
-        n.honour_format.store(honour_json, Ordering::SeqCst);
+        n.honour_format.store(!free, Ordering::SeqCst);
     }
-    let base = json!({"mode": "distributed", "model": MODEL, "agent_timeout": 900, "request_idle_timeout_ms": 120000});
-    let mut always = base.clone();
-    always["longform"] = json!("always");
-    let variants: [(&str, &Path, &Value); 3] = [
-        ("before (main 52cd698, the original's rule)", &before, &base),
-        ("after, `longform always`", &after, &always),
-        ("after, `longform auto` (default)", &after, &base),
+    let variants: [(&str, &Path, bool); 3] = [
+        (
+            "before (main c07c1b7), old adapter (Ollama 0.0.0: \"json\")",
+            &before,
+            true,
+        ),
+        ("before (main c07c1b7)", &before, false),
+        ("after", &after, false),
     ];
     println!(
-        "Two llama-servers (SmolLM2-135M Q4_1, -c 1024 -t 1) behind the Ollama adapter on 127.0.0.1; replies {}; {runs} run(s) per cell, median wall time",
-        if honour_json { "constrained to JSON when asked (as Ollama)" } else { "free (format ignored, as the issue's nodes)" }
+        "Two llama-servers (SmolLM2-135M Q4_1, -c 1024 -t 1) behind the Ollama adapter on 127.0.0.1; replies {}; {runs} run(s) per cell (median time, counts summed)",
+        if free { "free (format ignored)" } else { "constrained to the request's format (as Ollama)" }
     );
     println!();
-    println!("| question | binary / rule | wall (s) | pipeline | parts | synthesis | HTTP 400s | checker words or JSON in the answer |");
-    println!("|---|---|---|---|---|---|---|---|");
-    let mut medians: Vec<(String, f64)> = Vec::new();
-    for (q, label) in [
-        (FRANCE, "one-line question"),
-        (REPORT, "comprehensive report"),
-    ] {
-        for (name, bin, settings) in variants {
-            let cells: Vec<Cell> = (0..runs)
-                .map(|_| run_one(bin, &nodes, settings, q))
-                .collect();
+    println!("| question | binary | wall (s) | pipeline, parts | replies valid on first try | retries | \"did not match\" warnings | parts of 0 words | missing parts | HTTP 400s | headings |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut times: Vec<(String, f64)> = Vec::new();
+    for (q, label) in [(FRANCE, "one-line question"), (REPORT, "vaccines report")] {
+        for (name, bin, legacy) in variants {
+            for n in &nodes {
+                n.legacy.store(legacy, Ordering::SeqCst);
+            }
+            let cells: Vec<Cell> = (0..runs).map(|_| run_one(bin, &nodes, q)).collect();
             let t = median(cells.iter().map(|c| c.seconds).collect());
             let c = &cells[cells.len() / 2];
-            let refused: u64 = cells.iter().map(|c| c.refused).sum();
-            let mut leaks: Vec<&str> = cells.iter().flat_map(|c| c.leaks.clone()).collect();
-            leaks.sort();
-            leaks.dedup();
+            let sum = |f: fn(&Cell) -> u64| cells.iter().map(f).sum::<u64>();
+            let (replies, valid) = (sum(|c| c.replies), sum(|c| c.valid_first_try));
             let failed = cells.iter().filter(|c| !c.ok).count();
+            let headings = if q == REPORT {
+                let parts: Vec<&String> = c
+                    .headings
+                    .iter()
+                    .filter(|h| h.starts_with("Part "))
+                    .collect();
+                let on_topic = parts
+                    .iter()
+                    .filter(|h| TOPIC.iter().any(|w| h.to_lowercase().contains(w)))
+                    .count();
+                format!(
+                    "{on_topic} of {} name the topic: {}",
+                    parts.len(),
+                    parts
+                        .iter()
+                        .map(|h| h.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                )
+            } else {
+                c.headings.join(", ")
+            };
             println!(
-                "| {label} | {name} | {t:.1} | {}{} | {} | {} | {refused} | {} |",
+                "| {label} | {name} | {t:.1} | {}{}, {} | {valid} of {replies} ({:.0} %) | {} | {} | {} | {} | {} | {headings} |",
                 c.pipeline,
-                if failed > 0 {
-                    format!(" ({failed} failed)")
-                } else {
-                    String::new()
-                },
+                if failed > 0 { format!(" ({failed} failed)") } else { String::new() },
                 c.parts,
-                c.synthesis,
-                if leaks.is_empty() {
-                    "none".to_string()
-                } else {
-                    leaks.join(", ")
-                }
+                100.0 * valid as f64 / replies.max(1) as f64,
+                sum(|c| c.retries),
+                cells.iter().map(|c| c.warnings).sum::<usize>(),
+                cells.iter().map(|c| c.empty_parts).sum::<usize>(),
+                cells.iter().map(|c| c.missing).sum::<usize>(),
+                sum(|c| c.refused),
             );
-            medians.push((format!("{label}, {name}"), t));
+            times.push((format!("{label}, {name}"), t));
         }
     }
     eprintln!();
-    let find = |k: &str| {
-        medians
-            .iter()
-            .find(|(n, _)| n.starts_with(k))
-            .map(|(_, t)| *t)
-            .unwrap_or(f64::NAN)
-    };
-    let (b, a) = (
-        find("one-line question, before"),
-        find("one-line question, after, `longform auto`"),
-    );
     println!();
-    println!(
-        "One-line question: {b:.1} s before, {a:.1} s after ({:.1}× faster).",
-        b / a
-    );
-    let (b, a) = (
-        find("comprehensive report, before"),
-        find("comprehensive report, after, `longform auto`"),
-    );
-    println!(
-        "Report: {b:.1} s before, {a:.1} s after ({:.2}× the time).",
-        a / b
-    );
+    for label in ["one-line question", "vaccines report"] {
+        let find = |k: &str| {
+            times
+                .iter()
+                .find(|(n, _)| n == &format!("{label}, {k}"))
+                .map(|(_, t)| *t)
+                .unwrap_or(f64::NAN)
+        };
+        let (old, b, a) = (
+            find(variants[0].0),
+            find(variants[1].0),
+            find(variants[2].0),
+        );
+        println!(
+            "{label}: {old:.1} s before with the old adapter, {b:.1} s before, {a:.1} s after ({:.2}× the time of before).",
+            a / b
+        );
+    }
 }

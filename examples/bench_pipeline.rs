@@ -21,7 +21,7 @@ use synapticllamas::ollama::{Client, Timeouts};
 use synapticllamas::pipeline::call::{call, Ctx};
 use synapticllamas::pipeline::detect::ContentType;
 use synapticllamas::pipeline::observer::Collect;
-use synapticllamas::pipeline::{agents, longform};
+use synapticllamas::pipeline::{agents, longform, outline};
 use synapticllamas::scheduler::{Policy, Pool, Scheduler};
 use synapticllamas::sim::{SimConfig, SimHost};
 
@@ -104,7 +104,9 @@ async fn long_form(layout: &[usize], original: bool) -> f64 {
     let capacity = if original && distinct >= 2 { 1000 } else { 1 };
     let c = ctx(nodes, capacity);
     let started = Instant::now();
-    let r = longform::run(&c, QUERY, ContentType::Research, 5, None)
+    // The original's five research parts (no planner request: the same work as before).
+    let o = outline::templates(ContentType::Research, 5, "the original's parts");
+    let r = longform::run(&c, QUERY, ContentType::Research, (&o.parts, false), None)
         .await
         .expect("query completes");
     assert_eq!(r.chunks.len(), 5);

@@ -23,7 +23,7 @@ use synapticllamas::ollama::{Client, Timeouts};
 use synapticllamas::pipeline::call::Ctx;
 use synapticllamas::pipeline::detect::ContentType;
 use synapticllamas::pipeline::observer::Collect;
-use synapticllamas::pipeline::{agents, longform};
+use synapticllamas::pipeline::{agents, longform, outline};
 use synapticllamas::redis::{target, Link, LinkState, SharedHealth, SharedLeases};
 use synapticllamas::scheduler::{Policy, Pool, Scheduler};
 use synapticllamas::sim::{SimConfig, SimHost};
@@ -218,11 +218,12 @@ async fn long_form_with_and_without(link: &Arc<Link>, queries: usize) {
     let (with_redis, without) = (ctx(shared, nodes.clone()), ctx(local, nodes));
     async fn once(c: &Ctx) -> f64 {
         let started = Instant::now();
+        let o = outline::templates(ContentType::Research, 5, "the original's parts");
         longform::run(
             c,
             "Explain the printing press",
             ContentType::Research,
-            5,
+            (&o.parts, false),
             None,
         )
         .await

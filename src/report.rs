@@ -83,4 +83,32 @@ pub struct Scope {
     pub reason: String,
     /// The words of the question that ask for depth, breadth, a form or a length.
     pub asks: Vec<String>,
+    /// A short factual question: the answer is a summary and key points (the
+    /// Editor's brief shape), not the five sections.
+    pub brief: bool,
+    /// A long-form answer's parts: planned for the question, or the
+    /// original's parts for its content type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outline: Option<Outline>,
+}
+
+/// The parts of a long-form answer, in order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outline {
+    /// Planned for this question (true), or the original's parts for the
+    /// content type (false).
+    pub planned: bool,
+    /// Why the original's parts were used (the plan failed, `longform
+    /// always`, a story), or which of them stand in for planned parts that
+    /// could not be used; None when every part was planned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    pub parts: Vec<Section>,
+}
+
+/// One part of an outline: its heading and what it must cover.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Section {
+    pub title: String,
+    pub focus: String,
 }

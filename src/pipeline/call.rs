@@ -201,6 +201,29 @@ impl<'a> Role<'a> {
         call(self.ctx, self.agent, label, prompt, self.model, None).await
     }
 
+    /// Ask the agent with `prompt`, for `fields` instead of its own.
+    pub async fn ask_for(
+        self,
+        label: &str,
+        prompt: impl Into<Prompt>,
+        fields: &[Field],
+    ) -> Result<Reply, TaskFailed> {
+        call(
+            self.ctx,
+            self.agent,
+            label,
+            prompt,
+            self.model,
+            Some(fields),
+        )
+        .await
+    }
+
+    /// The agent's own reply fields.
+    pub fn fields(self) -> &'a [Field] {
+        &self.agent.required_fields
+    }
+
     /// Bytes of material a request to this agent can quote beside about `own`
     /// bytes of its own text.
     pub(crate) fn room(self, own: usize) -> usize {
@@ -448,12 +471,63 @@ async fn chat(
     sent
 }
 
+/// One attempt at the agent's reply (`reply_object`); a reply with no text
+/// left after cleaning fails the attempt, so the scheduler retries it on
+/// another host like any failed request (and the task fails, leaving a gap,
+/// when no host gives text).
+async fn ask_with_repair(
+    ctx: &Ctx,
+    a: &Attempt,
+    r: &Request<'_>,
+) -> Result<(Got, Measured), ClientError> {
+    let (got, m) = reply_object(ctx, a, r).await?;
+    if !has_text(&got.fields) && wants_text(r.fields) {
+        return Err(empty_reply(a));
+    }
+    Ok((got, m))
+}
+
+/// The shape asks for some text: a text field, or a list that may not be
+/// empty. (A Critic whose lists may all be empty has said nothing wrong by
+/// leaving them so.)
+fn wants_text(fields: &[Field]) -> bool {
+    fields.iter().any(|f| match f.kind {
+        FieldType::String => true,
+        FieldType::List => f.min_items > 0,
+        _ => false,
+    })
+}
+
+/// The error of an attempt whose reply had no usable text.
+fn empty_reply(a: &Attempt) -> ClientError {
+    ClientError::new(
+        a.node.url(),
+        ErrorKind::BadReply {
+            message: "no usable text in the reply (empty after cleaning)".into(),
+        },
+    )
+}
+
+/// The reply has some text: a text field, or an entry of a list, that is
+/// not blank (what a part, a review or an answer is made of).
+pub(crate) fn has_text(obj: &Map<String, Value>) -> bool {
+    fn any(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.chars().any(char::is_alphanumeric),
+            Value::Array(items) => items.iter().any(any),
+            Value::Object(o) => o.values().any(any),
+            _ => false,
+        }
+    }
+    obj.values().any(any)
+}
+
 /// One request, with the reply's schema where the node takes one; the repair
 /// path for a reply that is not the agent's object all the same: a second
 /// request stating the shape if the first lacked fields and the node's context
 /// has room for it. A reply cut off by the length limit keeps the fields it
 /// completed. Every text is cleaned of the prompt's own words.
-async fn ask_with_repair(
+async fn reply_object(
     ctx: &Ctx,
     a: &Attempt,
     r: &Request<'_>,
@@ -524,6 +598,10 @@ async fn ask_with_repair(
         (a, b) => a.or(b),
     };
     let kept = keep(best, &text, &echo, r.fields);
+    if !has_text(&kept) && wants_text(r.fields) {
+        // Nothing to keep: the attempt fails (see `ask_with_repair`).
+        return Err(empty_reply(a));
+    }
     ctx.observer.notice(format!(
         "⚠️  {}: the reply did not match the agent's fields ({}); its text is used as it is",
         r.label,
@@ -630,5 +708,38 @@ fn usable(
             let problems = repair::check_fields(&obj, fields);
             (Some(obj), problems)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_with_only_blanks_has_no_text() {
+        let obj = |v: Value| v.as_object().unwrap().clone();
+        assert!(!has_text(&obj(json!({"context": "  \n "}))));
+        assert!(!has_text(&obj(
+            json!({"issues": [], "biases": [" "], "score": 0.9})
+        )));
+        assert!(!has_text(&obj(
+            json!({"context": "…", "parts": [{"title": ""}]})
+        )));
+        assert!(has_text(&obj(
+            json!({"context": "", "key_points": ["Paris"]})
+        )));
+        assert!(has_text(&obj(json!({"parts": [{"title": "Vaccines"}]}))));
+    }
+
+    #[test]
+    fn only_a_shape_that_asks_for_text_can_come_back_empty() {
+        let critic = super::agents::builtin_role("Critic");
+        assert!(
+            !wants_text(&critic.required_fields),
+            "every list may be empty"
+        );
+        let part = super::agents::builtin_role("ChunkWriter");
+        assert!(wants_text(&part.required_fields));
+        assert!(wants_text(&schema::outline(3)));
     }
 }

@@ -1,21 +1,27 @@
-//! Long-form answers: chunk 1 (the fundamentals) first, then chunks 2..N with
-//! their focus areas and a summary of chunk 1, through the host-aware queue.
+//! Long-form answers: the parts of an outline (`outline.rs`: planned for the
+//! question, or the original's parts for the content type), chunk 1 first,
+//! then chunks 2..N on their titles and focus with a summary of chunk 1,
+//! through the host-aware queue.
 //! Each chunk asks for as many words as the nodes' context leaves room for,
 //! is quality-checked and retried once (the task restated, never the check's
 //! findings); chunks are assembled in chunk order, then synthesised
-//! (`synthesis.rs`). One line per finished part says where and how long.
+//! (`synthesis.rs`). One line per finished part says where and how long. A
+//! part that could not be written anywhere (a reply with no text after
+//! cleaning counts as a failed attempt, retried on another host by the
+//! scheduler) is a marked gap.
 
 use futures_util::future::join_all;
 
 use super::budget;
 use super::call::{call, Ctx, Reply};
-use super::detect::{focus_area, ContentType};
+use super::detect::ContentType;
 use super::prompts;
 use super::quality;
 use super::render;
 use super::result::{Chunk, Gap, NothingGenerated};
 use super::synthesis;
 use crate::prompt::Prompt;
+use crate::report::Section;
 use crate::scheduler::{Attribution, TaskFailed};
 
 /// Words a part asks for when the context leaves room: the first part, the
@@ -41,7 +47,7 @@ pub enum Part {
     Done(Chunk),
     Missing {
         n: usize,
-        focus: String,
+        title: String,
         why: String,
     },
 }
@@ -67,6 +73,25 @@ enum Kept {
     FirstRetryFailed,
 }
 
+/// Which part of which outline: its number, the total, its section, and
+/// whether the section was planned for the question (its title is then
+/// named in the request).
+#[derive(Clone, Copy)]
+struct Spec<'a> {
+    n: usize,
+    total: usize,
+    section: &'a Section,
+    planned: bool,
+}
+
+impl Spec<'_> {
+    fn request(&self, query: &str, ct: ContentType, first: Option<&str>, words: usize) -> Prompt {
+        let title = self.planned.then_some(self.section.title.as_str());
+        let at = (self.n, self.total);
+        prompts::chunk(query, ct, at, title, &self.section.focus, first, words)
+    }
+}
+
 /// Write one chunk: ask, check, retry once, keep the better attempt. A failed
 /// retry keeps the first attempt. The chunk, where its attempts ran, and
 /// which was kept.
@@ -74,25 +99,21 @@ async fn chunk(
     ctx: &Ctx,
     query: &str,
     ct: ContentType,
-    n: usize,
-    total: usize,
+    spec: Spec<'_>,
     first: Option<&str>,
     docs: Option<&crate::rag::Retrieved>,
 ) -> Result<(Chunk, Vec<Attribution>, Kept), TaskFailed> {
-    let focus = focus_area(ct, n, total);
-    let label = format!("chunk {n}/{total}");
+    let n = spec.n;
+    let label = format!("chunk {n}/{}", spec.total);
     let agent = writer(ctx, ct);
     // RAG: the part's own excerpts go below its request, quoted.
     let excerpts = docs.and_then(|r| r.part(n)).unwrap_or_default();
-    let words = words_that_fit(ctx, agent, query, ct, n, total, &focus, first, &excerpts);
-    let prompt = with_excerpts(
-        prompts::chunk(query, ct, n, total, &focus, first, words),
-        &excerpts,
-    );
+    let words = words_that_fit(ctx, agent, query, ct, spec, first, &excerpts);
+    let prompt = with_excerpts(spec.request(query, ct, first, words), &excerpts);
     let a = Draft::of(call(ctx, agent, &label, prompt.clone(), &ctx.model, None).await?);
     let mut attribution = vec![a.attribution.clone()];
     let problems = match quality::chunk_check(&a.text) {
-        Ok(()) => return Ok((a.chunk(n, &focus, None), attribution, Kept::Only)),
+        Ok(()) => return Ok((a.chunk(spec.section, n, None), attribution, Kept::Only)),
         Err(p) => p,
     };
     ctx.observer.notice(format!(
@@ -106,12 +127,12 @@ async fn chunk(
         Err(e) => {
             let why = format!("its quality retry failed ({e}); the first attempt is kept");
             ctx.observer.notice(format!("⚠️  {label}: {why}"));
-            let chunk = a.chunk(n, &focus, Some(why));
+            let chunk = a.chunk(spec.section, n, Some(why));
             return Ok((chunk, attribution, Kept::FirstRetryFailed));
         }
     };
     attribution.push(b.attribution.clone());
-    let (chunk, kept) = better(ctx, &label, (n, &focus), (a, problems), b);
+    let (chunk, kept) = better(ctx, &label, (n, spec.section), (a, problems), b);
     Ok((chunk, attribution, kept))
 }
 
@@ -129,11 +150,12 @@ impl Draft {
         }
     }
 
-    /// This attempt as chunk `n` on `focus`, with a quality warning if any.
-    fn chunk(&self, n: usize, focus: &str, warning: Option<String>) -> Chunk {
+    /// This attempt as chunk `n` of `section`, with a quality warning if any.
+    fn chunk(&self, section: &Section, n: usize, warning: Option<String>) -> Chunk {
         Chunk {
             chunk: n,
-            focus: focus.to_string(),
+            title: section.title.clone(),
+            focus: section.focus.clone(),
             content: self.text.clone(),
             node: self.attribution.node.clone(),
             seconds: self.attribution.seconds,
@@ -142,18 +164,18 @@ impl Draft {
     }
 }
 
-/// Chunk `n` (on `focus`) after its first attempt `a` failed the quality
+/// Chunk `n` (of `section`) after its first attempt `a` failed the quality
 /// check with `problems`: the retry `b` if it passes; else the attempt with
 /// fewer problems (the longer on a tie), with a warning saying so.
 fn better(
     ctx: &Ctx,
     label: &str,
-    (n, focus): (usize, &str),
+    (n, section): (usize, &Section),
     (a, problems): (Draft, Vec<String>),
     b: Draft,
 ) -> (Chunk, Kept) {
     let problems_b = match quality::chunk_check(&b.text) {
-        Ok(()) => return (b.chunk(n, focus, None), Kept::Retry),
+        Ok(()) => return (b.chunk(section, n, None), Kept::Retry),
         Err(p) => p,
     };
     let keep_b = problems_b.len() < problems.len()
@@ -172,20 +194,17 @@ fn better(
     } else {
         (a, Kept::First)
     };
-    (kept.chunk(n, focus, Some(why)), which)
+    (kept.chunk(section, n, Some(why)), which)
 }
 
 /// Words part `n` can ask for: its usual length, or what the smallest
 /// context among the nodes leaves for the reply (every node may write it).
-#[allow(clippy::too_many_arguments)]
 fn words_that_fit(
     ctx: &Ctx,
     agent: &super::agents::Agent,
     query: &str,
     ct: ContentType,
-    n: usize,
-    total: usize,
-    focus: &str,
+    spec: Spec<'_>,
     first: Option<&str>,
     excerpts: &Prompt,
 ) -> usize {
@@ -194,10 +213,7 @@ fn words_that_fit(
         (_, None) => FIRST_WORDS,
         _ => PART_WORDS,
     };
-    let probe = with_excerpts(
-        prompts::chunk(query, ct, n, total, focus, first, usual),
-        excerpts,
-    );
+    let probe = with_excerpts(spec.request(query, ct, first, usual), excerpts);
     let system = prompts::system(agent, &agent.required_fields);
     let window = ctx.context(&ctx.model, false);
     let room = budget::reply_room(window, budget::prompt_tokens(&system, &probe.text))
@@ -220,12 +236,12 @@ async fn part(
     ctx: &Ctx,
     query: &str,
     ct: ContentType,
-    n: usize,
-    total: usize,
+    spec: Spec<'_>,
     first: Option<&str>,
     docs: Option<&crate::rag::Retrieved>,
 ) -> Result<(Chunk, Vec<Attribution>), TaskFailed> {
-    let (c, a, kept) = chunk(ctx, query, ct, n, total, first, docs).await?;
+    let (n, total) = (spec.n, spec.total);
+    let (c, a, kept) = chunk(ctx, query, ct, spec, first, docs).await?;
     let unit = if ct == ContentType::Storytelling {
         "chapter"
     } else {
@@ -268,21 +284,29 @@ fn done_line(
     )
 }
 
+/// Write the parts of `outline` (planned or not: `planned`), then
+/// synthesise them.
 pub async fn run(
     ctx: &Ctx,
     query: &str,
     ct: ContentType,
-    total: usize,
+    (outline, planned): (&[Section], bool),
     docs: Option<&crate::rag::Retrieved>,
 ) -> Result<LongForm, NothingGenerated> {
-    let first = part(ctx, query, ct, 1, total, None, docs).await;
+    let total = outline.len();
+    let spec = |i: usize| Spec {
+        n: i + 1,
+        total,
+        section: &outline[i],
+        planned,
+    };
+    let first = part(ctx, query, ct, spec(0), None, docs).await;
     let summary = first
         .as_ref()
         .ok()
         .map(|(c, _)| prompts::summary(&c.content, 300));
     let rest =
-        join_all((2..=total).map(|n| part(ctx, query, ct, n, total, summary.as_deref(), docs)))
-            .await;
+        join_all((1..total).map(|i| part(ctx, query, ct, spec(i), summary.as_deref(), docs))).await;
     // join_all keeps the order it was given: chunk order, never completion order.
     let mut parts = Vec::new();
     let mut chunks = Vec::new();
@@ -297,17 +321,17 @@ pub async fn run(
                 parts.push(Part::Done(c));
             }
             Err(e) => {
-                let focus = focus_area(ct, n, total);
+                let section = &outline[n - 1];
                 let mut g = super::gap(
                     ctx,
                     &e,
                     format!("part {n} is missing from the answer (marked where it belongs)"),
                 );
                 g.chunk = Some(n);
-                g.focus = Some(focus.clone());
+                g.focus = Some(section.focus.clone());
                 parts.push(Part::Missing {
                     n,
-                    focus,
+                    title: section.title.clone(),
                     why: g.error.clone(),
                 });
                 gaps.push(g);
@@ -343,7 +367,7 @@ pub async fn run(
     })
 }
 
-/// The parts in order, each under a heading naming its part and focus; a
+/// The parts in order, each under a heading naming its part and title; a
 /// missing part is a marked gap saying why.
 pub fn join(parts: &[Part], ct: ContentType) -> String {
     let unit = if ct == ContentType::Storytelling {
@@ -354,27 +378,11 @@ pub fn join(parts: &[Part], ct: ContentType) -> String {
     parts
         .iter()
         .map(|p| match p {
-            Part::Done(c) => format!(
-                "## {unit} {}: {}\n\n{}",
-                c.chunk,
-                title(&c.focus),
-                c.content.trim()
-            ),
-            Part::Missing { n, focus, why } => format!(
-                "## {unit} {n}: {}\n\n> ⚠️ **This part is missing.** It could not be generated: {why}",
-                title(focus)
+            Part::Done(c) => format!("## {unit} {}: {}\n\n{}", c.chunk, c.title, c.content.trim()),
+            Part::Missing { n, title, why } => format!(
+                "## {unit} {n}: {title}\n\n> ⚠️ **This part is missing.** It could not be generated: {why}"
             ),
         })
         .collect::<Vec<_>>()
         .join("\n\n")
-}
-
-/// A heading from a focus description: its first clause, capitalised.
-fn title(focus: &str) -> String {
-    let end = focus.find([':', '.', ';']).unwrap_or(focus.len());
-    let mut c = focus[..end].trim().chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
-        None => String::new(),
-    }
 }

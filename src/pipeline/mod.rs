@@ -10,6 +10,7 @@ pub mod collab;
 pub mod detect;
 pub mod longform;
 pub mod observer;
+pub mod outline;
 pub mod plan;
 pub mod prompts;
 pub mod quality;
@@ -97,7 +98,7 @@ pub(crate) async fn run_query(
             ctx.observer
                 .notice(format!("ℹ️  One part: {}", scope.reason));
         }
-        standard(ctx, query, docs.as_ref(), &mut metrics).await?
+        standard(ctx, query, scope.brief, docs.as_ref(), &mut metrics).await?
     };
     // RAG: citations renumbered in first-cited order, the source list appended.
     let final_output = match docs.as_mut() {
@@ -188,13 +189,20 @@ async fn long_form(
     ));
     metrics.pipeline = "long-form".into();
     metrics.chunks_planned = scope.parts;
-    let lf = longform::run(ctx, query, d.content_type, scope.parts, docs).await?;
+    let ct = d.content_type;
+    let (outline, planner) = outline::decide(ctx, query, ct, scope.parts, &scope.rule).await;
+    let parts = (outline.parts.as_slice(), outline.planned);
+    let lf = longform::run(ctx, query, ct, parts, docs).await;
+    if let Some(l) = metrics.longform.as_mut() {
+        l.outline = Some(outline.clone());
+    }
+    let lf = lf?;
     metrics.chunks_generated = lf.chunks.len();
     metrics.synthesis = Some(lf.synthesis);
     Ok(Answer {
         text: lf.text,
         chunks: lf.chunks,
-        attribution: lf.attribution,
+        attribution: planner.into_iter().chain(lf.attribution).collect(),
         gaps: lf.gaps,
     })
 }
@@ -222,16 +230,18 @@ async fn collaborative(
     })
 }
 
-/// The standard pipeline: one answer from the Researcher, the Critic and the Editor.
+/// The standard pipeline: one answer from the Researcher, the Critic and the
+/// Editor (`brief`: a short answer, for a short factual question).
 async fn standard(
     ctx: &Ctx,
     query: &str,
+    brief: bool,
     docs: Option<&crate::rag::Retrieved>,
     metrics: &mut Metrics,
 ) -> Result<Answer, NothingGenerated> {
     ctx.observer.notice("⚡ Processing...".into());
     metrics.pipeline = "standard".into();
-    let s = standard::run(ctx, query, docs).await?;
+    let s = standard::run(ctx, query, brief, docs).await?;
     Ok(Answer {
         text: s.markdown,
         chunks: Vec::new(),

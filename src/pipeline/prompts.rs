@@ -14,26 +14,54 @@ use crate::prompt::{weight, Prompt};
 pub fn example(fields: &[Field]) -> String {
     let parts: Vec<String> = fields
         .iter()
-        .map(|Field { name, kind, .. }| {
-            let v = match kind {
-                FieldType::String => "\"<text>\"",
-                FieldType::List => "[\"<item>\", \"<item>\"]",
-                FieldType::Object => "{}",
-                FieldType::Number => "0.0",
-            };
-            format!("\"{name}\": {v}")
-        })
+        .map(
+            |Field {
+                 name, kind, items, ..
+             }| {
+                let v = match (kind, items) {
+                    (FieldType::List, Some(items)) => format!("[{}, …]", example(items)),
+                    (FieldType::String, _) => "\"<text>\"".into(),
+                    (FieldType::List, None) => "[\"<item>\", \"<item>\"]".into(),
+                    (FieldType::Object, _) => "{}".into(),
+                    (FieldType::Number, _) => "0.0".into(),
+                };
+                format!("\"{name}\": {v}")
+            },
+        )
         .collect();
     format!("{{{}}}", parts.join(", "))
 }
 
 /// The system message: the agent's own prompt plus the exact reply shape.
+/// When the pipeline asks for other fields than the agent's own (a
+/// synthesis, an outline, a short answer), the prompt's lines describing
+/// fields that are not asked for (`- "examples": …`) are left out, so the
+/// prompt and the schema agree.
 pub fn system(agent: &Agent, fields: &[Field]) -> String {
+    let own = if fields == agent.required_fields.as_slice() {
+        agent.system_prompt.clone()
+    } else {
+        agent
+            .system_prompt
+            .lines()
+            .filter(|line| match field_line(line) {
+                Some(name) => fields.iter().any(|f| f.name == name),
+                None => true,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     format!(
-        "{}\n\nReply shape (one JSON object, real content in every field): {}",
-        agent.system_prompt,
+        "{own}\n\nReply shape (one JSON object, real content in every field): {}",
         example(fields)
     )
+}
+
+/// The field a line of an agent's prompt describes (`- "summary": string, …`).
+fn field_line(line: &str) -> Option<&str> {
+    let rest = line.trim_start().strip_prefix("- \"")?;
+    let end = rest.find("\":")?;
+    Some(&rest[..end])
 }
 
 /// The follow-up when a reply lacked fields or had the wrong types: the task
@@ -120,6 +148,11 @@ pub(crate) fn critic_of(query: &str, research: &Map<String, Value>, room: usize)
         .says("\n\nReview this answer: list its factual issues, its biases, its strengths, and concrete recommendations to improve it.")
 }
 
+/// What the Editor is asked to do with the material: the full answer.
+const EDITOR_TASK: &str = "Write the final answer for the person who asked: use the findings, fix what the review found, and fill every field.";
+/// ... and for a short factual question: a short answer.
+const BRIEF_TASK: &str = "This is a short factual question: answer it directly, using the findings and what the review found. The summary is the answer in one to three sentences; the key points are two to five short facts that support it.";
+
 /// The Editor's request; a side that could not be produced is left out. The
 /// sides share `room` bytes (the findings get the larger part).
 pub fn editor(
@@ -128,6 +161,27 @@ pub fn editor(
     critique: Option<&Map<String, Value>>,
     room: usize,
 ) -> Prompt {
+    editor_with(question.into(), research, critique, room, EDITOR_TASK)
+}
+
+/// The Editor's request for a short factual question: the same material,
+/// and an answer as short as the question (a summary and key points).
+pub fn editor_brief(
+    question: impl Into<Prompt>,
+    research: Option<&Map<String, Value>>,
+    critique: Option<&Map<String, Value>>,
+    room: usize,
+) -> Prompt {
+    editor_with(question.into(), research, critique, room, BRIEF_TASK)
+}
+
+fn editor_with(
+    question: Prompt,
+    research: Option<&Map<String, Value>>,
+    critique: Option<&Map<String, Value>>,
+    room: usize,
+    task: &str,
+) -> Prompt {
     let research_room = match critique {
         Some(_) => room * 3 / 5,
         None => room,
@@ -135,7 +189,7 @@ pub fn editor(
     let critique_room = room.saturating_sub(if research.is_some() { research_room } else { 0 });
     let mut p = Prompt::default()
         .says("Question to answer: ")
-        .then(&question.into())
+        .then(&question)
         .says("\n\n");
     p = match research {
         Some(m) => p
@@ -150,7 +204,19 @@ pub fn editor(
             .then(&material(m, critique_room)),
         None => p.says("Critic's review: not available (it could not be produced)."),
     };
-    p.says("\n\nWrite the final answer for the person who asked: use the findings, fix what the review found, and fill every field.")
+    p.says(format!("\n\n{task}"))
+}
+
+/// The request for the outline of an answer in `total` parts (chapters, for
+/// a story): their titles and focus, for this question.
+pub fn outline(query: &str, total: usize, story: bool) -> Prompt {
+    let unit = if story { "chapter" } else { "part" };
+    Prompt::default()
+        .says(format!("Plan a {total}-{unit} answer to this request: "))
+        .quotes(query)
+        .says(format!(
+            "\n\nList the {total} {unit}s in order. Give each a short title of its own (three to eight words, no two alike) that names the subject of the request and what that {unit} covers, and a focus: one sentence saying what that {unit} must explain. The {unit}s must not overlap, and together they answer the request fully."
+        ))
 }
 
 const REFINE_ANGLES: &[&str] = &[
@@ -205,12 +271,13 @@ pub(crate) fn improve(query: &str, answer: &str, room: usize) -> Prompt {
 }
 
 /// Chunk `n` of `total` of a long-form answer, about `words` words long. The
-/// first words name the part, so each chunk's request is distinct.
+/// first words name the part (and its planned title, if any), so each
+/// chunk's request is distinct.
 pub fn chunk(
     query: &str,
     ct: ContentType,
-    n: usize,
-    total: usize,
+    (n, total): (usize, usize),
+    title: Option<&str>,
     focus: &str,
     first_summary: Option<&str>,
     words: usize,
@@ -220,7 +287,10 @@ pub fn chunk(
     } else {
         "Part"
     };
-    let mut s = format!("{unit} {n} of {total}. Focus: {focus}\n\nRequest: {query}\n\n");
+    let named = title
+        .map(|t| format!(": {t}."))
+        .unwrap_or_else(|| ".".into());
+    let mut s = format!("{unit} {n} of {total}{named} Focus: {focus}\n\nRequest: {query}\n\n");
     match first_summary {
         None if ct == ContentType::Storytelling => s.push_str(&format!(
             "Open the story: introduce the setting and the characters. Write about {words} words."
@@ -337,25 +407,78 @@ mod tests {
     }
 
     #[test]
+    fn a_system_prompt_describes_only_the_fields_asked_for() {
+        let editor = super::super::agents::builtin_role("Editor");
+        let full = system(editor, &editor.required_fields);
+        assert!(full.contains("- \"examples\": list"), "{full}");
+        let brief = system(
+            editor,
+            &crate::pipeline::schema::brief(&editor.required_fields),
+        );
+        assert!(brief.contains("- \"summary\": string"), "{brief}");
+        assert!(brief.contains("- \"key_points\": list"), "{brief}");
+        for gone in ["examples", "practical_applications", "detailed_explanation"] {
+            assert!(!brief.contains(&format!("- \"{gone}\"")), "{gone}: {brief}");
+        }
+        assert!(
+            brief.ends_with("{\"summary\": \"<text>\", \"key_points\": [\"<item>\", \"<item>\"]}")
+        );
+        let outline = system(editor, &crate::pipeline::schema::outline(3));
+        assert!(
+            outline.ends_with("{\"parts\": [{\"title\": \"<text>\", \"focus\": \"<text>\"}, …]}"),
+            "{outline}"
+        );
+    }
+
+    #[test]
     fn chunk_prompts_start_with_their_part() {
         let a = chunk(
             "q",
             ContentType::Research,
-            2,
-            5,
+            (2, 5),
+            None,
             "formalism",
             Some("s"),
             400,
         )
         .text;
-        let b = chunk("q", ContentType::Research, 3, 5, "evidence", Some("s"), 400).text;
+        let b = chunk(
+            "q",
+            ContentType::Research,
+            (3, 5),
+            None,
+            "evidence",
+            Some("s"),
+            400,
+        )
+        .text;
         assert!(a.starts_with("Part 2 of 5. Focus: formalism"));
         assert!(a.ends_with("Write about 400 words."));
         assert_ne!(&a[..20], &b[..20]);
+        assert!(chunk(
+            "q",
+            ContentType::Storytelling,
+            (1, 5),
+            None,
+            "opening",
+            None,
+            300
+        )
+        .text
+        .starts_with("Chapter 1 of 5"));
+        let planned = chunk(
+            "q",
+            ContentType::Research,
+            (2, 5),
+            Some("How vaccines train B cells"),
+            "Antibodies and memory.",
+            Some("s"),
+            400,
+        )
+        .text;
         assert!(
-            chunk("q", ContentType::Storytelling, 1, 5, "opening", None, 300)
-                .text
-                .starts_with("Chapter 1 of 5")
+            planned.starts_with("Part 2 of 5: How vaccines train B cells. Focus: Antibodies"),
+            "{planned}"
         );
     }
 
@@ -380,8 +503,8 @@ mod tests {
         let first = chunk(
             "Why is the sky blue?",
             ContentType::Research,
-            1,
-            3,
+            (1, 3),
+            None,
             "basics",
             None,
             300,
@@ -412,6 +535,8 @@ mod tests {
         assert!(editor("q", Some(research), None, 500)
             .text
             .contains("- Rayleigh"));
+        let brief = editor_brief("q", Some(research), None, 500).text;
+        assert!(brief.contains("- Rayleigh") && brief.contains("short factual question"));
     }
 
     #[test]

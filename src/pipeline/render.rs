@@ -50,6 +50,22 @@ pub(crate) fn editor_markdown(obj: &Map<String, Value>) -> String {
     sections.join("\n\n")
 }
 
+/// Markdown for the Editor's short answer (`schema::brief`): its summary and
+/// key points only, whatever else the reply holds; the full rendering when
+/// it has neither.
+pub(crate) fn brief_markdown(obj: &Map<String, Value>) -> String {
+    let inner = unwrap_data(obj);
+    let kept: Map<String, Value> = inner
+        .iter()
+        .filter(|(k, _)| crate::pipeline::schema::BRIEF_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    match editor_markdown(&kept) {
+        md if md.is_empty() => editor_markdown(obj),
+        md => md,
+    }
+}
+
 /// The main text of a chunk reply: the first non-empty of
 /// detailed_explanation, story, context, summary, content, narrative;
 /// otherwise the longest string value (empty if there is none).
@@ -264,6 +280,19 @@ mod tests {
         let md = editor_markdown(&obj(json!({"a": "short", "b": {"c": "the longest one"}})));
         assert_eq!(md, "the longest one");
         assert_eq!(editor_markdown(&Map::new()), "");
+    }
+
+    #[test]
+    fn a_brief_answer_has_a_summary_and_key_points_only() {
+        let md = brief_markdown(&obj(json!({
+            "summary": "Paris.", "key_points": ["Seat of government"],
+            "examples": ["Le Grand Sadusion de Paris"], "practical_applications": ["French"]
+        })));
+        assert_eq!(
+            md,
+            "## Summary\nParis.\n\n## Key Points\n- **Seat of government**"
+        );
+        assert_eq!(brief_markdown(&obj(json!({"answer": "Paris."}))), "Paris.");
     }
 
     #[test]

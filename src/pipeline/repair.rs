@@ -162,7 +162,8 @@ fn drop_unfinished_sentence(obj: &mut Map<String, Value>) {
 /// field name: missing, wrong type, empty text, or a copied schema word.
 pub(crate) fn check_fields(obj: &Map<String, Value>, required: &[Field]) -> Vec<String> {
     let mut problems = Vec::new();
-    for Field { name, kind: ty, .. } in required {
+    for field in required {
+        let (name, ty) = (&field.name, field.kind);
         match obj.get(name) {
             None | Some(Value::Null) => problems.push(format!("{name}: missing")),
             Some(v) if is_placeholder(v) => problems.push(format!(
@@ -174,7 +175,32 @@ pub(crate) fn check_fields(obj: &Map<String, Value>, required: &[Field]) -> Vec<
             Some(Value::String(s)) if s.trim().is_empty() => {
                 problems.push(format!("{name}: empty"))
             }
+            Some(Value::Array(list)) if field.items.is_some() => {
+                problems.extend(check_records(list, field))
+            }
             Some(_) => {}
+        }
+    }
+    problems
+}
+
+/// A list of objects (`field.items`): as many entries as the field allows,
+/// each an object whose own fields pass `check_fields`.
+fn check_records(list: &[Value], field: &Field) -> Vec<String> {
+    let (name, fields) = (&field.name, field.items.as_deref().unwrap_or_default());
+    let mut problems = Vec::new();
+    let n = list.len() as u64;
+    if n < field.min_items || field.max_items.is_some_and(|m| n > m) {
+        problems.push(format!("{name}: {n} entries"));
+    }
+    for (i, v) in list.iter().enumerate() {
+        match v {
+            Value::Object(o) => problems.extend(
+                check_fields(o, fields)
+                    .into_iter()
+                    .map(|p| format!("{name}[{i}].{p}")),
+            ),
+            other => problems.push(format!("{name}[{i}]: expected object, got {}", kind(other))),
         }
     }
     problems
@@ -341,6 +367,27 @@ mod tests {
 
     fn req(fields: &[(&str, FieldType)]) -> Vec<Field> {
         fields.iter().map(|(n, t)| Field::new(*n, *t)).collect()
+    }
+
+    #[test]
+    fn a_list_of_objects_is_checked_entry_by_entry() {
+        let fields = crate::pipeline::schema::outline(2);
+        let obj = |v: Value| v.as_object().unwrap().clone();
+        let good = obj(
+            json!({"parts": [{"title": "Tides", "focus": "What they are."},
+                                        {"title": "Moon", "focus": "Its pull."}]}),
+        );
+        assert!(check_fields(&good, &fields).is_empty());
+        let bad = obj(json!({"parts": [{"title": " ", "focus": "f"}, "Moon", {"title": "x"}]}));
+        assert_eq!(
+            check_fields(&bad, &fields),
+            [
+                "parts: 3 entries",
+                "parts[0].title: empty",
+                "parts[1]: expected object, got string",
+                "parts[2].focus: missing"
+            ]
+        );
     }
 
     #[test]

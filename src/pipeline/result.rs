@@ -9,6 +9,8 @@ use crate::scheduler::{Attribution, TaskFailed};
 #[derive(Debug, Clone, Serialize)]
 pub struct Chunk {
     pub chunk: usize,
+    /// Its heading: the planned title, or the first clause of the original's focus.
+    pub title: String,
     pub focus: String,
     pub content: String,
     pub node: String,

@@ -59,6 +59,14 @@ pub struct Field {
     pub kind: FieldType,
     /// A list's fewest entries (1 by default: an empty list is no answer).
     pub min_items: u64,
+    /// A list's most entries, where it has a limit (the pipeline's shapes).
+    pub max_items: Option<u64>,
+    /// A list of objects with these fields, instead of a list of texts (the
+    /// pipeline's shapes; agent files have lists of texts).
+    pub items: Option<Vec<Field>>,
+    /// A text's fewest and most characters (at least 1: empty is no answer).
+    pub min_length: u64,
+    pub max_length: Option<u64>,
     /// A number's range, where it has one.
     pub minimum: Option<f64>,
     pub maximum: Option<f64>,
@@ -71,6 +79,10 @@ impl Field {
             name: name.into(),
             kind,
             min_items: u64::from(kind == FieldType::List),
+            max_items: None,
+            items: None,
+            min_length: 1,
+            max_length: None,
             minimum: None,
             maximum: None,
         }
@@ -84,11 +96,24 @@ impl Field {
     /// This field's schema.
     pub fn schema(&self) -> Value {
         match self.kind {
-            FieldType::String => json!({"type": "string", "minLength": 1}),
+            FieldType::String => {
+                let mut s = json!({"type": "string", "minLength": self.min_length.max(1)});
+                if let Some(n) = self.max_length {
+                    s["maxLength"] = n.into();
+                }
+                s
+            }
             FieldType::List => {
-                let mut s = json!({"type": "array", "items": {"type": "string", "minLength": 1}});
+                let items = match &self.items {
+                    Some(fields) => object(fields),
+                    None => json!({"type": "string", "minLength": 1}),
+                };
+                let mut s = json!({"type": "array", "items": items});
                 if self.min_items > 0 {
                     s["minItems"] = self.min_items.into();
+                }
+                if let Some(n) = self.max_items {
+                    s["maxItems"] = n.into();
                 }
                 s
             }
@@ -207,12 +232,59 @@ pub fn response_format(name: &str, schema: &Value) -> Value {
 // Researcher's, the Critic's, the Editor's, a part's from the ChunkWriter or
 // the Storyteller, a quality vote's from the QualityVoter); these are the
 // replies the pipeline asks an agent for in place of its own fields. A new
-// shape (a plan, an outline) is one more function here.
+// shape is one more function here.
 
 /// One text field named `name`: what a synthesis request (a group summary,
 /// the overview) asks the Editor for.
 pub fn one_text(name: &str) -> Vec<Field> {
     vec![Field::text(name)]
+}
+
+/// A part title's length range in characters: a few words, never a paragraph.
+pub const TITLE_CHARS: (u64, u64) = (4, 90);
+/// A part focus's most characters: one line.
+pub const FOCUS_CHARS: u64 = 300;
+
+/// The outline of a long-form answer (`outline.rs`): exactly `parts` parts,
+/// each a title and a one-line focus:
+/// `{"parts": [{"title": string, "focus": string}]}` with
+/// `minItems` = `maxItems` = `parts`.
+pub fn outline(parts: usize) -> Vec<Field> {
+    let n = parts as u64;
+    let title = Field {
+        min_length: TITLE_CHARS.0,
+        max_length: Some(TITLE_CHARS.1),
+        ..Field::text("title")
+    };
+    let focus = Field {
+        max_length: Some(FOCUS_CHARS),
+        ..Field::text("focus")
+    };
+    vec![Field {
+        min_items: n,
+        max_items: Some(n),
+        items: Some(vec![title, focus]),
+        ..Field::new("parts", FieldType::List)
+    }]
+}
+
+/// Fields of the Editor's reply that a short answer keeps.
+pub const BRIEF_FIELDS: &[&str] = &["summary", "key_points"];
+
+/// The Editor's fields for a short factual question: its `summary` and
+/// `key_points` (no detailed explanation, examples or applications). An
+/// Editor file with neither keeps its own fields.
+pub fn brief(editor: &[Field]) -> Vec<Field> {
+    let kept: Vec<Field> = editor
+        .iter()
+        .filter(|f| BRIEF_FIELDS.contains(&f.name.as_str()))
+        .cloned()
+        .collect();
+    if kept.is_empty() {
+        editor.to_vec()
+    } else {
+        kept
+    }
 }
 
 #[cfg(test)]
@@ -284,6 +356,43 @@ mod tests {
         assert_eq!(rf["json_schema"]["strict"], true);
         assert_eq!(rf["json_schema"]["schema"], s);
         assert_eq!(response_format("", &s)["json_schema"]["name"], "reply");
+    }
+
+    #[test]
+    fn the_outline_asks_for_exactly_n_titled_parts() {
+        let s = object(&outline(5));
+        assert_eq!(s["required"], json!(["parts"]));
+        let parts = &s["properties"]["parts"];
+        assert_eq!(
+            (&parts["minItems"], &parts["maxItems"]),
+            (&json!(5), &json!(5))
+        );
+        let item = &parts["items"];
+        assert_eq!(item["required"], json!(["title", "focus"]));
+        assert_eq!(item["additionalProperties"], false);
+        assert_eq!(
+            item["properties"]["title"],
+            json!({"type": "string", "minLength": 4, "maxLength": 90})
+        );
+        assert_eq!(item["properties"]["focus"]["maxLength"], 300);
+    }
+
+    #[test]
+    fn the_brief_editor_keeps_a_summary_and_key_points() {
+        let editor = vec![
+            Field::text("summary"),
+            Field::new("key_points", FieldType::List),
+            Field::text("detailed_explanation"),
+            Field::new("examples", FieldType::List),
+        ];
+        let names: Vec<String> = brief(&editor).into_iter().map(|f| f.name).collect();
+        assert_eq!(names, ["summary", "key_points"]);
+        let custom = vec![Field::text("answer")];
+        assert_eq!(
+            brief(&custom),
+            custom,
+            "an Editor of its own keeps its fields"
+        );
     }
 
     #[test]

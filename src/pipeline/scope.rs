@@ -5,6 +5,12 @@
 //! answer's depth, breadth or form, or an explicit length. The words are data
 //! (`ASKS`, `BRIEF`, the length patterns); `detect.rs` still decides the kind
 //! of content and the original's number of parts.
+//!
+//! A one-part answer also has a shape: a short factual question ("What is the
+//! capital of France?": it opens like a question of fact, has at most
+//! `FACTUAL_WORDS` words and no word asking for an explanation) gets a short
+//! answer, a summary and key points (`brief`); other questions get the
+//! Editor's five sections. `longform always` keeps the original's five.
 
 use std::sync::OnceLock;
 
@@ -82,9 +88,18 @@ const LENGTH_WORDS: &str = r"\b(\d{1,2},?\d{3}|\d{2,4})[ -]?words?\b";
 /// "in 4 parts", "five chapters", "3 pages".
 const LENGTH_UNITS: &str = r"\b(\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten)[ -](parts?|sections?|chapters?|pages?|paragraphs?)\b";
 
+/// How a question of fact opens.
+const FACTUAL: &str = r"^(what|who|whom|whose|when|where|which|how (many|much|old|long|far|tall|big|high|deep|fast|often)|is|are|was|were|does|do|did|can|could|has|have|will)\b";
+/// Words that ask for an explanation: such a question keeps the five sections.
+const EXPLAINS: &str = r"\b(why|explain|explains|explained|describe|how (does|do|did|is|are|was|were|can|could|would|should|to)|tell me (about|how|why)|walk me through|discuss|analy[sz]e|compare|difference|differences|history|overview|in detail)\b";
+/// Most words a short factual question has.
+const FACTUAL_WORDS: usize = 12;
+
 struct Compiled {
     asks: Vec<(&'static str, Regex)>,
     brief: Regex,
+    factual: Regex,
+    explains: Regex,
     words: Regex,
     units: Regex,
 }
@@ -97,6 +112,8 @@ fn compiled() -> &'static Compiled {
             .map(|(what, p)| (*what, Regex::new(p).expect("built-in pattern is valid")))
             .collect(),
         brief: Regex::new(BRIEF).expect("built-in pattern is valid"),
+        factual: Regex::new(FACTUAL).expect("built-in pattern is valid"),
+        explains: Regex::new(EXPLAINS).expect("built-in pattern is valid"),
         words: Regex::new(LENGTH_WORDS).expect("built-in pattern is valid"),
         units: Regex::new(LENGTH_UNITS).expect("built-in pattern is valid"),
     })
@@ -166,6 +183,8 @@ fn one(rule: &str, reason: String, asks: Vec<String>) -> Scope {
         rule: rule.to_string(),
         reason,
         asks,
+        brief: false,
+        outline: None,
     }
 }
 
@@ -176,13 +195,39 @@ fn long(rule: &str, parts: usize, reason: String, asks: Vec<String>) -> Scope {
         rule: rule.to_string(),
         reason,
         asks,
+        brief: false,
+        outline: None,
     }
+}
+
+/// A short question of fact (see the module's notes), asking for no depth,
+/// breadth, form or length.
+fn factual(lower: &str, asks: &[String]) -> bool {
+    let c = compiled();
+    asks.is_empty()
+        && lower.split_whitespace().count() <= FACTUAL_WORDS
+        && c.factual.is_match(lower.trim_start())
+        && !c.explains.is_match(lower)
+        && !c.brief.is_match(lower)
 }
 
 /// Decide how `query` (without its override) is answered. `distributed`: the
 /// shell is in distributed mode (the setting's rules apply there only; an
 /// override applies in both modes).
 pub(crate) fn decide(
+    query: &str,
+    d: &Detection,
+    setting: Longform,
+    over: Option<Override>,
+    distributed: bool,
+) -> Scope {
+    let mut s = size(query, d, setting, over, distributed);
+    s.brief = !s.longform && setting != Longform::Always && factual(&query.to_lowercase(), &s.asks);
+    s
+}
+
+/// One part or parts, and why.
+fn size(
     query: &str,
     d: &Detection,
     setting: Longform,
@@ -387,6 +432,45 @@ mod tests {
             decide(hi, &detect(hi), Longform::Auto, Some(Override::Long), true).parts,
             DEFAULT_PARTS
         );
+    }
+
+    #[test]
+    fn short_factual_questions_get_a_brief_answer() {
+        for q in [
+            "What is the capital of France?",
+            "Who wrote Hamlet?",
+            "How many moons does Mars have?",
+            "When did the Berlin Wall fall?",
+            "Is a tomato a fruit?",
+        ] {
+            assert!(auto(q).brief, "{q}");
+        }
+        for q in [
+            "How does a bicycle stay upright?",
+            "Why is the sky blue?",
+            "Explain the history of the printing press in Europe",
+            "What is the difference between TCP and UDP?",
+            "hello there",
+            "Tell me about tides",
+            "What is the capital of France? Give a detailed report",
+            "Write a short story about a cat",
+            "What were the main causes and consequences of the fall of the Western Roman Empire?",
+        ] {
+            assert!(!auto(q).brief, "{q}");
+        }
+        let q = "What is the capital of France?";
+        let d = detect(q);
+        assert!(decide(q, &d, Longform::Never, None, true).brief);
+        assert!(
+            decide(q, &d, Longform::Auto, None, false).brief,
+            "standard mode too"
+        );
+        assert!(decide(q, &d, Longform::Auto, Some(Override::Short), true).brief);
+        assert!(
+            !decide(q, &d, Longform::Always, None, false).brief,
+            "the original's five sections"
+        );
+        assert!(!decide(q, &d, Longform::Auto, Some(Override::Long), true).brief);
     }
 
     #[test]

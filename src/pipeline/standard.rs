@@ -2,11 +2,14 @@
 //! there are two), then the Editor on both, each output labelled as what it is.
 //! A failed Critic (or Researcher) does not lose the answer: the Editor works
 //! on the other's output, with a note; a failed Editor leaves the findings.
+//! A short factual question (`Scope::brief`) gets a short answer: the Editor
+//! is asked for its summary and key points only (`schema::brief`).
 
 use super::call::{Ctx, Reply, Role};
 use super::prompts;
 use super::render;
 use super::result::{Gap, NothingGenerated};
+use super::schema;
 use crate::prompt::{weight, Prompt};
 use crate::scheduler::TaskFailed;
 
@@ -21,10 +24,12 @@ pub struct Standard {
 }
 
 /// Answer `query`: the Researcher and the Critic at once, then the Editor on
-/// both (the excerpts of `docs` go to the Researcher and the Editor).
+/// both (the excerpts of `docs` go to the Researcher and the Editor); `brief`:
+/// the Editor writes a summary and key points only.
 pub async fn run(
     ctx: &Ctx,
     query: &str,
+    brief: bool,
     docs: Option<&crate::rag::Retrieved>,
 ) -> Result<Standard, NothingGenerated> {
     // RAG: the Researcher and the Editor see the excerpts; the Critic does not.
@@ -34,17 +39,26 @@ pub async fn run(
     let fallback = Fallback::of(research.as_ref(), critique.as_ref());
     let editor = Role::new(ctx, "Editor", ctx.synthesis_model());
     let room = editor.room(weight(&asked.text) + OWN_TEXT);
-    let prompt = prompts::editor(
-        asked,
+    let (findings, review) = (
         research.as_ref().map(|r| &r.fields),
         critique.as_ref().map(|c| &c.fields),
-        room,
     );
-    let edited = editor.ask("Editor", prompt).await;
+    let edited = if brief {
+        let prompt = prompts::editor_brief(asked, findings, review, room);
+        let fields = schema::brief(editor.fields());
+        editor.ask_for("Editor", prompt, &fields).await
+    } else {
+        let prompt = prompts::editor(asked, findings, review, room);
+        editor.ask("Editor", prompt).await
+    };
     let mut replies: Vec<Reply> = research.into_iter().chain(critique).collect();
     let markdown = match edited {
         Ok(e) => {
-            let md = render::editor_markdown(&e.fields);
+            let md = if brief {
+                render::brief_markdown(&e.fields)
+            } else {
+                render::editor_markdown(&e.fields)
+            };
             replies.push(e);
             md
         }

@@ -361,6 +361,7 @@ mod tests {
     fn chunk(n: usize, len: usize) -> Chunk {
         Chunk {
             chunk: n,
+            title: String::new(),
             focus: String::new(),
             content: "A sentence of text here. ".repeat(len / 25),
             node: String::new(),

@@ -27,6 +27,9 @@ pub enum Fault {
     Reset,
     /// The stream starts, then goes silent halfway (the connection stays open).
     Stall,
+    /// A 200 reply with no text at all, in whatever `format` was asked for
+    /// (a model that wrote nothing).
+    Empty,
 }
 
 impl std::str::FromStr for Fault {
@@ -34,7 +37,7 @@ impl std::str::FromStr for Fault {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
             format!(
-                "unknown fault `{s}` (none, die, http500, drop, hang, error_line, reset, stall)"
+                "unknown fault `{s}` (none, die, http500, drop, hang, error_line, reset, stall, empty)"
             )
         })
     }
@@ -228,6 +231,7 @@ mod tests {
         assert_eq!("error_line".parse::<Fault>().unwrap(), Fault::ErrorLine);
         assert!("boom".parse::<Fault>().is_err());
         assert_eq!("stall".parse::<Fault>().unwrap(), Fault::Stall);
+        assert_eq!("empty".parse::<Fault>().unwrap(), Fault::Empty);
     }
 
     #[test]

@@ -234,10 +234,13 @@ async fn respond(
         let _guard = guard;
         return std::future::pending::<Response>().await;
     }
-    let reply = match Reply::compose(&h, &cfg, &ask, &model) {
+    let mut reply = match Reply::compose(&h, &cfg, &ask, &model) {
         Ok(r) => r,
         Err(r) => return r.into_response(),
     };
+    if fault == Fault::Empty {
+        reply.blank();
+    }
     let out = Out {
         kind: ask.kind,
         model,

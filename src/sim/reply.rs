@@ -60,6 +60,15 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// No text at all (the `empty` fault): the reply ends where it starts.
+    pub(super) fn blank(&mut self) {
+        self.text.clear();
+        self.tokens.clear();
+        self.done_reason = "stop";
+    }
+}
+
 /// Tokens the reply may have: `num_predict`, and what is left of the context.
 /// A prompt that does not fit gets the HTTP 400 llama.cpp-backed Ollama sends.
 fn room(

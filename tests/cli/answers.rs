@@ -1,6 +1,8 @@
-//! Answers worth reading (issue 16): the right size of answer for the
-//! question, requests that fit each node's context, retries that never quote
-//! the checker, answers free of prompt text and JSON, and progress per part.
+//! Answers worth reading (issues 16 and 22): the right size and shape of
+//! answer for the question, parts planned for it (their titles the headings,
+//! the original's parts when the plan fails), requests that fit each node's
+//! context, retries that never quote the checker, answers free of prompt text
+//! and JSON, and progress per part.
 //! The real binary, piped scripts, simulated hosts on loopback that report a
 //! context length, refuse what does not fit with llama-server's HTTP 400, and
 //! can echo their prompts or break their JSON.
@@ -359,4 +361,128 @@ fn simulated_hosts_report_their_context_and_refuse_what_does_not_fit() {
         reply.text
     );
     assert_eq!(p.stats()["too_large"], 1);
+}
+
+/// The outline's titles as the `-i` JSON gives them.
+fn outline_titles(v: &Value) -> Vec<String> {
+    v["metrics"]["longform"]["outline"]["parts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no outline: {v}"))
+        .iter()
+        .map(|p| p["title"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_planners_titles_become_the_parts_headings() {
+    let (a, b) = (sim(paced()), sim(paced()));
+    let home = home_with(&[&a, &b], json!({}));
+    let r = run(&home, &["-i", REPORT], "");
+    r.ok();
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let outline = &v["metrics"]["longform"]["outline"];
+    assert_eq!(outline["planned"], true, "{outline}");
+    assert!(outline.get("fallback").is_none(), "{outline}");
+    // The titles the host returned for the planner's request.
+    let planned: Vec<String> = a
+        .recent_requests()
+        .into_iter()
+        .chain(b.recent_requests())
+        .filter(|q| q["format"]["required"] == json!(["parts"]))
+        .count()
+        .eq(&1)
+        .then(|| outline_titles(&v))
+        .expect("one planner request");
+    assert_eq!(planned.len(), 5);
+    let answer = v["final_output"].as_str().unwrap();
+    for (i, t) in planned.iter().enumerate() {
+        assert!(!t.is_empty());
+        assert!(
+            answer.contains(&format!("## Part {}: {t}\n", i + 1)),
+            "heading {t:?}:\n{answer}"
+        );
+        assert_eq!(v["chunks"][i]["title"], t.as_str());
+        let focus = outline["parts"][i]["focus"].as_str().unwrap();
+        assert_eq!(v["chunks"][i]["focus"], focus);
+    }
+    // No template heading is left.
+    assert!(!answer.contains("Mathematical formalism"), "{answer}");
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("📋 Outline, planned for the question: 1. "))
+        .unwrap_or_else(|| panic!("{}", r.stderr));
+    assert!(line.contains(&format!("5. {}", planned[4])), "{line}");
+    // Each part was asked for on its title and focus.
+    let asked: Vec<String> = a
+        .recent_requests()
+        .into_iter()
+        .chain(b.recent_requests())
+        .filter_map(|q| q["messages"][1]["content"].as_str().map(String::from))
+        .collect();
+    for (i, t) in planned.iter().enumerate() {
+        let head = format!("Part {} of 5: {t}. Focus: ", i + 1);
+        assert!(asked.iter().any(|p| p.starts_with(&head)), "{head}");
+    }
+}
+
+#[test]
+fn a_plan_that_fails_falls_back_to_the_originals_parts() {
+    // Every host refuses the planner's request.
+    let refusing = || {
+        sim(SimConfig {
+            fault: synapticllamas::sim::Fault::Http500,
+            fault_match: Some("Plan a 5-part answer".into()),
+            ..paced()
+        })
+    };
+    let (a, b) = (refusing(), refusing());
+    let home = home_with(&[&a, &b], json!({}));
+    let r = run(&home, &["-i", REPORT], "");
+    r.ok()
+        .err_has("📋 Outline, the original's research parts (the plan failed: HTTP 500");
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let outline = &v["metrics"]["longform"]["outline"];
+    assert_eq!(outline["planned"], false);
+    assert!(outline["fallback"]
+        .as_str()
+        .unwrap()
+        .starts_with("the plan failed: "));
+    let titles = outline_titles(&v);
+    assert_eq!(
+        titles[1],
+        "Mathematical formalism, key equations and the theoretical mechanisms that make it work"
+    );
+    let answer = v["final_output"].as_str().unwrap();
+    assert!(
+        answer.contains("## Part 1: Fundamental concepts and definitions only\n"),
+        "{answer}"
+    );
+    assert!(
+        v["complete"].as_bool().unwrap(),
+        "the answer is whole: {answer}"
+    );
+
+    // A host that answers the plan with its own object: the titles cannot be used.
+    let ignoring = sim(SimConfig {
+        ignore_schema: true,
+        ..paced()
+    });
+    let home = home_with(&[&ignoring], json!({}));
+    let r = run(&home, &["-i", REPORT], "");
+    r.ok().err_has(
+        "📋 Outline, the original's research parts (the plan could not be used: no list of parts)",
+    );
+
+    // `longform always`: the original's parts, not asked for.
+    let c = sim(paced());
+    let home = home_with(&[&c], json!({"longform": "always"}));
+    let r = run(&home, &["-i", FRANCE], "");
+    r.ok().err_has("📋 Outline, the original's research parts (`longform always`: the original's parts): 1. Fundamental concepts");
+    assert!(
+        !c.recent_requests()
+            .iter()
+            .any(|q| q["format"]["required"] == json!(["parts"])),
+        "no planner request"
+    );
 }

@@ -220,34 +220,9 @@ fn coordinator_pid(nodes: &str) -> Option<u32> {
 #[test]
 fn two_real_small_context_nodes_give_right_sized_answers_that_fit() {
     use crate::answers::{answer_text, assert_clean, metrics_json};
-    use crate::ollama_adapter::LlamaNode;
     use std::sync::atomic::Ordering;
-    let b = binaries();
     let home = Home::new();
-    let nodes: Vec<LlamaNode> = (0..2)
-        .map(|i| {
-            LlamaNode::start(
-                rt(),
-                &b.llama_server,
-                &b.model,
-                1024,
-                "smollm2:135m",
-                &home.path().join(format!("real{i}.log")),
-            )
-        })
-        .collect();
-    let entries: Vec<serde_json::Value> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| entry(&n.url, &format!("real{i}"), &format!("real-host-{i}")))
-        .collect();
-    home.write_nodes(&node_file(&entries));
-    home.write_settings(
-        json!({"mode": "distributed", "model": "smollm2:135m", "agent_timeout": 900,
-               "request_idle_timeout_ms": 120000})
-        .to_string()
-        .as_bytes(),
-    );
+    let nodes = two_real_nodes(&home);
     let france = "What is the capital of France?";
     let mut s = Session::spawn(command(&home, &[]));
     let limit = Duration::from_secs(900);
@@ -298,6 +273,134 @@ fn two_real_small_context_nodes_give_right_sized_answers_that_fit() {
         );
     }
     assert_clean(&long, "the report");
+}
+
+/// Two llama-servers (SmolLM2-135M, 1,024 tokens of context each) behind the
+/// Ollama-compatible adapter, as the nodes of `home` in distributed mode.
+fn two_real_nodes(home: &Home) -> Vec<crate::ollama_adapter::LlamaNode> {
+    let b = binaries();
+    let nodes: Vec<crate::ollama_adapter::LlamaNode> = (0..2)
+        .map(|i| {
+            crate::ollama_adapter::LlamaNode::start(
+                rt(),
+                &b.llama_server,
+                &b.model,
+                1024,
+                "smollm2:135m",
+                &home.path().join(format!("real{i}.log")),
+            )
+        })
+        .collect();
+    let entries: Vec<serde_json::Value> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| entry(&n.url, &format!("real{i}"), &format!("real-host-{i}")))
+        .collect();
+    home.write_nodes(&node_file(&entries));
+    home.write_settings(
+        json!({"mode": "distributed", "model": "smollm2:135m", "agent_timeout": 900,
+               "request_idle_timeout_ms": 120000})
+        .to_string()
+        .as_bytes(),
+    );
+    nodes
+}
+
+/// Issue 22's acceptance, on two real nodes that constrain replies to the
+/// schema they are sent (as an Ollama of today does): the one-line question
+/// gets a short answer (no Examples or Practical Applications), the report's
+/// parts are planned for it (their titles name its subject), no part is empty,
+/// and the replies match the agents' fields (at most one warning in all).
+#[test]
+fn two_real_nodes_plan_the_report_and_answer_the_one_line_question_briefly() {
+    use crate::answers::assert_clean;
+    let home = Home::new();
+    let nodes = two_real_nodes(&home);
+    let france = run(&home, &["-i", "What is the capital of France?"], "");
+    let report = run(
+        &home,
+        &[
+            "-i",
+            "Write a detailed report on how vaccines train the immune system",
+        ],
+        "",
+    );
+    let stderr = format!("{}\n{}", france.stderr, report.stderr);
+    let warnings = stderr.matches("did not match the agent's fields").count();
+    eprintln!("acceptance: {warnings} 'did not match' warning(s)\n{stderr}");
+    eprintln!("acceptance: the France answer:\n{}", france.stdout);
+    eprintln!("acceptance: the report:\n{}", report.stdout);
+    assert!(warnings <= 1, "{warnings} warnings:\n{stderr}");
+    for n in &nodes {
+        use std::sync::atomic::Ordering;
+        assert!(
+            n.stats.schemas.load(Ordering::SeqCst) > 0
+                && n.stats.json_only.load(Ordering::SeqCst) == 0,
+            "every request carried its schema:\n{stderr}"
+        );
+    }
+    // The one-line question: a short answer.
+    assert_eq!(france.code, 0, "{}", france.stderr);
+    let v = json_of(&france);
+    let answer = v["final_output"].as_str().unwrap();
+    assert_eq!(v["metrics"]["longform"]["brief"], true);
+    assert!(answer.contains("## Summary"), "{answer}");
+    for section in [
+        "## Examples",
+        "## Practical Applications",
+        "## Detailed Explanation",
+    ] {
+        assert!(!answer.contains(section), "{section} in:\n{answer}");
+    }
+    assert_clean(answer, "the short answer");
+    // The report: planned parts, none empty.
+    let v = json_of(&report);
+    let outline = &v["metrics"]["longform"]["outline"];
+    let titles: Vec<&str> = outline["parts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no outline: {v}"))
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    eprintln!(
+        "acceptance: the report's outline ({}): {titles:?}",
+        outline["planned"]
+    );
+    assert_eq!(outline["planned"], true, "{outline}\n{}", report.stderr);
+    let on_topic = titles
+        .iter()
+        .filter(|t| {
+            let t = t.to_lowercase();
+            ["vaccin", "immun", "antibod", "antigen"]
+                .iter()
+                .any(|w| t.contains(w))
+        })
+        .count();
+    assert!(
+        on_topic >= 3,
+        "{on_topic} titles name the topic: {titles:?}"
+    );
+    assert!(!report.stderr.contains(" (0 words"), "{}", report.stderr);
+    let answer = v["final_output"].as_str().unwrap();
+    for c in v["chunks"].as_array().unwrap() {
+        let words = c["content"].as_str().unwrap().split_whitespace().count();
+        assert!(words > 0, "an empty part was kept: {c}");
+        let heading = format!("## Part {}: {}", c["chunk"], c["title"].as_str().unwrap());
+        assert!(answer.contains(&heading), "{heading} in:\n{answer}");
+    }
+    // A part missing everywhere is a marked gap and exit 1, never a part of 0 words.
+    let missing = v["failed_chunks"].as_array().unwrap().len();
+    assert_eq!(
+        report.code,
+        if missing > 0 { 1 } else { 0 },
+        "{}",
+        report.stderr
+    );
+    assert_eq!(
+        answer.matches("This part is missing").count(),
+        missing,
+        "{answer}"
+    );
 }
 
 /// Stdout up to the end of the next `metrics --json` object (a line `}`).

@@ -3,7 +3,11 @@
 //! shell talks Ollama (`/api/tags`, `/api/ps`, `/api/show`, streamed
 //! `/api/chat`); the adapter forwards chats to llama-server's
 //! `/v1/chat/completions` and passes its answers — and its HTTP 400 "exceeds
-//! the available context size" refusals — back in Ollama's shapes. `/api/ps`
+//! the available context size" refusals — back in Ollama's shapes. Like an
+//! Ollama of today (it reports `ADAPTER_VERSION`), it constrains a reply to
+//! the request's `format`: a JSON Schema becomes llama-server's
+//! `response_format` of type `json_schema` (a grammar built from the schema),
+//! `"json"` a `json_object` (a grammar for any JSON object). `/api/ps`
 //! reports the slot's context (`/props` `n_ctx`) and `/api/show` the model's
 //! trained context (`/v1/models` `n_ctx_train`), as Ollama does.
 //!
@@ -27,6 +31,10 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
+/// The Ollama release the adapter reports: one that takes a JSON Schema in
+/// `format` (0.5.0 and later).
+pub const ADAPTER_VERSION: &str = "0.12.6-llama-adapter";
+
 /// Counts of what the adapter forwarded.
 #[derive(Debug, Default)]
 pub struct AdapterStats {
@@ -35,6 +43,9 @@ pub struct AdapterStats {
     pub too_large: AtomicU64,
     /// Largest `num_ctx` a chat asked for (0 = none).
     pub max_num_ctx: AtomicU64,
+    /// Chats whose `format` was a JSON Schema, and those that asked for `"json"`.
+    pub schemas: AtomicU64,
+    pub json_only: AtomicU64,
 }
 
 struct Upstream {
@@ -43,6 +54,7 @@ struct Upstream {
     http: reqwest::Client,
     stats: Arc<AdapterStats>,
     honour_format: Arc<AtomicBool>,
+    legacy: Arc<AtomicBool>,
 }
 
 type Up = State<Arc<Upstream>>;
@@ -53,10 +65,16 @@ pub struct LlamaNode {
     /// The Ollama-compatible address the shell uses.
     pub url: String,
     pub stats: Arc<AdapterStats>,
-    /// Constrain replies to JSON when a request asks for `format: "json"`, as
-    /// Ollama does (on by default). Off, the model writes as it likes, as
-    /// behind Ollama-compatible servers that ignore `format`.
+    /// Constrain replies to the request's `format` (its JSON Schema, or any
+    /// JSON object for `"json"`), as Ollama does (on by default). Off, the
+    /// model writes as it likes, as behind Ollama-compatible servers that
+    /// ignore `format`.
     pub honour_format: Arc<AtomicBool>,
+    /// Behave as the adapter did before issue 22 (for the benchmark's
+    /// "before"): report version 0.0.0 (so clients send `"json"`) and turn
+    /// any `format` into a `json_object`.
+    #[allow(dead_code)] // set by examples/bench_answers.rs only
+    pub legacy: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -113,19 +131,18 @@ impl LlamaNode {
         );
         let stats = Arc::new(AdapterStats::default());
         let honour_format = Arc::new(AtomicBool::new(true));
+        let legacy = Arc::new(AtomicBool::new(false));
         let up = Arc::new(Upstream {
             base,
             model: model.to_string(),
             http,
             stats: stats.clone(),
             honour_format: honour_format.clone(),
+            legacy: legacy.clone(),
         });
         let app = Router::new()
             .route("/", get(|| async { "Ollama is running" }))
-            .route(
-                "/api/version",
-                get(|| async { Json(json!({"version": "0.0.0-llama-adapter"})) }),
-            )
+            .route("/api/version", get(version))
             .route("/api/tags", get(tags))
             .route("/api/ps", get(ps))
             .route("/api/show", post(show))
@@ -143,6 +160,7 @@ impl LlamaNode {
             url: format!("http://{addr}"),
             stats,
             honour_format,
+            legacy,
             task,
         }
     }
@@ -171,6 +189,15 @@ async fn upstream_json(up: &Upstream, path: &str) -> Option<Value> {
         .await
         .ok()?;
     r.json().await.ok()
+}
+
+async fn version(State(up): Up) -> Response {
+    let v = if up.legacy.load(Ordering::SeqCst) {
+        "0.0.0-llama-adapter"
+    } else {
+        ADAPTER_VERSION
+    };
+    Json(json!({ "version": v })).into_response()
 }
 
 async fn tags(State(up): Up) -> Response {
@@ -203,6 +230,19 @@ async fn show(State(up): Up) -> Response {
         "model_info": {"general.architecture": "llama", "llama.context_length": trained}
     }))
     .into_response()
+}
+
+/// llama-server's `response_format` for an Ollama `format`: a JSON Schema
+/// constrains decoding to it, `"json"` to any JSON object; anything else
+/// (none, `""`) leaves the model free.
+pub fn response_format(format: &Value) -> Option<Value> {
+    if format.is_object() {
+        Some(json!({"type": "json_schema", "json_schema": {"name": "reply", "schema": format}}))
+    } else if format == "json" {
+        Some(json!({"type": "json_object"}))
+    } else {
+        None
+    }
 }
 
 fn ollama_error(status: StatusCode, message: String) -> Response {
@@ -252,9 +292,20 @@ async fn chat(State(up): Up, Json(req): Json<Value>) -> Response {
             body[k] = options[k].clone();
         }
     }
-    let honour = up.honour_format.load(Ordering::SeqCst);
-    if honour && (req["format"] == "json" || req["format"].is_object()) {
-        body["response_format"] = json!({"type": "json_object"});
+    if req["format"].is_object() {
+        up.stats.schemas.fetch_add(1, Ordering::SeqCst);
+    } else if req["format"] == "json" {
+        up.stats.json_only.fetch_add(1, Ordering::SeqCst);
+    }
+    if up.honour_format.load(Ordering::SeqCst) {
+        let format = if up.legacy.load(Ordering::SeqCst) && req["format"].is_object() {
+            json!("json")
+        } else {
+            req["format"].clone()
+        };
+        if let Some(rf) = response_format(&format) {
+            body["response_format"] = rf;
+        }
     }
     let resp = match up
         .http

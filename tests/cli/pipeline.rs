@@ -268,7 +268,7 @@ fn input_flag_json_shape_and_failure() {
         assert!(ch["content"]
             .as_str()
             .unwrap()
-            .starts_with(&format!("Part {} of 5. Focus", i + 1)));
+            .starts_with(&format!("Part {} of 5: ", i + 1)));
     }
     assert_eq!(v["metrics"]["chunks_generated"], 5);
     let dead = format!("http://127.0.0.1:{}", dead_port());

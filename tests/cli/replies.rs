@@ -126,6 +126,81 @@ fn parts_and_their_synthesis_carry_their_shapes() {
 }
 
 #[test]
+fn every_long_form_request_carries_a_schema_the_outline_exactly_n_parts() {
+    let (a, b) = (sim(quick()), sim(quick()));
+    let home = nodes_home(&[&a, &b], json!({"mode": "distributed"}));
+    let r = run(&home, &["-i", REPORT], "");
+    r.ok();
+    let requests: Vec<Value> = asked(&a).into_iter().chain(asked(&b)).collect();
+    for q in &requests {
+        assert!(q["format"].is_object(), "every request has a schema: {q}");
+    }
+    let outline = schema_for(&requests, &["parts"]);
+    let parts = &outline["properties"]["parts"];
+    assert_eq!(
+        (&parts["minItems"], &parts["maxItems"]),
+        (&json!(5), &json!(5))
+    );
+    assert_eq!(parts["items"]["required"], json!(["title", "focus"]));
+    assert_eq!(parts["items"]["properties"]["title"]["minLength"], 4);
+    // The planner's request is the first, and says what it is for.
+    let planner = requests.iter().find(|q| q["format"] == *outline).unwrap();
+    let user = planner["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        user.starts_with("Plan a 5-part answer to this request: Write a comprehensive report"),
+        "{user}"
+    );
+    let v = json_of(&r);
+    assert_eq!(
+        replies(&v)["valid_first_try"],
+        requests.len(),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_short_factual_question_asks_the_editor_for_a_summary_and_key_points() {
+    let a = sim(quick());
+    let home = nodes_home(&[&a], json!({}));
+    let r = run(&home, &["-i", "What is the capital of France?"], "");
+    r.ok();
+    let requests = asked(&a);
+    schema_for(&requests, &["summary", "key_points"]);
+    let editor = requests
+        .iter()
+        .find(|q| required(&q["format"]) == ["summary", "key_points"])
+        .unwrap();
+    let system = editor["messages"][0]["content"].as_str().unwrap();
+    assert!(!system.contains("\"examples\""), "{system}");
+    let v = json_of(&r);
+    assert_eq!(v["metrics"]["longform"]["brief"], true);
+    let answer = v["final_output"].as_str().unwrap();
+    assert!(answer.starts_with("## Summary\n"), "{answer}");
+    assert!(answer.contains("\n\n## Key Points\n- **"), "{answer}");
+    for gone in [
+        "## Detailed Explanation",
+        "## Examples",
+        "## Practical Applications",
+    ] {
+        assert!(!answer.contains(gone), "{gone}: {answer}");
+    }
+    // An explanatory question keeps the five sections.
+    let r = run(&home, &["-i", "Why is the sky blue?"], "");
+    r.ok();
+    let v = json_of(&r);
+    assert_eq!(v["metrics"]["longform"]["brief"], false);
+    let answer = v["final_output"].as_str().unwrap();
+    for kept in [
+        "## Detailed Explanation",
+        "## Examples",
+        "## Practical Applications",
+    ] {
+        assert!(answer.contains(kept), "{kept}: {answer}");
+    }
+}
+
+#[test]
 fn a_host_that_ignores_the_schema_still_gives_a_repaired_answer() {
     let a = sim(SimConfig {
         ignore_schema: true,

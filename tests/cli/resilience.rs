@@ -2,8 +2,10 @@
 //! a cooled node gets no request while it cools and is used again once it
 //! recovers; a failed Critic leaves the Editor working on the Researcher's
 //! findings; a part that fails everywhere is a marked gap, the rest of the answer
-//! is kept; a randomized fault schedule over four hosts for twenty queries gives
-//! complete answers or exactly the gaps the schedule forces.
+//! is kept; a part whose reply has no text is retried on another host, and is a
+//! marked gap (never a part of 0 words) when no host gives text; a randomized
+//! fault schedule over four hosts for twenty queries gives complete answers or
+//! exactly the gaps the schedule forces.
 
 use std::time::{Duration, Instant};
 
@@ -172,6 +174,90 @@ fn a_part_that_fails_everywhere_is_a_marked_gap_and_the_rest_is_kept() {
         "{}",
         r.stderr
     );
+}
+
+/// A host whose reply to part 3 has no text at all.
+fn empty_on_part_3() -> SimConfig {
+    SimConfig {
+        fault: Fault::Empty,
+        fault_match: Some("Part 3 of 5".into()),
+        ..paced()
+    }
+}
+
+#[test]
+fn an_empty_part_is_retried_on_another_host() {
+    // node-1 writes nothing for any part; node-2 writes them all.
+    let empty = sim(SimConfig {
+        fault: Fault::Empty,
+        fault_match: Some("\n\nRequest: ".into()),
+        ..paced()
+    });
+    let good = sim(paced());
+    let home = home_for(&[&empty, &good]);
+    let r = run(&home, &["-i", REPORT], "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = json_of(&r);
+    let out = v["final_output"].as_str().unwrap();
+    assert_eq!(parts(out), (vec![1, 2, 3, 4, 5], vec![]), "{out}");
+    r.err_has("failed on node-1")
+        .err_has("no usable text in the reply (empty after cleaning)");
+    assert!(
+        v["metrics"]["retries"].as_u64().unwrap() >= 1,
+        "{}",
+        v["metrics"]
+    );
+    for c in v["chunks"].as_array().unwrap() {
+        assert_eq!(c["node"], "node-2", "the kept attempt's node: {c}");
+        assert!(
+            c["content"].as_str().unwrap().split_whitespace().count() > 10,
+            "{c}"
+        );
+    }
+    for l in r.stderr.lines().filter(|l| l.starts_with("✅ part ")) {
+        assert!(l.contains(" done on node-2 "), "{l}");
+    }
+    assert!(!r.stderr.contains(" (0 words"), "{}", r.stderr);
+}
+
+#[test]
+fn a_part_empty_everywhere_is_a_marked_gap_counted_in_the_exit_and_the_metrics() {
+    let hosts = [sim(empty_on_part_3()), sim(empty_on_part_3())];
+    let home = home_for(&hosts.iter().collect::<Vec<_>>());
+    let r = run(&home, &["-i", REPORT], "");
+    assert_eq!(r.code, 1, "a missing part fails the query:\n{}", r.stderr);
+    let v = json_of(&r);
+    let out = v["final_output"].as_str().unwrap();
+    assert_eq!(parts(out), (vec![1, 2, 4, 5], vec![3]), "{out}");
+    assert!(
+        out.contains("> ⚠️ **This part is missing.** It could not be generated: chunk 3/5 failed on every node tried"),
+        "{out}"
+    );
+    assert!(out.contains("no usable text in the reply"), "{out}");
+    let failed = v["failed_chunks"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["chunk"], 3);
+    assert_eq!(failed[0]["kind"], "bad_reply");
+    assert_eq!(v["metrics"]["failed_tasks"], 1);
+    assert_eq!(v["complete"], false);
+    assert_eq!(
+        v["chunks"].as_array().unwrap().len(),
+        4,
+        "no empty part kept"
+    );
+    // Tried on each host, never announced as done.
+    let tried: usize = hosts
+        .iter()
+        .map(|h| {
+            h.recent_requests()
+                .iter()
+                .filter(|b| b.to_string().contains("Part 3 of 5"))
+                .count()
+        })
+        .sum();
+    assert!(tried >= 2, "part 3 was asked on both hosts: {tried}");
+    assert!(!r.stderr.contains("✅ part 3/5 done"), "{}", r.stderr);
+    r.err_has("❌ Query incomplete: part 3 missing");
 }
 
 #[test]

@@ -401,12 +401,15 @@ impl Session {
     }
 }
 
-/// The simulated chunk heads ("Part i of N. Focus"), in the order they appear in the answer.
+/// The simulated chunk heads ("Part i of N. Focus", "Part i of N: Title"), in
+/// the order they appear in the answer.
 pub fn chunk_order(answer: &str, total: usize) -> Vec<usize> {
     let mut found: Vec<(usize, usize)> = (1..=total)
         .flat_map(|n| {
+            // "Part 2 of 5. Focus" (the original's parts) or "Part 2 of 5: Title" (planned).
             answer
-                .match_indices(&format!("Part {n} of {total}. Focus"))
+                .match_indices(&format!("Part {n} of {total}"))
+                .filter(|(i, m)| answer[i + m.len()..].starts_with([':', '.']))
                 .map(|(i, _)| (i, n))
                 .collect::<Vec<_>>()
         })
