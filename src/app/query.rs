@@ -217,6 +217,7 @@ impl App {
             timeouts,
         } = QueryPlan::new(self.cfg.effective(), Asked::default());
         let pool = Pool::new(nodes, policy);
+        let pool_nodes = pool.nodes().to_vec();
         let (needs_coordinator, routing) = self.routing();
         for line in routing {
             self.services
@@ -276,11 +277,15 @@ impl App {
                 });
             }
         }
-        // Nothing answered at all (every node refused every connection):
-        // say so, and what to do, in one line.
+        // Nothing answered at all (every node refused every connection, and
+        // none has answered in this session): say so, and what to do, in one
+        // line. Nodes that went away mid-session get the task's own failure.
+        let never_answered = pool_nodes
+            .iter()
+            .all(|n| n.state().avg_latency_ms().is_none());
         result.map_err(|n| {
             let refused = n.first.attempts.iter().all(|a| a.error.is_refused());
-            if n.first.stopped == NoSlot::NothingAnswers && refused {
+            if n.first.stopped == NoSlot::NothingAnswers && refused && never_answered {
                 QueryError::NothingAnswers { nodes: names }
             } else {
                 QueryError::Nothing(n)

@@ -128,10 +128,11 @@ pub(crate) async fn learn(client: &Client, node: &Node, model: &str) {
     }
     let (trained, loaded) = match node.api {
         Api::Ollama => {
-            let (show, ps) = tokio::join!(
-                client.show(node.url(), model, Timeouts::PROBE),
-                client.ps(node.url(), Timeouts::PROBE)
-            );
+            // One after the other, on one kept-alive connection: a node is
+            // asked at the start of every query, and concurrent asks would
+            // each open a connection of their own.
+            let show = client.show(node.url(), model, Timeouts::PROBE).await;
+            let ps = client.ps(node.url(), Timeouts::PROBE).await;
             let trained = show.ok().as_ref().and_then(trained_from_show);
             let loaded = ps.ok().and_then(|models| {
                 models
@@ -158,13 +159,14 @@ pub(crate) async fn learn(client: &Client, node: &Node, model: &str) {
     c.loaded = loaded.filter(|n| *n > 0).or(c.loaded);
 }
 
-/// Learn every node's context for every model, all at once.
+/// Learn every node's context for every model: the nodes at once, each
+/// node's models one after the other (one connection per node).
 pub(crate) async fn learn_all(client: &Client, nodes: &[Arc<Node>], models: &[&str]) {
-    join_all(
-        nodes
-            .iter()
-            .flat_map(|n| models.iter().map(move |m| learn(client, n, m))),
-    )
+    join_all(nodes.iter().map(|n| async move {
+        for m in models {
+            learn(client, n, m).await;
+        }
+    }))
     .await;
 }
 

@@ -86,14 +86,38 @@ fn cluster(extra: [&[&str]; 3]) -> Result<Cluster, String> {
 }
 
 impl Cluster {
-    /// Inference requests in flight on host i (1-based), from its /sim/stats.
-    fn in_flight(&self, i: usize) -> u64 {
+    /// A count from host i's /sim/stats (1-based; 0 when it does not answer).
+    fn stat(&self, i: usize, key: &str) -> u64 {
         self.lab
             .http_get(self.lab.lan_ns(), self.lab.host_ip(i), PORT, "/sim/stats")
             .ok()
             .and_then(|b| serde_json::from_str::<Value>(&b).ok())
-            .and_then(|v| v["in_flight"].as_u64())
+            .and_then(|v| v[key].as_u64())
             .unwrap_or(0)
+    }
+
+    /// Inference requests in flight on host i (1-based), from its /sim/stats.
+    fn in_flight(&self, i: usize) -> u64 {
+        self.stat(i, "in_flight")
+    }
+
+    /// Wait until `hosts` have answered `n` inference requests in all.
+    fn wait_answered(&self, hosts: &[usize], n: u64, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        while hosts
+            .iter()
+            .map(|&h| self.stat(h, "completed"))
+            .sum::<u64>()
+            < n
+        {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "hosts {hosts:?} did not answer {n} requests in {within:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// Start the shell in the LAN namespace on `script`; the output comes from the handle.
@@ -330,7 +354,10 @@ fn fault_every_host_gone_mid_query() {
     repeat("every host gone mid-query", |_| {
         let mut c = cluster([&[], &[], &[]])?;
         let shell = c.shell(&format!("{LONG}\nrefine 3\nstatus\n"));
-        let busy = c.wait_busy(&[1, 2, 3], Duration::from_secs(20));
+        // Mid-query: the outline is written, and a part is being written.
+        let busy = c
+            .wait_answered(&[1, 2, 3], 1, Duration::from_secs(20))
+            .and_then(|()| c.wait_busy(&[1, 2, 3], Duration::from_secs(20)));
         let killed = Instant::now();
         if busy.is_ok() {
             std::thread::sleep(Duration::from_millis(150));
@@ -349,7 +376,10 @@ fn fault_every_host_gone_mid_query() {
         let chunk =
             regex::Regex::new(r"chunk [1-5]/5 failed on every node tried: node-[123] ").unwrap();
         if !chunk.is_match(failed) {
-            return Err(format!("the message names no chunk or node: {failed}"));
+            return Err(format!(
+                "the message names no chunk or node: {failed}\n{}",
+                r.stderr
+            ));
         }
         if r.code != 1 || !r.stdout.contains("SYSTEM STATUS") {
             return Err(format!(
